@@ -1,0 +1,1 @@
+//! qkd-auth (see Cargo.toml description).

@@ -1,0 +1,1 @@
+//! qkd-ldpc (see Cargo.toml description).

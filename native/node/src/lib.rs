@@ -1,0 +1,16 @@
+//! Thin #[napi] adapters over the pure-Rust crates. No algorithm lives here: each module converts
+//! JS values (typed arrays, numbers) to Rust types, calls the crate and maps errors to coded
+//! napi errors (`code` strings the TypeScript facade in src/core/ knows). No panic may cross.
+#![deny(clippy::all)]
+use napi_derive::napi;
+
+mod auth; // qkd-auth: Wegman-Carter MAC (classical channel)
+mod ldpc; // qkd-ldpc: reconciliation
+mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key
+mod store; // qkd-store: reference KMS key store
+
+/// Version of the native core, to check the addon loaded is the one built.
+#[napi]
+pub fn core_version() -> String {
+    qkd_core::version().to_string()
+}

@@ -1,0 +1,1 @@
+//! qkd-store (see Cargo.toml description).
