@@ -8,6 +8,7 @@ mod auth; // qkd-auth: Wegman-Carter MAC (classical channel)
 mod ldpc; // qkd-ldpc: reconciliation
 mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key
 mod store; // qkd-store: reference KMS key store
+mod stream; // detection-batch ingest (zero-copy from ZeroMQ frames)
 
 /// Version of the native core, to check the addon loaded is the one built.
 #[napi]

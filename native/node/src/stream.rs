@@ -1,0 +1,1 @@
+//! napi adapters for this area (see lib.rs).
