@@ -1,0 +1,243 @@
+/**
+ * The device layer's public vocabulary: one interface per device kind (photon source, SPAD
+ * detector, time-tagger), the capabilities every device states as data, and the transports the
+ * drivers talk through. Drivers (src/devices/drivers/) implement these interfaces on top of a
+ * `Transport`; the emulated devices (src/devices/emulated/) sit behind the SAME transports (a pty
+ * pair or an answering serialport binding for serial, a `UsbBulkDevice` for USB), so the driver
+ * code is what runs in CI.
+ *
+ * Units are in the names (`…Hz`, `…Ps`, `…Ns`, `…V`, `…C`); times on the tag path are integer
+ * picoseconds (BigInt64Array), never floating seconds.
+ *
+ * Concurrency: every device method may be called at any time from the JS thread; a driver
+ * serialises the commands it sends on its transport (one outstanding SCPI query at a time), so
+ * callers need no locking. Every method that talks to the device rejects with a `TimeoutError`
+ * when the device does not answer within the transport's timeout, a `TransportError` when the
+ * line went away, a `ProtocolError` when the reply is malformed and a `DeviceError` when the value
+ * is out of the capability's range or the device refused. None of them hangs.
+ */
+import type { TagBatch } from '../lab/types.ts';
+
+export type DeviceKind = 'photon-source' | 'spad-detector' | 'time-tagger';
+
+/**
+ * What a device accepts for one parameter, stated as data (like ID120 `*:CAPABILITY?` queries and
+ * qudi's `get_constraints()`). A value is valid when min <= v <= max and (v - min) is a whole
+ * multiple of step (within 1e-9 relative). Enumerations and booleans are numeric too
+ * (e.g. edge 0 = rising, 1 = falling; enable 0/1), with `unit: 'enum'` / `'bool'` and `labels`.
+ */
+export interface Capability {
+  min: number;
+  max: number;
+  step: number;
+  unit: string;
+  /** Read-only parameters (measured values such as a count rate or a temperature reading). */
+  readonly?: boolean;
+  /** For per-channel parameters: the channels that have it (the parameter is addressed as `name:ch`). */
+  channels?: number[];
+  /** For enumerations: label of each value, index = value - min. */
+  labels?: string[];
+  /** One-line description for `qkd device <id> get` listings. */
+  description?: string;
+}
+
+/** Device identity as reported by `*IDN?` (or the USB descriptor for USB devices). */
+export interface DeviceIdentity {
+  vendor: string;
+  model: string;
+  serial: string;
+  firmware: string;
+}
+
+/** Connection state; changes are emitted as 'state' events by `Device.on('state', …)`. */
+export type DeviceState = 'closed' | 'connecting' | 'ready' | 'disconnected' | 'reconnecting' | 'failed';
+
+export interface StateChange {
+  state: DeviceState;
+  previous: DeviceState;
+  /** Why it changed (e.g. the transport error), when it was not requested. */
+  reason?: string;
+}
+
+/** What every device kind has in common. */
+export interface Device {
+  /** Node-local id from the node configuration, e.g. `bob-detector-0`. */
+  readonly id: string;
+  readonly kind: DeviceKind;
+  /** Profile name (hw-profiles/devices/<profile>.json) the driver was generated from. */
+  readonly profile: string;
+  readonly state: DeviceState;
+  /** Opens the transport, checks identity and firmware against the profile, applies defaults. */
+  open(): Promise<DeviceIdentity>;
+  close(): Promise<void>;
+  identity(): Promise<DeviceIdentity>;
+  /** All parameters with their limits (from the profile, refined by the device where it says). */
+  capabilities(): Record<string, Capability>;
+  /** Reads a parameter; per-channel parameters are addressed as `name:channel`. */
+  get(param: string): Promise<number>;
+  /** Sets a parameter after checking it against `capabilities()`; throws DeviceError('OUT_OF_RANGE'). */
+  set(param: string, value: number): Promise<void>;
+  on(event: 'state', listener: (change: StateChange) => void): this;
+  off(event: 'state', listener: (change: StateChange) => void): this;
+}
+
+/** Alice's pulsed source with intensity (decoy) and polarisation/phase modulators. */
+export interface PhotonSource extends Device {
+  readonly kind: 'photon-source';
+  setRepetitionRateHz(hz: number): Promise<void>;
+  repetitionRateHz(): Promise<number>;
+  /** Mean photon number of one intensity level (0 signal, 1 decoy, 2 vacuum; src/lab/types.ts). */
+  setIntensity(level: 0 | 1 | 2, meanPhotonNumber: number): Promise<void>;
+  intensity(level: 0 | 1 | 2): Promise<number>;
+  /**
+   * Modulation pattern source: 0 = internal QRNG seeded by `seed` (the emulated lab's
+   * `aliceChoices(preset, seed, …)`), 1 = external pattern. The seed is secret: it is sent to the
+   * device but never logged or returned in errors.
+   */
+  setPattern(mode: 0 | 1, seed?: bigint): Promise<void>;
+  setEnabled(on: boolean): Promise<void>;
+  enabled(): Promise<boolean>;
+}
+
+/** One single-photon avalanche detector (gated or free-running) with its cooler and counters. */
+export interface SpadDetector extends Device {
+  readonly kind: 'spad-detector';
+  setEfficiency(fraction: number): Promise<void>;
+  efficiency(): Promise<number>;
+  setBiasV(volts: number): Promise<void>;
+  setDeadTimeNs(ns: number): Promise<void>;
+  deadTimeNs(): Promise<number>;
+  setThresholdMv(mv: number): Promise<void>;
+  setTemperatureSetpointC(celsius: number): Promise<void>;
+  temperatureC(): Promise<number>;
+  /** True once the cooler has reached its set point and the detector is armed. */
+  ready(): Promise<boolean>;
+  /** Detection rate counted by the module over its last gate (counts per second). */
+  countRatePerSec(): Promise<number>;
+}
+
+/** Kind of one in-band record in a tag stream (byte 0 of the 16-byte wire record). */
+export const TAG_TYPE = {
+  TIME_TAG: 0,
+  ERROR: 1,
+  OVERFLOW_BEGIN: 2,
+  OVERFLOW_END: 3,
+  MISSED_EVENTS: 4,
+} as const;
+export type TagType = (typeof TAG_TYPE)[keyof typeof TAG_TYPE];
+
+/**
+ * A non-tag record of the stream, reported in-band: it sits between the tags of its batch at
+ * position `index` (tags[0..index) came before it). During an overflow (between OVERFLOW_BEGIN and
+ * OVERFLOW_END) the tagger lost tags; MISSED_EVENTS says how many on which channel. Consumers must
+ * treat the time span of an overflow as having unknown detections (e.g. drop those pulses).
+ */
+export interface TagEvent {
+  type: Exclude<TagType, 0>;
+  index: number;
+  channel: number;
+  timePs: bigint;
+  missedEvents: number;
+}
+
+/** One chunk of a tag stream: the tags in time order plus the in-band events among them. */
+export interface TagStreamBatch extends TagBatch {
+  /** Sequence number of this batch in the stream, from 0, without gaps. */
+  seq: number;
+  /** In-band overflow / missed-event / error records, ordered by `index`. Empty most of the time. */
+  events: TagEvent[];
+}
+
+/**
+ * A running tag stream. Iterate it with `for await`; `stop()` ends the iteration after the batch
+ * in flight (it is also called when the consumer breaks out of the loop). Back-pressure: the
+ * driver reads the next USB transfer only when the consumer asks for the next batch, so a slow
+ * consumer makes the (real or emulated) tagger overflow, which then shows in-band.
+ */
+export interface TagStream extends AsyncIterable<TagStreamBatch> {
+  stop(): Promise<void>;
+  /** Totals so far: tags delivered, overflow periods, missed events reported. */
+  readonly stats: { tags: number; batches: number; overflows: number; missedEvents: number; errors: number };
+}
+
+export interface TagStreamOptions {
+  /** Channels to stream (default: all enabled). */
+  channels?: number[];
+  /** Bytes per bulk transfer (multiple of 16; default 64 KiB). */
+  transferBytes?: number;
+  /** Stop after this many tags (default: unbounded). */
+  maxTags?: number;
+}
+
+/** A time-tagger (Swabian-like): channels with edge/threshold/delay, a reference clock, tag streaming. */
+export interface TimeTagger extends Device {
+  readonly kind: 'time-tagger';
+  /** Input channel numbers (1-based, as on the front panel). */
+  channels(): number[];
+  setDelayPs(channel: number, delayPs: number): Promise<void>;
+  delayPs(channel: number): Promise<number>;
+  setThresholdV(channel: number, volts: number): Promise<void>;
+  /** 0 = rising, 1 = falling edge. */
+  setEdge(channel: number, edge: 0 | 1): Promise<void>;
+  /** 0 = internal oscillator, 1 = external 10 MHz reference. */
+  setReferenceClock(source: 0 | 1): Promise<void>;
+  /** Starts streaming; only one stream per tagger at a time (DeviceError 'STREAM_BUSY' otherwise). */
+  startStream(options?: TagStreamOptions): TagStream;
+}
+
+export type AnyDevice = PhotonSource | SpadDetector | TimeTagger;
+
+// ---------------------------------------------------------------------------------------------
+// Transports
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * A line-oriented command transport (SCPI-style text over a serial port, a pty, or an answering
+ * mock binding). One query at a time; `query` rejects with TimeoutError after `timeoutMs`.
+ */
+export interface LineTransport {
+  readonly kind: 'serial';
+  readonly description: string;
+  readonly isOpen: boolean;
+  open(): Promise<void>;
+  close(): Promise<void>;
+  /** Sends a command that has no reply (`BIAS:VOLTAGE 45.5`). */
+  write(command: string): Promise<void>;
+  /** Sends a query (`DEADTIME:TIME?`) and resolves with its reply line, delimiter stripped. */
+  query(command: string, timeoutMs?: number): Promise<string>;
+  /** 'close' is emitted when the line goes away without `close()` being called (unplugged). */
+  on(event: 'close', listener: (err?: Error) => void): this;
+  off(event: 'close', listener: (err?: Error) => void): this;
+}
+
+/**
+ * The small surface of a USB device the USB transport needs. `usb`'s Device/Interface/InEndpoint
+ * implement it in transports/usb.ts; the emulated time-tagger implements it directly, at the
+ * transfer level, so the transport and driver above it are the real ones.
+ */
+export interface UsbBulkDevice {
+  readonly vendorId: number;
+  readonly productId: number;
+  open(): Promise<void>;
+  /** Claims the interface that carries the bulk IN endpoint. */
+  claim(iface: number): Promise<void>;
+  /** One bulk IN transfer of up to `length` bytes (a whole number of 16-byte records). */
+  bulkIn(endpoint: number, length: number, timeoutMs: number): Promise<Uint8Array>;
+  /** Vendor control transfer host->device (settings). */
+  controlOut(request: number, value: number, index: number, data: Uint8Array): Promise<void>;
+  /** Vendor control transfer device->host (reading settings, identity). */
+  controlIn(request: number, value: number, index: number, length: number): Promise<Uint8Array>;
+  release(iface: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type Transport = LineTransport | UsbTransportLike;
+
+/** Marker shape of the USB transport (full class in transports/usb.ts). */
+export interface UsbTransportLike {
+  readonly kind: 'usb';
+  readonly description: string;
+  readonly isOpen: boolean;
+  open(): Promise<void>;
+  close(): Promise<void>;
+}
