@@ -1,1 +1,244 @@
-//! napi adapters for this area (see lib.rs).
+//! napi adapters for qkd-store (the reference KMS's durable key store). See native/store.
+//!
+//! `put` and `take` commit with fsync (WAL, synchronous=FULL), so they run off the JS thread as
+//! `AsyncTask`s; the store sits behind a mutex shared with those tasks. Key bytes come in as a
+//! caller-owned Uint8Array, copied once into a zeroising buffer; `take` hands the key back in a
+//! fresh Buffer the caller owns (and must zero after use). Errors carry a code prefix
+//! (`STORE_DB:`, `STORE_CRYPTO:`, `STORE_INVALID:`, `STORE_CLOSED:`) the TypeScript side maps.
+use napi::bindgen_prelude::*;
+use napi::{Env, Task};
+use napi_derive::napi;
+use qkd_store::{PutOutcome, Store, StoreError};
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+type Shared = Arc<Mutex<Option<Store>>>;
+
+fn err(e: StoreError) -> Error {
+    Error::new(Status::GenericFailure, e.to_string())
+}
+
+fn with<T>(s: &Shared, f: impl FnOnce(&mut Store) -> std::result::Result<T, StoreError>) -> Result<T> {
+    let mut g = s
+        .lock()
+        .map_err(|_| Error::new(Status::GenericFailure, "STORE_DB: store lock poisoned; restart the KMS"))?;
+    match g.as_mut() {
+        Some(st) => f(st).map_err(err),
+        None => Err(Error::new(Status::GenericFailure, "STORE_CLOSED: the key store is closed")),
+    }
+}
+
+#[napi(object)]
+pub struct StoreCandidate {
+    pub index: u32,
+    pub key_id: String,
+    /// Hex SHA-256 digest (domain-separated, see qkd-store), never the key.
+    pub digest: String,
+}
+
+#[napi(object)]
+pub struct StoreCounts {
+    pub held: f64,
+    pub reserved: f64,
+    pub delivered: f64,
+    pub expired: f64,
+}
+
+#[napi(object)]
+pub struct StoreAuditRow {
+    pub seq: f64,
+    pub at_ms: f64,
+    pub key_stream_id: String,
+    pub index: f64,
+    pub event: String,
+    pub detail: String,
+}
+
+#[napi(object)]
+pub struct StoreExpired {
+    pub key_stream_id: String,
+    pub index: u32,
+}
+
+#[napi(object)]
+pub struct StoreTaken {
+    pub index: u32,
+    pub key_id: String,
+    pub key: Buffer,
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub struct PutTask {
+    store: Shared,
+    sid: String,
+    index: u32,
+    key_id: String,
+    key: Zeroizing<Vec<u8>>,
+    meta: String,
+    now_ms: i64,
+    expires_ms: i64,
+}
+
+impl Task for PutTask {
+    type Output = PutOutcome;
+    type JsValue = String;
+    fn compute(&mut self) -> Result<PutOutcome> {
+        let (sid, key_id, meta) = (&self.sid, &self.key_id, &self.meta);
+        let (index, key, now, exp) = (self.index, &self.key, self.now_ms, self.expires_ms);
+        with(&self.store, |s| s.put(sid, index, key_id, key, meta, now, exp))
+    }
+    fn resolve(&mut self, _env: Env, o: PutOutcome) -> Result<String> {
+        Ok(match o {
+            PutOutcome::Stored => "stored",
+            PutOutcome::Duplicate => "duplicate",
+            PutOutcome::Conflict => "conflict",
+            PutOutcome::Full => "full",
+        }
+        .to_string())
+    }
+}
+
+pub struct TakeTask {
+    store: Shared,
+    key_id: String,
+    holder: String,
+    now_ms: i64,
+}
+
+impl Task for TakeTask {
+    type Output = Option<qkd_store::TakenKey>;
+    type JsValue = Option<StoreTaken>;
+    fn compute(&mut self) -> Result<Self::Output> {
+        let (k, h, n) = (&self.key_id, &self.holder, self.now_ms);
+        with(&self.store, |s| s.take(k, h, n))
+    }
+    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Option<StoreTaken>> {
+        Ok(o.map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) }))
+    }
+}
+
+/// The KMS key store. One per KMS process; methods may be called from the JS thread at any time
+/// (a mutex serialises them with the background put/take tasks).
+#[napi]
+pub struct KmsStore {
+    inner: Shared,
+}
+
+#[napi]
+impl KmsStore {
+    /// Opens or creates the database at `path`. `kek` is the 32-byte key-encryption key (copied
+    /// into the cipher state; the caller should zero its array). `capacity` = most keys held.
+    #[napi(factory)]
+    pub fn open(path: String, kek: Uint8Array, capacity: f64) -> Result<KmsStore> {
+        let k = Zeroizing::new(kek.to_vec());
+        let s = Store::open(&path, &k, capacity.max(0.0) as u64).map_err(err)?;
+        Ok(KmsStore { inner: Arc::new(Mutex::new(Some(s))) })
+    }
+
+    /// Stores a key durably; resolves to "stored" | "duplicate" | "conflict" | "full".
+    #[napi(ts_return_type = "Promise<'stored' | 'duplicate' | 'conflict' | 'full'>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &self,
+        key_stream_id: String,
+        index: u32,
+        key_id: String,
+        key: Uint8Array,
+        meta_json: String,
+        now_ms: f64,
+        expires_ms: f64,
+    ) -> AsyncTask<PutTask> {
+        AsyncTask::new(PutTask {
+            store: self.inner.clone(),
+            sid: key_stream_id,
+            index,
+            key_id,
+            key: Zeroizing::new(key.to_vec()),
+            meta: meta_json,
+            now_ms: now_ms as i64,
+            expires_ms: expires_ms as i64,
+        })
+    }
+
+    /// Held, unreserved, unexpired keys of a stream in index order (digests, never keys).
+    #[napi]
+    pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64) -> Result<Vec<StoreCandidate>> {
+        let v = with(&self.inner, |s| s.candidates(&key_stream_id, limit, now_ms as i64))?;
+        Ok(v.into_iter().map(|c| StoreCandidate { index: c.index, key_id: c.key_id, digest: hex(&c.digest) }).collect())
+    }
+
+    /// Reserves the listed `(index, hex digest)` keys for `holder` where this store holds the same
+    /// digest. Returns the indices reserved.
+    #[napi]
+    pub fn reserve(&self, key_stream_id: String, indices: Vec<u32>, digests: Vec<String>, holder: String, now_ms: f64) -> Result<Vec<u32>> {
+        if indices.len() != digests.len() {
+            return Err(Error::new(Status::InvalidArg, "STORE_INVALID: indices and digests differ in length"));
+        }
+        let mut items = Vec::with_capacity(indices.len());
+        for (i, d) in indices.iter().zip(&digests) {
+            let d = unhex32(d).ok_or_else(|| Error::new(Status::InvalidArg, "STORE_INVALID: digest must be 64 hex digits"))?;
+            items.push((*i, d));
+        }
+        with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64))
+    }
+
+    /// Unwraps, erases and returns a key reserved for `holder`, or null.
+    #[napi]
+    pub fn take(&self, key_id: String, holder: String, now_ms: f64) -> AsyncTask<TakeTask> {
+        AsyncTask::new(TakeTask { store: self.inner.clone(), key_id, holder, now_ms: now_ms as i64 })
+    }
+
+    /// Erases every key whose expiry is at or before `now_ms`; returns them.
+    #[napi]
+    pub fn expire(&self, now_ms: f64) -> Result<Vec<StoreExpired>> {
+        let v = with(&self.inner, |s| s.expire(now_ms as i64))?;
+        Ok(v.into_iter().map(|(key_stream_id, index)| StoreExpired { key_stream_id, index }).collect())
+    }
+
+    #[napi]
+    pub fn counts(&self, key_stream_id: Option<String>) -> Result<StoreCounts> {
+        let c = with(&self.inner, |s| s.counts(key_stream_id.as_deref()))?;
+        Ok(StoreCounts { held: c.held as f64, reserved: c.reserved as f64, delivered: c.delivered as f64, expired: c.expired as f64 })
+    }
+
+    /// Appends an audit record. `detail` must not contain key bytes.
+    #[napi]
+    pub fn audit(&self, now_ms: f64, key_stream_id: String, index: f64, event: String, detail: String) -> Result<()> {
+        with(&self.inner, |s| s.audit(now_ms as i64, &key_stream_id, index as i64, &event, &detail))
+    }
+
+    #[napi]
+    pub fn audit_trail(&self, key_stream_id: String, index: Option<u32>) -> Result<Vec<StoreAuditRow>> {
+        let v = with(&self.inner, |s| s.audit_trail(&key_stream_id, index))?;
+        Ok(v.into_iter()
+            .map(|r| StoreAuditRow { seq: r.seq as f64, at_ms: r.at_ms as f64, key_stream_id: r.key_stream_id, index: r.index as f64, event: r.event, detail: r.detail })
+            .collect())
+    }
+
+    /// Runs raw SQL (tests: shows the audit trail refuses UPDATE/DELETE).
+    #[napi]
+    pub fn exec_raw(&self, sql: String) -> Result<()> {
+        with(&self.inner, |s| s.exec_raw(&sql))
+    }
+
+    /// Closes the database (checkpoints the WAL). Later calls fail with STORE_CLOSED.
+    #[napi]
+    pub fn close(&self) -> Result<()> {
+        let mut g = self.inner.lock().map_err(|_| Error::new(Status::GenericFailure, "STORE_DB: lock poisoned"))?;
+        g.take();
+        Ok(())
+    }
+}
