@@ -181,9 +181,9 @@ impl KmsStore {
     }
 
     /// Reserves the listed `(index, hex digest)` keys for `holder` where this store holds the same
-    /// digest. Returns the indices reserved.
+    /// digest. Returns the indices reserved (none at all with `all_or_nothing` unless all match).
     #[napi]
-    pub fn reserve(&self, key_stream_id: String, indices: Vec<u32>, digests: Vec<String>, holder: String, now_ms: f64) -> Result<Vec<u32>> {
+    pub fn reserve(&self, key_stream_id: String, indices: Vec<u32>, digests: Vec<String>, holder: String, now_ms: f64, all_or_nothing: bool) -> Result<Vec<u32>> {
         if indices.len() != digests.len() {
             return Err(Error::new(Status::InvalidArg, "STORE_INVALID: indices and digests differ in length"));
         }
@@ -192,7 +192,7 @@ impl KmsStore {
             let d = unhex32(d).ok_or_else(|| Error::new(Status::InvalidArg, "STORE_INVALID: digest must be 64 hex digits"))?;
             items.push((*i, d));
         }
-        with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64))
+        with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64, all_or_nothing))
     }
 
     /// Unwraps, erases and returns a key reserved for `holder`, or null.

@@ -274,7 +274,15 @@ impl Store {
 
     /// Marks held keys as reserved for `holder` (an SAE pair), in one transaction. Returns the
     /// indices actually reserved (those held and matching `digests`); others are left alone.
-    pub fn reserve(&mut self, sid: &str, items: &[(u32, [u8; 32])], holder: &str, now_ms: i64) -> Result<Vec<u32>> {
+    /// With `all_or_nothing`, nothing is reserved (and nothing audited) unless every item matches.
+    pub fn reserve(
+        &mut self,
+        sid: &str,
+        items: &[(u32, [u8; 32])],
+        holder: &str,
+        now_ms: i64,
+        all_or_nothing: bool,
+    ) -> Result<Vec<u32>> {
         let tx = self.conn.transaction()?;
         let mut ok = Vec::new();
         for (idx, dg) in items {
@@ -297,6 +305,10 @@ impl Store {
                     Self::audit_tx(&tx, now_ms, sid, *idx as i64, "mismatch", "peer digest differs; not released")?;
                 }
             }
+        }
+        if all_or_nothing && ok.len() != items.len() {
+            drop(tx); // rolls back
+            return Ok(Vec::new());
         }
         tx.commit()?;
         Ok(ok)
@@ -425,8 +437,9 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].digest, digest("s", 5, b"abcdef"));
         // a wrong digest does not reserve
-        assert!(s.reserve("s", &[(5, [0u8; 32])], "a>b", 1).unwrap().is_empty());
-        assert_eq!(s.reserve("s", &[(5, c[0].digest)], "a>b", 1).unwrap(), vec![5]);
+        assert!(s.reserve("s", &[(5, [0u8; 32])], "a>b", 1, false).unwrap().is_empty());
+        assert!(s.reserve("s", &[(5, c[0].digest), (99, [0u8; 32])], "a>b", 1, true).unwrap().is_empty());
+        assert_eq!(s.reserve("s", &[(5, c[0].digest)], "a>b", 1, true).unwrap(), vec![5]);
         assert!(s.take("k5", "x>y", 2).unwrap().is_none());
         let k = s.take("k5", "a>b", 2).unwrap().unwrap();
         assert_eq!(&k.key[..], b"abcdef");
@@ -454,7 +467,7 @@ mod tests {
             let mut s = Store::open(path, &kek(), 10).unwrap();
             s.put("s", 1, "k1", canary, "{}", 0, 1000).unwrap();
             let c = s.candidates("s", 1, 0).unwrap();
-            s.reserve("s", &[(1, c[0].digest)], "h", 0).unwrap();
+            s.reserve("s", &[(1, c[0].digest)], "h", 0, false).unwrap();
         }
         for f in std::fs::read_dir(&dir).unwrap() {
             let bytes = std::fs::read(f.unwrap().path()).unwrap();
