@@ -1,1 +1,309 @@
-//! qkd-ldpc (see Cargo.toml description).
+//! qkd-ldpc: rate-adaptive LDPC error reconciliation for QKD (one-way, syndrome based).
+//!
+//! Alice sends the m-bit syndrome of her frame under a shipped mother code (family.rs), adapted
+//! to the measured QBER by puncturing and shortening; Bob decodes his noisy frame with the syndrome
+//! as side information (decoder.rs: layered normalised min-sum, 8-bit fixed point, frames in SIMD
+//! lanes, batches in parallel on rayon). A failed decode is a result (best guess, iterations,
+//! `converged = false`); Bob may then ask for a blind retry, where Alice reveals the next r bits
+//! of the frame's reveal order (punctured fill first). Every disclosed bit is counted:
+//! leak = m − p + r (see code.rs for why m − p is a bound, not an estimate).
+//!
+//! Bits are packed LSB first: bit i of a buffer is `(buf[i >> 3] >> (i & 7)) & 1`; unused high
+//! bits of the last byte are ignored on input and zero on output.
+//!
+//! Key material (frames, fills, decoder state derived from them) lives in `Zeroizing` buffers.
+
+pub mod code;
+pub mod decoder;
+pub mod family;
+pub mod reference;
+pub mod rng;
+
+use code::Code;
+use decoder::{decode_lanes, Kernel, LaneBatch, LaneOutcome};
+use family::{check_params, layout, FrameParams, Layout, KEY, PUNCT, SHORT};
+use rayon::prelude::*;
+use zeroize::Zeroizing;
+
+pub use family::{choose, h2, CodeId};
+
+/// Error with a stable code string the TypeScript facade maps to its error classes. Messages
+/// carry lengths and parameters only, never bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdpcError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for LdpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+impl std::error::Error for LdpcError {}
+
+fn bad_params(e: family::ParamError) -> LdpcError {
+    LdpcError { code: "LDPC_BAD_PARAMS", message: format!("{e}; use the parameters chooseCode returned") }
+}
+
+fn need_len(what: &str, got: usize, bits: usize) -> Result<(), LdpcError> {
+    let want = bits.div_ceil(8);
+    if got != want {
+        return Err(LdpcError {
+            code: "LDPC_BAD_LENGTH",
+            message: format!("{what} must be {want} bytes ({bits} bits packed LSB first), got {got} bytes"),
+        });
+    }
+    Ok(())
+}
+
+#[inline]
+pub fn get_bit(buf: &[u8], i: usize) -> u8 {
+    (buf[i >> 3] >> (i & 7)) & 1
+}
+
+pub fn pack_bits(bits: impl Iterator<Item = u8>, nbits: usize) -> Vec<u8> {
+    let mut out = vec![0u8; nbits.div_ceil(8)];
+    for (i, b) in bits.enumerate().take(nbits) {
+        out[i >> 3] |= (b & 1) << (i & 7);
+    }
+    out
+}
+
+/// Alice's full mother word (one byte per bit), zeroised on drop.
+fn alice_word(code: &Code, lay: &Layout, key: &[u8], fill: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut w = Zeroizing::new(vec![0u8; code.n]);
+    for (i, &v) in lay.key_pos.iter().enumerate() {
+        w[v as usize] = get_bit(key, i);
+    }
+    for (j, &v) in lay.punct_pos.iter().enumerate() {
+        w[v as usize] = get_bit(fill, j);
+    }
+    w
+}
+
+/// Alice: syndrome (m bits, packed) of `key` (k bits) with punctured positions filled from `fill`
+/// (p bits, which must be fresh secret randomness, used once, and kept for blind retries).
+pub fn encode(fp: &FrameParams, key: &[u8], fill: &[u8]) -> Result<Vec<u8>, LdpcError> {
+    let code = check_params(fp).map_err(bad_params)?;
+    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    need_len("frame", key.len(), fp.key_bits())?;
+    need_len("puncturing fill", fill.len(), fp.punctured)?;
+    let w = alice_word(&code, &lay, key, fill);
+    let mut s = vec![0u8; code.m.div_ceil(8)];
+    for c in 0..code.m {
+        let mut acc = 0u8;
+        for &v in code.row(c) {
+            acc ^= w[v as usize];
+        }
+        s[c >> 3] |= acc << (c & 7);
+    }
+    Ok(s)
+}
+
+/// Alice, on a blind retry: the values at reveal positions `from .. from + count` (packed).
+pub fn reveal(fp: &FrameParams, key: &[u8], fill: &[u8], from: usize, count: usize) -> Result<Vec<u8>, LdpcError> {
+    let code = check_params(fp).map_err(bad_params)?;
+    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    need_len("frame", key.len(), fp.key_bits())?;
+    need_len("puncturing fill", fill.len(), fp.punctured)?;
+    if from + count > lay.reveal_order.len() {
+        return Err(LdpcError {
+            code: "LDPC_REVEAL_EXHAUSTED",
+            message: format!(
+                "cannot reveal positions {from}..{} of a frame with {} revealable positions; discard the frame",
+                from + count,
+                lay.reveal_order.len()
+            ),
+        });
+    }
+    let w = alice_word(&code, &lay, key, fill);
+    Ok(pack_bits(lay.reveal_order[from..from + count].iter().map(|&v| w[v as usize]), count))
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeOptions {
+    pub max_iter: u32,
+    pub kernel: Kernel,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { max_iter: 60, kernel: Kernel::Auto }
+    }
+}
+
+/// Bob's result for one frame.
+pub struct FrameResult {
+    /// Corrected key bits (k bits packed); Bob's best guess when `converged` is false.
+    pub corrected: Zeroizing<Vec<u8>>,
+    pub converged: bool,
+    pub iterations: u32,
+    /// Bits disclosed for this frame so far: m − p + revealed.
+    pub leak_bits: usize,
+}
+
+/// One frame for Bob: his noisy key bits, Alice's syndrome, and the values revealed so far
+/// (`revealed_count` bits of the reveal order, packed; empty when none).
+pub struct BobFrame<'a> {
+    pub frame: &'a [u8],
+    pub syndrome: &'a [u8],
+    pub revealed: &'a [u8],
+}
+
+/// Channel LLR magnitude in decoder units (1/4 nat), for crossover probability q.
+pub fn quantised_llr(qber: f64) -> i8 {
+    let q = qber.clamp(1e-6, 0.499);
+    ((4.0 * ((1.0 - q) / q).ln()).round() as i32).clamp(1, 100) as i8
+}
+
+fn validate(fp: &FrameParams, frames: &[BobFrame<'_>], revealed_count: usize, qber: f64) -> Result<(), LdpcError> {
+    if !(qber > 0.0 && qber < 0.5) {
+        return Err(LdpcError {
+            code: "LDPC_BAD_QBER",
+            message: format!("qber must be in (0, 0.5), got {qber}; pass the measured error rate as a fraction"),
+        });
+    }
+    let revealable = fp.n() - fp.shortened;
+    if revealed_count > revealable {
+        return Err(LdpcError {
+            code: "LDPC_REVEAL_EXHAUSTED",
+            message: format!("revealed count {revealed_count} exceeds the {revealable} revealable positions"),
+        });
+    }
+    for f in frames {
+        need_len("frame", f.frame.len(), fp.key_bits())?;
+        need_len("syndrome", f.syndrome.len(), fp.syndrome_bits())?;
+        need_len("revealed bits", f.revealed.len(), revealed_count)?;
+    }
+    Ok(())
+}
+
+/// Bob: decodes many frames (same parameters, same number of revealed bits) concurrently: frames
+/// go W at a time into SIMD lanes, lane groups run in parallel on the rayon pool.
+pub fn decode_batch(
+    fp: &FrameParams,
+    qber: f64,
+    frames: &[BobFrame<'_>],
+    revealed_count: usize,
+    opts: DecodeOptions,
+) -> Result<Vec<FrameResult>, LdpcError> {
+    let code = check_params(fp).map_err(bad_params)?;
+    validate(fp, frames, revealed_count, qber)?;
+    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let ch = quantised_llr(qber);
+    // Lane width: wide for throughput, narrower when few frames so both cores get work.
+    let nf = frames.len();
+    let per_core = nf.div_ceil(rayon::current_num_threads().max(1));
+    let w = if per_core >= 64 { 64 } else if per_core >= 32 { 32 } else if per_core >= 16 { 16 } else { 8 };
+    let ctx = Ctx { code: &code, lay: &lay, ch, revealed_count, fp, opts };
+    let groups: Vec<Vec<FrameResult>> = match w {
+        64 => frames.par_chunks(64).map(|g| decode_group::<64>(&ctx, g)).collect(),
+        32 => frames.par_chunks(32).map(|g| decode_group::<32>(&ctx, g)).collect(),
+        16 => frames.par_chunks(16).map(|g| decode_group::<16>(&ctx, g)).collect(),
+        _ => frames.par_chunks(8).map(|g| decode_group::<8>(&ctx, g)).collect(),
+    };
+    Ok(groups.into_iter().flatten().collect())
+}
+
+/// Decodes with an explicit lane width (tests use it to show a frame's result does not depend on
+/// its batch).
+pub fn decode_batch_width<const W: usize>(
+    fp: &FrameParams,
+    qber: f64,
+    frames: &[BobFrame<'_>],
+    revealed_count: usize,
+    opts: DecodeOptions,
+) -> Result<Vec<FrameResult>, LdpcError> {
+    let code = check_params(fp).map_err(bad_params)?;
+    validate(fp, frames, revealed_count, qber)?;
+    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let ctx = Ctx { code: &code, lay: &lay, ch: quantised_llr(qber), revealed_count, fp, opts };
+    Ok(frames.chunks(W).flat_map(|g| decode_group::<W>(&ctx, g)).collect())
+}
+
+struct Ctx<'a> {
+    code: &'a Code,
+    lay: &'a Layout,
+    ch: i8,
+    revealed_count: usize,
+    fp: &'a FrameParams,
+    opts: DecodeOptions,
+}
+
+fn decode_group<const W: usize>(ctx: &Ctx<'_>, group: &[BobFrame<'_>]) -> Vec<FrameResult> {
+    let code = ctx.code;
+    let lay = ctx.lay;
+    let mut llr: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.n]);
+    let mut frozen = vec![false; code.n];
+    for v in 0..code.n {
+        if lay.kind[v] == SHORT {
+            frozen[v] = true;
+            llr[v] = [decoder::MAXV; W];
+        }
+    }
+    for (k, f) in group.iter().enumerate() {
+        for (i, &v) in lay.key_pos.iter().enumerate() {
+            llr[v as usize][k] = if get_bit(f.frame, i) == 1 { -ctx.ch } else { ctx.ch };
+        }
+    }
+    for (i, &v) in lay.reveal_order[..ctx.revealed_count].iter().enumerate() {
+        frozen[v as usize] = true;
+        for (k, f) in group.iter().enumerate() {
+            llr[v as usize][k] = if get_bit(f.revealed, i) == 1 { -decoder::MAXV } else { decoder::MAXV };
+        }
+    }
+    let mut synd: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.m]);
+    for (k, f) in group.iter().enumerate() {
+        for (c, s) in synd.iter_mut().enumerate() {
+            s[k] = -(get_bit(f.syndrome, c) as i8);
+        }
+    }
+    let dec = decode_lanes::<W>(code, LaneBatch { llr, frozen, synd, active: group.len() }, ctx.opts.max_iter, ctx.opts.kernel);
+    let leak = ctx.fp.base_leak() + ctx.revealed_count;
+    (0..group.len())
+        .map(|k| {
+            let LaneOutcome { iterations, converged } = dec.outcome[k];
+            let mut corrected = Zeroizing::new(vec![0u8; ctx.fp.key_bits().div_ceil(8)]);
+            for (i, &v) in lay.key_pos.iter().enumerate() {
+                corrected[i >> 3] |= dec.bits[v as usize][k] << (i & 7);
+            }
+            FrameResult { corrected, converged, iterations, leak_bits: leak }
+        })
+        .collect()
+}
+
+/// The reference decoder on one frame (f64 sum-product), same inputs and outputs as the fast one.
+pub fn decode_reference_frame(
+    fp: &FrameParams,
+    qber: f64,
+    frame: &BobFrame<'_>,
+    revealed_count: usize,
+    max_iter: u32,
+) -> Result<FrameResult, LdpcError> {
+    let code = check_params(fp).map_err(bad_params)?;
+    validate(fp, std::slice::from_ref(frame), revealed_count, qber)?;
+    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let ch = ((1.0 - qber) / qber).ln();
+    let big = 40.0;
+    let mut llr = Zeroizing::new(vec![0.0f64; code.n]);
+    for v in 0..code.n {
+        match lay.kind[v] {
+            SHORT => llr[v] = big,
+            PUNCT => llr[v] = 0.0,
+            KEY => {}
+            _ => unreachable!(),
+        }
+    }
+    for (i, &v) in lay.key_pos.iter().enumerate() {
+        llr[v as usize] = if get_bit(frame.frame, i) == 1 { -ch } else { ch };
+    }
+    for (i, &v) in lay.reveal_order[..revealed_count].iter().enumerate() {
+        llr[v as usize] = if get_bit(frame.revealed, i) == 1 { -big } else { big };
+    }
+    let synd: Vec<u8> = (0..code.m).map(|c| get_bit(frame.syndrome, c)).collect();
+    let out = reference::decode_reference(&code, &llr, &synd, max_iter);
+    let bits = Zeroizing::new(out.bits);
+    let corrected = Zeroizing::new(pack_bits(lay.key_pos.iter().map(|&v| bits[v as usize]), fp.key_bits()));
+    Ok(FrameResult { corrected, converged: out.converged, iterations: out.iterations, leak_bits: fp.base_leak() + revealed_count })
+}
