@@ -1,0 +1,280 @@
+/**
+ * Link presets: the physical parameters of one emulated Alice→Bob decoy-state BB84 link, stored as
+ * JSON files in hw-profiles/links/<name>.json and validated at load.
+ *
+ * Units are in the field names or documented per field: rates in Hz, times in integer
+ * picoseconds, losses in dB/km, probabilities and efficiencies as fractions in [0, 1], mean photon
+ * numbers per pulse. A validation error names the file, the field and what was expected.
+ *
+ * Loading is synchronous and touches only the file system; call it at start-up, not on a hot path.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../errors.ts';
+import type { DetectorMapping } from './types.ts';
+
+export interface IntensitySet {
+  signal: number;
+  decoy: number;
+  vacuum: number;
+}
+
+export interface DetectorParams {
+  /** Per-detector dead time after any click (photon, dark or afterpulse); clicks inside it are lost. */
+  deadTimePs: number;
+  /** Probability that a click is followed by one afterpulse (after the dead time). */
+  afterpulseProb: number;
+  /** Mean of the exponential delay of an afterpulse, counted from the end of the dead time. */
+  afterpulseDecayPs: number;
+  /** Standard deviation of the Gaussian detector timing jitter. */
+  jitterPs: number;
+  /**
+   * 'gated' (default): dark counts and afterpulses occur only in gates, i.e. at pulse slots (gated
+   * InGaAs). 'free-running': they occur at any time, uniformly within a pulse period (SNSPD,
+   * free-running InGaAs). Optional: presets written against the original schema omit it.
+   */
+  mode?: 'gated' | 'free-running';
+}
+
+export interface ClockParams {
+  /** Bob's tagger clock reads offsetPs when Alice's clock reads 0 (before fibre delay). */
+  offsetPs: number;
+  /** Frequency offset of Bob's clock relative to Alice's, in parts per million. */
+  driftPpm: number;
+  /** Standard deviation of the Gaussian jitter of Bob's clock. */
+  jitterPs: number;
+}
+
+export interface LinkPreset {
+  name: string;
+  description: string;
+  /** Alice's pulse repetition rate in Hz; 1e12 / repRateHz must be an integer number of ps. */
+  repRateHz: number;
+  /** Mean photon numbers per pulse (Poisson). */
+  intensities: IntensitySet;
+  /** Probabilities of choosing each intensity; sum to 1. */
+  intensityProbs: IntensitySet;
+  /** Probability that Alice prepares in Z (basis 0). */
+  aliceBasisProbZ: number;
+  /** Probability that Bob measures in Z: beam-splitter ratio (passive) or his RNG bias (active). */
+  bobBasisProbZ: number;
+  /** 'passive': beam splitter and 4 detectors; 'active': modulator driven by Bob's RNG, 2 detectors. */
+  bobBasisChoice: 'passive' | 'active';
+  fibreLossDbPerKm: number;
+  distanceKm: number;
+  /** Bob's optics transmittance times detector efficiency. */
+  etaBob: number;
+  /** Background yield per pulse (Ma et al. 2005): dark counts of the measuring detector pair. */
+  y0: number;
+  /** Misalignment error e_d: probability that a photon measured in its own basis gives the wrong bit. */
+  misalignment: number;
+  detector: DetectorParams;
+  clock: ClockParams;
+  /** Fixed delay of each tagger channel, indexed by channel number (what delay calibration finds). */
+  channelDelaysPs: number[];
+  /**
+   * Channel → (basis, bit). Passive: 4 detectors, one per (basis, bit). Active: 2 detectors, one
+   * per bit; their `basis` field is ignored because the basis is that of Bob's modulator for the
+   * pulse (see bobBasisChoice() in ./alice.ts).
+   */
+  detectors: DetectorMapping[];
+  /** Fraction of pulses an intercept-resend eavesdropper attacks (0 = no Eve). */
+  eveFraction: number;
+}
+
+/** Deep partial of LinkPreset, for overrides (`{ detector: { deadTimePs: 0 } }`). */
+export type LinkPresetOverrides = {
+  [K in keyof LinkPreset]?: LinkPreset[K] extends number[] | DetectorMapping[]
+    ? LinkPreset[K]
+    : LinkPreset[K] extends object
+      ? Partial<LinkPreset[K]>
+      : LinkPreset[K];
+};
+
+/** Directory holding the preset files (hw-profiles/links/ at the repository root). */
+export const LINK_PRESET_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../hw-profiles/links');
+
+/** Names of the presets shipped in hw-profiles/links/, sorted. */
+export function listLinkPresets(): string[] {
+  if (!existsSync(LINK_PRESET_DIR)) return [];
+  return readdirSync(LINK_PRESET_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => f.slice(0, -5))
+    .sort();
+}
+
+/**
+ * Loads a preset by name (a file in hw-profiles/links/) or by path (anything containing a path
+ * separator or ending in .json), applies `overrides` (nested objects merged field by field) and
+ * validates the result. Throws ConfigError (code LINK_PRESET_NOT_FOUND, LINK_PRESET_PARSE or
+ * LINK_PRESET_INVALID) naming the file, the field and what was expected.
+ */
+export function loadLinkPreset(nameOrPath: string, overrides?: LinkPresetOverrides | Partial<LinkPreset>): LinkPreset {
+  const isPath = nameOrPath.includes('/') || nameOrPath.includes('\\') || nameOrPath.endsWith('.json');
+  const file = isPath ? resolve(nameOrPath) : join(LINK_PRESET_DIR, `${nameOrPath}.json`);
+  if (!existsSync(file)) {
+    const known = listLinkPresets();
+    throw new ConfigError('LINK_PRESET_NOT_FOUND',
+      `link preset '${nameOrPath}' not found (looked for ${file}); known presets: ${known.join(', ') || 'none'}. ` +
+      'Pass one of those names or a path to a preset JSON file.');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (cause) {
+    throw new ConfigError('LINK_PRESET_PARSE', `${file}: not valid JSON (${(cause as Error).message}); fix the file.`, { cause });
+  }
+  const merged = overrides ? deepMerge(raw, overrides) : raw;
+  return validateLinkPreset(merged, file);
+}
+
+function isPlainObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function deepMerge(base: unknown, over: unknown): unknown {
+  if (!isPlainObject(base) || !isPlainObject(over)) return over === undefined ? base : over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    out[k] = isPlainObject(v) && isPlainObject(base[k]) ? deepMerge(base[k], v) : v;
+  }
+  return out;
+}
+
+/**
+ * Validates an object against the LinkPreset schema (types, ranges, cross-field rules) and returns
+ * a fresh, frozen-free copy. `source` names the file (or 'overrides') in error messages.
+ */
+export function validateLinkPreset(x: unknown, source = '<preset>'): LinkPreset {
+  const fail = (field: string, expected: string, got: unknown): never => {
+    throw new ConfigError('LINK_PRESET_INVALID',
+      `${source}: field '${field}' must be ${expected}, got ${JSON.stringify(got)}. Fix the preset file or the override.`);
+  };
+  const obj = (v: unknown, field: string): Record<string, unknown> => (isPlainObject(v) ? v : fail(field, 'an object', v));
+  const num = (o: Record<string, unknown>, key: string, prefix: string, min: number, max: number, what?: string): number => {
+    const v = o[key];
+    const field = prefix + key;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+      fail(field, what ?? `a number in [${min}, ${max}]`, v);
+    }
+    return v as number;
+  };
+  const str = (o: Record<string, unknown>, key: string, allowed?: string[]): string => {
+    const v = o[key];
+    if (typeof v !== 'string' || v.length === 0 || (allowed && !allowed.includes(v))) {
+      fail(key, allowed ? `one of ${allowed.map((a) => `'${a}'`).join(', ')}` : 'a non-empty string', v);
+    }
+    return v as string;
+  };
+  const noExtra = (o: Record<string, unknown>, prefix: string, allowed: string[]): void => {
+    for (const k of Object.keys(o)) {
+      if (!allowed.includes(k)) fail(prefix + k, `absent (unknown field; known: ${allowed.join(', ')})`, o[k]);
+    }
+  };
+
+  const o = obj(x, '<root>');
+  noExtra(o, '', ['name', 'description', 'repRateHz', 'intensities', 'intensityProbs', 'aliceBasisProbZ', 'bobBasisProbZ',
+    'bobBasisChoice', 'fibreLossDbPerKm', 'distanceKm', 'etaBob', 'y0', 'misalignment', 'detector', 'clock',
+    'channelDelaysPs', 'detectors', 'eveFraction', '$comment']);
+  const name = str(o, 'name');
+  const description = str(o, 'description');
+  const repRateHz = num(o, 'repRateHz', '', 1e3, 1e11, 'a rate in Hz in [1e3, 1e11]');
+  const periodPs = 1e12 / repRateHz;
+  if (Math.abs(periodPs - Math.round(periodPs)) > 1e-9 * periodPs) {
+    fail('repRateHz', 'a rate whose period 1e12/repRateHz is an integer number of picoseconds', repRateHz);
+  }
+  const trio = (key: string, min: number, max: number): IntensitySet => {
+    const t = obj(o[key], key);
+    noExtra(t, `${key}.`, ['signal', 'decoy', 'vacuum']);
+    return {
+      signal: num(t, 'signal', `${key}.`, min, max),
+      decoy: num(t, 'decoy', `${key}.`, min, max),
+      vacuum: num(t, 'vacuum', `${key}.`, min, max),
+    };
+  };
+  const intensities = trio('intensities', 0, 100);
+  if (!(intensities.signal > intensities.decoy && intensities.decoy >= intensities.vacuum)) {
+    fail('intensities', 'ordered signal > decoy >= vacuum >= 0', o.intensities);
+  }
+  const intensityProbs = trio('intensityProbs', 0, 1);
+  const psum = intensityProbs.signal + intensityProbs.decoy + intensityProbs.vacuum;
+  if (Math.abs(psum - 1) > 1e-9) fail('intensityProbs', `probabilities summing to 1 (sum is ${psum})`, o.intensityProbs);
+  const aliceBasisProbZ = num(o, 'aliceBasisProbZ', '', 0, 1);
+  const bobBasisProbZ = num(o, 'bobBasisProbZ', '', 0, 1);
+  const bobBasisChoice = str(o, 'bobBasisChoice', ['passive', 'active']) as 'passive' | 'active';
+  const fibreLossDbPerKm = num(o, 'fibreLossDbPerKm', '', 0, 10, 'a loss in dB/km in [0, 10]');
+  const distanceKm = num(o, 'distanceKm', '', 0, 1000, 'a distance in km in [0, 1000]');
+  const etaBob = num(o, 'etaBob', '', 0, 1);
+  const y0 = num(o, 'y0', '', 0, 0.5, 'a yield per pulse in [0, 0.5]');
+  const misalignment = num(o, 'misalignment', '', 0, 0.5);
+  const eveFraction = num(o, 'eveFraction', '', 0, 1);
+
+  const d = obj(o.detector, 'detector');
+  noExtra(d, 'detector.', ['deadTimePs', 'afterpulseProb', 'afterpulseDecayPs', 'jitterPs', 'mode']);
+  const detector: DetectorParams = {
+    deadTimePs: num(d, 'deadTimePs', 'detector.', 0, 1e9, 'a time in ps in [0, 1e9]'),
+    afterpulseProb: num(d, 'afterpulseProb', 'detector.', 0, 0.5, 'a probability in [0, 0.5]'),
+    afterpulseDecayPs: num(d, 'afterpulseDecayPs', 'detector.', 0, 1e9, 'a time in ps in [0, 1e9]'),
+    jitterPs: num(d, 'jitterPs', 'detector.', 0, 1e6, 'a time in ps in [0, 1e6]'),
+  };
+  if (d.mode !== undefined) {
+    if (d.mode !== 'gated' && d.mode !== 'free-running') fail('detector.mode', "'gated' or 'free-running'", d.mode);
+    detector.mode = d.mode as 'gated' | 'free-running';
+  }
+  if (detector.afterpulseProb > 0 && detector.afterpulseDecayPs <= 0) {
+    fail('detector.afterpulseDecayPs', 'a positive time when detector.afterpulseProb > 0', d.afterpulseDecayPs);
+  }
+  const c = obj(o.clock, 'clock');
+  noExtra(c, 'clock.', ['offsetPs', 'driftPpm', 'jitterPs']);
+  const clock: ClockParams = {
+    offsetPs: num(c, 'offsetPs', 'clock.', -1e15, 1e15, 'a time in ps in [-1e15, 1e15]'),
+    driftPpm: num(c, 'driftPpm', 'clock.', -1000, 1000, 'a frequency offset in ppm in [-1000, 1000]'),
+    jitterPs: num(c, 'jitterPs', 'clock.', 0, 1e6, 'a time in ps in [0, 1e6]'),
+  };
+
+  if (!Array.isArray(o.detectors)) fail('detectors', 'an array of {channel, basis, bit}', o.detectors);
+  const detectors: DetectorMapping[] = (o.detectors as unknown[]).map((m, i) => {
+    const mo = obj(m, `detectors[${i}]`);
+    noExtra(mo, `detectors[${i}].`, ['channel', 'basis', 'bit']);
+    const channel = num(mo, 'channel', `detectors[${i}].`, 0, 255, 'an integer channel in [0, 255]');
+    if (!Number.isInteger(channel)) fail(`detectors[${i}].channel`, 'an integer channel in [0, 255]', channel);
+    const basis = mo.basis;
+    const bit = mo.bit;
+    if (basis !== 0 && basis !== 1) fail(`detectors[${i}].basis`, '0 (Z) or 1 (X)', basis);
+    if (bit !== 0 && bit !== 1) fail(`detectors[${i}].bit`, '0 or 1', bit);
+    return { channel, basis: basis as 0 | 1, bit: bit as 0 | 1 };
+  });
+  const channels = new Set(detectors.map((m) => m.channel));
+  if (channels.size !== detectors.length) fail('detectors', 'distinct channels', o.detectors);
+  if (bobBasisChoice === 'passive') {
+    const combos = new Set(detectors.map((m) => m.basis * 2 + m.bit));
+    if (detectors.length !== 4 || combos.size !== 4) {
+      fail('detectors', "4 detectors covering each (basis, bit) once when bobBasisChoice is 'passive'", o.detectors);
+    }
+  } else {
+    const bits = new Set(detectors.map((m) => m.bit));
+    if (detectors.length !== 2 || bits.size !== 2) {
+      fail('detectors', "2 detectors, one per bit value, when bobBasisChoice is 'active'", o.detectors);
+    }
+  }
+  if (!Array.isArray(o.channelDelaysPs)) fail('channelDelaysPs', 'an array of delays in ps indexed by channel', o.channelDelaysPs);
+  const channelDelaysPs = (o.channelDelaysPs as unknown[]).map((v, i) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > 1e9) fail(`channelDelaysPs[${i}]`, 'a delay in ps in [-1e9, 1e9]', v);
+    return v as number;
+  });
+  const maxChannel = Math.max(...detectors.map((m) => m.channel));
+  if (channelDelaysPs.length <= maxChannel) {
+    fail('channelDelaysPs', `an array with an entry for every detector channel (length > ${maxChannel})`, o.channelDelaysPs);
+  }
+  return {
+    name, description, repRateHz, intensities, intensityProbs, aliceBasisProbZ, bobBasisProbZ, bobBasisChoice,
+    fibreLossDbPerKm, distanceKm, etaBob, y0, misalignment, detector, clock, channelDelaysPs, detectors, eveFraction,
+  };
+}
+
+/** Pulse period in integer picoseconds. */
+export function periodPs(preset: LinkPreset): number {
+  return Math.round(1e12 / preset.repRateHz);
+}
