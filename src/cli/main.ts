@@ -1,6 +1,6 @@
 /**
  * `qkd` command dispatcher. Each sub-command is a module in ./commands/<name>.ts exporting
- * `summary` (one line for --help), `usage` (full help text) and `run(args): Promise<number>`
+ * `summary` (one line for --help; files starting with '_' are internal and not listed), `usage` (full help text) and `run(args): Promise<number>`
  * (exit code). Commands are discovered from the folder, so adding one touches no shared file.
  */
 import { readdirSync } from 'node:fs';
@@ -18,7 +18,7 @@ const commandsDir = join(dirname(fileURLToPath(import.meta.url)), 'commands');
 
 function commandNames(): string[] {
   return readdirSync(commandsDir)
-    .filter((f) => f.endsWith('.ts') && !f.startsWith('_'))
+    .filter((f) => f.endsWith('.ts'))
     .map((f) => f.slice(0, -3))
     .sort();
 }
@@ -30,7 +30,8 @@ async function load(name: string): Promise<Command> {
 async function help(): Promise<string> {
   const lines = ['qkd: software of a QKD node (drivers, timing, post-processing, key delivery)', '',
     'Usage: qkd <command> [options]    (qkd <command> --help for details)', '', 'Commands:'];
-  for (const name of commandNames()) {
+  // Commands whose file starts with '_' are internal (process entry points the supervisor uses).
+  for (const name of commandNames().filter((n) => !n.startsWith('_'))) {
     const c = await load(name);
     lines.push(`  ${name.padEnd(12)} ${c.summary}`);
   }
