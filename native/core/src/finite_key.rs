@@ -1,0 +1,209 @@
+//! Decoy-state parameter estimation and secret-key length with finite-key statistics.
+//!
+//! Bound used: Lim, Curty, Walenta, Xu, Zbinden, "Concise security bounds for practical
+//! decoy-state quantum key distribution", PRA 89, 022307 (2014) (arXiv:1311.7129), two decoys
+//! (mu1 > mu2 + mu3, mu2 > mu3 >= 0; we use mu = signal, nu = decoy, omega = vacuum or weak).
+//! The paper's key basis is X and its test basis Z; ours is the opposite (src/lab/types.ts:
+//! Z = key, X = test), so every formula below is the paper's with X and Z swapped:
+//!
+//! - Hoeffding: n±_{Z,k} = e^k / p_k · (n_{Z,k} ± δ(n_Z)),   δ(n) = sqrt(n/2 · ln(21/ε_sec))
+//!   (and the same for X counts and for X errors m_{X,k} with δ(m_X)).
+//! - τ_n = Σ_k e^{-k} k^n p_k / n!
+//! - vacuum:  s_{Z,0} ≥ τ_0 (μ2 n⁻_{Z,μ3} − μ3 n⁺_{Z,μ2}) / (μ2 − μ3)
+//! - single:  s_{Z,1} ≥ τ_1 μ1 [n⁻_{Z,μ2} − n⁺_{Z,μ3} − (μ2² − μ3²)/μ1² (n⁺_{Z,μ1} − s_{Z,0}/τ_0)]
+//!                      / [μ1(μ2 − μ3) − μ2² + μ3²]
+//! - errors:  v_{X,1} ≤ τ_1 (m⁺_{X,μ2} − m⁻_{X,μ3}) / (μ2 − μ3)
+//! - phase:   φ_Z ≤ v_{X,1}/s_{X,1} + γ(ε_sec, v_{X,1}/s_{X,1}, s_{X,1}, s_{Z,1}),
+//!            γ(a,b,c,d) = sqrt( (c+d)(1−b)b / (c d ln 2) · log2( (c+d)/(c d (1−b) b) · 21²/a² ) )
+//! - length:  ℓ = ⌊ s_{Z,0} + s_{Z,1}(1 − h(φ_Z)) − λ_EC − 6 log2(21/ε_sec) − log2(2/ε_cor) ⌋
+//!
+//! λ_EC is the *counted* leak (syndrome bits, retries, and the verification tag bits), never
+//! f·h(Q) (Tomamichel et al. 2017). Keeping log2(2/ε_cor) while also counting the tag bits in
+//! λ_EC double-charges verification by a few dozen bits: conservative on purpose.
+//! Later corrections (Wiesemann et al. 2024, arXiv:2405.16578) and the one-decoy alternative
+//! (Rusca et al. 2018) are discussed in docs/postprocessing.md.
+use crate::{CoreError, Result};
+
+/// What the estimate needs: protocol settings and the sifted counts of one block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EstimateInput {
+    /// Intensities (mean photon numbers) mu1 = signal, mu2 = decoy, mu3 = vacuum/weak.
+    pub mu: [f64; 3],
+    /// Probabilities Alice picks each intensity.
+    pub p_mu: [f64; 3],
+    /// Sifted Z (key-basis) detections per intensity.
+    pub n_z: [u64; 3],
+    /// Sifted X (test-basis) detections per intensity.
+    pub n_x: [u64; 3],
+    /// X-basis errors per intensity (all X bits are disclosed and compared).
+    pub m_x: [u64; 3],
+    pub eps_sec: f64,
+    pub eps_cor: f64,
+    /// Abort when the X-basis QBER (all intensities) or the phase-error bound exceeds this.
+    pub qber_abort: f64,
+}
+
+/// Decoy-state bounds of one block (all in bits/events, not rates).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Bounds {
+    pub s_z0: f64,
+    pub s_z1: f64,
+    pub s_x0: f64,
+    pub s_x1: f64,
+    pub v_x1: f64,
+    /// Upper bound on the phase-error rate of single-photon Z events.
+    pub phi_z: f64,
+    /// Observed X QBER (all intensities) and per intensity (NaN when no events).
+    pub qber_x: f64,
+    pub qber_x_by_intensity: [f64; 3],
+    /// Number of Z bits in the block (the key length before PA).
+    pub n_z_total: u64,
+}
+
+#[inline]
+pub fn h2(p: f64) -> f64 {
+    if p <= 0.0 || p >= 1.0 {
+        0.0
+    } else {
+        -p * p.log2() - (1.0 - p) * (1.0 - p).log2()
+    }
+}
+
+pub fn delta(n: f64, eps_sec: f64) -> f64 {
+    (n / 2.0 * (21.0 / eps_sec).ln()).sqrt()
+}
+
+pub fn tau(n: u32, mu: &[f64; 3], p: &[f64; 3]) -> f64 {
+    let fact = (1..=n).fold(1.0, |a, k| a * k as f64);
+    (0..3).map(|k| (-mu[k]).exp() * mu[k].powi(n as i32) * p[k] / fact).sum()
+}
+
+/// γ(a, b, c, d) of Lim et al. 2014 (the random-sampling correction for the phase error).
+pub fn gamma(a: f64, b: f64, c: f64, d: f64) -> f64 {
+    // b -> 0 is the limit b·log(1/b) -> 0; clamp to keep the expression finite (γ grows with b
+    // there, so the clamp can only over-estimate).
+    let b = b.clamp(1e-12, 0.5);
+    let arg = (c + d) / (c * d * (1.0 - b) * b) * (21.0 * 21.0) / (a * a);
+    let v = (c + d) * (1.0 - b) * b / (c * d * std::f64::consts::LN_2) * arg.log2();
+    if v <= 0.0 { 0.0 } else { v.sqrt() }
+}
+
+/// Vacuum and single-photon lower bounds from per-intensity counts (one basis).
+fn yields(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], eps_sec: f64) -> (f64, f64) {
+    let total: f64 = n.iter().map(|&x| x as f64).sum();
+    let d = delta(total, eps_sec);
+    let nm = |k: usize| (mu[k]).exp() / p[k] * (n[k] as f64 - d);
+    let np = |k: usize| (mu[k]).exp() / p[k] * (n[k] as f64 + d);
+    let (m1, m2, m3) = (mu[0], mu[1], mu[2]);
+    let t0 = tau(0, mu, p);
+    let t1 = tau(1, mu, p);
+    let s0 = (t0 * (m2 * nm(2) - m3 * np(1)) / (m2 - m3)).max(0.0);
+    let s1 = t1 * m1 * (nm(1) - np(2) - (m2 * m2 - m3 * m3) / (m1 * m1) * (np(0) - s0 / t0))
+        / (m1 * (m2 - m3) - m2 * m2 + m3 * m3);
+    (s0, s1.max(0.0))
+}
+
+pub fn validate(inp: &EstimateInput) -> Result<()> {
+    let [m1, m2, m3] = inp.mu;
+    if !(m3 >= 0.0 && m2 > m3 && m1 > m2 + m3 && m1.is_finite()) {
+        return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
+            "intensities must satisfy mu > nu + omega, nu > omega >= 0 (Lim et al. 2014); got {m1}, {m2}, {m3}")));
+    }
+    if inp.p_mu.iter().any(|&p| !(p > 0.0 && p < 1.0)) || (inp.p_mu.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
+        return Err(CoreError::new("PE_BAD_PROBABILITIES", "intensity probabilities must be in (0,1) and sum to 1"));
+    }
+    for (name, e) in [("eps_sec", inp.eps_sec), ("eps_cor", inp.eps_cor)] {
+        if !(e > 0.0 && e < 1.0) {
+            return Err(CoreError::new("PE_BAD_EPSILON", format!("{name} must be in (0, 1); got {e}")));
+        }
+    }
+    for k in 0..3 {
+        if inp.m_x[k] > inp.n_x[k] {
+            return Err(CoreError::new("PE_BAD_COUNTS", format!("more X errors than X events for intensity {k}")));
+        }
+    }
+    Ok(())
+}
+
+/// The decoy-state bounds (no abort decision; see [`check_abort`]).
+pub fn bounds(inp: &EstimateInput) -> Result<Bounds> {
+    validate(inp)?;
+    let (mu, p) = (&inp.mu, &inp.p_mu);
+    let (s_z0, s_z1) = yields(mu, p, &inp.n_z, inp.eps_sec);
+    let (s_x0, s_x1) = yields(mu, p, &inp.n_x, inp.eps_sec);
+    let m_total: f64 = inp.m_x.iter().map(|&x| x as f64).sum();
+    let dm = delta(m_total, inp.eps_sec);
+    let mp = |k: usize| mu[k].exp() / p[k] * (inp.m_x[k] as f64 + dm);
+    let mm = |k: usize| mu[k].exp() / p[k] * (inp.m_x[k] as f64 - dm);
+    let t1 = tau(1, mu, p);
+    let v_x1 = (t1 * (mp(1) - mm(2)) / (mu[1] - mu[2])).max(0.0);
+    let phi_z = if s_x1 <= 0.0 || s_z1 <= 0.0 {
+        0.5
+    } else {
+        let b = v_x1 / s_x1;
+        if b >= 0.5 { 0.5 } else { (b + gamma(inp.eps_sec, b, s_x1, s_z1)).min(0.5) }
+    };
+    let n_x: u64 = inp.n_x.iter().sum();
+    let qber_x = if n_x == 0 { f64::NAN } else { m_total / n_x as f64 };
+    let mut by = [f64::NAN; 3];
+    for k in 0..3 {
+        if inp.n_x[k] > 0 {
+            by[k] = inp.m_x[k] as f64 / inp.n_x[k] as f64;
+        }
+    }
+    Ok(Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() })
+}
+
+/// Abort rule: returns Err(PE_ABORT_...) with the reason when the block must be discarded.
+pub fn check_abort(inp: &EstimateInput, b: &Bounds) -> Result<()> {
+    if b.n_z_total == 0 || inp.n_x.iter().sum::<u64>() == 0 {
+        return Err(CoreError::new("PE_ABORT_NO_DATA", "block has no Z or no X events; collect more detections"));
+    }
+    if b.qber_x > inp.qber_abort {
+        return Err(CoreError::new("PE_ABORT_QBER", format!(
+            "X-basis QBER {:.4} exceeds the abort threshold {:.4}: block discarded (eavesdropping or misalignment; check the link)",
+            b.qber_x, inp.qber_abort)));
+    }
+    if b.s_z1 <= 0.0 || b.phi_z >= 0.5 {
+        return Err(CoreError::new("PE_ABORT_BOUNDS", format!(
+            "decoy bounds leave no single-photon key (s_Z1 = {:.1}, phi_Z = {:.4}); use larger blocks or check intensities",
+            b.s_z1, b.phi_z)));
+    }
+    Ok(())
+}
+
+/// Finite-key secret length (Lim et al. 2014, Eq. (1) with X<->Z swapped), floor, clamped at 0.
+/// `leak_ec_bits`: every bit disclosed in error correction plus the verification tag bits.
+pub fn secret_length(b: &Bounds, leak_ec_bits: f64, eps_sec: f64, eps_cor: f64) -> (f64, u64) {
+    let raw = b.s_z0 + b.s_z1 * (1.0 - h2(b.phi_z)) - leak_ec_bits
+        - 6.0 * (21.0 / eps_sec).log2()
+        - (2.0 / eps_cor).log2();
+    let l = if raw.is_finite() && raw > 0.0 { raw.floor() as u64 } else { 0 };
+    (raw, l.min(b.n_z_total))
+}
+
+/// Asymptotic secret fraction for comparison (GLLP with exact single-photon quantities):
+/// (Q1/Q)(1 − h(e1)) − leak/n, as a fraction of the sifted Z bits.
+pub fn asymptotic_fraction(q1_over_q: f64, e1: f64, leak_fraction: f64) -> f64 {
+    q1_over_q * (1.0 - h2(e1)) - leak_fraction
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn h2_values() {
+        assert!((h2(0.5) - 1.0).abs() < 1e-15);
+        assert!((h2(0.11) - 0.4999).abs() < 1e-3);
+        assert_eq!(h2(0.0), 0.0);
+    }
+    #[test]
+    fn tau_matches_direct_poisson() {
+        let mu = [0.5, 0.1, 0.0];
+        let p = [0.7, 0.2, 0.1];
+        let t1 = 0.7 * 0.5 * (-0.5f64).exp() + 0.2 * 0.1 * (-0.1f64).exp();
+        assert!((tau(1, &mu, &p) - t1).abs() < 1e-15);
+        let t0 = 0.7 * (-0.5f64).exp() + 0.2 * (-0.1f64).exp() + 0.1;
+        assert!((tau(0, &mu, &p) - t0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,275 @@
+//! Privacy amplification by Toeplitz hashing (Carter–Wegman 2-universal family; Krawczyk 1994).
+//!
+//! Definition (matches randextract's `ToeplitzHashing` up to the seed order, see the TS test):
+//! input x (n bits), seed t (n + ℓ − 1 bits), output y (ℓ bits),
+//!
+//!   y_i = XOR_{j<n} T[i][j] · x_j,   T[i][j] = t[i − j + n − 1]
+//!
+//! i.e. y is bits [n − 1, n + ℓ − 1) of the carry-less product t(z)·x(z): a "middle product".
+//!
+//! Algorithm (chosen by measurement, see docs/postprocessing.md): the ℓ×n matrix is tiled into
+//! m×m Toeplitz blocks; each block product uses the Toeplitz Karatsuba split
+//!   [y0; y1] = [[B, A], [C, B]] · [x0; x1]:   P = B(x0 + x1),  y0 = P + (A + B) x1,  y1 = P + (C + B) x0
+//! (three half-size Toeplitz products; A, B, C are windows of the seed at offsets 0, h, 2h, so
+//! A + B and C + B are Toeplitz again), down to a schoolbook base case on 64-bit words using
+//! carry-less multiplication (PCLMULQDQ). O(m^1.585) word operations per block; the three
+//! sub-products and the tiles run in parallel with rayon above a size threshold.
+use crate::bits::{words_for, KeyBits};
+use crate::clmul::Clmul;
+use crate::{CoreError, Result};
+use zeroize::Zeroize;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Base-case size in 64-bit words (schoolbook below it).
+    pub base_words: usize,
+    /// Run sub-products on the rayon pool at or above this size (words); usize::MAX = serial.
+    pub parallel_words: usize,
+    /// Force the portable carry-less multiply.
+    pub portable: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { base_words: 24, parallel_words: 2048, portable: false }
+    }
+}
+
+/// Scratch vectors that may hold key-derived data are wiped before they are freed.
+struct Scratch(Vec<u64>);
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// y = words [W, 2W) of s·x  (s: 2W words, x: W words, y: W words).
+fn base_case(s: &[u64], x: &[u64], y: &mut [u64], c: &Clmul) {
+    let w = x.len();
+    let mut acc = [0u64; 130];
+    debug_assert!(2 * w + 2 <= acc.len());
+    for (b, &xb) in x.iter().enumerate() {
+        if xb == 0 {
+            continue;
+        }
+        let a_lo = (w - 1).saturating_sub(b);
+        let a_hi = (2 * w - b).min(2 * w); // exclusive
+        for a in a_lo..a_hi {
+            let (lo, hi) = c.mul(s[a], xb);
+            acc[a + b] ^= lo;
+            acc[a + b + 1] ^= hi;
+        }
+    }
+    y.copy_from_slice(&acc[w..2 * w]);
+    acc.zeroize();
+}
+
+fn mp(s: &[u64], x: &[u64], y: &mut [u64], c: &Clmul, o: &Options) {
+    let w = x.len();
+    debug_assert_eq!(s.len(), 2 * w);
+    debug_assert_eq!(y.len(), w);
+    if w <= o.base_words {
+        base_case(s, x, y, c);
+        return;
+    }
+    if w % 2 == 1 {
+        // Pad to W+1: prefix one zero word to the seed (shifts the diagonal alignment back) and
+        // append a zero word to x; the extra output word is dropped.
+        let mut s2 = Scratch(Vec::with_capacity(2 * w + 2));
+        s2.0.push(0);
+        s2.0.extend_from_slice(s);
+        s2.0.push(0);
+        let mut x2 = Scratch(Vec::with_capacity(w + 1));
+        x2.0.extend_from_slice(x);
+        x2.0.push(0);
+        let mut y2 = Scratch(vec![0u64; w + 1]);
+        mp(&s2.0, &x2.0, &mut y2.0, c, o);
+        y.copy_from_slice(&y2.0[..w]);
+        return;
+    }
+    let h = w / 2;
+    let (x0, x1) = x.split_at(h);
+    let a = &s[0..2 * h];
+    let b = &s[h..3 * h];
+    let cc = &s[2 * h..4 * h];
+    let xs = Scratch(x0.iter().zip(x1).map(|(p, q)| p ^ q).collect());
+    let ab = Scratch(a.iter().zip(b).map(|(p, q)| p ^ q).collect());
+    let cb = Scratch(cc.iter().zip(b).map(|(p, q)| p ^ q).collect());
+    let mut p = Scratch(vec![0u64; h]);
+    let mut q = Scratch(vec![0u64; h]);
+    let mut r = Scratch(vec![0u64; h]);
+    if w >= o.parallel_words {
+        rayon::join(
+            || mp(b, &xs.0, &mut p.0, c, o),
+            || rayon::join(|| mp(&ab.0, x1, &mut q.0, c, o), || mp(&cb.0, x0, &mut r.0, c, o)),
+        );
+    } else {
+        mp(b, &xs.0, &mut p.0, c, o);
+        mp(&ab.0, x1, &mut q.0, c, o);
+        mp(&cb.0, x0, &mut r.0, c, o);
+    }
+    let (y0, y1) = y.split_at_mut(h);
+    for i in 0..h {
+        y0[i] = p.0[i] ^ q.0[i];
+        y1[i] = p.0[i] ^ r.0[i];
+    }
+}
+
+/// Copy of `src` (len bits) shifted up by `shift` bits into a zeroed vector of `out_words` words.
+fn shifted_copy(src: &[u64], len: usize, shift: usize, out_words: usize) -> Vec<u64> {
+    let mut out = vec![0u64; out_words];
+    let (ws, bs) = (shift / 64, shift % 64);
+    let nw = words_for(len);
+    for i in 0..nw {
+        let v = src[i];
+        if ws + i < out_words {
+            out[ws + i] |= v << bs;
+        }
+        if bs != 0 && ws + i + 1 < out_words {
+            out[ws + i + 1] |= v >> (64 - bs);
+        }
+    }
+    out
+}
+
+fn check(x: &KeyBits, t: &KeyBits, out_len: usize) -> Result<()> {
+    if x.is_empty() {
+        return Err(CoreError::new("PA_EMPTY", "privacy amplification needs a non-empty input block"));
+    }
+    if out_len > x.len() {
+        return Err(CoreError::new("PA_BAD_LENGTH", format!(
+            "output length {out_len} exceeds input length {}; the secret length cannot exceed the block", x.len())));
+    }
+    if out_len > 0 && t.len() != x.len() + out_len - 1 {
+        return Err(CoreError::new("PA_BAD_SEED", format!(
+            "Toeplitz seed has {} bits; need n + l - 1 = {} (fresh random per block)",
+            t.len(), x.len() + out_len - 1)));
+    }
+    Ok(())
+}
+
+/// Fast Toeplitz hash with explicit options (tests and benchmarks choose paths).
+pub fn toeplitz_hash_with(x: &KeyBits, t: &KeyBits, out_len: usize, o: &Options) -> Result<KeyBits> {
+    check(x, t, out_len)?;
+    if out_len == 0 {
+        return Ok(KeyBits::zeros(0));
+    }
+    let c = if o.portable { Clmul::portable() } else { Clmul::detect() };
+    let n = x.len();
+    // Square tiles of m = 64·W bits, W from the shorter side (at least the base size).
+    let w = words_for(out_len.min(n)).max(1);
+    let m = 64 * w;
+    let rows = out_len.div_ceil(m);
+    let cols = n.div_ceil(m);
+    // u[p] = t[p − P] with P = cols·m − n + 1, so tile (r, c) reads seed words from
+    // (r − c − 1 + cols)·W, always word-aligned and non-negative.
+    let pad = cols * m - n + 1;
+    let u = Scratch(shifted_copy(t.words(), t.len(), pad, (rows + cols) * w));
+    let mut xp = Scratch(vec![0u64; cols * w]);
+    xp.0[..x.words().len()].copy_from_slice(x.words());
+    let mut y = vec![0u64; rows * w];
+    let tile = |r: usize, col: usize| -> Scratch {
+        let start = (r + cols - col - 1) * w;
+        let mut out = Scratch(vec![0u64; w]);
+        mp(&u.0[start..start + 2 * w], &xp.0[col * w..(col + 1) * w], &mut out.0, &c, o);
+        out
+    };
+    use rayon::prelude::*;
+    for r in 0..rows {
+        let parts: Vec<Scratch> = if w >= o.parallel_words {
+            (0..cols).into_par_iter().map(|col| tile(r, col)).collect()
+        } else {
+            (0..cols).map(|col| tile(r, col)).collect()
+        };
+        let yr = &mut y[r * w..(r + 1) * w];
+        for p in &parts {
+            for (a, b) in yr.iter_mut().zip(&p.0) {
+                *a ^= b;
+            }
+        }
+    }
+    xp.0.zeroize();
+    Ok(KeyBits::from_words(y, out_len))
+}
+
+/// Fast Toeplitz hash (default options: hardware clmul when present, multi-threaded).
+pub fn toeplitz_hash(x: &KeyBits, t: &KeyBits, out_len: usize) -> Result<KeyBits> {
+    toeplitz_hash_with(x, t, out_len, &Options::default())
+}
+
+/// Reference: the definition, word-parallel only in the dot product. With r = reverse(t),
+/// y_i = parity(x AND r[ℓ−1−i .. ℓ−1−i+n)). O(n·ℓ/64).
+pub fn toeplitz_hash_reference(x: &KeyBits, t: &KeyBits, out_len: usize) -> Result<KeyBits> {
+    check(x, t, out_len)?;
+    let n = x.len();
+    let nt = t.len();
+    let mut rev = KeyBits::zeros(nt);
+    for q in 0..nt {
+        if t.get(nt - 1 - q) {
+            rev.set(q, true);
+        }
+    }
+    let mut y = KeyBits::zeros(out_len);
+    for i in 0..out_len {
+        let win = rev.slice(out_len - 1 - i, n);
+        let par = win.words().iter().zip(x.words()).fold(0u32, |acc, (a, b)| acc ^ (a & b).count_ones()) & 1;
+        y.set(i, par == 1);
+    }
+    Ok(y)
+}
+
+/// Bit-by-bit reference straight from the definition (tiny sizes only).
+pub fn toeplitz_hash_naive(x: &[bool], t: &[bool], out_len: usize) -> Vec<bool> {
+    let n = x.len();
+    (0..out_len)
+        .map(|i| (0..n).fold(false, |acc, j| acc ^ (t[i + n - 1 - j] & x[j])))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn rnd(seed: &mut u64, n: usize) -> Vec<bool> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed & 1 == 1
+            })
+            .collect()
+    }
+    #[test]
+    fn naive_vs_reference_vs_fast() {
+        let mut s = 77u64;
+        for &(n, l) in &[(1, 1), (2, 1), (5, 3), (64, 64), (65, 1), (100, 37), (300, 299), (1000, 10), (777, 500)] {
+            let xb = rnd(&mut s, n);
+            let tb = rnd(&mut s, n + l - 1);
+            let want = toeplitz_hash_naive(&xb, &tb, l);
+            let x = KeyBits::from_bools(&xb);
+            let t = KeyBits::from_bools(&tb);
+            let r = toeplitz_hash_reference(&x, &t, l).unwrap();
+            assert_eq!(r.words(), KeyBits::from_bools(&want).words(), "reference n={n} l={l}");
+            for o in [
+                Options { base_words: 1, parallel_words: usize::MAX, portable: true },
+                Options { base_words: 2, parallel_words: 4, portable: false },
+                Options::default(),
+            ] {
+                let f = toeplitz_hash_with(&x, &t, l, &o).unwrap();
+                assert_eq!(f.words(), r.words(), "fast n={n} l={l} {o:?}");
+            }
+        }
+    }
+    #[test]
+    fn larger_random_shapes() {
+        let mut s = 99u64;
+        for &(n, l) in &[(20_000, 9_000), (12_345, 12_345), (50_001, 777), (4_096, 4_000), (30_000, 29_999)] {
+            let x = KeyBits::from_bools(&rnd(&mut s, n));
+            let t = KeyBits::from_bools(&rnd(&mut s, n + l - 1));
+            let r = toeplitz_hash_reference(&x, &t, l).unwrap();
+            for o in [Options { base_words: 3, parallel_words: 64, portable: false }, Options::default()] {
+                assert_eq!(toeplitz_hash_with(&x, &t, l, &o).unwrap().words(), r.words(), "n={n} l={l}");
+            }
+        }
+    }
+}
