@@ -1,0 +1,179 @@
+/**
+ * Serial (SCPI-style) drivers generated from a profile: the photon source and the SPAD detector.
+ * All wire knowledge (command templates, reply patterns, units and scale, acknowledgements) comes
+ * from the profile; this file only knows the grammar `{ch}`/`{value}` and the refusal prefix.
+ */
+import { DeviceError, ProtocolError } from '../../errors.ts';
+import type { DeviceProfile, ParameterSpec } from '../profile.ts';
+import type { DeviceIdentity, LineTransport, PhotonSource, SpadDetector } from '../types.ts';
+import { checkValue, DeviceBase, type DriverOptions, type ParamRef } from './base.ts';
+
+export interface ScpiDriverOptions extends DriverOptions {
+  transport: LineTransport;
+}
+
+const NUMBER = /^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$/;
+
+function decimalsFor(s: ParameterSpec): number {
+  if (s.decimals !== undefined) return s.decimals;
+  const step = s.step * (s.scale ?? 1);
+  for (let d = 0; d < 12; d++) {
+    const x = step * 10 ** d;
+    if (Math.abs(x - Math.round(x)) < 1e-9 * Math.max(1, x)) return d;
+  }
+  return 12;
+}
+
+export abstract class ScpiDevice extends DeviceBase {
+  protected readonly transport: LineTransport;
+  private readonly onClose = (err?: Error) => this.lineLost(err);
+
+  constructor(opts: ScpiDriverOptions) {
+    super(opts);
+    if (opts.profile.transport.type !== 'serial') {
+      throw new DeviceError('WRONG_TRANSPORT', `${opts.id}: profile ${opts.profile.name} is for ${opts.profile.transport.type}, not serial.`);
+    }
+    this.transport = opts.transport;
+  }
+
+  protected async connect(): Promise<DeviceIdentity> {
+    this.transport.off('close', this.onClose);
+    await this.transport.open();
+    this.transport.on('close', this.onClose);
+    return this.connectIdentity();
+  }
+
+  protected async disconnectTransport(): Promise<void> {
+    this.transport.off('close', this.onClose);
+    await this.transport.close();
+  }
+
+  protected async connectIdentity(): Promise<DeviceIdentity> {
+    const idn = this.spec.identity!;
+    const reply = await this.transport.query(idn.query);
+    const m = new RegExp(idn.pattern).exec(reply);
+    if (!m?.groups) {
+      throw new ProtocolError('BAD_IDENTITY', `${this.where}: identity reply to '${idn.query}' does not match the profile's pattern (got ${JSON.stringify(reply.slice(0, 80))}). Is this the right device and profile?`);
+    }
+    const g = m.groups;
+    return { vendor: g.vendor, model: g.model, serial: g.serial, firmware: g.firmware };
+  }
+
+  private fill(template: string, ref: ParamRef, value?: string): string {
+    return template.replaceAll('{ch}', String(ref.channel ?? '')).replaceAll('{value}', value ?? '');
+  }
+
+  private refused(command: string, reply: string): DeviceError {
+    return new DeviceError('DEVICE_REFUSED', `${this.where} refused '${command}': ${reply.slice(0, 120)}. Check the value against 'qkd device ${this.id} get' and the device manual.`);
+  }
+
+  async get(param: string): Promise<number> {
+    const ref = this.resolve(param);
+    if (ref.spec.secret || !ref.spec.get) throw new DeviceError('WRITE_ONLY', `${this.where}: '${ref.name}' cannot be read back (write-only).`);
+    this.requireReady(`read ${param}`);
+    const command = this.fill(ref.spec.get, ref);
+    const reply = await this.transport.query(command);
+    if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw this.refused(command, reply);
+    const m = (ref.spec.reply ? new RegExp(ref.spec.reply) : NUMBER).exec(reply);
+    const v = m ? Number(m[1]) : NaN;
+    if (!Number.isFinite(v)) {
+      throw new ProtocolError('BAD_REPLY', `${this.where}: reply to '${command}' is not a number (got ${JSON.stringify(reply.slice(0, 80))}). The device or the profile's reply pattern is wrong.`);
+    }
+    return v / (ref.spec.scale ?? 1);
+  }
+
+  async set(param: string, value: number): Promise<void> {
+    const ref = this.resolve(param);
+    if (ref.spec.readonly || !ref.spec.set) throw new DeviceError('READ_ONLY', `${this.where}: '${ref.name}' is a measured value and cannot be set.`);
+    checkValue(this.where, param, ref.spec, value, ref.spec.secret);
+    this.requireReady(`set ${param}`);
+    const wire = (value * (ref.spec.scale ?? 1)).toFixed(decimalsFor(ref.spec));
+    await this.send(this.fill(ref.spec.set, ref, wire), ref.spec.secret ? this.fill(ref.spec.set, ref, '<secret>') : undefined);
+  }
+
+  /** Sets a secret 64-bit parameter (a pattern seed) exactly; the value never appears in errors. */
+  async setSecret(param: string, value: bigint): Promise<void> {
+    const ref = this.resolve(param);
+    if (!ref.spec.secret || !ref.spec.set) throw new DeviceError('NOT_SECRET', `${this.where}: '${ref.name}' is not a secret parameter; use set().`);
+    if (value < 0n || value > 0xffff_ffff_ffff_ffffn) throw new DeviceError('OUT_OF_RANGE', `${this.where}: ${ref.name} must be an unsigned 64-bit value.`);
+    this.requireReady(`set ${param}`);
+    await this.send(this.fill(ref.spec.set, ref, value.toString()), this.fill(ref.spec.set, ref, '<secret>'));
+  }
+
+  /** Sends a set command; `shown` replaces the command in messages when it carries a secret. */
+  private async send(command: string, shown = command): Promise<void> {
+    if (this.spec.setAck === undefined) return this.transport.write(command);
+    const reply = await this.transport.query(command);
+    if (reply === this.spec.setAck) return;
+    if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw this.refused(shown, reply);
+    throw new ProtocolError('BAD_ACK', `${this.where}: expected '${this.spec.setAck}' after '${shown}', got ${JSON.stringify(reply.slice(0, 80))}.`);
+  }
+}
+
+export class PhotonSourceDriver extends ScpiDevice implements PhotonSource {
+  readonly kind = 'photon-source' as const;
+  private static readonly LEVEL = ['intensity_signal', 'intensity_decoy', 'intensity_vacuum'] as const;
+  setRepetitionRateHz(hz: number) {
+    return this.set('rep_rate', hz);
+  }
+  repetitionRateHz() {
+    return this.get('rep_rate');
+  }
+  setIntensity(level: 0 | 1 | 2, meanPhotonNumber: number) {
+    return this.set(PhotonSourceDriver.LEVEL[level], meanPhotonNumber);
+  }
+  intensity(level: 0 | 1 | 2) {
+    return this.get(PhotonSourceDriver.LEVEL[level]);
+  }
+  async setPattern(mode: 0 | 1, seed?: bigint): Promise<void> {
+    if (seed !== undefined) await this.setSecret('pattern_seed', seed);
+    await this.set('pattern_mode', mode);
+  }
+  setEnabled(on: boolean) {
+    return this.set('enable', on ? 1 : 0);
+  }
+  async enabled() {
+    return (await this.get('enable')) === 1;
+  }
+}
+
+export class SpadDetectorDriver extends ScpiDevice implements SpadDetector {
+  readonly kind = 'spad-detector' as const;
+  setEfficiency(fraction: number) {
+    return this.set('efficiency', fraction);
+  }
+  efficiency() {
+    return this.get('efficiency');
+  }
+  setBiasV(volts: number) {
+    return this.set('bias_voltage', volts);
+  }
+  setDeadTimeNs(ns: number) {
+    return this.set('dead_time', ns);
+  }
+  deadTimeNs() {
+    return this.get('dead_time');
+  }
+  setThresholdMv(mv: number) {
+    return this.set('threshold', mv);
+  }
+  setTemperatureSetpointC(celsius: number) {
+    return this.set('temperature_setpoint', celsius);
+  }
+  temperatureC() {
+    return this.get('temperature');
+  }
+  async ready() {
+    return (await this.get('ready')) === 1;
+  }
+  countRatePerSec() {
+    return this.get('count_rate');
+  }
+}
+
+/** Builds the serial driver for a profile's kind. */
+export function createSerialDriver(profile: DeviceProfile, opts: Omit<ScpiDriverOptions, 'profile'>): PhotonSourceDriver | SpadDetectorDriver {
+  if (profile.kind === 'photon-source') return new PhotonSourceDriver({ ...opts, profile });
+  if (profile.kind === 'spad-detector') return new SpadDetectorDriver({ ...opts, profile });
+  throw new DeviceError('WRONG_TRANSPORT', `${opts.id}: profile ${profile.name} is a ${profile.kind}; it has no serial driver.`);
+}

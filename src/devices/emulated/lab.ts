@@ -1,0 +1,168 @@
+/**
+ * The emulated lab as the emulated devices see it: one object per emulated node set that produces
+ * Bob's tags (for the emulated time-tagger) and receives the settings the drivers change on the
+ * emulated source and detectors, so that a changed efficiency, dead time or intensity changes the
+ * physics the tags come from.
+ *
+ * The tags come from the lab engineer's `EmulatedLink` (src/lab/link.ts) when it is present; the
+ * `SyntheticTagSource` below is a small stand-in with the same output shape (Bob's clock, sorted,
+ * per-channel delays, Poisson clicks at the decoy-model gain), used until then and by tests that
+ * want tags without the full physics.
+ */
+import type { TagBatch } from '../../lab/types.ts';
+import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
+import { decoyModel } from '../../lab/theory.ts';
+
+/** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
+export interface PulseTagSource {
+  nextPulses(pulses: number): { tags: TagBatch };
+}
+
+/** Settings the emulated devices forward to the physics. */
+export interface LabSettings {
+  enabled: boolean;
+  repRateHz: number;
+  intensities: { signal: number; decoy: number; vacuum: number };
+  /** Detector efficiency relative to the preset's (1 = as the preset says). */
+  efficiencyScale: number;
+  deadTimePs: number;
+}
+
+/** SplitMix64-based uniform doubles in [0, 1): seedable, fast, good enough for a stand-in. */
+class Rng {
+  private s: bigint;
+  constructor(seed: bigint) {
+    this.s = BigInt.asUintN(64, seed);
+  }
+  next(): number {
+    this.s = BigInt.asUintN(64, this.s + 0x9e3779b97f4a7c15n);
+    let z = this.s;
+    z = BigInt.asUintN(64, (z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n);
+    z = BigInt.asUintN(64, (z ^ (z >> 27n)) * 0x94d049bb133111ebn);
+    z ^= z >> 31n;
+    return Number(z >> 11n) / 2 ** 53;
+  }
+}
+
+/**
+ * Stand-in tag generator: each pulse clicks with the decoy-model gain averaged over the intensity
+ * mix (geometric skips, never a loop over silent pulses), on a uniformly chosen detector channel;
+ * dead time per channel; Bob's clock = (1 + drift) t + offset + channel delay.
+ */
+export class SyntheticTagSource implements PulseTagSource {
+  private pulse = 0;
+  private rng: Rng;
+  private lastClickPs: number[];
+  constructor(
+    private readonly preset: LinkPreset,
+    seed: bigint,
+    private readonly settings: () => LabSettings,
+    private readonly distanceKm = preset.distanceKm,
+  ) {
+    this.rng = new Rng(seed ^ 0x5f3759dfn);
+    this.lastClickPs = preset.detectors.map(() => -Infinity);
+  }
+
+  /** Click probability per pulse for the current settings. */
+  clickProbability(): number {
+    const s = this.settings();
+    const p = { ...this.preset, intensities: s.intensities, etaBob: Math.min(1, this.preset.etaBob * s.efficiencyScale) };
+    const m = decoyModel(p, this.distanceKm);
+    if (!s.enabled) return p.y0;
+    const w = this.preset.intensityProbs;
+    return w.signal * m.gain.signal + w.decoy * m.gain.decoy + w.vacuum * m.gain.vacuum;
+  }
+
+  nextPulses(pulses: number): { tags: TagBatch } {
+    const s = this.settings();
+    const q = Math.min(1, Math.max(1e-12, this.clickProbability()));
+    const periodPs = 1e12 / s.repRateHz;
+    const { offsetPs, driftPpm } = this.preset.clock;
+    const times: bigint[] = [];
+    const chans: number[] = [];
+    const end = this.pulse + pulses;
+    const logq = Math.log1p(-q);
+    let k = this.pulse - 1;
+    for (;;) {
+      // Geometric skip to the next clicking pulse.
+      k += q >= 1 ? 1 : 1 + Math.floor(Math.log(1 - this.rng.next()) / logq);
+      if (k >= end) break;
+      const d = Math.min(this.preset.detectors.length - 1, Math.floor(this.rng.next() * this.preset.detectors.length));
+      const tAlice = k * periodPs;
+      if (tAlice - this.lastClickPs[d] < s.deadTimePs) continue;
+      this.lastClickPs[d] = tAlice;
+      const ch = this.preset.detectors[d].channel;
+      const delay = this.preset.channelDelaysPs[ch] ?? 0;
+      times.push(BigInt(Math.round(tAlice * (1 + driftPpm * 1e-6) + offsetPs + delay)));
+      chans.push(ch);
+    }
+    this.pulse = end;
+    // Channel delays can reorder neighbouring tags: a tagger delivers them in time order.
+    const order = times.map((_, i) => i).sort((a, b) => (times[a] < times[b] ? -1 : times[a] > times[b] ? 1 : 0));
+    return { tags: { timePs: BigInt64Array.from(order.map((i) => times[i])), channel: Uint8Array.from(order.map((i) => chans[i])) } };
+  }
+}
+
+export interface EmulatedLabOptions {
+  /** Link preset name or object (default 'reference-decoy'). */
+  preset?: string | LinkPreset;
+  seed?: bigint;
+  distanceKm?: number;
+  /** Custom tag source factory (tests); default: EmulatedLink when present, else synthetic. */
+  source?: (lab: EmulatedLab) => PulseTagSource;
+}
+
+/**
+ * Shared state of one emulated node set. The emulated source and detectors write settings here;
+ * the emulated tagger pulls tags from `nextPulses`. Not thread-shared: JS thread only.
+ */
+export class EmulatedLab {
+  readonly preset: LinkPreset;
+  readonly seed: bigint;
+  readonly distanceKm: number;
+  readonly settings: LabSettings;
+  private source: PulseTagSource | undefined;
+  private readonly makeSource: (lab: EmulatedLab) => PulseTagSource;
+  /** Tags delivered per channel and pulses covered, for the detectors' count-rate registers. */
+  private counted = { pulses: 0, perChannel: new Map<number, number>() };
+
+  constructor(opts: EmulatedLabOptions = {}) {
+    this.preset = typeof opts.preset === 'object' ? opts.preset : loadLinkPreset(opts.preset ?? 'reference-decoy');
+    this.seed = opts.seed ?? 1n;
+    this.distanceKm = opts.distanceKm ?? this.preset.distanceKm;
+    this.settings = {
+      enabled: true,
+      repRateHz: this.preset.repRateHz,
+      intensities: { ...this.preset.intensities },
+      efficiencyScale: 1,
+      deadTimePs: this.preset.detector.deadTimePs,
+    };
+    this.makeSource = opts.source ?? ((lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm));
+  }
+
+  /** A setting changed: sources that snapshot settings at construction are rebuilt lazily. */
+  update(patch: Partial<LabSettings>): void {
+    Object.assign(this.settings, patch);
+    if (patch.intensities) this.settings.intensities = { ...patch.intensities };
+  }
+
+  nextPulses(pulses: number): { tags: TagBatch } {
+    this.source ??= this.makeSource(this);
+    const out = this.source.nextPulses(pulses);
+    this.counted.pulses += pulses;
+    const ch = out.tags.channel;
+    for (let i = 0; i < ch.length; i++) this.counted.perChannel.set(ch[i], (this.counted.perChannel.get(ch[i]) ?? 0) + 1);
+    return out;
+  }
+
+  /**
+   * Count rate of one detector channel in counts per second: measured from the tags produced so
+   * far when there are enough, else the model's expectation.
+   */
+  countRatePerSec(channel: number): number {
+    const n = this.counted.perChannel.get(channel) ?? 0;
+    if (this.counted.pulses >= 1e6 && n >= 100) return (n / this.counted.pulses) * this.settings.repRateHz;
+    const probe = new SyntheticTagSource(this.preset, this.seed, () => this.settings, this.distanceKm);
+    return (probe.clickProbability() / Math.max(1, this.preset.detectors.length)) * this.settings.repRateHz;
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * Puts an emulated instrument on a real tty: it opens one end of a pty pair (e.g. made by
+ * `socat -d -d pty,raw,echo=0,link=A pty,raw,echo=0,link=B`) with the OS serialport binding and
+ * answers what the driver writes on the other end. The driver side is then byte-for-byte what it
+ * would be with a USB-serial instrument.
+ */
+import { SerialPort } from 'serialport';
+import { TransportError } from '../../errors.ts';
+import { ScpiEndpoint, type ScpiInstrument } from './scpi.ts';
+
+export interface TtyAttachment {
+  readonly path: string;
+  close(): Promise<void>;
+}
+
+export async function attachInstrumentToTty(instrument: ScpiInstrument, path: string, baudRate = 115200): Promise<TtyAttachment> {
+  const port = new SerialPort({ path, baudRate, autoOpen: false });
+  await new Promise<void>((resolve, reject) =>
+    port.open((err) => (err ? reject(new TransportError('OPEN_FAILED', `emulator cannot open ${path}: ${err.message}`, { cause: err })) : resolve())),
+  );
+  port.on('error', () => {});
+  const endpoint = new ScpiEndpoint(instrument, (bytes) => {
+    if (port.isOpen) port.write(bytes);
+  });
+  port.on('data', (b: Buffer) => endpoint.receive(b));
+  return {
+    path,
+    close: () => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())),
+  };
+}

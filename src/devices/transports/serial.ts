@@ -1,0 +1,207 @@
+/**
+ * Serial line transport: SCPI-style text commands over a serial port (`serialport` stream +
+ * `@serialport/parser-delimiter`). The binding is injectable, like serialport's own split between
+ * `@serialport/bindings-interface` and its implementations: the default is the OS binding (a real
+ * /dev/tty*, or one end of a pty pair), and the emulated devices provide a binding that answers on
+ * the written side (emulated/serial-binding.ts). The transport code is the same in both cases.
+ *
+ * Protocol handling:
+ * - One query at a time: `query()` calls are queued; each writes `command + delimiter` and takes
+ *   the next complete reply line.
+ * - A reply that is not printable text (wrong baud rate, line noise) is a ProtocolError
+ *   ('GARBLED_REPLY'); the line is consumed, the transport stays usable.
+ * - No reply within `timeoutMs`: TimeoutError ('NO_REPLY'). Any partial line received so far
+ *   (a truncated reply) is discarded, so it cannot prefix the next reply, and the message says
+ *   how many bytes of it arrived.
+ * - Lines nobody asked for (a late reply after a timeout, unsolicited output) are discarded and
+ *   counted in `strayLines`; they are never handed to a later query.
+ * - When the port goes away without `close()` (USB-serial unplugged, pty closed), pending and
+ *   later queries reject with TransportError('DISCONNECTED') and a 'close' event carries the
+ *   cause; reconnecting is the driver's decision (drivers/base.ts), not the transport's.
+ */
+import { EventEmitter } from 'node:events';
+import { SerialPort } from 'serialport';
+import { SerialPortStream } from '@serialport/stream';
+import { DelimiterParser } from '@serialport/parser-delimiter';
+import { ProtocolError, TimeoutError, TransportError } from '../../errors.ts';
+import type { LineTransport } from '../types.ts';
+import type { SerialSettings } from '../profile.ts';
+
+export interface SerialTransportOptions {
+  /** Device path (`/dev/ttyUSB0`, a pty link) or, for the emulated binding, its registered name. */
+  path: string;
+  settings: SerialSettings;
+  /** serialport binding; default: the OS binding. */
+  binding?: BindingInterface;
+}
+
+/**
+ * serialport's binding interface, taken through @serialport/stream's types (the
+ * bindings-interface package's `exports` map hides its .d.ts from NodeNext resolution).
+ */
+export type BindingInterface = SerialPortStream['settings']['binding'];
+export type BindingPort = NonNullable<SerialPortStream['port']>;
+export type BindingOpenOptions = Parameters<BindingInterface['open']>[0];
+
+interface Pending {
+  command: string;
+  resolve: (line: string) => void;
+  reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Printable ASCII plus tab: what an SCPI reply may contain. */
+const TEXT = /^[\x20-\x7e\t]*$/;
+
+export class SerialLineTransport extends EventEmitter implements LineTransport {
+  readonly kind = 'serial' as const;
+  readonly description: string;
+  /** Reply lines that arrived when no query was waiting (discarded). */
+  strayLines = 0;
+  private port: SerialPortStream | undefined;
+  private parser: DelimiterParser | undefined;
+  private pending: Pending | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private partialBytes = 0;
+  private closing = false;
+
+  constructor(private readonly opts: SerialTransportOptions) {
+    super();
+    this.description = `serial ${opts.path} ${opts.settings.baudRate} baud`;
+  }
+
+  get isOpen(): boolean {
+    return !!this.port?.isOpen;
+  }
+
+  async open(): Promise<void> {
+    if (this.isOpen) return;
+    const s = this.opts.settings;
+    const port = new SerialPortStream({
+      binding: this.opts.binding ?? (SerialPort.binding as unknown as BindingInterface),
+      path: this.opts.path,
+      baudRate: s.baudRate,
+      dataBits: s.dataBits,
+      parity: s.parity,
+      stopBits: s.stopBits,
+      autoOpen: false,
+    });
+    await new Promise<void>((resolve, reject) =>
+      port.open((err) => (err ? reject(new TransportError('OPEN_FAILED', `cannot open ${this.opts.path}: ${err.message}. Check the port path, permissions (dialout group) and that the device is plugged in.`, { cause: err })) : resolve())),
+    );
+    this.closing = false;
+    this.port = port;
+    port.on('error', () => {
+      /* errors surface through 'close' (disconnect) or the failing call; an unhandled 'error' would crash the process */
+    });
+    port.on('close', (err?: Error & { disconnected?: boolean }) => {
+      this.parser = undefined;
+      const cause = err ?? (this.closing ? undefined : new Error('port closed'));
+      this.failPending(new TransportError('DISCONNECTED', `${this.opts.path} went away${cause ? ` (${cause.message})` : ''} while waiting for the reply to '${this.pending?.command ?? ''}'. The driver will try to reconnect.`, { cause }));
+      if (!this.closing) this.emit('close', cause);
+    });
+    // Raw byte count since the last delimiter: what a truncated reply left behind.
+    const delim = Buffer.from(this.opts.settings.delimiter);
+    port.on('data', (b: Buffer) => {
+      const last = b.lastIndexOf(delim);
+      this.partialBytes = last < 0 ? this.partialBytes + b.length : b.length - last - delim.length;
+    });
+    this.attachParser();
+  }
+
+  private attachParser(): void {
+    if (!this.port) return;
+    if (this.parser) {
+      this.port.unpipe(this.parser);
+      this.parser.removeAllListeners('data');
+    }
+    const delimiter = this.opts.settings.delimiter;
+    const parser = new DelimiterParser({ delimiter, includeDelimiter: false });
+    parser.on('data', (line: Buffer) => this.onLine(line));
+    this.port.pipe(parser);
+    this.parser = parser;
+  }
+
+  private onLine(line: Buffer): void {
+    const p = this.pending;
+    if (!p) {
+      this.strayLines++;
+      return;
+    }
+    this.pending = undefined;
+    clearTimeout(p.timer);
+    const text = line.toString('latin1').replace(/\r$/, '');
+    if (!TEXT.test(text)) {
+      const bad = [...text].findIndex((c) => !TEXT.test(c));
+      p.reject(new ProtocolError('GARBLED_REPLY', `reply to '${p.command}' on ${this.opts.path} is not text (${line.length} bytes, first non-printable byte 0x${text.charCodeAt(bad).toString(16).padStart(2, '0')} at ${bad}). Check the baud rate (${this.opts.settings.baudRate}), cabling and the profile.`));
+      return;
+    }
+    p.resolve(text);
+  }
+
+  private failPending(err: Error): void {
+    const p = this.pending;
+    if (!p) return;
+    this.pending = undefined;
+    clearTimeout(p.timer);
+    p.reject(err);
+  }
+
+  private ensureOpen(command: string): SerialPortStream {
+    if (!this.port || !this.port.isOpen) {
+      throw new TransportError('DISCONNECTED', `${this.opts.path} is not open (sending '${command}'). Open the device first or wait for it to reconnect.`);
+    }
+    return this.port;
+  }
+
+  private async send(port: SerialPortStream, command: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      port.write(command + this.opts.settings.delimiter, (err) => (err ? reject(new TransportError('WRITE_FAILED', `writing '${command}' to ${this.opts.path} failed: ${err.message}.`, { cause: err })) : resolve()));
+    });
+  }
+
+  /** Serialises commands: each starts after the previous one settled. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  write(command: string): Promise<void> {
+    return this.exclusive(async () => this.send(this.ensureOpen(command), command));
+  }
+
+  query(command: string, timeoutMs = this.opts.settings.timeoutMs): Promise<string> {
+    return this.exclusive(async () => {
+      const port = this.ensureOpen(command);
+      const reply = new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          if (this.pending?.timer !== timer) return;
+          this.pending = undefined;
+          const partial = this.partialBytes;
+          // Drop whatever partial line the parser holds: a truncated reply must not prefix the next one.
+          this.partialBytes = 0;
+          this.attachParser();
+          reject(new TimeoutError('NO_REPLY', partial
+            ? `reply to '${command}' on ${this.opts.path} was truncated: ${partial} byte(s) without the line delimiter within ${timeoutMs} ms. The partial reply was discarded; check the line and retry.`
+            : `no reply to '${command}' from ${this.opts.path} within ${timeoutMs} ms. Check that the device is powered, connected and speaks this profile's protocol.`));
+        }, timeoutMs);
+        this.pending = { command, resolve, reject, timer };
+      });
+      try {
+        await this.send(port, command);
+      } catch (err) {
+        this.failPending(err as Error);
+      }
+      return reply;
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    const port = this.port;
+    this.port = undefined;
+    this.failPending(new TransportError('CLOSED', `${this.opts.path} was closed while waiting for a reply.`));
+    if (port?.isOpen) await new Promise<void>((resolve) => port.close(() => resolve()));
+  }
+}
