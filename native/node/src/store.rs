@@ -61,6 +61,12 @@ pub struct StoreExpired {
 }
 
 #[napi(object)]
+pub struct StoreDigest {
+    pub digest: String,
+    pub state: u32,
+}
+
+#[napi(object)]
 pub struct StoreTaken {
     pub index: u32,
     pub key_id: String,
@@ -195,8 +201,16 @@ impl KmsStore {
         with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64, all_or_nothing))
     }
 
-    /// Unwraps, erases and returns a key reserved for `holder`, or null.
+    /// Hex digest and state (0 held, 1 reserved, 2 delivered, 3 expired) of `(stream, index)`, or
+    /// null when this store never held it.
     #[napi]
+    pub fn digest_of(&self, key_stream_id: String, index: u32) -> Result<Option<StoreDigest>> {
+        let d = with(&self.inner, |s| s.held_digest(&key_stream_id, index))?;
+        Ok(d.map(|(d, state)| StoreDigest { digest: hex(&d), state: state as u32 }))
+    }
+
+    /// Unwraps, erases and returns a key reserved for `holder`, or null.
+    #[napi(ts_return_type = "Promise<StoreTaken | null>")]
     pub fn take(&self, key_id: String, holder: String, now_ms: f64) -> AsyncTask<TakeTask> {
         AsyncTask::new(TakeTask { store: self.inner.clone(), key_id, holder, now_ms: now_ms as i64 })
     }

@@ -1,0 +1,497 @@
+/**
+ * The reference KMS: the real peer of the node's ETSI 004 push client, and the ETSI GS QKD 014
+ * server for applications (SAEs).
+ *
+ * - Southbound (its node): opens streams (open-connect, get-key, close), receives
+ *   `POST /api/v1/qkd/etsi004/key-material`, validates it, stores it durably (native/store: SQLite
+ *   WAL + synchronous=FULL, keys AES-256-GCM-wrapped) and only then answers 201. Same bytes again
+ *   → 201 without a second copy; different bytes under a used index → 409 and a security alarm;
+ *   store full → 503 (the node keeps the chunk and retries).
+ * - KMS↔KMS (`/api/v1/kms-peer/...`, mutual TLS, the peer bound to its configured identity): the
+ *   source-side KMS opens its node, hands the key_stream_id to the peer KMS, which opens the
+ *   destination node with it. Before a key is released the two reserve it together, comparing
+ *   SHA-256 digests (never keys); a digest mismatch is a security alarm and the key is not released.
+ * - Northbound ETSI 014 (`/api/v1/keys/{SAE_ID}/status|enc_keys|dec_keys`): the client
+ *   certificate CN is the SAE id; key_IDs are UUIDv8 of (key_stream_id, index), derived alike by
+ *   both KMSs; sizes in bits; a key is handed out once and erased in the same transaction.
+ *
+ * Events: 'alarm' (Alarm), 'log' ({level, msg, ...}); none carries key bytes. Metrics are plain
+ * numbers (`metrics()`).
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { ConfigError, ProtocolError, QkdError } from '../errors.ts';
+import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
+  type TlsConfig } from './http.ts';
+import { deriveKeyId } from './keyid.ts';
+import { indexRanges, type Alarm } from './node.ts';
+import { digestOf, KeyStore } from './store.ts';
+import { MAX_INDEX, STATUS, isUuid, metadataBuffer, nodeName, type Qos, type QosRequest } from './types.ts';
+
+export interface KmsOptions {
+  /** This KMS's identity (its certificate CN); also its KME id in ETSI 014 answers. */
+  id: string;
+  /** 'source': opens the link's streams; 'destination': opens its node with the id the peer sends. */
+  role: 'source' | 'destination';
+  listen?: { host?: string; port?: number };
+  tls?: TlsConfig;
+  insecure?: boolean;
+  /** SQLite database file (WAL files sit beside it); a `.streams.json` beside it holds stream ids. */
+  dbPath: string;
+  /** 32-byte key-wrapping key. */
+  wrapKey: Uint8Array;
+  /** Most keys held at once (503 beyond). */
+  capacity?: number;
+  /** Our node: its 004 server URL and identity (the node id; it pushes to us with that CN). */
+  node: Endpoint;
+  /** The peer node's id (the destination of our streams when we are the source side). */
+  peerNodeId: string;
+  /** The peer KMS. */
+  peer?: Endpoint;
+  /** SAE ids served here (local) and at the peer KMS (remote). */
+  saes: { local: string[]; remote: string[] };
+  /** QoS requested at open-connect (null fields: the node chooses). */
+  qos?: QosRequest;
+  maxKeysPerRequest?: number;
+  /** How often TTL expiry runs (ms). */
+  expireEveryMs?: number;
+  requestTimeoutMs?: number;
+  now?: () => number;
+}
+
+interface KmsStream {
+  keyStreamId: string;
+  source: string;
+  destination: string;
+  nodeId: string;
+  qos: Qos;
+}
+
+export interface KmsMetrics {
+  pushed: number;
+  acked: number;
+  duplicates: number;
+  conflicts: number;
+  full: number;
+  rejected: number;
+  dropped: number;
+  delivered: number;
+  held: number;
+  reserved: number;
+  ackLatencyMs: { p50: number; p90: number; p99: number; count: number };
+}
+
+const B64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export class Kms extends EventEmitter {
+  readonly id: string;
+  url = '';
+  private server?: Server;
+  private readonly opts: KmsOptions;
+  private readonly store: KeyStore;
+  private readonly nodeClient: JsonClient;
+  private readonly peerClient?: JsonClient;
+  private readonly streams = new Map<string, KmsStream>();
+  private readonly now: () => number;
+  private expirer?: NodeJS.Timeout;
+  private encChain: Promise<unknown> = Promise.resolve();
+  private readonly lat = new Recent();
+  private readonly m = { pushed: 0, acked: 0, duplicates: 0, conflicts: 0, full: 0, rejected: 0, dropped: 0,
+    delivered: 0 };
+
+  constructor(opts: KmsOptions) {
+    super();
+    if (opts.wrapKey.length !== 32) {
+      throw new ConfigError('KMS_WRAP_KEY', `wrapKey must be 32 bytes (AES-256), got ${opts.wrapKey.length}`);
+    }
+    this.opts = opts;
+    this.id = opts.id;
+    this.now = opts.now ?? Date.now;
+    this.store = KeyStore.open(opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000);
+    this.nodeClient = new JsonClient(opts.node, opts);
+    if (opts.peer) this.peerClient = new JsonClient(opts.peer, opts);
+    const sf = `${opts.dbPath}.streams.json`;
+    if (existsSync(sf)) {
+      for (const s of JSON.parse(readFileSync(sf, 'utf8')) as KmsStream[]) this.streams.set(s.keyStreamId, s);
+    }
+  }
+
+  private saveStreams(): void {
+    const sf = `${this.opts.dbPath}.streams.json`;
+    writeFileSync(`${sf}.tmp`, JSON.stringify([...this.streams.values()]));
+    renameSync(`${sf}.tmp`, sf);
+  }
+
+  async start(): Promise<void> {
+    this.server = await startServer({ ...this.opts, host: this.opts.listen?.host, port: this.opts.listen?.port,
+      name: `KMS ${this.id}` }, (r) => this.handle(r), (err) => this.log('error', 'request handler failed',
+      { code: (err as QkdError)?.code, error: (err as Error)?.message }));
+    this.url = this.server.url;
+    this.expirer = setInterval(() => this.expireNow(), this.opts.expireEveryMs ?? 1000);
+    this.expirer.unref();
+  }
+
+  private log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
+    this.emit('log', { level, msg, kms: this.id, ...fields });
+  }
+
+  private alarm(a: Alarm & { security?: boolean }): void {
+    this.emit('alarm', a);
+    this.log(a.security ? 'error' : 'warn', a.message, { code: a.code });
+  }
+
+  /** Streams this KMS has opened (ids and QoS). */
+  streamIds(): string[] {
+    return [...this.streams.keys()];
+  }
+
+  /** Runs TTL expiry now (also runs every expireEveryMs). */
+  expireNow(): void {
+    try {
+      const gone = this.store.expire(this.now());
+      if (!gone.length) return;
+      this.m.dropped += gone.length;
+      const by = new Map<string, number[]>();
+      for (const g of gone) (by.get(g.keyStreamId) ?? by.set(g.keyStreamId, []).get(g.keyStreamId)!).push(g.index);
+      for (const [sid, idx] of by) {
+        this.alarm({ code: 'KEYS_EXPIRED', key_stream_id: sid, ranges: indexRanges(idx), message: `${idx.length} ` +
+          `key(s) of stream ${sid} reached their TTL and were erased: indices ${indexRanges(idx)}` });
+      }
+    } catch (err) {
+      this.log('error', 'TTL expiry failed', { error: (err as Error).message });
+    }
+  }
+
+  metrics(): KmsMetrics {
+    const c = this.store.counts();
+    return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()) };
+  }
+
+  /** The append-only audit trail of a stream (or of one key). No key bytes. */
+  audit(keyStreamId: string, index?: number) {
+    return this.store.auditTrail(keyStreamId, index);
+  }
+
+  // ------------------------------------------------------------- opening streams
+
+  private linkNames(): { source: string; destination: string } {
+    return this.opts.role === 'source'
+      ? { source: `qkd://${this.opts.node.id}`, destination: `qkd://${this.opts.peerNodeId}` }
+      : { source: `qkd://${this.opts.peerNodeId}`, destination: `qkd://${this.opts.node.id}` };
+  }
+
+  private async openOnNode(keyStreamId: string | null, qos: QosRequest | undefined): Promise<KmsStream> {
+    const names = this.linkNames();
+    let q = qos ?? {};
+    for (let round = 0; round < 2; round++) {
+      const r = await this.nodeClient.request('POST', '/api/v1/kms/etsi004/open-connect',
+        { ...names, key_stream_id: keyStreamId, qos: q }, this.opts.requestTimeoutMs);
+      if (r.status === 201 && r.body?.status === STATUS.OK && isUuid(r.body.key_stream_id)) {
+        const s: KmsStream = { keyStreamId: r.body.key_stream_id.toLowerCase(), source: nodeName(names.source),
+          destination: nodeName(names.destination), nodeId: this.opts.node.id, qos: r.body.qos as Qos };
+        return s;
+      }
+      if (r.body?.status === STATUS.QOS_COUNTER_PROPOSAL && round === 0) {
+        this.log('info', 'node counter-proposed QoS; accepting it', { qos: r.body.qos });
+        q = r.body.qos as QosRequest;
+        continue;
+      }
+      throw new ProtocolError('KMS_OPEN_FAILED', `open-connect on node ${this.opts.node.id} answered HTTP ${r.status} ` +
+        `status ${r.body?.status} (${r.body?.message ?? 'no message'})`);
+    }
+    throw new ProtocolError('KMS_OPEN_FAILED', `node ${this.opts.node.id} kept counter-proposing QoS`);
+  }
+
+  private async getKey(s: KmsStream, index: number): Promise<void> {
+    const r = await this.nodeClient.request('GET', '/api/v1/kms/etsi004/get-key',
+      { key_stream_id: s.keyStreamId, index }, (this.opts.requestTimeoutMs ?? 10_000) + s.qos.timeout);
+    if (r.status !== 205 || r.body?.status !== STATUS.OK) {
+      throw new ProtocolError('KMS_GET_KEY_FAILED', `get-key on node ${this.opts.node.id} for stream ${s.keyStreamId} ` +
+        `answered HTTP ${r.status} status ${r.body?.status} (${r.body?.message ?? 'no message'})`);
+    }
+  }
+
+  /**
+   * Source side: opens a stream on our node (which assigns the id), has the peer KMS open the
+   * destination node with it, then registers with get-key. Resolves with the key_stream_id.
+   */
+  async openStream(qos: QosRequest | undefined = this.opts.qos): Promise<string> {
+    if (this.opts.role !== 'source') {
+      throw new ConfigError('KMS_ROLE', `KMS ${this.id} is the destination side; streams are opened by the source-side KMS`);
+    }
+    if (!this.peerClient) throw new ConfigError('KMS_NO_PEER', `KMS ${this.id} has no peer KMS configured`);
+    const s = await this.openOnNode(null, qos);
+    this.streams.set(s.keyStreamId, s);
+    this.saveStreams();
+    const r = await this.peerClient.request('POST', '/api/v1/kms-peer/open-stream',
+      { key_stream_id: s.keyStreamId, qos: s.qos }, (this.opts.requestTimeoutMs ?? 10_000) * 2);
+    if (r.status !== 201) {
+      throw new ProtocolError('KMS_PEER_OPEN_FAILED', `peer KMS ${this.opts.peer!.id} could not open stream ` +
+        `${s.keyStreamId} (HTTP ${r.status}: ${r.body?.message ?? ''})`);
+    }
+    await this.getKey(s, 0);
+    this.store.audit(this.now(), s.keyStreamId, -1, 'stream-open', `source ${s.source} -> ${s.destination}`);
+    this.log('info', 'key stream open', { key_stream_id: s.keyStreamId });
+    return s.keyStreamId;
+  }
+
+  /** Closes a stream on our node (pushing stops). */
+  async closeStream(keyStreamId: string): Promise<void> {
+    const r = await this.nodeClient.request('PUT', '/api/v1/kms/etsi004/close', { key_stream_id: keyStreamId });
+    if (r.status !== 204) {
+      throw new ProtocolError('KMS_CLOSE_FAILED', `close on node ${this.opts.node.id} answered HTTP ${r.status}`);
+    }
+  }
+
+  // ------------------------------------------------------------- routing
+
+  private async handle(req: Req): Promise<Res> {
+    const p = req.path;
+    if (p === '/api/v1/qkd/etsi004/key-material' && req.method === 'POST') return this.keyMaterial(req);
+    if (p.startsWith('/api/v1/kms-peer/')) return this.peerCall(req);
+    const m = /^\/api\/v1\/keys\/([^/]+)\/(status|enc_keys|dec_keys)$/.exec(p);
+    if (m) return this.etsi014(req, decodeURIComponent(m[1]), m[2] as 'status' | 'enc_keys' | 'dec_keys');
+    return { status: 404, body: { message: `no route ${req.method} ${p}` } };
+  }
+
+  // ------------------------------------------------------------- ETSI 004 key-material
+
+  private async keyMaterial(req: Req): Promise<Res> {
+    this.m.pushed++;
+    const t0 = performance.now();
+    const bad = (http: number, status: number, message: string): Res => {
+      this.m.rejected++;
+      this.log('warn', 'key-material refused', { http, status, message });
+      return { status: http, body: { status, message } };
+    };
+    if (req.clientId !== null && req.clientId !== this.opts.node.id) {
+      return bad(403, STATUS.NO_QKD_CONNECTION, `client '${req.clientId}' is not the node this KMS is bound to`);
+    }
+    const b = req.body as Record<string, unknown> | undefined;
+    if (!b || typeof b !== 'object') return bad(400, STATUS.NO_QKD_CONNECTION, 'key-material needs a JSON body');
+    if (b.status !== STATUS.OK) return bad(400, STATUS.NO_QKD_CONNECTION, 'key-material status must be 0');
+    const index = b.index;
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index > MAX_INDEX) {
+      return bad(400, STATUS.NO_QKD_CONNECTION, 'index must be an integer 0..2^32-1');
+    }
+    const md = b.metadata as { size?: unknown; buffer?: unknown } | undefined;
+    const buf = metadataBuffer(md);
+    if (!md || !buf || typeof md.size !== 'number') {
+      return bad(400, STATUS.METADATA_TOO_SMALL, 'metadata {size, buffer:{key_stream_id, ...}} is required');
+    }
+    const bufLen = typeof md.buffer === 'string' ? md.buffer.length : JSON.stringify(md.buffer).length;
+    if (md.size < bufLen) return bad(400, STATUS.METADATA_TOO_SMALL, `metadata.size ${md.size} < buffer length ${bufLen}`);
+    const sid = typeof buf.key_stream_id === 'string' ? buf.key_stream_id.toLowerCase() : '';
+    if (!isUuid(sid)) return bad(400, STATUS.NO_QKD_CONNECTION, 'metadata.buffer.key_stream_id must be a UUID');
+    const s = this.streams.get(sid);
+    if (!s) return bad(404, STATUS.NO_QKD_CONNECTION, `unknown key stream ${sid}: this KMS did not open it`);
+    if (req.clientId !== null && s.nodeId !== req.clientId) {
+      return bad(403, STATUS.NO_QKD_CONNECTION, `stream ${sid} belongs to node ${s.nodeId}`);
+    }
+    const kb = b.key_buffer;
+    if (typeof kb !== 'string' || kb.length % 4 !== 0 || !B64_RE.test(kb)) {
+      return bad(400, STATUS.INSUFFICIENT_KEY, 'key_buffer must be base64');
+    }
+    const key = Buffer.from(kb, 'base64');
+    if (key.length !== s.qos.key_chunk_size) {
+      key.fill(0);
+      return bad(400, STATUS.INSUFFICIENT_KEY, `key_buffer holds ${key.length} bytes; the stream's key_chunk_size is ` +
+        `${s.qos.key_chunk_size}`);
+    }
+    const nowMs = this.now();
+    const prov: Record<string, unknown> = {};
+    for (const k of ['block_id', 'qber', 'epsilon', 'acquired_from_ms', 'acquired_to_ms', 'offered_at_ms', 'pushed_at_ms',
+      'node_id']) if (k in buf) prov[k] = buf[k];
+    const keyId = deriveKeyId(sid, index);
+    let outcome;
+    try {
+      outcome = await this.store.put(sid, index, keyId, key, JSON.stringify(prov), nowMs, nowMs + s.qos.ttl * 1000);
+    } finally {
+      key.fill(0);
+    }
+    if (outcome === 'stored' || outcome === 'duplicate') {
+      if (outcome === 'stored') this.m.acked++;
+      else this.m.duplicates++;
+      this.lat.push(performance.now() - t0);
+      return { status: 201, body: { status: STATUS.OK } };
+    }
+    if (outcome === 'conflict') {
+      this.m.conflicts++;
+      this.alarm({ code: 'KEY_CONFLICT', security: true, key_stream_id: sid, index, message: `node ${s.nodeId} pushed ` +
+        `different bytes under used index ${index} of stream ${sid}; refused (possible tampering or a desynchronised node)` });
+      return { status: 409, body: { status: STATUS.OK, message: `index ${index} already holds a different key` } };
+    }
+    this.m.full++;
+    this.alarm({ code: 'KMS_FULL', key_stream_id: sid, index, message: `key store full (${this.opts.capacity} keys); ` +
+      'answered 503 so the node keeps buffering' });
+    return { status: 503, body: { status: STATUS.INSUFFICIENT_KEY, message: 'key store full; retry later' } };
+  }
+
+  // ------------------------------------------------------------- KMS <-> KMS
+
+  private async peerCall(req: Req): Promise<Res> {
+    if (!this.opts.peer || (req.clientId !== null && req.clientId !== this.opts.peer.id)) {
+      return { status: 403, body: { message: `client '${req.clientId}' is not the peer KMS of ${this.id}` } };
+    }
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    if (req.path === '/api/v1/kms-peer/open-stream' && req.method === 'POST') {
+      if (this.opts.role !== 'destination' || !isUuid(b.key_stream_id)) {
+        return { status: 400, body: { message: 'open-stream goes to the destination-side KMS with a UUID key_stream_id' } };
+      }
+      const s = await this.openOnNode(b.key_stream_id, b.qos as QosRequest);
+      if (JSON.stringify(s.qos) !== JSON.stringify(b.qos)) {
+        this.log('warn', 'destination node chose a different QoS than the source', { key_stream_id: s.keyStreamId });
+      }
+      this.streams.set(s.keyStreamId, s);
+      this.saveStreams();
+      await this.getKey(s, 0);
+      this.store.audit(this.now(), s.keyStreamId, -1, 'stream-open', `destination ${s.source} -> ${s.destination}`);
+      this.log('info', 'key stream open', { key_stream_id: s.keyStreamId });
+      return { status: 201, body: { status: STATUS.OK, key_stream_id: s.keyStreamId, qos: s.qos } };
+    }
+    if (req.path === '/api/v1/kms-peer/reserve' && req.method === 'POST') {
+      const sid = typeof b.key_stream_id === 'string' ? b.key_stream_id.toLowerCase() : '';
+      const items = Array.isArray(b.items) ? (b.items as { index: number; digest: string }[]) : [];
+      const holder = typeof b.holder === 'string' ? b.holder : '';
+      if (!this.streams.has(sid) || !holder || !items.every((i) => Number.isInteger(i?.index) &&
+        typeof i.digest === 'string' && /^[0-9a-f]{64}$/.test(i.digest))) {
+        return { status: 400, body: { message: 'reserve needs a known key_stream_id, holder and items [{index, digest}]' } };
+      }
+      const mismatched = this.mismatches(sid, items);
+      if (mismatched.length) return { status: 409, body: { reserved: [], mismatched } };
+      const reserved = this.store.reserve(sid, items, holder, this.now(), true);
+      return { status: 200, body: { reserved } };
+    }
+    return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
+  }
+
+  /** Indices we hold (in any state) whose digest differs from the peer's: raises a security alarm. */
+  private mismatches(sid: string, items: { index: number; digest: string }[]): number[] {
+    const bad: number[] = [];
+    for (const it of items) {
+      const d = digestOf(this.store, sid, it.index);
+      if (d && d.digest !== it.digest) bad.push(it.index);
+    }
+    if (bad.length) {
+      this.alarm({ code: 'PEER_KEY_MISMATCH', security: true, key_stream_id: sid, ranges: indexRanges(bad),
+        message: `the peer KMS holds different keys under indices ${indexRanges(bad)} of stream ${sid}; not released` });
+    }
+    return bad;
+  }
+
+  // ------------------------------------------------------------- ETSI 014
+
+  private chunkBits(): number {
+    const s = [...this.streams.values()].pop();
+    return s ? s.qos.key_chunk_size * 8 : 256;
+  }
+
+  private async etsi014(req: Req, saeId: string, op: 'status' | 'enc_keys' | 'dec_keys'): Promise<Res> {
+    const caller = req.clientId;
+    const { local, remote } = this.opts.saes;
+    if (caller === null || !local.includes(caller)) {
+      return { status: 401, body: { message: `client '${caller ?? '(no certificate)'}' is not an SAE of KMS ${this.id}` } };
+    }
+    if (!remote.includes(saeId)) {
+      return { status: 400, body: { message: `SAE '${saeId}' is not reachable through this KMS's peer` } };
+    }
+    const b = (req.body && typeof req.body === 'object' ? req.body : {}) as Record<string, unknown>;
+    const bits = this.chunkBits();
+    const maxPer = this.opts.maxKeysPerRequest ?? 128;
+    if (op === 'status') {
+      const c = this.store.counts();
+      return { status: 200, body: { source_KME_ID: this.id, target_KME_ID: this.opts.peer?.id ?? '',
+        master_SAE_ID: caller, slave_SAE_ID: saeId, key_size: bits, stored_key_count: c.held,
+        max_key_count: this.opts.capacity ?? 1_000_000, max_key_per_request: maxPer, max_key_size: bits,
+        min_key_size: bits, max_SAE_ID_count: 0 } };
+    }
+    if (op === 'enc_keys') {
+      const number = Number(b.number ?? req.query.get('number') ?? 1);
+      const size = Number(b.size ?? req.query.get('size') ?? bits);
+      if (!Number.isInteger(number) || number < 1 || number > maxPer) {
+        return { status: 400, body: { message: `number must be 1..${maxPer}` } };
+      }
+      if (size !== bits) {
+        return { status: 400, body: { message: `size must be ${bits} bits (the stream's key_chunk_size); ` +
+          'other sizes are not offered' } };
+      }
+      const run = this.encChain.then(() => this.encKeys(caller, saeId, number));
+      this.encChain = run.catch(() => undefined);
+      return run;
+    }
+    // dec_keys: the caller is the slave, saeId the master.
+    let ids: string[] = [];
+    if (Array.isArray(b.key_IDs)) ids = (b.key_IDs as { key_ID?: unknown }[]).map((k) => String(k?.key_ID ?? ''));
+    else if (req.query.has('key_ID')) ids = req.query.getAll('key_ID');
+    if (!ids.length || ids.length > maxPer || !ids.every(isUuid)) {
+      return { status: 400, body: { message: `give 1..${maxPer} key_IDs (UUIDs)` } };
+    }
+    const holder = `${saeId}>${caller}`;
+    const keys: { key_ID: string; key: string }[] = [];
+    const missing: string[] = [];
+    for (const id of ids) {
+      const t = await this.store.take(id.toLowerCase(), holder, this.now());
+      if (!t) {
+        missing.push(id);
+        continue;
+      }
+      keys.push({ key_ID: id, key: t.key.toString('base64') });
+      t.key.fill(0);
+    }
+    this.m.delivered += keys.length;
+    if (missing.length) {
+      return { status: 400, body: { message: `key_ID(s) ${missing.join(', ')} unknown, not for the pair ` +
+        `${saeId} -> ${caller}, or already handed out` + (keys.length ? `; ${keys.length} other key(s) were erased` : '') } };
+    }
+    return { status: 200, body: { keys } };
+  }
+
+  private async encKeys(master: string, slave: string, number: number): Promise<Res> {
+    if (!this.peerClient) return { status: 503, body: { message: 'no peer KMS configured' } };
+    const nowMs = this.now();
+    const holder = `${master}>${slave}`;
+    for (const s of this.streams.values()) {
+      const cands = this.store.candidates(s.keyStreamId, number, nowMs);
+      if (cands.length < number) continue;
+      const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
+      const r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
+        items, holder });
+      if (r.status === 409) {
+        const bad = (r.body?.mismatched ?? []) as number[];
+        this.alarm({ code: 'PEER_KEY_MISMATCH', security: true, key_stream_id: s.keyStreamId, ranges: indexRanges(bad),
+          message: `the peer KMS reports different keys under indices ${indexRanges(bad)} of stream ${s.keyStreamId}` });
+        return { status: 503, body: { message: 'the peer KMS does not hold the same keys; not released' } };
+      }
+      if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== number) {
+        return { status: 503, body: { message: 'the peer KMS does not hold these keys yet; retry shortly' } };
+      }
+      const mine = this.store.reserve(s.keyStreamId, items, holder, nowMs, true);
+      if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
+      const keys: { key_ID: string; key: string }[] = [];
+      for (const c of cands) {
+        const t = await this.store.take(c.keyId, holder, this.now());
+        if (!t) continue;
+        keys.push({ key_ID: c.keyId, key: t.key.toString('base64') });
+        t.key.fill(0);
+      }
+      this.m.delivered += keys.length;
+      return { status: 200, body: { keys } };
+    }
+    return { status: 503, body: { message: `fewer than ${number} confirmed keys available; retry shortly` } };
+  }
+
+  async close(): Promise<void> {
+    if (this.expirer) clearInterval(this.expirer);
+    await this.server?.close();
+    this.nodeClient.close();
+    this.peerClient?.close();
+    await this.encChain;
+    this.store.close();
+  }
+}
+
+export async function startKms(opts: KmsOptions): Promise<Kms> {
+  const k = new Kms(opts);
+  await k.start();
+  return k;
+}
