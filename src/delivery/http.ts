@@ -158,7 +158,7 @@ export interface ClientResponse {
  * since nodes are addressed by IP in labs). Keep-alive connections are reused.
  */
 export class JsonClient {
-  readonly endpoint: Endpoint;
+  endpoint: Endpoint;
   private readonly agent: http.Agent;
   private readonly secure: boolean;
 
@@ -224,6 +224,11 @@ export class JsonClient {
       // Why payload.fill(0) after end: the key-material body holds key bytes in base64.
       req.end(payload, () => payload?.fill(0));
     });
+  }
+
+  /** Points the client at a new base URL of the same identity (a peer that moved port). */
+  retarget(url: string): void {
+    this.endpoint = { ...this.endpoint, url };
   }
 
   close(): void {

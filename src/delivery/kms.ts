@@ -140,6 +140,14 @@ export class Kms extends EventEmitter {
     this.log(a.security ? 'error' : 'warn', a.message, { code: a.code });
   }
 
+  /** Points this KMS at its node's / the peer KMS's (new) URL; same identities. */
+  setNodeUrl(url: string): void {
+    this.nodeClient.retarget(url);
+  }
+  setPeerUrl(url: string): void {
+    this.peerClient?.retarget(url);
+  }
+
   /** Streams this KMS has opened (ids and QoS). */
   streamIds(): string[] {
     return [...this.streams.keys()];

@@ -197,6 +197,12 @@ export class DeliveryNode extends EventEmitter {
     this.kick();
   }
 
+  /** Points the push client at the KMS's (new) URL; same identity. */
+  setKmsUrl(url: string): void {
+    this.client.retarget(url);
+    this.kick();
+  }
+
   /** True when this node has `keyStreamId` open (for the peer's PeerLink.streamOpened). */
   hasStream(keyStreamId: string): boolean {
     const s = this.streams.get(keyStreamId);
