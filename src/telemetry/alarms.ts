@@ -1,0 +1,382 @@
+/**
+ * Alarm engine: turns measured signals into raised/cleared alarms with thresholds from
+ * configuration (JSON), hysteresis (separate raise and clear thresholds) and debounce (a condition
+ * must hold `forSeconds` before an alarm is raised and `clearForSeconds` before it clears).
+ *
+ * Each alarm names its likely cause and the runbook section (docs/runbook.md#<kind>) with the
+ * checks and actions. Alarm kinds, one runbook section each:
+ *   qber-high, detector-saturation, detector-silent, sync-lost, kms-unreachable, spool-filling,
+ *   calibration-stale, firmware-mismatch, randomness-failed, classical-rtt-high.
+ * Per-subject kinds (detector channel, KMS, device) get ids like `detector-silent/ch2`.
+ *
+ * Usage: call `evaluate(inputs, nowMs)` whenever fresh signals are at hand (e.g. once a second and
+ * after each block). Inputs that are absent leave their alarms as they are. Deterministic: time is
+ * only what the caller passes (or the injected clock). Single-threaded, synchronous.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../errors.ts';
+
+export type Severity = 'critical' | 'major' | 'minor' | 'warning';
+export const SEVERITIES: Severity[] = ['critical', 'major', 'minor', 'warning'];
+
+export type AlarmKind =
+  | 'qber-high' | 'detector-saturation' | 'detector-silent' | 'sync-lost' | 'kms-unreachable' | 'spool-filling'
+  | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high';
+
+interface RuleBase {
+  enabled: boolean;
+  severity: Severity;
+  /** The condition must hold this long before the alarm is raised. */
+  forSeconds: number;
+  /** The clear condition must hold this long before the alarm clears. */
+  clearForSeconds: number;
+}
+export interface AlarmConfig {
+  qber: RuleBase & { abortThreshold: number; clearBelow: number };
+  detectorSaturation: RuleBase & { raiseAboveHz: number; clearBelowHz: number };
+  detectorSilence: RuleBase & { raiseBelowHz: number; clearAboveHz: number };
+  syncLoss: RuleBase;
+  kmsUnreachable: RuleBase;
+  spoolFilling: RuleBase & { raiseAboveRatio: number; clearBelowRatio: number };
+  calibrationStale: RuleBase & { maxAgeSeconds: number };
+  firmwareMismatch: RuleBase;
+  randomness: RuleBase;
+  classicalRtt: RuleBase & { raiseAboveSeconds: number; clearBelowSeconds: number };
+  /** How many raise/clear events `recent()` keeps. */
+  recentLimit: number;
+}
+
+/** Deep-partial form accepted from JSON configuration. */
+export type AlarmConfigInput = { [K in keyof AlarmConfig]?: AlarmConfig[K] extends object ? Partial<AlarmConfig[K]> : AlarmConfig[K] };
+
+const rule = (severity: Severity, forSeconds = 0, clearForSeconds = 0): RuleBase => ({ enabled: true, severity, forSeconds, clearForSeconds });
+
+/**
+ * Defaults. QBER: 11 % is the BB84 asymptotic limit; set `abortThreshold` to the post-processing
+ * abort threshold actually in force. Detector rates depend on the detector (profile-specific):
+ * saturation at 5 MHz suits SNSPDs with ~50 ns dead time; silence below 1 Hz is below even a cold
+ * free-running InGaAs dark count (~1 cps at −110 °C is the lowest anchor).
+ */
+export const DEFAULT_ALARM_CONFIG: AlarmConfig = {
+  qber: { ...rule('critical'), abortThreshold: 0.11, clearBelow: 0.09 },
+  detectorSaturation: { ...rule('major', 2, 5), raiseAboveHz: 5e6, clearBelowHz: 4e6 },
+  detectorSilence: { ...rule('major', 10, 5), raiseBelowHz: 1, clearAboveHz: 5 },
+  syncLoss: rule('critical', 3, 3),
+  kmsUnreachable: rule('major', 10, 0),
+  spoolFilling: { ...rule('major'), raiseAboveRatio: 0.8, clearBelowRatio: 0.6 },
+  calibrationStale: { ...rule('warning'), maxAgeSeconds: 7 * 86400 },
+  firmwareMismatch: rule('critical'),
+  randomness: rule('major'),
+  classicalRtt: { ...rule('warning', 30, 30), raiseAboveSeconds: 0.25, clearBelowSeconds: 0.1 },
+  recentLimit: 50,
+};
+
+/** Signals the engine watches. Every field is optional: absent means "no news". */
+export interface AlarmInputs {
+  /** QBER that the abort decision uses (0..1), e.g. of the last block. */
+  qber?: number;
+  /** Count rate per detector channel, Hz. */
+  detectorRatesHz?: Record<string, number>;
+  syncLocked?: boolean;
+  /** Whether the last contact with each KMS (by name) succeeded. */
+  kmsReachable?: Record<string, boolean>;
+  /** Spool depth over capacity, 0..1. */
+  spoolFillRatio?: number;
+  calibrationAgeSeconds?: number;
+  /** Device identities read at connect, with the firmware versions the hardware profile allows. */
+  devices?: { id: string; model?: string; firmware: string; allowedFirmware: string[] }[];
+  /** From RandomnessMonitor.snapshot(). */
+  randomness?: { healthy: boolean; reason?: string };
+  classicalRttSeconds?: number;
+}
+
+export interface Alarm {
+  /** Unique per subject: `kind` or `kind/subject`. */
+  id: string;
+  kind: AlarmKind;
+  subject?: string;
+  severity: Severity;
+  /** What is wrong, with the measured value and the threshold. */
+  message: string;
+  /** The likely causes, most likely first. */
+  cause: string;
+  /** Runbook section: docs/runbook.md#<kind>. */
+  runbook: string;
+  value?: number | string;
+  threshold?: number | string;
+  raisedAtMs: number;
+  clearedAtMs?: number;
+}
+export interface AlarmEvent {
+  type: 'raised' | 'cleared';
+  atMs: number;
+  alarm: Alarm;
+}
+
+export const RUNBOOK_PATH = 'docs/runbook.md';
+
+const CAUSES: Record<AlarmKind, string> = {
+  'qber-high': 'eavesdropping, polarisation/phase drift in the fibre, detector afterpulsing or dark counts, or a mis-set detection window',
+  'detector-saturation': 'stray light or a light leak, laser power or attenuation wrong, or a detector latched (too high bias)',
+  'detector-silent': 'fibre disconnected or broken, source off, detector not biased or not cooled, or tagger input not wired',
+  'sync-lost': 'fibre or sync channel interrupted, clock reference lost, or too few coincidences (loss or source power)',
+  'kms-unreachable': 'KMS process down, network path or firewall, or TLS certificate expired or rejected',
+  'spool-filling': 'KMS not accepting keys (down, full or slow) while the link keeps producing',
+  'calibration-stale': 'no calibration run for too long; temperature and fibre changes shift delays and efficiencies',
+  'firmware-mismatch': 'device firmware updated or replaced with a version the hardware profile does not list',
+  'randomness-failed': 'a bug in post-processing output (stuck or repeated bits), or a broken privacy amplification seed',
+  'classical-rtt-high': 'congested or rerouted classical network, or an overloaded peer node',
+};
+
+const SUBJECT_KIND = (k: AlarmKind): boolean => k === 'detector-saturation' || k === 'detector-silent' || k === 'kms-unreachable' || k === 'firmware-mismatch';
+
+interface Verdict {
+  /** true: alarm condition; false: clear condition; undefined: inside the hysteresis band. */
+  bad: boolean | undefined;
+  value?: number | string;
+  threshold?: number | string;
+  message: string;
+}
+
+interface InstanceState {
+  active?: Alarm;
+  pendingSinceMs?: number;
+  clearingSinceMs?: number;
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(2)} %`;
+const hz = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} MHz` : x >= 1e3 ? `${(x / 1e3).toFixed(2)} kHz` : `${x.toFixed(1)} Hz`);
+
+function band(v: number, raiseAbove: number, clearBelow: number): boolean | undefined {
+  return v > raiseAbove ? true : v < clearBelow ? false : undefined;
+}
+
+export class AlarmEngine {
+  readonly config: AlarmConfig;
+  private readonly states = new Map<string, InstanceState>();
+  private readonly events: AlarmEvent[] = [];
+  private readonly clock: () => number;
+  private readonly onEvent?: (e: AlarmEvent) => void;
+
+  constructor(config: AlarmConfig | AlarmConfigInput = {}, opts: { clock?: () => number; onEvent?: (e: AlarmEvent) => void } = {}) {
+    this.config = parseAlarmConfig(config);
+    this.clock = opts.clock ?? Date.now;
+    this.onEvent = opts.onEvent;
+  }
+
+  /** Feeds fresh signals; returns the raise/clear events this call produced. */
+  evaluate(inputs: AlarmInputs, nowMs: number = this.clock()): AlarmEvent[] {
+    const c = this.config;
+    const out: AlarmEvent[] = [];
+    const step = (kind: AlarmKind, r: RuleBase, subject: string | undefined, v: Verdict) => {
+      if (!r.enabled) return;
+      const ev = this.step(kind, r, subject, v, nowMs);
+      if (ev) out.push(ev);
+    };
+    if (inputs.qber !== undefined && Number.isFinite(inputs.qber)) {
+      const q = inputs.qber;
+      step('qber-high', c.qber, undefined, {
+        bad: band(q, c.qber.abortThreshold, c.qber.clearBelow), value: q, threshold: c.qber.abortThreshold,
+        message: `QBER ${pct(q)} is above the abort threshold ${pct(c.qber.abortThreshold)}: blocks are being aborted, no key is produced`,
+      });
+    }
+    for (const [ch, rate] of Object.entries(inputs.detectorRatesHz ?? {})) {
+      if (!Number.isFinite(rate)) continue;
+      const s = c.detectorSaturation;
+      step('detector-saturation', s, `ch${ch}`, {
+        bad: band(rate, s.raiseAboveHz, s.clearBelowHz), value: rate, threshold: s.raiseAboveHz,
+        message: `detector channel ${ch} counts ${hz(rate)}, above the saturation limit ${hz(s.raiseAboveHz)}`,
+      });
+      const q = c.detectorSilence;
+      step('detector-silent', q, `ch${ch}`, {
+        bad: rate < q.raiseBelowHz ? true : rate > q.clearAboveHz ? false : undefined, value: rate, threshold: q.raiseBelowHz,
+        message: `detector channel ${ch} counts ${hz(rate)}, below ${hz(q.raiseBelowHz)}: the channel is silent`,
+      });
+    }
+    if (inputs.syncLocked !== undefined) {
+      step('sync-lost', c.syncLoss, undefined, {
+        bad: !inputs.syncLocked, value: inputs.syncLocked ? 'locked' : 'unlocked', threshold: 'locked',
+        message: 'clock synchronisation between Alice and Bob is lost: detections cannot be matched to pulses',
+      });
+    }
+    for (const [kms, ok] of Object.entries(inputs.kmsReachable ?? {})) {
+      step('kms-unreachable', c.kmsUnreachable, kms, {
+        bad: !ok, value: ok ? 'reachable' : 'unreachable',
+        message: `KMS '${kms}' does not answer: keys are spooled, not delivered`,
+      });
+    }
+    if (inputs.spoolFillRatio !== undefined && Number.isFinite(inputs.spoolFillRatio)) {
+      const s = c.spoolFilling;
+      const v = inputs.spoolFillRatio;
+      step('spool-filling', s, undefined, {
+        bad: band(v, s.raiseAboveRatio, s.clearBelowRatio), value: v, threshold: s.raiseAboveRatio,
+        message: `key spool is ${pct(v)} full (alarm above ${pct(s.raiseAboveRatio)}): when full, new keys are discarded`,
+      });
+    }
+    if (inputs.calibrationAgeSeconds !== undefined && Number.isFinite(inputs.calibrationAgeSeconds)) {
+      const s = c.calibrationStale;
+      const age = inputs.calibrationAgeSeconds;
+      step('calibration-stale', s, undefined, {
+        bad: age > s.maxAgeSeconds, value: age, threshold: s.maxAgeSeconds,
+        message: `calibration is ${(age / 3600).toFixed(1)} h old (limit ${(s.maxAgeSeconds / 3600).toFixed(1)} h): run 'qkd calibrate'`,
+      });
+    }
+    for (const d of inputs.devices ?? []) {
+      const ok = d.allowedFirmware.includes(d.firmware);
+      step('firmware-mismatch', c.firmwareMismatch, d.id, {
+        bad: !ok, value: d.firmware, threshold: d.allowedFirmware.join(', '),
+        message: `device ${d.id}${d.model ? ` (${d.model})` : ''} runs firmware ${d.firmware}; the hardware profile allows ${d.allowedFirmware.join(', ') || 'none'}`,
+      });
+    }
+    if (inputs.randomness) {
+      step('randomness-failed', c.randomness, undefined, {
+        bad: !inputs.randomness.healthy, value: inputs.randomness.reason ?? '',
+        message: `randomness health check failed on sampled output blocks${inputs.randomness.reason ? `: ${inputs.randomness.reason}` : ''}`,
+      });
+    }
+    if (inputs.classicalRttSeconds !== undefined && Number.isFinite(inputs.classicalRttSeconds)) {
+      const s = c.classicalRtt;
+      const v = inputs.classicalRttSeconds;
+      step('classical-rtt-high', s, undefined, {
+        bad: band(v, s.raiseAboveSeconds, s.clearBelowSeconds), value: v, threshold: s.raiseAboveSeconds,
+        message: `classical channel round trip ${(v * 1e3).toFixed(1)} ms, above ${(s.raiseAboveSeconds * 1e3).toFixed(0)} ms: post-processing slows down`,
+      });
+    }
+    return out;
+  }
+
+  private step(kind: AlarmKind, r: RuleBase, subject: string | undefined, v: Verdict, now: number): AlarmEvent | undefined {
+    const id = subject !== undefined && SUBJECT_KIND(kind) ? `${kind}/${subject}` : kind;
+    let st = this.states.get(id);
+    if (!st) this.states.set(id, (st = {}));
+    if (!st.active) {
+      if (v.bad !== true) {
+        st.pendingSinceMs = undefined;
+        return undefined;
+      }
+      st.pendingSinceMs ??= now;
+      if (now - st.pendingSinceMs < r.forSeconds * 1000) return undefined;
+      st.pendingSinceMs = undefined;
+      st.active = {
+        id, kind, subject, severity: r.severity, message: v.message, cause: CAUSES[kind], runbook: `${RUNBOOK_PATH}#${kind}`,
+        value: v.value, threshold: v.threshold, raisedAtMs: now,
+      };
+      return this.emit({ type: 'raised', atMs: now, alarm: { ...st.active } });
+    }
+    if (v.bad === true) {
+      // Still bad: keep the latest measurement in the active alarm for the operator.
+      st.clearingSinceMs = undefined;
+      st.active.value = v.value;
+      st.active.message = v.message;
+      return undefined;
+    }
+    if (v.bad === undefined) {
+      st.clearingSinceMs = undefined; // inside the hysteresis band: stays raised
+      return undefined;
+    }
+    st.clearingSinceMs ??= now;
+    if (now - st.clearingSinceMs < r.clearForSeconds * 1000) return undefined;
+    const cleared: Alarm = { ...st.active, value: v.value, clearedAtMs: now };
+    st.active = undefined;
+    st.clearingSinceMs = undefined;
+    return this.emit({ type: 'cleared', atMs: now, alarm: cleared });
+  }
+
+  private emit(e: AlarmEvent): AlarmEvent {
+    this.events.push(e);
+    if (this.events.length > this.config.recentLimit) this.events.splice(0, this.events.length - this.config.recentLimit);
+    try {
+      this.onEvent?.(e);
+    } catch {
+      /* a listener must not stop alarm evaluation */
+    }
+    return e;
+  }
+
+  /** Alarms currently raised, most severe first, then oldest first. */
+  active(): Alarm[] {
+    const list: Alarm[] = [];
+    for (const s of this.states.values()) if (s.active) list.push({ ...s.active });
+    return list.sort((a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || a.raisedAtMs - b.raisedAtMs);
+  }
+
+  /** Recent raise/clear events, newest first. */
+  recent(limit = this.config.recentLimit): AlarmEvent[] {
+    return this.events.slice(-limit).reverse();
+  }
+
+  /** Number of active alarms per severity (for qkd_alarms_active{severity}). */
+  countsBySeverity(): Record<Severity, number> {
+    const out: Record<Severity, number> = { critical: 0, major: 0, minor: 0, warning: 0 };
+    for (const a of this.active()) out[a.severity]++;
+    return out;
+  }
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * Validates a (partial) alarm configuration and fills in the defaults. Throws ConfigError
+ * ALARM_CONFIG_INVALID naming the field and what was expected.
+ */
+export function parseAlarmConfig(input: unknown, source = 'alarm configuration'): AlarmConfig {
+  if (!isObj(input)) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: expected a JSON object`);
+  const out = structuredClone(DEFAULT_ALARM_CONFIG) as unknown as Record<string, unknown>;
+  for (const [section, value] of Object.entries(input)) {
+    if (!(section in DEFAULT_ALARM_CONFIG)) {
+      throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: unknown section '${section}'; known: ${Object.keys(DEFAULT_ALARM_CONFIG).join(', ')}`);
+    }
+    const dflt = (DEFAULT_ALARM_CONFIG as unknown as Record<string, unknown>)[section];
+    if (!isObj(dflt)) {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+        throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: '${section}' must be a positive integer`);
+      }
+      out[section] = value;
+      continue;
+    }
+    if (!isObj(value)) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: '${section}' must be an object`);
+    const target = out[section] as Record<string, unknown>;
+    for (const [k, v] of Object.entries(value)) {
+      const field = `${section}.${k}`;
+      if (!(k in dflt)) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: unknown field '${field}'; known: ${Object.keys(dflt).join(', ')}`);
+      const want = typeof dflt[k];
+      if (k === 'severity') {
+        if (!SEVERITIES.includes(v as Severity)) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: '${field}' must be one of ${SEVERITIES.join(', ')}`);
+      } else if (want === 'number') {
+        if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: '${field}' must be a number ≥ 0`);
+      } else if (typeof v !== want) {
+        throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: '${field}' must be a ${want}`);
+      }
+      target[k] = v;
+    }
+  }
+  const cfg = out as unknown as AlarmConfig;
+  const order = (section: string, hi: number, lo: number, hiName: string, loName: string) => {
+    if (!(lo <= hi)) throw new ConfigError('ALARM_CONFIG_INVALID', `${source}: ${section}.${loName} (${lo}) must not exceed ${section}.${hiName} (${hi})`);
+  };
+  order('qber', cfg.qber.abortThreshold, cfg.qber.clearBelow, 'abortThreshold', 'clearBelow');
+  order('detectorSaturation', cfg.detectorSaturation.raiseAboveHz, cfg.detectorSaturation.clearBelowHz, 'raiseAboveHz', 'clearBelowHz');
+  order('detectorSilence', cfg.detectorSilence.clearAboveHz, cfg.detectorSilence.raiseBelowHz, 'clearAboveHz', 'raiseBelowHz');
+  order('spoolFilling', cfg.spoolFilling.raiseAboveRatio, cfg.spoolFilling.clearBelowRatio, 'raiseAboveRatio', 'clearBelowRatio');
+  order('classicalRtt', cfg.classicalRtt.raiseAboveSeconds, cfg.classicalRtt.clearBelowSeconds, 'raiseAboveSeconds', 'clearBelowSeconds');
+  return cfg;
+}
+
+/** Reads and validates a JSON alarm configuration file. */
+export function loadAlarmConfig(path: string): AlarmConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('ALARM_CONFIG_UNREADABLE', `cannot read alarm configuration ${path}: check the path and permissions`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError('ALARM_CONFIG_INVALID', `${path} is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  return parseAlarmConfig(json, path);
+}
