@@ -44,6 +44,8 @@ export interface Res {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
+  /** Drop the connection instead of answering (test proxies simulate a lost answer with it). */
+  abort?: boolean;
 }
 export type Handler = (req: Req) => Promise<Res>;
 
@@ -104,6 +106,10 @@ export async function startServer(opts: Transport & { host?: string; port?: numb
       const clientId = opts.insecure ? null : peerCn(req.socket as TLSSocket);
       const send = (r: Res) => {
         if (res.headersSent) return;
+        if (r.abort) {
+          req.socket.destroy();
+          return;
+        }
         const headers: Record<string, string> = { ...(r.headers ?? {}) };
         if (r.status === 204 || r.body === undefined) {
           res.writeHead(r.status, headers).end();

@@ -138,3 +138,34 @@ export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'con
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/**
+ * A TLS-terminating proxy standing where the KMS is: it presents `serverTls` (the KMS identity) to
+ * the node, forwards each request to `targetUrl` with `clientTls` (the node identity), and for the
+ * requests `drop(n)` picks (n counts from 0) destroys the node's connection after the KMS answered,
+ * so the KMS did its work but the node never sees the answer ("a lost 201").
+ */
+export async function startLossyProxy(o: { targetUrl: string; targetId: string; serverTls: { ca: string; cert: string;
+  key: string }; clientTls: { ca: string; cert: string; key: string }; drop: (n: number) => boolean }) {
+  const { startServer } = await import('../delivery/http.ts');
+  const client = new JsonClient({ url: o.targetUrl, id: o.targetId }, { tls: o.clientTls });
+  let n = 0;
+  let dropped = 0;
+  const srv = await startServer({ tls: o.serverTls, name: 'lossy proxy' }, async (req) => {
+    const k = n++;
+    const r = await client.request(req.method, req.path, req.body);
+    if (o.drop(k)) {
+      dropped++;
+      return { status: 0, abort: true };
+    }
+    return { status: r.status, body: r.body ?? undefined };
+  }, () => undefined);
+  return {
+    url: srv.url,
+    get dropped() { return dropped; },
+    async close() {
+      client.close();
+      await srv.close();
+    },
+  };
+}
