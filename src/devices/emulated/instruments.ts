@@ -10,7 +10,7 @@ import { ScpiInstrument, type EmulatedIdentity, type InstrumentState, type Regis
 /** Pulsed laser + intensity and polarisation modulators (Alice). */
 export class EmulatedPhotonSource extends ScpiInstrument {
   readonly identity: EmulatedIdentity;
-  private state = { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 0 };
+  private state = { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1 };
   /** The pattern seed is secret: kept, never readable, never in snapshots. */
   private seed: bigint | undefined;
   protected readonly registers: Record<string, Register>;
@@ -54,7 +54,7 @@ export class EmulatedPhotonSource extends ScpiInstrument {
   }
 
   reset(): void {
-    Object.assign(this.state, { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 0 });
+    Object.assign(this.state, { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1 });
     this.seed = undefined;
   }
   snapshot(): InstrumentState {

@@ -4,14 +4,19 @@
  * emulated source and detectors, so that a changed efficiency, dead time or intensity changes the
  * physics the tags come from.
  *
- * The tags come from the lab engineer's `EmulatedLink` (src/lab/link.ts) when it is present; the
- * `SyntheticTagSource` below is a small stand-in with the same output shape (Bob's clock, sorted,
- * per-channel delays, Poisson clicks at the decoy-model gain), used until then and by tests that
- * want tags without the full physics.
+ * The tags come from the lab's `EmulatedLink` (src/lab/link.ts); settings reach it through its
+ * setters (setSource, setDetector). The `SyntheticTagSource` below is a small stand-in with the
+ * same output shape (Bob's clock, sorted, per-channel delays, Poisson clicks at the decoy-model
+ * gain) for tests that want tags without the full physics (`source: 'synthetic'`).
+ *
+ * Limits of the emulation: the link has one detector model for all channels, so an efficiency or
+ * dead-time change on any emulated detector applies to all; the repetition rate is fixed by the
+ * preset (a rate change is stored and read back but does not re-time the pulses).
  */
 import type { TagBatch } from '../../lab/types.ts';
 import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
 import { decoyModel } from '../../lab/theory.ts';
+import { EmulatedLink } from '../../lab/link.ts';
 
 /** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
 export interface PulseTagSource {
@@ -108,8 +113,8 @@ export interface EmulatedLabOptions {
   preset?: string | LinkPreset;
   seed?: bigint;
   distanceKm?: number;
-  /** Custom tag source factory (tests); default: EmulatedLink when present, else synthetic. */
-  source?: (lab: EmulatedLab) => PulseTagSource;
+  /** Tag source: 'link' (default, the EmulatedLink physics), 'synthetic', or a factory (tests). */
+  source?: 'link' | 'synthetic' | ((lab: EmulatedLab) => PulseTagSource);
 }
 
 /**
@@ -137,13 +142,29 @@ export class EmulatedLab {
       efficiencyScale: 1,
       deadTimePs: this.preset.detector.deadTimePs,
     };
-    this.makeSource = opts.source ?? ((lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm));
+    const src = opts.source ?? 'link';
+    this.makeSource =
+      src === 'synthetic' ? (lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm)
+      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
+      : src;
   }
 
-  /** A setting changed: sources that snapshot settings at construction are rebuilt lazily. */
+  /** The EmulatedLink producing the tags (once the first tags were asked for, with source 'link'). */
+  link: EmulatedLink | undefined;
+
+  private pushToLink(): void {
+    const l = this.link;
+    if (!l) return;
+    const s = this.settings;
+    l.setSource({ enabled: s.enabled, intensities: s.intensities });
+    l.setDetector({ etaBob: Math.min(1, this.preset.etaBob * s.efficiencyScale), deadTimePs: s.deadTimePs });
+  }
+
+  /** A device setting changed: record it and pass it to the physics. */
   update(patch: Partial<LabSettings>): void {
     Object.assign(this.settings, patch);
     if (patch.intensities) this.settings.intensities = { ...patch.intensities };
+    this.pushToLink();
   }
 
   nextPulses(pulses: number): { tags: TagBatch } {

@@ -28,6 +28,8 @@ function isGone(err: unknown): boolean {
 /** Maps USB-level failures to the node's error classes. */
 export function usbError(what: string, err: unknown): Error {
   if (err instanceof TimeoutError || err instanceof TransportError) return err;
+  if ((err as { code?: unknown })?.code === 'END_OF_STREAM') return new TransportError('END_OF_STREAM', `${what}: ${(err as Error).message}.`, { cause: err });
+  if (/TIMED_OUT|ETIMEDOUT/i.test(String((err as Error)?.message ?? err))) return new TimeoutError('NO_DATA', `${what}: no data within the transfer timeout.`, { cause: err });
   if (isGone(err)) return new TransportError('DISCONNECTED', `${what}: the USB device went away (${(err as Error).message}). Check the cable; the driver will try to reopen it.`, { cause: err });
   return new TransportError('USB_ERROR', `${what}: ${(err as Error)?.message ?? String(err)}.`, { cause: err });
 }

@@ -1,0 +1,337 @@
+/**
+ * The emulated time-tagger, at the USB transfer level: it implements `UsbBulkDevice`, so the real
+ * USB transport and time-tagger driver run on top of it. Its tags come from the emulated lab
+ * (Bob's detections on Bob's clock); its own settings act where a tagger acts: per-channel
+ * delays are added to tag times (and the stream kept in time order), the reference clock and
+ * trigger settings are stored and read back.
+ *
+ * Vendor control requests (the EmuLab TT-8 protocol, matching hw-profiles/devices/emulab-tt8.json):
+ *   IN  0x01 identity            -> ASCII "vendor,model,serial,firmware"
+ *   OUT 0x02 start stream,  OUT 0x03 stop stream (drops what is buffered)
+ *   OUT/IN 0x10 delay  (wIndex = channel, i64 LE ps)
+ *   OUT/IN 0x11 trigger level (wIndex = channel, f64 LE volts)
+ *   OUT/IN 0x12 edge (wIndex = channel, i32 LE 0 rising / 1 falling)
+ *   OUT/IN 0x13 reference clock (i32 LE 0 internal / 1 external)
+ * A request the firmware does not accept fails like a USB STALL.
+ *
+ * Overflow: `injectOverflow(lost)` makes the tagger lose the next `lost` tags as its FIFO would
+ * when the host does not read fast enough, and report it in-band: OVERFLOW_BEGIN, then
+ * OVERFLOW_END and one MISSED_EVENTS record per channel that lost tags (count saturating at
+ * 65535 per record, several records if more).
+ */
+import { TAG_TYPE, type UsbBulkDevice } from '../types.ts';
+import { encodeTagRecords, encodeTimeTags, TAG_RECORD_BYTES, type TagRecord } from '../tags.ts';
+import type { PulseTagSource } from './lab.ts';
+
+export const EMU_TAGGER_VID = 0x1209;
+export const EMU_TAGGER_PID = 0x0001;
+
+export const REQ = { IDENTITY: 0x01, START: 0x02, STOP: 0x03, DELAY: 0x10, LEVEL: 0x11, EDGE: 0x12, REFCLK: 0x13 } as const;
+
+export interface EmulatedTaggerOptions {
+  serial?: string;
+  firmware?: string;
+  channels?: number;
+  /** Pulses requested from the source per refill at first (adapted to fill transfers). */
+  pulsesPerPull?: number;
+}
+
+class Stall extends Error {
+  constructor(what: string) {
+    super(`LIBUSB_ERROR_PIPE (stall): ${what}`);
+  }
+}
+
+export class EmulatedUsbTagger implements UsbBulkDevice {
+  readonly vendorId = EMU_TAGGER_VID;
+  readonly productId = EMU_TAGGER_PID;
+  readonly identity: string;
+  readonly channelCount: number;
+  readonly delayPs: bigint[];
+  readonly level: number[];
+  readonly edge: number[];
+  refClock = 0;
+  private opened = false;
+  private claimed = false;
+  private streaming = false;
+  private present = true;
+  /** Encoded records waiting to go out (already in time order). */
+  private out: Uint8Array[] = [];
+  private outBytes = 0;
+  /** Tags held back because a later pull could still produce an earlier (delayed) tag. */
+  private held: { t: Float64Array; ch: Uint8Array } = { t: new Float64Array(0), ch: new Uint8Array(0) };
+  private maxRawPs = -Infinity;
+  private pulsesPerPull: number;
+  private lose = 0;
+  private inOverflow = false;
+  private lostPerChannel = new Map<number, number>();
+  private pendingBulk: { reject: (e: Error) => void } | undefined;
+
+  constructor(
+    private readonly source: PulseTagSource,
+    opts: EmulatedTaggerOptions = {},
+  ) {
+    this.identity = `EmuLab,TT-8,${opts.serial ?? 'TT8-0001'},${opts.firmware ?? '3.0.1'}`;
+    this.channelCount = opts.channels ?? 8;
+    this.delayPs = Array.from({ length: this.channelCount }, () => 0n);
+    this.level = Array.from({ length: this.channelCount }, () => 0.5);
+    this.edge = Array.from({ length: this.channelCount }, () => 0);
+    this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
+  }
+
+  // ---- fault injection -------------------------------------------------------------------------
+
+  /** Loses the next `lost` tags (FIFO overflow) and reports it in-band. */
+  injectOverflow(lost: number): void {
+    this.lose += lost;
+  }
+
+  /** The cable is pulled: every call fails as libusb does, an in-flight bulk transfer too. */
+  unplug(): void {
+    this.present = false;
+    this.opened = this.claimed = this.streaming = false;
+    this.pendingBulk?.reject(new Error('LIBUSB_ERROR_NO_DEVICE'));
+    this.pendingBulk = undefined;
+  }
+
+  replug(): void {
+    this.present = true;
+  }
+
+  private check(): void {
+    if (!this.present) throw new Error('LIBUSB_ERROR_NO_DEVICE');
+  }
+
+  // ---- UsbBulkDevice ---------------------------------------------------------------------------
+
+  async open(): Promise<void> {
+    this.check();
+    this.opened = true;
+  }
+  async claim(iface: number): Promise<void> {
+    this.check();
+    if (!this.opened) throw new Error('LIBUSB_ERROR_ACCESS: device not open');
+    if (iface !== 0) throw new Error(`LIBUSB_ERROR_NOT_FOUND: no interface ${iface}`);
+    this.claimed = true;
+  }
+  async release(): Promise<void> {
+    this.claimed = false;
+  }
+  async close(): Promise<void> {
+    this.opened = this.claimed = this.streaming = false;
+  }
+
+  async controlOut(request: number, value: number, index: number, data: Uint8Array): Promise<void> {
+    this.check();
+    if (!this.opened) throw new Error('LIBUSB_ERROR_ACCESS: device not open');
+    const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const chan = () => {
+      if (index < 0 || index >= this.channelCount) throw new Stall(`channel ${index}`);
+      return index;
+    };
+    switch (request) {
+      case REQ.START:
+        this.streaming = true;
+        return;
+      case REQ.STOP:
+        this.streaming = false;
+        this.out = [];
+        this.outBytes = 0;
+        this.held = { t: new Float64Array(0), ch: new Uint8Array(0) };
+        return;
+      case REQ.DELAY: {
+        if (data.length !== 8) throw new Stall('delay needs 8 bytes');
+        const v = dv.getBigInt64(0, true);
+        if (v < -1_000_000_000n || v > 1_000_000_000n) throw new Stall('delay out of range');
+        this.delayPs[chan()] = v;
+        return;
+      }
+      case REQ.LEVEL: {
+        if (data.length !== 8) throw new Stall('level needs 8 bytes');
+        const v = dv.getFloat64(0, true);
+        if (!(v >= -2.5 && v <= 2.5)) throw new Stall('level out of range');
+        this.level[chan()] = v;
+        return;
+      }
+      case REQ.EDGE: {
+        const v = data.length === 4 ? dv.getInt32(0, true) : -1;
+        if (v !== 0 && v !== 1) throw new Stall('edge must be 0 or 1');
+        this.edge[chan()] = v;
+        return;
+      }
+      case REQ.REFCLK: {
+        const v = data.length === 4 ? dv.getInt32(0, true) : -1;
+        if (v !== 0 && v !== 1) throw new Stall('reference clock must be 0 or 1');
+        this.refClock = v;
+        return;
+      }
+      default:
+        throw new Stall(`unknown request 0x${request.toString(16)}`);
+    }
+    void value;
+  }
+
+  async controlIn(request: number, value: number, index: number, length: number): Promise<Uint8Array> {
+    this.check();
+    if (!this.opened) throw new Error('LIBUSB_ERROR_ACCESS: device not open');
+    const out = new Uint8Array(8);
+    const dv = new DataView(out.buffer);
+    const ch = () => {
+      if (index < 0 || index >= this.channelCount) throw new Stall(`channel ${index}`);
+      return index;
+    };
+    switch (request) {
+      case REQ.IDENTITY:
+        return new TextEncoder().encode(this.identity).subarray(0, length);
+      case REQ.DELAY:
+        dv.setBigInt64(0, this.delayPs[ch()], true);
+        return out.subarray(0, Math.min(8, length));
+      case REQ.LEVEL:
+        dv.setFloat64(0, this.level[ch()], true);
+        return out.subarray(0, Math.min(8, length));
+      case REQ.EDGE:
+        dv.setInt32(0, this.edge[ch()], true);
+        return out.subarray(0, Math.min(4, length));
+      case REQ.REFCLK:
+        dv.setInt32(0, this.refClock, true);
+        return out.subarray(0, Math.min(4, length));
+      default:
+        throw new Stall(`unknown request 0x${request.toString(16)}`);
+    }
+    void value;
+  }
+
+  async bulkIn(endpoint: number, length: number, timeoutMs: number): Promise<Uint8Array> {
+    this.check();
+    if (!this.claimed) throw new Error('LIBUSB_ERROR_ACCESS: interface not claimed');
+    if (endpoint !== 0x81) throw new Error(`LIBUSB_ERROR_NOT_FOUND: no endpoint 0x${endpoint.toString(16)}`);
+    if (!this.streaming) {
+      // Nothing to send: the transfer times out, as on hardware. Unplugging ends the wait early.
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.pendingBulk = { reject: (e) => (clearTimeout(timer), reject(e)) };
+      });
+      this.pendingBulk = undefined;
+      throw new Error('LIBUSB_TRANSFER_TIMED_OUT');
+    }
+    const want = length - (length % TAG_RECORD_BYTES);
+    let rounds = 0;
+    while (this.outBytes < want && rounds++ < 64) this.refill(want - this.outBytes);
+    return this.take(want);
+  }
+
+  // ---- tag production --------------------------------------------------------------------------
+
+  private push(bytes: Uint8Array): void {
+    if (!bytes.length) return;
+    this.out.push(bytes);
+    this.outBytes += bytes.length;
+  }
+
+  private take(want: number): Uint8Array {
+    const n = Math.min(want, this.outBytes);
+    const buf = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const head = this.out[0];
+      const k = Math.min(head.length, n - at);
+      buf.set(head.subarray(0, k), at);
+      at += k;
+      if (k === head.length) this.out.shift();
+      else this.out[0] = head.subarray(k);
+    }
+    this.outBytes -= n;
+    return buf;
+  }
+
+  private refill(bytesWanted: number): void {
+    const { tags } = this.source.nextPulses(this.pulsesPerPull);
+    const n = tags.timePs.length;
+    // Adapt the pull size so that one pull fills about one transfer.
+    const wantTags = bytesWanted / TAG_RECORD_BYTES;
+    if (n < wantTags / 2) this.pulsesPerPull = Math.min(this.pulsesPerPull * 2, 1e10);
+    else if (n > wantTags * 4 && this.pulsesPerPull > 1000) this.pulsesPerPull = Math.max(1000, Math.floor(this.pulsesPerPull / 2));
+    if (!n) return;
+    let times = tags.timePs;
+    let chans = tags.channel;
+    if (this.lose > 0) {
+      const k = Math.min(this.lose, n);
+      for (let i = 0; i < k; i++) this.lostPerChannel.set(chans[i], (this.lostPerChannel.get(chans[i]) ?? 0) + 1);
+      const first = times[0];
+      this.lose -= k;
+      this.flushHeld(Infinity);
+      if (!this.inOverflow) this.push(encodeTagRecords([{ type: TAG_TYPE.OVERFLOW_BEGIN, missedEvents: 0, channel: 0, timePs: first }]));
+      this.inOverflow = true;
+      times = times.subarray(k);
+      chans = chans.subarray(k);
+      if (this.lose === 0) {
+        this.inOverflow = false;
+        const end = times.length ? times[0] : first;
+        const recs: TagRecord[] = [{ type: TAG_TYPE.OVERFLOW_END, missedEvents: 0, channel: 0, timePs: end }];
+        for (const [ch, c] of [...this.lostPerChannel].sort((a, b) => a[0] - b[0])) {
+          for (let left = c; left > 0; left -= 0xffff) recs.push({ type: TAG_TYPE.MISSED_EVENTS, missedEvents: Math.min(left, 0xffff), channel: ch, timePs: end });
+        }
+        this.lostPerChannel.clear();
+        this.push(encodeTagRecords(recs));
+      } else {
+        return;
+      }
+      if (!times.length) return;
+    }
+    if (this.delayPs.every((d) => d === this.delayPs[0])) {
+      // Same delay everywhere: order is kept, shift and encode directly.
+      this.flushHeld(Infinity);
+      const d = this.delayPs[0];
+      let t = times;
+      if (d !== 0n) {
+        t = new BigInt64Array(times.length);
+        for (let i = 0; i < t.length; i++) t[i] = times[i] + d;
+      }
+      const bytes = new Uint8Array(t.length * TAG_RECORD_BYTES);
+      encodeTimeTags(t, chans, 0, t.length, bytes);
+      this.push(bytes);
+      return;
+    }
+    // Different delays: tags may swap order. Merge with what is held and release only what no
+    // later pull can precede: a later raw tag is >= maxRaw, so its output is >= maxRaw + min delay.
+    const m = this.held.t.length + times.length;
+    const t = new Float64Array(m);
+    const ch = new Uint8Array(m);
+    t.set(this.held.t);
+    ch.set(this.held.ch);
+    const dl = this.delayPs.map(Number);
+    for (let i = 0; i < times.length; i++) {
+      const c = chans[i];
+      t[this.held.t.length + i] = Number(times[i]) + (dl[c] ?? 0);
+      ch[this.held.t.length + i] = c;
+    }
+    this.maxRawPs = Math.max(this.maxRawPs, Number(times[times.length - 1]));
+    this.held = { t, ch };
+    this.flushHeld(this.maxRawPs + Math.min(...dl));
+  }
+
+  /** Emits held tags with time <= horizon, in time order. */
+  private flushHeld(horizon: number): void {
+    const { t, ch } = this.held;
+    if (!t.length) return;
+    const idx = Array.from({ length: t.length }, (_, i) => i).sort((a, b) => t[a] - t[b] || a - b);
+    let cut = 0;
+    while (cut < idx.length && t[idx[cut]] <= horizon) cut++;
+    const outT = new BigInt64Array(cut);
+    const outC = new Uint8Array(cut);
+    for (let i = 0; i < cut; i++) {
+      outT[i] = BigInt(t[idx[i]]);
+      outC[i] = ch[idx[i]];
+    }
+    const restT = new Float64Array(idx.length - cut);
+    const restC = new Uint8Array(idx.length - cut);
+    for (let i = cut; i < idx.length; i++) {
+      restT[i - cut] = t[idx[i]];
+      restC[i - cut] = ch[idx[i]];
+    }
+    this.held = { t: restT, ch: restC };
+    const bytes = new Uint8Array(cut * TAG_RECORD_BYTES);
+    encodeTimeTags(outT, outC, 0, cut, bytes);
+    this.push(bytes);
+  }
+}
