@@ -141,15 +141,36 @@ pub fn construct(spec: &CodeSpec) -> Code {
     for (d, c) in degree_counts(n, &spec.lambda) {
         vdeg.extend(std::iter::repeat(d).take(c));
     }
+    // Degree-2 symbols must not form cycles among themselves (a cycle of degree-2 symbols is a
+    // low-weight codeword: an error floor). At most m − 1 of them, wired as a chain
+    // c_0 − c_1 − … over a seeded check permutation (the zigzag of IRA codes, Jin, Khandekar,
+    // McEliece 2000); any excess becomes degree 3.
+    let mut n2 = 0usize;
+    for d in vdeg.iter_mut() {
+        if *d == 2 {
+            if n2 + 1 < m {
+                n2 += 1;
+            } else {
+                *d = 3;
+            }
+        }
+    }
     rng.shuffle(&mut vdeg);
     let e: usize = vdeg.iter().sum();
     // Concentrated check degrees: E/m or E/m + 1.
     let lo = e / m;
     let extra = e % m;
+    let mut chain: Vec<u32> = (0..m as u32).collect();
+    rng.shuffle(&mut chain);
+    let mut chain_use = vec![0usize; m];
+    for j in 0..n2 {
+        chain_use[chain[j] as usize] += 1;
+        chain_use[chain[j + 1] as usize] += 1;
+    }
     let mut pool: Vec<u32> = Vec::with_capacity(e);
     for c in 0..m {
         let dc = lo + usize::from(c < extra);
-        pool.extend(std::iter::repeat(c as u32).take(dc));
+        pool.extend(std::iter::repeat(c as u32).take(dc.saturating_sub(chain_use[c])));
     }
     rng.shuffle(&mut pool);
 
@@ -159,7 +180,21 @@ pub fn construct(spec: &CodeSpec) -> Code {
     let mut four_cycles = 0usize;
     let mut pos = 0usize;
     const TRIES: usize = 24;
+    let mut j2 = 0usize;
     for v in 0..n {
+        if vdeg[v] == 2 {
+            for c in [chain[j2], chain[j2 + 1]] {
+                check_adj[c as usize].push(v as u32);
+                var_adj[v].push(c);
+            }
+            j2 += 1;
+        }
+    }
+    for v in 0..n {
+        if vdeg[v] == 2 {
+            continue;
+        }
+        // Mark the 2-hop neighbourhood through checks already attached (none, for non-chain v).
         for _slot in 0..vdeg[v] {
             if pos >= pool.len() {
                 break;

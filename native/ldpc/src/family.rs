@@ -49,14 +49,14 @@ pub fn h2_inv(y: f64) -> f64 {
 
 /// Edge-perspective variable degree distribution for a mother code of rate R.
 ///
-/// Heuristic, NOT density-evolution optimised (documented as such in docs/ldpc.md): the shape is
-/// the d_max = 12 distribution of Richardson, Shokrollahi, Urbanke (IEEE Trans. IT 47(2), 2001,
-/// Table I), with λ2 capped at 90 % of the BSC stability bound λ2·ρ'(1) < 1/B,
-/// B = 2√(q*(1−q*)) (ibid. Thm. 5), q* = h⁻¹(1 − R) the capacity crossover of the rate; the
-/// capped mass moves to degree 3.
+/// Heuristic, NOT density-evolution optimised (docs/ldpc.md says so): the shape
+/// λ(x) = 0.16x + 0.22x² + 0.10x³ + 0.22x⁶ + 0.30x¹⁴ was the best of eight candidates in a short
+/// empirical sweep (rate 0.8, n = 2^16, this decoder, 60 iterations; max degree above ~15 hurt
+/// min-sum at this iteration budget). λ2 is capped at 90 % of the BSC stability bound
+/// λ2·ρ'(1) < 1/B, B = 2√(q*(1−q*)) (Richardson, Shokrollahi, Urbanke, IEEE Trans. IT 47(2), 2001,
+/// Thm. 5), q* = h⁻¹(1 − R) the capacity crossover of the rate; the capped mass moves to degree 3.
 pub fn lambda_for_rate(rate: f64) -> Vec<(usize, f64)> {
-    let base: [(usize, f64); 7] =
-        [(2, 0.24426), (3, 0.25907), (4, 0.01054), (5, 0.05510), (8, 0.01455), (10, 0.01275), (12, 0.40373)];
+    let base: [(usize, f64); 5] = [(2, 0.16), (3, 0.22), (4, 0.10), (7, 0.22), (15, 0.30)];
     let mut lam: Vec<(usize, f64)> = base.to_vec();
     let q = h2_inv(1.0 - rate);
     let b = 2.0 * (q * (1.0 - q)).sqrt();

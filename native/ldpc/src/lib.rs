@@ -141,6 +141,21 @@ pub struct FrameResult {
     pub iterations: u32,
     /// Bits disclosed for this frame so far: m − p + revealed.
     pub leak_bits: usize,
+    /// Bob's estimate of Alice's punctured fill (p bits packed): with `corrected` it reproduces
+    /// Alice's syndrome when `converged`. Secret like the key; not sent anywhere.
+    pub fill_guess: Zeroizing<Vec<u8>>,
+}
+
+/// Debug shows outcome and sizes only: never key bits.
+impl std::fmt::Debug for FrameResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameResult")
+            .field("converged", &self.converged)
+            .field("iterations", &self.iterations)
+            .field("leak_bits", &self.leak_bits)
+            .field("corrected_bytes", &self.corrected.len())
+            .finish()
+    }
 }
 
 /// One frame for Bob: his noisy key bits, Alice's syndrome, and the values revealed so far
@@ -268,7 +283,11 @@ fn decode_group<const W: usize>(ctx: &Ctx<'_>, group: &[BobFrame<'_>]) -> Vec<Fr
             for (i, &v) in lay.key_pos.iter().enumerate() {
                 corrected[i >> 3] |= dec.bits[v as usize][k] << (i & 7);
             }
-            FrameResult { corrected, converged, iterations, leak_bits: leak }
+            let mut fill_guess = Zeroizing::new(vec![0u8; ctx.fp.punctured.div_ceil(8)]);
+            for (j, &v) in lay.punct_pos.iter().enumerate() {
+                fill_guess[j >> 3] |= dec.bits[v as usize][k] << (j & 7);
+            }
+            FrameResult { corrected, converged, iterations, leak_bits: leak, fill_guess }
         })
         .collect()
 }
@@ -305,5 +324,12 @@ pub fn decode_reference_frame(
     let out = reference::decode_reference(&code, &llr, &synd, max_iter);
     let bits = Zeroizing::new(out.bits);
     let corrected = Zeroizing::new(pack_bits(lay.key_pos.iter().map(|&v| bits[v as usize]), fp.key_bits()));
-    Ok(FrameResult { corrected, converged: out.converged, iterations: out.iterations, leak_bits: fp.base_leak() + revealed_count })
+    let fill_guess = Zeroizing::new(pack_bits(lay.punct_pos.iter().map(|&v| bits[v as usize]), fp.punctured));
+    Ok(FrameResult {
+        corrected,
+        converged: out.converged,
+        iterations: out.iterations,
+        leak_bits: fp.base_leak() + revealed_count,
+        fill_guess,
+    })
 }

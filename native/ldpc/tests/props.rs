@@ -1,0 +1,220 @@
+//! Property and differential tests: fast decoder vs the f64 sum-product reference, portable vs
+//! SIMD kernel, batch independence, leak accounting, blind retries, edge cases.
+use qkd_ldpc::decoder::Kernel;
+use qkd_ldpc::family::{self, CodeId, FrameParams};
+use qkd_ldpc::*;
+use rand::{Rng, SeedableRng};
+
+struct Frame {
+    alice: Vec<u8>,
+    fill: Vec<u8>,
+    bob: Vec<u8>,
+    synd: Vec<u8>,
+}
+
+fn random_bits(rng: &mut impl Rng, nbits: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..nbits.div_ceil(8)).map(|_| rng.gen()).collect();
+    if nbits % 8 != 0 {
+        *v.last_mut().unwrap() &= (1u8 << (nbits % 8)) - 1;
+    }
+    v
+}
+
+fn make_frames(fp: &FrameParams, q: f64, count: usize, seed: u64) -> Vec<Frame> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let k = fp.key_bits();
+    (0..count)
+        .map(|_| {
+            let alice = random_bits(&mut rng, k);
+            let fill = random_bits(&mut rng, fp.punctured);
+            let synd = encode(fp, &alice, &fill).unwrap();
+            let mut bob = alice.clone();
+            for i in 0..k {
+                if rng.gen::<f64>() < q {
+                    bob[i >> 3] ^= 1 << (i & 7);
+                }
+            }
+            Frame { alice, fill, bob, synd }
+        })
+        .collect()
+}
+
+fn bob_frames(fs: &[Frame]) -> Vec<BobFrame<'_>> {
+    fs.iter().map(|f| BobFrame { frame: &f.bob, syndrome: &f.synd, revealed: &[] }).collect()
+}
+
+/// Slow obvious syndrome: full word from key + fill, then H·x row by row.
+fn slow_syndrome(fp: &FrameParams, key: &[u8], fill: &[u8]) -> Vec<u8> {
+    let code = family::code(fp.code);
+    let lay = family::layout(&code, fp.punctured, fp.shortened).unwrap();
+    let mut w = vec![0u8; code.n];
+    for (i, &v) in lay.key_pos.iter().enumerate() {
+        w[v as usize] = get_bit(key, i);
+    }
+    for (j, &v) in lay.punct_pos.iter().enumerate() {
+        w[v as usize] = get_bit(fill, j);
+    }
+    pack_bits(code.syndrome_unpacked(&w).into_iter(), code.m)
+}
+
+#[test]
+fn encode_matches_slow_syndrome() {
+    for (q, seed) in [(0.01, 1u64), (0.05, 2), (0.1, 3)] {
+        let fp = choose(q, 4000, None);
+        for f in make_frames(&fp, q, 3, seed) {
+            assert_eq!(f.synd, slow_syndrome(&fp, &f.alice, &f.fill));
+        }
+    }
+}
+
+#[test]
+fn fast_agrees_with_reference_and_outputs_satisfy_syndrome() {
+    // Several QBERs with generous efficiency so most frames are decodable by both.
+    let mut both_ok = 0;
+    for (q, seed) in [(0.01, 11u64), (0.02, 12), (0.03, 13), (0.05, 14), (0.08, 15)] {
+        let fp = choose(q, 4000, Some(1.6));
+        let fs = make_frames(&fp, q, 6, seed);
+        let fast = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions::default()).unwrap();
+        for (f, r) in fs.iter().zip(fast.iter()) {
+            let bf = BobFrame { frame: &f.bob, syndrome: &f.synd, revealed: &[] };
+            let rf = decode_reference_frame(&fp, q, &bf, 0, 60).unwrap();
+            if r.converged {
+                // Converged means: Bob's word reproduces Alice's syndrome.
+                assert_eq!(slow_syndrome(&fp, &r.corrected, &r.fill_guess), f.synd);
+            }
+            if rf.converged {
+                assert_eq!(slow_syndrome(&fp, &rf.corrected, &rf.fill_guess), f.synd);
+            }
+            if r.converged && rf.converged {
+                assert_eq!(*r.corrected, *rf.corrected, "fast and reference disagree at q={q}");
+                assert_eq!(*r.corrected, f.alice);
+                both_ok += 1;
+            }
+            assert_eq!(r.leak_bits, fp.syndrome_bits() - fp.punctured);
+        }
+    }
+    assert!(both_ok >= 25, "too few decodable frames ({both_ok}/30): the comparison proves nothing");
+}
+
+#[test]
+fn portable_and_simd_kernels_are_bit_identical() {
+    // Include failing frames (high QBER, tight f) so best guesses are compared too.
+    for (q, f, seed) in [(0.03, 1.5, 21u64), (0.06, 1.02, 22)] {
+        let fp = choose(q, 4000, Some(f));
+        let fs = make_frames(&fp, q, 20, seed);
+        let a = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Auto }).unwrap();
+        let b = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Portable }).unwrap();
+        for (x, y) in a.iter().zip(b.iter()) {
+            assert_eq!(*x.corrected, *y.corrected);
+            assert_eq!((x.converged, x.iterations), (y.converged, y.iterations));
+        }
+    }
+}
+
+#[test]
+fn a_frame_result_does_not_depend_on_its_batch() {
+    let q = 0.04;
+    let fp = choose(q, 4000, Some(1.15));
+    let fs = make_frames(&fp, q, 70, 31);
+    let batch = decode_batch_width::<64>(&fp, q, &bob_frames(&fs), 0, DecodeOptions::default()).unwrap();
+    let mut conv = 0;
+    for (i, f) in fs.iter().enumerate().step_by(7) {
+        let alone = decode_batch_width::<8>(&fp, q, &bob_frames(std::slice::from_ref(f)), 0, DecodeOptions::default()).unwrap();
+        assert_eq!(*alone[0].corrected, *batch[i].corrected);
+        assert_eq!((alone[0].converged, alone[0].iterations), (batch[i].converged, batch[i].iterations));
+        conv += usize::from(batch[i].converged);
+    }
+    let _ = conv;
+}
+
+#[test]
+fn edge_cases_zero_errors_all_ones_odd_lengths() {
+    for n in [4000usize, 15000] {
+        let fp = choose(0.02, n, None);
+        let k = fp.key_bits();
+        assert!(k % 8 != 0, "the shipped key lengths are odd-sized; this test relies on it");
+        let mut ones = vec![0xffu8; k.div_ceil(8)];
+        *ones.last_mut().unwrap() &= (1u8 << (k % 8)) - 1;
+        let zeros = vec![0u8; k.div_ceil(8)];
+        let fill = vec![0u8; fp.punctured.div_ceil(8)];
+        for key in [&zeros, &ones] {
+            let s = encode(&fp, key, &fill).unwrap();
+            let r = decode_batch(&fp, 0.02, &[BobFrame { frame: key, syndrome: &s, revealed: &[] }], 0, DecodeOptions::default())
+                .unwrap();
+            assert!(r[0].converged);
+            assert_eq!(*r[0].corrected, *key);
+        }
+        // Zero errors: converged within a couple of iterations (punctured bits are erasures
+        // recovered by their private check) and no change to Bob's bits.
+        let fs = make_frames(&fp, 0.0, 3, 41);
+        let r = decode_batch(&fp, 0.02, &bob_frames(&fs), 0, DecodeOptions::default()).unwrap();
+        for (f, x) in fs.iter().zip(r.iter()) {
+            assert!(x.converged && x.iterations <= 2);
+            assert_eq!(*x.corrected, f.alice);
+        }
+        // Garbage in the unused high bits of the last byte is ignored.
+        let mut dirty = fs[0].bob.clone();
+        *dirty.last_mut().unwrap() |= !((1u8 << (k % 8)) - 1);
+        let r = decode_batch(&fp, 0.02, &[BobFrame { frame: &dirty, syndrome: &fs[0].synd, revealed: &[] }], 0, DecodeOptions::default())
+            .unwrap();
+        assert_eq!(*r[0].corrected, fs[0].alice);
+    }
+}
+
+#[test]
+fn blind_retries_reveal_bits_and_count_them() {
+    let q = 0.05;
+    // Deliberately too little redundancy so the first attempt fails.
+    let fp = choose(q, 4000, Some(1.0));
+    let fs = make_frames(&fp, q, 8, 51);
+    let first = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions::default()).unwrap();
+    let failed: Vec<usize> = (0..fs.len()).filter(|&i| !first[i].converged).collect();
+    assert!(!failed.is_empty(), "expected failures at f = 1.0");
+    let step = fp.key_bits() / 50;
+    for &i in &failed {
+        let f = &fs[i];
+        let mut r_count = 0;
+        let mut done = false;
+        while r_count + step <= fp.key_bits() {
+            r_count += step;
+            let rev = reveal(&fp, &f.alice, &f.fill, 0, r_count).unwrap();
+            let r = decode_batch(&fp, q, &[BobFrame { frame: &f.bob, syndrome: &f.synd, revealed: &rev }], r_count, DecodeOptions::default())
+                .unwrap();
+            assert_eq!(r[0].leak_bits, fp.syndrome_bits() - fp.punctured + r_count);
+            if r[0].converged {
+                assert_eq!(*r[0].corrected, f.alice);
+                done = true;
+                break;
+            }
+        }
+        assert!(done, "blind retries never converged");
+    }
+}
+
+#[test]
+fn choose_tracks_qber_and_leak_meets_target() {
+    let mut last = 0;
+    for q in [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.11] {
+        let fp = choose(q, 60000, Some(1.1));
+        let target = (1.1 * fp.key_bits() as f64 * h2(q)).ceil() as usize;
+        assert!(fp.base_leak() >= target, "leak below the target at q={q}");
+        assert!(fp.base_leak() >= last, "leak not monotone in QBER");
+        assert_eq!(fp.punctured + fp.shortened, fp.d());
+        last = fp.base_leak();
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors_with_codes() {
+    let fp = choose(0.02, 4000, None);
+    let e = encode(&fp, &[0u8; 3], &vec![0u8; fp.punctured.div_ceil(8)]).unwrap_err();
+    assert_eq!(e.code, "LDPC_BAD_LENGTH");
+    let bad = FrameParams { code: CodeId { log2n: 13, rate_permille: 800 }, punctured: 0, shortened: 0 };
+    assert_eq!(encode(&bad, &[], &[]).unwrap_err().code, "LDPC_BAD_PARAMS");
+    let split = FrameParams { punctured: fp.punctured + 1, ..fp };
+    assert_eq!(encode(&split, &[], &[]).unwrap_err().code, "LDPC_BAD_PARAMS");
+    let z = vec![0u8; fp.key_bits().div_ceil(8)];
+    let s = vec![0u8; fp.syndrome_bits().div_ceil(8)];
+    let e = decode_batch(&fp, 0.0, &[BobFrame { frame: &z, syndrome: &s, revealed: &[] }], 0, DecodeOptions::default()).unwrap_err();
+    assert_eq!(e.code, "LDPC_BAD_QBER");
+}
