@@ -32,3 +32,12 @@ export function verifyTag(key: Uint8Array, nBits: number, hashKey: Uint8Array, t
 export function tagsEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
+
+/** Forces the portable carry-less multiply in verification (tests and benchmarks). */
+export function forcePortableClmul(on: boolean): void {
+  native().coreForcePortableClmul(on);
+}
+
+export function hardwareClmul(): boolean {
+  return native().coreHardwareClmul();
+}
