@@ -348,6 +348,7 @@ export function listProfiles(dir = PROFILES_DIR): string[] {
 export function capabilityOf(s: ParameterSpec): Capability {
   const c: Capability = { min: s.min, max: s.max, step: s.step, unit: s.unit };
   if (s.readonly) c.readonly = true;
+  if (s.secret) c.secret = true;
   if (s.channels) c.channels = [...s.channels];
   if (s.labels) c.labels = [...s.labels];
   if (s.description) c.description = s.description;

@@ -33,6 +33,8 @@ export interface Capability {
   unit: string;
   /** Read-only parameters (measured values such as a count rate or a temperature reading). */
   readonly?: boolean;
+  /** Secret and write-only (e.g. a pattern seed): never read back, logged or echoed. */
+  secret?: boolean;
   /** For per-channel parameters: the channels that have it (the parameter is addressed as `name:ch`). */
   channels?: number[];
   /** For enumerations: label of each value, index = value - min. */

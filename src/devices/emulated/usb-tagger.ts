@@ -79,6 +79,30 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
   }
 
+  /** Settings to persist between CLI invocations (see docs/devices.md). */
+  snapshot(): Record<string, number> {
+    const o: Record<string, number> = { reference_clock: this.refClock };
+    for (let c = 0; c < this.channelCount; c++) {
+      o[`delay:${c}`] = Number(this.delayPs[c]);
+      o[`trigger_level:${c}`] = this.level[c];
+      o[`edge:${c}`] = this.edge[c];
+    }
+    return o;
+  }
+
+  restore(state: Record<string, number>): void {
+    for (const [k, v] of Object.entries(state)) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) continue;
+      const [name, chs] = k.split(':');
+      const c = Number(chs);
+      if (name === 'reference_clock') this.refClock = v === 1 ? 1 : 0;
+      else if (!(c >= 0 && c < this.channelCount)) continue;
+      else if (name === 'delay' && Math.abs(v) <= 1e9) this.delayPs[c] = BigInt(Math.round(v));
+      else if (name === 'trigger_level' && Math.abs(v) <= 2.5) this.level[c] = v;
+      else if (name === 'edge') this.edge[c] = v === 1 ? 1 : 0;
+    }
+  }
+
   // ---- fault injection -------------------------------------------------------------------------
 
   /** Loses the next `lost` tags (FIFO overflow) and reports it in-band. */
