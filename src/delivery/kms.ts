@@ -462,8 +462,14 @@ export class Kms extends EventEmitter {
       const cands = this.store.candidates(s.keyStreamId, number, nowMs);
       if (cands.length < number) continue;
       const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
-      const r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
-        items, holder });
+      let r;
+      try {
+        r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
+          items, holder });
+      } catch (err) {
+        this.log('warn', 'peer KMS unreachable for key confirmation', { code: (err as QkdError).code });
+        return { status: 503, body: { message: `the peer KMS ${this.opts.peer!.id} is unreachable; retry later` } };
+      }
       if (r.status === 409) {
         const bad = (r.body?.mismatched ?? []) as number[];
         this.alarm({ code: 'PEER_KEY_MISMATCH', security: true, key_stream_id: s.keyStreamId, ranges: indexRanges(bad),

@@ -101,6 +101,8 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
       await old.close();
       if (downMs) await new Promise((r) => setTimeout(r, downMs));
       const k = await startKms({ ...kmsOpts[side], listen: { port } });
+      k.setPeerUrl((side === 'A' ? kmsB : kmsA).url);
+      k.setNodeUrl(nodes[side]!.url);
       if (side === 'A') {
         kmsA = k;
         kmsB.setPeerUrl(k.url);
