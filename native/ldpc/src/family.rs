@@ -250,3 +250,28 @@ pub fn choose(qber: f64, frame_bits: usize, efficiency: Option<f64>) -> FramePar
     let p = m.saturating_sub(target).min(c.punct_order.len()).min(d);
     FrameParams { code: id, punctured: p, shortened: d - p }
 }
+
+/// Header of native/ldpc/codes/checksums.txt.
+pub const CHECKSUM_HEADER: &str =
+    "# log2n rate_permille seed n m d edges punct_max four_cycles_accepted fnv1a64  (see docs/ldpc.md)";
+
+/// One line of the provenance table (constructs the code).
+pub fn provenance_line(id: CodeId) -> String {
+    let c = code(id);
+    format!(
+        "{} {} {:#018x} {} {} {} {} {} {} {:016x}",
+        id.log2n,
+        id.rate_permille,
+        c.spec.seed,
+        c.n,
+        c.m,
+        c.spec.d,
+        c.edges(),
+        c.punct_order.len(),
+        c.four_cycles_accepted,
+        c.checksum()
+    )
+}
+
+/// The shipped provenance table (regenerated and compared by tests/provenance.rs).
+pub const SHIPPED_TABLE: &str = include_str!("../codes/checksums.txt");

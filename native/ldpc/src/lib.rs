@@ -333,3 +333,25 @@ pub fn decode_reference_frame(
         fill_guess,
     })
 }
+
+/// Alice, many frames: `keys` holds `count` packed frames back to back, `fills` the matching
+/// fills; returns the syndromes back to back. Frames are encoded in parallel.
+pub fn encode_batch(fp: &FrameParams, keys: &[u8], fills: &[u8], count: usize) -> Result<Vec<u8>, LdpcError> {
+    let kb = fp.key_bits().div_ceil(8);
+    let pb = fp.punctured.div_ceil(8);
+    if keys.len() != count * kb || fills.len() != count * pb {
+        return Err(LdpcError {
+            code: "LDPC_BAD_LENGTH",
+            message: format!(
+                "expected {count} frames of {kb} bytes and {count} fills of {pb} bytes, got {} and {} bytes",
+                keys.len(),
+                fills.len()
+            ),
+        });
+    }
+    let parts: Result<Vec<Vec<u8>>, LdpcError> = (0..count)
+        .into_par_iter()
+        .map(|i| encode(fp, &keys[i * kb..(i + 1) * kb], &fills[i * pb..(i + 1) * pb]))
+        .collect();
+    Ok(parts?.concat())
+}

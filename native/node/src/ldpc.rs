@@ -1,1 +1,281 @@
-//! napi adapters for this area (see lib.rs).
+//! napi adapters for qkd-ldpc (reconciliation). Conversions and error mapping only.
+//!
+//! Errors: napi errors whose message starts with `[LDPC_CODE]`; src/core/ldpc.ts turns them into
+//! coded QkdErrors. Messages carry sizes and parameters, never bits.
+//! Concurrency: the async tasks borrow the caller's typed arrays while they run on a worker
+//! thread; the caller must not modify them until the promise settles (the facade documents it).
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use qkd_ldpc as l;
+use qkd_ldpc::decoder::Kernel;
+use qkd_ldpc::family::{CodeId, FrameParams};
+
+fn coded(code: &str, message: impl std::fmt::Display) -> Error {
+    Error::new(Status::InvalidArg, format!("[{code}] {message}"))
+}
+
+fn from_ldpc(e: l::LdpcError) -> Error {
+    coded(e.code, e.message)
+}
+
+/// Rate-adaptation parameters of a frame (travel with the syndrome; both sides use the same).
+#[napi(object)]
+#[derive(Clone)]
+pub struct LdpcFrameParams {
+    pub log2n: u32,
+    pub rate_permille: u32,
+    pub punctured: u32,
+    pub shortened: u32,
+}
+
+/// What chooseCode picked, with the derived sizes.
+#[napi(object)]
+pub struct LdpcCodeChoice {
+    pub params: LdpcFrameParams,
+    /// Key bits per frame (k = n − d).
+    pub key_bits: u32,
+    /// Syndrome bits sent by Alice (m).
+    pub syndrome_bits: u32,
+    /// Mother code length n.
+    pub mother_length: u32,
+    /// Bits disclosed by the syndrome alone (m − p).
+    pub leak_bits: u32,
+    /// FNV-1a-64 checksum of the mother code (hex), to check both sides built the same matrix.
+    pub checksum: String,
+}
+
+fn to_fp(p: &LdpcFrameParams) -> FrameParams {
+    FrameParams {
+        code: CodeId { log2n: p.log2n, rate_permille: p.rate_permille },
+        punctured: p.punctured as usize,
+        shortened: p.shortened as usize,
+    }
+}
+
+fn describe(fp: &FrameParams) -> Result<LdpcCodeChoice> {
+    let code = l::family::check_params(fp).map_err(|e| coded("LDPC_BAD_PARAMS", e))?;
+    Ok(LdpcCodeChoice {
+        params: LdpcFrameParams {
+            log2n: fp.code.log2n,
+            rate_permille: fp.code.rate_permille,
+            punctured: fp.punctured as u32,
+            shortened: fp.shortened as u32,
+        },
+        key_bits: fp.key_bits() as u32,
+        syndrome_bits: fp.syndrome_bits() as u32,
+        mother_length: fp.n() as u32,
+        leak_bits: fp.base_leak() as u32,
+        checksum: format!("{:016x}", code.checksum()),
+    })
+}
+
+/// Picks mother code, puncturing and shortening for a QBER (fraction) and a preferred number of
+/// key bits per frame. `efficiency` overrides the built-in target f (leak ≈ f·k·h(qber)).
+#[napi]
+pub fn ldpc_choose_code(qber: f64, frame_bits: u32, efficiency: Option<f64>) -> Result<LdpcCodeChoice> {
+    if !(qber.is_finite() && qber > 0.0 && qber < 0.5) {
+        return Err(coded("LDPC_BAD_QBER", format!("qber must be a fraction in (0, 0.5), got {qber}")));
+    }
+    if let Some(f) = efficiency {
+        if !(f.is_finite() && f >= 1.0 && f < 10.0) {
+            return Err(coded("LDPC_BAD_PARAMS", format!("efficiency must be in [1, 10), got {f}")));
+        }
+    }
+    describe(&l::choose(qber, frame_bits as usize, efficiency))
+}
+
+/// Describes (and validates) given parameters, e.g. ones received from the peer.
+#[napi]
+pub fn ldpc_describe(params: LdpcFrameParams) -> Result<LdpcCodeChoice> {
+    describe(&to_fp(&params))
+}
+
+/// Alice: syndrome of one frame (k bits packed LSB first) with a p-bit secret puncturing fill.
+#[napi]
+pub fn ldpc_encode(params: LdpcFrameParams, key: Uint8Array, fill: Uint8Array) -> Result<Buffer> {
+    l::encode(&to_fp(&params), &key, &fill).map(Buffer::from).map_err(from_ldpc)
+}
+
+/// Alice, blind retry: the values at reveal positions from .. from + count (packed).
+#[napi]
+pub fn ldpc_reveal(params: LdpcFrameParams, key: Uint8Array, fill: Uint8Array, from: u32, count: u32) -> Result<Buffer> {
+    l::reveal(&to_fp(&params), &key, &fill, from as usize, count as usize).map(Buffer::from).map_err(from_ldpc)
+}
+
+pub struct EncodeBatchTask {
+    params: LdpcFrameParams,
+    keys: Uint8Array,
+    fills: Uint8Array,
+    count: u32,
+}
+
+impl Task for EncodeBatchTask {
+    type Output = Vec<u8>;
+    type JsValue = Buffer;
+    fn compute(&mut self) -> Result<Self::Output> {
+        l::encode_batch(&to_fp(&self.params), &self.keys, &self.fills, self.count as usize).map_err(from_ldpc)
+    }
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(Buffer::from(output))
+    }
+}
+
+/// Alice, many frames: `keys` and `fills` are `count` packed frames back to back; resolves to the
+/// concatenated syndromes (ceil(m/8) bytes each).
+#[napi]
+pub fn ldpc_encode_batch(params: LdpcFrameParams, keys: Uint8Array, fills: Uint8Array, count: u32) -> AsyncTask<EncodeBatchTask> {
+    AsyncTask::new(EncodeBatchTask { params, keys, fills, count })
+}
+
+#[napi(object)]
+pub struct LdpcDecodeOutput {
+    /// Corrected key bits, `count` frames of ceil(k/8) bytes back to back (best guess if not converged).
+    pub corrected: Buffer,
+    /// Estimated punctured fill per frame (ceil(p/8) bytes each); secret like the key.
+    pub fill_guess: Buffer,
+    pub converged: Vec<bool>,
+    pub iterations: Vec<u32>,
+    /// Bits disclosed per frame: m − p + revealedCount.
+    pub leak_bits: Vec<u32>,
+}
+
+pub struct DecodeBatchTask {
+    params: LdpcFrameParams,
+    qber: f64,
+    frames: Uint8Array,
+    syndromes: Uint8Array,
+    count: u32,
+    revealed_count: u32,
+    revealed: Uint8Array,
+    max_iter: u32,
+    portable: bool,
+    reference: bool,
+}
+
+pub struct DecodeOut {
+    corrected: Vec<u8>,
+    fill: Vec<u8>,
+    converged: Vec<bool>,
+    iterations: Vec<u32>,
+    leak: Vec<u32>,
+}
+
+impl Task for DecodeBatchTask {
+    type Output = DecodeOut;
+    type JsValue = LdpcDecodeOutput;
+    fn compute(&mut self) -> Result<Self::Output> {
+        let fp = to_fp(&self.params);
+        l::family::check_params(&fp).map_err(|e| coded("LDPC_BAD_PARAMS", e))?;
+        let n = self.count as usize;
+        let kb = fp.key_bits().div_ceil(8);
+        let sb = fp.syndrome_bits().div_ceil(8);
+        let rb = (self.revealed_count as usize).div_ceil(8);
+        if self.frames.len() != n * kb || self.syndromes.len() != n * sb || self.revealed.len() != n * rb {
+            return Err(coded(
+                "LDPC_BAD_LENGTH",
+                format!(
+                    "expected {n} frames of {kb} bytes, {n} syndromes of {sb} bytes and {n} revelations of {rb} bytes; got {}, {} and {} bytes",
+                    self.frames.len(),
+                    self.syndromes.len(),
+                    self.revealed.len()
+                ),
+            ));
+        }
+        let frames: Vec<l::BobFrame<'_>> = (0..n)
+            .map(|i| l::BobFrame {
+                frame: &self.frames[i * kb..(i + 1) * kb],
+                syndrome: &self.syndromes[i * sb..(i + 1) * sb],
+                revealed: &self.revealed[i * rb..(i + 1) * rb],
+            })
+            .collect();
+        let res: Vec<l::FrameResult> = if self.reference {
+            frames
+                .iter()
+                .map(|f| l::decode_reference_frame(&fp, self.qber, f, self.revealed_count as usize, self.max_iter))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(from_ldpc)?
+        } else {
+            let kernel = if self.portable { Kernel::Portable } else { Kernel::Auto };
+            l::decode_batch(&fp, self.qber, &frames, self.revealed_count as usize, l::DecodeOptions { max_iter: self.max_iter, kernel })
+                .map_err(from_ldpc)?
+        };
+        let mut out = DecodeOut {
+            corrected: Vec::with_capacity(n * kb),
+            fill: Vec::with_capacity(n * fp.punctured.div_ceil(8)),
+            converged: Vec::with_capacity(n),
+            iterations: Vec::with_capacity(n),
+            leak: Vec::with_capacity(n),
+        };
+        for r in &res {
+            out.corrected.extend_from_slice(&r.corrected);
+            out.fill.extend_from_slice(&r.fill_guess);
+            out.converged.push(r.converged);
+            out.iterations.push(r.iterations);
+            out.leak.push(r.leak_bits as u32);
+        }
+        Ok(out)
+    }
+    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Self::JsValue> {
+        Ok(LdpcDecodeOutput {
+            corrected: Buffer::from(o.corrected),
+            fill_guess: Buffer::from(o.fill),
+            converged: o.converged,
+            iterations: o.iterations,
+            leak_bits: o.leak,
+        })
+    }
+}
+
+/// Bob, many frames decoded concurrently (SIMD lanes × rayon threads), off the JS thread.
+/// `revealed` holds `revealedCount` bits per frame (ceil/8 bytes each, back to back).
+/// `portable` forces the baseline (non-SIMD-dispatched) kernel; `reference` runs the slow f64
+/// sum-product reference instead (tests and benchmark baseline).
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn ldpc_decode_batch(
+    params: LdpcFrameParams,
+    qber: f64,
+    frames: Uint8Array,
+    syndromes: Uint8Array,
+    count: u32,
+    revealed_count: u32,
+    revealed: Uint8Array,
+    max_iter: u32,
+    portable: bool,
+    reference: bool,
+) -> AsyncTask<DecodeBatchTask> {
+    AsyncTask::new(DecodeBatchTask {
+        params,
+        qber,
+        frames,
+        syndromes,
+        count,
+        revealed_count,
+        revealed,
+        max_iter,
+        portable,
+        reference,
+    })
+}
+
+/// The SIMD kernel the decoder dispatches to on this CPU ("avx512bw", "avx2" or "portable").
+#[napi]
+pub fn ldpc_kernel() -> String {
+    l::decoder::kernel_name(Kernel::Auto).to_string()
+}
+
+/// Rebuilds one shipped code and returns its provenance line (same format as the shipped table).
+#[napi]
+pub fn ldpc_provenance(log2n: u32, rate_permille: u32) -> Result<String> {
+    let id = CodeId { log2n, rate_permille };
+    if !id.is_shipped() {
+        return Err(coded("LDPC_BAD_PARAMS", format!("no shipped code with log2n {log2n} and rate {rate_permille} per mille")));
+    }
+    Ok(l::family::provenance_line(id))
+}
+
+/// The shipped provenance table (native/ldpc/codes/checksums.txt, compiled in).
+#[napi]
+pub fn ldpc_shipped_table() -> String {
+    l::family::SHIPPED_TABLE.to_string()
+}
