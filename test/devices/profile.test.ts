@@ -1,0 +1,81 @@
+import t, { type Test } from 'tap';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError } from '../../src/errors.ts';
+import { listProfiles, loadProfile, loadProfileFile, firmwareAllowed, validateSchema, REQUIRED_PARAMETERS } from '../../src/devices/profile.ts';
+import { tempDir } from '../../src/testkit/devices.ts';
+
+const dir = tempDir('qkd-profile-');
+t.teardown(() => dir.remove());
+
+t.test('every shipped profile loads and declares what its kind needs', async (t) => {
+  const names = listProfiles();
+  t.ok(names.length >= 3, `profiles: ${names.join(', ')}`);
+  for (const n of names) {
+    const p = loadProfile(n);
+    t.equal(p.name, n);
+    for (const need of REQUIRED_PARAMETERS[p.kind]) t.ok(p.parameters[need], `${n} has ${need}`);
+  }
+});
+
+const good = () => JSON.parse(JSON.stringify(loadProfile('emulab-spad1'), (k, v) => (k === 'file' ? undefined : v)));
+
+/** Writes `mutate(good profile)` to <name>.json and expects ConfigError messages matching every regex. */
+function bad(t: Test, name: string, mutate: (p: any) => unknown, ...expect: RegExp[]) {
+  const p = good();
+  p.name = name;
+  const out = mutate(p) ?? p;
+  const file = join(dir.path, `${name}.json`);
+  writeFileSync(file, typeof out === 'string' ? out : JSON.stringify(out));
+  try {
+    loadProfileFile(file);
+    t.fail(`${name}: expected a ConfigError`);
+  } catch (e) {
+    t.ok(e instanceof ConfigError, `${name}: ConfigError`);
+    t.equal((e as ConfigError).code, 'BAD_PROFILE');
+    const m = (e as Error).message;
+    t.match(m, new RegExp(`${name}\\.json`), `${name}: names the file`);
+    for (const re of expect) t.match(m, re, `${name}: ${re}`);
+  }
+}
+
+t.test('malformed profiles: errors name file, field and expectation', async (t) => {
+  bad(t, 'not-json', () => '{ "name": ', /not valid JSON/);
+  bad(t, 'missing-kind', (p) => void delete p.kind, /field "kind": expected it to be present/);
+  bad(t, 'wrong-type', (p) => void (p.parameters.dead_time.max = 'ten'), /field "parameters\.dead_time\.max": expected a number, got "ten"/);
+  bad(t, 'min-over-max', (p) => void (p.parameters.threshold.min = 600), /field "parameters\.threshold\.max": expected a number >= min \(600\)/);
+  bad(t, 'default-outside', (p) => void (p.parameters.bias_voltage.default = 99), /field "parameters\.bias_voltage\.default": expected a value in \[20, 70\], got 99/);
+  bad(t, 'missing-param', (p) => void delete p.parameters.count_rate, /field "parameters\.count_rate": expected it to be present \(a spad-detector needs it\)/);
+  bad(t, 'set-without-value', (p) => void (p.parameters.threshold.set = 'DISCRIMINATOR:THRESHOLD'), /field "parameters\.threshold\.set": expected the template to contain \{value\}/);
+  bad(t, 'unknown-field', (p) => void (p.parameters.threshold.maxx = 3), /field "parameters\.threshold\.maxx": expected no such field/);
+  bad(t, 'bad-kind', (p) => void (p.kind = 'laser'), /field "kind": expected one of "photon-source", "spad-detector", "time-tagger", got "laser"/);
+  bad(t, 'bad-transport', (p) => void (p.transport.type = 'ethernet'), /field "transport\.type": expected one of "serial", "usb", got "ethernet"/);
+  bad(t, 'bad-baud', (p) => void (p.transport.baudRate = 11.5), /field "transport\.baudRate": expected a whole number/);
+  bad(t, 'bad-regex', (p) => void (p.parameters.threshold.reply = '(unclosed'), /field "parameters\.threshold\.reply": expected a valid regular expression/);
+  bad(t, 'name-mismatch', (p) => void (p.name = 'something-else'), /field "name": expected the file's base name "name-mismatch"/);
+  bad(t, 'no-firmware', (p) => void (p.firmware = []), /field "firmware": expected at least 1 item/);
+  bad(t, 'identity-groups', (p) => void (p.identity.pattern = '^(.*)$'), /field "identity\.pattern": expected a named group \(\?<vendor>/);
+  bad(t, 'tagger-on-serial', (p) => void (p.kind = 'time-tagger'), /expected "usb" for a time-tagger/);
+  bad(t, 'channels-without-ch', (p) => void (p.parameters.threshold.channels = [0, 1]), /expected the template "DISCRIMINATOR:THRESHOLD\?" to contain \{ch\}/);
+});
+
+t.test('a missing profile names what exists', async (t) => {
+  t.throws(() => loadProfile('no-such-model'), { code: 'PROFILE_NOT_FOUND', message: /available: .*emulab-spad1/ });
+});
+
+t.test('firmware patterns', async (t) => {
+  const p = { firmware: ['2.1.*', '3.0.0'] };
+  t.ok(firmwareAllowed(p, '2.1.3'));
+  t.ok(firmwareAllowed(p, '3.0.0'));
+  t.notOk(firmwareAllowed(p, '3.0.01'));
+  t.notOk(firmwareAllowed(p, '2.10'));
+  t.notOk(firmwareAllowed(p, '12.1.3'));
+});
+
+t.test('schema validator reports every problem with its path', async (t) => {
+  const errs = validateSchema({ a: [1, 'x'], b: 3 }, { type: 'object', required: ['c'], properties: { a: { type: 'array', items: { type: 'number' } }, b: { type: 'string' }, c: { type: 'boolean' } }, additionalProperties: false });
+  t.equal(errs.length, 3);
+  t.match(errs.join('\n'), /field "c": expected it to be present/);
+  t.match(errs.join('\n'), /field "a\[1\]": expected a number, got "x"/);
+  t.match(errs.join('\n'), /field "b": expected a string, got 3/);
+});

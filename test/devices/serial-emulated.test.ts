@@ -1,0 +1,150 @@
+/**
+ * The real serial transport + drivers against the emulated instruments over the answering
+ * serialport binding: conformance, limits, and every bad-input case of issue 2.
+ */
+import t from 'tap';
+import { DeviceError, ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
+import { loadProfile } from '../../src/devices/profile.ts';
+import { emulatedSource, emulatedSpad, sourceConformance, spadConformance, waitForState } from '../../src/testkit/devices.ts';
+
+t.test('SPAD detector conformance (emulated, serial binding)', async (t) => {
+  const rig = emulatedSpad();
+  t.teardown(() => rig.driver.close());
+  const id = await rig.driver.open();
+  t.same(id, { vendor: 'EmuLab', model: 'SPAD-1', serial: 'SPD1-0001', firmware: '2.1.3' });
+  await spadConformance(t, rig.driver);
+  // Profile scale: the API speaks fractions, the module percent.
+  await rig.driver.setEfficiency(0.25);
+  t.equal(rig.instrument.snapshot().efficiencyPct, 25, 'efficiency reached the device in percent');
+  t.equal(await rig.driver.efficiency(), 0.25);
+});
+
+t.test('photon source conformance; the seed travels exactly and is never echoed', async (t) => {
+  const rig = emulatedSource();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  await sourceConformance(t, rig.driver);
+  const seed = 0xfedcba9876543210n;
+  await rig.driver.setPattern(0, seed);
+  t.equal(rig.instrument.patternSeed, seed, '64-bit seed arrives exactly');
+  t.notOk(rig.instrument.log.join(' ').includes(String(seed)), 'the instrument log holds headers only');
+  const err = await rig.driver.setSecret('pattern_seed', 2n ** 64n).catch((e) => e);
+  t.ok(err instanceof DeviceError);
+  t.notOk(String(err.message).includes(String(2n ** 64n)), 'error does not echo the secret');
+});
+
+t.test('out-of-range values are refused by the driver before anything is sent', async (t) => {
+  const rig = emulatedSpad();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  const sent = rig.instrument.log.length;
+  const e1 = await rig.driver.setBiasV(99).catch((e) => e);
+  t.ok(e1 instanceof DeviceError && e1.code === 'OUT_OF_RANGE');
+  t.match(e1.message, /bias_voltage 99 is above the maximum 70 V; allowed: 20 to 70 in steps of 0.1 V/);
+  const e2 = await rig.driver.setThresholdMv(10.5).catch((e) => e);
+  t.match(e2.message, /not on the 1 mV grid/);
+  await t.rejects(rig.driver.set('no_such', 1), { code: 'UNKNOWN_PARAMETER' });
+  await t.rejects(rig.driver.set('threshold', Number.NaN), { code: 'BAD_VALUE' });
+  t.equal(rig.instrument.log.length, sent, 'nothing reached the device');
+});
+
+t.test('a device refusal (firmware limits narrower than the profile) is a clear DeviceError', async (t) => {
+  const profile = loadProfile('emulab-spad1');
+  profile.parameters.threshold = { ...profile.parameters.threshold, max: 5000 }; // firmware stops at 1000
+  const rig = emulatedSpad({ profile });
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  const err = await rig.driver.setThresholdMv(2000).catch((e) => e);
+  t.ok(err instanceof DeviceError && err.code === 'DEVICE_REFUSED', 'refused');
+  t.match(err.message, /refused 'DISCRIMINATOR:THRESHOLD 2000': ERR -222,Data out of range/);
+  t.equal(await rig.driver.get('threshold'), 50, 'value unchanged and the line still works');
+});
+
+t.test('firmware outside the profile list is refused at open', async (t) => {
+  const rig = emulatedSource({ firmware: '9.9.9' });
+  await t.rejects(rig.driver.open(), { code: 'FIRMWARE_NOT_ALLOWED', message: /firmware 9\.9\.9 .* not in the profile's allowed list \(1\.2\.\*, 1\.3\.0\)/ });
+  t.equal(rig.driver.state, 'closed');
+});
+
+t.test('garbage, truncated replies and silence: clear errors, then the line works again', async (t) => {
+  const rig = emulatedSpad();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  for (const [fault, cls, re] of [
+    ['garbage', ProtocolError, /is not text .* first non-printable byte/],
+    ['truncate', TimeoutError, /was truncated: \d+ byte\(s\) without the line delimiter/],
+    ['silent', TimeoutError, /no reply to 'DEADTIME:TIME\?' .* within 500 ms/],
+  ] as const) {
+    rig.instrument.fault = fault;
+    const t0 = performance.now();
+    const err = await rig.driver.deadTimeNs().catch((e) => e);
+    t.ok(err instanceof cls, `${fault}: ${cls.name}`);
+    t.match(err.message, re, `${fault}: message`);
+    t.ok(performance.now() - t0 < 1500, `${fault}: no hang`);
+    rig.instrument.fault = 'none';
+    t.equal(await rig.driver.deadTimeNs(), 0, `${fault}: next query answered correctly`);
+    t.equal(rig.driver.state, 'ready');
+  }
+});
+
+t.test('unplugged: state change, pending query rejected, reconnect with back-off', async (t) => {
+  const rig = emulatedSpad({ reconnect: { initialMs: 20, maxMs: 80, maxAttempts: 50 } });
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  rig.instrument.fault = 'silent'; // the query will be waiting when the cable goes
+  const pending = rig.driver.deadTimeNs().catch((e) => e);
+  const lost = waitForState(rig.driver, 'reconnecting');
+  setTimeout(() => rig.binding.unplug(rig.path), 20);
+  const err = await pending;
+  t.ok(err instanceof TransportError && err.code === 'DISCONNECTED', 'pending query rejected with DISCONNECTED');
+  const seen = await lost;
+  t.same(seen.map((s) => s.state), ['disconnected', 'reconnecting']);
+  await t.rejects(rig.driver.deadTimeNs(), { code: 'NOT_CONNECTED', message: /reconnecting/ }, 'calls fail fast while away');
+  rig.instrument.fault = 'none';
+  await new Promise((r) => setTimeout(r, 150)); // a few failed attempts
+  rig.binding.replug(rig.path);
+  const back = await waitForState(rig.driver, 'ready', 3000);
+  t.match(back.at(-1)?.reason ?? '', /reconnected after \d+ attempt/);
+  t.equal(await rig.driver.deadTimeNs(), 0, 'works after reconnect');
+});
+
+t.test('unplugged for good: gives up with state failed, no hang', async (t) => {
+  const rig = emulatedSpad({ reconnect: { initialMs: 5, maxMs: 10, maxAttempts: 3 } });
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  rig.binding.unplug(rig.path);
+  const seen = await waitForState(rig.driver, 'failed', 3000);
+  t.match(seen.at(-1)?.reason ?? '', /gave up after 3 attempts/);
+  await t.rejects(rig.driver.efficiency(), { code: 'NOT_CONNECTED', message: /gave up/ });
+});
+
+t.test('settings reach the emulated physics', async (t) => {
+  const rig = emulatedSpad();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  await rig.driver.setEfficiency(0.2);
+  t.equal(rig.lab.settings.efficiencyScale, 2, 'efficiency 20 % = twice the preset');
+  await rig.driver.setDeadTimeNs(50);
+  t.equal(rig.lab.settings.deadTimePs, 50_000);
+  const src = emulatedSource({ lab: rig.lab });
+  t.teardown(() => src.driver.close());
+  await src.driver.open();
+  await src.driver.setIntensity(0, 0.7);
+  await src.driver.setEnabled(false);
+  t.same(rig.lab.settings.intensities, { signal: 0.7, decoy: 0.1, vacuum: 0 });
+  t.equal(rig.lab.settings.enabled, false);
+});
+
+t.test('cooling: ready only once the set point is reached (fake clock)', async (t) => {
+  let now = 0;
+  const rig = emulatedSpad({ now: () => now });
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  await rig.driver.setTemperatureSetpointC(-100); // from -50 at 50 °C/s: 1 s
+  t.equal(await rig.driver.ready(), false);
+  now = 500;
+  t.equal(await rig.driver.temperatureC(), -75);
+  t.equal(await rig.driver.ready(), false);
+  now = 1000;
+  t.equal(await rig.driver.ready(), true);
+});
