@@ -113,9 +113,9 @@ export function waitForState(dev: Device, state: DeviceState, timeoutMs = 5000):
 
 /** Minimal assertion surface of a tap Test, so suites can be shared without importing tap here. */
 export interface Asserts {
-  ok(v: unknown, msg?: string): void;
-  equal(a: unknown, b: unknown, msg?: string): void;
-  rejects(p: Promise<unknown> | (() => Promise<unknown>), expected?: unknown, msg?: string): Promise<void>;
+  ok(v: unknown, msg: string): unknown;
+  equal(a: unknown, b: unknown, msg: string): unknown;
+  rejects(p: Promise<unknown>, expected: Function, msg: string): Promise<unknown>;
 }
 
 /**
