@@ -152,6 +152,13 @@ export class EmulatedLink {
   private delays: Float64Array; // per detector index
   private passive: boolean;
   private freeRunning: boolean;
+  // hot-path copies of preset fields (refreshed by derive())
+  private deadTime = 0;
+  private apProb = 0;
+  private apDecay = 0;
+  private jitterSigma = 0; // combined detector and clock jitter on Bob's clock
+  private ed = 0;
+  private eveFraction = 0;
 
   // state carried across batches
   private nextPulse = 0;
@@ -237,7 +244,19 @@ export class EmulatedLink {
     p.detectors.forEach((m, d) => { this.delays[d] = p.channelDelaysPs[m.channel]; });
     this.aliceTh = aliceThresholds(p);
     this.bobTh = bobThreshold(p);
+    this.deadTime = p.detector.deadTimePs;
+    this.apProb = p.detector.afterpulseProb;
+    this.apDecay = p.detector.afterpulseDecayPs;
+    this.ed = p.misalignment;
+    this.eveFraction = p.eveFraction;
+    this.updateJitter();
     this.needRedraw = true;
+  }
+
+  private updateJitter(): void {
+    // (1 + drift)·σ_det·z₁ + σ_clk·z₂ is one Gaussian of this width: draw one instead of two.
+    const sd = (1 + this.drift) * this.preset.detector.jitterPs;
+    this.jitterSigma = Math.sqrt(sd * sd + this.preset.clock.jitterPs * this.preset.clock.jitterPs);
   }
 
   /** Number of failures before the next success of a Bernoulli(p) sequence, log(1−p) given. */
@@ -327,22 +346,25 @@ export class EmulatedLink {
     const rng = this.rng;
     const c = aliceChoiceFast(this.aliceKeys, this.aliceTh, k);
     const intensity = (c >> 2) & 3;
-    if (rng.uniform() >= this.ratio[intensity]) return; // thinning: this pulse detected no photon
-    // number of detected photons m >= 1 (Poisson(ημ) conditioned on m >= 1)
+    // Thinning: the pulse detects a photon with probability p_click(i) = ratio·p_max. Given
+    // acceptance, u/ratio is again uniform on (0, 1): reuse it to draw the photon number.
+    const ratio = this.ratio[intensity];
+    let u = rng.uniform();
+    if (u >= ratio) return; // this pulse detected no photon
+    u /= ratio;
+    // number of detected photons m >= 1 (Poisson(ημ) conditioned on m >= 1), by inversion
     const cdf = this.poisCdf[intensity];
-    const u = rng.uniform();
     let m = 1;
     while (m < cdf.length && u > cdf[m - 1]) m++;
     let sBasis = (c >> 1) & 1;
     let sBit = c & 1;
-    const p = this.preset;
-    if (p.eveFraction > 0 && rng.uniform() < p.eveFraction) {
+    if (this.eveFraction > 0 && rng.uniform() < this.eveFraction) {
       // Intercept-resend: Eve measures in a random basis and resends what she got, same photon number.
       const eb = rng.nextU32() & 1;
       const ebit = eb === sBasis ? sBit : rng.nextU32() & 1;
       sBasis = eb; sBit = ebit;
     }
-    const ed = p.misalignment;
+    const ed = this.ed;
     let mask = 0;
     const activeBasis = this.passive ? -1 : bobBasisFast(this.bobKeys, this.bobTh, k);
     for (let j = 0; j < m; j++) {
@@ -360,29 +382,14 @@ export class EmulatedLink {
   /** A detector avalanche attempt at physical time τ; lost inside the dead time. */
   private click(d: number, tau: number, slot: number, kind: number, pulse: number): void {
     const last = this.lastClick[d];
-    if (tau === last || tau - last < this.preset.detector.deadTimePs) return;
+    if (tau === last || tau - last < this.deadTime) return;
     this.lastClick[d] = tau;
-    const det = this.preset.detector;
     const rng = this.rng;
-    if (det.afterpulseProb > 0 && rng.uniform() < det.afterpulseProb) {
-      let apTau = tau + det.deadTimePs - det.afterpulseDecayPs * Math.log(rng.uniform());
-      let apSlot: number;
-      if (this.freeRunning) apSlot = Math.floor(apTau / this.T + 0.5);
-      else { apSlot = Math.ceil(apTau / this.T); apTau = apSlot * this.T; }
-      const q = this.apTau[d];
-      const qs = this.apSlot[d];
-      let i = q.length;
-      while (i > 0 && q[i - 1] > apTau) i--;
-      q.splice(i, 0, apTau);
-      qs.splice(i, 0, apSlot);
-      this.apScheduled++;
-    }
-    // tag time on Bob's clock
-    let t = tau + this.fibreDelay;
-    if (det.jitterPs > 0) t += det.jitterPs * rng.gauss();
+    if (this.apProb > 0 && rng.uniform() < this.apProb) this.scheduleAfterpulse(d, tau);
+    // tag time on Bob's clock: (1 + drift)(τ + fibre + j_det) + phase + j_clk + delay
+    const t = tau + this.fibreDelay;
     let tb = t + this.drift * t + this.clockPhase + this.delays[d];
-    const cj = this.preset.clock.jitterPs;
-    if (cj > 0) tb += cj * rng.gauss();
+    if (this.jitterSigma > 0) tb += this.jitterSigma * rng.gauss();
     const out = this.pending;
     if (out.n === out.cap) out.grow();
     const i = out.n++;
@@ -393,14 +400,27 @@ export class EmulatedLink {
     out.slot[i] = slot;
   }
 
+  private scheduleAfterpulse(d: number, tau: number): void {
+    let apTau = tau + this.deadTime - this.apDecay * Math.log(this.rng.uniform());
+    let apSlot: number;
+    if (this.freeRunning) apSlot = Math.floor(apTau / this.T + 0.5);
+    else { apSlot = Math.ceil(apTau / this.T); apTau = apSlot * this.T; }
+    const q = this.apTau[d];
+    const qs = this.apSlot[d];
+    let i = q.length;
+    while (i > 0 && q[i - 1] > apTau) i--;
+    q.splice(i, 0, apTau);
+    qs.splice(i, 0, apSlot);
+    this.apScheduled++;
+  }
+
   /** Earliest tagger time any pulse >= P1 can produce (minus a margin for rounding). */
   private watermark(P1: number): number {
-    const det = this.preset.detector;
     let minDelay = Infinity;
     for (let d = 0; d < this.nDet; d++) minDelay = Math.min(minDelay, this.delays[d]);
-    const tau = (P1 - 0.5) * this.T;
-    const t = tau + this.fibreDelay - 6 * det.jitterPs;
-    return t + this.drift * t + this.clockPhase + minDelay - 6 * this.preset.clock.jitterPs - 2;
+    const t = (P1 - 0.5) * this.T + this.fibreDelay;
+    // the combined jitter is a Gaussian truncated at 6σ (rng.gauss); 2 ps covers rounding
+    return t + this.drift * t + this.clockPhase + minDelay - 6 * this.jitterSigma - 2;
   }
 
   private emit(firstPulse: number, pulses: number, P1: number): LinkBatch {
@@ -469,6 +489,7 @@ export class EmulatedLink {
     const t = this.nextPulse * this.T + this.fibreDelay;
     this.drift = this.preset.clock.driftPpm * 1e-6;
     this.clockPhase += (oldDrift - this.drift) * t + (this.preset.clock.offsetPs - oldOffset);
+    this.updateJitter();
   }
 
   /** Per-channel delays (indexed by channel number). */
