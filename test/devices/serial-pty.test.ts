@@ -1,0 +1,83 @@
+/**
+ * The same drivers over a real tty: a socat pty pair, the driver on one end with the OS
+ * serialport binding, the emulated instrument on the other. Covers the unplug case for real: the
+ * pty disappears when socat dies, the driver reports it and reconnects when the pair is back.
+ */
+import t from 'tap';
+import { ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
+import { loadProfile, type SerialSettings } from '../../src/devices/profile.ts';
+import { EmulatedSpadDetector, EmulatedPhotonSource } from '../../src/devices/emulated/instruments.ts';
+import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
+import { attachInstrumentToTty, type TtyAttachment } from '../../src/devices/emulated/pty.ts';
+import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
+import { PhotonSourceDriver, SpadDetectorDriver } from '../../src/devices/drivers/scpi.ts';
+import { hasSocat, sourceConformance, spadConformance, startPtyPair, tempDir, waitForState } from '../../src/testkit/devices.ts';
+
+if (!hasSocat()) {
+  t.test('serial drivers over a pty pair', { skip: 'socat is not installed (apt-get install socat)' }, async () => {});
+} else {
+  const dir = tempDir('qkd-pty-');
+  t.teardown(() => dir.remove());
+  const lab = new EmulatedLab({ source: 'synthetic' });
+
+  t.test('SPAD over a pty: conformance and bad input', async (t) => {
+    const pair = await startPtyPair(dir.path, 'spad');
+    const inst = new EmulatedSpadDetector(lab);
+    const att = await attachInstrumentToTty(inst, pair.b);
+    const profile = loadProfile('emulab-spad1');
+    const drv = new SpadDetectorDriver({ id: 'pty-spad', profile, transport: new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings }) });
+    t.teardown(async () => {
+      await drv.close();
+      await att.close();
+      await pair.kill();
+    });
+    await drv.open();
+    await spadConformance(t, drv);
+    inst.fault = 'garbage';
+    await t.rejects(drv.deadTimeNs(), ProtocolError, 'garbage on a real tty');
+    inst.fault = 'truncate';
+    await t.rejects(drv.deadTimeNs(), TimeoutError, 'truncated reply on a real tty');
+    inst.fault = 'none';
+    t.equal(await drv.get("threshold"), 50, 'line healthy afterwards');
+  });
+
+  t.test('photon source over a pty: conformance', async (t) => {
+    const pair = await startPtyPair(dir.path, 'src');
+    const att = await attachInstrumentToTty(new EmulatedPhotonSource(lab), pair.b);
+    const profile = loadProfile('emulab-ps1');
+    const drv = new PhotonSourceDriver({ id: 'pty-src', profile, transport: new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings }) });
+    t.teardown(async () => {
+      await drv.close();
+      await att.close();
+      await pair.kill();
+    });
+    await drv.open();
+    await sourceConformance(t, drv);
+  });
+
+  t.test('pty closed mid-use: disconnected, back-off, reconnect when the line returns', async (t) => {
+    let pair = await startPtyPair(dir.path, 'unplug');
+    const inst = new EmulatedSpadDetector(lab);
+    let att: TtyAttachment = await attachInstrumentToTty(inst, pair.b);
+    const profile = loadProfile('emulab-spad1');
+    const drv = new SpadDetectorDriver({ id: 'pty-unplug', profile, transport: new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings }), reconnect: { initialMs: 50, maxMs: 200, maxAttempts: 100 } });
+    t.teardown(async () => {
+      await drv.close();
+      await att.close();
+      await pair.kill();
+    });
+    await drv.open();
+    t.equal(await drv.deadTimeNs(), 0);
+    const lost = waitForState(drv, 'reconnecting', 5000);
+    await att.close();
+    await pair.kill();
+    const seen = await lost;
+    t.equal(seen[0].state, 'disconnected', 'clear state change');
+    await t.rejects(drv.deadTimeNs(), TransportError, 'fails fast while away');
+    // Plug back in: same link names, new ptys.
+    pair = await startPtyPair(dir.path, 'unplug');
+    att = await attachInstrumentToTty(inst, pair.b);
+    await waitForState(drv, 'ready', 5000);
+    t.equal(await drv.deadTimeNs(), 0, 'answers again after reconnect');
+  });
+}
