@@ -30,10 +30,12 @@ export interface Tally {
   /** Tags whose time-derived slot disagreed with the emulator's truthSlot. */
   slotMismatches: number;
   tags: number;
+  /** Slots with more than one click (double clicks). */
+  multiClicks: number;
 }
 
 export function newTally(): Tally {
-  return { pulses: 0, clickedSlots: [0, 0, 0], matched: [0, 0, 0], errors: [0, 0, 0], slotMismatches: 0, tags: 0 };
+  return { pulses: 0, clickedSlots: [0, 0, 0], matched: [0, 0, 0], errors: [0, 0, 0], slotMismatches: 0, tags: 0, multiClicks: 0 };
 }
 
 /** Adds one batch to the tally. `preset` must be link.preset (distance etc. as run). */
@@ -41,13 +43,23 @@ export function tallyBatch(link: EmulatedLink, b: LinkBatch, tally: Tally): void
   const p = link.preset;
   const n = b.tags.timePs.length;
   tally.pulses += b.pulses;
-  tally.tags += n;
   const slots = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const s = slotOfTag(p, Number(b.tags.timePs[i]), b.tags.channel[i]);
     if (s !== b.truthSlot[i]) tally.slotMismatches++;
     slots[i] = s;
   }
+  tallyClicks(p, link.seed, link.bobSeed, slots, b.tags.channel, tally);
+}
+
+/**
+ * Adds clicks given as (slot, channel) pairs, in any order, to the tally: per slot, Alice's choice
+ * is regenerated from `seed`, Bob's basis comes from his active modulator (`bobSeed`) or from
+ * the detectors that clicked (passive), and bits are compared the way sifting squashes them.
+ */
+export function tallyClicks(p: LinkPreset, seed: bigint, bobSeed: bigint, slots: Float64Array, channels: Uint8Array, tally: Tally): void {
+  const n = slots.length;
+  tally.tags += n;
   const order = Array.from({ length: n }, (_, i) => i).sort((a, c) => slots[a] - slots[c]);
   const byChannel = new Map(p.detectors.map((m) => [m.channel, m]));
   for (let g = 0; g < n;) {
@@ -56,16 +68,17 @@ export function tallyBatch(link: EmulatedLink, b: LinkBatch, tally: Tally): void
     let basesSeen = 0;
     let h = g;
     for (; h < n && slots[order[h]] === s; h++) {
-      const m = byChannel.get(b.tags.channel[order[h]])!;
+      const m = byChannel.get(channels[order[h]])!;
       bitsSeen |= 1 << m.bit;
       basesSeen |= 1 << m.basis;
     }
+    if (h - g > 1) tally.multiClicks++;
     g = h;
-    const c = aliceChoice(p, link.seed, s);
+    const c = aliceChoice(p, seed, s);
     const i = choiceIntensity(c);
     tally.clickedSlots[i]++;
     let bobBasis: number;
-    if (p.bobBasisChoice === 'active') bobBasis = bobBasisChoice(p, link.bobSeed, s);
+    if (p.bobBasisChoice === 'active') bobBasis = bobBasisChoice(p, bobSeed, s);
     else if (basesSeen === 3) continue; // passive cross-basis double click: no basis, discarded by sifting
     else bobBasis = basesSeen === 1 ? 0 : 1;
     if (bobBasis !== choiceBasis(c)) continue;
@@ -84,6 +97,15 @@ export function runTally(link: EmulatedLink, pulses: number, batch = 50_000_000)
     done += k;
   }
   return tally;
+}
+
+/**
+ * Two-sample z of proportions x1/n1 and x2/n2 (pooled variance); 0 when both are empty.
+ */
+export function twoSampleZ(x1: number, n1: number, x2: number, n2: number): number {
+  const p = (x1 + x2) / (n1 + n2);
+  const sd = Math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2));
+  return sd > 0 ? (x1 / n1 - x2 / n2) / sd : 0;
 }
 
 /** |x − expected| in units of the binomial standard deviation sqrt(p(1−p)/n) at p = expected. */
