@@ -1,0 +1,169 @@
+/**
+ * The USB time-tagger driver + USB transport against the emulated tagger at the transfer level:
+ * conformance, settings acting on tags, in-band overflow, unplug mid-stream, record and replay.
+ */
+import t from 'tap';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { DeviceError, TransportError } from '../../src/errors.ts';
+import { loadProfile } from '../../src/devices/profile.ts';
+import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
+import { EmulatedUsbTagger } from '../../src/devices/emulated/usb-tagger.ts';
+import { TimeTaggerDriver } from '../../src/devices/drivers/tagger.ts';
+import { openReplayTagger, readRecordingHeader, recordTagStream } from '../../src/devices/record.ts';
+import type { TagEvent, TagStreamBatch } from '../../src/devices/types.ts';
+import { taggerConformance, tempDir, waitForState } from '../../src/testkit/devices.ts';
+
+const profile = loadProfile('emulab-tt8');
+const dir = tempDir('qkd-tagger-');
+t.teardown(() => dir.remove());
+
+function rig(seed = 5n, source: 'link' | 'synthetic' = 'link') {
+  const lab = new EmulatedLab({ seed, source, distanceKm: 10 });
+  const dev = new EmulatedUsbTagger(lab);
+  const driver = new TimeTaggerDriver({ id: 'bob-tagger', profile, device: dev, reconnect: { initialMs: 10, maxMs: 50, maxAttempts: 100 } });
+  return { lab, dev, driver };
+}
+
+async function collect(it: AsyncIterable<TagStreamBatch>) {
+  const times: bigint[] = [];
+  const chans: number[] = [];
+  const events: TagEvent[] = [];
+  for await (const b of it) {
+    for (const e of b.events) events.push({ ...e, index: e.index + times.length });
+    times.push(...b.timePs);
+    chans.push(...b.channel);
+  }
+  return { times, chans, events };
+}
+
+t.test('conformance (emulated tagger, EmulatedLink physics)', async (t) => {
+  const { driver } = rig();
+  t.teardown(() => driver.close());
+  t.same(await driver.open(), { vendor: 'EmuLab', model: 'TT-8', serial: 'TT8-0001', firmware: '3.0.1' });
+  await taggerConformance(t, driver);
+  await driver.setReferenceClock(1);
+  t.equal(await driver.get('reference_clock'), 1);
+  await driver.setThresholdV(2, -0.25);
+  t.equal(await driver.get('trigger_level:2'), -0.25);
+  await t.rejects(driver.setEdge(0, 2 as 0), { code: 'OUT_OF_RANGE' });
+  await t.rejects(driver.get('delay:9'), { code: 'UNKNOWN_CHANNEL' });
+});
+
+t.test('channel delays set through the driver shift the tags and keep time order', async (t) => {
+  const a = rig(11n);
+  const b = rig(11n);
+  t.teardown(() => Promise.all([a.driver.close(), b.driver.close()]));
+  await a.driver.open();
+  await b.driver.open();
+  await b.driver.setDelayPs(1, 700_000); // 0.7 µs: reorders tags across channels
+  const n = 30_000;
+  const plain = await collect(a.driver.startStream({ maxTags: n }));
+  const shifted = await collect(b.driver.startStream({ maxTags: n }));
+  let sorted = true;
+  for (let i = 1; i < shifted.times.length; i++) if (shifted.times[i] < shifted.times[i - 1]) sorted = false;
+  t.ok(sorted, 'delayed stream still in time order');
+  // Same physics (same seed): channel-0 tags identical, channel-1 tags shifted by exactly 0.7 µs.
+  const pick = (x: { times: bigint[]; chans: number[] }, c: number) => x.times.filter((_, i) => x.chans[i] === c);
+  const p0 = pick(plain, 0), s0 = pick(shifted, 0), p1 = pick(plain, 1), s1 = pick(shifted, 1);
+  const m0 = Math.min(p0.length, s0.length) - 50, m1 = Math.min(p1.length, s1.length) - 50;
+  t.ok(m0 > 1000 && m1 > 1000, 'both channels have tags');
+  t.same(s0.slice(0, m0), p0.slice(0, m0), 'channel 0 unchanged');
+  t.same(s1.slice(0, m1), p1.slice(0, m1).map((x) => x + 700_000n), 'channel 1 shifted by the delay');
+});
+
+t.test('overflow is reported in band, with the number of missed events per channel', async (t) => {
+  const { driver, dev } = rig(3n);
+  t.teardown(() => driver.close());
+  await driver.open();
+  const s = driver.startStream({ maxTags: 40_000 });
+  const events: TagEvent[] = [];
+  let i = 0;
+  let tags = 0;
+  for await (const b of s) {
+    if (i++ === 1) dev.injectOverflow(5000);
+    tags += b.timePs.length;
+    events.push(...b.events);
+  }
+  t.equal(tags, 40_000);
+  t.same(events.map((e) => e.type).filter((x) => x !== 4), [2, 3], 'one OVERFLOW_BEGIN then OVERFLOW_END');
+  const missed = events.filter((e) => e.type === 4).reduce((a, e) => a + e.missedEvents, 0);
+  t.equal(missed, 5000, 'missed events add up to what was lost');
+  t.equal(s.stats.overflows, 1);
+  t.equal(s.stats.missedEvents, 5000);
+  t.equal(driver.state, 'ready', 'an overflow is data, not a failure');
+});
+
+t.test('unplugged mid-stream: the iteration fails at once, the driver reconnects', async (t) => {
+  const { driver, dev } = rig(4n);
+  t.teardown(() => driver.close());
+  await driver.open();
+  const s = driver.startStream();
+  let batches = 0;
+  const t0 = performance.now();
+  const err = await (async () => {
+    for await (const _ of s) {
+      if (++batches === 3) dev.unplug();
+    }
+  })().catch((e) => e);
+  t.ok(err instanceof TransportError && err.code === 'DISCONNECTED', `stream ended with DISCONNECTED (${err})`);
+  t.ok(performance.now() - t0 < 2000, 'no hang');
+  t.ok(['disconnected', 'reconnecting'].includes(driver.state), `state is ${driver.state}`);
+  setTimeout(() => dev.replug(), 60);
+  await waitForState(driver, 'ready', 3000);
+  const again = await collect(driver.startStream({ maxTags: 1000 }));
+  t.equal(again.times.length, 1000, 'a new stream works after reconnect');
+});
+
+t.test('one stream at a time; stop() ends an idle stream', async (t) => {
+  const { driver, lab } = rig(6n, 'synthetic');
+  t.teardown(() => driver.close());
+  await driver.open();
+  const s = driver.startStream();
+  t.throws(() => driver.startStream(), DeviceError);
+  const it = s[Symbol.asyncIterator]();
+  await it.next();
+  await s.stop();
+  t.same(await it.next(), { done: true, value: undefined });
+  void lab;
+  const s2 = driver.startStream({ maxTags: 10 });
+  t.equal((await collect(s2)).times.length, 10, 'a new stream after stop');
+});
+
+t.test('record a stream (with an overflow) and replay it through the TimeTagger interface', async (t) => {
+  const { driver, dev } = rig(8n);
+  t.teardown(() => driver.close());
+  const id = await driver.open();
+  const file = join(dir.path, 'rec.qkdtags');
+  const live: TagStreamBatch[] = [];
+  async function* tee() {
+    let i = 0;
+    for await (const b of driver.startStream({ maxTags: 25_000, transferBytes: 16 * 1024 })) {
+      if (i++ === 2) dev.injectOverflow(300);
+      live.push(b);
+      yield b;
+    }
+  }
+  const n = await recordTagStream(tee(), file, { deviceId: 'bob-tagger', profile: 'emulab-tt8', identity: id, startedAt: new Date().toISOString(), settings: { 'delay:0': 0 } });
+  const { header, records } = await readRecordingHeader(file);
+  t.equal(records, n);
+  t.equal(header.deviceId, 'bob-tagger');
+  const replay = await openReplayTagger(file);
+  t.teardown(() => replay.close());
+  t.equal(replay.kind, 'time-tagger');
+  t.same(await replay.identity(), id, 'replay has the recorded identity');
+  const back = await collect(replay.startStream({ transferBytes: 4096 }));
+  const orig = await collect((async function* () { yield* live; })());
+  t.equal(back.times.length, 25_000);
+  t.same(back.times, orig.times, 'same tags');
+  t.same(back.chans, orig.chans, 'same channels');
+  t.same(back.events, orig.events, 'same in-band events at the same places');
+  t.ok(back.events.some((e) => e.type === 2), 'the overflow is in the replay');
+});
+
+t.test('a file that is not a recording is refused clearly', async (t) => {
+  const f = join(dir.path, 'junk.bin');
+  writeFileSync(f, 'hello world, not tags');
+  await t.rejects(openReplayTagger(f), { code: 'BAD_RECORDING', message: /junk\.bin: not a tag recording/ });
+  await t.rejects(openReplayTagger(join(dir.path, 'missing.bin')), { code: 'RECORDING_NOT_FOUND' });
+});
