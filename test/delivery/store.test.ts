@@ -138,3 +138,23 @@ t.test('key_ID: UUIDv8, deterministic, distinct, matches the reference construct
   t.not(deriveKeyId(sid, 0), deriveKeyId('7596a85c-11e4-4403-a783-131614a9620f', 0));
   t.equal(indexRanges([9, 1, 2, 3, 7, 10]), '1-3,7,9-10');
 });
+
+t.test('group commit: concurrent puts give the outcomes of the same puts one by one', async (t) => {
+  const kek = randomBytes(32);
+  const a = KeyStore.open(join(dir, 'g1.db'), kek, 30);
+  const b = KeyStore.open(join(dir, 'g2.db'), kek, 30);
+  t.teardown(() => { a.close(); b.close(); });
+  const sid = 'a0000000-0000-4000-8000-000000000003';
+  const keys = Array.from({ length: 45 }, () => randomBytes(16));
+  // indices 0..44 with repeats: every 7th put repeats an earlier index with the same bytes,
+  // every 11th with other bytes
+  const ops = keys.map((k, i) => i % 11 === 10 ? { i: i - 5, k: randomBytes(16) } : i % 7 === 6 ? { i: i - 3, k: keys[i - 3] }
+    : { i, k });
+  const concurrent = await Promise.all(ops.map((o) => a.put(sid, o.i, `id${o.i}`, o.k, '{}', 0, 1e15)));
+  const sequential: string[] = [];
+  for (const o of ops) sequential.push(await b.put(sid, o.i, `id${o.i}`, o.k, '{}', 0, 1e15));
+  t.same(concurrent, sequential);
+  t.ok(concurrent.includes('duplicate') && concurrent.includes('conflict'), 'the input exercises every outcome');
+  t.ok(concurrent.includes('full'));
+  t.same(a.counts(sid), b.counts(sid));
+});

@@ -117,6 +117,32 @@ impl Task for PutTask {
     }
 }
 
+pub struct PutManyTask {
+    store: Shared,
+    items: Vec<qkd_store::PutItem>,
+    now_ms: i64,
+}
+
+impl Task for PutManyTask {
+    type Output = Vec<PutOutcome>;
+    type JsValue = Vec<String>;
+    fn compute(&mut self) -> Result<Vec<PutOutcome>> {
+        let (items, now) = (&self.items, self.now_ms);
+        with(&self.store, |s| s.put_many(items, now))
+    }
+    fn resolve(&mut self, _env: Env, o: Vec<PutOutcome>) -> Result<Vec<String>> {
+        Ok(o.into_iter()
+            .map(|o| match o {
+                PutOutcome::Stored => "stored",
+                PutOutcome::Duplicate => "duplicate",
+                PutOutcome::Conflict => "conflict",
+                PutOutcome::Full => "full",
+            }
+            .to_string())
+            .collect())
+    }
+}
+
 pub struct TakeTask {
     store: Shared,
     key_id: String,
@@ -177,6 +203,50 @@ impl KmsStore {
             now_ms: now_ms as i64,
             expires_ms: expires_ms as i64,
         })
+    }
+
+    /// Stores several keys in one transaction (one fsync). `keys` is the concatenation of the keys,
+    /// `sizes` their lengths in bytes; the other arrays have one entry per key. Resolves to one
+    /// outcome per key, in order.
+    #[napi(ts_return_type = "Promise<Array<'stored' | 'duplicate' | 'conflict' | 'full'>>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_many(
+        &self,
+        key_stream_ids: Vec<String>,
+        indices: Vec<u32>,
+        key_ids: Vec<String>,
+        keys: Uint8Array,
+        sizes: Vec<u32>,
+        meta_jsons: Vec<String>,
+        expires_ms: Vec<f64>,
+        now_ms: f64,
+    ) -> Result<AsyncTask<PutManyTask>> {
+        let n = key_stream_ids.len();
+        if indices.len() != n || key_ids.len() != n || sizes.len() != n || meta_jsons.len() != n || expires_ms.len() != n {
+            return Err(Error::new(Status::InvalidArg, "STORE_INVALID: putMany arrays differ in length"));
+        }
+        let total: usize = sizes.iter().map(|&s| s as usize).sum();
+        if total != keys.len() {
+            return Err(Error::new(Status::InvalidArg, "STORE_INVALID: sizes do not add up to the keys buffer length"));
+        }
+        let mut items = Vec::with_capacity(n);
+        let mut off = 0usize;
+        let mut sids = key_stream_ids.into_iter();
+        let mut kids = key_ids.into_iter();
+        let mut metas = meta_jsons.into_iter();
+        for i in 0..n {
+            let len = sizes[i] as usize;
+            items.push(qkd_store::PutItem {
+                sid: sids.next().unwrap_or_default(),
+                index: indices[i],
+                key_id: kids.next().unwrap_or_default(),
+                key: Zeroizing::new(keys[off..off + len].to_vec()),
+                meta: metas.next().unwrap_or_default(),
+                expires_ms: expires_ms[i] as i64,
+            });
+            off += len;
+        }
+        Ok(AsyncTask::new(PutManyTask { store: self.inner.clone(), items, now_ms: now_ms as i64 }))
     }
 
     /// Held, unreserved, unexpired keys of a stream in index order (digests, never keys).

@@ -61,6 +61,16 @@ pub enum PutOutcome {
     Full,
 }
 
+/// One key to store (see `Store::put_many`). The key is zeroised on drop.
+pub struct PutItem {
+    pub sid: String,
+    pub index: u32,
+    pub key_id: String,
+    pub key: Zeroizing<Vec<u8>>,
+    pub meta: String,
+    pub expires_ms: i64,
+}
+
 /// A key taken out of the store. Zeroised on drop.
 pub struct TakenKey {
     pub index: u32,
@@ -176,6 +186,7 @@ impl Store {
     }
 
     /// Stores `key` under `(sid, index)` durably (committed and fsynced when this returns).
+    #[allow(clippy::too_many_arguments)]
     pub fn put(
         &mut self,
         sid: &str,
@@ -186,33 +197,45 @@ impl Store {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<PutOutcome> {
-        if key.is_empty() {
+        let item = PutItem {
+            sid: sid.to_string(),
+            index,
+            key_id: key_id.to_string(),
+            key: Zeroizing::new(key.to_vec()),
+            meta: meta_json.to_string(),
+            expires_ms,
+        };
+        Ok(self.put_many(std::slice::from_ref(&item), now_ms)?[0])
+    }
+
+    /// Stores several keys in ONE transaction (one fsync): group commit for concurrent pushes.
+    /// Outcomes are per item, in order, as if `put` had been called for each in turn.
+    pub fn put_many(&mut self, items: &[PutItem], now_ms: i64) -> Result<Vec<PutOutcome>> {
+        if items.iter().any(|i| i.key.is_empty()) {
             return Err(StoreError::Invalid("empty key".into()));
         }
-        let d = digest(sid, index, key);
         let tx = self.conn.transaction()?;
-        let existing: Option<Vec<u8>> = tx
-            .query_row(
-                "SELECT digest FROM keys WHERE stream_id=?1 AND idx=?2",
-                params![sid, index as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let outcome = if let Some(old) = existing {
-            if ct_eq(&old, &d) {
-                Self::audit_tx(&tx, now_ms, sid, index as i64, "duplicate", "same bytes pushed again; kept one copy")?;
-                PutOutcome::Duplicate
-            } else {
-                Self::audit_tx(&tx, now_ms, sid, index as i64, "conflict", "different bytes under a used index; refused")?;
-                PutOutcome::Conflict
-            }
-        } else {
-            let held: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM keys WHERE state IN (0,1)",
-                [],
-                |r| r.get(0),
-            )?;
-            if held as u64 >= self.capacity {
+        let mut held: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE state IN (0,1)", [], |r| r.get(0))?;
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            let (sid, index, key) = (it.sid.as_str(), it.index, &it.key[..]);
+            let d = digest(sid, index, key);
+            let existing: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT digest FROM keys WHERE stream_id=?1 AND idx=?2",
+                    params![sid, index as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let outcome = if let Some(old) = existing {
+                if ct_eq(&old, &d) {
+                    Self::audit_tx(&tx, now_ms, sid, index as i64, "duplicate", "same bytes pushed again; kept one copy")?;
+                    PutOutcome::Duplicate
+                } else {
+                    Self::audit_tx(&tx, now_ms, sid, index as i64, "conflict", "different bytes under a used index; refused")?;
+                    PutOutcome::Conflict
+                }
+            } else if held as u64 >= self.capacity {
                 PutOutcome::Full
             } else {
                 let mut nonce = [0u8; 12];
@@ -225,15 +248,17 @@ impl Store {
                 tx.execute(
                     "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
                        stored_ms, expires_ms, state, holder) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,0,NULL)",
-                    params![sid, index as i64, key_id, &d[..], &nonce[..], wrapped, key.len() as i64,
-                        meta_json, now_ms, expires_ms],
+                    params![sid, index as i64, it.key_id, &d[..], &nonce[..], wrapped, key.len() as i64,
+                        it.meta, now_ms, it.expires_ms],
                 )?;
-                Self::audit_tx(&tx, now_ms, sid, index as i64, "stored", &format!("size={} key_id={}", key.len(), key_id))?;
+                Self::audit_tx(&tx, now_ms, sid, index as i64, "stored", &format!("size={} key_id={}", key.len(), it.key_id))?;
+                held += 1;
                 PutOutcome::Stored
-            }
-        };
+            };
+            out.push(outcome);
+        }
         tx.commit()?;
-        Ok(outcome)
+        Ok(out)
     }
 
     /// Up to `limit` held (not reserved) keys of `sid` in index order, with their digests.
@@ -426,6 +451,26 @@ mod tests {
         assert_eq!(s.put("s", 1, "k1", &[9], "{}", 1, 100).unwrap(), PutOutcome::Stored);
         assert_eq!(s.put("s", 2, "k2", &[9], "{}", 1, 100).unwrap(), PutOutcome::Full);
         assert_eq!(s.counts(None).unwrap().held, 2);
+    }
+
+    #[test]
+    fn put_many_is_put_in_sequence() {
+        let mut a = Store::open(":memory:", &kek(), 3).unwrap();
+        let mut b = Store::open(":memory:", &kek(), 3).unwrap();
+        let mk = |i: u32, k: u8| PutItem {
+            sid: "s".into(),
+            index: i,
+            key_id: format!("k{i}"),
+            key: Zeroizing::new(vec![k; 4]),
+            meta: "{}".into(),
+            expires_ms: 100,
+        };
+        let items = vec![mk(0, 1), mk(1, 2), mk(0, 1), mk(0, 9), mk(2, 3), mk(3, 4)];
+        let many = a.put_many(&items, 0).unwrap();
+        let one: Vec<_> = items.iter().map(|i| b.put(&i.sid, i.index, &i.key_id, &i.key, "{}", 0, 100).unwrap()).collect();
+        assert_eq!(many, one);
+        use PutOutcome::*;
+        assert_eq!(many, vec![Stored, Stored, Duplicate, Conflict, Stored, Full]);
     }
 
     #[test]
