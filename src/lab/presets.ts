@@ -278,3 +278,12 @@ export function validateLinkPreset(x: unknown, source = '<preset>'): LinkPreset 
 export function periodPs(preset: LinkPreset): number {
   return Math.round(1e12 / preset.repRateHz);
 }
+
+/**
+ * Background yield of the measuring detector pair for detectors with a dark count rate of
+ * `darkCountsPerSecond` each (Poisson in time): p_d = 1 − e^(−D/repRate) per period and detector,
+ * Y₀ = 1 − (1 − p_d)² = 1 − e^(−2D/repRate).
+ */
+export function y0FromDarkCountRate(darkCountsPerSecond: number, repRateHz: number): number {
+  return -Math.expm1((-2 * darkCountsPerSecond) / repRateHz);
+}

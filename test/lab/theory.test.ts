@@ -49,3 +49,10 @@ t.test('helpers', async (t) => {
   t.ok(close(h2(0.11), 0.4999162, 1e-6));
   t.ok(close(transmittance(preset, 10), 0.045 * Math.pow(10, -0.21)));
 });
+
+t.test('y0 from a dark count rate', async (t) => {
+  const { y0FromDarkCountRate } = await import('../../src/lab/presets.ts');
+  // snspd-metro: 10 counts/s per detector at 2.5 GHz -> Y0 = 8e-9
+  t.ok(close(y0FromDarkCountRate(10, 2.5e9), 8e-9, 1e-6));
+  t.ok(close(y0FromDarkCountRate(1e9, 1e9), 1 - Math.exp(-2)));
+});
