@@ -14,7 +14,8 @@ function inline(s: string): string {
   out = out.replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>');
   out = out.replace(/\[([^\]]+)\]\(([^)\s]+)\)/g, (_m, text: string, href: string) => {
     const safe = /^(https?:|#|[a-z0-9_.\-/]+(#[a-z0-9_-]+)?$)/i.test(href) ? href : '#';
-    const mapped = safe.replace(/^(runbook\.md)?#/, '#');
+    // Links between the docs served by the dashboard: runbook.md#x → /runbook#x.
+    const mapped = safe.replace(/^(runbook|operations)\.md(?=#|$)/, '/$1');
     return `<a href="${mapped}">${text}</a>`;
   });
   return out;

@@ -4,7 +4,8 @@
  *   GET /api/state     the current DashboardState as JSON
  *   GET /api/events    Server-Sent Events: `event: state` with the same JSON every `pushIntervalMs`
  *   GET /metrics       Prometheus text exposition (when a registry or render function is given)
- *   GET /runbook       docs/runbook.md rendered to HTML (alarm links point at its anchors)
+ *   GET /runbook       docs/runbook.md rendered to HTML (alarm links point at its anchors);
+ *   GET /operations    docs/operations.md likewise
  *   GET /healthz       200 "ok"
  *
  * Binds to 127.0.0.1 by default: the dashboard has no authentication, so exposing it beyond the
@@ -27,7 +28,10 @@ import { renderMarkdown } from './markdown.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const STATIC_DIR = join(here, 'static');
-const RUNBOOK = join(here, '..', '..', 'docs', 'runbook.md');
+const DOCS: Record<string, { file: string; title: string }> = {
+  '/runbook': { file: join(here, '..', '..', 'docs', 'runbook.md'), title: 'QKD node runbook' },
+  '/operations': { file: join(here, '..', '..', 'docs', 'operations.md'), title: 'QKD node operations' },
+};
 
 const STATIC: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
@@ -120,15 +124,17 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         else send(res, 200, PROMETHEUS_CONTENT_TYPE, text, { 'Cache-Control': 'no-store' });
         return;
       }
-      case '/runbook': {
+      case '/runbook':
+      case '/operations': {
+        const doc = DOCS[path];
         let md: string;
         try {
-          md = readFileSync(RUNBOOK, 'utf8');
+          md = readFileSync(doc.file, 'utf8');
         } catch {
-          send(res, 404, 'text/plain; charset=utf-8', 'docs/runbook.md not found next to the package\n');
+          send(res, 404, 'text/plain; charset=utf-8', `docs${path}.md not found next to the package\n`);
           return;
         }
-        const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>QKD node runbook</title>
+        const html = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${doc.title}</title>
 <link rel="stylesheet" href="/style.css"></head><body class="runbook"><main>${renderMarkdown(md)}</main></body></html>`;
         send(res, 200, 'text/html; charset=utf-8', html, { 'Cache-Control': 'no-cache' });
         return;
