@@ -1,6 +1,6 @@
 //! napi adapters for qkd-ldpc (reconciliation). Conversions and error mapping only.
 //!
-//! Errors: napi errors whose message starts with `[LDPC_CODE]`; src/core/ldpc.ts turns them into
+//! Errors: napi errors whose message is `LDPC_CODE: text` (the convention of src/core/native-call.ts); src/core/ldpc.ts turns them into
 //! coded QkdErrors. Messages carry sizes and parameters, never bits.
 //! Concurrency: the async tasks borrow the caller's typed arrays while they run on a worker
 //! thread; the caller must not modify them until the promise settles (the facade documents it).
@@ -11,7 +11,7 @@ use qkd_ldpc::decoder::Kernel;
 use qkd_ldpc::family::{CodeId, FrameParams};
 
 fn coded(code: &str, message: impl std::fmt::Display) -> Error {
-    Error::new(Status::InvalidArg, format!("[{code}] {message}"))
+    Error::new(Status::InvalidArg, format!("{code}: {message}"))
 }
 
 fn from_ldpc(e: l::LdpcError) -> Error {
@@ -22,6 +22,8 @@ fn from_ldpc(e: l::LdpcError) -> Error {
 #[napi(object)]
 #[derive(Clone)]
 pub struct LdpcFrameParams {
+    /// Mother code length is 2^log2n.
+    #[napi(js_name = "log2n")]
     pub log2n: u32,
     pub rate_permille: u32,
     pub punctured: u32,
