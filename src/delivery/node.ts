@@ -146,6 +146,7 @@ export class DeliveryNode extends EventEmitter {
   private inFlight = 0;
   private timer?: NodeJS.Timeout;
   private sweeper?: NodeJS.Timeout;
+  private holdUntilMs = 0;
   private tokens = 0;
   private tokensAtMs = 0;
   private closed = false;
@@ -327,13 +328,21 @@ export class DeliveryNode extends EventEmitter {
     const maxInFlight = this.opts.maxInFlight ?? 4;
     const nowMs = this.now();
     let wakeAt = Infinity;
+    if (nowMs < this.holdUntilMs) {
+      // The KMS just failed (connection error, timeout, 5xx): hold every chunk, not only the one
+      // that failed, so a down KMS sees one probe per back-off period instead of the whole spool.
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = setTimeout(() => this.pump(), Math.max(1, this.holdUntilMs - nowMs));
+      return;
+    }
     for (const s of this.streams.values()) {
       if (!s.registered || s.closed) continue;
       const st = this.chunks.get(s.keyStreamId);
       if (!st || !st.size) continue;
       const bits = s.qos.key_chunk_size * 8;
       const burst = Math.max(bits * maxInFlight, s.qos.max_bps / 10);
-      for (const cs of [...st.values()].sort((a, b) => a.chunk.index - b.chunk.index)) {
+      // Maps iterate in insertion order, which is index order (chunks are appended in order).
+      for (const cs of st.values()) {
         if (this.inFlight >= maxInFlight) return;
         if (cs.inFlight || cs.rejected) continue;
         if (cs.nextAtMs > nowMs) {
@@ -407,6 +416,7 @@ export class DeliveryNode extends EventEmitter {
       const cap = Math.min(maxMs, baseMs * 2 ** Math.min(20, cs.attempts - 1));
       const delay = Math.round(cap / 2 + (this.random() * cap) / 2);
       cs.nextAtMs = this.now() + delay;
+      this.holdUntilMs = Math.max(this.holdUntilMs, cs.nextAtMs);
       this.m.retries++;
       this.emit('retry', { key_stream_id: chunk.keyStreamId, index: chunk.index, attempt: cs.attempts, delayMs: delay,
         reason });

@@ -4,14 +4,19 @@
  * Layout under `dir`:
  *   state.json                       stream table (ids, QoS, next index, registration): no key bytes
  *   pending.bin                      bytes offered but not yet cut into a chunk (sealed)
- *   <key_stream_id>/<index>.chunk    one sealed chunk
+ *   <key_stream_id>/<first>-<last>.batch   the chunks of one offer, sealed together
  *
  * Sealed file = nonce (12) | AES-256-GCM ciphertext | tag (16); the associated data is the file's
- * role ("chunk:<id>:<index>" or "pending"), so a file renamed to another index fails to open.
- * Plaintext of a chunk = u32be header length | header JSON (provenance, times) | key bytes.
- * Files are written to a temporary name, fsynced, then renamed: a crash leaves the old or the new
- * file, never a torn one. Deleting a chunk file is enough to erase it: its bytes on disk are
- * ciphertext under a key that is not on disk with it (spoolKey comes from config/file).
+ * role ("batch:<id>:<first>:<last>" or "pending"), so a file renamed to other indices fails to open.
+ * Plaintext of a batch = u32be count, then per chunk: u32be index | u32be header length | header
+ * JSON (provenance, times) | u32be key length | key bytes.
+ * Why one file per offer and not per chunk: one fsync per offer instead of one per chunk (a 32-byte
+ * chunk per fsync held the node to tens of chunks per second). The file is deleted once every chunk
+ * in it is acknowledged or expired; until then acknowledged chunks stay on disk as ciphertext, and
+ * after a crash they are pushed again and the KMS answers 201 as a duplicate (exactly once in the
+ * store). Files are written to a temporary name, fsynced, then renamed: a crash leaves the old or
+ * the new file, never a torn one. Deleting a file erases it: its bytes on disk are ciphertext under
+ * a key that is not on disk with it (spoolKey comes from config/file).
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync,
@@ -44,6 +49,12 @@ export interface StreamRecord {
   closed: boolean;
   /** Assigning stopped at MAX_INDEX (no wrap). */
   exhausted: boolean;
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v >>> 0);
+  return b;
 }
 
 export class Spool {
@@ -105,28 +116,53 @@ export class Spool {
     }
   }
 
-  /** Writes the chunks durably (one fsync each, then one per directory). */
+  /** Outstanding indices per batch file, and the batch file of each (stream, index). */
+  private readonly batches = new Map<string, Set<number>>();
+  private readonly where = new Map<string, string>();
+
+  /** Writes the chunks (of one stream) durably in one batch file: one fsync, then one for the dir. */
   putChunks(chunks: SpooledChunk[]): void {
-    const dirs = new Set<string>();
+    if (!chunks.length) return;
+    const sid = chunks[0].keyStreamId;
+    if (chunks.some((c) => c.keyStreamId !== sid)) {
+      throw new ConfigError('DELIVERY_SPOOL_BATCH', 'a spool batch holds the chunks of one stream');
+    }
+    const d = join(this.dir, sid);
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+    const first = chunks[0].index;
+    const last = chunks[chunks.length - 1].index;
+    const parts: Buffer[] = [u32(chunks.length)];
     for (const ch of chunks) {
-      const d = join(this.dir, ch.keyStreamId);
-      if (!dirs.has(d)) {
-        mkdirSync(d, { recursive: true, mode: 0o700 });
-        dirs.add(d);
-      }
       const header = Buffer.from(JSON.stringify({ provenance: ch.provenance, offeredAtMs: ch.offeredAtMs,
         expiresAtMs: ch.expiresAtMs }));
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(header.length);
-      const plain = Buffer.concat([len, header, ch.key]);
-      this.writeAtomic(join(d, `${ch.index}.chunk`), this.seal(`chunk:${ch.keyStreamId}:${ch.index}`, plain));
-      plain.fill(0);
+      parts.push(u32(ch.index), u32(header.length), header, u32(ch.key.length), ch.key);
     }
-    for (const d of dirs) this.syncDir(d);
+    const plain = Buffer.concat(parts);
+    const name = `${first}-${last}.batch`;
+    this.writeAtomic(join(d, name), this.seal(`batch:${sid}:${first}:${last}`, plain));
+    plain.fill(0);
+    this.syncDir(d);
+    this.track(sid, name, chunks.map((c) => c.index));
   }
 
+  private track(sid: string, name: string, indices: number[]): void {
+    const file = join(sid, name);
+    this.batches.set(file, new Set(indices));
+    for (const i of indices) this.where.set(`${sid}:${i}`, file);
+  }
+
+  /** The chunk is settled (acknowledged, expired or dropped): its batch file goes when all are. */
   removeChunk(keyStreamId: string, index: number): void {
-    rmSync(join(this.dir, keyStreamId, `${index}.chunk`), { force: true });
+    const k = `${keyStreamId}:${index}`;
+    const file = this.where.get(k);
+    if (!file) return;
+    this.where.delete(k);
+    const set = this.batches.get(file);
+    set?.delete(index);
+    if (!set || set.size === 0) {
+      this.batches.delete(file);
+      rmSync(join(this.dir, file), { force: true });
+    }
   }
 
   /** Every chunk on disk (after a restart). */
@@ -136,17 +172,32 @@ export class Spool {
       if (!ent.isDirectory()) continue;
       const sid = ent.name;
       for (const f of readdirSync(join(this.dir, sid))) {
-        const m = /^(\d+)\.chunk$/.exec(f);
+        const m = /^(\d+)-(\d+)\.batch$/.exec(f);
         if (!m) continue;
-        const index = Number(m[1]);
-        const plain = this.open(`chunk:${sid}:${index}`, readFileSync(join(this.dir, sid, f)), `${sid}/${f}`);
-        const hl = plain.readUInt32BE(0);
-        const h = JSON.parse(plain.subarray(4, 4 + hl).toString('utf8')) as
-          { provenance: Provenance; offeredAtMs: number; expiresAtMs: number };
-        const key = Buffer.from(plain.subarray(4 + hl));
+        const plain = this.open(`batch:${sid}:${m[1]}:${m[2]}`, readFileSync(join(this.dir, sid, f)), `${sid}/${f}`);
+        let off = 0;
+        const next = () => {
+          const v = plain.readUInt32BE(off);
+          off += 4;
+          return v;
+        };
+        const n = next();
+        const idx: number[] = [];
+        for (let i = 0; i < n; i++) {
+          const index = next();
+          const hl = next();
+          const h = JSON.parse(plain.subarray(off, off + hl).toString('utf8')) as
+            { provenance: Provenance; offeredAtMs: number; expiresAtMs: number };
+          off += hl;
+          const kl = next();
+          const key = Buffer.from(plain.subarray(off, off + kl));
+          off += kl;
+          out.push({ keyStreamId: sid, index, key, provenance: h.provenance, offeredAtMs: h.offeredAtMs,
+            expiresAtMs: h.expiresAtMs });
+          idx.push(index);
+        }
         plain.fill(0);
-        out.push({ keyStreamId: sid, index, key, provenance: h.provenance, offeredAtMs: h.offeredAtMs,
-          expiresAtMs: h.expiresAtMs });
+        this.track(sid, f, idx);
       }
     }
     return out.sort((a, b) => a.keyStreamId.localeCompare(b.keyStreamId) || a.index - b.index);

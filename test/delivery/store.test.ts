@@ -107,10 +107,20 @@ t.test('spool: sealed at rest, round-trips across instances, detects tampering',
   t.ok(c.key.equals(canary));
   t.same({ i: c.index, p: c.provenance, e: c.expiresAtMs }, { i: 3, p: { qber: 0.02 }, e: 9 });
   t.ok(again.loadPending()?.bytes.equals(Buffer.from('PENDING-CANARY')));
-  // moving a sealed chunk to another index must fail (associated data binds the index)
-  writeFileSync(join(d, 's1', '4.chunk'), readFileSync(join(d, 's1', '3.chunk')));
-  t.throws(() => again.loadChunks(), { code: 'DELIVERY_SPOOL_CORRUPT' });
-  rmSync(join(d, 's1', '4.chunk'));
+  // moving a sealed batch to other indices must fail (associated data binds the indices)
+  writeFileSync(join(d, 's1', '4-4.batch'), readFileSync(join(d, 's1', '3-3.batch')));
+  t.throws(() => new Spool(d, key).loadChunks(), { code: 'DELIVERY_SPOOL_CORRUPT' });
+  rmSync(join(d, 's1', '4-4.batch'));
+  // a batch file goes once all its chunks are settled
+  sp.putChunks([5, 6, 7].map((index) => ({ keyStreamId: 's1', index, key: randomBytes(8), provenance: {}, offeredAtMs: 0,
+    expiresAtMs: 1 })));
+  t.ok(readdirSync(join(d, 's1')).includes('5-7.batch'));
+  sp.removeChunk('s1', 5);
+  sp.removeChunk('s1', 7);
+  t.ok(readdirSync(join(d, 's1')).includes('5-7.batch'), 'kept while index 6 is outstanding');
+  sp.removeChunk('s1', 6);
+  t.notOk(readdirSync(join(d, 's1')).includes('5-7.batch'), 'deleted when all are settled');
+  t.same(new Spool(d, key).loadChunks().map((c) => c.index), [3]);
   t.throws(() => new Spool(d, randomBytes(32)).loadChunks(), { code: 'DELIVERY_SPOOL_CORRUPT' }, 'wrong key');
   t.throws(() => new Spool(d, randomBytes(31)), { code: 'DELIVERY_SPOOL_KEY' });
 });
