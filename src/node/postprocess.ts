@@ -1,0 +1,447 @@
+/**
+ * One block of post-processing as a dialogue between Bob (who drives it) and Alice (who answers),
+ * over any request/reply transport: the authenticated classical channel in a run, a direct call
+ * in tests. Each message below is one request Bob sends and the reply Alice returns.
+ *
+ *   Bob                                                   Alice
+ *   sift     {pulses (LEB128 deltas), announcement}  ──▶  regenerates her choices at those pulses,
+ *                                                    ◀──  matches: {reply}
+ *   estimate {x: Bob's X-basis bits (all disclosed)} ──▶  X errors per intensity, decoy bounds,
+ *                                                         QBER abort rule, LDPC code choice,
+ *                                                    ◀──  {counts, params, frames, syndromes}
+ *   reveal   {frames, from, count}  (blind retries)  ──▶  ◀── {bits}        (counted in the leak)
+ *   verify   {keep: frame mask}                      ──▶  ◀── {hashKey, tag} (GF(2^128) hash)
+ *   amplify  {verified}                              ──▶  finite-key length with the counted leak,
+ *                                                    ◀──  {statement, seed} (fresh Toeplitz seed)
+ *
+ * Key decisions: the key is the Z basis (all intensities), X is disclosed for the phase-error
+ * estimate (Lim et al. 2014). Alice is the one who discloses (syndromes, reveals, tag), so she
+ * counts the leak; Bob recomputes it from what he received and both must agree. Frames that do
+ * not decode after the retries are dropped by both (their syndromes concern dropped bits only).
+ * Any error aborts the block on both sides; nothing of an aborted block is kept.
+ */
+import { randomBytes } from 'node:crypto';
+import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
+import { aliceMatch, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
+import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
+import { chooseCode, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
+import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
+import { newToeplitzSeed } from '../core/pa.ts';
+import { amplifyBlock, type BlockOutput } from '../core/block.ts';
+import { wipe } from '../core/native-call.ts';
+import type { DetectorMapping } from '../lab/types.ts';
+import { concatBits, decodePulseList, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
+
+/** Sends one request to the peer and resolves with its reply (authenticated by the transport). */
+export type PeerRequest = (type: string, payload: Record<string, unknown>) => Promise<Record<string, unknown>>;
+
+export interface BlockConfig {
+  settings: DecoySettings;
+  security: SecurityParams;
+  /** Preferred LDPC frame size in key bits (the largest shipped frame not above it is used). */
+  frameBits: number;
+  /** Blind-retry rounds and bits revealed per round, as a fraction of the frame. */
+  retryRounds: number;
+  retryFraction: number;
+}
+
+export const DEFAULT_BLOCK_CONFIG: Omit<BlockConfig, 'settings'> = {
+  security: DEFAULT_SECURITY,
+  frameBits: 235930,
+  retryRounds: 3,
+  retryFraction: 0.01,
+};
+
+/** Public figures of a finished or aborted block: counts, rates, never key bits. */
+export interface BlockReport {
+  blockId: number;
+  verified: boolean;
+  abortReason?: string;
+  detections: number;
+  siftedZ: number;
+  siftedX: number;
+  counts?: BlockCounts;
+  /** Z errors per intensity found by reconciliation (Bob's side), X errors per intensity. */
+  zErrors?: Triple;
+  qberZ?: number;
+  qberX?: number;
+  qberEstimate?: number;
+  frames?: number;
+  framesFailed?: number;
+  leakBits?: number;
+  reconciliationEfficiency?: number;
+  statement?: SecurityStatement;
+  doubleClicks: number;
+  /** Wall time per stage on Bob's side (ms). */
+  stageMs?: Record<string, number>;
+}
+
+export interface BlockResult {
+  report: BlockReport;
+  /** Present when verified and ℓ > 0: the amplified output (caller wipes after use). */
+  output?: BlockOutput;
+}
+
+const h2 = (p: number): number => (p <= 0 || p >= 1 ? 0 : -p * Math.log2(p) - (1 - p) * Math.log2(1 - p));
+
+function u8(x: unknown, what: string): Uint8Array {
+  if (x instanceof Uint8Array) return x;
+  throw new ProtocolError('BAD_MESSAGE', `${what} must be a byte string`);
+}
+function num(x: unknown, what: string): number {
+  if (typeof x === 'number' && Number.isFinite(x)) return x;
+  throw new ProtocolError('BAD_MESSAGE', `${what} must be a finite number`);
+}
+function abortError(reason: string): SecurityError {
+  return new SecurityError('BLOCK_ABORTED', reason);
+}
+
+/** Splits the first `frames·keyBits` bits of `z` into frames of `keyBits` bits. */
+function framesOf(z: Uint8Array, keyBits: number, frames: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let f = 0; f < frames; f++) out.push(sliceBits(z, f * keyBits, keyBits));
+  return out;
+}
+
+/** Alice's state for one block between requests. */
+interface AliceBlock {
+  events?: PartyEvents;
+  sifted?: Sifted;
+  counts?: BlockCounts;
+  params?: LdpcParams;
+  keyBits?: number;
+  frames?: Uint8Array[];
+  fills?: Uint8Array[];
+  leakPerFrame?: number[];
+  key?: Uint8Array;
+  keyLen?: number;
+  tagBits?: number;
+  keep?: Uint8Array;
+}
+
+export interface AliceOptions {
+  config: BlockConfig;
+  /** Alice's packed choice byte (src/lab/types.ts) for each listed pulse. */
+  choicesAt(pulses: Float64Array): Uint8Array;
+  /** MAC key bits the classical channel consumed for this block so far. */
+  authBitsConsumed(blockId: number): number;
+  /** Called with the block's output when Alice has amplified it. */
+  onOutput(blockId: number, result: BlockResult): void | Promise<void>;
+  /** Previous blocks' measured Z QBER, if known (better code choice than the X estimate). */
+  qberHint?(): number | undefined;
+}
+
+/**
+ * Alice's side: a set of request handlers keyed by message type. State is kept per block id and
+ * dropped when the block ends or aborts. Concurrency: one request at a time per block.
+ */
+export class AlicePostProcessor {
+  private readonly blocks = new Map<number, AliceBlock>();
+  constructor(private readonly opts: AliceOptions) {}
+
+  private block(id: number, create = false): AliceBlock {
+    let b = this.blocks.get(id);
+    if (!b && create) this.blocks.set(id, (b = {}));
+    if (!b) throw new ProtocolError('UNKNOWN_BLOCK', `block ${id} is not open on Alice's side (restarted peer?); restart the block`);
+    return b;
+  }
+
+  /** Drops a block's state and wipes its key material. */
+  abort(id: number): void {
+    const b = this.blocks.get(id);
+    if (!b) return;
+    wipe(b.events?.bits, b.sifted?.z, b.sifted?.x, b.key, ...(b.frames ?? []), ...(b.fills ?? []));
+    this.blocks.delete(id);
+  }
+
+  async handle(type: string, p: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const id = num(p.block, 'block');
+    try {
+      switch (type) {
+        case 'sift': return this.sift(id, p);
+        case 'estimate': return await this.estimate(id, p);
+        case 'reveal': return this.reveal(id, p);
+        case 'verify': return this.verify(id, p);
+        case 'amplify': return await this.amplify(id, p);
+        case 'abort': this.abort(id); return { ok: true };
+        default: throw new ProtocolError('UNKNOWN_MESSAGE', `unknown post-processing message '${type}'`);
+      }
+    } catch (e) {
+      this.abort(id);
+      throw e;
+    }
+  }
+
+  private sift(id: number, p: Record<string, unknown>): Record<string, unknown> {
+    this.abort(id);
+    const b = this.block(id, true);
+    const pulses = decodePulseList(u8(p.pulses, 'pulses'), num(p.count, 'count'));
+    const choices = this.opts.choicesAt(pulses);
+    const m = aliceMatch(u8(p.announcement, 'announcement'), choices, 0);
+    wipe(choices);
+    b.events = m.events;
+    b.sifted = extractSifted(m.events, m.reply);
+    return { reply: m.reply };
+  }
+
+  private async estimate(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const b = this.block(id);
+    const s = b.sifted!;
+    const bobX = u8(p.x, 'x');
+    if (bobX.length !== Math.ceil(s.xBits / 8)) throw new ProtocolError('SIFT_MISMATCH', `Bob sent ${bobX.length} X bytes, Alice has ${s.xBits} X bits`);
+    const mX = errorsByIntensity(s.x, bobX, s.xIntensity);
+    const counts: BlockCounts = { nZ: s.nZ, nX: s.nX, mX };
+    b.counts = counts;
+    const sec = this.opts.config.security;
+    const bounds = estimateBounds(this.opts.config.settings, counts, sec);
+    const qberX = bounds.qberX;
+    if (!(qberX <= sec.qberAbort)) {
+      throw abortError(`X-basis QBER ${(qberX * 100).toFixed(2)} % is above the abort threshold ${(sec.qberAbort * 100).toFixed(1)} % (eavesdropping, misalignment or a timing fault)`);
+    }
+    const q = Math.min(0.2, Math.max(0.002, this.opts.qberHint?.() ?? qberX));
+    const frameBits = Math.min(this.opts.config.frameBits, s.zBits);
+    if (frameBits < 3687) throw abortError(`only ${s.zBits} sifted Z bits: too few for one LDPC frame (3687); use a larger block`);
+    const choice = chooseCode(q, frameBits);
+    const frames = Math.floor(s.zBits / choice.keyBits);
+    b.params = choice.params;
+    b.keyBits = choice.keyBits;
+    b.frames = framesOf(s.z, choice.keyBits, frames);
+    const enc = await encodeBatch(b.frames, choice.params);
+    b.fills = enc.map((e) => e.fill);
+    b.leakPerFrame = enc.map((e) => e.leakBits);
+    const syndromes = concatBits(enc.map((e) => ({ bytes: e.syndrome, bits: e.syndrome.length * 8 }))).bytes;
+    return { counts, qberEstimate: q, params: choice.params, frames, syndromes };
+  }
+
+  private reveal(id: number, p: Record<string, unknown>): Record<string, unknown> {
+    const b = this.block(id);
+    const list = u8(p.frames, 'frames');
+    const from = num(p.from, 'from');
+    const count = num(p.count, 'count');
+    const parts: Uint8Array[] = [];
+    for (const f of list) {
+      if (f >= b.frames!.length) throw new ProtocolError('BAD_MESSAGE', `reveal for frame ${f} of ${b.frames!.length}`);
+      parts.push(reveal(b.frames![f], b.fills![f], b.params!, from, count));
+      b.leakPerFrame![f] += count;
+    }
+    return { bits: parts };
+  }
+
+  private verify(id: number, p: Record<string, unknown>): Record<string, unknown> {
+    const b = this.block(id);
+    const keep = u8(p.keep, 'keep');
+    if (keep.length !== b.frames!.length) throw new ProtocolError('BAD_MESSAGE', `keep mask has ${keep.length} entries for ${b.frames!.length} frames`);
+    const kept = b.frames!.filter((_, i) => keep[i]).map((bytes) => ({ bytes, bits: b.keyBits! }));
+    if (kept.length === 0) throw abortError('no LDPC frame decoded: the QBER estimate is off or the link is too noisy');
+    const key = concatBits(kept);
+    b.key = key.bytes;
+    b.keep = Uint8Array.from(keep);
+    b.keyLen = key.bits;
+    b.leakPerFrame = b.leakPerFrame!.map((l, i) => (keep[i] ? l : 0));
+    b.tagBits = verifyTagBits(key.bits, this.opts.config.security.epsCor);
+    const hashKey = newHashKey();
+    const tag = verifyTag(key.bytes, key.bits, hashKey, b.tagBits);
+    return { hashKey, tag, tagBits: b.tagBits };
+  }
+
+  private async amplify(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const b = this.block(id);
+    if (p.verified !== true) throw abortError('verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
+    const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0);
+    const counts = b.counts!;
+    const statement = planBlock({
+      settings: this.opts.config.settings,
+      counts: keptCounts(counts, b.sifted!.zIntensity, b.keyBits!, b.keep!),
+      security: this.opts.config.security,
+      leakEcBits: leak,
+      verifyTagBits: b.tagBits!,
+      authBitsConsumed: this.opts.authBitsConsumed(id),
+    });
+    const seed = newToeplitzSeed(statement.n, Math.max(statement.ell, 1));
+    const output = statement.ell > 0 ? await amplifyBlock({ key: b.key!, nBits: b.keyLen!, statement, seed }) : undefined;
+    const report: BlockReport = {
+      blockId: id, verified: true, detections: 0, siftedZ: b.sifted!.zBits, siftedX: b.sifted!.xBits,
+      counts, statement, leakBits: leak, doubleClicks: 0,
+    };
+    this.abort(id);
+    await this.opts.onOutput(id, { report, output });
+    return { statement, seed };
+  }
+}
+
+/**
+ * The counts that describe the key actually kept: n_Z per intensity counted exactly over the kept
+ * frames (contiguous slices of the block's Z string, whose intensity tags Alice holds); the X
+ * counts stay the block's (X is the phase-error test set, independent of framing).
+ */
+function keptCounts(c: BlockCounts, zIntensity: Uint8Array, keyBits: number, keep: Uint8Array): BlockCounts {
+  const nZ: Triple = [0, 0, 0];
+  for (let f = 0; f < keep.length; f++) {
+    if (!keep[f]) continue;
+    const end = (f + 1) * keyBits;
+    for (let i = f * keyBits; i < end; i++) nZ[zIntensity[i]]++;
+  }
+  return { nZ, nX: c.nX, mX: c.mX };
+}
+
+export interface BobOptions {
+  config: BlockConfig;
+  mapping: readonly DetectorMapping[];
+  request: PeerRequest;
+}
+
+/** Bob's side: drives one block through the dialogue. */
+export class BobPostProcessor {
+  private readonly map: Uint8Array;
+  constructor(private readonly opts: BobOptions) {
+    this.map = channelMap(opts.mapping);
+  }
+
+  /**
+   * Runs the block on detections `pulse` (integer pulse indices, non-decreasing) and `channel`.
+   * Never throws for an aborted block: the report says why. Throws only for local faults.
+   */
+  async processBlock(blockId: number, pulse: Float64Array, channel: Uint8Array): Promise<BlockResult> {
+    const report: BlockReport = { blockId, verified: false, detections: pulse.length, siftedZ: 0, siftedX: 0, doubleClicks: 0 };
+    const secret: Uint8Array[] = [];
+    try {
+      return await this.run(blockId, pulse, channel, report, secret);
+    } catch (e) {
+      if (!(e instanceof QkdError)) throw e;
+      report.abortReason = `${e.code}: ${e.message}`;
+      await this.opts.request('abort', { block: blockId }).catch(() => undefined);
+      return { report };
+    } finally {
+      wipe(...secret);
+    }
+  }
+
+  private async run(blockId: number, pulse: Float64Array, channel: Uint8Array, report: BlockReport, secret: Uint8Array[]): Promise<BlockResult> {
+    const cfg = this.opts.config;
+    const stageMs: Record<string, number> = {};
+    report.stageMs = stageMs;
+    let last = performance.now();
+    const lap = (name: string): void => {
+      const now = performance.now();
+      stageMs[name] = Math.round((stageMs[name] ?? 0) + now - last);
+      last = now;
+    };
+    const req: PeerRequest = async (type, payload) => {
+      lap(`bob-${type}`);
+      const r = await this.opts.request(type, payload);
+      lap(`peer-${type}`);
+      return r;
+    };
+    // Distinct pulses and the rank of each detection's pulse: the announcement refers to ranks so
+    // Alice only regenerates her choices at the listed pulses.
+    const distinct: number[] = [];
+    const rank = new Float64Array(pulse.length);
+    for (let i = 0; i < pulse.length; i++) {
+      if (i === 0 || pulse[i] !== pulse[i - 1]) {
+        if (i > 0 && pulse[i] < pulse[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', 'detections must be sorted by pulse index');
+        distinct.push(pulse[i]);
+      }
+      rank[i] = distinct.length - 1;
+    }
+    const ann = bobAnnounce({ pulse: rank, channel }, this.map, randomBytes(32));
+    secret.push(ann.events.bits);
+    report.doubleClicks = ann.stats.doubleClicks + ann.stats.multiClicks;
+    const pulses = Float64Array.from(distinct);
+    const sr = await req('sift', { block: blockId, count: pulses.length, pulses: encodePulseList(pulses), announcement: ann.announcement });
+    const sifted = extractSifted(ann.events, u8(sr.reply, 'reply'));
+    secret.push(sifted.z, sifted.x);
+    report.siftedZ = sifted.zBits;
+    report.siftedX = sifted.xBits;
+
+    const er = await req('estimate', { block: blockId, x: sifted.x });
+    const counts = er.counts as BlockCounts;
+    report.counts = counts;
+    const params = er.params as LdpcParams;
+    const choice = describeCode(params);
+    const nFrames = num(er.frames, 'frames');
+    const q = num(er.qberEstimate, 'qberEstimate');
+    report.qberEstimate = q;
+    const xErr = counts.mX.reduce((s, x) => s + x, 0);
+    const xN = counts.nX.reduce((s, x) => s + x, 0);
+    report.qberX = xN ? xErr / xN : undefined;
+    if (nFrames * choice.keyBits > sifted.zBits) throw new ProtocolError('SIFT_MISMATCH', `Alice framed ${nFrames}x${choice.keyBits} bits, Bob has ${sifted.zBits}`);
+    const synAll = u8(er.syndromes, 'syndromes');
+    const sb = Math.ceil(choice.syndromeBits / 8);
+    if (synAll.length !== sb * nFrames) throw new ProtocolError('BAD_MESSAGE', `syndromes: ${synAll.length} bytes for ${nFrames} frames of ${sb}`);
+    const frames = framesOf(sifted.z, choice.keyBits, nFrames);
+    secret.push(...frames);
+    const syndromes = Array.from({ length: nFrames }, (_, i) => synAll.subarray(i * sb, (i + 1) * sb));
+    const leak = new Array<number>(nFrames).fill(choice.leakBits);
+    let results = await decodeBatch(frames, syndromes, q, params);
+    secret.push(...results.map((r) => r.corrected), ...results.map((r) => r.fillGuess));
+    // Blind retries: reveal more bits of the frames that did not converge.
+    const revealed = new Map<number, { bits: Uint8Array; count: number }>();
+    const step = Math.max(8, Math.round(cfg.retryFraction * choice.keyBits));
+    for (let round = 0; round < cfg.retryRounds; round++) {
+      const failing = results.map((r, i) => (r.converged ? -1 : i)).filter((i) => i >= 0);
+      if (failing.length === 0) break;
+      const from = round * step;
+      const rr = await req('reveal', { block: blockId, frames: Uint8Array.from(failing), from, count: step });
+      const parts = rr.bits as Uint8Array[];
+      if (!Array.isArray(parts) || parts.length !== failing.length) throw new ProtocolError('BAD_MESSAGE', 'reveal reply does not match the request');
+      const fFrames: Uint8Array[] = [];
+      const fSyn: Uint8Array[] = [];
+      const fRev: Uint8Array[] = [];
+      failing.forEach((f, k) => {
+        const prev = revealed.get(f) ?? { bits: new Uint8Array(0), count: 0 };
+        const next = { bits: joinBits(prev.bits, prev.count, u8(parts[k], 'bits'), step), count: prev.count + step };
+        revealed.set(f, next);
+        leak[f] += step;
+        fFrames.push(frames[f]);
+        fSyn.push(syndromes[f]);
+        fRev.push(next.bits);
+      });
+      const again = await decodeBatch(fFrames, fSyn, q, params, { revealedCount: (round + 1) * step, revealedPerFrame: fRev });
+      failing.forEach((f, k) => {
+        results[f] = again[k];
+        secret.push(again[k].corrected, again[k].fillGuess);
+      });
+    }
+    const keep = Uint8Array.from(results.map((r) => (r.converged ? 1 : 0)));
+    report.frames = nFrames;
+    report.framesFailed = nFrames - keep.reduce((s, x) => s + x, 0);
+    // Z errors per intensity that reconciliation corrected (kept frames only).
+    const zErr: Triple = [0, 0, 0];
+    let keptBits = 0;
+    let keptErr = 0;
+    for (let f = 0; f < nFrames; f++) {
+      if (!keep[f]) continue;
+      const d = hammingDistance(frames[f], results[f].corrected, choice.keyBits);
+      keptBits += choice.keyBits;
+      keptErr += d;
+      if (d) {
+        const part = errorsByIntensity(frames[f], results[f].corrected, sifted.zIntensity.subarray(f * choice.keyBits, (f + 1) * choice.keyBits));
+        for (let k = 0; k < 3; k++) zErr[k] += part[k];
+      }
+    }
+    report.zErrors = zErr;
+    report.qberZ = keptBits ? keptErr / keptBits : undefined;
+    const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0);
+    report.leakBits = keptLeak;
+    if (keptBits && report.qberZ) report.reconciliationEfficiency = keptLeak / (keptBits * h2(report.qberZ));
+
+    const vr = await req('verify', { block: blockId, keep });
+    const key = concatBits(results.filter((_, i) => keep[i]).map((r) => ({ bytes: r.corrected, bits: choice.keyBits })));
+    secret.push(key.bytes);
+    const tagBits = num(vr.tagBits, 'tagBits');
+    const mine = verifyTag(key.bytes, key.bits, u8(vr.hashKey, 'hashKey'), tagBits);
+    const verified = tagsEqual(mine, u8(vr.tag, 'tag'));
+    const ar = await req('amplify', { block: blockId, verified });
+    if (!verified) throw abortError('verification failed: keys differ after reconciliation; block discarded');
+    const statement = ar.statement as SecurityStatement;
+    if (statement.n !== key.bits) throw new ProtocolError('SIFT_MISMATCH', `Alice amplifies ${statement.n} bits, Bob holds ${key.bits}`);
+    if (statement.leakEcBits !== keptLeak) {
+      throw new SecurityError('LEAK_MISMATCH', `Alice counted a leak of ${statement.leakEcBits} bits, Bob ${keptLeak}: refusing the block`);
+    }
+    report.statement = statement;
+    report.verified = true;
+    const output = statement.ell > 0 ? await amplifyBlock({ key: key.bytes, nBits: key.bits, statement, seed: u8(ar.seed, 'seed') }) : undefined;
+    lap('bob-amplify-local');
+    return { report, output };
+  }
+}
