@@ -94,6 +94,9 @@ export interface ChannelSettings {
   eveFraction?: number;
 }
 
+/** Largest number of tags (estimated from the click probabilities) one nextPulses() call may produce. */
+export const MAX_TAGS_PER_BATCH = 5e7;
+
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const TWO32 = 4294967296;
 
@@ -295,6 +298,13 @@ export class EmulatedLink {
     const P0 = this.nextPulse;
     const P1 = P0 + pulses;
     if (P1 > Number.MAX_SAFE_INTEGER) throw new RangeError('pulse index would exceed 2^53');
+    // Every tag of a batch is held in memory (~26 bytes each): refuse batches that would need GBs.
+    const expectedTags = pulses * (this.pPhotonMax * 2 + this.nDet * this.pDark);
+    if (expectedTags > MAX_TAGS_PER_BATCH) {
+      const ok = Math.floor((pulses * MAX_TAGS_PER_BATCH) / expectedTags);
+      throw new RangeError(`nextPulses(${pulses}) would produce ~${expectedTags.toExponential(1)} tags at once; ` +
+        `call it with at most ~${ok.toExponential(1)} pulses per batch`);
+    }
     if (this.needRedraw) this.redraw();
     const start = this.pending.n;
     this.simulate(P1);

@@ -61,3 +61,14 @@ for (const name of listLinkPresets()) {
     if (p.detector.afterpulseProb > 0) t.ok(kinds.has(2), 'afterpulses present');
   });
 }
+
+t.test('bad arguments are refused with a clear error', async (t) => {
+  const p = loadLinkPreset('reference-decoy');
+  t.throws(() => new EmulatedLink(p, { seed: 1n, distanceKm: -3 }), { code: 'LINK_PRESET_INVALID', message: /'distanceKm'/ });
+  t.throws(() => new EmulatedLink(p, { seed: 1 as unknown as bigint }), TypeError);
+  const link = new EmulatedLink(p, { seed: 1n, distanceKm: 0 });
+  t.throws(() => link.nextPulses(1.5), RangeError);
+  t.throws(() => link.nextPulses(1e11), { message: /at most/ });
+  t.equal(link.nextPulses(0).tags.timePs.length, 0, 'an empty batch is fine');
+  t.equal(link.pulsesDone, 0);
+});
