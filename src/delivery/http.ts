@@ -174,9 +174,9 @@ export class JsonClient {
     this.secure = !t.insecure;
     const id = endpoint.id;
     this.agent = t.insecure
-      ? new http.Agent({ keepAlive: true, maxSockets: 8 })
+      ? new http.Agent({ keepAlive: true, maxSockets: 32 })
       : new https.Agent({
-        keepAlive: true, maxSockets: 8, ...t.tls!, minVersion: 'TLSv1.3',
+        keepAlive: true, maxSockets: 32, ...t.tls!, minVersion: 'TLSv1.3',
         checkServerIdentity: (_host, cert) => cert.subject?.CN === id ? undefined
           : new SecurityError('DELIVERY_PEER_IDENTITY', `server presented identity '${String(cert.subject?.CN)}', ` +
             `expected '${id}'; check the configured peer id and its certificate`),

@@ -62,7 +62,7 @@ export interface DeliveryNodeOptions {
   defaultQos?: Partial<Qos>;
   retry?: { baseMs?: number; maxMs?: number };
   requestTimeoutMs?: number;
-  /** Pushes in flight at once (all streams). */
+  /** Pushes in flight at once (all streams; default 16). More in flight lets the KMS share one fsync among them. */
   maxInFlight?: number;
   /** fsync spool writes (default true; benchmarks may turn it off and say so). */
   fsync?: boolean;
@@ -325,7 +325,7 @@ export class DeliveryNode extends EventEmitter {
 
   private pump(): void {
     if (this.closed) return;
-    const maxInFlight = this.opts.maxInFlight ?? 4;
+    const maxInFlight = this.opts.maxInFlight ?? 16;
     const nowMs = this.now();
     let wakeAt = Infinity;
     if (nowMs < this.holdUntilMs) {
