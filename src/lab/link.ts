@@ -241,7 +241,7 @@ export class EmulatedLink {
     const mus = [p.intensities.signal, p.intensities.decoy, p.intensities.vacuum];
     const pClick = mus.map((mu) => (this.sourceEnabled ? -Math.expm1(-this.eta * mu) : 0));
     this.pPhotonMax = Math.max(...pClick);
-    this.logqPhoton = this.pPhotonMax > 0 ? Math.log1p(-this.pPhotonMax) : 0;
+    this.logqPhoton = this.pPhotonMax > 0 ? Math.log1p(-this.pPhotonMax) : 0; // −Infinity when p_max = 1
     for (let i = 0; i < 3; i++) {
       this.ratio[i] = this.pPhotonMax > 0 ? pClick[i] / this.pPhotonMax : 0;
       this.poisCdf[i] = truncatedPoissonCdf(this.eta * mus[i]);
@@ -337,7 +337,9 @@ export class EmulatedLink {
       if (photonTau <= otherTau) {
         const apBefore = this.apScheduled;
         this.photonCandidate(k, photonTau);
-        this.nextPhoton = k + 1 + this.geometric(this.logqPhoton, this.pPhotonMax);
+        // geometric skip inlined (p_max > 0 here, else nextPhoton would be Infinity); with
+        // p_max = 1, log(1 − p) = −Infinity and the skip is 0 as it should be
+        this.nextPhoton = k + 1 + Math.floor(Math.log(this.rng.uniform()) / this.logqPhoton);
         if (this.apScheduled !== apBefore) findOther();
       } else {
         const d = otherDet;
