@@ -100,6 +100,25 @@ export function aliceChoices(preset: LinkPreset, seed: bigint, firstPulse: numbe
   return res;
 }
 
+/**
+ * Alice's packed choices for the given pulses (any order; integers in [0, 2^53)): out[i] is the
+ * choice of pulses[i]. This is the sparse form for sifting, where only the pulses Bob announces
+ * matter (~1e-3 of them), so Alice never materialises a choice per emitted pulse.
+ */
+export function aliceChoicesAt(preset: LinkPreset, seed: bigint, pulses: Float64Array | readonly number[], out?: Uint8Array): Uint8Array {
+  const n = pulses.length;
+  const res = out ?? new Uint8Array(n);
+  if (res.length < n) throw new RangeError(`output buffer holds ${res.length} choices, ${n} requested`);
+  const keys = seedKeys(seed, DOMAIN_ALICE);
+  const th = aliceThresholds(preset);
+  for (let i = 0; i < n; i++) {
+    const p = pulses[i];
+    if (!(p >= 0) || !Number.isSafeInteger(p)) throw new RangeError(`pulses[${i}] = ${p} is not a pulse index (integer in [0, 2^53))`);
+    res[i] = aliceChoiceFast(keys, th, p);
+  }
+  return res;
+}
+
 /** Alice's packed choice for a single pulse. */
 export function aliceChoice(preset: LinkPreset, seed: bigint, pulse: number): number {
   checkRange(pulse, 1);

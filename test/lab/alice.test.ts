@@ -5,7 +5,7 @@
  * separation, and Bob's active basis choice.
  */
 import t from 'tap';
-import { aliceChoice, aliceChoices, bobBasisChoice, bobBasisChoices } from '../../src/lab/alice.ts';
+import { aliceChoice, aliceChoices, aliceChoicesAt, bobBasisChoice, bobBasisChoices } from '../../src/lab/alice.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import { choiceBasis, choiceBit, choiceIntensity } from '../../src/lab/types.ts';
 
@@ -47,6 +47,9 @@ t.test('any sub-range regenerates the same choices; seeds separate', async (t) =
   const part = aliceChoices(preset, 5n, 4321, 100);
   t.same(part, all.subarray(3321, 3421), 'sub-range equals the slice');
   t.equal(aliceChoice(preset, 5n, 1000 + 777), all[777], 'single pulse equals the slice');
+  const idx = [9999, 0, 4242, 17, 17];
+  t.same(aliceChoicesAt(preset, 5n, Float64Array.from(idx, (i) => 1000 + i)), Uint8Array.from(idx, (i) => all[i]), 'sparse gather equals the slice');
+  t.throws(() => aliceChoicesAt(preset, 5n, [1.5]), RangeError);
   const buf = new Uint8Array(200).fill(255);
   const r = aliceChoices(preset, 5n, 1000, 100, buf);
   t.equal(r, buf, 'writes into the given buffer');
