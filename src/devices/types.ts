@@ -174,7 +174,7 @@ export interface TagStreamOptions {
 /** A time-tagger (Swabian-like): channels with edge/threshold/delay, a reference clock, tag streaming. */
 export interface TimeTagger extends Device {
   readonly kind: 'time-tagger';
-  /** Input channel numbers (1-based, as on the front panel). */
+  /** Input channel numbers as the tagger numbers them (0-based here, matching the lab presets' `detectors[].channel`). */
   channels(): number[];
   setDelayPs(channel: number, delayPs: number): Promise<void>;
   delayPs(channel: number): Promise<number>;

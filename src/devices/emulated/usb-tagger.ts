@@ -254,6 +254,15 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
 
   private take(want: number): Uint8Array {
     const n = Math.min(want, this.outBytes);
+    const first = this.out[0];
+    if (first && first.length >= n) {
+      // The whole transfer comes from one encoded chunk: hand out a view, no copy (the chunk is
+      // never written again, like a completed transfer buffer).
+      this.out[0] = first.subarray(n);
+      if (!this.out[0].length) this.out.shift();
+      this.outBytes -= n;
+      return first.subarray(0, n);
+    }
     const buf = new Uint8Array(n);
     let at = 0;
     while (at < n) {
