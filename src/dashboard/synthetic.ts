@@ -208,8 +208,7 @@ export function createSyntheticSource(opts: SyntheticOptions = {}): SyntheticSou
       classicalRttSeconds: rtt,
       devices: [{ id: 'tagger-bob', model: 'emulated-tagger', firmware: '1.4.2', allowedFirmware: ['1.4.2'] }],
     });
-    const counts = alarms.countsBySeverity();
-    for (const [sev, n] of Object.entries(counts)) metrics.alarmsActive.set({ severity: sev }, n);
+    alarms.exportTo(metrics);
   };
 
   const advanceTo = (ms: number) => {

@@ -15,6 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
+import type { Gauge } from './metrics.ts';
 
 export type Severity = 'critical' | 'major' | 'minor' | 'warning';
 export const SEVERITIES: Severity[] = ['critical', 'major', 'minor', 'warning'];
@@ -303,6 +304,11 @@ export class AlarmEngine {
   /** Recent raise/clear events, newest first. */
   recent(limit = this.config.recentLimit): AlarmEvent[] {
     return this.events.slice(-limit).reverse();
+  }
+
+  /** Sets qkd_alarms_active{severity} (pass `createQkdMetrics(...)` or any {alarmsActive} gauge). */
+  exportTo(m: { alarmsActive: Gauge }): void {
+    for (const [sev, n] of Object.entries(this.countsBySeverity())) m.alarmsActive.set({ severity: sev }, n);
   }
 
   /** Number of active alarms per severity (for qkd_alarms_active{severity}). */

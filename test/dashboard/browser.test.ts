@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startDashboard } from '../../src/dashboard/server.ts';
 import { createSyntheticSource } from '../../src/dashboard/synthetic.ts';
+import { DashboardStateBuilder } from '../../src/dashboard/state.ts';
 import { chromiumAvailable, CHROMIUM_PATH, launchChromium } from '../../src/dashboard/screenshot.ts';
 
 const skip = chromiumAvailable() ? false : `no Chromium at ${CHROMIUM_PATH}: apt-get install -y chromium (or set QKD_CHROMIUM)`;
@@ -111,3 +112,25 @@ const skip = chromiumAvailable() ? false : `no Chromium at ${CHROMIUM_PATH}: apt
     t.same(errors, [], 'no script errors');
   });
 }
+
+t.test('a node that is just starting (no data yet) renders without errors', { skip }, async (t) => {
+  const b = new DashboardStateBuilder({ node: { id: 'bob-7', role: 'bob', mode: 'hardware', startedAtMs: Date.now() } });
+  const dash = await startDashboard({ port: 0, getState: () => b.build(), pushIntervalMs: 500 });
+  t.teardown(() => dash.close());
+  const browser = await launchChromium();
+  t.teardown(() => browser.close());
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(dash.url);
+  await page.waitForSelector('body[data-rendered]', { timeout: 20_000 });
+  t.equal(await page.locator('[data-testid="node-id"]').textContent(), 'bob-7');
+  t.equal(await page.locator('[data-testid="status"]').textContent(), 'starting');
+  t.equal(await page.locator('[data-testid="qber-current"]').textContent(), '–');
+  t.match(await page.locator('#chart-qber').textContent(), 'no data yet');
+  t.equal(await page.locator('[data-testid="sync-state"]').textContent(), 'lost');
+  t.match(await page.locator('[data-testid="alarms-active"]').textContent(), 'No active alarms');
+  t.match(await page.locator('[data-testid="kms"]').textContent(), 'no KMS attached');
+  t.same(errors, [], 'no script errors on an empty state');
+});
