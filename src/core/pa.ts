@@ -13,7 +13,7 @@ import { native } from './native.ts';
 import { callNative, callNativeAsync } from './native-call.ts';
 
 export interface ToeplitzOptions {
-  /** Schoolbook base case in 64-bit words (default 24). */
+  /** Schoolbook base case in 64-bit words (default 32). */
   baseWords?: number;
   /** Parallel above this many words; 0 = single-threaded (default 2048). */
   parallelWords?: number;

@@ -137,7 +137,8 @@ t.test('bad inputs and malformed messages are coded errors', async (t) => {
   const err = t.throws(() => aliceMatch(trunc, choices, 0)) as unknown;
   t.ok(err instanceof ProtocolError, 'truncated announcement is a ProtocolError');
   t.throws(() => aliceMatch(Uint8Array.from([0x00]), choices, 0), { code: 'SIFT_MALFORMED' });
-  t.throws(() => aliceMatch(Uint8Array.from([0xb1, 0xff, 0xff, 0xff, 0xff, 0x0f]), choices, 0), { code: 'SIFT_MALFORMED' });
+  t.throws(() => aliceMatch(Uint8Array.from([0xb1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0, 0, 1]), choices, 0), { code: 'SIFT_MALFORMED' });
+  t.throws(() => aliceMatch(Uint8Array.from([0xb1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0]), choices, 0), { code: 'SIFT_MALFORMED' }); // zero delta
   const a = aliceMatch(bob.announcement, choices, 0);
   t.throws(() => extractSifted({ ...bob.events, count: 2 }, a.reply), { code: 'SIFT_MISMATCH' });
   t.throws(() => extractSifted(bob.events, a.reply.subarray(0, a.reply.length - 1)), { code: 'SIFT_MALFORMED' });

@@ -17,17 +17,20 @@
 //! with passive basis choice) become a uniformly random (basis, bit) of the four outcomes
 //! ("multi_clicks"). Both are counted; their errors show up in the measured QBER.
 //!
-//! Wire formats (all integers unsigned LEB128 varints, bitmaps LSB-first):
+//! Wire formats (varints are unsigned LEB128, bitmaps LSB-first):
 //! ```text
-//! announcement (Bob -> Alice)          reply (Alice -> Bob)
-//! +------+-------+-------+---------+   +------+-------+------------+---------+-------------+
-//! | 0xB1 | count | first | deltas  |   | 0xA1 | count | match bits | matched | intensities |
-//! | u8   | var   | var   | var x   |   | u8   | var   | ceil(c/8)  | var     | 2 bits each |
-//! |      |       |       | count-1 |   |      |       | bytes      |         | ceil(m/4) B |
-//! +------+-------+-------+---------+   +------+-------+------------+---------+-------------+
-//! followed by the basis bitmap, ceil(count/8) bytes (announcement only).
+//! announcement (Bob -> Alice)
+//! +------+-------------+--------------------+------------+--------------------------+
+//! | 0xB1 | count u64LE | basis bitmap       | first: var | deltas: var x (count-1)  |
+//! | 1 B  | 8 B         | ceil(count/8) B    | (count>0)  | each >= 1                |
+//! +------+-------------+--------------------+------------+--------------------------+
+//! reply (Alice -> Bob)
+//! +------+------------+--------------------+--------------+------------------------------+
+//! | 0xA1 | count: var | match bitmap       | matched: var | intensities, 2 bits/matched  |
+//! | 1 B  |            | ceil(count/8) B    |              | ceil(matched/4) B            |
+//! +------+------------+--------------------+--------------+------------------------------+
 //! ```
-//! `first` and `deltas` exist only when count > 0; deltas are >= 1 (pulse indices increase).
+//! The basis bitmap precedes the deltas so Alice decodes, looks up and matches in one pass.
 use crate::bits::{BitWriter, KeyBits};
 use crate::rng::Xoshiro256;
 use crate::{CoreError, Result};
@@ -116,16 +119,30 @@ pub struct Sifted {
 
 #[inline(always)]
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+    if v < 0x80 {
+        out.push(v as u8);
+        return;
     }
-    out.push(v as u8);
+    out.reserve(10);
+    // SAFETY: 10 bytes are reserved, a u64 varint takes at most 10; we write only within them
+    // and then set the length to cover exactly the bytes written.
+    unsafe {
+        let start = out.as_mut_ptr().add(out.len());
+        let mut p = start;
+        while v >= 0x80 {
+            *p = (v as u8) | 0x80;
+            p = p.add(1);
+            v >>= 7;
+        }
+        *p = v as u8;
+        p = p.add(1);
+        let written = p.offset_from(start) as usize;
+        out.set_len(out.len() + written);
+    }
 }
 
-/// Reads a varint at `*pos`; errors name what was being read.
-#[inline(always)]
-fn get_varint(buf: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
+#[cold]
+fn get_varint_slow(buf: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
     let mut v = 0u64;
     let mut shift = 0u32;
     loop {
@@ -145,13 +162,27 @@ fn get_varint(buf: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
     }
 }
 
+/// Reads a varint at `*pos`; errors name what was being read. One-byte values take the fast path.
+#[inline(always)]
+fn get_varint(buf: &[u8], pos: &mut usize, what: &str) -> Result<u64> {
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Ok(b as u64);
+        }
+    }
+    get_varint_slow(buf, pos, what)
+}
+
 #[inline(always)]
 fn pulse_u64(p: f64, i: usize) -> Result<u64> {
-    if !(p >= 0.0 && p < MAX_PULSE) || p.fract() != 0.0 {
+    // One compare chain instead of fract(): integral iff the u64 round trip is exact.
+    let u = p as u64;
+    if !(p >= 0.0 && p < MAX_PULSE) || u as f64 != p {
         return Err(CoreError::new("SIFT_BAD_PULSE", format!(
             "pulse index at position {i} is not an integer in [0, 2^53); pass whole pulse numbers")));
     }
-    Ok(p as u64)
+    Ok(u)
 }
 
 /// Bob's step: group detections by pulse (input must be sorted by pulse index, as the timing
@@ -166,26 +197,28 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
     let n = pulse.len();
     let mut rng = Xoshiro256::from_seed(squash_seed);
     let mut stats = SiftStats { detections: n as u64, ..Default::default() };
-    let mut ann = Vec::with_capacity(16 + n * 2 + n / 8);
-    ann.push(ANNOUNCE_TAG);
-    let mut pulses: Vec<u64> = Vec::with_capacity(n);
+    let mut deltas: Vec<u8> = Vec::with_capacity(n + n / 4 + 16);
     let mut bases = BitWriter::with_capacity(n);
     let mut bits = BitWriter::with_capacity(n);
 
+    let mut count = 0usize;
+    let mut last_event: u64 = 0;
+    let mut last_seen: Option<u64> = None;
     let mut i = 0usize;
-    let mut prev: Option<u64> = None;
     while i < n {
-        let p = pulse_u64(pulse[i], i)?;
-        if let Some(q) = prev {
+        let pf = pulse[i];
+        let p = pulse_u64(pf, i)?;
+        if let Some(q) = last_seen {
             if p < q {
                 return Err(CoreError::new("SIFT_UNSORTED", format!(
                     "pulse index at position {i} is smaller than the one before; sort detections by pulse")));
             }
         }
+        last_seen = Some(p);
         // mask of clicked (basis, bit) outcomes for this pulse: bit (basis*2 + bit)
         let mut mask = 0u8;
         let mut j = i;
-        while j < n && pulse[j] == pulse[i] {
+        while j < n && pulse[j] == pf {
             let c = map.code(channel[j]);
             if c == UNMAPPED {
                 stats.unmapped += 1;
@@ -195,11 +228,8 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
             j += 1;
         }
         i = j;
-        prev = Some(p);
-        if mask == 0 {
-            continue;
-        }
         let (basis, bit) = match mask {
+            0 => continue,
             0b0001 => (0, 0),
             0b0010 => (0, 1),
             0b0100 => (1, 0),
@@ -218,21 +248,19 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
                 (r >> 1, r & 1)
             }
         };
-        pulses.push(p);
+        put_varint(&mut deltas, if count == 0 { p } else { p - last_event });
+        last_event = p;
+        count += 1;
         bases.push(basis);
         bits.push(bit);
     }
-    stats.events = pulses.len() as u64;
-    put_varint(&mut ann, pulses.len() as u64);
-    if let Some(&first) = pulses.first() {
-        put_varint(&mut ann, first);
-        for w in pulses.windows(2) {
-            put_varint(&mut ann, w[1] - w[0]);
-        }
-    }
-    let count = pulses.len();
+    stats.events = count as u64;
     let bases = bases.finish();
+    let mut ann = Vec::with_capacity(9 + count.div_ceil(8) + deltas.len());
+    ann.push(ANNOUNCE_TAG);
+    ann.extend_from_slice(&(count as u64).to_le_bytes());
     push_bitmap(&mut ann, bases.words(), count);
+    ann.extend_from_slice(&deltas);
     Ok(BobAnnounce {
         announcement: ann,
         events: PartyEvents { count, bases: bases.words().to_vec(), bits: bits.finish() },
@@ -270,6 +298,28 @@ fn read_bitmap(buf: &[u8], pos: &mut usize, nbits: usize, what: &str) -> Result<
     Ok(words)
 }
 
+/// Header of an announcement: event count and the basis bitmap bytes; `pos` = start of deltas.
+fn announcement_header(buf: &[u8]) -> Result<(usize, &[u8], usize)> {
+    if buf.first() != Some(&ANNOUNCE_TAG) {
+        return Err(CoreError::new("SIFT_MALFORMED", "not a sifting announcement (bad tag byte); check the message order"));
+    }
+    if buf.len() < 9 {
+        return Err(CoreError::new("SIFT_TRUNCATED", "announcement shorter than its 9-byte header"));
+    }
+    let count = u64::from_le_bytes(buf[1..9].try_into().expect("8 bytes"));
+    // Every event takes at least one delta byte and 1/8 bitmap byte: refuse counts the buffer
+    // cannot hold before allocating (a hostile count must not make us allocate gigabytes).
+    if count > buf.len() as u64 {
+        return Err(CoreError::new("SIFT_MALFORMED", format!("announcement claims {count} events in {} bytes", buf.len())));
+    }
+    let count = count as usize;
+    let nb = count.div_ceil(8);
+    if buf.len() < 9 + nb {
+        return Err(CoreError::new("SIFT_TRUNCATED", format!("announcement too short for its {nb}-byte basis bitmap")));
+    }
+    Ok((count, &buf[9..9 + nb], 9 + nb))
+}
+
 /// Decoded announcement: pulse indices (strictly increasing) and Bob's basis bitmap.
 pub struct Announcement {
     pub pulses: Vec<u64>,
@@ -277,30 +327,19 @@ pub struct Announcement {
 }
 
 pub fn decode_announcement(buf: &[u8]) -> Result<Announcement> {
-    if buf.first() != Some(&ANNOUNCE_TAG) {
-        return Err(CoreError::new("SIFT_MALFORMED", "not a sifting announcement (bad tag byte); check the message order"));
-    }
-    let mut pos = 1;
-    let count = get_varint(buf, &mut pos, "event count")? as usize;
-    // Every event takes at least one byte of delta; refuse counts the buffer cannot hold before
-    // allocating (a hostile count must not make us allocate gigabytes).
-    if count > buf.len() {
-        return Err(CoreError::new("SIFT_MALFORMED", format!("announcement claims {count} events in {} bytes", buf.len())));
-    }
+    let (count, _, mut pos) = announcement_header(buf)?;
+    let mut bpos = 9;
+    let bases = read_bitmap(buf, &mut bpos, count, "basis bitmap")?;
     let mut pulses = Vec::with_capacity(count);
-    if count > 0 {
-        let mut p = get_varint(buf, &mut pos, "first pulse index")?;
-        pulses.push(p);
-        for k in 1..count {
-            let d = get_varint(buf, &mut pos, "pulse delta")?;
-            if d == 0 {
-                return Err(CoreError::new("SIFT_MALFORMED", format!("pulse delta {k} is zero; pulse indices must increase")));
-            }
-            p = p.checked_add(d).ok_or_else(|| CoreError::new("SIFT_MALFORMED", "pulse index overflows"))?;
-            pulses.push(p);
+    let mut p = 0u64;
+    for k in 0..count {
+        let d = get_varint(buf, &mut pos, "pulse delta")?;
+        if k > 0 && d == 0 {
+            return Err(CoreError::new("SIFT_MALFORMED", format!("pulse delta {k} is zero; pulse indices must increase")));
         }
+        p = p.checked_add(d).ok_or_else(|| CoreError::new("SIFT_MALFORMED", "pulse index overflows"))?;
+        pulses.push(p);
     }
-    let bases = read_bitmap(buf, &mut pos, count, "basis bitmap")?;
     if pos != buf.len() {
         return Err(CoreError::new("SIFT_MALFORMED", format!("{} trailing bytes after the announcement", buf.len() - pos)));
     }
@@ -308,29 +347,34 @@ pub fn decode_announcement(buf: &[u8]) -> Result<Announcement> {
 }
 
 /// Alice's step: for each announced event look up her choice byte (`choices[pulse - first_pulse]`)
-/// and build the reply (match bit per event, intensity per matched event).
+/// and build the reply (match bit per event, intensity per matched event). One pass over the
+/// announcement (decode, look up, match and pack fused).
 pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Result<AliceMatch> {
-    let ann = decode_announcement(announcement)?;
-    let count = ann.pulses.len();
-    let mut reply = Vec::with_capacity(16 + count / 8 + count / 4);
-    reply.push(REPLY_TAG);
-    put_varint(&mut reply, count as u64);
+    let buf = announcement;
+    let (count, bmap, mut pos) = announcement_header(buf)?;
     let mut match_bits = vec![0u64; count.div_ceil(64)];
     let mut my_bases = vec![0u64; count.div_ceil(64)];
     let mut bits = BitWriter::with_capacity(count);
     let mut intens: Vec<u8> = Vec::with_capacity(count / 4 + 1);
     let (mut acc, mut nacc) = (0u8, 0u32);
     let mut matched = 0u64;
-    for (e, &p) in ann.pulses.iter().enumerate() {
+    let mut p = 0u64;
+    let nch = choices.len() as u64;
+    for e in 0..count {
+        let d = get_varint(buf, &mut pos, "pulse delta")?;
+        if e > 0 && d == 0 {
+            return Err(CoreError::new("SIFT_MALFORMED", format!("pulse delta {e} is zero; pulse indices must increase")));
+        }
+        p = p.checked_add(d).ok_or_else(|| CoreError::new("SIFT_MALFORMED", "pulse index overflows"))?;
         let idx = p.wrapping_sub(first_pulse);
-        if p < first_pulse || idx >= choices.len() as u64 {
+        if p < first_pulse || idx >= nch {
             return Err(CoreError::new("SIFT_PULSE_RANGE", format!(
                 "announced pulse {p} is outside Alice's choices [{first_pulse}, {}); pass the choices covering the batch",
-                first_pulse + choices.len() as u64)));
+                first_pulse + nch)));
         }
         let c = choices[idx as usize];
         let a_basis = ((c >> 1) & 1) as u64;
-        let b_basis = (ann.bases[e >> 6] >> (e & 63)) & 1;
+        let b_basis = ((bmap[e >> 3] >> (e & 7)) & 1) as u64;
         my_bases[e >> 6] |= a_basis << (e & 63);
         bits.push((c & 1) as u64);
         if a_basis == b_basis {
@@ -349,9 +393,15 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
             matched += 1;
         }
     }
+    if pos != buf.len() {
+        return Err(CoreError::new("SIFT_MALFORMED", format!("{} trailing bytes after the announcement", buf.len() - pos)));
+    }
     if nacc > 0 {
         intens.push(acc);
     }
+    let mut reply = Vec::with_capacity(16 + count / 8 + intens.len());
+    reply.push(REPLY_TAG);
+    put_varint(&mut reply, count as u64);
     push_bitmap(&mut reply, &match_bits, count);
     put_varint(&mut reply, matched);
     reply.extend_from_slice(&intens);
