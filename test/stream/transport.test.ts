@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -54,7 +54,7 @@ t.test('native ingest matches the reference on random batches (counts, histogram
   t.throws(() => new Ingest({ bins: 3 }), { code: 'STREAM_BAD_BATCH' });
 });
 
-async function roundTrip(t: Tap.Test, ep: string) {
+async function roundTrip(t: Test, ep: string) {
   const pub = await StreamPublisher.open({ endpoint: ep, streamId: 'rt' });
   const con = await StreamConsumer.open({ endpoint: pub.endpoint ?? ep });
   t.teardown(() => { pub.close(); con.close(); });
