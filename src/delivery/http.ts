@@ -58,7 +58,18 @@ export function checkTransport(t: Transport, what: string): void {
   }
 }
 
+const cnCache = new WeakMap<TLSSocket, string | null>();
+
+/** The verified peer CN of a TLS socket, cached per connection (keep-alive reuses sockets). */
 function peerCn(sock: TLSSocket): string | null {
+  const hit = cnCache.get(sock);
+  if (hit !== undefined) return hit;
+  const cn = readCn(sock);
+  cnCache.set(sock, cn);
+  return cn;
+}
+
+function readCn(sock: TLSSocket): string | null {
   const c: PeerCertificate = sock.getPeerCertificate();
   const cn = c?.subject?.CN;
   return typeof cn === 'string' ? cn : Array.isArray(cn) ? String(cn[0]) : null;

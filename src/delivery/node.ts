@@ -19,7 +19,7 @@ import { randomUUID } from 'node:crypto';
 import { QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
-import { Spool, type SpooledChunk, type StreamRecord } from './spool.ts';
+import { Spool, type Remainder, type SpooledChunk, type StreamRecord } from './spool.ts';
 import { MAX_INDEX, QOS_FIELDS, STATUS, isUuid, metadataBuffer, nodeName, type KeyMaterial, type KeyProvenanceBuffer,
   type Provenance, type Qos, type QosRequest } from './types.ts';
 
@@ -276,6 +276,8 @@ export class DeliveryNode extends EventEmitter {
     }
     this.m.offeredBytes += bytes.length;
     const made: SpooledChunk[] = [];
+    const rest: Remainder = { bytes: Buffer.from(all.subarray(n * size)), provenance: n > 0 ? provenance : startProv,
+      offeredAtMs: n > 0 ? nowMs : startAt };
     if (s && n > 0) {
       for (let i = 0; i < n; i++) {
         const index = s.nextIndex + i;
@@ -283,7 +285,9 @@ export class DeliveryNode extends EventEmitter {
           provenance: i === 0 ? startProv : provenance, offeredAtMs: i === 0 ? startAt : nowMs,
           expiresAtMs: (i === 0 ? startAt : nowMs) + s.qos.ttl * 1000 });
       }
-      this.spool.putChunks(made);
+      // Order matters for a crash: batch (with the new remainder) first, then the stream table,
+      // then pending.bin. On restart the newest remainder wins and nextIndex follows the batches.
+      this.spool.putChunks(made, rest);
       s.nextIndex += n;
       if (s.nextIndex > MAX_INDEX) {
         s.exhausted = true;
@@ -295,15 +299,12 @@ export class DeliveryNode extends EventEmitter {
       for (const c of made) st.set(c.index, { chunk: c, attempts: 0, nextAtMs: 0, inFlight: false, rejected: false });
       this.m.chunksAssigned += n;
     }
-    const rest = Buffer.from(all.subarray(n * size));
     all.fill(0);
-    const restProv = n > 0 ? provenance : startProv;
-    const restAt = n > 0 ? nowMs : startAt;
-    if (rest.length !== this.pending.length || n > 0) this.spool.putPending(rest, restProv, restAt);
+    if (rest.bytes.length !== this.pending.length || n > 0) this.spool.putPending(rest);
     this.pending.fill(0);
-    this.pending = rest;
-    this.pendingProv = restProv;
-    this.pendingAtMs = restAt;
+    this.pending = rest.bytes;
+    this.pendingProv = rest.provenance;
+    this.pendingAtMs = rest.offeredAtMs;
     this.kick();
     return { keyStreamId: s?.keyStreamId, indices: made.map((c) => c.index) };
   }

@@ -9,7 +9,12 @@
  * Sealed file = nonce (12) | AES-256-GCM ciphertext | tag (16); the associated data is the file's
  * role ("batch:<id>:<first>:<last>" or "pending"), so a file renamed to other indices fails to open.
  * Plaintext of a batch = u32be count, then per chunk: u32be index | u32be header length | header
- * JSON (provenance, times) | u32be key length | key bytes.
+ * JSON (provenance, times) | u32be key length | key bytes; then a trailer: the remainder left after
+ * this offer (u32be header length | header JSON {seq, provenance, offeredAtMs} | u32be length |
+ * bytes). pending.bin carries the same header. Every write takes the next `seq`; on load the
+ * remainder with the highest seq wins. Why: a crash between writing a batch and rewriting
+ * pending.bin must not leave the old remainder, whose bytes are already in the batch, to be chunked
+ * a second time (that would shift this node's indices against the peer's).
  * Why one file per offer and not per chunk: one fsync per offer instead of one per chunk (a 32-byte
  * chunk per fsync held the node to tens of chunks per second). The file is deleted once every chunk
  * in it is acknowledged or expired; until then acknowledged chunks stay on disk as ciphertext, and
@@ -55,6 +60,13 @@ function u32(v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(v >>> 0);
   return b;
+}
+
+/** Offered bytes not yet a whole chunk. */
+export interface Remainder {
+  bytes: Buffer;
+  provenance: Provenance;
+  offeredAtMs: number;
 }
 
 export class Spool {
@@ -121,7 +133,7 @@ export class Spool {
   private readonly where = new Map<string, string>();
 
   /** Writes the chunks (of one stream) durably in one batch file: one fsync, then one for the dir. */
-  putChunks(chunks: SpooledChunk[]): void {
+  putChunks(chunks: SpooledChunk[], rest: Remainder): void {
     if (!chunks.length) return;
     const sid = chunks[0].keyStreamId;
     if (chunks.some((c) => c.keyStreamId !== sid)) {
@@ -137,6 +149,8 @@ export class Spool {
         expiresAtMs: ch.expiresAtMs }));
       parts.push(u32(ch.index), u32(header.length), header, u32(ch.key.length), ch.key);
     }
+    const th = Buffer.from(JSON.stringify({ seq: ++this.seq, provenance: rest.provenance, offeredAtMs: rest.offeredAtMs }));
+    parts.push(u32(th.length), th, u32(rest.bytes.length), rest.bytes);
     const plain = Buffer.concat(parts);
     const name = `${first}-${last}.batch`;
     this.writeAtomic(join(d, name), this.seal(`batch:${sid}:${first}:${last}`, plain));
@@ -196,6 +210,12 @@ export class Spool {
             expiresAtMs: h.expiresAtMs });
           idx.push(index);
         }
+        const thl = next();
+        const th = JSON.parse(plain.subarray(off, off + thl).toString('utf8')) as Remainder & { seq: number };
+        off += thl;
+        const rl = next();
+        this.offerRemainder({ seq: th.seq, provenance: th.provenance, offeredAtMs: th.offeredAtMs,
+          bytes: Buffer.from(plain.subarray(off, off + rl)) });
         plain.fill(0);
         this.track(sid, f, idx);
       }
@@ -203,30 +223,43 @@ export class Spool {
     return out.sort((a, b) => a.keyStreamId.localeCompare(b.keyStreamId) || a.index - b.index);
   }
 
+  private seq = 0;
+  private newest?: Remainder & { seq: number };
+
+  private offerRemainder(r: Remainder & { seq: number }): void {
+    this.seq = Math.max(this.seq, r.seq);
+    if (!this.newest || r.seq > this.newest.seq) {
+      this.newest?.bytes.fill(0);
+      this.newest = r;
+    } else r.bytes.fill(0);
+  }
+
   /** Bytes offered but not yet a whole chunk, with the provenance and time of the first offer. */
-  putPending(bytes: Buffer, provenance: Provenance, offeredAtMs: number): void {
-    const p = join(this.dir, 'pending.bin');
-    if (!bytes.length) {
-      rmSync(p, { force: true });
-      return;
-    }
-    const header = Buffer.from(JSON.stringify({ provenance, offeredAtMs }));
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(header.length);
-    const plain = Buffer.concat([len, header, bytes]);
-    this.writeAtomic(p, this.seal('pending', plain));
+  putPending(rest: Remainder): void {
+    const header = Buffer.from(JSON.stringify({ seq: ++this.seq, provenance: rest.provenance,
+      offeredAtMs: rest.offeredAtMs }));
+    const plain = Buffer.concat([u32(header.length), header, rest.bytes]);
+    this.writeAtomic(join(this.dir, 'pending.bin'), this.seal('pending', plain));
     plain.fill(0);
   }
 
-  loadPending(): { bytes: Buffer; provenance: Provenance; offeredAtMs: number } | undefined {
+  /**
+   * The current remainder: the newest of pending.bin and the trailers of the batches on disk.
+   * Call after loadChunks().
+   */
+  loadPending(): Remainder | undefined {
     const p = join(this.dir, 'pending.bin');
-    if (!existsSync(p)) return undefined;
-    const plain = this.open('pending', readFileSync(p), 'pending.bin');
-    const hl = plain.readUInt32BE(0);
-    const h = JSON.parse(plain.subarray(4, 4 + hl).toString('utf8')) as { provenance: Provenance; offeredAtMs: number };
-    const bytes = Buffer.from(plain.subarray(4 + hl));
-    plain.fill(0);
-    return { bytes, provenance: h.provenance, offeredAtMs: h.offeredAtMs };
+    if (existsSync(p)) {
+      const plain = this.open('pending', readFileSync(p), 'pending.bin');
+      const hl = plain.readUInt32BE(0);
+      const h = JSON.parse(plain.subarray(4, 4 + hl).toString('utf8')) as Remainder & { seq: number };
+      this.offerRemainder({ seq: h.seq ?? 0, provenance: h.provenance, offeredAtMs: h.offeredAtMs,
+        bytes: Buffer.from(plain.subarray(4 + hl)) });
+      plain.fill(0);
+    }
+    const r = this.newest;
+    this.newest = undefined;
+    return r && { bytes: r.bytes, provenance: r.provenance, offeredAtMs: r.offeredAtMs };
   }
 
   saveStreams(streams: StreamRecord[]): void {

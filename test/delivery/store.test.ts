@@ -97,8 +97,9 @@ t.test('spool: sealed at rest, round-trips across instances, detects tampering',
   const key = randomBytes(32);
   const canary = Buffer.from('CANARY-spool-0123456789abcdef0123');
   const sp = new Spool(d, key, { fsync: false });
-  sp.putChunks([{ keyStreamId: 's1', index: 3, key: canary, provenance: { qber: 0.02 }, offeredAtMs: 5, expiresAtMs: 9 }]);
-  sp.putPending(Buffer.from('PENDING-CANARY'), { block_id: 1 }, 7);
+  sp.putChunks([{ keyStreamId: 's1', index: 3, key: canary, provenance: { qber: 0.02 }, offeredAtMs: 5, expiresAtMs: 9 }],
+    { bytes: Buffer.from('OLD-REMAINDER'), provenance: {}, offeredAtMs: 5 });
+  sp.putPending({ bytes: Buffer.from('PENDING-CANARY'), provenance: { block_id: 1 }, offeredAtMs: 7 });
   sp.saveStreams([]);
   t.notOk(allFilesContain(d, canary), 'chunk bytes are not on disk in clear');
   t.notOk(allFilesContain(d, Buffer.from('PENDING-CANARY')), 'pending bytes are not on disk in clear');
@@ -106,14 +107,18 @@ t.test('spool: sealed at rest, round-trips across instances, detects tampering',
   const [c] = again.loadChunks();
   t.ok(c.key.equals(canary));
   t.same({ i: c.index, p: c.provenance, e: c.expiresAtMs }, { i: 3, p: { qber: 0.02 }, e: 9 });
-  t.ok(again.loadPending()?.bytes.equals(Buffer.from('PENDING-CANARY')));
+  t.ok(again.loadPending()?.bytes.equals(Buffer.from('PENDING-CANARY')), 'pending.bin is newer than the batch trailer');
   // moving a sealed batch to other indices must fail (associated data binds the indices)
   writeFileSync(join(d, 's1', '4-4.batch'), readFileSync(join(d, 's1', '3-3.batch')));
   t.throws(() => new Spool(d, key).loadChunks(), { code: 'DELIVERY_SPOOL_CORRUPT' });
   rmSync(join(d, 's1', '4-4.batch'));
   // a batch file goes once all its chunks are settled
   sp.putChunks([5, 6, 7].map((index) => ({ keyStreamId: 's1', index, key: randomBytes(8), provenance: {}, offeredAtMs: 0,
-    expiresAtMs: 1 })));
+    expiresAtMs: 1 })), { bytes: Buffer.from('REST-AFTER-5-7'), provenance: {}, offeredAtMs: 0 });
+  // a crash before pending.bin was rewritten: the batch's trailer is the newest remainder
+  const crashed = new Spool(d, key);
+  crashed.loadChunks();
+  t.ok(crashed.loadPending()?.bytes.equals(Buffer.from('REST-AFTER-5-7')), 'the remainder written with the batch wins');
   t.ok(readdirSync(join(d, 's1')).includes('5-7.batch'));
   sp.removeChunk('s1', 5);
   sp.removeChunk('s1', 7);
