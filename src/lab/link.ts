@@ -15,7 +15,8 @@
  * Times: internal physical time τ in ps counts from Alice's pulse 0 (pulse k is emitted at k·T).
  * A click at τ is tagged at
  *   t_B = (1 + drift·1e-6)·(τ + fibreDelay + j_det) + offset + j_clk + channelDelay[ch]
- * with j_det, j_clk Gaussian (truncated at 6σ), rounded to an integer ps. Float64 holds these
+ * with j_det, j_clk Gaussian, drawn together as one Gaussian of the combined width (the same
+ * distribution) truncated at 6σ, and rounded to an integer ps. Float64 holds these
  * exactly up to 2^53 ps (2.5 h of emulated time); beyond that the rounding grows (1 ps at 5 h).
  *
  * Ordering: tags are delivered sorted by t_B across batches. Jitter and channel delays can put a

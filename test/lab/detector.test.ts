@@ -110,6 +110,7 @@ t.test('jitter width, channel delays, clock offset and drift recovered from phot
   const n = [0, 0];
   const sum = [0, 0];
   const sum2 = [0, 0];
+  const sum4 = [0, 0];
   // Least squares of (t_B − delay[ch]) against the emission time: slope 1 + drift, intercept offset + (1+drift)·fibre.
   let sx = 0, sy = 0, sxx = 0, sxy = 0, m = 0;
   const tEmit0 = 0;
@@ -119,7 +120,7 @@ t.test('jitter width, channel delays, clock offset and drift recovered from phot
       const c = b.tags.channel[i];
       const tb = Number(b.tags.timePs[i]);
       const r = tb - nominal(p, b.truthPulse[i], c);
-      n[c]++; sum[c] += r; sum2[c] += r * r;
+      n[c]++; sum[c] += r; sum2[c] += r * r; sum4[c] += r ** 4;
       if ((i & 3) === 0) {
         const x = (b.truthPulse[i] * periodPs(p) - tEmit0) / 1e9; // ms-scale numbers keep the sums accurate
         const y = (tb - p.channelDelaysPs[c]) / 1e9;
@@ -134,6 +135,9 @@ t.test('jitter width, channel delays, clock offset and drift recovered from phot
     t.ok(Math.abs(mean) < 4 * sigma / Math.sqrt(n[c]) + 0.5, `channel ${c}: mean residual ${mean.toFixed(3)} ps (delay ${p.channelDelaysPs[c]} applied)`);
     const zs = (sd - sigma) / (sigma / Math.sqrt(2 * n[c]));
     t.ok(Math.abs(zs) < 4, `channel ${c}: jitter ${sd.toFixed(2)} ps vs sqrt(det^2 + clock^2) = ${sigma.toFixed(2)} (z = ${zs.toFixed(2)}, n = ${n[c]})`);
+    // Gaussian shape: kurtosis 3 (sd of the estimate sqrt(24/n)); a uniform would give 1.8
+    const kurt = sum4[c] / n[c] / (sd ** 4);
+    t.ok(Math.abs(kurt - 3) < 4 * Math.sqrt(24 / n[c]) + 0.01, `channel ${c}: kurtosis ${kurt.toFixed(3)} (Gaussian: 3)`);
   }
   const slope = (m * sxy - sx * sy) / (m * sxx - sx * sx);
   const intercept = (sy - slope * sx) / m;
