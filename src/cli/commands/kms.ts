@@ -6,7 +6,7 @@
 import { ConfigError } from '../../errors.ts';
 import { loadKmsConfig } from '../../delivery/config.ts';
 import { startKms } from '../../delivery/kms.ts';
-import { makePki } from '../../testkit/pki.ts';
+import { makePki } from '../../delivery/pki.ts';
 
 export const summary = 'run the reference KMS (ETSI 004 push receiver, ETSI 014 for applications)';
 export const usage = `qkd kms --config FILE [--open-stream]
