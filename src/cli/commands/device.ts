@@ -1,10 +1,12 @@
 import { ConfigError } from '../../errors.ts';
-import { parseOptions } from '../args.ts';
+import { numberOption, parseOptions } from '../args.ts';
+import { recordTagStream } from '../../devices/record.ts';
 import { formatRange, formatTable, formatValue, openConfiguredSet } from '../../devices/cli.ts';
 
 export const summary = 'read or change one device setting, checked against its profile limits';
 export const usage = `qkd device <id> get [<param>] [--config <node.json>] [--json]
 qkd device <id> set <param> <value> [--config <node.json>]
+qkd device <id> stream [--tags <n>] [--record <file>] [--config <node.json>]   (time-taggers)
 
 get without <param> lists every parameter with its value, limits and unit; per-channel
 parameters are addressed as <name>:<channel> (e.g. delay:1). set checks the value against the
@@ -14,12 +16,18 @@ Emulated devices keep their settings between invocations in the state file (docs
 Examples:
   qkd device bob-detector-0 get dead_time
   qkd device bob-detector-0 set efficiency 0.15
-  qkd device bob-tagger set delay:1 1200`;
+  qkd device bob-tagger set delay:1 1200
+  qkd device bob-tagger stream --tags 1000000 --record run1.qkdtags
+
+stream reads <n> tags (default 100000) through the driver and prints the totals per channel and
+the in-band overflow / missed-event counts; --record also writes them to a recording that
+openReplayTagger() plays back through the same TimeTagger interface.`;
 
 export async function run(args: string[]): Promise<number> {
-  const { values, positionals } = parseOptions(args, { config: { type: 'string' }, json: { type: 'boolean' } });
+  const { values, positionals } = parseOptions(args, { config: { type: 'string' }, json: { type: 'boolean' }, tags: { type: 'string' }, record: { type: 'string' } });
   const [id, verb, param, raw] = positionals;
-  if (!id || (verb !== 'get' && verb !== 'set')) throw new ConfigError('BAD_USAGE', `expected 'qkd device <id> get|set ...'. See 'qkd device --help'.`);
+  if (!id || (verb !== 'get' && verb !== 'set' && verb !== 'stream')) throw new ConfigError('BAD_USAGE', `expected 'qkd device <id> get|set|stream ...'. See 'qkd device --help'.`);
+  if (verb === 'stream') return stream(id, values);
   if (verb === 'set' && (param === undefined || raw === undefined)) throw new ConfigError('BAD_USAGE', `expected 'qkd device ${id} set <param> <value>'.`);
   const set = openConfiguredSet(values.config, true);
   try {
@@ -62,6 +70,57 @@ export async function run(args: string[]): Promise<number> {
     if (values.json) process.stdout.write(JSON.stringify(out) + '\n');
     else if (param) process.stdout.write(`${id} ${param} = ${rows[1][1]}\n`);
     else process.stdout.write(formatTable(rows) + '\n');
+    return 0;
+  } finally {
+    await set.close();
+  }
+}
+
+async function stream(id: string, values: { config?: string; json?: boolean; tags?: string; record?: string }): Promise<number> {
+  const tags = numberOption('tags', values.tags, 100_000);
+  if (!Number.isInteger(tags) || tags < 1) throw new ConfigError('BAD_OPTION', `--tags expects a positive whole number, got '${values.tags}'.`);
+  const set = openConfiguredSet(values.config, true);
+  try {
+    const dev = set.get(id);
+    if (dev.kind !== 'time-tagger') throw new ConfigError('BAD_USAGE', `${id} is a ${dev.kind}; only time-taggers stream tags.`);
+    const identity = await dev.open();
+    const perChannel = new Map<number, number>();
+    const s = dev.startStream({ maxTags: tags });
+    const t0 = process.hrtime.bigint();
+    let first: bigint | undefined;
+    let last: bigint | undefined;
+    async function* counted() {
+      for await (const b of s) {
+        for (let i = 0; i < b.channel.length; i++) perChannel.set(b.channel[i], (perChannel.get(b.channel[i]) ?? 0) + 1);
+        if (b.timePs.length) {
+          first ??= b.timePs[0];
+          last = b.timePs[b.timePs.length - 1];
+        }
+        yield b;
+      }
+    }
+    if (values.record) {
+      const settings: Record<string, number> = {};
+      for (const ch of dev.channels()) settings[`delay:${ch}`] = await dev.delayPs(ch);
+      await recordTagStream(counted(), values.record, { deviceId: id, profile: dev.profile, identity, startedAt: new Date().toISOString(), settings });
+    } else {
+      for await (const _ of counted());
+    }
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const summary = {
+      device: id, tags: s.stats.tags, batches: s.stats.batches, overflows: s.stats.overflows, missedEvents: s.stats.missedEvents, errors: s.stats.errors,
+      spanPs: first !== undefined && last !== undefined ? Number(last - first) : 0,
+      perChannel: Object.fromEntries([...perChannel].sort((a, b) => a[0] - b[0])),
+      tagsPerSec: Math.round(s.stats.tags / secs),
+      ...(values.record ? { recording: values.record } : {}),
+    };
+    if (values.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    else {
+      process.stdout.write(`${id}: ${summary.tags} tags in ${summary.batches} batches (${summary.tagsPerSec} tags/s), spanning ${(summary.spanPs / 1e12).toFixed(6)} s of tagger time\n`);
+      process.stdout.write(`  per channel: ${Object.entries(summary.perChannel).map(([c, n]) => `${c}: ${n}`).join(', ')}\n`);
+      process.stdout.write(`  in band: ${summary.overflows} overflow(s), ${summary.missedEvents} missed event(s), ${summary.errors} error record(s)\n`);
+      if (values.record) process.stdout.write(`  recorded to ${values.record}\n`);
+    }
     return 0;
   } finally {
     await set.close();

@@ -58,9 +58,12 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   /** Encoded records waiting to go out (already in time order). */
   private out: Uint8Array[] = [];
   private outBytes = 0;
-  /** Tags held back because a later pull could still produce an earlier (delayed) tag. */
-  private held: { t: Float64Array; ch: Uint8Array } = { t: new Float64Array(0), ch: new Uint8Array(0) };
-  private maxRawPs = -Infinity;
+  /** Tags held back because a later pull could still produce an earlier (delayed) tag: output
+   * times relative to the 64-bit base (baseHi * 2^32 + baseLo), sorted. */
+  private heldT = new Float64Array(0);
+  private heldC = new Uint8Array(0);
+  private baseHi = 0;
+  private baseLo = 0;
   private pulsesPerPull: number;
   private lose = 0;
   private inOverflow = false;
@@ -161,7 +164,8 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
         this.streaming = false;
         this.out = [];
         this.outBytes = 0;
-        this.held = { t: new Float64Array(0), ch: new Uint8Array(0) };
+        this.heldT = new Float64Array(0);
+        this.heldC = new Uint8Array(0);
         return;
       case REQ.DELAY: {
         if (data.length !== 8) throw new Stall('delay needs 8 bytes');
@@ -292,7 +296,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       for (let i = 0; i < k; i++) this.lostPerChannel.set(chans[i], (this.lostPerChannel.get(chans[i]) ?? 0) + 1);
       const first = times[0];
       this.lose -= k;
-      this.flushHeld(Infinity);
+      this.flushHeld();
       if (!this.inOverflow) this.push(encodeTagRecords([{ type: TAG_TYPE.OVERFLOW_BEGIN, missedEvents: 0, channel: 0, timePs: first }]));
       this.inOverflow = true;
       times = times.subarray(k);
@@ -313,7 +317,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     }
     if (this.delayPs.every((d) => d === this.delayPs[0])) {
       // Same delay everywhere: order is kept, shift and encode directly.
-      this.flushHeld(Infinity);
+      this.flushHeld();
       const d = this.delayPs[0];
       let t = times;
       if (d !== 0n) {
@@ -325,46 +329,120 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       this.push(bytes);
       return;
     }
-    // Different delays: tags may swap order. Merge with what is held and release only what no
-    // later pull can precede: a later raw tag is >= maxRaw, so its output is >= maxRaw + min delay.
-    const m = this.held.t.length + times.length;
-    const t = new Float64Array(m);
-    const ch = new Uint8Array(m);
-    t.set(this.held.t);
-    ch.set(this.held.ch);
-    const dl = this.delayPs.map(Number);
-    for (let i = 0; i < times.length; i++) {
-      const c = chans[i];
-      t[this.held.t.length + i] = Number(times[i]) + (dl[c] ?? 0);
-      ch[this.held.t.length + i] = c;
-    }
-    this.maxRawPs = Math.max(this.maxRawPs, Number(times[times.length - 1]));
-    this.held = { t, ch };
-    this.flushHeld(this.maxRawPs + Math.min(...dl));
+    this.mergeDelayed(times, chans);
   }
 
-  /** Emits held tags with time <= horizon, in time order. */
-  private flushHeld(horizon: number): void {
-    const { t, ch } = this.held;
-    if (!t.length) return;
-    const idx = Array.from({ length: t.length }, (_, i) => i).sort((a, b) => t[a] - t[b] || a - b);
+  /**
+   * Different delays per channel: tags may swap order. Each channel's tags stay in order (same
+   * shift), so the output is a k-way merge of the per-channel sequences and of the tags held from
+   * the previous pull. Only tags no later pull can precede are released: a later raw tag is
+   * >= the last raw time seen, so its output is >= that + the smallest delay.
+   *
+   * Arithmetic is on doubles relative to a 64-bit base (exact below 2^53 ps of span, i.e. far
+   * beyond one pull) with the base re-set every pull, so no BigInt is made per tag and the times
+   * stay exact however long the run.
+   */
+  private mergeDelayed(times: BigInt64Array, chans: Uint8Array): void {
+    const n = times.length;
+    const t32 = new Int32Array(times.buffer, times.byteOffset, n * 2);
+    const dl = this.delayPs.map(Number);
+    // Re-base on the earliest held tag, or on the first new tag.
+    if (this.heldT.length) {
+      const shift = this.heldT[0];
+      this.addToBase(shift);
+      for (let i = 0; i < this.heldT.length; i++) this.heldT[i] -= shift;
+    } else {
+      this.baseHi = t32[1];
+      this.baseLo = t32[0] >>> 0;
+    }
+    const bHi = this.baseHi;
+    const bLo = this.baseLo;
+    // Per-channel output sequences (relative to the base), each sorted.
+    const counts = new Map<number, number>();
+    for (let i = 0; i < n; i++) counts.set(chans[i], (counts.get(chans[i]) ?? 0) + 1);
+    const lists: { t: Float64Array; ch: number; n: number }[] = [];
+    const listOf = new Map<number, { t: Float64Array; ch: number; n: number }>();
+    for (const [c, k] of counts) {
+      const l = { t: new Float64Array(k), ch: c, n: 0 };
+      lists.push(l);
+      listOf.set(c, l);
+    }
+    for (let i = 0, j = 0; i < n; i++, j += 2) {
+      const c = chans[i];
+      const l = listOf.get(c)!;
+      l.t[l.n++] = (t32[j + 1] - bHi) * 4294967296 + ((t32[j] >>> 0) - bLo) + (dl[c] ?? 0);
+    }
+    const lastRaw = (t32[2 * n - 1] - bHi) * 4294967296 + ((t32[2 * n - 2] >>> 0) - bLo);
+    const horizon = lastRaw + Math.min(...dl);
+    // k-way merge (k <= channels + 1): held tags first among equals, then by channel order.
+    const total = n + this.heldT.length;
+    const outT = new Float64Array(total);
+    const outC = new Uint8Array(total);
+    const srcT: Float64Array[] = [this.heldT, ...lists.map((l) => l.t)];
+    const srcC: (Uint8Array | number)[] = [this.heldC, ...lists.map((l) => l.ch)];
+    const pos = new Int32Array(srcT.length);
+    for (let o = 0; o < total; o++) {
+      let best = -1;
+      let bestT = Infinity;
+      for (let k = 0; k < srcT.length; k++) {
+        const p = pos[k];
+        if (p < srcT[k].length && srcT[k][p] < bestT) {
+          bestT = srcT[k][p];
+          best = k;
+        }
+      }
+      const c = srcC[best];
+      outC[o] = typeof c === 'number' ? c : c[pos[best]];
+      outT[o] = bestT;
+      pos[best]++;
+    }
     let cut = 0;
-    while (cut < idx.length && t[idx[cut]] <= horizon) cut++;
-    const outT = new BigInt64Array(cut);
-    const outC = new Uint8Array(cut);
-    for (let i = 0; i < cut; i++) {
-      outT[i] = BigInt(t[idx[i]]);
-      outC[i] = ch[idx[i]];
+    while (cut < total && outT[cut] <= horizon) cut++;
+    this.emitRel(outT, outC, cut);
+    this.heldT = outT.slice(cut);
+    this.heldC = outC.slice(cut);
+  }
+
+  private addToBase(rel: number): void {
+    const hi = Math.floor(rel / 4294967296);
+    let lo = this.baseLo + (rel - hi * 4294967296);
+    let carry = 0;
+    if (lo >= 4294967296) {
+      lo -= 4294967296;
+      carry = 1;
     }
-    const restT = new Float64Array(idx.length - cut);
-    const restC = new Uint8Array(idx.length - cut);
-    for (let i = cut; i < idx.length; i++) {
-      restT[i - cut] = t[idx[i]];
-      restC[i - cut] = ch[idx[i]];
+    this.baseLo = lo;
+    this.baseHi = (this.baseHi + hi + carry) | 0;
+  }
+
+  /** Encodes the first `count` tags given relative to the base as time-tag records. */
+  private emitRel(rel: Float64Array, ch: Uint8Array, count: number): void {
+    if (!count) return;
+    const bytes = new Uint8Array(count * TAG_RECORD_BYTES);
+    const o32 = new Int32Array(bytes.buffer);
+    const bHi = this.baseHi;
+    const bLo = this.baseLo;
+    for (let i = 0, j = 0; i < count; i++, j += 4) {
+      const r = rel[i];
+      const hi = Math.floor(r / 4294967296);
+      let lo = bLo + (r - hi * 4294967296);
+      let carry = 0;
+      if (lo >= 4294967296) {
+        lo -= 4294967296;
+        carry = 1;
+      }
+      o32[j] = 0;
+      o32[j + 1] = ch[i];
+      o32[j + 2] = lo | 0;
+      o32[j + 3] = (bHi + hi + carry) | 0;
     }
-    this.held = { t: restT, ch: restC };
-    const bytes = new Uint8Array(cut * TAG_RECORD_BYTES);
-    encodeTimeTags(outT, outC, 0, cut, bytes);
     this.push(bytes);
+  }
+
+  /** Releases every held tag (delays became equal, an overflow, a stop). */
+  private flushHeld(): void {
+    this.emitRel(this.heldT, this.heldC, this.heldT.length);
+    this.heldT = new Float64Array(0);
+    this.heldC = new Uint8Array(0);
   }
 }
