@@ -151,12 +151,18 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         });
         res.write(`retry: ${Math.max(1000, pushMs)}\n\n`);
         sseClients.add(res);
+        let busy = false;
         const push = async () => {
+          // A slow getState must not pile up pushes: skip a tick while one is in flight.
+          if (busy) return;
+          busy = true;
           try {
             res.write(`event: state\ndata: ${await stateJson()}\n\n`);
           } catch (err) {
             opts.logger?.warn('dashboard state for SSE failed', { err });
             res.write(`event: failure\ndata: ${JSON.stringify({ error: 'state unavailable' })}\n\n`);
+          } finally {
+            busy = false;
           }
         };
         await push();

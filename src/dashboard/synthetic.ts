@@ -225,7 +225,7 @@ export function createSyntheticSource(opts: SyntheticOptions = {}): SyntheticSou
     return {
       schema: 1,
       generatedAtMs: now,
-      node: { id: 'alice-bob-demo', role: 'link', mode: 'emulated', link: 'metro-25km (synthetic)', startedAtMs: startMs, version: '0.1.0' },
+      node: { id: 'alice-bob-demo', role: 'link', mode: 'emulated', link: 'synthetic link', startedAtMs: startMs, version: '0.1.0' },
       status: active.some((a) => a.severity === 'critical') ? 'degraded' : 'running',
       series: { qber: [...series.qber], qberZ: [...series.qberZ], qberX: [...series.qberX], secretKeyRateBitsPerSecond: [...series.skr] },
       qberAbortThreshold: alarms.config.qber.abortThreshold,
@@ -240,7 +240,12 @@ export function createSyntheticSource(opts: SyntheticOptions = {}): SyntheticSou
       summary: {
         pulses: totals.pulses, detections: totals.detections, siftedBits: totals.sifted,
         qber: series.qber.length ? series.qber[series.qber.length - 1][1] : undefined,
-        qberByBasis: { Z: lastQ.Z, X: lastQ.X }, reconciliationEfficiency: lastF, frameErrors: 0,
+        qberByBasis: { Z: lastQ.Z, X: lastQ.X }, reconciliationEfficiency: lastF,
+        // Made-up but self-consistent decoy figures (μ = 0.5, ν = 0.1, η ≈ 1.2e-3): display only.
+        gain: { signal: 6.0e-4, decoy: 1.2e-4, vacuum: 2.0e-6 },
+        errorRate: { signal: lastQ.Z, decoy: lastQ.Z * 1.3, vacuum: 0.5 },
+        decoy: { singlePhotonYieldLower: 1.1e-3, singlePhotonErrorUpper: 0.045 },
+        frames: { total: totals.verified * 4 + totals.aborted, failed: totals.aborted },
         blocks: { verified: totals.verified, aborted: totals.aborted, reasons: { ...totals.reasons } },
         secretBits: totals.secret,
         secretKeyRate: { perPulse: totals.pulses ? totals.secret / totals.pulses : 0, perSecond: sec ? totals.secret / sec : 0 },

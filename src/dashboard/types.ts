@@ -59,19 +59,34 @@ export interface KmsPanel {
   series?: TimePoint[];
 }
 
-/** Run totals, with the JSON names of the `qkd run --json` summary (issue 7). All optional. */
+/** Per-intensity figures ({signal, decoy, vacuum}), null when not measurable yet. */
+export interface IntensityPanel {
+  signal: number | null;
+  decoy: number | null;
+  vacuum: number | null;
+}
+
+/**
+ * Run totals with the JSON names of the `qkd run --json` summary (issue 7). Every field is
+ * optional and may be null (not measured yet), so the orchestrator's LinkSummary (src/node/
+ * summary.ts) can be passed as it is.
+ */
 export interface SummaryPanel {
-  pulses?: number;
-  detections?: number;
-  siftedBits?: number;
-  qber?: number;
-  qberByBasis?: { Z?: number; X?: number };
-  reconciliationEfficiency?: number;
-  frameErrors?: number;
+  pulses?: number | null;
+  detections?: number | null;
+  siftedBits?: number | null;
+  qber?: number | null;
+  qberByBasis?: { Z?: number | null; X?: number | null };
+  gain?: IntensityPanel;
+  errorRate?: IntensityPanel;
+  decoy?: { singlePhotonYieldLower?: number | null; singlePhotonErrorUpper?: number | null };
+  reconciliationEfficiency?: number | null;
+  frames?: { total: number; failed: number; frameErrorRate?: number | null };
+  frameErrors?: number | null;
   blocks?: { verified: number; aborted: number; reasons?: Record<string, number> };
-  secretBits?: number;
-  secretKeyRate?: { perPulse?: number; perSecond?: number };
-  keysDelivered?: { alice?: number; bob?: number };
+  secretBits?: number | null;
+  secretKeyRate?: { perPulse?: number | null; perSecond?: number | null };
+  keysDelivered?: { alice?: number | null; bob?: number | null };
 }
 
 export interface DashboardState {

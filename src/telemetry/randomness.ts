@@ -103,7 +103,7 @@ export function runsTest(bytes: Uint8Array, nBits?: number): number {
  */
 export function patternCounts(bytes: Uint8Array, nBits: number | undefined, m: number): Float64Array {
   const n = checkLength(bytes, nBits);
-  if (!Number.isInteger(m) || m < 1 || m > 24) throw new RangeError(`pattern length m must be in 1..24, got ${m}`);
+  if (!Number.isInteger(m) || m < 1 || m > 20) throw new RangeError(`pattern length m must be in 1..20 (2^m counters), got ${m}`);
   if (n < m) throw new RangeError(`need at least m = ${m} bits, got ${n}`);
   const mask = (1 << m) - 1;
   const counts = new Float64Array(1 << m);

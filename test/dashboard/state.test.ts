@@ -55,3 +55,12 @@ t.test('builder keeps bounded series, snapshots copies, reflects alarms and SLIs
   const fams = parsePrometheus(m.registry.render());
   t.equal(fams.get('qkd_alarms_active')!.samples.find((s) => s.labels.severity === 'critical')!.value, 1);
 });
+
+// Contract with the orchestrator: its run summary can be shown as it is.
+import type { LinkSummary } from '../../src/node/summary.ts';
+import type { SummaryPanel } from '../../src/dashboard/types.ts';
+t.test('LinkSummary (src/node) is assignable to the dashboard SummaryPanel', async (t) => {
+  const accept = (s: SummaryPanel): SummaryPanel => s;
+  const fromNode = (s: LinkSummary): SummaryPanel => accept(s); // compile-time check
+  t.type(fromNode, 'function');
+});

@@ -405,18 +405,28 @@ function renderSummary(st) {
   const dl = $('summary');
   dl.replaceChildren();
   const s = st.summary || {};
+  const triple = (o, f) => (o ? `${f(o.signal)} / ${f(o.decoy)} / ${f(o.vacuum)}` : '–');
+  const sci = (x) => (x == null || !isFinite(x) ? '–' : x.toExponential(2));
+  const reasons = s.blocks?.reasons && Object.keys(s.blocks.reasons).length
+    ? ` (${Object.entries(s.blocks.reasons).map(([k, v]) => `${k} ${v}`).join(', ')})` : '';
   const rows = [
     ['pulses', 'Pulses', fmtCount(s.pulses)],
     ['detections', 'Detections', fmtCount(s.detections)],
     ['sifted', 'Sifted bits', fmtCount(s.siftedBits)],
     ['secret', 'Secret bits', fmtCount(s.secretBits)],
     ['verified', 'Blocks verified', fmtCount(s.blocks?.verified)],
-    ['aborted', 'Blocks aborted', fmtCount(s.blocks?.aborted) + (s.blocks?.reasons && Object.keys(s.blocks.reasons).length
-      ? ` (${Object.entries(s.blocks.reasons).map(([k, v]) => `${k} ${v}`).join(', ')})` : '')],
+    ['aborted', 'Blocks aborted', fmtCount(s.blocks?.aborted) + reasons],
     ['efficiency', 'Reconciliation f', s.reconciliationEfficiency == null ? '–' : s.reconciliationEfficiency.toFixed(3)],
+    ['frames', 'Frames failed / total', s.frames ? `${fmtCount(s.frames.failed)} / ${fmtCount(s.frames.total)}` : fmtCount(s.frameErrors)],
+    ['gain', 'Gain μ / ν / ω', triple(s.gain, sci)],
+    ['errorrate', 'Error rate μ / ν / ω', triple(s.errorRate, (x) => fmtPct(x, 1))],
+    ['decoy', 'Y₁ ≥ / e₁ ≤', s.decoy ? `${sci(s.decoy.singlePhotonYieldLower)} / ${fmtPct(s.decoy.singlePhotonErrorUpper, 1)}` : '–'],
     ['delivered', 'Keys delivered A / B', `${fmtCount(s.keysDelivered?.alice)} / ${fmtCount(s.keysDelivered?.bob)}`],
   ];
-  for (const [id, label, value] of rows) dl.append(el('dt', { text: label }), el('dd', { 'data-testid': `summary-${id}`, text: value }));
+  for (const [id, label, value] of rows) {
+    if (value === '–' && ['frames', 'gain', 'errorrate', 'decoy'].includes(id)) continue; // not reported by this node
+    dl.append(el('dt', { text: label }), el('dd', { 'data-testid': `summary-${id}`, text: value }));
+  }
 }
 
 function render(st) {
