@@ -21,6 +21,8 @@ for (const [km, pulses] of cases) {
     const tally = runTally(link, pulses);
     t.ok(tally.slotMismatches <= tally.tags * 1e-4, `time-derived slot agrees with truth (${tally.slotMismatches}/${tally.tags})`);
     names.forEach((name, i) => {
+      // Pulses of intensity i: its expectation. Counting them exactly would mean regenerating every
+      // choice (8e9 at 100 km); the binomial spread of the count is below 1/4 of Q's own spread.
       const nI = pulses * preset.intensityProbs[name];
       const qz = zScore(tally.clickedSlots[i], nI, th.gain[name]);
       t.ok(Math.abs(qz) < 4, `Q_${name} = ${(tally.clickedSlots[i] / nI).toExponential(4)} vs ${th.gain[name].toExponential(4)} (z = ${qz.toFixed(2)})`);
