@@ -50,10 +50,20 @@ export interface LinkOptions {
   noStream?: boolean;
 }
 
+/** One PKI per process (each tap test file is a process): certificates cost ~0.1 s each to make. */
+let shared: { dir: string; pki: Pki; rogue: Pki } | undefined;
+function sharedPki() {
+  if (!shared) {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-delivery-pki-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    shared = { dir, pki: makePki(join(dir, 'pki'), IDS), rogue: makePki(join(dir, 'rogue'), ['kmsA', 'nodeA', 'saeA'], 'rogue-ca') };
+  }
+  return shared;
+}
+
 export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStreamId: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-delivery-'));
-  const pki = makePki(join(dir, 'pki'), IDS);
-  const rogue = makePki(join(dir, 'rogue'), ['kmsA', 'nodeA', 'saeA'], 'rogue-ca');
+  const { pki, rogue } = sharedPki();
   const spoolKey = randomBytes(32);
   const nodeOpts = {
     A: { role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), kms: { url: 'https://127.0.0.1:1', id: 'kmsA' },
