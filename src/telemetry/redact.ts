@@ -49,8 +49,20 @@ export function nameWords(name: string): string[] {
 
 export type FieldClass = 'plain' | 'secret' | 'secret-metadata';
 
-/** How a field name is treated (see rule 2). */
+const classCache = new Map<string, FieldClass>();
+
+/** How a field name is treated (see rule 2). Memoised: field names repeat from record to record. */
 export function classifyField(name: string): FieldClass {
+  let c = classCache.get(name);
+  if (c === undefined) {
+    c = classifyUncached(name);
+    if (classCache.size > 4096) classCache.clear(); // bound memory if names are generated
+    classCache.set(name, c);
+  }
+  return c;
+}
+
+function classifyUncached(name: string): FieldClass {
   const words = nameWords(name);
   if (!words.some((w) => SECRET_WORDS.has(w))) return 'plain';
   const last = words[words.length - 1];
