@@ -41,6 +41,22 @@ t.test('set persists to the next invocation; limits are checked', async (t) => {
   t.match(list.out, /count_rate\s+\d+ Hz/);
 });
 
+t.test('stream from the emulated tagger, recorded, replays the same tags', async (t) => {
+  const file = join(dir.path, 'cli.qkdtags');
+  const r = qkd('device', 'bob-tagger', 'stream', '--tags', '5000', '--record', file, '--json');
+  t.equal(r.code, 0, r.err);
+  const s = JSON.parse(r.out);
+  t.equal(s.tags, 5000);
+  t.equal(Object.values(s.perChannel as Record<string, number>).reduce((a, b) => a + b, 0), 5000);
+  const { openReplayTagger } = await import('../../src/devices/record.ts');
+  const replay = await openReplayTagger(file);
+  let n = 0;
+  for await (const b of replay.startStream()) n += b.timePs.length;
+  await replay.close();
+  t.equal(n, 5000, 'replay delivers the recorded tags');
+  t.match(qkd('device', 'bob-detector-0', 'stream').err, /only time-taggers stream tags/);
+});
+
 t.test('the secret seed is accepted but never printed', async (t) => {
   const r = qkd('device', 'alice-source', 'set', 'pattern_seed', '9876543210123');
   t.equal(r.code, 0);

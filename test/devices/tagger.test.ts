@@ -167,3 +167,40 @@ t.test('a file that is not a recording is refused clearly', async (t) => {
   await t.rejects(openReplayTagger(f), { code: 'BAD_RECORDING', message: /junk\.bin: not a tag recording/ });
   await t.rejects(openReplayTagger(join(dir.path, 'missing.bin')), { code: 'RECORDING_NOT_FOUND' });
 });
+
+t.test('property: per-channel delays give exactly the sorted shifted tags, at any epoch (beyond 2^53 ps)', async (t) => {
+  let seed = 12345;
+  const r = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+  for (const epoch of [0n, 1n << 60n, -(1n << 40n)]) {
+    // Raw tags: sorted, random gaps, 4 channels; delivered in pulls of random size.
+    const raw: { t: bigint; c: number }[] = [];
+    let now = epoch;
+    for (let i = 0; i < 20_000; i++) {
+      now += BigInt(Math.floor(r() * 3000));
+      raw.push({ t: now, c: Math.floor(r() * 4) });
+    }
+    let at = 0;
+    const source = {
+      nextPulses: () => {
+        const k = Math.min(raw.length - at, 1 + Math.floor(r() * 3000));
+        const part = raw.slice(at, at + k);
+        at += k;
+        return { tags: { timePs: BigInt64Array.from(part, (x) => x.t), channel: Uint8Array.from(part, (x) => x.c) } };
+      },
+    };
+    const dev = new EmulatedUsbTagger(source);
+    const driver = new TimeTaggerDriver({ id: 'prop', profile, device: dev });
+    await driver.open();
+    const delays = [0, 250_000, -130_000, 7];
+    for (let c = 0; c < 4; c++) await driver.setDelayPs(c, delays[c]);
+    const got = await collect(driver.startStream({ maxTags: 19_000 }));
+    await driver.close();
+    const want = raw.map((x) => ({ t: x.t + BigInt(delays[x.c]), c: x.c })).sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : a.c - b.c)).slice(0, 19_000);
+    let sorted = true;
+    for (let i = 1; i < got.times.length; i++) if (got.times[i] < got.times[i - 1]) sorted = false;
+    t.ok(sorted, `epoch ${epoch}: time order`);
+    const norm = got.times.map((x, i) => ({ t: x, c: got.chans[i] })).sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : a.c - b.c));
+    t.same(norm.map((x) => x.t), want.map((x) => x.t), `epoch ${epoch}: exact times`);
+    t.same(norm.map((x) => x.c), want.map((x) => x.c), `epoch ${epoch}: channels`);
+  }
+});
