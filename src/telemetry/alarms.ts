@@ -84,8 +84,12 @@ export interface AlarmInputs {
   /** Spool depth over capacity, 0..1. */
   spoolFillRatio?: number;
   calibrationAgeSeconds?: number;
-  /** Device identities read at connect, with the firmware versions the hardware profile allows. */
-  devices?: { id: string; model?: string; firmware: string; allowedFirmware: string[] }[];
+  /**
+   * Device identities read at connect, with the firmware versions the hardware profile allows
+   * (patterns, `*` = any run of characters, as in hw-profiles). `allowed`, when given, is the
+   * verdict already made by the driver (e.g. open() failed with FIRMWARE_NOT_ALLOWED → false).
+   */
+  devices?: { id: string; model?: string; firmware: string; allowedFirmware: string[]; allowed?: boolean }[];
   /** From RandomnessMonitor.snapshot(). */
   randomness?: { healthy: boolean; reason?: string };
   classicalRttSeconds?: number;
@@ -223,7 +227,7 @@ export class AlarmEngine {
       });
     }
     for (const d of inputs.devices ?? []) {
-      const ok = d.allowedFirmware.includes(d.firmware);
+      const ok = d.allowed ?? firmwareMatches(d.allowedFirmware, d.firmware);
       step('firmware-mismatch', c.firmwareMismatch, d.id, {
         bad: !ok, value: d.firmware, threshold: d.allowedFirmware.join(', '),
         message: `device ${d.id}${d.model ? ` (${d.model})` : ''} runs firmware ${d.firmware}; the hardware profile allows ${d.allowedFirmware.join(', ') || 'none'}`,
@@ -317,6 +321,11 @@ export class AlarmEngine {
     for (const a of this.active()) out[a.severity]++;
     return out;
   }
+}
+
+/** Whether `version` matches one of the patterns (`*` = any run of characters, the rest literal). */
+export function firmwareMatches(patterns: readonly string[], version: string): boolean {
+  return patterns.some((p) => new RegExp(`^${p.split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`).test(version));
 }
 
 function isObj(v: unknown): v is Record<string, unknown> {

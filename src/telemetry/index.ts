@@ -8,7 +8,7 @@ export { createQkdMetrics, type QkdMetrics } from './qkd-metrics.ts';
 export { createLogger, createMemorySink, type Logger, type LogLevel, type LogFields, type LoggerOptions } from './logger.ts';
 export { redact, redactString, classifyField } from './redact.ts';
 export {
-  AlarmEngine, DEFAULT_ALARM_CONFIG, parseAlarmConfig, loadAlarmConfig,
+  AlarmEngine, DEFAULT_ALARM_CONFIG, parseAlarmConfig, loadAlarmConfig, firmwareMatches,
   type Alarm, type AlarmEvent, type AlarmInputs, type AlarmConfig, type AlarmConfigInput, type AlarmKind, type Severity,
 } from './alarms.ts';
 export { SliTracker, WindowedSum, type SliSnapshot, type SliOptions } from './sli.ts';

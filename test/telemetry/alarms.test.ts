@@ -2,7 +2,7 @@ import t from 'tap';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { AlarmEngine, DEFAULT_ALARM_CONFIG, loadAlarmConfig, parseAlarmConfig, type AlarmEvent, type AlarmKind } from '../../src/telemetry/alarms.ts';
+import { AlarmEngine, DEFAULT_ALARM_CONFIG, firmwareMatches, loadAlarmConfig, parseAlarmConfig, type AlarmEvent, type AlarmKind } from '../../src/telemetry/alarms.ts';
 
 t.test('QBER alarm: raise above abort threshold, hysteresis band, clear below', async (t) => {
   const events: AlarmEvent[] = [];
@@ -52,6 +52,8 @@ t.test('per-subject alarms: detector channels, KMSs, devices', async (t) => {
     kmsReachable: { alice: true, bob: false },
     devices: [
       { id: 'tagger-1', model: 'TT-Ultra', firmware: '2.4.1', allowedFirmware: ['2.4.0', '2.4.1'] },
+      { id: 'spad-1', model: 'SPAD1', firmware: '2.1.7', allowedFirmware: ['2.1.*'] },
+      { id: 'psu-1', firmware: '9', allowedFirmware: ['1.2.*'], allowed: true },
       { id: 'laser-1', model: 'PL-1550', firmware: '1.9', allowedFirmware: ['2.0'] },
     ],
     spoolFillRatio: 0.5,
@@ -63,6 +65,10 @@ t.test('per-subject alarms: detector channels, KMSs, devices', async (t) => {
   t.equal(e.active()[0].severity, 'critical', 'most severe first');
   t.match(ev.find((x) => x.alarm.id === 'firmware-mismatch/laser-1')!.alarm.message, /firmware 1\.9.*allows 2\.0/);
   t.same(e.countsBySeverity(), { critical: 1, major: 4, minor: 0, warning: 1 });
+  t.ok(firmwareMatches(['1.2.*', '1.3.0'], '1.2.15'));
+  t.notOk(firmwareMatches(['1.2.*'], '1.20'), 'the dot is literal');
+  t.notOk(firmwareMatches(['1.3.0'], '1.3.01'));
+  t.ok(firmwareMatches(['*'], 'anything'));
   // Channel 3 at 3 Hz is between silence raise (1) and clear (5): nothing new; ch2 recovers at 3 Hz: stays.
   t.same(e.evaluate({ detectorRatesHz: { 2: 3 } }, 2000), []);
   t.equal(e.evaluate({ detectorRatesHz: { 2: 50 } }, 3000)[0]?.alarm.id, 'detector-silent/ch2');
