@@ -314,6 +314,15 @@ export class EmulatedLink {
     return this.emit(P0, pulses, P1);
   }
 
+  /**
+   * Delivers the tags held back at the end of the last batch (pulses: 0). For the end of a run:
+   * tags of later batches may be earlier than these, so the stream is no longer sorted across
+   * a drain() followed by more nextPulses().
+   */
+  drain(): LinkBatch {
+    return this.emit(this.nextPulse, 0, Infinity);
+  }
+
   private simulate(P1: number): void {
     const T = this.T;
     const nDet = this.nDet;
@@ -434,6 +443,7 @@ export class EmulatedLink {
 
   /** Earliest tagger time any pulse >= P1 can produce (minus a margin for rounding). */
   private watermark(P1: number): number {
+    if (P1 === Infinity) return Infinity; // drain()
     let minDelay = Infinity;
     for (let d = 0; d < this.nDet; d++) minDelay = Math.min(minDelay, this.delays[d]);
     const t = (P1 - 0.5) * this.T + this.fibreDelay;

@@ -56,6 +56,10 @@ for (const name of listLinkPresets()) {
     for (let i = 1; i < ra.time.length; i++) if (ra.time[i] < ra.time[i - 1]) { sorted = false; break; }
     for (let i = 1; i < rb.time.length; i++) if (rb.time[i] < rb.time[i - 1]) { sorted = false; break; }
     t.ok(sorted, 'tags sorted by time, also across batches');
+    const tail = a.drain();
+    const tailAgain = a.drain();
+    t.equal(tailAgain.tags.timePs.length, 0, 'drain empties the hold-back');
+    t.ok(tail.tags.timePs.length === 0 || tail.tags.timePs[0] >= ra.time[ra.time.length - 1], 'drained tags come after the delivered ones');
     const kinds = new Set(ra.kind);
     t.ok(kinds.has(0), 'photon clicks present');
     if (p.detector.afterpulseProb > 0) t.ok(kinds.has(2), 'afterpulses present');
