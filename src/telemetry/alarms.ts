@@ -379,8 +379,9 @@ export function parseAlarmConfig(input: unknown, source = 'alarm configuration')
   return cfg;
 }
 
-/** Reads and validates a JSON alarm configuration file. */
-export function loadAlarmConfig(path: string): AlarmConfig {
+/** Reads and validates a JSON alarm configuration file; no path (undefined or '') gives the defaults. */
+export function loadAlarmConfig(path?: string): AlarmConfig {
+  if (!path) return parseAlarmConfig({});
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

@@ -92,6 +92,7 @@ t.test('configuration: defaults, validation errors name the field, file loading'
   writeFileSync(f, '{ not json');
   t.throws(() => loadAlarmConfig(f), { code: 'ALARM_CONFIG_INVALID', message: new RegExp(f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) });
   t.throws(() => loadAlarmConfig(join(dir, 'missing.json')), { code: 'ALARM_CONFIG_UNREADABLE' });
+  t.same(loadAlarmConfig(undefined), DEFAULT_ALARM_CONFIG, 'no file configured: defaults');
   // Disabled rules never raise; recent list is bounded.
   const e = new AlarmEngine({ qber: { enabled: false }, recentLimit: 2, kmsUnreachable: { forSeconds: 0 } });
   t.same(e.evaluate({ qber: 0.5 }, 0), []);
