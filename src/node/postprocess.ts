@@ -63,6 +63,8 @@ export interface BlockReport {
   counts?: BlockCounts;
   /** Z errors per intensity found by reconciliation (Bob's side), X errors per intensity. */
   zErrors?: Triple;
+  /** Z bits per intensity in the frames that decoded (the denominators of zErrors). */
+  keptZ?: Triple;
   qberZ?: number;
   qberX?: number;
   qberEstimate?: number;
@@ -407,6 +409,7 @@ export class BobPostProcessor {
     report.framesFailed = nFrames - keep.reduce((s, x) => s + x, 0);
     // Z errors per intensity that reconciliation corrected (kept frames only).
     const zErr: Triple = [0, 0, 0];
+    const keptZ: Triple = [0, 0, 0];
     let keptBits = 0;
     let keptErr = 0;
     for (let f = 0; f < nFrames; f++) {
@@ -414,12 +417,15 @@ export class BobPostProcessor {
       const d = hammingDistance(frames[f], results[f].corrected, choice.keyBits);
       keptBits += choice.keyBits;
       keptErr += d;
+      const zi = sifted.zIntensity;
+      for (let i = f * choice.keyBits, end = (f + 1) * choice.keyBits; i < end; i++) keptZ[zi[i]]++;
       if (d) {
         const part = errorsByIntensity(frames[f], results[f].corrected, sifted.zIntensity.subarray(f * choice.keyBits, (f + 1) * choice.keyBits));
         for (let k = 0; k < 3; k++) zErr[k] += part[k];
       }
     }
     report.zErrors = zErr;
+    report.keptZ = keptZ;
     report.qberZ = keptBits ? keptErr / keptBits : undefined;
     const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0);
     report.leakBits = keptLeak;

@@ -1,0 +1,132 @@
+/**
+ * `qkd run`: the main job. With --emulated, an emulated Alice–Bob link producing keys into the
+ * two reference KMSs (see src/node/supervisor.ts for the process layout).
+ */
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ConfigError } from '../../errors.ts';
+import { numberOption, parseOptions } from '../args.ts';
+import { EmulatedRun, assertRunnable, type RunOptions } from '../../node/supervisor.ts';
+import { startRunTelemetry } from '../../node/run-telemetry.ts';
+
+export const summary = 'run the node: an emulated Alice–Bob link into the reference KMSs (--emulated)';
+export const usage = `qkd run --emulated [options]
+qkd run --config NODE.json          (real devices; see docs/devices.md)
+
+Starts Alice's and Bob's nodes as separate processes (ZeroMQ event stream, authenticated classical
+channel), the two reference KMSs (ETSI 004 push mode in, ETSI 014 out, mutual TLS), and the live
+dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
+
+  --emulated              use the emulated lab (photon source, fibre, detectors, tagger)
+  --duration S            stop cleanly after S seconds of wall time (default: run until stopped)
+  --link NAME             link preset from hw-profiles/links (default reference-decoy)
+  --distance-km KM        fibre length (default: the preset's)
+  --eve F                 intercept-resend eavesdropper on a fraction F of pulses (0..1)
+  --seed N                seed of the emulated physics (default: random)
+  --block-detections N    detections per post-processing block (default 4000000)
+  --frame-bits N          preferred LDPC frame size in key bits (default 235930)
+  --eps-sec E, --eps-cor E  security parameters (default 1e-10, 1e-15)
+  --qber-abort Q          abort blocks whose QBER exceeds Q (default 0.11)
+  --speed X               emulated time may run at most X times faster than wall time (default 1)
+  --state-dir DIR         PKI, secrets, spools, KMS databases, logs (default ./run)
+  --dashboard-port P      dashboard and /metrics port (default 8080; 0 = any free port)
+  --manifest FILE         write the manifest (URLs, SAE credentials) as JSON to FILE
+  --kms-alice URL --kms-bob URL   push to external KMSs instead of the reference ones
+  --insecure-http         allow plain HTTP towards external KMSs (no authentication!)
+  --json                  print the final summary as JSON on stdout
+
+Progress goes to stderr; child process logs (JSON lines) go to <state-dir>/logs/.`;
+
+export async function run(args: string[]): Promise<number> {
+  const { values: v } = parseOptions(args, {
+    emulated: { type: 'boolean' },
+    config: { type: 'string' },
+    duration: { type: 'string' },
+    link: { type: 'string' },
+    'distance-km': { type: 'string' },
+    eve: { type: 'string' },
+    seed: { type: 'string' },
+    'block-detections': { type: 'string' },
+    'frame-bits': { type: 'string' },
+    'eps-sec': { type: 'string' },
+    'eps-cor': { type: 'string' },
+    'qber-abort': { type: 'string' },
+    speed: { type: 'string' },
+    'state-dir': { type: 'string' },
+    'dashboard-port': { type: 'string' },
+    manifest: { type: 'string' },
+    'kms-alice': { type: 'string' },
+    'kms-bob': { type: 'string' },
+    'insecure-http': { type: 'boolean' },
+    json: { type: 'boolean' },
+  });
+  if (!v.emulated) {
+    throw new ConfigError('RUN_NO_HARDWARE', v.config
+      ? `running on real devices from ${v.config} is not available in this build: no device is connected here. ` +
+        'Use --emulated, or see docs/devices.md for `qkd devices` to check your hardware first.'
+      : 'qkd run needs --emulated (the emulated lab) or --config NODE.json (real devices). See qkd run --help.');
+  }
+  const eve = numberOption('eve', v.eve, 0);
+  if (eve < 0 || eve > 1) throw new ConfigError('BAD_OPTION', `--eve is a fraction of pulses in [0, 1], got ${eve}`);
+  const say = (line: string) => process.stderr.write(`[qkd run] ${line}\n`);
+  const seed = v.seed !== undefined ? BigInt(v.seed) : BigInt(Math.floor(Math.random() * 2 ** 48));
+  const opts: RunOptions = {
+    stateDir: resolve(v['state-dir'] ?? 'run'),
+    preset: v.link ?? 'reference-decoy',
+    distanceKm: numberOption('distance-km', v['distance-km'], NaN),
+    eveFraction: eve,
+    seed,
+    durationS: v.duration !== undefined ? numberOption('duration', v.duration, 0) : undefined,
+    blockDetections: numberOption('block-detections', v['block-detections'], 4_000_000),
+    frameBits: numberOption('frame-bits', v['frame-bits'], 235930),
+    epsSec: numberOption('eps-sec', v['eps-sec'], 1e-10),
+    epsCor: numberOption('eps-cor', v['eps-cor'], 1e-15),
+    qberAbort: numberOption('qber-abort', v['qber-abort'], 0.11),
+    speed: numberOption('speed', v.speed, 1),
+    dashboardPort: numberOption('dashboard-port', v['dashboard-port'], 8080),
+    manifestPath: v.manifest,
+    externalKms: v['kms-alice'] || v['kms-bob'] ? { alice: v['kms-alice'] ?? '', bob: v['kms-bob'] ?? '' } : undefined,
+    insecureHttp: !!v['insecure-http'],
+    say,
+  };
+  assertRunnable(opts);
+  if (Number.isNaN(opts.distanceKm)) {
+    const { loadLinkPreset } = await import('../../lab/presets.ts');
+    opts.distanceKm = loadLinkPreset(opts.preset).distanceKm;
+  }
+  const runner = new EmulatedRun(opts);
+  const onSignal = (sig: string) => {
+    say(`${sig}: finishing the block in flight and stopping cleanly (again to force)`);
+    runner.requestStop(sig);
+    process.once(sig as NodeJS.Signals, () => process.exit(130));
+  };
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+
+  say(`emulated link ${opts.preset}, ${opts.distanceKm} km${eve ? `, eavesdropper on ${eve * 100} % of pulses` : ''}, seed ${seed}`);
+  const manifest = await runner.start();
+  const telemetry = await startRunTelemetry(runner, opts);
+  manifest.dashboard = telemetry.dashboardUrl;
+  manifest.metrics = telemetry.metricsUrl;
+  say(`manifest ${JSON.stringify(manifest)}`);
+  say(`dashboard ${manifest.dashboard}   metrics ${manifest.metrics}`);
+  if (opts.manifestPath) writeFileSync(opts.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
+  runner.onBlock = (_n, m) => {
+    telemetry.onBlock(m);
+    const r = m.report as { blockId: number; verified: boolean; abortReason?: string; qberZ?: number; qberX?: number; statement?: { deliverableBits: number } };
+    say(r.verified
+      ? `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${r.statement?.deliverableBits ?? 0} secret bits`
+      : `block ${r.blockId}: aborted (${r.abortReason})`);
+  };
+  runner.onAlarm = (n, m) => telemetry.onAlarm(n, m);
+  const timer = opts.durationS !== undefined ? setTimeout(() => runner.requestStop('duration'), opts.durationS * 1000) : undefined;
+  const reason = await runner.stopped;
+  clearTimeout(timer);
+  say(`stopping (${reason})`);
+  const final = await runner.stop();
+  const result = telemetry.finalSummary(final.node);
+  await telemetry.close();
+  if (v.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  else say(`summary ${JSON.stringify(result)}`);
+  return reason.endsWith('exited') ? 1 : 0;
+}

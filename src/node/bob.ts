@@ -1,0 +1,206 @@
+/**
+ * Bob's node in an emulated run. Inside one process, as on a real Bob host:
+ *
+ *   emulated lab (src/lab) ─▶ emulated USB tagger ─▶ TimeTaggerDriver (real driver code)
+ *     ─▶ StreamPublisher ══ZeroMQ══▶ StreamConsumer ─▶ ClockSync (pulse indices)
+ *     ─▶ block accumulator ─▶ BobPostProcessor ⇄ authenticated classical channel ⇄ Alice
+ *     ─▶ DeliveryNode (ETSI 004 push to Bob's KMS)
+ *
+ * The emulated lab stands for the optics: it knows Alice's seed because physics "knows" which
+ * photon she sent. Bob's node code never reads Alice's bits: the sync uses Alice's intensity
+ * pattern only (public in the decoy protocol; with real hardware it comes from Alice's node) and
+ * sifting goes through the classical dialogue like on two hosts.
+ *
+ * Pacing: emulated time never runs ahead of wall time by more than `speed`; when the machine is
+ * slower than the link, emulated time falls behind and rates are reported per emulated second.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadLinkPreset, type LinkPreset } from '../lab/presets.ts';
+import { defaultBobSeed } from '../lab/alice.ts';
+import { EmulatedLab } from '../devices/emulated/lab.ts';
+import { EmulatedUsbTagger } from '../devices/emulated/usb-tagger.ts';
+import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
+import { loadProfile } from '../devices/profile.ts';
+import { StreamPublisher } from '../stream/publisher.ts';
+import { StreamConsumer, view64 } from '../stream/consumer.ts';
+import { ClockSync, type SyncState } from '../timing/sync.ts';
+import { alicePatternFromSeed } from '../timing/emulated.ts';
+import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockResult, type PeerRequest } from './postprocess.ts';
+import { siftMapping, toSiftChannels } from './detections.ts';
+import type { NodeRunConfig } from './config.ts';
+
+export interface BobCallbacks {
+  /** A block finished (verified or aborted). `output` (if any) must be consumed synchronously or copied. */
+  onBlock(result: BlockResult, pulsesInBlock: number): Promise<void>;
+  onProgress(p: { pulses: number; detections: number; emulatedSeconds: number; sync: SyncState }): void;
+  log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
+}
+
+export function linkPresetOf(cfg: NodeRunConfig): LinkPreset {
+  return loadLinkPreset(cfg.lab.preset, { distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction });
+}
+
+export function blockConfigOf(cfg: NodeRunConfig, preset: LinkPreset): BlockConfig {
+  const ip = preset.intensityProbs;
+  return {
+    ...DEFAULT_BLOCK_CONFIG,
+    frameBits: cfg.block.frameBits,
+    settings: {
+      mu: [preset.intensities.signal, preset.intensities.decoy, preset.intensities.vacuum],
+      pMu: [ip.signal, ip.decoy, ip.vacuum],
+    },
+    security: { epsSec: cfg.block.epsSec, epsCor: cfg.block.epsCor, qberAbort: cfg.block.qberAbort },
+  };
+}
+
+/** Growable (pulse, channel) buffer for one block's detections. */
+class DetectionBuffer {
+  pulse = new Float64Array(1 << 20);
+  channel = new Uint8Array(1 << 20);
+  n = 0;
+  push(p: Float64Array, c: Uint8Array): void {
+    if (this.n + p.length > this.pulse.length) {
+      const cap = Math.max(this.pulse.length * 2, this.n + p.length);
+      const np = new Float64Array(cap);
+      np.set(this.pulse.subarray(0, this.n));
+      const nc = new Uint8Array(cap);
+      nc.set(this.channel.subarray(0, this.n));
+      this.pulse = np;
+      this.channel = nc;
+    }
+    this.pulse.set(p, this.n);
+    this.channel.set(c, this.n);
+    this.n += p.length;
+  }
+  /** Takes the contents sorted by pulse (insertion sort: the input is nearly sorted). */
+  take(): { pulse: Float64Array; channel: Uint8Array } {
+    const p = this.pulse.slice(0, this.n);
+    const c = this.channel.slice(0, this.n);
+    for (let i = 1; i < p.length; i++) {
+      if (p[i] >= p[i - 1]) continue;
+      const vp = p[i];
+      const vc = c[i];
+      let j = i - 1;
+      while (j >= 0 && p[j] > vp) {
+        p[j + 1] = p[j];
+        c[j + 1] = c[j];
+        j--;
+      }
+      p[j + 1] = vp;
+      c[j + 1] = vc;
+    }
+    this.n = 0;
+    return { pulse: p, channel: c };
+  }
+}
+
+export class BobNode {
+  readonly preset: LinkPreset;
+  private readonly lab: EmulatedLab;
+  private readonly tagger: TimeTaggerDriver;
+  private readonly sync: ClockSync;
+  private readonly post: BobPostProcessor;
+  private readonly bobSeed: bigint;
+  private stopping = false;
+  private blockId = 0;
+  private pulses = 0;
+  private detections = 0;
+  private emulatedPs = 0;
+  private tainted = 0;
+  private readonly t0 = performance.now();
+
+  constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks) {
+    this.preset = linkPresetOf(cfg);
+    const seed = BigInt(cfg.lab.seed);
+    this.bobSeed = defaultBobSeed(seed);
+    this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm });
+    this.tagger = new TimeTaggerDriver({ id: 'bob-tagger', profile: loadProfile('emulab-tt8'), device: new EmulatedUsbTagger(this.lab) });
+    this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: alicePatternFromSeed(this.preset, seed) });
+    this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
+  }
+
+  get syncState(): SyncState {
+    return this.sync.state();
+  }
+
+  stop(): void {
+    this.stopping = true;
+  }
+
+  /** Runs until stop(): produce tags, sync, cut blocks, post-process. */
+  async run(): Promise<void> {
+    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
+    const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
+    await this.tagger.open();
+    const stream = this.tagger.startStream({ transferBytes: 1 << 20 });
+    const produce = (async () => {
+      try {
+        for await (const batch of stream) {
+          if (this.stopping) break;
+          await publisher.sendTags(0n, batch.timePs, batch.channel, batch.events);
+          const last = batch.timePs.length ? Number(batch.timePs[batch.timePs.length - 1]) : 0;
+          // Pace: emulated seconds may lead wall seconds by at most the speed factor.
+          const ahead = last / 1e12 - ((performance.now() - this.t0) / 1000) * this.cfg.speed;
+          if (ahead > 0.05) await sleep(Math.min(1000, ahead * 1000));
+        }
+      } finally {
+        await stream.stop();
+        publisher.close();
+      }
+    })();
+    const consume = this.consume(consumer);
+    await Promise.race([produce, consume]);
+    this.stopping = true;
+    consumer.close();
+    await Promise.allSettled([produce, consume]);
+    await this.tagger.close();
+  }
+
+  private async consume(consumer: StreamConsumer): Promise<void> {
+    const buf = new DetectionBuffer();
+    let firstPulse = -1;
+    let lastReport = 0;
+    for await (const b of consumer) {
+      if (this.stopping) break;
+      const times = view64(BigInt64Array, b.data);
+      const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
+      const det = this.sync.push({ timePs: times, channel });
+      if (times.length) this.emulatedPs = Number(times[times.length - 1]);
+      if (b.tainted) {
+        // An overflow, gap or stall: the detections around it are incomplete. Discard the block
+        // being accumulated rather than mix it; report it as aborted.
+        this.tainted++;
+        if (buf.n) {
+          buf.take();
+          await this.cb.onBlock({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0);
+        }
+        firstPulse = -1;
+        continue;
+      }
+      if (det.pulseIndex.length) {
+        buf.push(det.pulseIndex, det.channel);
+        if (firstPulse < 0) firstPulse = det.pulseIndex[0];
+        this.detections += det.pulseIndex.length;
+        this.pulses = Math.max(this.pulses, det.pulseIndex[det.pulseIndex.length - 1] + 1);
+      }
+      if (buf.n >= this.cfg.block.detections) {
+        const { pulse, channel: ch } = buf.take();
+        const pulsesInBlock = pulse[pulse.length - 1] - firstPulse + 1;
+        firstPulse = -1;
+        const sc = toSiftChannels(this.preset, this.bobSeed, pulse, ch);
+        const result = await this.post.processBlock(++this.blockId, pulse, sc);
+        result.report.detections = pulse.length;
+        await this.cb.onBlock(result, pulsesInBlock);
+      }
+      const now = performance.now();
+      if (now - lastReport > this.cfg.statusEveryMs) {
+        lastReport = now;
+        this.cb.onProgress({ pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, sync: this.sync.state() });
+      }
+    }
+  }
+
+  get counters(): { pulses: number; detections: number; emulatedSeconds: number; taintedBatches: number } {
+    return { pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, taintedBatches: this.tainted };
+  }
+}

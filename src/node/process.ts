@@ -1,0 +1,171 @@
+/**
+ * Body of one node process (`qkd _node`): wires the classical link, the post-processing role,
+ * the ETSI 004 delivery node and the supervisor IPC. Alice answers, Bob drives.
+ *
+ * Key handling: a block's output is split by the core into `replenish` (refills the MAC key pool
+ * of the classical channel) and `deliverable` (offered to the delivery node, which spools it
+ * sealed and pushes it). Both buffers are wiped here right after use. Nothing key-derived goes to
+ * the logger or to the supervisor: block messages carry the public report only.
+ */
+import { readFileSync } from 'node:fs';
+import { createLogger } from '../telemetry/logger.ts';
+import { startDeliveryNode, type DeliveryNode } from '../delivery/node.ts';
+import { wipe } from '../core/native-call.ts';
+import { toSupervisor, stopRequested } from './children.ts';
+import { openClassicalLink, type ClassicalLink } from './link.ts';
+import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
+import { createAlicePostProcessor } from './alice.ts';
+import { SummaryBuilder } from './summary.ts';
+import type { NodeRunConfig } from './config.ts';
+import type { BlockResult } from './postprocess.ts';
+
+export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
+  const log = createLogger({ component: `node-${cfg.role}` });
+  const preset = linkPresetOf(cfg);
+  const blockCfg = blockConfigOf(cfg, preset);
+  const t0 = Date.now();
+
+  // The peer's stream state, learnt over the classical link (ETSI 004 status 3 until both opened).
+  const peerStreams = new Set<string>();
+  const spoolKey = readFileSync(cfg.delivery.spoolKeyFile);
+  const tls = cfg.delivery.tls && {
+    ca: readFileSync(cfg.delivery.tls.ca, 'utf8'),
+    cert: readFileSync(cfg.delivery.tls.cert, 'utf8'),
+    key: readFileSync(cfg.delivery.tls.key, 'utf8'),
+  };
+  let link: ClassicalLink | undefined;
+  const delivery: DeliveryNode = await startDeliveryNode({
+    role: cfg.role === 'alice' ? 'source' : 'destination',
+    nodeId: cfg.nodeId,
+    peer: {
+      nodeId: cfg.peerNodeId,
+      linkUp: () => link?.connected ?? false,
+      streamOpened: async (id) => {
+        if (peerStreams.has(id)) return true;
+        try {
+          const r = await link?.request('stream-status', { keyStreamId: id });
+          if (r?.opened === true) peerStreams.add(id);
+        } catch {
+          return false;
+        }
+        return peerStreams.has(id);
+      },
+    },
+    listen: { host: '127.0.0.1', port: cfg.delivery.listenPort },
+    tls,
+    insecure: cfg.delivery.insecure,
+    kms: cfg.delivery.kms,
+    spoolDir: cfg.delivery.spoolDir,
+    spoolKey,
+  });
+  spoolKey.fill(0);
+  delivery.on('alarm', (a) => {
+    log.warn('delivery alarm', { alarm: a });
+    toSupervisor({ type: 'alarm', source: 'delivery', alarm: a });
+  });
+
+  link = await openClassicalLink(cfg, log);
+  link.handle('stream-status', async (p) => ({ opened: delivery.hasStream(String(p.keyStreamId)) }));
+
+  const deliver = async (r: BlockResult, acquiredFromMs: number): Promise<void> => {
+    const out = r.output;
+    if (!out) return;
+    try {
+      if (out.replenishBits > 0) link!.replenish(out.replenish, out.replenishBits);
+      if (out.deliverableBits >= 8) {
+        const bytes = out.deliverable.subarray(0, out.deliverableBits >> 3);
+        await delivery.offer(bytes, {
+          block_id: r.report.blockId,
+          qber: r.report.qberZ ?? r.report.qberX,
+          epsilon: out.statement.epsSec + out.statement.epsCor,
+          eps_sec: out.statement.epsSec,
+          eps_cor: out.statement.epsCor,
+          secret_bits: out.deliverableBits,
+          acquired_from_ms: acquiredFromMs,
+          acquired_to_ms: Date.now(),
+          link: `${preset.name}@${cfg.lab.distanceKm}km`,
+        });
+      }
+    } finally {
+      wipe(out.replenish, out.deliverable);
+    }
+  };
+
+  const summary = new SummaryBuilder(preset, cfg.lab.distanceKm, cfg.lab.eveFraction);
+  let bob: BobNode | undefined;
+  let runDone: Promise<void> = Promise.resolve();
+  let lastBlockAt = Date.now();
+  if (cfg.role === 'alice') {
+    const alice = createAlicePostProcessor({
+      preset,
+      seed: BigInt(cfg.lab.seed),
+      config: blockCfg,
+      authBitsConsumed: (id) => link!.authBitsConsumed(id),
+      onOutput: async (_id, r) => {
+        await deliver(r, lastBlockAt);
+        lastBlockAt = Date.now();
+      },
+    });
+    for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
+  } else {
+    bob = new BobNode(cfg, (type, payload) => link!.request(type, payload), {
+      onBlock: async (r, pulsesInBlock) => {
+        summary.addBlock(r.report, pulsesInBlock);
+        const { stageMs, ...report } = r.report;
+        log.info('block', { blockId: report.blockId, verified: report.verified, reason: report.abortReason, qberZ: report.qberZ, qberX: report.qberX, secretBits: report.statement?.deliverableBits ?? 0, stageMs });
+        toSupervisor({ type: 'block', report });
+        await deliver(r, lastBlockAt);
+        lastBlockAt = Date.now();
+      },
+      onProgress: () => undefined,
+      log: (level, msg, fields) => log[level](msg, fields),
+    });
+    runDone = bob.run().catch((err: unknown) => {
+      log.error('bob pipeline failed', err as Error);
+      throw err;
+    });
+  }
+
+  const status = () => {
+    const c = bob?.counters;
+    const m = {
+      type: 'status',
+      role: cfg.role,
+      nodeId: cfg.nodeId,
+      uptimeS: (Date.now() - t0) / 1000,
+      delivery: delivery.metrics(),
+      channel: link?.stats(),
+      sync: bob?.syncState,
+      counters: c,
+      summary: c ? summaryNow() : undefined,
+    };
+    return m;
+  };
+  const summaryNow = () => {
+    const c = bob!.counters;
+    const built = summary.build(c.emulatedSeconds, (Date.now() - t0) / 1000);
+    built.pulses = c.pulses;
+    built.detections = c.detections;
+    built.sync = bob!.syncState as unknown as Record<string, unknown>;
+    built.secretKeyRate.perPulse = c.pulses ? built.secretBits / c.pulses : null;
+    return built;
+  };
+  const timer = setInterval(() => toSupervisor(status()), cfg.statusEveryMs);
+  toSupervisor({ type: 'ready', role: cfg.role, etsi004: delivery.url });
+  log.info('node ready', { role: cfg.role, etsi004: delivery.url, channel: cfg.channel.endpoint });
+
+  const why = await Promise.race([stopRequested(), runDone.then(() => 'pipeline ended', () => 'pipeline failed')]);
+  log.info('stopping', { reason: why });
+  bob?.stop();
+  await runDone.catch(() => undefined);
+  // Give the delivery node a moment to push what is spooled; what is left stays sealed on disk.
+  const deadline = Date.now() + 10_000;
+  while (delivery.metrics().spoolDepth > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  clearInterval(timer);
+  const final = status();
+  toSupervisor({ ...final, type: 'summary' });
+  await link.close();
+  await delivery.close();
+  log.info('stopped', { reason: why, spoolDepth: final.delivery.spoolDepth });
+  return why === 'pipeline failed' ? 1 : 0;
+}

@@ -1,0 +1,122 @@
+/**
+ * The operator's view of a run, in the supervisor: joins the status messages of the node
+ * processes into the dashboard state, Prometheus metrics, alarms and SLIs, and builds the final
+ * summary. Everything here is public (counts, rates, ratios): no child ever sends key material.
+ */
+import { createQkdMetrics } from '../telemetry/qkd-metrics.ts';
+import { AlarmEngine } from '../telemetry/alarms.ts';
+import { SliTracker } from '../telemetry/sli.ts';
+import { createLogger } from '../telemetry/logger.ts';
+import { startDashboard, type Dashboard } from '../dashboard/server.ts';
+import { DashboardStateBuilder } from '../dashboard/state.ts';
+import type { ChildMessage } from './children.ts';
+import type { EmulatedRun, RunOptions } from './supervisor.ts';
+import type { LinkSummary } from './summary.ts';
+import type { BlockReport } from './postprocess.ts';
+
+export interface RunTelemetry {
+  dashboardUrl: string;
+  metricsUrl: string;
+  onBlock(m: ChildMessage): void;
+  onAlarm(name: string, m: ChildMessage): void;
+  finalSummary(nodeSummaries: Record<string, ChildMessage | undefined>): LinkSummary & { stopReason: string; delivery: Record<string, unknown> };
+  close(): Promise<void>;
+}
+
+interface DeliveryStatus {
+  acked: number;
+  spoolDepth: number;
+  ackLatencyMs?: { p50: number };
+}
+
+export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Promise<RunTelemetry> {
+  const log = createLogger({ component: 'run', sink: () => undefined });
+  const metrics = createQkdMetrics();
+  const slis = new SliTracker({});
+  const alarms = new AlarmEngine({ qber: { abortThreshold: opts.qberAbort } }, {
+    onEvent: (e) => opts.say(`alarm ${e.type}: ${e.alarm.id}: ${e.alarm.message}`),
+  });
+  metrics.registry.onCollect(() => slis.exportTo(metrics));
+  const view = new DashboardStateBuilder({
+    node: { id: 'link', role: 'link', mode: 'emulated', link: `${opts.preset} ${opts.distanceKm} km`, startedAtMs: Date.now() },
+    alarms,
+    slis,
+    qberAbortThreshold: opts.qberAbort,
+  });
+  const dash: Dashboard = await startDashboard({ port: opts.dashboardPort, getState: () => view.build(), metrics: metrics.registry, logger: log });
+  let lastBlockAt = Date.now();
+  let lastAcked = { alice: 0, bob: 0 };
+
+  const deliveryOf = (name: string): DeliveryStatus | undefined => run.status(name)?.delivery as DeliveryStatus | undefined;
+  const summaryOf = (): LinkSummary | undefined => run.status('node-bob')?.summary as LinkSummary | undefined;
+
+  const tick = setInterval(() => {
+    const bob = run.status('node-bob');
+    const sync = bob?.sync as { locked: boolean; offsetPs: number; driftPpm: number; confidence: number } | undefined;
+    if (sync) {
+      view.setSync({ locked: sync.locked, offsetSeconds: sync.offsetPs / 1e12, driftPpm: sync.driftPpm, peakOverNoise: sync.confidence });
+      metrics.syncLocked.set(sync.locked ? 1 : 0);
+      metrics.syncOffset.set(sync.offsetPs / 1e12);
+      metrics.syncDrift.set(sync.driftPpm);
+    }
+    const s = summaryOf();
+    if (s) {
+      s.keysDelivered = { alice: deliveryOf('node-alice')?.acked ?? 0, bob: deliveryOf('node-bob')?.acked ?? 0 };
+      view.setSummary(s);
+      view.setStatus(s.blocks.verified > 0 ? 'running' : 'starting');
+    }
+    const kmsPanel = [];
+    for (const [side, name] of [['alice', 'node-alice'], ['bob', 'node-bob']] as const) {
+      const d = deliveryOf(name);
+      if (!d) continue;
+      const newly = d.acked - lastAcked[side];
+      lastAcked = { ...lastAcked, [side]: d.acked };
+      if (newly > 0) metrics.keysDelivered.inc({ kms: side }, newly);
+      metrics.spoolDepth.set(d.spoolDepth);
+      kmsPanel.push({ name: side, reachable: true, keysStored: d.acked, keySizeBits: 256 });
+    }
+    for (const k of kmsPanel) view.setKms(k);
+    slis.recordLinkState?.(Boolean(sync?.locked));
+    alarms.evaluate({ syncLocked: sync?.locked });
+  }, 1000);
+
+  return {
+    dashboardUrl: dash.url,
+    metricsUrl: new URL('metrics', dash.url).href,
+    onBlock(m) {
+      const r = m.report as BlockReport;
+      const now = Date.now();
+      metrics.blocks.inc({ result: r.verified ? 'verified' : 'aborted', reason: r.verified ? '' : (r.abortReason ?? '').split(':')[0] });
+      if (r.qberZ !== undefined || r.qberX !== undefined) {
+        view.recordQber({ overall: r.qberZ ?? r.qberX, Z: r.qberZ, X: r.qberX });
+        if (r.qberZ !== undefined) metrics.qber.set({ basis: 'Z' }, r.qberZ);
+        if (r.qberX !== undefined) metrics.qber.set({ basis: 'X' }, r.qberX);
+      }
+      if (r.reconciliationEfficiency) metrics.reconciliationEfficiency.set(r.reconciliationEfficiency);
+      const bits = r.statement?.deliverableBits ?? 0;
+      if (bits) metrics.secretBits.inc(bits);
+      view.recordSecretKeyRate(bits / Math.max(0.001, (now - lastBlockAt) / 1000));
+      lastBlockAt = now;
+      alarms.evaluate({ qber: r.qberX ?? r.qberZ });
+    },
+    onAlarm(name, m) {
+      opts.say(`${name}: ${JSON.stringify(m.alarm)}`);
+    },
+    finalSummary(nodeSummaries) {
+      const bob = (nodeSummaries['node-bob']?.summary ?? summaryOf()) as LinkSummary | undefined;
+      const dA = (nodeSummaries['node-alice']?.delivery ?? deliveryOf('node-alice')) as DeliveryStatus | undefined;
+      const dB = (nodeSummaries['node-bob']?.delivery ?? deliveryOf('node-bob')) as DeliveryStatus | undefined;
+      const base = bob ?? ({} as LinkSummary);
+      return {
+        ...base,
+        keysDelivered: { alice: dA?.acked ?? 0, bob: dB?.acked ?? 0 },
+        stopReason: run.reason,
+        delivery: { alice: dA ?? null, bob: dB ?? null },
+      };
+    },
+    async close() {
+      clearInterval(tick);
+      await dash.close();
+    },
+  };
+}

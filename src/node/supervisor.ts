@@ -1,0 +1,240 @@
+/**
+ * `qkd run --emulated`: one emulated QKD link on this machine, as separate processes exactly as
+ * on two hosts:
+ *
+ *   supervisor (this process): dashboard, /metrics, manifest, final summary
+ *   ├─ node alice  (qkd _node): Alice's post-processing (answers), ETSI 004 server + push client
+ *   ├─ node bob    (qkd _node): emulated lab + tagger + ZeroMQ stream + sync + post-processing (drives)
+ *   ├─ kms alice   (qkd kms):   reference KMS, source side (opens the key stream)
+ *   └─ kms bob     (qkd kms):   reference KMS, destination side
+ *
+ * Alice and Bob talk over the authenticated classical channel (ZeroMQ tcp on loopback); each node
+ * pushes to its KMS over mutual TLS; the KMSs confirm to each other and serve SAEs over ETSI 014.
+ * State that must outlive a run (PKI, pre-shared secret, spools, KMS databases) lives in the
+ * state directory (default ./run); secrets are files with mode 0600.
+ */
+import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync, createWriteStream, type WriteStream } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { QkdError } from '../errors.ts';
+import { makePki, type Pki } from '../delivery/pki.ts';
+import { Child, type ChildMessage } from './children.ts';
+import type { NodeRunConfig } from './config.ts';
+import type { LinkSummary } from './summary.ts';
+
+export interface RunOptions {
+  stateDir: string;
+  preset: string;
+  distanceKm: number;
+  eveFraction: number;
+  seed: bigint;
+  durationS?: number;
+  blockDetections: number;
+  frameBits: number;
+  epsSec: number;
+  epsCor: number;
+  qberAbort: number;
+  speed: number;
+  dashboardPort: number;
+  manifestPath?: string;
+  externalKms?: { alice: string; bob: string };
+  insecureHttp: boolean;
+  /** Progress lines for the operator (stderr in the CLI). */
+  say(line: string): void;
+}
+
+export interface Manifest {
+  nodes: { alice: { id: string; etsi004: string }; bob: { id: string; etsi004: string } };
+  kms: { alice: { etsi014: string } | null; bob: { etsi014: string } | null };
+  sae: { alice: { id: string; cert: string; key: string }; bob: { id: string; cert: string; key: string }; ca: string };
+  dashboard: string;
+  metrics: string;
+  stateDir: string;
+  logs: string;
+}
+
+export interface RunResult {
+  manifest: Manifest;
+  summary: LinkSummary | null;
+  delivery: { alice: Record<string, unknown> | null; bob: Record<string, unknown> | null };
+  kms: { alice: Record<string, unknown> | null; bob: Record<string, unknown> | null };
+  stopReason: string;
+}
+
+/** A free TCP port on loopback (closed again before use; the small race is acceptable here). */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** A 32-byte secret file (mode 0600), created once and reused by later runs. */
+function secretFile(path: string, bytes = 32): string {
+  if (!existsSync(path)) writeFileSync(path, randomBytes(bytes), { mode: 0o600 });
+  return path;
+}
+
+export class EmulatedRun {
+  readonly children = new Map<string, Child>();
+  private readonly logs = new Map<string, WriteStream>();
+  private lastStatus = new Map<string, ChildMessage>();
+  private stopReason = '';
+  private stopResolve!: (r: string) => void;
+  readonly stopped = new Promise<string>((r) => (this.stopResolve = r));
+  manifest!: Manifest;
+  pki!: Pki;
+
+  constructor(readonly opts: RunOptions) {}
+
+  /** Latest status message a child sent (for the dashboard and metrics). */
+  status(name: string): ChildMessage | undefined {
+    return this.lastStatus.get(name);
+  }
+
+  requestStop(reason: string): void {
+    if (!this.stopReason) {
+      this.stopReason = reason;
+      this.stopResolve(reason);
+    }
+  }
+
+  private spawn(name: string, args: string[]): Child {
+    const dir = join(this.opts.stateDir, 'logs');
+    mkdirSync(dir, { recursive: true });
+    const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
+    this.logs.set(name, log);
+    const c = new Child(name, args, (_n, line) => log.write(line + '\n'));
+    c.onMessage((m) => {
+      if (m.type === 'status' || m.type === 'summary') this.lastStatus.set(name, m);
+      if (m.type === 'block') this.onBlock?.(name, m);
+      if (m.type === 'alarm') this.onAlarm?.(name, m);
+    });
+    void c.exited.then((e) => {
+      if (!this.stopReason) {
+        this.opts.say(`${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); see ${join(dir, `${name}.log`)}`);
+        this.requestStop(`${name} exited`);
+      }
+    });
+    this.children.set(name, c);
+    return c;
+  }
+
+  onBlock?: (name: string, m: ChildMessage) => void;
+  onAlarm?: (name: string, m: ChildMessage) => void;
+
+  /** Starts the children and waits until every one reported ready. */
+  async start(): Promise<Manifest> {
+    const o = this.opts;
+    const dir = resolve(o.stateDir);
+    mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
+    o.say(`state directory ${dir}`);
+    this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
+    const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 64 * 1024);
+    const spoolKey = secretFile(join(dir, 'secrets', 'spool.key'));
+    const wrapA = secretFile(join(dir, 'secrets', 'kmsA.wrap'));
+    const wrapB = secretFile(join(dir, 'secrets', 'kmsB.wrap'));
+    const [pNodeA, pNodeB, pKmsA, pKmsB, pChan] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const scheme = o.externalKms && o.insecureHttp ? 'http' : 'https';
+    const kmsUrl = {
+      alice: o.externalKms?.alice ?? `https://127.0.0.1:${pKmsA}`,
+      bob: o.externalKms?.bob ?? `https://127.0.0.1:${pKmsB}`,
+    };
+    const tlsOf = (name: string) => ({ ca: this.pki.caPath, cert: this.pki.ids[name].certPath, key: this.pki.ids[name].keyPath });
+    const sessionId = randomBytes(8).toString('hex');
+    const nodeCfg = (role: 'alice' | 'bob'): NodeRunConfig => ({
+      role,
+      nodeId: role === 'alice' ? 'nodeA' : 'nodeB',
+      peerNodeId: role === 'alice' ? 'nodeB' : 'nodeA',
+      lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString() },
+      channel: { endpoint: `tcp://127.0.0.1:${pChan}`, pskFile: psk, sessionId },
+      stream: { endpoint: `ipc://${join(dir, `stream-${process.pid}.ipc`)}` },
+      delivery: {
+        listenPort: role === 'alice' ? pNodeA : pNodeB,
+        tls: o.insecureHttp ? undefined : tlsOf(role === 'alice' ? 'nodeA' : 'nodeB'),
+        insecure: o.insecureHttp,
+        kms: { url: role === 'alice' ? kmsUrl.alice : kmsUrl.bob, id: role === 'alice' ? 'kmsA' : 'kmsB' },
+        spoolDir: join(dir, role === 'alice' ? 'spoolA' : 'spoolB'),
+        spoolKeyFile: spoolKey,
+      },
+      block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort },
+      speed: o.speed,
+      statusEveryMs: 1000,
+    });
+    const kmsCfg = (side: 'A' | 'B') => ({
+      id: `kms${side}`,
+      role: side === 'A' ? 'source' : 'destination',
+      listen: { host: '127.0.0.1', port: side === 'A' ? pKmsA : pKmsB },
+      tls: tlsOf(`kms${side}`),
+      dbPath: join(dir, `kms${side}.db`),
+      wrapKeyFile: side === 'A' ? wrapA : wrapB,
+      node: { url: `https://127.0.0.1:${side === 'A' ? pNodeA : pNodeB}`, id: `node${side}` },
+      peerNodeId: side === 'A' ? 'nodeB' : 'nodeA',
+      peer: { url: `https://127.0.0.1:${side === 'A' ? pKmsB : pKmsA}`, id: side === 'A' ? 'kmsB' : 'kmsA' },
+      saes: { local: [side === 'A' ? 'saeA' : 'saeB'], remote: [side === 'A' ? 'saeB' : 'saeA'] },
+      openStream: side === 'A',
+    });
+    for (const role of ['alice', 'bob'] as const) writeFileSync(join(dir, `node-${role}.json`), JSON.stringify(nodeCfg(role), null, 2));
+    for (const side of ['A', 'B'] as const) writeFileSync(join(dir, `kms${side}.json`), JSON.stringify(kmsCfg(side), null, 2));
+
+    const alice = this.spawn('node-alice', ['_node', '--config', join(dir, 'node-alice.json')]);
+    const bob = this.spawn('node-bob', ['_node', '--config', join(dir, 'node-bob.json')]);
+    await Promise.all([alice.waitFor('ready', 60_000), bob.waitFor('ready', 60_000)]);
+    if (!o.externalKms) {
+      const ka = this.spawn('kms-alice', ['kms', '--config', join(dir, 'kmsA.json')]);
+      const kb = this.spawn('kms-bob', ['kms', '--config', join(dir, 'kmsB.json')]);
+      void ka;
+      void kb;
+    }
+    this.manifest = {
+      nodes: {
+        alice: { id: 'nodeA', etsi004: `${scheme}://127.0.0.1:${pNodeA}/api/v1/kms/etsi004` },
+        bob: { id: 'nodeB', etsi004: `${scheme}://127.0.0.1:${pNodeB}/api/v1/kms/etsi004` },
+      },
+      kms: o.externalKms ? { alice: null, bob: null } : {
+        alice: { etsi014: `https://127.0.0.1:${pKmsA}/api/v1/keys` },
+        bob: { etsi014: `https://127.0.0.1:${pKmsB}/api/v1/keys` },
+      },
+      sae: {
+        alice: { id: 'saeA', cert: this.pki.ids.saeA.certPath, key: this.pki.ids.saeA.keyPath },
+        bob: { id: 'saeB', cert: this.pki.ids.saeB.certPath, key: this.pki.ids.saeB.keyPath },
+        ca: this.pki.caPath,
+      },
+      dashboard: '',
+      metrics: '',
+      stateDir: dir,
+      logs: join(dir, 'logs'),
+    };
+    return this.manifest;
+  }
+
+  /** Stops every child cleanly (nodes first, so the block in flight finishes and the spool flushes). */
+  async stop(): Promise<{ node: Record<string, ChildMessage | undefined> }> {
+    const nodes = ['node-bob', 'node-alice'].map((n) => this.children.get(n)).filter((c): c is Child => !!c);
+    const summaries: Record<string, ChildMessage | undefined> = {};
+    await Promise.all(nodes.map(async (c) => {
+      const got = c.waitFor('summary', 60_000).catch(() => undefined);
+      void c.stop(60_000);
+      summaries[c.name] = await got;
+      await c.exited;
+    }));
+    await Promise.all([...this.children.values()].map((c) => c.stop()));
+    for (const l of this.logs.values()) l.end();
+    return { node: summaries };
+  }
+
+  get reason(): string {
+    return this.stopReason;
+  }
+}
+
+export function assertRunnable(o: RunOptions): void {
+  if (o.externalKms && (!o.externalKms.alice || !o.externalKms.bob)) {
+    throw new QkdError('RUN_KMS', 'give both --kms-alice and --kms-bob, or neither (the reference KMSs are used then)');
+  }
+}
