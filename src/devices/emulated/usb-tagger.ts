@@ -34,6 +34,14 @@ export interface EmulatedTaggerOptions {
   channels?: number;
   /** Pulses requested from the source per refill at first (adapted to fill transfers). */
   pulsesPerPull?: number;
+  /**
+   * Real-time pacing (default off: tags as fast as the consumer reads). Emulated time runs at
+   * `speed` x the wall clock from the stream start; the FIFO holds `fifoRecords` records and
+   * overflows, in band, when the consumer falls behind. `now` (ms) is injectable for tests.
+   */
+  realtime?: { speed?: number; fifoRecords?: number; now?: () => number };
+  /** Pulse rate used by real-time pacing (default: the source's lab settings, else 1 GHz). */
+  repRateHz?: number;
 }
 
 class Stall extends Error {
@@ -67,6 +75,11 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   private pulsesPerPull: number;
   private lose = 0;
   private inOverflow = false;
+  private overflowEndPs = 0n;
+  private readonly realtime: { speed: number; fifoRecords: number; now: () => number } | undefined;
+  private readonly repRateHz: number;
+  private rtStartMs: number | undefined;
+  private rtPulses = 0;
   private lostPerChannel = new Map<number, number>();
   private pendingBulk: { reject: (e: Error) => void } | undefined;
 
@@ -80,6 +93,10 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.level = Array.from({ length: this.channelCount }, () => 0.5);
     this.edge = Array.from({ length: this.channelCount }, () => 0);
     this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
+    if (opts.realtime) {
+      this.realtime = { speed: opts.realtime.speed ?? 1, fifoRecords: opts.realtime.fifoRecords ?? 1 << 20, now: opts.realtime.now ?? (() => performance.now()) };
+    }
+    this.repRateHz = opts.repRateHz ?? (source as { settings?: { repRateHz?: number } }).settings?.repRateHz ?? 1e9;
   }
 
   /** Settings to persist between CLI invocations (see docs/devices.md). */
@@ -159,6 +176,8 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     switch (request) {
       case REQ.START:
         this.streaming = true;
+        this.rtStartMs = undefined;
+        this.rtPulses = 0;
         return;
       case REQ.STOP:
         this.streaming = false;
@@ -243,6 +262,17 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       throw new Error('LIBUSB_TRANSFER_TIMED_OUT');
     }
     const want = length - (length % TAG_RECORD_BYTES);
+    if (this.realtime) {
+      // Wait (in short steps) until the FIFO has something or the transfer times out.
+      const until = performance.now() + timeoutMs;
+      for (;;) {
+        this.refillRealtime();
+        if (this.outBytes > 0) return this.take(want);
+        if (performance.now() >= until) throw new Error('LIBUSB_TRANSFER_TIMED_OUT');
+        await new Promise((r) => setTimeout(r, 1));
+        this.check();
+      }
+    }
     let rounds = 0;
     while (this.outBytes < want && rounds++ < 64) this.refill(want - this.outBytes);
     return this.take(want);
@@ -292,29 +322,42 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     let times = tags.timePs;
     let chans = tags.channel;
     if (this.lose > 0) {
+      // Injected overflow: the first `lose` tags are lost.
       const k = Math.min(this.lose, n);
-      for (let i = 0; i < k; i++) this.lostPerChannel.set(chans[i], (this.lostPerChannel.get(chans[i]) ?? 0) + 1);
-      const first = times[0];
+      this.loseTags(times.subarray(0, k), chans.subarray(0, k));
       this.lose -= k;
-      this.flushHeld();
-      if (!this.inOverflow) this.push(encodeTagRecords([{ type: TAG_TYPE.OVERFLOW_BEGIN, missedEvents: 0, channel: 0, timePs: first }]));
-      this.inOverflow = true;
       times = times.subarray(k);
       chans = chans.subarray(k);
-      if (this.lose === 0) {
-        this.inOverflow = false;
-        const end = times.length ? times[0] : first;
-        const recs: TagRecord[] = [{ type: TAG_TYPE.OVERFLOW_END, missedEvents: 0, channel: 0, timePs: end }];
-        for (const [ch, c] of [...this.lostPerChannel].sort((a, b) => a[0] - b[0])) {
-          for (let left = c; left > 0; left -= 0xffff) recs.push({ type: TAG_TYPE.MISSED_EVENTS, missedEvents: Math.min(left, 0xffff), channel: ch, timePs: end });
-        }
-        this.lostPerChannel.clear();
-        this.push(encodeTagRecords(recs));
-      } else {
-        return;
-      }
-      if (!times.length) return;
+      if (this.lose > 0 || !times.length) return;
     }
+    this.accept(times, chans);
+  }
+
+  /** Tags that did not fit: open the overflow (once) and count them per channel. */
+  private loseTags(times: BigInt64Array, chans: Uint8Array): void {
+    if (!times.length) return;
+    for (let i = 0; i < chans.length; i++) this.lostPerChannel.set(chans[i], (this.lostPerChannel.get(chans[i]) ?? 0) + 1);
+    if (!this.inOverflow) {
+      this.flushHeld();
+      this.push(encodeTagRecords([{ type: TAG_TYPE.OVERFLOW_BEGIN, missedEvents: 0, channel: 0, timePs: times[0] }]));
+      this.inOverflow = true;
+    }
+    this.overflowEndPs = times[times.length - 1];
+  }
+
+  /** Tags that fit: close an open overflow first (END + MISSED_EVENTS per channel), then queue them. */
+  private accept(times: BigInt64Array, chans: Uint8Array): void {
+    if (this.inOverflow) {
+      this.inOverflow = false;
+      const end = times.length ? times[0] : this.overflowEndPs;
+      const recs: TagRecord[] = [{ type: TAG_TYPE.OVERFLOW_END, missedEvents: 0, channel: 0, timePs: end }];
+      for (const [ch, c] of [...this.lostPerChannel].sort((a, b) => a[0] - b[0])) {
+        for (let left = c; left > 0; left -= 0xffff) recs.push({ type: TAG_TYPE.MISSED_EVENTS, missedEvents: Math.min(left, 0xffff), channel: ch, timePs: end });
+      }
+      this.lostPerChannel.clear();
+      this.push(encodeTagRecords(recs));
+    }
+    if (!times.length) return;
     if (this.delayPs.every((d) => d === this.delayPs[0])) {
       // Same delay everywhere: order is kept, shift and encode directly.
       this.flushHeld();
@@ -330,6 +373,29 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       return;
     }
     this.mergeDelayed(times, chans);
+  }
+
+  /**
+   * Real-time mode: emulated time advances with the wall clock (x speed); the pulses due since the
+   * last transfer are emulated now and their tags go into the FIFO; what does not fit is lost and
+   * reported in band, exactly as a tagger whose host reads too slowly.
+   */
+  private refillRealtime(): void {
+    const rt = this.realtime!;
+    const now = rt.now();
+    this.rtStartMs ??= now;
+    const due = Math.floor(((now - this.rtStartMs) / 1000) * rt.speed * this.repRateHz) - this.rtPulses;
+    if (due <= 0) return;
+    this.rtPulses += due;
+    for (let left = due; left > 0; ) {
+      const k = Math.min(left, 1e9);
+      left -= k;
+      const { tags } = this.source.nextPulses(k);
+      const room = Math.max(0, rt.fifoRecords - this.outBytes / TAG_RECORD_BYTES - this.heldT.length);
+      const fit = Math.min(room, tags.timePs.length);
+      if (fit > 0) this.accept(tags.timePs.subarray(0, fit), tags.channel.subarray(0, fit));
+      this.loseTags(tags.timePs.subarray(fit), tags.channel.subarray(fit));
+    }
   }
 
   /**
