@@ -81,8 +81,8 @@ fn unhex32(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     let mut out = [0u8; 32];
-    for i in 0..32 {
-        out[i] = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
 }
@@ -234,15 +234,15 @@ impl KmsStore {
         let mut sids = key_stream_ids.into_iter();
         let mut kids = key_ids.into_iter();
         let mut metas = meta_jsons.into_iter();
-        for i in 0..n {
-            let len = sizes[i] as usize;
+        for ((&size, &index), &exp) in sizes.iter().zip(&indices).zip(&expires_ms) {
+            let len = size as usize;
             items.push(qkd_store::PutItem {
                 sid: sids.next().unwrap_or_default(),
-                index: indices[i],
+                index,
                 key_id: kids.next().unwrap_or_default(),
                 key: Zeroizing::new(keys[off..off + len].to_vec()),
                 meta: metas.next().unwrap_or_default(),
-                expires_ms: expires_ms[i] as i64,
+                expires_ms: exp as i64,
             });
             off += len;
         }
