@@ -9,6 +9,7 @@ import { makePki } from '../../src/testkit/pki.ts';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { startDeliveryNode, type DeliveryNode } from '../../src/delivery/node.ts';
 import { STATUS } from '../../src/delivery/types.ts';
+import { until } from '../../src/testkit/delivery.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-etsi-status-'));
 const pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'saeA']);
@@ -162,4 +163,30 @@ t.test('identity binding: wrong CN 403, untrusted CA and plain HTTP refused, TLS
     { code: 'DELIVERY_PEER_IDENTITY' }, 'the client refuses a server presenting another identity');
   await t.rejects(startDeliveryNode({ ...common, role: 'source', nodeId: 'x', spoolDir: join(dir, 'sx'),
     peer: { nodeId: 'y' } }), { code: 'DELIVERY_TLS_REQUIRED' });
+});
+
+t.test('index wrap: a stream ends at 2^32-1, the rest waits for a new stream', async (t) => {
+  const { Spool } = await import('../../src/delivery/spool.ts');
+  const sd = join(dir, 'swrap');
+  const sid = '5e1f0000-0000-4000-8000-00000000aaaa';
+  const qos = { key_chunk_size: 16, max_bps: 1e9, min_bps: 0, jitter: 0, priority: 0, timeout: 0, ttl: 60,
+    metadata_mimetype: 'application/json' };
+  // A stream record as a long-running node would have left it, two indices before the end.
+  new Spool(sd, common.spoolKey).saveStreams([{ keyStreamId: sid, source: 'nodeA', destination: 'nodeB', qos,
+    nextIndex: 0xffff_fffe, registered: false, startIndex: 0, closed: false, exhausted: false }]);
+  const n = await startDeliveryNode({ ...common, role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), spoolDir: sd,
+    peer: { nodeId: 'nodeB' } });
+  t.teardown(() => n.close());
+  const alarms: { code: string }[] = [];
+  n.on('alarm', (a) => alarms.push(a));
+  const r = await n.offer(randomBytes(16 * 3), {});
+  t.same(r.indices, [0xffff_fffe, 0xffff_ffff], 'the last two indices, no wrap to 0');
+  t.ok(alarms.some((a) => a.code === 'DELIVERY_INDEX_EXHAUSTED'));
+  t.equal(n.metrics().pendingBytes, 16, 'the third chunk waits');
+  const c = new JsonClient({ url: n.url, id: 'nodeA' }, { tls: pki.tls('kmsA') });
+  t.teardown(() => c.close());
+  const next = await c.request('POST', '/api/v1/kms/etsi004/open-connect', { ...link, qos: { key_chunk_size: 16 } });
+  t.equal(next.body.status, 0);
+  await until(() => n.metrics().pendingBytes === 0, 2000, 'the waiting bytes go to the new stream');
+  t.equal(n.streamInfo(next.body.key_stream_id)?.nextIndex, 1, 'as its index 0');
 });
