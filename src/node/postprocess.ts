@@ -198,11 +198,13 @@ export class AlicePostProcessor {
     const bounds = estimateBounds(this.opts.config.settings, counts, sec);
     const qberX = bounds.qberX;
     if (!(qberX <= sec.qberAbort)) {
-      throw abortError(`X-basis QBER ${(qberX * 100).toFixed(2)} % is above the abort threshold ${(sec.qberAbort * 100).toFixed(1)} % (eavesdropping, misalignment or a timing fault)`);
+      // Abort, but answer with the (public) counts so both sides can report the QBER seen.
+      this.abort(id);
+      return { counts, abort: `PE_ABORT_QBER: X-basis QBER ${(qberX * 100).toFixed(2)} % is above the abort threshold ${(sec.qberAbort * 100).toFixed(1)} % (eavesdropping, misalignment or a timing fault)` };
     }
     const q = Math.min(0.2, Math.max(0.002, this.opts.qberHint?.() ?? qberX));
     const frameBits = Math.min(this.opts.config.frameBits, s.zBits);
-    if (frameBits < 3687) throw abortError(`only ${s.zBits} sifted Z bits: too few for one LDPC frame (3687); use a larger block`);
+    if (frameBits < 3687) throw abortError(`BLOCK_TOO_SMALL: only ${s.zBits} sifted Z bits: too few for one LDPC frame (3687); use a larger block`);
     const choice = chooseCode(q, frameBits);
     const frames = Math.floor(s.zBits / choice.keyBits);
     b.params = choice.params;
@@ -234,7 +236,7 @@ export class AlicePostProcessor {
     const keep = u8(p.keep, 'keep');
     if (keep.length !== b.frames!.length) throw new ProtocolError('BAD_MESSAGE', `keep mask has ${keep.length} entries for ${b.frames!.length} frames`);
     const kept = b.frames!.filter((_, i) => keep[i]).map((bytes) => ({ bytes, bits: b.keyBits! }));
-    if (kept.length === 0) throw abortError('no LDPC frame decoded: the QBER estimate is off or the link is too noisy');
+    if (kept.length === 0) throw abortError('EC_NO_FRAME: no LDPC frame decoded: the QBER estimate is off or the link is too noisy');
     const key = concatBits(kept);
     b.key = key.bytes;
     b.keep = Uint8Array.from(keep);
@@ -248,7 +250,7 @@ export class AlicePostProcessor {
 
   private async amplify(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
     const b = this.block(id);
-    if (p.verified !== true) throw abortError('verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
+    if (p.verified !== true) throw abortError('VERIFY_FAILED: verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
     const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0);
     const counts = b.counts!;
     const statement = planBlock({
@@ -310,7 +312,8 @@ export class BobPostProcessor {
       return await this.run(blockId, pulse, channel, report, secret);
     } catch (e) {
       if (!(e instanceof QkdError)) throw e;
-      report.abortReason = `${e.code}: ${e.message}`;
+      // Abort reasons start with their code ("PE_ABORT_QBER: ..."); other errors get theirs prefixed.
+      report.abortReason = e.code === 'BLOCK_ABORTED' ? e.message : `${e.code}: ${e.message}`;
       await this.opts.request('abort', { block: blockId }).catch(() => undefined);
       return { report };
     } finally {
@@ -358,14 +361,15 @@ export class BobPostProcessor {
     const er = await req('estimate', { block: blockId, x: sifted.x });
     const counts = er.counts as BlockCounts;
     report.counts = counts;
+    const xErr = counts.mX.reduce((s, x) => s + x, 0);
+    const xN = counts.nX.reduce((s, x) => s + x, 0);
+    report.qberX = xN ? xErr / xN : undefined;
+    if (typeof er.abort === 'string') throw abortError(er.abort);
     const params = er.params as LdpcParams;
     const choice = describeCode(params);
     const nFrames = num(er.frames, 'frames');
     const q = num(er.qberEstimate, 'qberEstimate');
     report.qberEstimate = q;
-    const xErr = counts.mX.reduce((s, x) => s + x, 0);
-    const xN = counts.nX.reduce((s, x) => s + x, 0);
-    report.qberX = xN ? xErr / xN : undefined;
     if (nFrames * choice.keyBits > sifted.zBits) throw new ProtocolError('SIFT_MISMATCH', `Alice framed ${nFrames}x${choice.keyBits} bits, Bob has ${sifted.zBits}`);
     const synAll = u8(er.syndromes, 'syndromes');
     const sb = Math.ceil(choice.syndromeBits / 8);
@@ -438,7 +442,7 @@ export class BobPostProcessor {
     const mine = verifyTag(key.bytes, key.bits, u8(vr.hashKey, 'hashKey'), tagBits);
     const verified = tagsEqual(mine, u8(vr.tag, 'tag'));
     const ar = await req('amplify', { block: blockId, verified });
-    if (!verified) throw abortError('verification failed: keys differ after reconciliation; block discarded');
+    if (!verified) throw abortError('VERIFY_FAILED: verification failed: keys differ after reconciliation; block discarded');
     const statement = ar.statement as SecurityStatement;
     if (statement.n !== key.bits) throw new ProtocolError('SIFT_MISMATCH', `Alice amplifies ${statement.n} bits, Bob holds ${key.bits}`);
     if (statement.leakEcBits !== keptLeak) {

@@ -1,0 +1,116 @@
+// End to end, as a user runs it: `qkd run --emulated` as a separate process (which starts Alice's
+// and Bob's node processes and the two reference KMSs), an SAE pair fetching matching keys from the
+// two KMSs over ETSI 014 with mutual TLS, then SIGINT and the JSON summary checked against the
+// decoy-state model of the preset. A second run with an intercept-resend eavesdropper on every
+// pulse must show a QBER near 25 % and deliver nothing.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { JsonClient } from '../../src/delivery/http.ts';
+import { loadLinkPreset } from '../../src/lab/presets.ts';
+import { decoyModel } from '../../src/lab/theory.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const qkd = join(root, 'bin', 'qkd.js');
+
+interface Running {
+  dir: string;
+  stderr: string[];
+  done: Promise<{ code: number | null; stdout: string }>;
+  kill(sig: NodeJS.Signals): void;
+}
+
+function startRun(args: string[]): Running {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-run-test-'));
+  const p = spawn(process.execPath, [qkd, 'run', '--emulated', '--json', '--state-dir', join(dir, 'state'),
+    '--manifest', join(dir, 'manifest.json'), '--dashboard-port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const stderr: string[] = [];
+  let stdout = '';
+  p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  p.stderr.setEncoding('utf8').on('data', (d: string) => stderr.push(...d.split('\n').filter(Boolean)));
+  const done = new Promise<{ code: number | null; stdout: string }>((resolve) => p.on('exit', (code) => resolve({ code, stdout })));
+  return { dir, stderr, done, kill: (sig) => p.kill(sig) };
+}
+
+async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+// 25 km keeps a block of ~4e6 detections short enough for CI while the finite-key length stays positive.
+const DISTANCE = 25;
+
+t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ETSI 014, figures agree with theory', async (t) => {
+  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '12345', '--speed', '1000', '--duration', '600']);
+  t.teardown(() => {
+    run.kill('SIGKILL');
+    rmSync(run.dir, { recursive: true, force: true });
+  });
+  const manifestPath = join(run.dir, 'manifest.json');
+  const manifest = await until('the manifest', () => (existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) : undefined), 120_000);
+  t.match(manifest, { nodes: { alice: { id: 'nodeA' }, bob: { id: 'nodeB' } }, sae: { alice: { id: 'saeA' }, bob: { id: 'saeB' } } }, 'manifest names nodes and SAEs');
+  t.match(manifest.dashboard, /^http:\/\/127\.0\.0\.1:\d+\//, 'dashboard URL');
+
+  const ca = readFileSync(manifest.sae.ca, 'utf8');
+  const tlsOf = (s: { cert: string; key: string }) => ({ ca, cert: readFileSync(s.cert, 'utf8'), key: readFileSync(s.key, 'utf8') });
+  const saeA = new JsonClient({ url: new URL(manifest.kms.alice.etsi014).origin, id: 'kmsA' }, { tls: tlsOf(manifest.sae.alice) });
+  const saeB = new JsonClient({ url: new URL(manifest.kms.bob.etsi014).origin, id: 'kmsB' }, { tls: tlsOf(manifest.sae.bob) });
+  t.teardown(() => {
+    saeA.close();
+    saeB.close();
+  });
+  // Wait until Alice's KMS has confirmed keys for the SAE pair.
+  await until('keys at the KMS', async () => {
+    const st = await saeA.request('GET', '/api/v1/keys/saeB/status').catch(() => undefined);
+    return st && st.status === 200 && st.body.stored_key_count >= 2 ? st.body : undefined;
+  }, 420_000);
+  const enc = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 });
+  t.equal(enc.status, 200, 'enc_keys from Alice\'s KMS');
+  const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
+  t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
+  t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
+
+  run.kill('SIGINT');
+  const { code, stdout } = await run.done;
+  t.equal(code, 0, 'clean exit on SIGINT');
+  const s = JSON.parse(stdout);
+  t.ok(s.blocks.verified >= 1, `${s.blocks.verified} verified blocks`);
+  t.ok(s.secretBits > 0, `${s.secretBits} secret bits`);
+  t.ok(s.keysDelivered.alice >= 2 && s.keysDelivered.alice === s.keysDelivered.bob, `keys delivered ${JSON.stringify(s.keysDelivered)}`);
+  t.ok(s.sync.locked, 'clock sync locked');
+
+  // Figures against the decoy-state model (Ma et al. 2005) of the preset at this distance.
+  const m = decoyModel(loadLinkPreset('reference-decoy'), DISTANCE);
+  const within = (x: number, th: number, rel: number) => Math.abs(x - th) <= rel * th;
+  t.ok(within(s.gain.signal, m.gain.signal, 0.05), `signal gain ${s.gain.signal} vs ${m.gain.signal}`);
+  t.ok(within(s.gain.decoy, m.gain.decoy, 0.1), `decoy gain ${s.gain.decoy} vs ${m.gain.decoy}`);
+  t.ok(within(s.errorRate.signal, m.errorRate.signal, 0.15), `signal error rate ${s.errorRate.signal} vs ${m.errorRate.signal}`);
+  t.ok(within(s.qber, m.errorRate.signal, 0.15), `QBER ${s.qber} vs ${m.errorRate.signal}`);
+  t.ok(s.reconciliationEfficiency > 1 && s.reconciliationEfficiency < 1.5, `f = ${s.reconciliationEfficiency}`);
+  t.ok(s.secretKeyRate.perPulse > 0 && s.secretKeyRate.perPulse < m.asymptoticKeyRatePerPulse,
+    `finite-key rate ${s.secretKeyRate.perPulse} per pulse below the asymptotic ${m.asymptoticKeyRatePerPulse}`);
+});
+
+t.test('qkd run --emulated --eve 1: QBER near 25 %, every block aborted, no key at either KMS', async (t) => {
+  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '777', '--speed', '1000', '--eve', '1', '--block-detections', '1000000', '--duration', '90']);
+  t.teardown(() => {
+    run.kill('SIGKILL');
+    rmSync(run.dir, { recursive: true, force: true });
+  });
+  const { code, stdout } = await run.done;
+  t.equal(code, 0, 'clean exit');
+  const s = JSON.parse(stdout);
+  t.ok(s.blocks.aborted >= 1, `${s.blocks.aborted} blocks aborted`);
+  t.equal(s.blocks.verified, 0, 'no block verified');
+  t.ok(s.qberByBasis.X > 0.2 && s.qberByBasis.X < 0.3, `X QBER ${s.qberByBasis.X} near 25 %`);
+  t.same(s.keysDelivered, { alice: 0, bob: 0 }, 'no key reached either KMS');
+  t.equal(s.secretBits, 0);
+});
