@@ -14,6 +14,8 @@
  * 3. Blob-looking strings anywhere (field values, messages, error messages and stacks): a run of
  *    ≥ 32 hex digits, or a run of ≥ 20 base64/base64url characters that looks random (see
  *    `looksLikeBase64Blob`), is replaced by `[redacted blob]`. UUIDs survive.
+ *    Passwords in URLs (`//user:pass@`) and query parameters with secret names (`?token=`)
+ *    are replaced too.
  *    A string that is mostly control/latin1-high/U+FFFD characters (bytes decoded as text) is
  *    replaced whole.
  * 4. Arrays of ≥ 16 integers all in 0..255 (key bytes spread into a plain array, or Buffer's
@@ -36,6 +38,8 @@ const HEX_RUN = /[0-9a-fA-F]{32,}/g;
 const B64_RUN = /[A-Za-z0-9+/_=-]{18,}/g;
 const UUID = /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
 const MAX_DEPTH = 8;
+const URL_CREDENTIALS = /(\/\/[^/\s:@]+:)[^@\s/]+@/g;
+const SECRET_QUERY = /([?&;])([A-Za-z0-9_.-]+)=[^&#\s]*/g;
 
 /** Splits a field name into lower-case words: `keyBufferId` → key, buffer, id; `key_ID` → key, id. */
 export function nameWords(name: string): string[] {
@@ -123,10 +127,13 @@ function looksLikeBinaryText(s: string): boolean {
 /** Rule 3 on one string. */
 export function redactString(s: string): string {
   if (looksLikeBinaryText(s)) return `[redacted binary text ${s.length} chars]`;
-  if (s.length < 18) return s;
+  if (s.length < 12) return s;
   // UUIDs (key_IDs, stream ids) are identifiers, not secrets: set them aside during the scan.
   const uuids: string[] = [];
   let out = s.replace(UUID, (u) => `\u0000${uuids.push(u) - 1}\u0000`);
+  // Credentials inside URLs: https://user:pass@host and ?token=…&key=… query parameters.
+  out = out.replace(URL_CREDENTIALS, '$1[redacted]@').replace(SECRET_QUERY, (_m, pre: string, name: string) =>
+    classifyField(name) === 'secret' ? `${pre}${name}=[redacted]` : _m);
   out = out.replace(HEX_RUN, '[redacted blob]');
   out = out.replace(B64_RUN, (run) => (looksLikeBase64Blob(run) ? '[redacted blob]' : run));
   return uuids.length ? out.replace(/\u0000(\d+)\u0000/g, (_m, i: string) => uuids[Number(i)]) : out;
@@ -192,6 +199,7 @@ export function redact(value: unknown, fieldName = '', depth = 0, seen: WeakSet<
     }
     if (value instanceof Set) return [...value].map((x) => redact(x, '', depth + 1, seen) ?? null);
     if (value instanceof RegExp) return redactString(String(value));
+    if (value instanceof URL) return redactString(value.href);
     const tag = Object.prototype.toString.call(value);
     if (tag === '[object KeyObject]' || (obj as { type?: unknown }).type === 'secret' && 'symmetricKeySize' in obj) {
       return '[redacted KeyObject]';

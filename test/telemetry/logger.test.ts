@@ -117,6 +117,12 @@ t.test('blob detector: random keys in free text are caught, identifiers are not'
   }
 });
 
+t.test('credentials in URLs and query strings', async (t) => {
+  t.equal(redactString('GET https://sae:hunter2@kms.example/api/v1/keys?size=256&token=abc123&key_ID=7'),
+    'GET https://sae:[redacted]@kms.example/api/v1/keys?size=256&token=[redacted]&key_ID=7');
+  t.same(redact({ u: new URL('https://a:b@h/p?password=x') }), { u: 'https://a:[redacted]@h/p?password=[redacted]' });
+});
+
 t.test('a throwing sink does not break the caller', async (t) => {
   const log = createLogger({ component: 'x', sink: () => { throw new Error('disk full'); } });
   t.doesNotThrow(() => log.error('still fine'));
