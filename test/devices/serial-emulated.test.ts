@@ -87,6 +87,32 @@ t.test('garbage, truncated replies and silence: clear errors, then the line work
   }
 });
 
+t.test('a reply that comes after its timeout is never taken for the next query', async (t) => {
+  const rig = emulatedSpad();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  rig.instrument.fault = 'slow'; // replies 700 ms late, the profile waits 500 ms
+  await t.rejects(rig.driver.deadTimeNs(), { code: 'NO_REPLY' });
+  rig.instrument.fault = 'none';
+  // The stale '0' (dead time) arrives while the transport waits out its quiet period.
+  t.equal(await rig.driver.get('threshold'), 50, 'threshold query gets the threshold, not the stale dead time');
+  t.ok(rig.transport.strayLines >= 1, `stale line dropped (${rig.transport.strayLines})`);
+});
+
+t.test('devices whose set commands have no reply (no setAck in the profile)', async (t) => {
+  const profile = loadProfile('emulab-spad1');
+  delete profile.setAck;
+  const rig = emulatedSpad({ profile });
+  rig.instrument.ackSets = false;
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  await rig.driver.setThresholdMv(70);
+  await rig.driver.setDeadTimeNs(20);
+  t.equal(await rig.driver.get('threshold'), 70);
+  t.equal(await rig.driver.deadTimeNs(), 20);
+  t.equal(rig.transport.strayLines, 0, 'no unexpected replies');
+});
+
 t.test('unplugged: state change, pending query rejected, reconnect with back-off', async (t) => {
   const rig = emulatedSpad({ reconnect: { initialMs: 20, maxMs: 80, maxAttempts: 50 } });
   t.teardown(() => rig.driver.close());

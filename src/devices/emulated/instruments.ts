@@ -48,7 +48,7 @@ export class EmulatedPhotonSource extends ScpiInstrument {
       const v = BigInt(m[1]);
       if (v >= 1n << 64n) return 'ERR -222,Data out of range';
       this.seed = v;
-      return 'OK';
+      return this.ackSets ? 'OK' : null;
     }
     return super.handleLine(line);
   }

@@ -9,12 +9,12 @@
  * - `HEADER value` -> `OK`, or `ERR <code>,<text>` (SCPI error codes: -113 undefined header,
  *   -222 data out of range, -224 illegal parameter value, -200 execution error)
  *
- * Faults (for the bad-input tests and the CLI's `--fault`): 'garbage' answers with non-text
- * bytes, 'truncate' sends half a reply without the delimiter, 'silent' does not answer.
+ * Faults (for the bad-input tests): 'garbage' answers with non-text bytes, 'truncate' sends half
+ * a reply without the delimiter, 'silent' does not answer, 'slow' answers after `slowMs`.
  */
 import { randomBytes } from 'node:crypto';
 
-export type FaultMode = 'none' | 'garbage' | 'truncate' | 'silent';
+export type FaultMode = 'none' | 'garbage' | 'truncate' | 'silent' | 'slow';
 
 export interface EmulatedIdentity {
   vendor: string;
@@ -39,6 +39,10 @@ export type InstrumentState = Record<string, number>;
 
 export abstract class ScpiInstrument {
   fault: FaultMode = 'none';
+  /** Delay of every reply in 'slow' mode (ms). */
+  slowMs = 700;
+  /** Answer accepted set commands with `OK` (false: sets are silent, errors still answered). */
+  ackSets = true;
   /** Commands received (headers only, never values: seeds travel through here). */
   readonly log: string[] = [];
   abstract readonly identity: EmulatedIdentity;
@@ -79,7 +83,7 @@ export abstract class ScpiInstrument {
     } catch {
       return 'ERR -200,Execution error';
     }
-    return 'OK';
+    return this.ackSets ? 'OK' : null;
   }
 
   /** Back to power-on values. */
@@ -128,6 +132,9 @@ export class ScpiEndpoint {
         this.send(Buffer.concat([junk, Buffer.from(this.delimiter)]));
         return;
       }
+      case 'slow':
+        setTimeout(() => this.send(Buffer.from(text + this.delimiter, 'latin1')), this.instrument.slowMs);
+        return;
       case 'truncate':
         this.send(Buffer.from(text.slice(0, Math.max(1, text.length >> 1)), 'latin1'));
         return;

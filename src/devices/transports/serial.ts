@@ -14,7 +14,8 @@
  *   (a truncated reply) is discarded, so it cannot prefix the next reply, and the message says
  *   how many bytes of it arrived.
  * - Lines nobody asked for (a late reply after a timeout, unsolicited output) are discarded and
- *   counted in `strayLines`; they are never handed to a later query.
+ *   counted in `strayLines`. After a timeout the next query first waits one timeout period with
+ *   nothing pending, so a reply up to twice the timeout late is dropped, never handed to it.
  * - When the port goes away without `close()` (USB-serial unplugged, pty closed), pending and
  *   later queries reject with TransportError('DISCONNECTED') and a 'close' event carries the
  *   cause; reconnecting is the driver's decision (drivers/base.ts), not the transport's.
@@ -64,6 +65,8 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   private queue: Promise<unknown> = Promise.resolve();
   private partialBytes = 0;
   private closing = false;
+  /** Set by a timeout: the next query first waits out a quiet period (see `query`). */
+  private resyncMs = 0;
 
   constructor(private readonly opts: SerialTransportOptions) {
     super();
@@ -173,6 +176,15 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
 
   query(command: string, timeoutMs = this.opts.settings.timeoutMs): Promise<string> {
     return this.exclusive(async () => {
+      this.ensureOpen(command);
+      if (this.resyncMs) {
+        // SCPI replies carry no sequence number: a reply that comes after its query timed out
+        // would be taken for the next query's. So after a timeout, wait one timeout period with
+        // no query pending; whatever arrives meanwhile is stale and dropped (strayLines).
+        const wait = this.resyncMs;
+        this.resyncMs = 0;
+        await new Promise((r) => setTimeout(r, wait));
+      }
       const port = this.ensureOpen(command);
       const reply = new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => {
@@ -182,6 +194,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
           // Drop whatever partial line the parser holds: a truncated reply must not prefix the next one.
           this.partialBytes = 0;
           this.attachParser();
+          this.resyncMs = timeoutMs;
           reject(new TimeoutError('NO_REPLY', partial
             ? `reply to '${command}' on ${this.opts.path} was truncated: ${partial} byte(s) without the line delimiter within ${timeoutMs} ms. The partial reply was discarded; check the line and retry.`
             : `no reply to '${command}' from ${this.opts.path} within ${timeoutMs} ms. Check that the device is powered, connected and speaks this profile's protocol.`));
