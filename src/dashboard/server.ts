@@ -94,7 +94,19 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
   const sseClients = new Set<ServerResponse>();
   let closed = false;
 
-  const stateJson = async (): Promise<string> => JSON.stringify(await opts.getState());
+  // Several SSE clients (and pollers) in the same push period share one serialised state.
+  let cached: { atMs: number; json: Promise<string> } | undefined;
+  const stateJson = (): Promise<string> => {
+    const now = Date.now();
+    if (!cached || now - cached.atMs >= pushMs / 2) {
+      const json = (async () => JSON.stringify(await opts.getState()))();
+      cached = { atMs: now, json };
+      json.catch(() => {
+        if (cached?.json === json) cached = undefined; // do not cache a failure
+      });
+    }
+    return cached.json;
+  };
 
   const renderMetrics = async (): Promise<string | undefined> => {
     const m = opts.metrics;

@@ -95,6 +95,7 @@ export class SliTracker {
   private rtt: { t: number; v: number }[] = [];
   private lastLink?: { up: boolean; t: number };
   private calibrationMs?: number;
+  private remoteRandomness?: RandomnessSnapshot;
 
   constructor(opts: SliOptions = {}) {
     this.windowSeconds = opts.windowSeconds ?? 3600;
@@ -147,6 +148,13 @@ export class SliTracker {
   recordDelivery(ok: boolean, nowMs = this.clock()): void {
     (ok ? this.delivered : this.failed).add(1, nowMs);
   }
+  /**
+   * The randomness snapshot when the monitor runs in another process (the node process that holds
+   * the key sends its RandomnessMonitor.snapshot() — P-values only — to the supervisor).
+   */
+  setRandomnessSnapshot(s: RandomnessSnapshot): void {
+    this.remoteRandomness = s;
+  }
   /** When the calibration record in use was made (ms since the epoch). */
   setCalibrationTime(ms: number): void {
     this.calibrationMs = ms;
@@ -181,7 +189,7 @@ export class SliTracker {
       keysDelivered: ok,
       keyDeliveryFailures: bad,
       calibrationAgeSeconds: this.calibrationMs !== undefined ? Math.max(0, (nowMs - this.calibrationMs) / 1000) : null,
-      randomness: this.randomness ? this.randomness.snapshot() : null,
+      randomness: this.randomness ? this.randomness.snapshot() : this.remoteRandomness ?? null,
     };
   }
 

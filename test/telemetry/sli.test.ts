@@ -63,3 +63,13 @@ t.test('SLIs from a scripted hour', async (t) => {
   t.same(fams.get('qkd_randomness_test_pvalue')!.samples.map((x) => x.labels.test), ['frequency', 'runs', 'serial_1', 'serial_2']);
   t.equal(fams.get('qkd_randomness_healthy')!.samples[0].value, 1);
 });
+
+t.test('randomness snapshot from another process', async (t) => {
+  const mon = new RandomnessMonitor();
+  mon.offer(pseudoRandomBytes(1024, 9));
+  const wire = JSON.parse(JSON.stringify(mon.snapshot())); // as it would cross a process boundary
+  const s = new SliTracker({ clock: () => 0 });
+  t.equal(s.snapshot().randomness, null);
+  s.setRandomnessSnapshot(wire);
+  t.same(s.snapshot().randomness, mon.snapshot());
+});
