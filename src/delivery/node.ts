@@ -57,6 +57,8 @@ export interface DeliveryNodeOptions {
   spoolKey: Uint8Array;
   /** Most chunks held unacknowledged; `offer` refuses beyond (DELIVERY_SPOOL_FULL). */
   spoolMaxChunks?: number;
+  /** Most bytes waiting for a stream (or for a whole chunk); `offer` refuses beyond. Default 16 MiB. */
+  maxPendingBytes?: number;
   capabilities?: Partial<Capabilities>;
   /** QoS used for fields the KMS leaves null. */
   defaultQos?: Partial<Qos>;
@@ -273,6 +275,14 @@ export class DeliveryNode extends EventEmitter {
       this.alarm({ code: 'DELIVERY_SPOOL_FULL', message: `spool holds ${this.depth} of ${max} chunks; ${n} more refused` });
       throw new QkdError('DELIVERY_SPOOL_FULL', `the delivery spool is full (${this.depth} of ${max} chunks ` +
         'unacknowledged); the KMS is not taking keys. Check the KMS, or raise spoolMaxChunks.');
+    }
+    const maxPending = this.opts.maxPendingBytes ?? 16 << 20;
+    if (all.length - n * size > maxPending) {
+      const have = this.pending.length;
+      all.fill(0);
+      this.alarm({ code: 'DELIVERY_SPOOL_FULL', message: `${have} bytes already wait for a key stream; offer refused` });
+      throw new QkdError('DELIVERY_SPOOL_FULL', `${have} offered bytes wait for a key stream to open (limit ` +
+        `${maxPending}); the KMS has not opened one. Check the KMS, or raise maxPendingBytes.`);
     }
     this.m.offeredBytes += bytes.length;
     const made: SpooledChunk[] = [];

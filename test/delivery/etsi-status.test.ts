@@ -190,3 +190,22 @@ t.test('index wrap: a stream ends at 2^32-1, the rest waits for a new stream', a
   await until(() => n.metrics().pendingBytes === 0, 2000, 'the waiting bytes go to the new stream');
   t.equal(n.streamInfo(next.body.key_stream_id)?.nextIndex, 1, 'as its index 0');
 });
+
+t.test('bounded spool: offers beyond spoolMaxChunks or maxPendingBytes are refused whole', async (t) => {
+  const n = await startDeliveryNode({ ...common, role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'),
+    spoolDir: join(dir, 'sfull'), peer: { nodeId: 'nodeB' }, spoolMaxChunks: 2, maxPendingBytes: 40 });
+  t.teardown(() => n.close());
+  await t.rejects(n.offer(randomBytes(41), {}), { code: 'DELIVERY_SPOOL_FULL' }, 'no stream: at most 40 bytes wait');
+  t.equal(n.metrics().pendingBytes, 0, 'nothing was taken');
+  await n.offer(randomBytes(40), {});
+  const c = new JsonClient({ url: n.url, id: 'nodeA' }, { tls: pki.tls('kmsA') });
+  t.teardown(() => c.close());
+  const o = await c.request('POST', '/api/v1/kms/etsi004/open-connect', { ...link, qos: { key_chunk_size: 16 } });
+  t.equal(o.body.status, 0);
+  t.equal(n.metrics().spoolDepth, 2, 'the waiting 40 bytes became two chunks (8 bytes wait)');
+  await t.rejects(n.offer(randomBytes(16), {}), { code: 'DELIVERY_SPOOL_FULL' }, 'a third chunk does not fit');
+  t.equal(n.metrics().spoolDepth, 2);
+  t.equal(n.metrics().pendingBytes, 8);
+  await n.offer(randomBytes(4), {});
+  t.equal(n.metrics().pendingBytes, 12, 'bytes that make no whole chunk are still taken');
+});
