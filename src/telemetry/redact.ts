@@ -20,7 +20,7 @@
  *    replaced whole.
  * 4. Arrays of ≥ 16 integers all in 0..255 (key bytes spread into a plain array, or Buffer's
  *    JSON form) become `[redacted N bytes]`.
- * Also: BigInt → decimal string, functions and symbols dropped, cycles → `[circular]`, depth > 8 →
+ * Also: arrays over 100 items and strings over 8192 characters are cut, BigInt → decimal string, functions and symbols dropped, cycles → `[circular]`, depth > 8 →
  * `[depth]`, objects with `toJSON` are not trusted (Buffer.toJSON would print the bytes).
  */
 
@@ -38,6 +38,9 @@ const HEX_RUN = /[0-9a-fA-F]{32,}/g;
 const B64_RUN = /[A-Za-z0-9+/_=-]{18,}/g;
 const UUID = /\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b/g;
 const MAX_DEPTH = 8;
+/** Log records stay readable: long arrays and strings are cut (after redaction rules apply). */
+const MAX_ARRAY = 100;
+const MAX_STRING = 8192;
 const URL_CREDENTIALS = /(\/\/[^/\s:@]+:)[^@\s/]+@/g;
 const SECRET_QUERY = /([?&;])([A-Za-z0-9_.-]+)=[^&#\s]*/g;
 
@@ -167,8 +170,12 @@ export function redact(value: unknown, fieldName = '', depth = 0, seen: WeakSet<
   if (isBinary(value)) return `[redacted ${byteLength(value)} bytes]`;
   if (cls === 'secret') return value === undefined || value === null ? value : '[redacted]';
   switch (typeof value) {
-    case 'string':
-      return cls === 'secret-metadata' && suspiciousMetadataString(value) ? '[redacted]' : redactString(value);
+    case 'string': {
+      if (cls === 'secret-metadata' && suspiciousMetadataString(value)) return '[redacted]';
+      // Redact first, then cut: a cut through a blob must not leave a short unredacted tail.
+      const r = redactString(value);
+      return r.length > MAX_STRING ? `${r.slice(0, MAX_STRING)}[+${r.length - MAX_STRING} chars]` : r;
+    }
     case 'number':
       return Number.isFinite(value) ? value : String(value);
     case 'boolean':
@@ -190,7 +197,9 @@ export function redact(value: unknown, fieldName = '', depth = 0, seen: WeakSet<
     if (value instanceof Date) return Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString();
     if (Array.isArray(value)) {
       if (looksLikeByteArray(value)) return `[redacted ${value.length} bytes]`;
-      return value.map((x) => redact(x, '', depth + 1, seen) ?? null);
+      const items = value.slice(0, MAX_ARRAY).map((x) => redact(x, '', depth + 1, seen) ?? null);
+      if (value.length > MAX_ARRAY) items.push(`[+${value.length - MAX_ARRAY} more]`);
+      return items;
     }
     if (value instanceof Map) {
       const out: Record<string, unknown> = {};

@@ -123,6 +123,13 @@ t.test('credentials in URLs and query strings', async (t) => {
   t.same(redact({ u: new URL('https://a:b@h/p?password=x') }), { u: 'https://a:[redacted]@h/p?password=[redacted]' });
 });
 
+t.test('long arrays and strings are cut, not dumped', async (t) => {
+  const r = redact({ list: Array.from({ length: 250 }, (_, i) => i * 1000), text: 'x'.repeat(10_000) }) as { list: unknown[]; text: string };
+  t.equal(r.list.length, 101);
+  t.equal(r.list[100], '[+150 more]');
+  t.equal(r.text.length, 8192 + '[+1808 chars]'.length);
+});
+
 t.test('a throwing sink does not break the caller', async (t) => {
   const log = createLogger({ component: 'x', sink: () => { throw new Error('disk full'); } });
   t.doesNotThrow(() => log.error('still fine'));
