@@ -169,6 +169,11 @@ export interface TagStreamOptions {
   transferBytes?: number;
   /** Stop after this many tags (default: unbounded). */
   maxTags?: number;
+  /**
+   * On a disconnect, mark the gap in band (an ERROR event with channel -1) and continue after the
+   * driver reconnects, instead of ending the iteration with TransportError('DISCONNECTED').
+   */
+  resume?: boolean;
 }
 
 /** A time-tagger (Swabian-like): channels with edge/threshold/delay, a reference clock, tag streaming. */

@@ -243,3 +243,48 @@ t.test('real-time mode: a consumer that stalls overflows the FIFO, reported in b
   for (let i = 1; i < times.length; i++) if (times[i] <= times[i - 1]) sorted = false;
   t.ok(sorted, 'strictly increasing');
 });
+
+t.test('resume: an unplug mid-stream is marked in band and the stream carries on after reconnect', async (t) => {
+  const { driver, dev } = rig(9n);
+  t.teardown(() => driver.close());
+  await driver.open();
+  const seqs: number[] = [];
+  const times: bigint[] = [];
+  const events: TagEvent[] = [];
+  let i = 0;
+  for await (const b of driver.startStream({ resume: true, maxTags: 30_000, transferBytes: 16 * 1024 })) {
+    seqs.push(b.seq);
+    times.push(...b.timePs);
+    events.push(...b.events);
+    if (++i === 3) {
+      dev.unplug();
+      setTimeout(() => dev.replug(), 80);
+    }
+  }
+  t.equal(times.length, 30_000, 'all requested tags arrived');
+  t.same(seqs, seqs.map((_, k) => k), 'sequence numbers without gaps');
+  const gap = events.filter((e) => e.type === 1);
+  t.equal(gap.length, 1, 'one in-band error marks the gap');
+  t.equal(gap[0].channel, -1);
+  let sorted = true;
+  for (let k = 1; k < times.length; k++) if (times[k] < times[k - 1]) sorted = false;
+  t.ok(sorted, 'time order across the gap');
+  t.equal(driver.state, 'ready');
+});
+
+t.test('resume: stop() ends a stream that waits for a reconnect that never comes', async (t) => {
+  const { driver, dev } = rig(10n);
+  t.teardown(() => driver.close());
+  await driver.open();
+  const s = driver.startStream({ resume: true });
+  const it = s[Symbol.asyncIterator]();
+  await it.next();
+  dev.unplug();
+  const marker = (await it.next()).value!;
+  t.equal(marker.events[0]?.channel, -1, 'gap marker');
+  const pending = it.next(); // now waiting for the reconnect
+  const t0 = performance.now();
+  await s.stop();
+  t.same(await pending, { done: true, value: undefined });
+  t.ok(performance.now() - t0 < 1000, 'no hang');
+});

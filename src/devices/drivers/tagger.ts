@@ -5,10 +5,11 @@
  *
  * Streaming and back-pressure: the stream issues the next bulk transfer only when the consumer
  * asks for the next batch (`for await`), one transfer in flight. If the line goes away mid-stream,
- * the iteration throws TransportError('DISCONNECTED') at once (no hang), the device goes
- * 'disconnected' -> 'reconnecting' with back-off, and the consumer may start a new stream once
- * the state is 'ready' again (the gap is then visible as a jump in tag times, and the consumer
- * knows it had an error).
+ * the device goes 'disconnected' -> 'reconnecting' with back-off, and the stream either throws
+ * TransportError('DISCONNECTED') at once (default; the consumer may start a new stream once the
+ * state is 'ready'), or, with `resume: true`, yields an in-band ERROR record (channel -1, at the
+ * last tag time) marking the gap, waits for the reconnect and carries on (throwing only if the
+ * driver gives up). Nothing hangs: `stop()` also ends a stream waiting for a reconnect.
  */
 import { DeviceError, TimeoutError, TransportError } from '../../errors.ts';
 import { TagRecordDecoder } from '../tags.ts';
@@ -142,7 +143,7 @@ export class TimeTaggerDriver extends DeviceBase implements TimeTagger {
     if (transferBytes % 16 || transferBytes <= 0) throw new DeviceError('BAD_VALUE', `${this.where}: transferBytes must be a positive multiple of 16, got ${transferBytes}.`);
     const wanted = options.channels ? new Set(options.channels) : undefined;
     const maxTags = options.maxTags ?? Infinity;
-    const decoder = new TagRecordDecoder();
+    let decoder = new TagRecordDecoder();
     const stats = { tags: 0, batches: 0, overflows: 0, missedEvents: 0, errors: 0 };
     let stopped = false;
     let started = false;
@@ -153,6 +154,32 @@ export class TimeTaggerDriver extends DeviceBase implements TimeTagger {
       if (started && self.state === 'ready') await self.call((t) => t.controlOut(req.stop, 0, 0, new Uint8Array(0))).catch(() => undefined);
       started = false;
     };
+
+    let seq = 0;
+    let lastTimePs = 0n;
+    let wake: (() => void) | undefined;
+    const resume = !!options.resume;
+
+    /** Resolves when the driver is ready again; rejects if it gave up or was closed. */
+    const waitReady = (cause: Error) =>
+      new Promise<void>((resolve, reject) => {
+        // The reconnect timer is unref'ed (it must not keep a CLI alive); a consumer waiting here
+        // does want the process to stay up until the device is back or given up.
+        const keepAlive = setInterval(() => undefined, 1 << 30);
+        const done = (fn: () => void) => {
+          clearInterval(keepAlive);
+          self.off('state', on);
+          wake = undefined;
+          fn();
+        };
+        const on = (c: { state: string }) => {
+          if (c.state === 'ready') done(resolve);
+          else if (c.state === 'failed' || c.state === 'closed') done(() => reject(cause));
+        };
+        wake = () => done(resolve);
+        self.on('state', on);
+        if (self.state === 'ready') done(resolve);
+      });
 
     async function* iterate(): AsyncGenerator<TagStreamBatch> {
       try {
@@ -165,14 +192,29 @@ export class TimeTaggerDriver extends DeviceBase implements TimeTagger {
           } catch (err) {
             if (err instanceof TimeoutError) continue; // no input: keep waiting (stop() ends it within one timeout)
             if (err instanceof TransportError && err.code === 'END_OF_STREAM') break; // a replayed recording ended
+            if (resume && err instanceof TransportError && err.code === 'DISCONNECTED') {
+              // Mark the gap in band (ERROR record, channel -1, at the last time seen), wait for
+              // the reconnect, then restart the stream on the device.
+              started = false;
+              stats.errors++;
+              yield { seq: seq++, timePs: new BigInt64Array(0), channel: new Uint8Array(0), events: [{ type: 1, index: 0, channel: -1, timePs: lastTimePs, missedEvents: 0 }] };
+              await waitReady(err);
+              if (stopped) break;
+              decoder = new TagRecordDecoder();
+              await self.call((t) => t.controlOut(req.start, 0, 0, new Uint8Array(0)));
+              started = true;
+              continue;
+            }
             throw err;
           }
           let batch = decoder.push(raw);
+          batch.seq = seq++;
           if (wanted) batch = filterChannels(batch, wanted);
           if (stats.tags + batch.timePs.length > maxTags) {
             const keep = maxTags - stats.tags;
             batch = { ...batch, timePs: batch.timePs.slice(0, keep), channel: batch.channel.slice(0, keep), events: batch.events.filter((e) => e.index <= keep) };
           }
+          if (batch.timePs.length) lastTimePs = batch.timePs[batch.timePs.length - 1];
           stats.tags += batch.timePs.length;
           stats.batches++;
           for (const e of batch.events) {
@@ -195,6 +237,7 @@ export class TimeTaggerDriver extends DeviceBase implements TimeTagger {
       [Symbol.asyncIterator]: () => gen,
       async stop() {
         stopped = true;
+        wake?.();
         // Ends a generator that is suspended at a yield; one that is inside a transfer ends when it returns.
         await gen.return(undefined).catch(() => undefined);
         await stopDevice();
