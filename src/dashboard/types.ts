@@ -20,8 +20,6 @@ export interface DetectorPanel {
   countRateHz: number;
   /** Drawn as a marker on the bar when given. */
   saturationHz?: number;
-  /** Recent count-rate history (optional sparkline). */
-  series?: TimePoint[];
 }
 
 /** A timing histogram of detections relative to the expected pulse time, for one channel. */
@@ -56,6 +54,7 @@ export interface KmsPanel {
   capacity?: number;
   /** Key size in bits (to show the stored amount in bits). */
   keySizeBits?: number;
+  /** Level history, drawn as a sparkline under the bar. */
   series?: TimePoint[];
 }
 

@@ -67,6 +67,7 @@ const skip = chromiumAvailable() ? false : `no Chromium at ${CHROMIUM_PATH}: apt
 
     for (const k of st.kms) t.equal(await text(`kms-${k.name}-level`), `${k.keysStored.toLocaleString('en-US')} keys`, `${k.name} store level`);
     t.equal(await text('kms-bob-reachable'), 'unreachable');
+    t.equal(await page.locator('[data-testid="kms-alice-history"] path.line').count(), 1, 'KMS level history drawn');
     t.equal(await text('kms-alice-reachable'), 'reachable');
 
     // Active alarms: channel 3 silent and Bob's KMS down; recent shows the QBER episode.

@@ -300,6 +300,11 @@ function renderKms(st) {
       el('div', { class: 'sub' },
         el('span', { class: 'level', 'data-testid': `kms-${k.name}-level`, text: `${fmtCount(k.keysStored)} keys` }),
         document.createTextNode(`${cap ? ` of ${fmtCount(cap)}` : ''}${bits}`))));
+    if (k.series && k.series.length > 1) {
+      const spark = svg('svg', { viewBox: '0 0 320 50', class: 'chart small', role: 'img', 'aria-label': `${k.name} key store level over time`, 'data-testid': `kms-${k.name}-history` });
+      box.lastChild.append(spark);
+      lineChart(spark, [{ points: k.series, color: 'var(--series-1)', area: true }], { yFormat: (v) => fmtSi(v, '', 0), ticks: 1, noXAxis: true, padLeft: 40 });
+    }
   }
   if (!st.kms.length) box.append(el('div', { class: 'sub', text: 'no KMS attached' }));
 }
