@@ -208,10 +208,13 @@ export interface LineTransport {
   readonly isOpen: boolean;
   open(): Promise<void>;
   close(): Promise<void>;
-  /** Sends a command that has no reply (`BIAS:VOLTAGE 45.5`). */
-  write(command: string): Promise<void>;
+  /**
+   * Sends a command that has no reply (`BIAS:VOLTAGE 45.5`). `shown` replaces the command in
+   * every error message (for commands carrying a secret, e.g. `PATTERN:SEED <secret>`).
+   */
+  write(command: string, shown?: string): Promise<void>;
   /** Sends a query (`DEADTIME:TIME?`) and resolves with its reply line, delimiter stripped. */
-  query(command: string, timeoutMs?: number): Promise<string>;
+  query(command: string, timeoutMs?: number, shown?: string): Promise<string>;
   /** 'close' is emitted when the line goes away without `close()` being called (unplugged). */
   on(event: 'close', listener: (err?: Error) => void): this;
   off(event: 'close', listener: (err?: Error) => void): this;

@@ -31,6 +31,13 @@ t.test('photon source conformance; the seed travels exactly and is never echoed'
   const err = await rig.driver.setSecret('pattern_seed', 2n ** 64n).catch((e) => e);
   t.ok(err instanceof DeviceError);
   t.notOk(String(err.message).includes(String(2n ** 64n)), 'error does not echo the secret');
+  // A transport failure while the seed is on the wire names the command without the seed.
+  rig.instrument.fault = 'silent';
+  const err2 = await rig.driver.setPattern(0, 1234567890123n).catch((e) => e);
+  t.equal(err2.code, 'NO_REPLY');
+  t.match(err2.message, /PATTERN:SEED <secret>/);
+  t.notOk(err2.message.includes('1234567890123'), 'timeout message does not carry the seed');
+  rig.instrument.fault = 'none';
 });
 
 t.test('out-of-range values are refused by the driver before anything is sent', async (t) => {

@@ -102,8 +102,8 @@ export abstract class ScpiDevice extends DeviceBase {
 
   /** Sends a set command; `shown` replaces the command in messages when it carries a secret. */
   private async send(command: string, shown = command): Promise<void> {
-    if (this.spec.setAck === undefined) return this.transport.write(command);
-    const reply = await this.transport.query(command);
+    if (this.spec.setAck === undefined) return this.transport.write(command, shown);
+    const reply = await this.transport.query(command, undefined, shown);
     if (reply === this.spec.setAck) return;
     if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw this.refused(shown, reply);
     throw new ProtocolError('BAD_ACK', `${this.where}: expected '${this.spec.setAck}' after '${shown}', got ${JSON.stringify(reply.slice(0, 80))}.`);

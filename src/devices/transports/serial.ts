@@ -45,6 +45,7 @@ export type BindingPort = NonNullable<SerialPortStream['port']>;
 export type BindingOpenOptions = Parameters<BindingInterface['open']>[0];
 
 interface Pending {
+  /** The command as it may appear in messages (secrets replaced). */
   command: string;
   resolve: (line: string) => void;
   reject: (err: Error) => void;
@@ -157,9 +158,9 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     return this.port;
   }
 
-  private async send(port: SerialPortStream, command: string): Promise<void> {
+  private async send(port: SerialPortStream, command: string, shown: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      port.write(command + this.opts.settings.delimiter, (err) => (err ? reject(new TransportError('WRITE_FAILED', `writing '${command}' to ${this.opts.path} failed: ${err.message}.`, { cause: err })) : resolve()));
+      port.write(command + this.opts.settings.delimiter, (err) => (err ? reject(new TransportError('WRITE_FAILED', `writing '${shown}' to ${this.opts.path} failed: ${err.message}.`, { cause: err })) : resolve()));
     });
   }
 
@@ -170,13 +171,13 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     return run;
   }
 
-  write(command: string): Promise<void> {
-    return this.exclusive(async () => this.send(this.ensureOpen(command), command));
+  write(command: string, shown = command): Promise<void> {
+    return this.exclusive(async () => this.send(this.ensureOpen(shown), command, shown));
   }
 
-  query(command: string, timeoutMs = this.opts.settings.timeoutMs): Promise<string> {
+  query(command: string, timeoutMs = this.opts.settings.timeoutMs, shown = command): Promise<string> {
     return this.exclusive(async () => {
-      this.ensureOpen(command);
+      this.ensureOpen(shown);
       if (this.resyncMs) {
         // SCPI replies carry no sequence number: a reply that comes after its query timed out
         // would be taken for the next query's. So after a timeout, wait one timeout period with
@@ -185,7 +186,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
         this.resyncMs = 0;
         await new Promise((r) => setTimeout(r, wait));
       }
-      const port = this.ensureOpen(command);
+      const port = this.ensureOpen(shown);
       const reply = new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => {
           if (this.pending?.timer !== timer) return;
@@ -196,13 +197,13 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
           this.attachParser();
           this.resyncMs = timeoutMs;
           reject(new TimeoutError('NO_REPLY', partial
-            ? `reply to '${command}' on ${this.opts.path} was truncated: ${partial} byte(s) without the line delimiter within ${timeoutMs} ms. The partial reply was discarded; check the line and retry.`
-            : `no reply to '${command}' from ${this.opts.path} within ${timeoutMs} ms. Check that the device is powered, connected and speaks this profile's protocol.`));
+            ? `reply to '${shown}' on ${this.opts.path} was truncated: ${partial} byte(s) without the line delimiter within ${timeoutMs} ms. The partial reply was discarded; check the line and retry.`
+            : `no reply to '${shown}' from ${this.opts.path} within ${timeoutMs} ms. Check that the device is powered, connected and speaks this profile's protocol.`));
         }, timeoutMs);
-        this.pending = { command, resolve, reject, timer };
+        this.pending = { command: shown, resolve, reject, timer };
       });
       try {
-        await this.send(port, command);
+        await this.send(port, command, shown);
       } catch (err) {
         this.failPending(err as Error);
       }
