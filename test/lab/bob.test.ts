@@ -12,7 +12,7 @@ import { choiceBasis, choiceBit, choiceIntensity } from '../../src/lab/types.ts'
 import { slotOfTag, zScore } from '../../src/testkit/lab.ts';
 
 t.test('active Bob: labelled channels give the right basis and bit', async (t) => {
-  const p = loadLinkPreset('reference-decoy', { distanceKm: 20, y0: 0 });
+  const p = loadLinkPreset('reference-decoy', { distanceKm: 20, y0: 0, aliceBasisProbZ: 0.9, bobBasisProbZ: 0.9, intensityProbs: { signal: 0.7, decoy: 0.2, vacuum: 0.1 } });
   const link = new EmulatedLink(p, { seed: 9n });
   const b = link.nextPulses(3e7);
   const n = b.tags.channel.length;
