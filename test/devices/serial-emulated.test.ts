@@ -5,6 +5,12 @@
 import t from 'tap';
 import { DeviceError, ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
 import { loadProfile } from '../../src/devices/profile.ts';
+import type { SerialSettings } from '../../src/devices/profile.ts';
+import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
+import { EmulatedSerialBinding } from '../../src/devices/emulated/serial-binding.ts';
+import { EmulatedSpadDetector } from '../../src/devices/emulated/instruments.ts';
+import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
+import { SpadDetectorDriver } from '../../src/devices/drivers/scpi.ts';
 import { emulatedSource, emulatedSpad, sourceConformance, spadConformance, waitForState } from '../../src/testkit/devices.ts';
 
 t.test('SPAD detector conformance (emulated, serial binding)', async (t) => {
@@ -17,6 +23,24 @@ t.test('SPAD detector conformance (emulated, serial binding)', async (t) => {
   await rig.driver.setEfficiency(0.25);
   t.equal(rig.instrument.snapshot().efficiencyPct, 25, 'efficiency reached the device in percent');
   t.equal(await rig.driver.efficiency(), 0.25);
+});
+
+t.test('another firmware dialect, another profile: reply patterns parse named replies with units', async (t) => {
+  const lab = new EmulatedLab({ source: 'synthetic' });
+  const binding = new EmulatedSerialBinding();
+  const instrument = new EmulatedSpadDetector(lab, { dialect: 'terse' });
+  const path = binding.attach('spad-fw14', instrument);
+  const profile = loadProfile('emulab-spad1-fw14');
+  const driver = new SpadDetectorDriver({ id: 'old-spad', profile, transport: new SerialLineTransport({ path, settings: profile.transport as SerialSettings, binding }) });
+  t.teardown(() => driver.close());
+  t.equal((await driver.open()).firmware, '1.4.2');
+  await spadConformance(t, driver);
+  await driver.setDeadTimeNs(120);
+  t.equal(instrument.handleLine('DT?'), 'DT=120NS', 'the device speaks its own dialect');
+  t.equal(await driver.deadTimeNs(), 120);
+  // The 2.x profile on the 1.4 device is refused at open (firmware list), not half-working.
+  const wrong = new SpadDetectorDriver({ id: 'old-spad-2', profile: loadProfile('emulab-spad1'), transport: new SerialLineTransport({ path: binding.attach('spad-fw14-b', new EmulatedSpadDetector(lab, { dialect: 'terse' })), settings: profile.transport as SerialSettings, binding }) });
+  await t.rejects(wrong.open(), { code: 'FIRMWARE_NOT_ALLOWED' });
 });
 
 t.test('photon source conformance; the seed travels exactly and is never echoed', async (t) => {

@@ -75,6 +75,12 @@ export interface EmulatedSpadOptions {
   coolRateCPerSec?: number;
   /** Clock for the temperature model (ms); tests pass a fake one. */
   now?: () => number;
+  /**
+   * Wire dialect: 'scpi' (firmware 2.x: `DEADTIME:TIME?` -> `100`) or 'terse' (firmware 1.4.x:
+   * `DT?` -> `DT=100NS`, `EFF?` -> `EFF=10%`): same device, another profile
+   * (emulab-spad1-fw14), which exercises reply patterns.
+   */
+  dialect?: 'scpi' | 'terse';
 }
 
 /** Gated/free-running SPAD module with cooler and counters (Bob). */
@@ -84,11 +90,12 @@ export class EmulatedSpadDetector extends ScpiInstrument {
   private temp: { fromC: number; atMs: number };
   private readonly now: () => number;
   private readonly coolRate: number;
-  protected readonly registers: Record<string, Register>;
+  protected registers: Record<string, Register>;
 
   constructor(private readonly lab?: EmulatedLab, opts: EmulatedSpadOptions = {}) {
     super();
-    this.identity = { vendor: 'EmuLab', model: 'SPAD-1', serial: opts.serial ?? 'SPD1-0001', firmware: opts.firmware ?? '2.1.3' };
+    const terse = opts.dialect === 'terse';
+    this.identity = { vendor: 'EmuLab', model: 'SPAD-1', serial: opts.serial ?? 'SPD1-0001', firmware: opts.firmware ?? (terse ? '1.4.2' : '2.1.3') };
     this.now = opts.now ?? (() => performance.now());
     this.coolRate = opts.coolRateCPerSec ?? 50;
     if (lab) this.state.deadTimeNs = lab.preset.detector.deadTimePs / 1000;
@@ -112,6 +119,20 @@ export class EmulatedSpadDetector extends ScpiInstrument {
       'STATUS:READY': { min: 0, max: 1, get: () => (Math.abs(this.temperatureC() - s.setpointC) < 0.5 ? 1 : 0) },
       'COUNTERS:DETECTION_FREQ': { min: 0, max: 1e10, get: () => Math.round(this.lab?.countRatePerSec(channel) ?? 0) },
     };
+    if (terse) {
+      const r = this.registers;
+      const alias = (name: string, reg: Register, unit: string): [string, Register] => [name, { ...reg, format: (v) => `${name}=${v}${unit}` }];
+      this.registers = Object.fromEntries([
+        alias('EFF', r['DETECTOR:EFFICIENCY'], '%'),
+        alias('VB', r['BIAS:VOLTAGE'], 'V'),
+        alias('DT', r['DEADTIME:TIME'], 'NS'),
+        alias('THR', r['DISCRIMINATOR:THRESHOLD'], 'MV'),
+        alias('TSET', r['TEMPERATURE:SETPOINT'], 'C'),
+        alias('TEMP', r['TEMPERATURE:VALUE'], 'C'),
+        alias('RDY', r['STATUS:READY'], ''),
+        alias('CNT', r['COUNTERS:DETECTION_FREQ'], 'HZ'),
+      ]);
+    }
   }
 
   /** Linear approach to the set point at `coolRateCPerSec`. */

@@ -25,6 +25,8 @@ export interface EmulatedIdentity {
 
 /** One register of an emulated instrument. */
 export interface Register {
+  /** Reply format of a query (default: the bare number), e.g. `(v) => \`DT=${v}NS\``. */
+  format?: (v: string) => string;
   /** Firmware limits (what the device itself refuses, whatever the driver believes). */
   min: number;
   max: number;
@@ -71,7 +73,8 @@ export abstract class ScpiInstrument {
     if (!reg) return `ERR -113,Undefined header ${header.slice(0, 40)}`;
     if (query) {
       if (!reg.get) return 'ERR -224,Write-only register';
-      return formatNumber(reg.get());
+      const v = formatNumber(reg.get());
+      return reg.format ? reg.format(v) : v;
     }
     if (!reg.set) return 'ERR -200,Read-only register';
     if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(arg)) return 'ERR -224,Illegal parameter value';
