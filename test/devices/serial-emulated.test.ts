@@ -205,3 +205,17 @@ t.test('cooling: ready only once the set point is reached (fake clock)', async (
   now = 1000;
   t.equal(await rig.driver.ready(), true);
 });
+
+t.test('open() after the driver gave up takes over cleanly', async (t) => {
+  const rig = emulatedSpad({ reconnect: { initialMs: 5, maxMs: 10, maxAttempts: 2 } });
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  rig.binding.unplug(rig.path);
+  await waitForState(rig.driver, 'failed', 3000);
+  await t.rejects(rig.driver.open(), { code: 'OPEN_FAILED' }, 'still unplugged: open fails with the reason');
+  t.equal(rig.driver.state, 'closed');
+  rig.binding.replug(rig.path);
+  await rig.driver.open();
+  t.equal(rig.driver.state, 'ready');
+  t.equal(await rig.driver.deadTimeNs(), 0);
+});

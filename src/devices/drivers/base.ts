@@ -151,6 +151,10 @@ export abstract class DeviceBase extends EventEmitter {
 
   async open(): Promise<DeviceIdentity> {
     if (this._state === 'ready' && this.lastIdentity) return this.lastIdentity;
+    // An explicit open takes over from a reconnect loop in progress (or after it gave up).
+    this.reconnecting = false;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
     this.setState('connecting');
     try {
       const id = await this.connect();
