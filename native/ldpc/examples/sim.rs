@@ -32,9 +32,18 @@ fn main() {
     }
     let frames: Vec<BobFrame> = (0..nf).map(|i| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &[] }).collect();
     let _ = family::code(fp.code);
+    fn cpu() -> f64 {
+        let st = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let f: Vec<&str> = st[st.rfind(')').unwrap() + 2..].split(' ').collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
+    let c0 = cpu();
     let t0 = std::time::Instant::now();
-    let res = decode_batch(&fp, q, &frames, 0, DecodeOptions::default()).unwrap();
+    let mi: u32 = std::env::var("MAXIT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let res = decode_batch(&fp, q, &frames, 0, DecodeOptions { max_iter: mi, ..DecodeOptions::default() }).unwrap();
     let dt = t0.elapsed().as_secs_f64();
+    let dcpu = cpu() - c0;
+    println!("cpu {:.2}s => {:.1} Mbit/s per CPU-second", dcpu, (k * nf) as f64 / dcpu / 1e6);
     let mut fails = 0;
     let mut wrong_conv = 0;
     let mut iters = 0u64;

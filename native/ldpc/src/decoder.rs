@@ -18,9 +18,11 @@
 //! [−127, 127] (saturating ops then a clamp) so negation never overflows.
 //!
 //! Frozen positions (shortened, or revealed by a blind retry) hold ±127 and are never updated.
-//! Punctured positions start at 0 (erasure). Early stop: after every iteration each lane's hard
-//! decision is checked against its syndrome; a lane that matches is snapshotted with its iteration
-//! count and ignored from then on; the batch stops when all lanes are done.
+//! Punctured positions start at 0 (erasure). Early stop: before every iteration each lane's hard
+//! decision is checked against its syndrome (packed to one u64 per position); a lane that matches,
+//! or that spent the iteration budget, is emitted and immediately refilled with the next frame
+//! (its posteriors, messages and syndrome column reset), so a batch costs the average iteration
+//! count rather than the worst.
 //!
 //! `Kernel::Portable` runs the same code compiled for the baseline target (SSE2 on x86-64);
 //! `Kernel::Auto` dispatches at run time to an AVX-512BW or AVX2 build of the same functions.
@@ -36,28 +38,23 @@ pub enum Kernel {
 }
 
 pub const MAXV: i8 = 127;
+static NORM_MODE: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
 
-/// Result for one lane.
+/// Result for one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LaneOutcome {
     pub iterations: u32,
     pub converged: bool,
 }
 
-/// Input of one batch: posteriors initialised from the channel (per variable, per lane), which
-/// variables are frozen, and the syndrome as sign masks (0 or −1 per check, per lane).
-pub struct LaneBatch<const W: usize> {
-    pub llr: Zeroizing<Vec<[i8; W]>>,
-    pub frozen: Vec<bool>,
-    pub synd: Zeroizing<Vec<[i8; W]>>,
-    /// Lanes in use (the rest are padding and count as done from the start).
-    pub active: usize,
-}
-
-/// Hard decisions: `out[v][lane]` ∈ {0, 1}.
-pub struct LaneDecision<const W: usize> {
-    pub bits: Zeroizing<Vec<[u8; W]>>,
-    pub outcome: [LaneOutcome; W],
+/// Where frames come from and where results go. `init` writes frame `i`'s initial posteriors
+/// (length n; frozen positions ±127) and syndrome sign masks (length m; 0 or −1). `emit` receives
+/// frame `i`'s hard decision (one byte per position, 0/1) and outcome. Both are called on the
+/// decoding thread, in no particular frame order.
+pub trait FrameSource: Sync {
+    fn frames(&self) -> usize;
+    fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]);
+    fn emit(&self, i: usize, bits: &[u8], outcome: LaneOutcome);
 }
 
 pub fn kernel_name(k: Kernel) -> &'static str {
@@ -76,108 +73,142 @@ pub fn kernel_name(k: Kernel) -> &'static str {
     "portable"
 }
 
-pub fn decode_lanes<const W: usize>(code: &Code, batch: LaneBatch<W>, max_iter: u32, kernel: Kernel) -> LaneDecision<W> {
+/// Decodes frames `range` of `src` on the calling thread with a W-lane engine. A lane whose frame
+/// is done (syndrome matched or iteration budget spent) is refilled at once with the next frame,
+/// so the batch costs the frames' average iteration count, not the worst one.
+pub fn decode_frames<const W: usize>(
+    code: &Code,
+    frozen: &[bool],
+    src: &dyn FrameSource,
+    range: std::ops::Range<usize>,
+    max_iter: u32,
+    kernel: Kernel,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if kernel == Kernel::Auto {
             if std::is_x86_feature_detected!("avx512bw") {
                 // SAFETY: the CPU supports AVX-512F/BW (checked just above).
-                return unsafe { decode_avx512::<W>(code, batch, max_iter) };
+                return unsafe { run_avx512::<W>(code, frozen, src, range, max_iter) };
             }
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 (checked just above).
-                return unsafe { decode_avx2::<W>(code, batch, max_iter) };
+                return unsafe { run_avx2::<W>(code, frozen, src, range, max_iter) };
             }
         }
     }
     let _ = kernel;
-    decode_generic::<W>(code, batch, max_iter)
+    run_generic::<W>(code, frozen, src, range, max_iter)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn decode_avx512<const W: usize>(code: &Code, batch: LaneBatch<W>, max_iter: u32) -> LaneDecision<W> {
-    decode_generic::<W>(code, batch, max_iter)
+unsafe fn run_avx512<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+    run_generic::<W>(code, frozen, src, range, max_iter)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn decode_avx2<const W: usize>(code: &Code, batch: LaneBatch<W>, max_iter: u32) -> LaneDecision<W> {
-    decode_generic::<W>(code, batch, max_iter)
+unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+    run_generic::<W>(code, frozen, src, range, max_iter)
 }
 
 #[inline(always)]
-fn decode_generic<const W: usize>(code: &Code, batch: LaneBatch<W>, max_iter: u32) -> LaneDecision<W> {
-    let LaneBatch { mut llr, frozen, synd, active } = batch;
-    let n = code.n;
+fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+    assert!(W <= 64, "lane masks are u64");
+    let (n, m) = (code.n, code.m);
+    let mut llr: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; n]);
     let mut r: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.edges()]);
+    let mut synd: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; m]);
     let mut tbuf: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.max_check_degree.max(1)]);
-    let mut out: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; n]);
-    let mut outcome = [LaneOutcome::default(); W];
-    let mut done = [false; W];
-    for (k, d) in done.iter_mut().enumerate() {
-        *d = k >= active;
-    }
-
-    let mut it = 0u32;
+    let mut hard: Zeroizing<Vec<u64>> = Zeroizing::new(vec![0u64; n]);
+    let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
+    let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
+    let mut s_bits: Zeroizing<Vec<u8>> = Zeroizing::new(vec![0u8; n]);
+    let mut lane_frame: [Option<usize>; W] = [None; W];
+    let mut lane_iter = [0u32; W];
+    let mut next = range.start;
     loop {
-        let sat = syndrome_ok::<W>(code, &llr, &synd);
-        let mut newly = [false; W];
-        let mut any = false;
+        // Refill free lanes.
         for k in 0..W {
-            if !done[k] && (sat[k] || it == max_iter) {
-                newly[k] = true;
-                any = true;
-                outcome[k] = LaneOutcome { iterations: it, converged: sat[k] };
+            if lane_frame[k].is_none() && next < range.end {
+                src.init(next, &mut s_llr, &mut s_synd);
+                for v in 0..n {
+                    llr[v][k] = s_llr[v];
+                }
+                for c in 0..m {
+                    synd[c][k] = s_synd[c];
+                }
+                for e in r.iter_mut() {
+                    e[k] = 0;
+                }
+                lane_frame[k] = Some(next);
+                lane_iter[k] = 0;
+                next += 1;
             }
         }
-        if any {
-            snapshot::<W>(&llr, &mut out, &newly);
-            for k in 0..W {
-                done[k] |= newly[k];
+        let mut active = 0u64;
+        for k in 0..W {
+            if lane_frame[k].is_some() {
+                active |= 1 << k;
             }
         }
-        if done.iter().all(|&d| d) || it == max_iter {
+        if active == 0 {
             break;
         }
-        layer_pass::<W>(code, &mut llr, &mut r, &mut tbuf, &frozen, &synd);
-        it += 1;
-    }
-    LaneDecision { bits: out, outcome }
-}
-
-#[inline(always)]
-fn snapshot<const W: usize>(llr: &[[i8; W]], out: &mut [[u8; W]], mask: &[bool; W]) {
-    for (o, l) in out.iter_mut().zip(llr.iter()) {
+        let ok = syndrome_ok::<W>(code, &llr, &synd, &mut hard);
+        let mut finished = false;
         for k in 0..W {
-            if mask[k] {
-                o[k] = u8::from(l[k] < 0);
+            if let Some(i) = lane_frame[k] {
+                let sat = ok & (1 << k) != 0;
+                if sat || lane_iter[k] >= max_iter {
+                    for v in 0..n {
+                        s_bits[v] = u8::from(llr[v][k] < 0);
+                    }
+                    src.emit(i, &s_bits, LaneOutcome { iterations: lane_iter[k], converged: sat });
+                    lane_frame[k] = None;
+                    finished = true;
+                }
             }
+        }
+        if finished && next < range.end {
+            continue; // refill and check the new frames before spending an iteration
+        }
+        if lane_frame.iter().all(|f| f.is_none()) {
+            break;
+        }
+        layer_pass::<W>(code, &mut llr, &mut r, &mut tbuf, frozen, &synd);
+        for k in 0..W {
+            lane_iter[k] += 1;
         }
     }
 }
 
-/// Per lane: does the hard decision of `llr` have syndrome `synd`?
+/// Bit k of the result: lane k's hard decision of `llr` has syndrome `synd`. Hard decisions are
+/// first packed to one u64 per position (bit k = lane k), so the check sweep reads 8 bytes per
+/// edge instead of W.
 #[inline(always)]
-fn syndrome_ok<const W: usize>(code: &Code, llr: &[[i8; W]], synd: &[[i8; W]]) -> [bool; W] {
-    let mut bad = [0i8; W];
+fn syndrome_ok<const W: usize>(code: &Code, llr: &[[i8; W]], synd: &[[i8; W]], hard: &mut [u64]) -> u64 {
+    for (h, l) in hard.iter_mut().zip(llr.iter()) {
+        let mut x = 0u64;
+        for k in 0..W {
+            x |= u64::from(l[k] < 0) << k;
+        }
+        *h = x;
+    }
+    let mut bad = 0u64;
     for c in 0..code.m {
-        let mut acc = synd[c];
-        for &v in code.row(c) {
-            let l = &llr[v as usize];
-            for k in 0..W {
-                acc[k] ^= l[k] >> 7;
-            }
-        }
+        let mut acc = 0u64;
         for k in 0..W {
-            bad[k] |= acc[k];
+            acc |= u64::from(synd[c][k] != 0) << k;
         }
+        for &v in code.row(c) {
+            acc ^= hard[v as usize];
+        }
+        bad |= acc;
     }
-    let mut ok = [false; W];
-    for k in 0..W {
-        ok[k] = bad[k] == 0;
-    }
-    ok
+    let all = if W == 64 { u64::MAX } else { (1u64 << W) - 1 };
+    !bad & all
 }
 
 #[inline(always)]
@@ -221,9 +252,14 @@ fn layer_pass<const W: usize>(
         }
         let mut m1 = [0i8; W];
         let mut m2 = [0i8; W];
-        for k in 0..W {
-            m1[k] = min1[k] - (min1[k] >> 2);
-            m2[k] = min2[k] - (min2[k] >> 2);
+        let mode = *NORM_MODE.get_or_init(|| std::env::var("LDPC_NORM").ok().and_then(|s| s.parse().ok()).unwrap_or(0u8));
+        match mode {
+            1 => for k in 0..W { m1[k] = min1[k] - (min1[k] >> 3); m2[k] = min2[k] - (min2[k] >> 3); },
+            2 => for k in 0..W { m1[k] = min1[k] - (min1[k] >> 2) + (min1[k] >> 4); m2[k] = min2[k] - (min2[k] >> 2) + (min2[k] >> 4); },
+            3 => for k in 0..W { m1[k] = (min1[k] >> 1) + (min1[k] >> 3); m2[k] = (min2[k] >> 1) + (min2[k] >> 3); },
+            4 => for k in 0..W { m1[k] = (min1[k] - 1).max(0); m2[k] = (min2[k] - 1).max(0); },
+            5 => for k in 0..W { m1[k] = (min1[k] - 2).max(0); m2[k] = (min2[k] - 2).max(0); },
+            _ => for k in 0..W { m1[k] = min1[k] - (min1[k] >> 2); m2[k] = min2[k] - (min2[k] >> 2); },
         }
         for (j, &v) in row.iter().enumerate() {
             let v = v as usize;
@@ -232,7 +268,9 @@ fn layer_pass<const W: usize>(
             let mut rn = [0i8; W];
             for k in 0..W {
                 let s = sgn[k] ^ (t[k] >> 7);
-                let mag = if idx[k] == jj { m2[k] } else { m1[k] };
+                // Branch-free select (an `if` here compiled to a gather through pointers).
+                let eq = -(i8::from(idx[k] == jj));
+                let mag = m1[k] ^ ((m1[k] ^ m2[k]) & eq);
                 rn[k] = (mag ^ s).wrapping_sub(s);
             }
             r[base + j] = rn;

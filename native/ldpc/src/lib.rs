@@ -20,7 +20,7 @@ pub mod reference;
 pub mod rng;
 
 use code::Code;
-use decoder::{decode_lanes, Kernel, LaneBatch, LaneOutcome};
+use decoder::{Kernel, LaneOutcome};
 use family::{check_params, layout, FrameParams, Layout, KEY, PUNCT, SHORT};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
@@ -169,7 +169,8 @@ pub struct BobFrame<'a> {
 /// Channel LLR magnitude in decoder units (1/4 nat), for crossover probability q.
 pub fn quantised_llr(qber: f64) -> i8 {
     let q = qber.clamp(1e-6, 0.499);
-    ((4.0 * ((1.0 - q) / q).ln()).round() as i32).clamp(1, 100) as i8
+    let sc: f64 = std::env::var("LDPC_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    ((sc * ((1.0 - q) / q).ln()).round() as i32).clamp(1, 100) as i8
 }
 
 fn validate(fp: &FrameParams, frames: &[BobFrame<'_>], revealed_count: usize, qber: f64) -> Result<(), LdpcError> {
@@ -194,8 +195,9 @@ fn validate(fp: &FrameParams, frames: &[BobFrame<'_>], revealed_count: usize, qb
     Ok(())
 }
 
-/// Bob: decodes many frames (same parameters, same number of revealed bits) concurrently: frames
-/// go W at a time into SIMD lanes, lane groups run in parallel on the rayon pool.
+/// Bob: decodes many frames (same parameters, same number of revealed bits) concurrently: the
+/// frames are split into one contiguous chunk per rayon thread; each chunk runs a W-lane SIMD
+/// engine that refills a lane as soon as its frame is done.
 pub fn decode_batch(
     fp: &FrameParams,
     qber: f64,
@@ -206,23 +208,27 @@ pub fn decode_batch(
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, frames, revealed_count, qber)?;
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
-    let ch = quantised_llr(qber);
-    // Lane width: wide for throughput, narrower when few frames so both cores get work.
+    let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
     let nf = frames.len();
-    let per_core = nf.div_ceil(rayon::current_num_threads().max(1));
-    let w = if per_core >= 64 { 64 } else if per_core >= 32 { 32 } else if per_core >= 16 { 16 } else { 8 };
-    let ctx = Ctx { code: &code, lay: &lay, ch, revealed_count, fp, opts };
-    let groups: Vec<Vec<FrameResult>> = match w {
-        64 => frames.par_chunks(64).map(|g| decode_group::<64>(&ctx, g)).collect(),
-        32 => frames.par_chunks(32).map(|g| decode_group::<32>(&ctx, g)).collect(),
-        16 => frames.par_chunks(16).map(|g| decode_group::<16>(&ctx, g)).collect(),
-        _ => frames.par_chunks(8).map(|g| decode_group::<8>(&ctx, g)).collect(),
-    };
-    Ok(groups.into_iter().flatten().collect())
+    let threads = rayon::current_num_threads().max(1);
+    let per = nf.div_ceil(threads).max(1);
+    let ranges: Vec<std::ops::Range<usize>> = (0..nf).step_by(per).map(|a| a..(a + per).min(nf)).collect();
+    ranges.into_par_iter().for_each(|rg| {
+        let len = rg.len();
+        // Lane width: 64 for throughput; narrower when a chunk has few frames (a lane costs the
+        // same whether or not it holds a frame).
+        match len {
+            64.. => decoder::decode_frames::<64>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
+            32..=63 => decoder::decode_frames::<32>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
+            16..=31 => decoder::decode_frames::<16>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
+            _ => decoder::decode_frames::<8>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
+        }
+    });
+    Ok(src.finish())
 }
 
-/// Decodes with an explicit lane width (tests use it to show a frame's result does not depend on
-/// its batch).
+/// Decodes on the calling thread with an explicit lane width (tests use it to show a frame's
+/// result does not depend on its batch, lane, or lane refills).
 pub fn decode_batch_width<const W: usize>(
     fp: &FrameParams,
     qber: f64,
@@ -233,63 +239,85 @@ pub fn decode_batch_width<const W: usize>(
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, frames, revealed_count, qber)?;
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
-    let ctx = Ctx { code: &code, lay: &lay, ch: quantised_llr(qber), revealed_count, fp, opts };
-    Ok(frames.chunks(W).flat_map(|g| decode_group::<W>(&ctx, g)).collect())
+    let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
+    decoder::decode_frames::<W>(&code, &src.frozen, &src, 0..frames.len(), opts.max_iter, opts.kernel);
+    Ok(src.finish())
 }
 
-struct Ctx<'a> {
-    code: &'a Code,
+/// Feeds Bob's frames to the decoder engine and collects the results.
+struct Src<'a> {
     lay: &'a Layout,
     ch: i8,
     revealed_count: usize,
     fp: &'a FrameParams,
-    opts: DecodeOptions,
+    frames: &'a [BobFrame<'a>],
+    /// Initial posteriors common to all frames: +127 at shortened positions, 0 elsewhere.
+    base: Vec<i8>,
+    frozen: Vec<bool>,
+    m: usize,
+    out: Vec<std::sync::Mutex<Option<FrameResult>>>,
 }
 
-fn decode_group<const W: usize>(ctx: &Ctx<'_>, group: &[BobFrame<'_>]) -> Vec<FrameResult> {
-    let code = ctx.code;
-    let lay = ctx.lay;
-    let mut llr: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.n]);
-    let mut frozen = vec![false; code.n];
-    for v in 0..code.n {
-        if lay.kind[v] == SHORT {
-            frozen[v] = true;
-            llr[v] = [decoder::MAXV; W];
-        }
-    }
-    for (k, f) in group.iter().enumerate() {
-        for (i, &v) in lay.key_pos.iter().enumerate() {
-            llr[v as usize][k] = if get_bit(f.frame, i) == 1 { -ctx.ch } else { ctx.ch };
-        }
-    }
-    for (i, &v) in lay.reveal_order[..ctx.revealed_count].iter().enumerate() {
-        frozen[v as usize] = true;
-        for (k, f) in group.iter().enumerate() {
-            llr[v as usize][k] = if get_bit(f.revealed, i) == 1 { -decoder::MAXV } else { decoder::MAXV };
-        }
-    }
-    let mut synd: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.m]);
-    for (k, f) in group.iter().enumerate() {
-        for (c, s) in synd.iter_mut().enumerate() {
-            s[k] = -(get_bit(f.syndrome, c) as i8);
-        }
-    }
-    let dec = decode_lanes::<W>(code, LaneBatch { llr, frozen, synd, active: group.len() }, ctx.opts.max_iter, ctx.opts.kernel);
-    let leak = ctx.fp.base_leak() + ctx.revealed_count;
-    (0..group.len())
-        .map(|k| {
-            let LaneOutcome { iterations, converged } = dec.outcome[k];
-            let mut corrected = Zeroizing::new(vec![0u8; ctx.fp.key_bits().div_ceil(8)]);
-            for (i, &v) in lay.key_pos.iter().enumerate() {
-                corrected[i >> 3] |= dec.bits[v as usize][k] << (i & 7);
+impl<'a> Src<'a> {
+    fn new(code: &Code, lay: &'a Layout, ch: i8, revealed_count: usize, fp: &'a FrameParams, frames: &'a [BobFrame<'a>]) -> Self {
+        let mut base = vec![0i8; code.n];
+        let mut frozen = vec![false; code.n];
+        for v in 0..code.n {
+            if lay.kind[v] == SHORT {
+                frozen[v] = true;
+                base[v] = decoder::MAXV;
             }
-            let mut fill_guess = Zeroizing::new(vec![0u8; ctx.fp.punctured.div_ceil(8)]);
-            for (j, &v) in lay.punct_pos.iter().enumerate() {
-                fill_guess[j >> 3] |= dec.bits[v as usize][k] << (j & 7);
-            }
-            FrameResult { corrected, converged, iterations, leak_bits: leak, fill_guess }
-        })
-        .collect()
+        }
+        for &v in &lay.reveal_order[..revealed_count] {
+            frozen[v as usize] = true;
+        }
+        let out = (0..frames.len()).map(|_| std::sync::Mutex::new(None)).collect();
+        Src { lay, ch, revealed_count, fp, frames, base, frozen, m: code.m, out }
+    }
+
+    fn finish(self) -> Vec<FrameResult> {
+        self.out
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every frame is emitted exactly once"))
+            .collect()
+    }
+}
+
+impl decoder::FrameSource for Src<'_> {
+    fn frames(&self) -> usize {
+        self.frames.len()
+    }
+    fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]) {
+        let f = &self.frames[i];
+        llr.copy_from_slice(&self.base);
+        for (j, &v) in self.lay.key_pos.iter().enumerate() {
+            llr[v as usize] = if get_bit(f.frame, j) == 1 { -self.ch } else { self.ch };
+        }
+        for (j, &v) in self.lay.reveal_order[..self.revealed_count].iter().enumerate() {
+            llr[v as usize] = if get_bit(f.revealed, j) == 1 { -decoder::MAXV } else { decoder::MAXV };
+        }
+        for (c, s) in synd.iter_mut().enumerate().take(self.m) {
+            *s = -(get_bit(f.syndrome, c) as i8);
+        }
+    }
+    fn emit(&self, i: usize, bits: &[u8], o: LaneOutcome) {
+        let mut corrected = Zeroizing::new(vec![0u8; self.fp.key_bits().div_ceil(8)]);
+        for (j, &v) in self.lay.key_pos.iter().enumerate() {
+            corrected[j >> 3] |= bits[v as usize] << (j & 7);
+        }
+        let mut fill_guess = Zeroizing::new(vec![0u8; self.fp.punctured.div_ceil(8)]);
+        for (j, &v) in self.lay.punct_pos.iter().enumerate() {
+            fill_guess[j >> 3] |= bits[v as usize] << (j & 7);
+        }
+        let r = FrameResult {
+            corrected,
+            converged: o.converged,
+            iterations: o.iterations,
+            leak_bits: self.fp.base_leak() + self.revealed_count,
+            fill_guess,
+        };
+        *self.out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
 }
 
 /// The reference decoder on one frame (f64 sum-product), same inputs and outputs as the fast one.
