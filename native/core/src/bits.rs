@@ -152,6 +152,17 @@ impl BitWriter {
             self.cur = 0;
         }
     }
+    /// Appends `b` only when `take` is 1 (branch-free: the sifting loops split events by basis
+    /// and match, which are coin flips the branch predictor cannot learn).
+    #[inline(always)]
+    pub fn push_if(&mut self, b: u64, take: u64) {
+        self.cur |= (b & take & 1) << (self.n & 63);
+        self.n += take as usize;
+        if self.n & 63 == 0 && take == 1 {
+            self.words.push(self.cur);
+            self.cur = 0;
+        }
+    }
     pub fn len(&self) -> usize {
         self.n
     }

@@ -215,37 +215,49 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
             }
         }
         last_seen = Some(p);
-        // mask of clicked (basis, bit) outcomes for this pulse: bit (basis*2 + bit)
-        let mut mask = 0u8;
-        let mut j = i;
-        while j < n && pulse[j] == pf {
-            let c = map.code(channel[j]);
-            if c == UNMAPPED {
+        let c0 = map.code(channel[i]);
+        let (basis, bit) = if i + 1 >= n || pulse[i + 1] != pf {
+            // Fast path, one detection on this pulse (the vast majority): the channel code is
+            // basis<<1|bit already, no branch on its value.
+            i += 1;
+            if c0 == UNMAPPED {
                 stats.unmapped += 1;
-            } else {
-                mask |= 1 << c;
+                continue;
             }
-            j += 1;
-        }
-        i = j;
-        let (basis, bit) = match mask {
-            0 => continue,
-            0b0001 => (0, 0),
-            0b0010 => (0, 1),
-            0b0100 => (1, 0),
-            0b1000 => (1, 1),
-            0b0011 => {
-                stats.double_clicks += 1;
-                (0, rng.bit())
+            ((c0 >> 1) as u64, (c0 & 1) as u64)
+        } else {
+            // mask of clicked (basis, bit) outcomes for this pulse: bit (basis*2 + bit)
+            let mut mask = 0u8;
+            let mut j = i;
+            while j < n && pulse[j] == pf {
+                let c = map.code(channel[j]);
+                if c == UNMAPPED {
+                    stats.unmapped += 1;
+                } else {
+                    mask |= 1 << c;
+                }
+                j += 1;
             }
-            0b1100 => {
-                stats.double_clicks += 1;
-                (1, rng.bit())
-            }
-            _ => {
-                stats.multi_clicks += 1;
-                let r = rng.next_u64() >> 62;
-                (r >> 1, r & 1)
+            i = j;
+            match mask {
+                0 => continue,
+                0b0001 => (0, 0),
+                0b0010 => (0, 1),
+                0b0100 => (1, 0),
+                0b1000 => (1, 1),
+                0b0011 => {
+                    stats.double_clicks += 1;
+                    (0, rng.bit())
+                }
+                0b1100 => {
+                    stats.double_clicks += 1;
+                    (1, rng.bit())
+                }
+                _ => {
+                    stats.multi_clicks += 1;
+                    let r = rng.next_u64() >> 62;
+                    (r >> 1, r & 1)
+                }
             }
         };
         put_varint(&mut deltas, if count == 0 { p } else { p - last_event });
@@ -355,9 +367,11 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
     let mut match_bits = vec![0u64; count.div_ceil(64)];
     let mut my_bases = vec![0u64; count.div_ceil(64)];
     let mut bits = BitWriter::with_capacity(count);
-    let mut intens: Vec<u8> = Vec::with_capacity(count / 4 + 1);
-    let (mut acc, mut nacc) = (0u8, 0u32);
+    let mut intens: Vec<u8> = Vec::with_capacity(count / 4 + 4);
+    // 16 two-bit intensities per u32, flushed little-endian (= 4 per byte, LSB first).
+    let (mut acc, mut nacc) = (0u32, 0u32);
     let mut matched = 0u64;
+    let mut bad_choice = 0u64;
     let mut p = 0u64;
     let nch = choices.len() as u64;
     for e in 0..count {
@@ -377,28 +391,28 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
         let b_basis = ((bmap[e >> 3] >> (e & 7)) & 1) as u64;
         my_bases[e >> 6] |= a_basis << (e & 63);
         bits.push((c & 1) as u64);
-        if a_basis == b_basis {
-            let k = (c >> 2) & 3;
-            if k == 3 {
-                return Err(CoreError::new("SIFT_BAD_CHOICE", format!("choice byte for pulse {p} has intensity code 3; valid are 0..2")));
-            }
-            match_bits[e >> 6] |= 1 << (e & 63);
-            acc |= k << (2 * nacc);
-            nacc += 1;
-            if nacc == 4 {
-                intens.push(acc);
-                acc = 0;
-                nacc = 0;
-            }
-            matched += 1;
+        // Branch-free: whether the bases match is a coin flip the predictor cannot learn.
+        let m = 1 ^ a_basis ^ b_basis;
+        let k = ((c >> 2) & 3) as u32;
+        bad_choice |= (k == 3) as u64 & m;
+        match_bits[e >> 6] |= m << (e & 63);
+        acc |= (k * m as u32) << (2 * nacc);
+        nacc += m as u32;
+        if nacc == 16 {
+            intens.extend_from_slice(&acc.to_le_bytes());
+            acc = 0;
+            nacc = 0;
         }
+        matched += m;
+    }
+    if bad_choice != 0 {
+        return Err(CoreError::new("SIFT_BAD_CHOICE", "a matched choice byte has intensity code 3; valid are 0..2 (check Alice's choice buffer)"));
     }
     if pos != buf.len() {
         return Err(CoreError::new("SIFT_MALFORMED", format!("{} trailing bytes after the announcement", buf.len() - pos)));
     }
-    if nacc > 0 {
-        intens.push(acc);
-    }
+    let tail = (nacc as usize).div_ceil(4);
+    intens.extend_from_slice(&acc.to_le_bytes()[..tail]);
     let mut reply = Vec::with_capacity(16 + count / 8 + intens.len());
     reply.push(REPLY_TAG);
     put_varint(&mut reply, count as u64);
@@ -454,36 +468,38 @@ pub fn extract(events: &PartyEvents, reply: &[u8]) -> Result<Sifted> {
             "reply covers {} events but this party has {}; announcement and reply are from different batches",
             r.count, events.count)));
     }
-    let mut z = BitWriter::with_capacity(r.intensities.len());
-    let mut x = BitWriter::with_capacity(r.intensities.len() / 4);
-    let mut zi = Vec::with_capacity(r.intensities.len());
-    let mut xi = Vec::new();
-    let (mut n_z, mut n_x) = ([0u64; 3], [0u64; 3]);
+    let matched = r.intensities.len();
+    let mut z = BitWriter::with_capacity(matched);
+    let mut x = BitWriter::with_capacity(matched);
+    // Intensity tags written at the running index of their basis, then truncated: branch-free
+    // (the basis of a matched event is a coin flip for the branch predictor).
+    let mut tags = [vec![0u8; matched], vec![0u8; matched]];
+    let mut nb = [0usize; 2];
+    let mut counts = [[0u64; 3]; 2];
     let mut m = 0usize;
     let bw = events.bits.words();
     for (wi, &mw) in r.matches.iter().enumerate() {
         let mut w = mw;
+        let bases_w = events.bases[wi];
+        let bits_w = bw[wi];
         while w != 0 {
             let b = w.trailing_zeros() as usize;
             w &= w - 1;
-            let e = (wi << 6) | b;
-            let basis = (events.bases[wi] >> b) & 1;
-            let bit = (bw[wi] >> b) & 1;
+            let basis = ((bases_w >> b) & 1) as usize;
+            let bit = (bits_w >> b) & 1;
             let k = r.intensities[m];
             m += 1;
-            if basis == 0 {
-                z.push(bit);
-                zi.push(k);
-                n_z[k as usize] += 1;
-            } else {
-                x.push(bit);
-                xi.push(k);
-                n_x[k as usize] += 1;
-            }
-            let _ = e;
+            z.push_if(bit, 1 - basis as u64);
+            x.push_if(bit, basis as u64);
+            tags[basis][nb[basis]] = k;
+            nb[basis] += 1;
+            counts[basis][k as usize] += 1;
         }
     }
-    Ok(Sifted { z: z.finish(), z_intensity: zi, x: x.finish(), x_intensity: xi, n_z, n_x })
+    let [mut zi, mut xi] = tags;
+    zi.truncate(nb[0]);
+    xi.truncate(nb[1]);
+    Ok(Sifted { z: z.finish(), z_intensity: zi, x: x.finish(), x_intensity: xi, n_z: counts[0], n_x: counts[1] })
 }
 
 /// Errors per intensity between two parties' strings of the same basis (the X-basis disclosure).
