@@ -239,6 +239,11 @@ export interface UsbBulkDevice {
   controlIn(request: number, value: number, index: number, length: number): Promise<Uint8Array>;
   release(iface: number): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional: calls `listener` when the device is unplugged (libusb hot-plug), so an idle device
+   * that goes away is noticed without waiting for the next transfer. Returns an unsubscribe.
+   */
+  onDisconnect?(listener: () => void): () => void;
 }
 
 export type Transport = LineTransport | UsbTransportLike;

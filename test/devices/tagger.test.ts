@@ -288,3 +288,17 @@ t.test('resume: stop() ends a stream that waits for a reconnect that never comes
   t.same(await pending, { done: true, value: undefined });
   t.ok(performance.now() - t0 < 1000, 'no hang');
 });
+
+t.test('an idle tagger that is unplugged is noticed at once (hot-plug event) and reconnects', async (t) => {
+  const { driver, dev } = rig(12n, 'synthetic');
+  t.teardown(() => driver.close());
+  await driver.open();
+  const lost = waitForState(driver, 'reconnecting', 2000);
+  dev.unplug();
+  const seen = await lost;
+  t.equal(seen[0].state, 'disconnected');
+  t.match(seen[0].reason ?? '', /unplugged/);
+  dev.replug();
+  await waitForState(driver, 'ready', 3000);
+  t.equal(await driver.delayPs(0), 0);
+});

@@ -47,14 +47,20 @@ export class TimeTaggerDriver extends DeviceBase implements TimeTagger {
     return this.transport;
   }
 
+  private unsubscribe: (() => void) | undefined;
+
   protected async connect(): Promise<DeviceIdentity> {
     const dev = await this.findDevice();
     this.transport = new UsbTransport(dev, this.settings);
     await this.transport.open();
+    this.unsubscribe?.();
+    this.unsubscribe = dev.onDisconnect?.(() => this.lineLost(new Error('USB device unplugged')));
     return this.connectIdentity();
   }
 
   protected async disconnectTransport(): Promise<void> {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
     await this.transport?.close();
   }
 

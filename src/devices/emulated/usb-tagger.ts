@@ -130,9 +130,17 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.lose += lost;
   }
 
+  private readonly disconnectListeners = new Set<() => void>();
+
+  onDisconnect(listener: () => void): () => void {
+    this.disconnectListeners.add(listener);
+    return () => this.disconnectListeners.delete(listener);
+  }
+
   /** The cable is pulled: every call fails as libusb does, an in-flight bulk transfer too. */
   unplug(): void {
     this.present = false;
+    for (const l of [...this.disconnectListeners]) queueMicrotask(l);
     this.opened = this.claimed = this.streaming = false;
     this.pendingBulk?.reject(new Error('LIBUSB_ERROR_NO_DEVICE'));
     this.pendingBulk = undefined;

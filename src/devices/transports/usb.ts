@@ -160,6 +160,13 @@ export class WebUsbBulkDevice implements UsbBulkDevice {
   async release(iface: number): Promise<void> {
     await this.dev.releaseInterface(iface);
   }
+  onDisconnect(listener: () => void): () => void {
+    const on = (ev: Event) => {
+      if ((ev as Event & { device?: unknown }).device === this.dev) listener();
+    };
+    usb.addEventListener('disconnect', on);
+    return () => usb.removeEventListener('disconnect', on);
+  }
   async close(): Promise<void> {
     await this.dev.close();
   }
