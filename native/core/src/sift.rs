@@ -523,3 +523,45 @@ pub fn errors_by_intensity(a: &KeyBits, b: &KeyBits, intensity: &[u8]) -> Result
     }
     Ok(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::bob_events;
+
+    fn lcg(s: &mut u64) -> u64 {
+        *s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *s >> 33
+    }
+
+    #[test]
+    fn bob_matches_reference_and_announcement_roundtrips() {
+        let mut codes = [UNMAPPED; 256];
+        for (ch, c) in [(1usize, 0u8), (2, 1), (3, 2), (4, 3)] {
+            codes[ch] = c;
+        }
+        let map = ChannelMap::from_codes(&codes).unwrap();
+        let mut s = 42u64;
+        for n in [0usize, 1, 2, 3, 63, 64, 65, 1000, 4099] {
+            let mut pulse = Vec::with_capacity(n);
+            let mut chan = Vec::with_capacity(n);
+            let mut p = lcg(&mut s) % 5;
+            while pulse.len() < n {
+                p += if lcg(&mut s) % 10 == 0 { 0 } else { 1 + lcg(&mut s) % 300 };
+                pulse.push(p);
+                chan.push((lcg(&mut s) % 5) as u8); // channel 0 unmapped
+            }
+            let seed = [7u8; 32];
+            let pf: Vec<f64> = pulse.iter().map(|&v| v as f64).collect();
+            let got = bob_announce(&pf, &chan, &map, &seed).unwrap();
+            let want = bob_events(&pulse, &chan, &codes, &seed);
+            assert_eq!(got.events.count, want.len(), "n={n}");
+            let dec = decode_announcement(&got.announcement).unwrap();
+            for (e, w) in want.iter().enumerate() {
+                assert_eq!(dec.pulses[e], w.pulse);
+                assert_eq!(((dec.bases[e >> 6] >> (e & 63)) & 1) as u8, w.basis);
+                assert_eq!(got.events.bits.get(e) as u8, w.bit);
+            }
+        }
+    }
+}
