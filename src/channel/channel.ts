@@ -76,6 +76,8 @@ export interface ChannelStats {
   peerRestarts: number;
   blocksCommitted: number;
   blocksAborted: number;
+  /** Smoothed round-trip time (ms) of requests answered at the first attempt. */
+  srttMs: number;
 }
 
 interface Pending {
@@ -87,6 +89,7 @@ interface Pending {
   deadline: number;
   timer?: NodeJS.Timeout;
   tries: number;
+  firstSentAt: number;
 }
 
 const ZERO = new Uint8Array(0);
@@ -119,10 +122,12 @@ export class AuthChannel extends EventEmitter {
   #readyWaiters: (() => void)[] = [];
   #resolveWaiters = new Map<number, ((outcome: 'committed' | 'aborted') => void)[]>();
   #nextMsgId = 1;
+  /** Smoothed round-trip time of answered requests (RFC 6298 style), ms; 0 until measured. */
+  #srttMs = 0;
   #sendChain: Promise<void> = Promise.resolve();
   #closed = false;
   #keyLowSent = false;
-  readonly #stats: Omit<ChannelStats, 'auth'> = { requestsSent: 0, retries: 0, repliesReceived: 0, requestsHandled: 0,
+  readonly #stats: Omit<ChannelStats, 'auth' | 'srttMs'> = { requestsSent: 0, retries: 0, repliesReceived: 0, requestsHandled: 0,
     duplicateRequests: 0, rejected: {}, stale: 0, sendDropped: 0, peerRestarts: 0, blocksCommitted: 0, blocksAborted: 0 };
 
   private constructor(sock: Dealer, opts: ChannelOptions) {
@@ -213,7 +218,7 @@ export class AuthChannel extends EventEmitter {
     const msgId = this.#nextMsgId++;
     if (blockId !== NO_BLOCK) this.#active.add(blockId);
     return new Promise<T>((resolve, reject) => {
-      const p: Pending = { type, payload: body, blockId, resolve: resolve as (v: unknown) => void, reject, deadline, tries: 0 };
+      const p: Pending = { type, payload: body, blockId, resolve: resolve as (v: unknown) => void, reject, deadline, tries: 0, firstSentAt: Date.now() };
       this.#pending.set(msgId, p);
       this.#stats.requestsSent++;
       this.#transmit(msgId, p);
@@ -234,14 +239,21 @@ export class AuthChannel extends EventEmitter {
       this.#settle(msgId, e as Error);
       return;
     }
-    const wait = Math.min(this.#retryMs * 2 ** p.tries, this.#maxRetryMs, p.deadline - now);
+    // Slow links: the first retry waits at least 3 smoothed round-trip times, so a long but
+    // healthy link is not flooded with duplicates (each costs 128 pad bits).
+    const base = Math.max(this.#retryMs, 3 * this.#srttMs);
+    const wait = Math.min(base * 2 ** p.tries, Math.max(this.#maxRetryMs, 4 * this.#srttMs), p.deadline - now);
     p.tries++;
     p.timer = setTimeout(() => this.#transmit(msgId, p), Math.max(1, wait));
   }
 
-  #settle(msgId: number, err: Error | null, value?: unknown): void {
+  #settle(msgId: number, err: Error | null, value?: unknown, answered = false): void {
     const p = this.#pending.get(msgId);
     if (!p) return;
+    if (answered && p.tries === 1) {
+      const rtt = Date.now() - p.firstSentAt; // unambiguous sample: answered at the first attempt
+      this.#srttMs = this.#srttMs === 0 ? rtt : 0.875 * this.#srttMs + 0.125 * rtt;
+    }
     this.#pending.delete(msgId);
     clearTimeout(p.timer);
     if (err) p.reject(err);
@@ -317,7 +329,7 @@ export class AuthChannel extends EventEmitter {
   }
 
   stats(): ChannelStats {
-    return { auth: this.#auth.stats(), ...this.#stats, rejected: { ...this.#stats.rejected } };
+    return { auth: this.#auth.stats(), ...this.#stats, rejected: { ...this.#stats.rejected }, srttMs: this.#srttMs };
   }
 
   /** Stops everything; pending requests reject with TransportError 'CHANNEL_CLOSED'. Saves the auth state. */
@@ -470,7 +482,7 @@ export class AuthChannel extends EventEmitter {
       case KIND.REQ: return this.#onRequest(aad, body);
       case KIND.REP: {
         this.#stats.repliesReceived++;
-        return this.#settle(aad.msgId, null, body);
+        return this.#settle(aad.msgId, null, body, true);
       }
       case KIND.ERR: {
         const code = typeof body?.code === 'string' ? body.code : 'CHANNEL_REMOTE_ERROR';

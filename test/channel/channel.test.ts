@@ -14,16 +14,16 @@ import { Relay, type Tamper } from '../../src/channel/mitm.ts';
 import { decodeAad, encodeAad, KIND } from '../../src/channel/wire.ts';
 import { SecurityError } from '../../src/errors.ts';
 
-async function pair(t: Test, opts: { timeoutMs?: number } = {}) {
+async function pair(t: Test, opts: { timeoutMs?: number; pads?: number; keyLowMessages?: number } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-chan-'));
-  const psk = randomBytes(16 + 32 * 20000);
+  const psk = randomBytes(16 + 32 * (opts.pads ?? 20000));
   const aAuth = Authenticator.fromPsk(psk, 'alice');
   aAuth.attachStateFile(join(dir, 'alice.state'));
   const bAuth = Authenticator.fromPsk(psk, 'bob');
   bAuth.attachStateFile(join(dir, 'bob.state'));
   const bob = await AuthChannel.open({ role: 'bob', endpoint: 'tcp://127.0.0.1:*', bind: true, auth: bAuth, ledgerPath: join(dir, 'bob.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: opts.timeoutMs ?? 3000 });
   const relay = await Relay.open(bob.endpoint!);
-  const alice = await AuthChannel.open({ role: 'alice', endpoint: relay.aliceEndpoint, bind: false, auth: aAuth, ledgerPath: join(dir, 'alice.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: opts.timeoutMs ?? 3000 });
+  const alice = await AuthChannel.open({ role: 'alice', endpoint: relay.aliceEndpoint, bind: false, auth: aAuth, ledgerPath: join(dir, 'alice.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: opts.timeoutMs ?? 3000, keyLowMessages: opts.keyLowMessages });
   t.teardown(async () => {
     await alice.close();
     await bob.close();
@@ -175,4 +175,20 @@ t.test('commit: lost answer and lost request are settled by the handshake', asyn
   await new Promise((r) => setTimeout(r, 100));
   t.notOk(bob.ledger.isCommitted(41), 'fenced');
   t.equal(alice.ledger.prepared, null);
+});
+
+t.test('key exhaustion fails closed with a clear error; replenishing on both sides resumes', async (t) => {
+  const { alice, bob } = await pair(t, { pads: 40, keyLowMessages: 10 });
+  let low = 0;
+  alice.on('keyLow', () => low++);
+  let err: unknown;
+  for (let i = 0; i < 40 && !err; i++) err = await alice.request('echo', i, { blockId: 50 }).then(() => undefined, (e: Error) => e);
+  t.ok(err instanceof SecurityError, 'SecurityError');
+  t.match(err, { code: 'AUTH_KEY_EXHAUSTED', message: /replenish/ });
+  t.ok(low >= 1, 'keyLow was announced before');
+  const fresh = randomBytes(32 * 100);
+  alice.replenish(fresh);
+  bob.replenish(fresh);
+  t.equal(await alice.request('echo', 'again', { blockId: 51 }).then((r) => (r as { echo: string }).echo), 'again');
+  t.equal(alice.stats().auth.replenishedBits, fresh.length * 8);
 });
