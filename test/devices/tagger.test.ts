@@ -302,3 +302,18 @@ t.test('an idle tagger that is unplugged is noticed at once (hot-plug event) and
   await waitForState(driver, 'ready', 3000);
   t.equal(await driver.delayPs(0), 0);
 });
+
+t.test('trigger level and edge act on the tags as on a real tagger input', async (t) => {
+  const a = rig(13n);
+  const b = rig(13n);
+  t.teardown(() => Promise.all([a.driver.close(), b.driver.close()]));
+  await a.driver.open();
+  await b.driver.open();
+  await b.driver.setThresholdV(1, 1.0); // above the 0.8 V detector pulses: channel 1 goes blind
+  await b.driver.setEdge(0, 1); // falling edge: one pulse width (5 ns) later
+  const plain = await collect(a.driver.startStream({ maxTags: 20_000 }));
+  const cond = await collect(b.driver.startStream({ maxTags: 8_000 }));
+  t.notOk(cond.chans.includes(1), 'no tags from the blind channel');
+  const p0 = plain.times.filter((_, i) => plain.chans[i] === 0);
+  t.same(cond.times.slice(0, 5000), p0.slice(0, 5000).map((x) => x + 5000n), 'channel 0 shifted by the pulse width');
+});

@@ -26,6 +26,11 @@ import type { PulseTagSource } from './lab.ts';
 export const EMU_TAGGER_VID = 0x1209;
 export const EMU_TAGGER_PID = 0x0001;
 
+/** Amplitude of the emulated detectors' output pulses: a trigger level at or above it sees nothing. */
+export const DETECTOR_PULSE_V = 0.8;
+/** Width of those pulses: the falling edge comes this much after the rising one. */
+export const DETECTOR_PULSE_WIDTH_PS = 5000n;
+
 export const REQ = { IDENTITY: 0x01, START: 0x02, STOP: 0x03, DELAY: 0x10, LEVEL: 0x11, EDGE: 0x12, REFCLK: 0x13 } as const;
 
 export interface EmulatedTaggerOptions {
@@ -366,10 +371,20 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       this.push(encodeTagRecords(recs));
     }
     if (!times.length) return;
-    if (this.delayPs.every((d) => d === this.delayPs[0])) {
+    // Input conditioning: a channel whose trigger level is above the detector's pulse amplitude
+    // sees nothing; on the falling edge a click is time-stamped one pulse width later.
+    if (this.level.some((l) => l >= DETECTOR_PULSE_V)) {
+      const keep: number[] = [];
+      for (let i = 0; i < chans.length; i++) if (!(this.level[chans[i]] >= DETECTOR_PULSE_V)) keep.push(i);
+      times = BigInt64Array.from(keep, (i) => times[i]);
+      chans = Uint8Array.from(keep, (i) => chans[i]);
+      if (!times.length) return;
+    }
+    const eff = this.delayPs.map((d, c) => d + (this.edge[c] === 1 ? DETECTOR_PULSE_WIDTH_PS : 0n));
+    if (eff.every((d) => d === eff[0])) {
       // Same delay everywhere: order is kept, shift and encode directly.
       this.flushHeld();
-      const d = this.delayPs[0];
+      const d = eff[0];
       let t = times;
       if (d !== 0n) {
         t = new BigInt64Array(times.length);
@@ -380,7 +395,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       this.push(bytes);
       return;
     }
-    this.mergeDelayed(times, chans);
+    this.mergeDelayed(times, chans, eff);
   }
 
   /**
@@ -416,10 +431,10 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
    * beyond one pull) with the base re-set every pull, so no BigInt is made per tag and the times
    * stay exact however long the run.
    */
-  private mergeDelayed(times: BigInt64Array, chans: Uint8Array): void {
+  private mergeDelayed(times: BigInt64Array, chans: Uint8Array, delays: bigint[]): void {
     const n = times.length;
     const t32 = new Int32Array(times.buffer, times.byteOffset, n * 2);
-    const dl = this.delayPs.map(Number);
+    const dl = delays.map(Number);
     // Re-base on the earliest held tag, or on the first new tag.
     if (this.heldT.length) {
       const shift = this.heldT[0];
