@@ -59,6 +59,26 @@ t.test('malformed profiles: errors name file, field and expectation', async (t) 
   bad(t, 'channels-without-ch', (p) => void (p.parameters.threshold.channels = [0, 1]), /expected the template "DISCRIMINATOR:THRESHOLD\?" to contain \{ch\}/);
 });
 
+t.test('malformed USB (time-tagger) profiles', async (t) => {
+  const tagger = () => JSON.parse(JSON.stringify(loadProfile('emulab-tt8'), (k, v) => (k === 'file' ? undefined : v)));
+  const cases: [string, (p: any) => void, RegExp][] = [
+    ['tt-transfer', (p) => void (p.transport.transferBytes = 1000), /field "transport\.transferBytes": expected a multiple of 16/],
+    ['tt-no-control', (p) => void delete p.parameters.delay.control, /field "parameters\.delay\.control": expected \{request, format\} for a USB device/],
+    ['tt-format', (p) => void (p.parameters.edge.control.format = 'u8'), /field "parameters\.edge\.control\.format": expected one of "i32", "i64", "f64", got "u8"/],
+    ['tt-endpoint', (p) => void (p.transport.endpoint = 1), /field "transport\.endpoint": expected a number >= 129/],
+    ['tt-vid', (p) => void (p.transport.vendorId = 70000), /field "transport\.vendorId": expected a number <= 65535/],
+    ['tt-requests', (p) => void delete p.transport.requests.stop, /field "transport\.requests\.stop": expected it to be present/],
+  ];
+  for (const [name, mutate, re] of cases) {
+    const p = tagger();
+    p.name = name;
+    mutate(p);
+    const file = join(dir.path, `${name}.json`);
+    writeFileSync(file, JSON.stringify(p));
+    t.throws(() => loadProfileFile(file), { code: 'BAD_PROFILE', message: re }, name);
+  }
+});
+
 t.test('a missing profile names what exists', async (t) => {
   t.throws(() => loadProfile('no-such-model'), { code: 'PROFILE_NOT_FOUND', message: /available: .*emulab-spad1/ });
 });
