@@ -437,15 +437,15 @@ export class Kms extends EventEmitter {
     const holder = `${saeId}>${caller}`;
     const keys: { key_ID: string; key: string }[] = [];
     const missing: string[] = [];
-    for (const id of ids) {
-      const t = await this.store.take(id.toLowerCase(), holder, this.now());
+    const taken = await this.store.takeMany(ids.map((id) => id.toLowerCase()), holder, this.now());
+    taken.forEach((t, i) => {
       if (!t) {
-        missing.push(id);
-        continue;
+        missing.push(ids[i]);
+        return;
       }
-      keys.push({ key_ID: id, key: t.key.toString('base64') });
+      keys.push({ key_ID: ids[i], key: t.key.toString('base64') });
       t.key.fill(0);
-    }
+    });
     this.m.delivered += keys.length;
     if (missing.length) {
       return { status: 400, body: { message: `key_ID(s) ${missing.join(', ')} unknown, not for the pair ` +
@@ -482,12 +482,12 @@ export class Kms extends EventEmitter {
       const mine = this.store.reserve(s.keyStreamId, items, holder, nowMs, true);
       if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
       const keys: { key_ID: string; key: string }[] = [];
-      for (const c of cands) {
-        const t = await this.store.take(c.keyId, holder, this.now());
-        if (!t) continue;
-        keys.push({ key_ID: c.keyId, key: t.key.toString('base64') });
+      const taken = await this.store.takeMany(cands.map((c) => c.keyId), holder, this.now());
+      taken.forEach((t, i) => {
+        if (!t) return;
+        keys.push({ key_ID: cands[i].keyId, key: t.key.toString('base64') });
         t.key.fill(0);
-      }
+      });
       this.m.delivered += keys.length;
       return { status: 200, body: { keys } };
     }

@@ -104,9 +104,15 @@ export class KeyStore {
     }
   }
 
+  /** Hands out (and erases) one key reserved for `holder`, or null. */
   async take(keyId: string, holder: string, nowMs: number) {
+    return (await this.takeMany([keyId], holder, nowMs))[0];
+  }
+
+  /** Hands out several keys in one transaction; null entries for key_IDs not available to `holder`. */
+  async takeMany(keyIds: string[], holder: string, nowMs: number) {
     try {
-      return await this.s.take(keyId, holder, nowMs);
+      return await this.s.takeMany(keyIds, holder, nowMs);
     } catch (e) {
       mapErr(e);
     }

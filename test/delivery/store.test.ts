@@ -173,3 +173,18 @@ t.test('group commit: concurrent puts give the outcomes of the same puts one by 
   t.ok(concurrent.includes('full'));
   t.same(a.counts(sid), b.counts(sid));
 });
+
+t.test('takeMany: one transaction, per-key results like take one by one', async (t) => {
+  const s = KeyStore.open(join(dir, 'tm.db'), randomBytes(32), 100);
+  t.teardown(() => s.close());
+  const sid = 'a0000000-0000-4000-8000-000000000004';
+  const keys = [0, 1, 2, 3].map(() => randomBytes(32));
+  for (let i = 0; i < 4; i++) await s.put(sid, i, `k${i}`, keys[i], '{}', 0, 1e15);
+  const item = (i: number) => ({ index: i, digest: refDigest(sid, i, keys[i]) });
+  t.same(s.reserve(sid, [item(0), item(1), item(2)], 'a>b', 0, true), [0, 1, 2]);
+  t.same(s.reserve(sid, [item(3)], 'c>d', 0, true), [3]);
+  const got = await s.takeMany(['k2', 'k3', 'nope', 'k0', 'k2'], 'a>b', 1);
+  t.same(got.map((g) => g && g.index), [2, null, null, 0, null], 'other holder, unknown and repeated ids get null');
+  t.ok(Buffer.from(got[0]!.key).equals(keys[2]) && Buffer.from(got[3]!.key).equals(keys[0]));
+  t.same(s.counts(sid), { held: 0, reserved: 2, delivered: 2, expired: 0 });
+});

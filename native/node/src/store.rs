@@ -145,20 +145,24 @@ impl Task for PutManyTask {
 
 pub struct TakeTask {
     store: Shared,
-    key_id: String,
+    key_ids: Vec<String>,
     holder: String,
     now_ms: i64,
 }
 
 impl Task for TakeTask {
-    type Output = Option<qkd_store::TakenKey>;
-    type JsValue = Option<StoreTaken>;
+    type Output = Vec<Option<qkd_store::TakenKey>>;
+    type JsValue = Vec<Option<StoreTaken>>;
     fn compute(&mut self) -> Result<Self::Output> {
-        let (k, h, n) = (&self.key_id, &self.holder, self.now_ms);
-        with(&self.store, |s| s.take(k, h, n))
+        let ids: Vec<&str> = self.key_ids.iter().map(|s| s.as_str()).collect();
+        let (h, n) = (&self.holder, self.now_ms);
+        with(&self.store, |s| s.take_many(&ids, h, n))
     }
-    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Option<StoreTaken>> {
-        Ok(o.map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) }))
+    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Vec<Option<StoreTaken>>> {
+        // The Buffer copies the key out of the zeroising Vec, which is wiped when `o` drops.
+        Ok(o.iter()
+            .map(|t| t.as_ref().map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) }))
+            .collect())
     }
 }
 
@@ -279,10 +283,11 @@ impl KmsStore {
         Ok(d.map(|(d, state)| StoreDigest { digest: hex(&d), state: state as u32 }))
     }
 
-    /// Unwraps, erases and returns a key reserved for `holder`, or null.
-    #[napi(ts_return_type = "Promise<StoreTaken | null>")]
-    pub fn take(&self, key_id: String, holder: String, now_ms: f64) -> AsyncTask<TakeTask> {
-        AsyncTask::new(TakeTask { store: self.inner.clone(), key_id, holder, now_ms: now_ms as i64 })
+    /// Unwraps, erases and returns the keys reserved for `holder`, in one transaction: one entry
+    /// per key_ID, null where there is none for this holder.
+    #[napi(ts_return_type = "Promise<Array<StoreTaken | null>>")]
+    pub fn take_many(&self, key_ids: Vec<String>, holder: String, now_ms: f64) -> AsyncTask<TakeTask> {
+        AsyncTask::new(TakeTask { store: self.inner.clone(), key_ids, holder, now_ms: now_ms as i64 })
     }
 
     /// Erases every key whose expiry is at or before `now_ms`; returns them.

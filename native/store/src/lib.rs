@@ -342,31 +342,43 @@ impl Store {
     /// Unwraps and erases a reserved key (by key_id) held for `holder`: the ciphertext is
     /// overwritten by NULL in the same transaction, so a key is handed out once.
     pub fn take(&mut self, key_id: &str, holder: &str, now_ms: i64) -> Result<Option<TakenKey>> {
+        Ok(self.take_many(&[key_id], holder, now_ms)?.pop().flatten())
+    }
+
+    /// `take` for several key_IDs in ONE transaction (one fsync). One entry per key_ID, in order;
+    /// None where the key is unknown, not reserved for `holder`, or already handed out. If any
+    /// wrapped key fails to authenticate, nothing is handed out (the transaction rolls back).
+    pub fn take_many(&mut self, key_ids: &[&str], holder: &str, now_ms: i64) -> Result<Vec<Option<TakenKey>>> {
         let tx = self.conn.transaction()?;
-        let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = tx
-            .query_row(
-                "SELECT stream_id, idx, nonce, wrapped FROM keys
-                 WHERE key_id=?1 AND state=1 AND holder=?2 AND wrapped IS NOT NULL",
-                params![key_id, holder],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((sid, idx, nonce, mut wrapped)) = row else {
-            return Ok(None);
-        };
-        let a = aad(&sid, idx as u32);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &wrapped, aad: &a })
-            .map_err(|_| StoreError::Crypto("a wrapped key failed to authenticate (wrong KEK or tampered row)".into()))?;
-        wrapped.zeroize();
-        tx.execute(
-            "UPDATE keys SET state=2, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2",
-            params![sid, idx],
-        )?;
-        Self::audit_tx(&tx, now_ms, &sid, idx, "delivered", &format!("handed out to {holder}; erased"))?;
+        let mut out = Vec::with_capacity(key_ids.len());
+        for key_id in key_ids {
+            let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT stream_id, idx, nonce, wrapped FROM keys
+                     WHERE key_id=?1 AND state=1 AND holder=?2 AND wrapped IS NOT NULL",
+                    params![key_id, holder],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((sid, idx, nonce, mut wrapped)) = row else {
+                out.push(None);
+                continue;
+            };
+            let a = aad(&sid, idx as u32);
+            let plain = self
+                .cipher
+                .decrypt(Nonce::from_slice(&nonce), Payload { msg: &wrapped, aad: &a })
+                .map_err(|_| StoreError::Crypto("a wrapped key failed to authenticate (wrong KEK or tampered row)".into()))?;
+            wrapped.zeroize();
+            tx.execute(
+                "UPDATE keys SET state=2, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2",
+                params![sid, idx],
+            )?;
+            Self::audit_tx(&tx, now_ms, &sid, idx, "delivered", &format!("handed out to {holder}; erased"))?;
+            out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: Zeroizing::new(plain) }));
+        }
         tx.commit()?;
-        Ok(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: Zeroizing::new(plain) }))
+        Ok(out)
     }
 
     /// Erases every key whose `expires_ms <= now_ms`. Returns `(stream_id, index)` of each.
