@@ -111,7 +111,9 @@ const CONFIG_SCHEMA: Schema = {
 export function parseNodeConfig(raw: unknown, file: string): NodeDeviceConfig {
   const o = raw as Record<string, unknown>;
   // Only check our sections; the rest of the node configuration is validated by its owners.
-  const mine = raw && typeof raw === 'object' ? { devices: o.devices, ...(o.emulated !== undefined ? { emulated: o.emulated } : {}) } : raw;
+  const mine = raw && typeof raw === 'object' && !Array.isArray(raw)
+    ? { ...(o.devices !== undefined ? { devices: o.devices } : {}), ...(o.emulated !== undefined ? { emulated: o.emulated } : {}) }
+    : raw;
   const errs = validateSchema(mine, CONFIG_SCHEMA);
   const cfg = mine as NodeDeviceConfig;
   if (!errs.length) {

@@ -91,7 +91,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       autoOpen: false,
     });
     await new Promise<void>((resolve, reject) =>
-      port.open((err) => (err ? reject(new TransportError('OPEN_FAILED', `cannot open ${this.opts.path}: ${err.message}. Check the port path, permissions (dialout group) and that the device is plugged in.`, { cause: err })) : resolve())),
+      port.open((err) => (err ? reject(new TransportError('OPEN_FAILED', `cannot open ${this.opts.path}: ${err.message}. Check the port path, permissions (dialout group), that the device is plugged in and that no other program holds the port.`, { cause: err })) : resolve())),
     );
     this.closing = false;
     this.port = port;
