@@ -166,11 +166,14 @@ pub struct BobFrame<'a> {
     pub revealed: &'a [u8],
 }
 
-/// Channel LLR magnitude in decoder units (1/4 nat), for crossover probability q.
+/// Decoder units per nat of channel LLR (6: best of 2, 4, 6, 8 in a sweep; 8-bit messages
+/// saturate at 127 units ≈ 21 nats).
+pub const LLR_SCALE: f64 = 6.0;
+
+/// Channel LLR magnitude in decoder units (1/LLR_SCALE nat), for crossover probability q.
 pub fn quantised_llr(qber: f64) -> i8 {
     let q = qber.clamp(1e-6, 0.499);
-    let sc: f64 = std::env::var("LDPC_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
-    ((sc * ((1.0 - q) / q).ln()).round() as i32).clamp(1, 100) as i8
+    ((LLR_SCALE * ((1.0 - q) / q).ln()).round() as i32).clamp(1, 100) as i8
 }
 
 fn validate(fp: &FrameParams, frames: &[BobFrame<'_>], revealed_count: usize, qber: f64) -> Result<(), LdpcError> {
