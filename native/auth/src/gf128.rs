@@ -27,14 +27,14 @@ pub fn clmul64_soft(a: u64, b: u64) -> u128 {
     // Four-bit windows of `b` select a precomputed multiple of `a`: 16 shifts instead of 64.
     let a = a as u128;
     let mut table = [0u128; 16];
-    for i in 1..16usize {
+    for (i, entry) in table.iter_mut().enumerate().skip(1) {
         let mut t = 0u128;
         for bit in 0..4 {
             if i & (1 << bit) != 0 {
                 t ^= a << bit;
             }
         }
-        table[i] = t;
+        *entry = t;
     }
     let mut r = 0u128;
     for nib in (0..16).rev() {

@@ -12,6 +12,7 @@
 //!   stream (the rest of the pre-shared secret followed by every `replenish`ed byte, in order).
 //!   `d` is the direction (0 = Alice->Bob, 1 = Bob->Alice), `n` the per-direction sequence number.
 //!   Deriving the offset from (d, n) keeps both sides in sync without any extra message.
+//!
 //! Forgery probability per verification attempt <= epsilon = l / 2^128 (l = hashed blocks),
 //! so <= q * l_max / 2^128 over q attempts.
 //!
@@ -480,6 +481,18 @@ mod tests {
         assert!(matches!(b.verify(10, b"hdr", b"data", &t), Err(AuthError::Replay { .. })));
         assert!(matches!(a.sign(5, b"", b""), Err(AuthError::SeqReuse { .. })));
         assert_eq!(b.stats().rejected, 5);
+    }
+
+    /// Answers checkable by hand (the full known-answer vectors from the independent Python
+    /// implementation of docs/channel.md run in test/channel/mac.test.ts through the addon).
+    #[test]
+    fn hand_checkable_answers() {
+        let k = 0x1u128; // H_1(A, D) = XOR of all blocks (k = 1): checkable by hand
+        let h = gf128::poly_hash(k, b"a", b"", Backend::detect());
+        let want = (0x61u128 << 120) ^ ((8u128) << 64);
+        assert_eq!(h, want);
+        // x * x^127 = x^128 = 0x87
+        assert_eq!(gf128::mul(2, 1u128 << 127, Backend::detect()), 0x87);
     }
 
     #[test]

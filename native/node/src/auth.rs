@@ -17,7 +17,7 @@ fn err(e: AuthError) -> Error {
 }
 
 fn seq_of(x: f64) -> Result<u64> {
-    if !(x >= 0.0 && x <= 9007199254740991.0 && x.fract() == 0.0) {
+    if !((0.0..=9007199254740991.0).contains(&x) && x.fract() == 0.0) {
         return Err(Error::new(Status::InvalidArg, "AUTH_BAD_SEQ: sequence number must be an integer in [0, 2^53)"));
     }
     Ok(x as u64)

@@ -116,7 +116,7 @@ impl StreamIngest {
             let raw: [u8; 8] = ib.try_into().unwrap();
             let p = if float {
                 let f = f64::from_le_bytes(raw);
-                let ok = f >= 0.0 && f < 9007199254740992.0 && f.fract() == 0.0;
+                let ok = (0.0..9007199254740992.0).contains(&f) && f.fract() == 0.0;
                 invalid += (!ok) as u32;
                 if ok { f as u64 } else { prev }
             } else {
