@@ -69,11 +69,15 @@ export interface Device {
   /** Profile name (hw-profiles/devices/<profile>.json) the driver was generated from. */
   readonly profile: string;
   readonly state: DeviceState;
-  /** Opens the transport, checks identity and firmware against the profile, applies defaults. */
+  /**
+   * Opens the transport and checks identity (model) and firmware against the profile; applies the
+   * profile defaults only when the driver was built with `applyDefaults` (otherwise the device keeps
+   * its settings). Resolves with the identity; an explicit open also ends a reconnect loop.
+   */
   open(): Promise<DeviceIdentity>;
   close(): Promise<void>;
   identity(): Promise<DeviceIdentity>;
-  /** All parameters with their limits (from the profile, refined by the device where it says). */
+  /** All parameters with their limits, as the profile states them (no device round trip). */
   capabilities(): Record<string, Capability>;
   /** Reads a parameter; per-channel parameters are addressed as `name:channel`. */
   get(param: string): Promise<number>;
