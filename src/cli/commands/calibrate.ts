@@ -1,0 +1,84 @@
+/**
+ * `qkd calibrate <step>`: runs one calibration step on the emulated lab (default) and writes a
+ * versioned record plus an SVG plot into calibration/ (or --out), printing a terminal plot and
+ * the numbers. Progress goes to stderr.
+ */
+import { createRequire } from 'node:module';
+import { ConfigError } from '../../errors.ts';
+import { numberOption, parseOptions } from '../args.ts';
+import { CALIBRATION_STEPS, emulatedRig, runStep, type CalibrationStep } from '../../timing/calibrate.ts';
+import { svgPlot, terminalPlot } from '../../timing/plot.ts';
+import { makeRecord, writeRecord, loadCalibration } from '../../timing/records.ts';
+
+export const summary = 'measure delays, gate window, sync, dark counts, afterpulsing, jitter or efficiency';
+export const usage = `qkd calibrate <step> [options]
+qkd calibrate check [options]
+
+Steps: ${CALIBRATION_STEPS.join(', ')}
+  delays        per-channel timing histogram vs the pulse clock: centroid, width, delays to line up
+  window        acceptance window around the peak (signal vs dark counts/afterpulses), QBER contribution
+  sync          clock offset, drift, peak-over-noise confidence, time to lock
+  dark-counts   clicks per channel with the source off (per gate and per second)
+  afterpulsing  afterpulse probability, decay and dead time from inter-click intervals
+  jitter        timing jitter (sigma, FWHM) per channel
+  efficiency    detection efficiency per channel, relative to the best
+  check         load the records in --out and report missing, stale or mismatched ones
+
+Options:
+  --preset <name>     link preset of the emulated lab (default reference-decoy)
+  --distance <km>     fibre length (default: the preset's)
+  --seed <n>          emulator seed (default 1)
+  --seconds <s>       seconds of data to measure (default per step)
+  --bin <ps>          histogram bin in ps (default 2)
+  --out <dir>         where records go (default calibration/)
+  --no-plot           do not print the terminal plot
+
+Runs against the emulated lab. Real devices: not wired yet (see docs/timing.md).
+Each run writes <out>/<step>-<UTC time>.json (see calibration/README.md) and the same name .svg.`;
+
+export async function run(args: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(args, {
+    preset: { type: 'string' }, distance: { type: 'string' }, seed: { type: 'string' }, seconds: { type: 'string' },
+    bin: { type: 'string' }, out: { type: 'string' }, 'no-plot': { type: 'boolean' },
+  });
+  const step = positionals[0];
+  const out = values.out ?? 'calibration';
+  const presetName = values.preset ?? 'reference-decoy';
+  if (!step) throw new ConfigError('BAD_OPTION', `calibrate: which step? One of ${CALIBRATION_STEPS.join(', ')}, or check.`);
+  let seed: bigint;
+  try { seed = BigInt(values.seed ?? '1'); } catch { throw new ConfigError('BAD_OPTION', `--seed expects an integer, got '${values.seed}'.`); }
+  const distanceKm = values.distance === undefined ? undefined : numberOption('distance', values.distance, 0);
+  const rig = emulatedRig(presetName, { seed, distanceKm });
+  if (step === 'check') {
+    const { records, problems } = loadCalibration(out, { devices: rig.devices, profiles: rig.profiles });
+    for (const [s, r] of Object.entries(records)) process.stdout.write(`ok       ${s.padEnd(13)} ${r!.createdAt}  ${r!.summary}\n`);
+    for (const p of problems) process.stdout.write(`${p.kind.padEnd(8)} ${String(p.step).padEnd(13)} ${p.message}\n`);
+    return problems.length ? 1 : 0;
+  }
+  if (!CALIBRATION_STEPS.includes(step as CalibrationStep)) {
+    throw new ConfigError('BAD_OPTION', `calibrate: unknown step '${step}'; steps are ${CALIBRATION_STEPS.join(', ')}, or check.`);
+  }
+  const seconds = values.seconds === undefined ? undefined : numberOption('seconds', values.seconds, 1);
+  const binPs = values.bin === undefined ? undefined : numberOption('bin', values.bin, 2);
+  const tty = process.stderr.isTTY;
+  let lastPct = -1;
+  const onProgress = (f: number, what: string) => {
+    const pct = Math.floor(f * 100);
+    if (pct === lastPct) return;
+    lastPct = pct;
+    const bar = '#'.repeat(Math.round(f * 30)).padEnd(30, '.');
+    if (tty) process.stderr.write(`\rcalibrate ${step}: [${bar}] ${String(pct).padStart(3)} % ${what.padEnd(12)}`);
+    else if (pct % 25 === 0) process.stderr.write(`calibrate ${step}: ${pct} % ${what}\n`);
+  };
+  const res = await runStep(step as CalibrationStep, rig, { seconds, binPs, onProgress });
+  if (tty) process.stderr.write('\n');
+  const pkg = createRequire(import.meta.url)('../../../package.json') as { name: string; version: string };
+  const rec = makeRecord(res, { devices: rig.devices, profiles: rig.profiles, software: { name: pkg.name, version: pkg.version } });
+  const svg = svgPlot(res.plot);
+  const file = writeRecord(out, rec, svg);
+  if (!values['no-plot']) process.stdout.write(terminalPlot(res.plot));
+  process.stdout.write(`${res.summary}\n`);
+  process.stdout.write(`result: ${JSON.stringify(res.result)}\nuncertainty: ${JSON.stringify(res.uncertainty)}\n`);
+  process.stdout.write(`wrote ${file} and ${file.replace(/\.json$/, '.svg')}\n`);
+  return 0;
+}

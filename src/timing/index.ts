@@ -1,0 +1,10 @@
+/** Public API of the timing layer (clock sync, pulse indexing, histograms, calibration records). */
+export { ClockSync, modelOffsetPs, type ClockSyncOptions, type IndexedDetections, type SyncState } from './sync.ts';
+export { acquireFrequency, acquireOffset, modelFromFrequency, expectedDPrime, type ClockModel, type AcquireOptions } from './acquire.ts';
+export { type AlicePattern, patternAt, scoreTable } from './pattern.ts';
+export { alicePatternFromSeed, linkTagSource, type TagSource } from './emulated.ts';
+export { histogram, peakStats, channelTimings, chooseWindow, type Histogram, type PeakStats, type ChannelTiming, type WindowChoice } from './histogram.ts';
+export { CALIBRATION_STEPS, runStep, emulatedRig, afterpulseFromIntervals, type CalibrationStep, type CalibrationRig, type StepResult, type DeviceInfo } from './calibrate.ts';
+export { loadCalibration, requireCalibration, writeRecord, makeRecord, type CalibrationRecord, type CalibrationProblem, type LoadedCalibration } from './records.ts';
+export { svgPlot, terminalPlot, type PlotSpec } from './plot.ts';
+export { tagTimesToNumbers, numbersToTagTimes } from './times.ts';
