@@ -219,3 +219,20 @@ t.test('open() after the driver gave up takes over cleanly', async (t) => {
   t.equal(rig.driver.state, 'ready');
   t.equal(await rig.driver.deadTimeNs(), 0);
 });
+
+t.test('applyDefaults on open sets every profile default; without it the device keeps its settings', async (t) => {
+  const keep = emulatedSpad();
+  keep.instrument.handleLine('DISCRIMINATOR:THRESHOLD 99');
+  await keep.driver.open();
+  t.equal(await keep.driver.get('threshold'), 99, 'kept');
+  await keep.driver.close();
+  const rig = emulatedSpad();
+  rig.instrument.handleLine('DISCRIMINATOR:THRESHOLD 99');
+  rig.instrument.handleLine('BIAS:VOLTAGE 60');
+  const drv = new SpadDetectorDriver({ id: 'd', profile: loadProfile('emulab-spad1'), transport: rig.transport, applyDefaults: true });
+  t.teardown(() => drv.close());
+  await drv.open();
+  t.equal(await drv.get('threshold'), 50);
+  t.equal(await drv.get('bias_voltage'), 45.5);
+  t.equal(await drv.efficiency(), 0.1);
+});
