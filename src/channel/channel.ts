@@ -124,6 +124,11 @@ export class AuthChannel extends EventEmitter {
   #nextMsgId = 1;
   /** Smoothed round-trip time of answered requests (RFC 6298 style), ms; 0 until measured. */
   #srttMs = 0;
+  #lastRejectNotice = 0;
+  /** ZMTP connections up (handshake minus disconnect events); a hint, used to save pads. */
+  #links = 0;
+  #lastHelloAt = 0;
+  #helloTick: (() => void) | null = null;
   #sendChain: Promise<void> = Promise.resolve();
   #closed = false;
   #keyLowSent = false;
@@ -170,6 +175,16 @@ export class AuthChannel extends EventEmitter {
       throw new TransportError('CHANNEL_ENDPOINT', `Cannot ${opts.bind ? 'bind' : 'connect'} the classical channel on ${opts.endpoint}: check the address and that the port is free.`, { cause });
     }
     const ch = new AuthChannel(sock, opts);
+    // A new connection (first one, reconnection after a partition, restarted peer) triggers the
+    // pending HELLO at once instead of at its next back-off tick.
+    sock.events.on('handshake', () => {
+      ch.#links++;
+      if (ch.#helloNonce && ch.#helloTick) {
+        clearTimeout(ch.#helloTimer);
+        ch.#helloTick();
+      }
+    });
+    sock.events.on('disconnect', () => { ch.#links = Math.max(0, ch.#links - 1); });
     void ch.#receiveLoop();
     ch.#startHello();
     return ch;
@@ -389,13 +404,20 @@ export class AuthChannel extends EventEmitter {
     let tries = 0;
     const tick = () => {
       if (this.#closed || !this.#helloNonce) return;
-      try {
-        this.#send(KIND.HELLO, '', 0, NO_BLOCK, Buffer.from(payloadPackr.pack({ nonce: this.#helloNonce, ...this.#ledgerSummary() })));
-      } catch (e) {
-        this.emit('error', e);
+      // With no connection up, a HELLO would only burn a pad: send one every 10 s at most (the
+      // link count is a hint from socket events), and at once when a connection comes up.
+      const now = Date.now();
+      if (this.#links > 0 || tries === 0 || now - this.#lastHelloAt >= 10_000) {
+        this.#lastHelloAt = now;
+        try {
+          this.#send(KIND.HELLO, '', 0, NO_BLOCK, Buffer.from(payloadPackr.pack({ nonce: this.#helloNonce, ...this.#ledgerSummary() })));
+        } catch (e) {
+          this.emit('error', e);
+        }
       }
       this.#helloTimer = setTimeout(tick, Math.min(this.#retryMs * 2 ** tries++, this.#maxRetryMs));
     };
+    this.#helloTick = tick;
     tick();
   }
 
@@ -431,7 +453,11 @@ export class AuthChannel extends EventEmitter {
     }
     // Tell the peer a message was refused, with the sequence number it claimed: the peer knows
     // which of its own messages that was (if any) and aborts that block and its open ones too.
-    if (this.#peer) {
+    // Rate-limited: an adversary tampering with every message would otherwise make the two
+    // ends trade rejection notices forever, each one burning 128 pad bits.
+    const now = Date.now();
+    if (this.#peer && now - this.#lastRejectNotice >= 250) {
+      this.#lastRejectNotice = now;
       try {
         this.#send(KIND.ABORT, '', 0, NO_BLOCK, Buffer.from(payloadPackr.pack({ blockId: NO_BLOCK, code, rejectedSeq: claimedSeq })));
       } catch { /* key exhausted: nothing more we can say authentically */ }
