@@ -158,13 +158,16 @@ export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'con
  * so the KMS did its work but the node never sees the answer ("a lost 201").
  */
 export async function startLossyProxy(o: { targetUrl: string; targetId: string; serverTls: { ca: string; cert: string;
-  key: string }; clientTls: { ca: string; cert: string; key: string }; drop: (n: number) => boolean }) {
+  key: string }; clientTls: { ca: string; cert: string; key: string }; drop: (n: number) => boolean;
+  /** Requests answered 503 by the proxy itself, never forwarded (the KMS never sees them). */
+  failBefore?: (n: number) => boolean }) {
   const { startServer } = await import('../delivery/http.ts');
   const client = new JsonClient({ url: o.targetUrl, id: o.targetId }, { tls: o.clientTls });
   let n = 0;
   let dropped = 0;
   const srv = await startServer({ tls: o.serverTls, name: 'lossy proxy' }, async (req) => {
     const k = n++;
+    if (o.failBefore?.(k)) return { status: 503, body: { status: 0, message: 'proxy: unavailable' } };
     const r = await client.request(req.method, req.path, req.body);
     if (o.drop(k)) {
       dropped++;

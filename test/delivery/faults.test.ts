@@ -52,6 +52,38 @@ t.test('a lost 201 is retried with the same bytes and stored once', async (t) =>
   t.ok(alice.equals(bytes) && bob.equals(bytes), 'nothing lost, nothing doubled');
 });
 
+t.test('property: under random lost answers and 503s every chunk is stored exactly once', async (t) => {
+  // A long request timeout: only the scheduled faults may cause retries, not a slow machine.
+  const L = await startLink({ node: { retry: { baseMs: 5, maxMs: 40 }, requestTimeoutMs: 30_000 } });
+  t.teardown(() => L.close());
+  // A seeded generator, so a failure is reproducible.
+  let seed = 0x2545f491;
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const fate: ('drop' | 'fail' | 'ok')[] = [];
+  const pick = (k: number) => (fate[k] ??= rnd() < 0.2 ? 'drop' : rnd() < 0.25 ? 'fail' : 'ok');
+  const proxy = await startLossyProxy({ targetUrl: L.kmsA.url, targetId: 'kmsA', serverTls: L.pki.tls('kmsA'),
+    clientTls: L.pki.tls('nodeA'), drop: (k) => pick(k) === 'drop', failBefore: (k) => pick(k) === 'fail' });
+  t.teardown(() => proxy.close());
+  L.nodeA.setKmsUrl(proxy.url);
+  const n = 60;
+  const bytes = randomBytes(CHUNK * n);
+  for (let i = 0; i < 3; i++) {
+    const part = bytes.subarray((i * n * CHUNK) / 3, ((i + 1) * n * CHUNK) / 3);
+    await Promise.all([L.nodeA.offer(part, {}), L.nodeB.offer(part, {})]);
+  }
+  await until(() => L.nodeA.metrics().acked === n && L.nodeB.metrics().acked === n, 20_000, 'all acked');
+  const dropped = fate.filter((f) => f === 'drop').length;
+  const failed = fate.filter((f) => f === 'fail').length;
+  t.ok(dropped > 3 && failed > 3, `the schedule lost ${dropped} answers and failed ${failed} requests`);
+  const m = L.kmsA.metrics();
+  t.equal(m.acked, n, 'each chunk stored once');
+  t.equal(m.duplicates, dropped, 'each lost answer came back as exactly one duplicate');
+  t.equal(m.held, n);
+  t.equal(L.nodeA.metrics().retries, dropped + failed, 'every failure was retried, nothing else');
+  const { alice, bob } = await drain(L, n);
+  t.ok(alice.equals(bytes) && bob.equals(bytes), 'both SAEs get exactly the offered bytes');
+});
+
 t.test('a conflicting retry gets 409 and raises alarms on both sides', async (t) => {
   const L = await startLink();
   t.teardown(() => L.close());
