@@ -102,7 +102,8 @@ export class BobNode {
   private readonly post: BobPostProcessor;
   private readonly bobSeed: bigint;
   private stopping = false;
-  private blockId = 0;
+  // Block ids stay unique across restarts (the channel's ledger remembers committed ones).
+  private blockId = Math.floor(Date.now() / 1000) * 1000;
   private pulses = 0;
   private detections = 0;
   private emulatedPs = 0;

@@ -93,26 +93,52 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
 
   const summary = new SummaryBuilder(preset, cfg.lab.distanceKm, cfg.lab.eveFraction);
   let bob: BobNode | undefined;
-  let runDone: Promise<void> = Promise.resolve();
+  // Alice has no pipeline of her own: she answers until stopped.
+  let runDone: Promise<void> = new Promise(() => undefined);
   let lastBlockAt = Date.now();
+  const held = new Map<number, BlockResult>();
   if (cfg.role === 'alice') {
     const alice = createAlicePostProcessor({
       preset,
       seed: BigInt(cfg.lab.seed),
       config: blockCfg,
       authBitsConsumed: (id) => link!.authBitsConsumed(id),
-      onOutput: async (_id, r) => {
-        await deliver(r, lastBlockAt);
-        lastBlockAt = Date.now();
+      // Hold a block's output until Bob commits the block over the channel (both hold the key).
+      onOutput: (id, r) => {
+        held.set(id, r);
       },
+    });
+    link.onBlockOutcome((id, committed) => {
+      const r = held.get(id);
+      if (!r) return;
+      held.delete(id);
+      if (!committed) {
+        if (r.output) wipe(r.output.replenish, r.output.deliverable);
+        log.warn('block aborted before commit: output discarded', { blockId: id });
+        return;
+      }
+      void deliver(r, lastBlockAt).then(() => (lastBlockAt = Date.now()), (err: unknown) => log.error('delivery of a block failed', err as Error));
     });
     for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
   } else {
     bob = new BobNode(cfg, (type, payload) => link!.request(type, payload), {
       onBlock: async (r, pulsesInBlock) => {
-        summary.addBlock(r.report, pulsesInBlock);
         const { stageMs, ...report } = r.report;
         log.info('block', { blockId: report.blockId, verified: report.verified, reason: report.abortReason, qberZ: report.qberZ, qberX: report.qberX, secretBits: report.statement?.deliverableBits ?? 0, stageMs });
+        if (report.verified) {
+          try {
+            await link!.commitBlock(report.blockId);
+          } catch (err) {
+            log.warn('block not committed by the peer: output discarded', { blockId: report.blockId, err: err as Error });
+            if (r.output) wipe(r.output.replenish, r.output.deliverable);
+            report.verified = false;
+            report.abortReason = `COMMIT_FAILED: ${(err as Error).message}`;
+            summary.addBlock(report, pulsesInBlock);
+            toSupervisor({ type: 'block', report });
+            return;
+          }
+        }
+        summary.addBlock(report, pulsesInBlock);
         toSupervisor({ type: 'block', report });
         await deliver(r, lastBlockAt);
         lastBlockAt = Date.now();

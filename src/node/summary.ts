@@ -59,6 +59,8 @@ export class SummaryBuilder {
   private nZkept = 0;
   private phiMax: number | null = null;
   private pulsesInVerified = 0;
+  /** Pulses covered by blocks whose sifted counts are known (the denominators of the gains). */
+  private pulsesCounted = 0;
   keysDelivered = { alice: 0, bob: 0 };
   sync: Record<string, unknown> | null = null;
 
@@ -72,6 +74,7 @@ export class SummaryBuilder {
   addBlock(r: BlockReport, pulsesInBlock: number): void {
     this.siftedBits += r.siftedZ + r.siftedX;
     if (r.counts) {
+      this.pulsesCounted += pulsesInBlock;
       for (let k = 0; k < 3; k++) {
         this.nZ[k] += r.counts.nZ[k];
         this.nX[k] += r.counts.nX[k];
@@ -111,7 +114,7 @@ export class SummaryBuilder {
     const probs = [p.intensityProbs.signal, p.intensityProbs.decoy, p.intensityProbs.vacuum];
     const pMatch = p.aliceBasisProbZ * p.bobBasisProbZ + (1 - p.aliceBasisProbZ) * (1 - p.bobBasisProbZ);
     const per = (f: (k: number) => number | null): IntensityFigures => ({ signal: f(0), decoy: f(1), vacuum: f(2) });
-    const siftedPulses = this.pulses;
+    const siftedPulses = this.pulsesCounted;
     const zErrTotal = this.zErr[0] + this.zErr[1] + this.zErr[2];
     const zTotal = this.zChecked[0] + this.zChecked[1] + this.zChecked[2];
     const xErr = this.mX[0] + this.mX[1] + this.mX[2];

@@ -49,7 +49,7 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
 const DISTANCE = 25;
 
 t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ETSI 014, figures agree with theory', async (t) => {
-  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '12345', '--speed', '1000', '--duration', '600']);
+  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '12345', '--speed', '1000', '--block-detections', '10000000', '--duration', '900']);
   t.teardown(() => {
     run.kill('SIGKILL');
     rmSync(run.dir, { recursive: true, force: true });

@@ -23,7 +23,7 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --distance-km KM        fibre length (default: the preset's)
   --eve F                 intercept-resend eavesdropper on a fraction F of pulses (0..1)
   --seed N                seed of the emulated physics (default: random)
-  --block-detections N    detections per post-processing block (default 4000000)
+  --block-detections N    detections per post-processing block (default 16000000)
   --frame-bits N          preferred LDPC frame size in key bits (default 235930)
   --eps-sec E, --eps-cor E  security parameters (default 1e-10, 1e-15)
   --qber-abort Q          abort blocks whose QBER exceeds Q (default 0.11)
@@ -77,7 +77,7 @@ export async function run(args: string[]): Promise<number> {
     eveFraction: eve,
     seed,
     durationS: v.duration !== undefined ? numberOption('duration', v.duration, 0) : undefined,
-    blockDetections: numberOption('block-detections', v['block-detections'], 4_000_000),
+    blockDetections: numberOption('block-detections', v['block-detections'], 16_000_000),
     frameBits: numberOption('frame-bits', v['frame-bits'], 235930),
     epsSec: numberOption('eps-sec', v['eps-sec'], 1e-10),
     epsCor: numberOption('eps-cor', v['eps-cor'], 1e-15),
