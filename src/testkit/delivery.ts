@@ -67,10 +67,10 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
   const spoolKey = randomBytes(32);
   const nodeOpts = {
     A: { role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), kms: { url: 'https://127.0.0.1:1', id: 'kmsA' },
-      spoolDir: join(dir, 'spoolA'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 2000,
+      spoolDir: join(dir, 'spoolA'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 10_000,
       ...o.node } as DeliveryNodeOptions,
     B: { role: 'destination', nodeId: 'nodeB', tls: pki.tls('nodeB'), kms: { url: 'https://127.0.0.1:1', id: 'kmsB' },
-      spoolDir: join(dir, 'spoolB'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 2000,
+      spoolDir: join(dir, 'spoolB'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 10_000,
       ...o.node } as DeliveryNodeOptions,
   };
   const nodes: Record<'A' | 'B', DeliveryNode | undefined> = { A: undefined, B: undefined };
