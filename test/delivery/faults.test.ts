@@ -148,7 +148,7 @@ t.test('KMS full: 503 keeps the chunk at the node until there is room', async (t
   t.teardown(() => L.close());
   const bytes = randomBytes(CHUNK * 3);
   await Promise.all([L.nodeA.offer(bytes, {}), L.nodeB.offer(bytes, {})]);
-  await until(() => L.kmsA.metrics().full >= 1, 5000, '503');
+  await until(() => L.kmsA.metrics().full >= 1 && L.nodeA.metrics().acked === 2, 5000, '503 and two acks');
   t.equal(L.nodeA.metrics().spoolDepth, 1, 'the third chunk waits at the node');
   const first = await drain(L, 2);
   t.ok(first.alice.equals(bytes.subarray(0, 2 * CHUNK)));
