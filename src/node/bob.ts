@@ -108,6 +108,10 @@ export class BobNode {
   private detections = 0;
   private emulatedPs = 0;
   private tainted = 0;
+  /** Tags per tagger channel, and timing residual histograms (10 ps bins, ±500 ps) per channel. */
+  readonly channelTags = new Map<number, number>();
+  readonly histograms = new Map<number, Uint32Array>();
+  static readonly HIST = { startPs: -500, binWidthPs: 10, bins: 100 };
   private readonly t0 = performance.now();
 
   constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks) {
@@ -166,6 +170,8 @@ export class BobNode {
       const times = view64(BigInt64Array, b.data);
       const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
       const det = this.sync.push({ timePs: times, channel });
+      for (let i = 0; i < channel.length; i++) this.channelTags.set(channel[i], (this.channelTags.get(channel[i]) ?? 0) + 1);
+      this.histogram(det.channel, det.residualPs);
       if (times.length) this.emulatedPs = Number(times[times.length - 1]);
       if (b.tainted) {
         // An overflow, gap or stall: the detections around it are incomplete. Discard the block
@@ -198,6 +204,16 @@ export class BobNode {
         lastReport = now;
         this.cb.onProgress({ pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, sync: this.sync.state() });
       }
+    }
+  }
+
+  private histogram(ch: Uint8Array, res: Float32Array): void {
+    const { startPs, binWidthPs, bins } = BobNode.HIST;
+    for (let i = 0; i < ch.length; i++) {
+      let h = this.histograms.get(ch[i]);
+      if (!h) this.histograms.set(ch[i], (h = new Uint32Array(bins)));
+      const b = Math.floor((res[i] - startPs) / binWidthPs);
+      if (b >= 0 && b < bins) h[b]++;
     }
   }
 

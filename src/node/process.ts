@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../telemetry/logger.ts';
+import { RandomnessMonitor } from '../telemetry/randomness.ts';
 import { startDeliveryNode, type DeliveryNode } from '../delivery/node.ts';
 import { wipe } from '../core/native-call.ts';
 import { toSupervisor, stopRequested } from './children.ts';
@@ -67,10 +68,13 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   link = await openClassicalLink(cfg, log);
   link.handle('stream-status', async (p) => ({ opened: delivery.hasStream(String(p.keyStreamId)) }));
 
+  // Health check on sampled output blocks: P-values only, the bytes are not kept.
+  const randomness = new RandomnessMonitor({ sampleEvery: 1 });
   const deliver = async (r: BlockResult, acquiredFromMs: number): Promise<void> => {
     const out = r.output;
     if (!out) return;
     try {
+      if (out.deliverableBits >= 1024) randomness.offer(out.deliverable, out.deliverableBits);
       if (out.replenishBits > 0) link!.replenish(out.replenish, out.replenishBits);
       if (out.deliverableBits >= 8) {
         const bytes = out.deliverable.subarray(0, out.deliverableBits >> 3);
@@ -164,6 +168,9 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       sync: bob?.syncState,
       counters: c,
       summary: c ? summaryNow() : undefined,
+      randomness: randomness.snapshot(),
+      detectors: bob ? [...bob.channelTags].map(([channel, tags]) => ({ channel, tags })) : undefined,
+      timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h) })) : undefined,
     };
     return m;
   };

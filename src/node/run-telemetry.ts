@@ -46,6 +46,8 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
   const dash: Dashboard = await startDashboard({ port: opts.dashboardPort, getState: () => view.build(), metrics: metrics.registry, logger: log });
   let lastBlockAt = Date.now();
   let lastAcked = { alice: 0, bob: 0 };
+  let lastTags = new Map<number, number>();
+  let lastEmulatedS = 0;
 
   const deliveryOf = (name: string): DeliveryStatus | undefined => run.status(name)?.delivery as DeliveryStatus | undefined;
   const summaryOf = (): LinkSummary | undefined => run.status('node-bob')?.summary as LinkSummary | undefined;
@@ -59,6 +61,27 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
       metrics.syncOffset.set(sync.offsetPs / 1e12);
       metrics.syncDrift.set(sync.driftPpm);
     }
+    // Detector count rates per channel (per emulated second) and timing histograms.
+    const counters = bob?.counters as { emulatedSeconds: number } | undefined;
+    const dets = bob?.detectors as { channel: number; tags: number }[] | undefined;
+    const rates: Record<string, number> = {};
+    if (dets && counters && counters.emulatedSeconds > lastEmulatedS) {
+      const dt = counters.emulatedSeconds - lastEmulatedS;
+      const panel = dets.map((d) => {
+        const rate = (d.tags - (lastTags.get(d.channel) ?? 0)) / dt;
+        rates[String(d.channel)] = rate;
+        metrics.detectorCountRate.set({ channel: String(d.channel) }, rate);
+        metrics.detections.inc({ channel: String(d.channel) }, d.tags - (lastTags.get(d.channel) ?? 0));
+        return { channel: d.channel, label: `D${d.channel}`, countRateHz: rate };
+      });
+      view.setDetectors(panel);
+      lastTags = new Map(dets.map((d) => [d.channel, d.tags]));
+      lastEmulatedS = counters.emulatedSeconds;
+    }
+    const timing = bob?.timing as { channel: number; startPs: number; binWidthPs: number; counts: number[] }[] | undefined;
+    if (timing) view.setTiming(timing.map((h) => ({ ...h, label: `D${h.channel}` })));
+    const rnd = bob?.randomness as Parameters<SliTracker['setRandomnessSnapshot']>[0] | undefined;
+    if (rnd) slis.setRandomnessSnapshot(rnd);
     const s = summaryOf();
     if (s) {
       s.keysDelivered = { alice: deliveryOf('node-alice')?.acked ?? 0, bob: deliveryOf('node-bob')?.acked ?? 0 };
@@ -76,8 +99,15 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
       kmsPanel.push({ name: side, reachable: true, keysStored: d.acked, keySizeBits: 256 });
     }
     for (const k of kmsPanel) view.setKms(k);
-    slis.recordLinkState?.(Boolean(sync?.locked));
-    alarms.evaluate({ syncLocked: sync?.locked });
+    slis.recordLinkState(Boolean(sync?.locked));
+    const spool = (deliveryOf('node-alice')?.spoolDepth ?? 0) + (deliveryOf('node-bob')?.spoolDepth ?? 0);
+    alarms.evaluate({
+      syncLocked: sync?.locked,
+      detectorRatesHz: Object.keys(rates).length ? rates : undefined,
+      spoolFillRatio: spool / 200_000,
+      randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
+    });
+    alarms.exportTo(metrics);
   }, 1000);
 
   return {
@@ -95,6 +125,11 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
       if (r.reconciliationEfficiency) metrics.reconciliationEfficiency.set(r.reconciliationEfficiency);
       const bits = r.statement?.deliverableBits ?? 0;
       if (bits) metrics.secretBits.inc(bits);
+      slis.recordSecretBits(bits);
+      const zBits = (r.keptZ ?? [0, 0, 0]).reduce((a, b) => a + b, 0);
+      const zErr = (r.zErrors ?? [0, 0, 0]).reduce((a, b) => a + b, 0);
+      if (zBits) slis.recordQber(zErr, zBits);
+      if (r.framesFailed) metrics.frameErrors.inc(r.framesFailed);
       view.recordSecretKeyRate(bits / Math.max(0.001, (now - lastBlockAt) / 1000));
       lastBlockAt = now;
       alarms.evaluate({ qber: r.qberX ?? r.qberZ });
