@@ -454,33 +454,44 @@ export class Kms extends EventEmitter {
     return { status: 200, body: { keys } };
   }
 
+  /**
+   * Releases `number` keys to the master SAE: reserve them here, have the peer KMS reserve the same
+   * indices after comparing digests, then hand them out. The source-side KMS draws from the oldest
+   * keys, the destination side from the newest, so SAEs asking on both sides at once rarely collide;
+   * when they do, the loser undoes its reservation and answers 503 (retry).
+   */
   private async encKeys(master: string, slave: string, number: number): Promise<Res> {
     if (!this.peerClient) return { status: 503, body: { message: 'no peer KMS configured' } };
     const nowMs = this.now();
     const holder = `${master}>${slave}`;
     for (const s of this.streams.values()) {
-      const cands = this.store.candidates(s.keyStreamId, number, nowMs);
+      const cands = this.store.candidates(s.keyStreamId, number, nowMs, this.opts.role === 'destination');
       if (cands.length < number) continue;
       const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
+      const mine = this.store.reserve(s.keyStreamId, items, holder, nowMs, true);
+      if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
+      const undo = () => this.store.unreserve(s.keyStreamId, mine, holder, this.now());
       let r;
       try {
         r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
           items, holder });
       } catch (err) {
+        undo();
         this.log('warn', 'peer KMS unreachable for key confirmation', { code: (err as QkdError).code });
         return { status: 503, body: { message: `the peer KMS ${this.opts.peer!.id} is unreachable; retry later` } };
       }
       if (r.status === 409) {
+        undo();
         const bad = (r.body?.mismatched ?? []) as number[];
         this.alarm({ code: 'PEER_KEY_MISMATCH', security: true, key_stream_id: s.keyStreamId, ranges: indexRanges(bad),
           message: `the peer KMS reports different keys under indices ${indexRanges(bad)} of stream ${s.keyStreamId}` });
         return { status: 503, body: { message: 'the peer KMS does not hold the same keys; not released' } };
       }
       if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== number) {
-        return { status: 503, body: { message: 'the peer KMS does not hold these keys yet; retry shortly' } };
+        undo();
+        return { status: 503, body: { message: 'the peer KMS does not hold these keys yet (or they are taken); ' +
+          'retry shortly' } };
       }
-      const mine = this.store.reserve(s.keyStreamId, items, holder, nowMs, true);
-      if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
       const keys: { key_ID: string; key: string }[] = [];
       const taken = await this.store.takeMany(cands.map((c) => c.keyId), holder, this.now());
       taken.forEach((t, i) => {

@@ -87,9 +87,9 @@ export class KeyStore {
     });
   }
 
-  candidates(sid: string, limit: number, nowMs: number) {
+  candidates(sid: string, limit: number, nowMs: number, descending = false) {
     try {
-      return this.s.candidates(sid, limit, nowMs);
+      return this.s.candidates(sid, limit, nowMs, descending);
     } catch (e) {
       mapErr(e);
     }
@@ -105,6 +105,15 @@ export class KeyStore {
   }
 
   /** Hands out (and erases) one key reserved for `holder`, or null. */
+  /** Returns keys reserved for `holder` to the held pool. */
+  unreserve(sid: string, indices: number[], holder: string, nowMs: number): number[] {
+    try {
+      return this.s.unreserve(sid, indices, holder, nowMs);
+    } catch (e) {
+      mapErr(e);
+    }
+  }
+
   async take(keyId: string, holder: string, nowMs: number) {
     return (await this.takeMany([keyId], holder, nowMs))[0];
   }

@@ -149,3 +149,40 @@ t.test('canary: key bytes never appear in logs, events, errors, metrics or audit
     t.notOk(text.includes(needle), `no ${form} form of the canary in any output`);
   }
 });
+
+t.test('both directions at once: every key goes to exactly one SAE pair', async (t) => {
+  const L = await startLink();
+  t.teardown(() => L.close());
+  const n = 40;
+  const all = randomBytes(CHUNK * n);
+  await Promise.all([L.nodeA.offer(all, {}), L.nodeB.offer(all, {})]);
+  await until(() => L.kmsA.metrics().acked === n && L.kmsB.metrics().acked === n, 10_000, 'acks');
+  const saeA = L.sae('saeA', L.kmsA);
+  const saeB = L.sae('saeB', L.kmsB);
+  /** master asks its KMS for 4 keys until it has `want`; the slave fetches them by key_ID. */
+  async function direction(master: typeof saeA, slave: typeof saeA, slaveId: string, masterId: string, want: number) {
+    const got: { key_ID: string; key: string }[] = [];
+    let refusals = 0;
+    while (got.length < want) {
+      const enc = await master.req('POST', `/api/v1/keys/${slaveId}/enc_keys`, { number: 4 });
+      if (enc.status === 503) {
+        refusals++;
+        if (refusals > 200) throw new Error('no progress');
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      const dec = await slave.req('POST', `/api/v1/keys/${masterId}/dec_keys`,
+        { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
+      if (JSON.stringify(dec.body.keys) !== JSON.stringify(enc.body.keys)) throw new Error('slave got other keys');
+      got.push(...enc.body.keys);
+    }
+    return got;
+  }
+  const [ab, ba] = await Promise.all([direction(saeA, saeB, 'saeB', 'saeA', 20), direction(saeB, saeA, 'saeA', 'saeB', 20)]);
+  const ids = new Set([...ab, ...ba].map((k) => k.key_ID));
+  t.equal(ids.size, n, 'no key_ID handed out twice');
+  const chunks = new Set(Array.from({ length: n }, (_, i) => all.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64')));
+  t.same(new Set([...ab, ...ba].map((k) => k.key)), chunks, 'together they are exactly the offered keys');
+  t.equal(L.kmsA.metrics().held + L.kmsA.metrics().reserved, 0, 'nothing left reserved or held at A');
+  t.equal(L.kmsB.metrics().held + L.kmsB.metrics().reserved, 0, 'nor at B');
+});

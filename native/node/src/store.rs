@@ -253,10 +253,10 @@ impl KmsStore {
         Ok(AsyncTask::new(PutManyTask { store: self.inner.clone(), items, now_ms: now_ms as i64 }))
     }
 
-    /// Held, unreserved, unexpired keys of a stream in index order (digests, never keys).
+    /// Held, unreserved, unexpired keys of a stream in index order, ascending or descending (digests, never keys).
     #[napi]
-    pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64) -> Result<Vec<StoreCandidate>> {
-        let v = with(&self.inner, |s| s.candidates(&key_stream_id, limit, now_ms as i64))?;
+    pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64, descending: bool) -> Result<Vec<StoreCandidate>> {
+        let v = with(&self.inner, |s| s.candidates(&key_stream_id, limit, now_ms as i64, descending))?;
         Ok(v.into_iter().map(|c| StoreCandidate { index: c.index, key_id: c.key_id, digest: hex(&c.digest) }).collect())
     }
 
@@ -273,6 +273,12 @@ impl KmsStore {
             items.push((*i, d));
         }
         with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64, all_or_nothing))
+    }
+
+    /// Returns keys reserved for `holder` to the held pool; resolves the indices released.
+    #[napi]
+    pub fn unreserve(&self, key_stream_id: String, indices: Vec<u32>, holder: String, now_ms: f64) -> Result<Vec<u32>> {
+        with(&self.inner, |s| s.unreserve(&key_stream_id, &indices, &holder, now_ms as i64))
     }
 
     /// Hex digest and state (0 held, 1 reserved, 2 delivered, 3 expired) of `(stream, index)`, or

@@ -262,11 +262,16 @@ impl Store {
     }
 
     /// Up to `limit` held (not reserved) keys of `sid` in index order, with their digests.
-    pub fn candidates(&self, sid: &str, limit: u32, now_ms: i64) -> Result<Vec<Candidate>> {
-        let mut st = self.conn.prepare_cached(
+    /// `descending` draws from the newest end: the two KMSs of a link draw from opposite ends so
+    /// that SAEs on both sides asking at once rarely pick the same keys.
+    pub fn candidates(&self, sid: &str, limit: u32, now_ms: i64, descending: bool) -> Result<Vec<Candidate>> {
+        let mut st = self.conn.prepare_cached(if descending {
             "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             ORDER BY idx LIMIT ?3",
-        )?;
+             ORDER BY idx DESC LIMIT ?3"
+        } else {
+            "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+             ORDER BY idx LIMIT ?3"
+        })?;
         let rows = st.query_map(params![sid, now_ms, limit as i64], |r| {
             let dg: Vec<u8> = r.get(2)?;
             let mut digest = [0u8; 32];
@@ -337,6 +342,25 @@ impl Store {
         }
         tx.commit()?;
         Ok(ok)
+    }
+
+    /// Returns reserved keys of `holder` to the held pool (a release that could not complete on
+    /// the peer). Returns the indices released.
+    pub fn unreserve(&mut self, sid: &str, indices: &[u32], holder: &str, now_ms: i64) -> Result<Vec<u32>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::new();
+        for idx in indices {
+            let n = tx.execute(
+                "UPDATE keys SET state=0, holder=NULL WHERE stream_id=?1 AND idx=?2 AND state=1 AND holder=?3",
+                params![sid, *idx as i64, holder],
+            )?;
+            if n == 1 {
+                Self::audit_tx(&tx, now_ms, sid, *idx as i64, "unreserved", &format!("release for {holder} did not complete"))?;
+                out.push(*idx);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
     }
 
     /// Unwraps and erases a reserved key (by key_id) held for `holder`: the ciphertext is
@@ -490,7 +514,8 @@ mod tests {
         let mut s = Store::open(":memory:", &kek(), 10).unwrap();
         s.put("s", 5, "k5", b"abcdef", "{}", 0, 1000).unwrap();
         s.put("s", 6, "k6", b"ghijkl", "{}", 0, 50).unwrap();
-        let c = s.candidates("s", 10, 0).unwrap();
+        let c = s.candidates("s", 10, 0, false).unwrap();
+        assert_eq!(s.candidates("s", 1, 0, true).unwrap()[0].index, 6);
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].digest, digest("s", 5, b"abcdef"));
         // a wrong digest does not reserve
@@ -498,6 +523,9 @@ mod tests {
         assert!(s.reserve("s", &[(5, c[0].digest), (99, [0u8; 32])], "a>b", 1, true).unwrap().is_empty());
         assert_eq!(s.reserve("s", &[(5, c[0].digest)], "a>b", 1, true).unwrap(), vec![5]);
         assert!(s.take("k5", "x>y", 2).unwrap().is_none());
+        assert!(s.unreserve("s", &[5], "x>y", 2).unwrap().is_empty());
+        assert_eq!(s.unreserve("s", &[5], "a>b", 2).unwrap(), vec![5]);
+        assert_eq!(s.reserve("s", &[(5, c[0].digest)], "a>b", 2, true).unwrap(), vec![5]);
         let k = s.take("k5", "a>b", 2).unwrap().unwrap();
         assert_eq!(&k.key[..], b"abcdef");
         assert!(s.take("k5", "a>b", 3).unwrap().is_none());
@@ -523,7 +551,7 @@ mod tests {
         {
             let mut s = Store::open(path, &kek(), 10).unwrap();
             s.put("s", 1, "k1", canary, "{}", 0, 1000).unwrap();
-            let c = s.candidates("s", 1, 0).unwrap();
+            let c = s.candidates("s", 1, 0, false).unwrap();
             s.reserve("s", &[(1, c[0].digest)], "h", 0, false).unwrap();
         }
         for f in std::fs::read_dir(&dir).unwrap() {
