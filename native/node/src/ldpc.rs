@@ -18,6 +18,18 @@ fn from_ldpc(e: l::LdpcError) -> Error {
     coded(e.code, e.message)
 }
 
+/// Runs `f`, turning a panic (a bug: the crate's invariants failed) into a coded error so that it
+/// never unwinds across the napi boundary or aborts the worker thread.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(
+            Status::GenericFailure,
+            "LDPC_INTERNAL: the LDPC core hit an internal invariant failure; the frame is lost, report it with the parameters used".to_string(),
+        )),
+    }
+}
+
 /// Rate-adaptation parameters of a frame (travel with the syndrome; both sides use the same).
 #[napi(object)]
 #[derive(Clone)]
@@ -83,7 +95,7 @@ pub fn ldpc_choose_code(qber: f64, frame_bits: u32, efficiency: Option<f64>) -> 
             return Err(coded("LDPC_BAD_PARAMS", format!("efficiency must be in [1, 10), got {f}")));
         }
     }
-    describe(&l::choose(qber, frame_bits as usize, efficiency))
+    guarded(|| describe(&l::choose(qber, frame_bits as usize, efficiency)))
 }
 
 /// Describes (and validates) given parameters, e.g. ones received from the peer.
@@ -95,13 +107,13 @@ pub fn ldpc_describe(params: LdpcFrameParams) -> Result<LdpcCodeChoice> {
 /// Alice: syndrome of one frame (k bits packed LSB first) with a p-bit secret puncturing fill.
 #[napi]
 pub fn ldpc_encode(params: LdpcFrameParams, key: Uint8Array, fill: Uint8Array) -> Result<Buffer> {
-    l::encode(&to_fp(&params), &key, &fill).map(Buffer::from).map_err(from_ldpc)
+    guarded(|| l::encode(&to_fp(&params), &key, &fill).map(Buffer::from).map_err(from_ldpc))
 }
 
 /// Alice, blind retry: the values at reveal positions from .. from + count (packed).
 #[napi]
 pub fn ldpc_reveal(params: LdpcFrameParams, key: Uint8Array, fill: Uint8Array, from: u32, count: u32) -> Result<Buffer> {
-    l::reveal(&to_fp(&params), &key, &fill, from as usize, count as usize).map(Buffer::from).map_err(from_ldpc)
+    guarded(|| l::reveal(&to_fp(&params), &key, &fill, from as usize, count as usize).map(Buffer::from).map_err(from_ldpc))
 }
 
 pub struct EncodeBatchTask {
@@ -115,7 +127,7 @@ impl Task for EncodeBatchTask {
     type Output = Vec<u8>;
     type JsValue = Buffer;
     fn compute(&mut self) -> Result<Self::Output> {
-        l::encode_batch(&to_fp(&self.params), &self.keys, &self.fills, self.count as usize).map_err(from_ldpc)
+        guarded(|| l::encode_batch(&to_fp(&self.params), &self.keys, &self.fills, self.count as usize).map_err(from_ldpc))
     }
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
         Ok(Buffer::from(output))
@@ -166,6 +178,21 @@ impl Task for DecodeBatchTask {
     type Output = DecodeOut;
     type JsValue = LdpcDecodeOutput;
     fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| self.run())
+    }
+    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Self::JsValue> {
+        Ok(LdpcDecodeOutput {
+            corrected: Buffer::from(o.corrected),
+            fill_guess: Buffer::from(o.fill),
+            converged: o.converged,
+            iterations: o.iterations,
+            leak_bits: o.leak,
+        })
+    }
+}
+
+impl DecodeBatchTask {
+    fn run(&self) -> Result<DecodeOut> {
         let fp = to_fp(&self.params);
         l::family::check_params(&fp).map_err(|e| coded("LDPC_BAD_PARAMS", e))?;
         let n = self.count as usize;
@@ -216,15 +243,6 @@ impl Task for DecodeBatchTask {
             out.leak.push(r.leak_bits as u32);
         }
         Ok(out)
-    }
-    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Self::JsValue> {
-        Ok(LdpcDecodeOutput {
-            corrected: Buffer::from(o.corrected),
-            fill_guess: Buffer::from(o.fill),
-            converged: o.converged,
-            iterations: o.iterations,
-            leak_bits: o.leak,
-        })
     }
 }
 
