@@ -53,15 +53,39 @@ export class Xoshiro256Ref {
 // ------------------------------------------------------------------ sifting
 export interface RefEvent { pulse: number; basis: number; bit: number }
 
-/** Bob: group detections by pulse, squash (double click -> random bit; both bases -> random of 4). */
-export function bobEventsRef(pulse: ArrayLike<number>, channel: ArrayLike<number>, map: Uint8Array, seed: Uint8Array): RefEvent[] {
-  const rng = new Xoshiro256Ref(seed);
+/** Detections per chunk of the native Bob step (native/core/src/sift.rs CHUNK). */
+export const SIFT_CHUNK = 1 << 20;
+
+/**
+ * Bob: group detections by pulse, squash (double click -> random bit; both bases -> random of 4).
+ * The batch is cut at the first pulse boundary at or after each multiple of `chunk`; chunk c
+ * draws its coins from xoshiro256** seeded with `seed` whose first 8 bytes are XORed with c.
+ */
+export function bobEventsRef(pulse: ArrayLike<number>, channel: ArrayLike<number>, map: Uint8Array, seed: Uint8Array,
+  chunk = SIFT_CHUNK): RefEvent[] {
   const out: RefEvent[] = [];
-  let i = 0;
-  while (i < pulse.length) {
+  let start = 0;
+  for (let c = 0; start < pulse.length; c++) {
+    let end = (Math.floor(start / chunk) + 1) * chunk;
+    while (end < pulse.length && pulse[end] === pulse[end - 1]) end++;
+    end = Math.min(end, pulse.length);
+    const s = Uint8Array.from(seed);
+    let v = c;
+    for (let k = 0; k < 8; k++, v = Math.floor(v / 256)) s[k] ^= v & 0xff;
+    bobChunkRef(pulse, channel, start, end, map, s, out);
+    start = end;
+  }
+  return out;
+}
+
+function bobChunkRef(pulse: ArrayLike<number>, channel: ArrayLike<number>, start: number, end: number, map: Uint8Array,
+  seed: Uint8Array, out: RefEvent[]): void {
+  const rng = new Xoshiro256Ref(seed);
+  let i = start;
+  while (i < end) {
     const p = pulse[i];
     const clicked = [[false, false], [false, false]];
-    while (i < pulse.length && pulse[i] === p) {
+    while (i < end && pulse[i] === p) {
       const c = map[channel[i]];
       if (c <= 3) clicked[c >> 1][c & 1] = true;
       i++;
@@ -78,7 +102,6 @@ export function bobEventsRef(pulse: ArrayLike<number>, channel: ArrayLike<number
       else out.push({ pulse: p, basis: b, bit: clicked[b][1] ? 1 : 0 });
     }
   }
-  return out;
 }
 
 export interface RefSifted { z: number[]; zInt: number[]; x: number[]; xInt: number[] }

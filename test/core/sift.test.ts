@@ -2,7 +2,7 @@
 // batches (odd sizes, empty, all double clicks), plus malformed-message and input-error cases.
 import t from 'tap';
 import { aliceMatch, bobAnnounce, channelMap, errorsByIntensity, extractSifted } from '../../src/core/sift.ts';
-import { bobEventsRef, packBits, siftRef, unpackBits } from '../../src/core/reference.ts';
+import { SIFT_CHUNK, bobEventsRef, packBits, siftRef, unpackBits } from '../../src/core/reference.ts';
 import { packChoice, type DetectorMapping } from '../../src/lab/types.ts';
 import { QkdError, ProtocolError } from '../../src/errors.ts';
 
@@ -48,7 +48,8 @@ t.test('native sifting equals the reference on random batches', async (t) => {
   const r = rng(12345);
   const map = channelMap(mapping);
   for (const [nDet, multi, first] of [[0, 0, 0], [1, 0, 7], [2, 1, 0], [63, 0.3, 100], [64, 0.1, 0], [65, 0.5, 3],
-    [1001, 0.05, 1e9], [4097, 0.2, 2 ** 40], [20011, 0.01, 0]] as const) {
+    [1001, 0.05, 1e9], [4097, 0.2, 2 ** 40], [20011, 0.01, 0],
+    [2 * SIFT_CHUNK + 4321, 0.3, 5] /* three chunks, processed in parallel natively */] as const) {
     const b = batch(r, nDet, first, multi);
     const seed = new Uint8Array(32).map(() => Math.floor(r() * 256));
     const bob = bobAnnounce({ pulse: b.pulse, channel: b.channel }, mapping, seed);

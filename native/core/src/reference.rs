@@ -11,8 +11,31 @@ pub struct RefEvent {
     pub bit: u8,
 }
 
-/// Bob's grouping + squashing, straight from the description (same RNG draw order as `sift`).
-pub fn bob_events(pulse: &[u64], channel: &[u8], codes: &[u8; 256], seed: &[u8; 32]) -> Vec<RefEvent> {
+/// Bob's grouping + squashing, straight from the description: the batch is cut at the first
+/// pulse boundary at or after each multiple of `chunk` detections, and chunk c draws its coins
+/// from xoshiro256** seeded with the seed whose first 8 bytes are XORed with c.
+pub fn bob_events(pulse: &[u64], channel: &[u8], codes: &[u8; 256], seed: &[u8; 32], chunk: usize) -> Vec<RefEvent> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut c = 0u64;
+    while start < pulse.len() {
+        let mut end = (start / chunk + 1) * chunk;
+        while end < pulse.len() && pulse[end] == pulse[end - 1] {
+            end += 1;
+        }
+        let end = end.min(pulse.len());
+        let mut s = *seed;
+        for k in 0..8 {
+            s[k] ^= (c >> (8 * k)) as u8;
+        }
+        out.extend(bob_events_one(&pulse[start..end], &channel[start..end], codes, &s));
+        start = end;
+        c += 1;
+    }
+    out
+}
+
+fn bob_events_one(pulse: &[u64], channel: &[u8], codes: &[u8; 256], seed: &[u8; 32]) -> Vec<RefEvent> {
     let mut rng = Xoshiro256::from_seed(seed);
     let mut out = Vec::new();
     let mut i = 0;

@@ -33,6 +33,7 @@
 //! The basis bitmap precedes the deltas so Alice decodes, looks up and matches in one pass.
 use crate::bits::{BitWriter, KeyBits};
 use crate::rng::Xoshiro256;
+use zeroize::Zeroize;
 use crate::{CoreError, Result};
 
 pub const ANNOUNCE_TAG: u8 = 0xB1;
@@ -189,11 +190,141 @@ fn pulse_u64(p: f64, i: usize) -> Result<u64> {
 /// stage delivers them), squash, and build the announcement.
 ///
 /// `pulse[i]`, `channel[i]`: detection i. `squash_seed`: 32 fresh random bytes per call.
+///
+/// Batches above [`CHUNK`] detections are cut into chunks at pulse boundaries (the first pulse
+/// boundary at or after each multiple of CHUNK) and processed on the rayon pool; chunk c draws
+/// its squashing coins from xoshiro256** seeded with the seed whose first 8 bytes are XORed with
+/// c (little-endian), so the result does not depend on the thread count and the reference can
+/// reproduce it. The chunks are then joined: bitmaps concatenated, the first delta of each chunk
+/// re-based on the previous chunk's last event.
 pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed: &[u8; 32]) -> Result<BobAnnounce> {
     if pulse.len() != channel.len() {
         return Err(CoreError::new("SIFT_LENGTH_MISMATCH", format!(
             "{} pulse indices but {} channels; pass one channel per detection", pulse.len(), channel.len())));
     }
+    let starts = chunk_starts(pulse);
+    let run = |c: usize| -> Result<BobPart> {
+        let (a, b) = (starts[c], starts.get(c + 1).copied().unwrap_or(pulse.len()));
+        let mut seed = *squash_seed;
+        for (k, v) in (c as u64).to_le_bytes().iter().enumerate() {
+            seed[k] ^= v;
+        }
+        let r = bob_chunk(&pulse[a..b], &channel[a..b], map, &seed, a);
+        seed.zeroize();
+        r
+    };
+    let parts: Vec<Result<BobPart>> = if starts.len() > 1 {
+        use rayon::prelude::*;
+        (0..starts.len()).into_par_iter().map(run).collect()
+    } else {
+        vec![run(0)]
+    };
+    let mut ok = Vec::with_capacity(parts.len());
+    for (c, p) in parts.into_iter().enumerate() {
+        let p = p?;
+        // Sortedness across a chunk boundary (inside a chunk bob_chunk checks it).
+        if c > 0 && pulse[starts[c]] < pulse[starts[c] - 1] {
+            return Err(CoreError::new("SIFT_UNSORTED", format!(
+                "pulse index at position {} is smaller than the one before; sort detections by pulse", starts[c])));
+        }
+        ok.push(p);
+    }
+    join_parts(ok)
+}
+
+/// Detections per parallel chunk of `bob_announce`.
+pub const CHUNK: usize = 1 << 20;
+
+/// Chunk starts: 0, then the first pulse boundary at or after each multiple of CHUNK.
+pub fn chunk_starts(pulse: &[f64]) -> Vec<usize> {
+    let n = pulse.len();
+    let mut starts = vec![0usize];
+    let mut s = CHUNK;
+    while s < n {
+        while s < n && pulse[s] == pulse[s - 1] {
+            s += 1;
+        }
+        if s < n {
+            starts.push(s);
+        }
+        s = (s / CHUNK + 1) * CHUNK;
+    }
+    starts
+}
+
+struct BobPart {
+    /// Varint deltas; the first one is the chunk's first event pulse (absolute).
+    deltas: Vec<u8>,
+    count: usize,
+    first_event: u64,
+    last_event: u64,
+    bases: KeyBits,
+    bits: KeyBits,
+    stats: SiftStats,
+}
+
+fn join_parts(parts: Vec<BobPart>) -> Result<BobAnnounce> {
+    let count: usize = parts.iter().map(|p| p.count).sum();
+    let mut stats = SiftStats::default();
+    let mut deltas_len = 0;
+    for p in &parts {
+        stats.detections += p.stats.detections;
+        stats.unmapped += p.stats.unmapped;
+        stats.events += p.stats.events;
+        stats.double_clicks += p.stats.double_clicks;
+        stats.multi_clicks += p.stats.multi_clicks;
+        deltas_len += p.deltas.len() + 10;
+    }
+    let mut ann = Vec::with_capacity(9 + count.div_ceil(8) + deltas_len);
+    ann.push(ANNOUNCE_TAG);
+    ann.extend_from_slice(&(count as u64).to_le_bytes());
+    let bases_all = concat_bits(parts.iter().map(|p| &p.bases));
+    push_bitmap(&mut ann, bases_all.words(), count);
+    let mut prev_last: Option<u64> = None;
+    for p in &parts {
+        if p.count == 0 {
+            continue;
+        }
+        match prev_last {
+            None => ann.extend_from_slice(&p.deltas),
+            Some(last) => {
+                let mut pos = 0;
+                let first = get_varint(&p.deltas, &mut pos, "first pulse")?;
+                debug_assert_eq!(first, p.first_event);
+                put_varint(&mut ann, first - last);
+                ann.extend_from_slice(&p.deltas[pos..]);
+            }
+        }
+        prev_last = Some(p.last_event);
+    }
+    let bits_all = concat_bits(parts.iter().map(|p| &p.bits));
+    Ok(BobAnnounce {
+        announcement: ann,
+        events: PartyEvents { count, bases: bases_all.words().to_vec(), bits: bits_all },
+        stats,
+    })
+}
+
+/// Concatenation of bit strings (word-level shifts).
+fn concat_bits<'a>(parts: impl Iterator<Item = &'a KeyBits> + Clone) -> KeyBits {
+    let total: usize = parts.clone().map(|k| k.len()).sum();
+    let mut words = vec![0u64; total.div_ceil(64)];
+    let mut off = 0usize;
+    for k in parts {
+        let (wo, sh) = (off / 64, off % 64);
+        for (i, &w) in k.words().iter().enumerate() {
+            words[wo + i] |= w << sh;
+            if sh != 0 && wo + i + 1 < words.len() {
+                words[wo + i + 1] |= w >> (64 - sh);
+            }
+        }
+        off += k.len();
+    }
+    KeyBits::from_words(words, total)
+}
+
+/// One chunk of Bob's step; `offset` is the chunk's position in the batch (for error messages).
+fn bob_chunk(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed: &[u8; 32], offset: usize) -> Result<BobPart> {
     let n = pulse.len();
     let mut rng = Xoshiro256::from_seed(squash_seed);
     let mut stats = SiftStats { detections: n as u64, ..Default::default() };
@@ -202,16 +333,17 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
     let mut bits = BitWriter::with_capacity(n);
 
     let mut count = 0usize;
+    let mut first_event: u64 = 0;
     let mut last_event: u64 = 0;
     let mut last_seen: Option<u64> = None;
     let mut i = 0usize;
     while i < n {
         let pf = pulse[i];
-        let p = pulse_u64(pf, i)?;
+        let p = pulse_u64(pf, offset + i)?;
         if let Some(q) = last_seen {
             if p < q {
                 return Err(CoreError::new("SIFT_UNSORTED", format!(
-                    "pulse index at position {i} is smaller than the one before; sort detections by pulse")));
+                    "pulse index at position {} is smaller than the one before; sort detections by pulse", offset + i)));
             }
         }
         last_seen = Some(p);
@@ -260,6 +392,9 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
                 }
             }
         };
+        if count == 0 {
+            first_event = p;
+        }
         put_varint(&mut deltas, if count == 0 { p } else { p - last_event });
         last_event = p;
         count += 1;
@@ -267,17 +402,7 @@ pub fn bob_announce(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed
         bits.push(bit);
     }
     stats.events = count as u64;
-    let bases = bases.finish();
-    let mut ann = Vec::with_capacity(9 + count.div_ceil(8) + deltas.len());
-    ann.push(ANNOUNCE_TAG);
-    ann.extend_from_slice(&(count as u64).to_le_bytes());
-    push_bitmap(&mut ann, bases.words(), count);
-    ann.extend_from_slice(&deltas);
-    Ok(BobAnnounce {
-        announcement: ann,
-        events: PartyEvents { count, bases: bases.words().to_vec(), bits: bits.finish() },
-        stats,
-    })
+    Ok(BobPart { deltas, count, first_event, last_event, bases: bases.finish(), bits: bits.finish(), stats })
 }
 
 fn push_bitmap(out: &mut Vec<u8>, words: &[u64], nbits: usize) {
@@ -542,19 +667,20 @@ mod tests {
         }
         let map = ChannelMap::from_codes(&codes).unwrap();
         let mut s = 42u64;
-        for n in [0usize, 1, 2, 3, 63, 64, 65, 1000, 4099] {
+        for n in [0usize, 1, 2, 3, 63, 64, 65, 1000, 4099, 2 * CHUNK + 12345, CHUNK, CHUNK + 1] {
             let mut pulse = Vec::with_capacity(n);
             let mut chan = Vec::with_capacity(n);
             let mut p = lcg(&mut s) % 5;
             while pulse.len() < n {
-                p += if lcg(&mut s) % 10 == 0 { 0 } else { 1 + lcg(&mut s) % 300 };
+                // Many repeats (multi-detection pulses) so chunk boundaries move off the multiples.
+                p += if lcg(&mut s) % 3 == 0 { 0 } else { 1 + lcg(&mut s) % 300 };
                 pulse.push(p);
                 chan.push((lcg(&mut s) % 5) as u8); // channel 0 unmapped
             }
             let seed = [7u8; 32];
             let pf: Vec<f64> = pulse.iter().map(|&v| v as f64).collect();
             let got = bob_announce(&pf, &chan, &map, &seed).unwrap();
-            let want = bob_events(&pulse, &chan, &codes, &seed);
+            let want = bob_events(&pulse, &chan, &codes, &seed, CHUNK);
             assert_eq!(got.events.count, want.len(), "n={n}");
             let dec = decode_announcement(&got.announcement).unwrap();
             for (e, w) in want.iter().enumerate() {
