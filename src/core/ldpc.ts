@@ -20,6 +20,8 @@
  * messages say about the key (the punctured positions are untainted, so their columns are
  * independent; docs/ldpc.md). Count it into λ_EC as is; never replace it by f·h(QBER).
  *
+ * Start-up: `await prepareCodes(frameBits)` builds the codes off the JS thread (else the first use
+ * of a frame size builds them synchronously, up to ~1 s for 2^20).
  * Concurrency: `decode`/`decodeBatch`/`encodeBatch` run on a worker thread (rayon pool inside)
  * and borrow the caller's arrays until the promise settles: do not modify them before.
  * No cancellation: a batch is bounded by maxIterations (worst case ≈ 60 iterations per frame).
@@ -264,6 +266,26 @@ export async function decode(
     revealedPerFrame: rv ? [rv.bits] : undefined,
   });
   return r;
+}
+
+/**
+ * Builds every shipped code for frames of `frameBits` key bits (the size chooseCode would pick)
+ * on a worker thread. Call once at start-up: otherwise the first chooseCode/encode/decode on a
+ * size builds its code on the JS thread (up to ~1 s per 2^20 code).
+ */
+export async function prepareCodes(frameBits: number): Promise<void> {
+  const c = chooseCodeSize(frameBits);
+  await callNativeAsync(() => native().ldpcPrepare(c) as Promise<unknown>);
+}
+
+/** log2 of the mother length chooseCode uses for `frameBits` (mirrors family.rs `choose`). */
+function chooseCodeSize(frameBits: number): number {
+  let best = 12;
+  for (const l of [12, 14, 16, 18, 20]) {
+    const n = 2 ** l;
+    if (n - Math.floor(n / 10) <= frameBits) best = l;
+  }
+  return best;
 }
 
 /** The SIMD kernel the decoder uses on this CPU ('avx512bw', 'avx2' or 'portable'). */

@@ -4,13 +4,18 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import {
-  chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, provenance, reveal,
-  shippedTable,
+  chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
+  reveal, shippedTable,
 } from '../../src/core/ldpc.ts';
 import { QkdError } from '../../src/errors.ts';
 import { bsc, bytesEqual, randomBits, seededRandom } from '../../src/testkit/ldpc.ts';
 
 const FRAME = 4000; // smallest shipped frame (3687 key bits): keeps the test fast
+
+t.test('prepareCodes builds the codes off the JS thread', async (t) => {
+  await prepareCodes(FRAME);
+  t.equal(chooseCode(0.02, FRAME).motherLength, 4096);
+});
 
 t.test('round trip at QBER 1, 2, 3, 5, 8 %: Bob recovers Alice and reproduces her syndrome', async (t) => {
   const rand = seededRandom(1);

@@ -299,3 +299,35 @@ pub fn ldpc_provenance(log2n: u32, rate_permille: u32) -> Result<String> {
 pub fn ldpc_shipped_table() -> String {
     l::family::SHIPPED_TABLE.to_string()
 }
+
+pub struct PrepareTask {
+    log2n: u32,
+}
+
+impl Task for PrepareTask {
+    type Output = u32;
+    type JsValue = u32;
+    fn compute(&mut self) -> Result<Self::Output> {
+        let log2n = self.log2n;
+        guarded(|| {
+            if !l::family::LOG2N.contains(&log2n) {
+                return Err(coded("LDPC_BAD_PARAMS", format!("no shipped codes with log2n {log2n}; shipped: {:?}", l::family::LOG2N)));
+            }
+            for &r in l::family::RATES_PERMILLE.iter() {
+                let _ = l::family::code(CodeId { log2n, rate_permille: r });
+            }
+            Ok(l::family::RATES_PERMILLE.len() as u32)
+        })
+    }
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
+/// Builds (and caches) every shipped code of length 2^log2n off the JS thread, so that the first
+/// chooseCode/encode/decode on that size does not block the event loop (a 2^20 code takes ~1 s).
+/// Resolves to the number of codes built.
+#[napi]
+pub fn ldpc_prepare(log2n: u32) -> AsyncTask<PrepareTask> {
+    AsyncTask::new(PrepareTask { log2n })
+}
