@@ -1,0 +1,67 @@
+//! Degree-distribution exploration on a mother code (no puncturing/shortening):
+//! `explore <rate> <log2n> <frames> <lambda d:l,d:l,...|auto> <q...>` prints the fast decoder's FER.
+use qkd_ldpc::code::{construct, CodeSpec};
+use qkd_ldpc::decoder::{decode_frames, FrameSource, Kernel, LaneOutcome};
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Src {
+    errs: Vec<Vec<u8>>,
+    ch: i8,
+    m: usize,
+    fails: AtomicUsize,
+    iters: AtomicUsize,
+}
+impl FrameSource for Src {
+    fn frames(&self) -> usize {
+        self.errs.len()
+    }
+    fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]) {
+        // Alice's word 0 (syndrome 0), Bob's word = error pattern.
+        for (v, l) in llr.iter_mut().enumerate() {
+            *l = if self.errs[i][v] == 1 { -self.ch } else { self.ch };
+        }
+        synd[..self.m].fill(0);
+    }
+    fn emit(&self, _i: usize, bits: &[u8], o: LaneOutcome) {
+        if !(o.converged && bits.iter().all(|&b| b == 0)) {
+            self.fails.fetch_add(1, Ordering::Relaxed);
+        }
+        self.iters.fetch_add(o.iterations as usize, Ordering::Relaxed);
+    }
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let rate: f64 = a[1].parse().unwrap();
+    let n = 1usize << a[2].parse::<u32>().unwrap();
+    let nf: usize = a[3].parse().unwrap();
+    let lambda: Vec<(usize, f64)> = if a[4] == "auto" {
+        qkd_ldpc::family::lambda_for_rate(rate)
+    } else {
+        a[4].split(',').map(|t| {
+            let mut it = t.split(':');
+            (it.next().unwrap().parse().unwrap(), it.next().unwrap().parse().unwrap())
+        }).collect()
+    };
+    let s: f64 = lambda.iter().map(|x| x.1).sum();
+    let lambda: Vec<(usize, f64)> = lambda.into_iter().map(|(d, l)| (d, l / s)).collect();
+    let m = ((1.0 - rate) * n as f64).round() as usize;
+    let code = construct(&CodeSpec { n, m, lambda, seed: 99, d: 0 });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut line = format!("4cyc {} maxdc {} |", code.four_cycles_accepted, code.max_check_degree);
+    for qs in &a[5..] {
+        let q: f64 = qs.parse().unwrap();
+        let errs: Vec<Vec<u8>> = (0..nf).map(|_| (0..n).map(|_| u8::from(rng.gen::<f64>() < q)).collect()).collect();
+        let src = Src { errs, ch: qkd_ldpc::quantised_llr(q), m, fails: AtomicUsize::new(0), iters: AtomicUsize::new(0) };
+        let frozen = vec![false; n];
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| decode_frames::<16>(&code, &frozen, &src, 0..nf / 2, 60, Kernel::Auto));
+            decode_frames::<16>(&code, &frozen, &src, nf / 2..nf, 60, Kernel::Auto);
+            h.join().unwrap();
+        });
+        let f = (1.0 - rate) / qkd_ldpc::h2(q);
+        line += &format!(" q={q} f={f:.3} FER={}/{nf} it={:.1} |", src.fails.load(Ordering::Relaxed), src.iters.load(Ordering::Relaxed) as f64 / nf as f64);
+    }
+    println!("{line}");
+}
