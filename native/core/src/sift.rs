@@ -484,22 +484,83 @@ pub fn decode_announcement(buf: &[u8]) -> Result<Announcement> {
 }
 
 /// Alice's step: for each announced event look up her choice byte (`choices[pulse - first_pulse]`)
-/// and build the reply (match bit per event, intensity per matched event). One pass over the
-/// announcement (decode, look up, match and pack fused).
+/// and build the reply (match bit per event, intensity per matched event). Decode, look-up, match
+/// and packing are fused in one pass; announcements above [`CHUNK`] events are split (after a
+/// light pre-pass that finds each chunk's byte offset and starting pulse) and matched in parallel.
 pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Result<AliceMatch> {
     let buf = announcement;
-    let (count, bmap, mut pos) = announcement_header(buf)?;
-    let mut match_bits = vec![0u64; count.div_ceil(64)];
-    let mut my_bases = vec![0u64; count.div_ceil(64)];
-    let mut bits = BitWriter::with_capacity(count);
-    let mut intens: Vec<u8> = Vec::with_capacity(count / 4 + 4);
-    // 16 two-bit intensities per u32, flushed little-endian (= 4 per byte, LSB first).
-    let (mut acc, mut nacc) = (0u32, 0u32);
+    let (count, bmap, pos0) = announcement_header(buf)?;
+    // Chunk table: (first event, byte offset, pulse of the event before it).
+    let mut table: Vec<(usize, usize, u64)> = vec![(0, pos0, 0)];
+    if count > CHUNK {
+        let (mut pos, mut p) = (pos0, 0u64);
+        for e in 0..count {
+            if e > 0 && e % CHUNK == 0 {
+                table.push((e, pos, p));
+            }
+            let d = get_varint(buf, &mut pos, "pulse delta")?;
+            p = p.wrapping_add(d);
+        }
+    }
+    let run = |c: usize| -> Result<AlicePart> {
+        let (e0, pos, p_before) = table[c];
+        let e1 = table.get(c + 1).map(|t| t.0).unwrap_or(count);
+        alice_chunk(buf, bmap, pos, e0, e1, p_before, choices, first_pulse)
+    };
+    let parts: Vec<Result<AlicePart>> = if table.len() > 1 {
+        use rayon::prelude::*;
+        (0..table.len()).into_par_iter().map(run).collect()
+    } else {
+        vec![run(0)]
+    };
+    let mut ok = Vec::with_capacity(parts.len());
+    for p in parts {
+        ok.push(p?);
+    }
+    let end = ok.last().map(|p| p.end_pos).unwrap_or(pos0);
+    if end != buf.len() {
+        return Err(CoreError::new("SIFT_MALFORMED", format!("{} trailing bytes after the announcement", buf.len() - end)));
+    }
+    let matched: u64 = ok.iter().map(|p| p.matched).sum();
+    let match_bits = concat_bits(ok.iter().map(|p| &p.matches));
+    let my_bases = concat_bits(ok.iter().map(|p| &p.bases));
+    let bits = concat_bits(ok.iter().map(|p| &p.bits));
+    let intens = concat_bits(ok.iter().map(|p| &p.intensities));
+    let mut reply = Vec::with_capacity(16 + count / 8 + intens.len() / 8 + 8);
+    reply.push(REPLY_TAG);
+    put_varint(&mut reply, count as u64);
+    push_bitmap(&mut reply, match_bits.words(), count);
+    put_varint(&mut reply, matched);
+    push_bitmap(&mut reply, intens.words(), intens.len());
+    Ok(AliceMatch { reply, events: PartyEvents { count, bases: my_bases.words().to_vec(), bits }, matched })
+}
+
+struct AlicePart {
+    matches: KeyBits,
+    bases: KeyBits,
+    bits: KeyBits,
+    /// 2 bits per matched event, LSB-first.
+    intensities: KeyBits,
+    matched: u64,
+    end_pos: usize,
+}
+
+/// Events [e0, e1) of the announcement, whose deltas start at byte `pos`; `p_before` is the pulse
+/// of event e0 − 1 (ignored for e0 = 0).
+#[allow(clippy::too_many_arguments)]
+fn alice_chunk(buf: &[u8], bmap: &[u8], mut pos: usize, e0: usize, e1: usize, p_before: u64, choices: &[u8], first_pulse: u64) -> Result<AlicePart> {
+    let n = e1 - e0;
+    let mut match_bits = vec![0u64; n.div_ceil(64)];
+    let mut my_bases = vec![0u64; n.div_ceil(64)];
+    let mut bits = BitWriter::with_capacity(n);
+    let mut intens: Vec<u64> = Vec::with_capacity(n / 32 + 2);
+    // 32 two-bit intensities per u64 word (= LSB-first 2-bit stream).
+    let (mut acc, mut nacc) = (0u64, 0u32);
     let mut matched = 0u64;
     let mut bad_choice = 0u64;
-    let mut p = 0u64;
+    let mut p = if e0 == 0 { 0 } else { p_before };
     let nch = choices.len() as u64;
-    for e in 0..count {
+    for e in e0..e1 {
         let d = get_varint(buf, &mut pos, "pulse delta")?;
         if e > 0 && d == 0 {
             return Err(CoreError::new("SIFT_MALFORMED", format!("pulse delta {e} is zero; pulse indices must increase")));
@@ -514,17 +575,18 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
         let c = choices[idx as usize];
         let a_basis = ((c >> 1) & 1) as u64;
         let b_basis = ((bmap[e >> 3] >> (e & 7)) & 1) as u64;
-        my_bases[e >> 6] |= a_basis << (e & 63);
+        let l = e - e0;
+        my_bases[l >> 6] |= a_basis << (l & 63);
         bits.push((c & 1) as u64);
         // Branch-free: whether the bases match is a coin flip the predictor cannot learn.
         let m = 1 ^ a_basis ^ b_basis;
-        let k = ((c >> 2) & 3) as u32;
+        let k = ((c >> 2) & 3) as u64;
         bad_choice |= (k == 3) as u64 & m;
-        match_bits[e >> 6] |= m << (e & 63);
-        acc |= (k * m as u32) << (2 * nacc);
+        match_bits[l >> 6] |= m << (l & 63);
+        acc |= (k * m) << (2 * nacc);
         nacc += m as u32;
-        if nacc == 16 {
-            intens.extend_from_slice(&acc.to_le_bytes());
+        if nacc == 32 {
+            intens.push(acc);
             acc = 0;
             nacc = 0;
         }
@@ -533,18 +595,17 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
     if bad_choice != 0 {
         return Err(CoreError::new("SIFT_BAD_CHOICE", "a matched choice byte has intensity code 3; valid are 0..2 (check Alice's choice buffer)"));
     }
-    if pos != buf.len() {
-        return Err(CoreError::new("SIFT_MALFORMED", format!("{} trailing bytes after the announcement", buf.len() - pos)));
+    if nacc > 0 {
+        intens.push(acc);
     }
-    let tail = (nacc as usize).div_ceil(4);
-    intens.extend_from_slice(&acc.to_le_bytes()[..tail]);
-    let mut reply = Vec::with_capacity(16 + count / 8 + intens.len());
-    reply.push(REPLY_TAG);
-    put_varint(&mut reply, count as u64);
-    push_bitmap(&mut reply, &match_bits, count);
-    put_varint(&mut reply, matched);
-    reply.extend_from_slice(&intens);
-    Ok(AliceMatch { reply, events: PartyEvents { count, bases: my_bases, bits: bits.finish() }, matched })
+    Ok(AlicePart {
+        matches: KeyBits::from_words(match_bits, n),
+        bases: KeyBits::from_words(my_bases, n),
+        bits: bits.finish(),
+        intensities: KeyBits::from_words(intens, 2 * matched as usize),
+        matched,
+        end_pos: pos,
+    })
 }
 
 /// Decoded reply: match bitmap and intensity per matched event.
