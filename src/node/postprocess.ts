@@ -105,9 +105,33 @@ function framesOf(z: Uint8Array, keyBits: number, frames: number): Uint8Array[] 
   return out;
 }
 
+/** Concatenates the sifted results of consecutive parts of a block (same order on both sides). */
+export function mergeSifted(parts: readonly Sifted[]): Sifted {
+  const z = concatBits(parts.map((p) => ({ bytes: p.z, bits: p.zBits })));
+  const x = concatBits(parts.map((p) => ({ bytes: p.x, bits: p.xBits })));
+  const cat = (arrs: Uint8Array[]): Uint8Array => {
+    const out = new Uint8Array(arrs.reduce((n, a) => n + a.length, 0));
+    let o = 0;
+    for (const a of arrs) {
+      out.set(a, o);
+      o += a.length;
+    }
+    return out;
+  };
+  const sum = (f: (p: Sifted) => Triple): Triple => parts.reduce<Triple>((t, p) => [t[0] + f(p)[0], t[1] + f(p)[1], t[2] + f(p)[2]], [0, 0, 0]);
+  return {
+    z: z.bytes, zBits: z.bits, zIntensity: cat(parts.map((p) => p.zIntensity.subarray(0, p.zBits))),
+    x: x.bytes, xBits: x.bits, xIntensity: cat(parts.map((p) => p.xIntensity.subarray(0, p.xBits))),
+    nZ: sum((p) => p.nZ), nX: sum((p) => p.nX),
+  };
+}
+
+/** Detections per sift message: keeps each authenticated message well below the MAC's size limit. */
+export const SIFT_PART_DETECTIONS = 1 << 20;
+
 /** Alice's state for one block between requests. */
 interface AliceBlock {
-  events?: PartyEvents;
+  siftParts?: Sifted[];
   sifted?: Sifted;
   counts?: BlockCounts;
   params?: LdpcParams;
@@ -152,7 +176,7 @@ export class AlicePostProcessor {
   abort(id: number): void {
     const b = this.blocks.get(id);
     if (!b) return;
-    wipe(b.events?.bits, b.sifted?.z, b.sifted?.x, b.key, ...(b.frames ?? []), ...(b.fills ?? []));
+    wipe(...(b.siftParts ?? []).flatMap((x) => [x.z, x.x]), b.sifted?.z, b.sifted?.x, b.key, ...(b.frames ?? []), ...(b.fills ?? []));
     this.blocks.delete(id);
   }
 
@@ -175,14 +199,22 @@ export class AlicePostProcessor {
   }
 
   private sift(id: number, p: Record<string, unknown>): Record<string, unknown> {
-    this.abort(id);
-    const b = this.block(id, true);
+    const part = num(p.part ?? 0, 'part');
+    const parts = num(p.parts ?? 1, 'parts');
+    if (part === 0) this.abort(id);
+    const b = this.block(id, part === 0);
+    if (part !== (b.siftParts?.length ?? 0)) throw new ProtocolError('BAD_MESSAGE', `sift part ${part} of block ${id} arrived out of order`);
     const pulses = decodePulseList(u8(p.pulses, 'pulses'), num(p.count, 'count'));
     const choices = this.opts.choicesAt(pulses);
     const m = aliceMatch(u8(p.announcement, 'announcement'), choices, 0);
     wipe(choices);
-    b.events = m.events;
-    b.sifted = extractSifted(m.events, m.reply);
+    (b.siftParts ??= []).push(extractSifted(m.events, m.reply));
+    wipe(m.events.bits);
+    if (part === parts - 1) {
+      b.sifted = mergeSifted(b.siftParts);
+      wipe(...b.siftParts.flatMap((x) => [x.z, x.x]));
+      b.siftParts = undefined;
+    }
     return { reply: m.reply };
   }
 
@@ -337,23 +369,38 @@ export class BobPostProcessor {
       lap(`peer-${type}`);
       return r;
     };
-    // Distinct pulses and the rank of each detection's pulse: the announcement refers to ranks so
-    // Alice only regenerates her choices at the listed pulses.
-    const distinct: number[] = [];
-    const rank = new Float64Array(pulse.length);
-    for (let i = 0; i < pulse.length; i++) {
-      if (i === 0 || pulse[i] !== pulse[i - 1]) {
-        if (i > 0 && pulse[i] < pulse[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', 'detections must be sorted by pulse index');
-        distinct.push(pulse[i]);
-      }
-      rank[i] = distinct.length - 1;
+    // The block's detections go in parts (each a separate authenticated message). Within a part,
+    // the announcement refers to the rank of each detection's pulse among the part's distinct
+    // pulses, so Alice only regenerates her choices at the listed pulses.
+    const parts: Sifted[] = [];
+    const bounds: number[] = [0];
+    while (bounds[bounds.length - 1] < pulse.length) {
+      let end = Math.min(pulse.length, bounds[bounds.length - 1] + SIFT_PART_DETECTIONS);
+      while (end < pulse.length && pulse[end] === pulse[end - 1]) end++; // keep a pulse's clicks together
+      bounds.push(end);
     }
-    const ann = bobAnnounce({ pulse: rank, channel }, this.map, randomBytes(32));
-    secret.push(ann.events.bits);
-    report.doubleClicks = ann.stats.doubleClicks + ann.stats.multiClicks;
-    const pulses = Float64Array.from(distinct);
-    const sr = await req('sift', { block: blockId, count: pulses.length, pulses: encodePulseList(pulses), announcement: ann.announcement });
-    const sifted = extractSifted(ann.events, u8(sr.reply, 'reply'));
+    for (let k = 0; k + 1 < bounds.length; k++) {
+      const pp = pulse.subarray(bounds[k], bounds[k + 1]);
+      const cc = channel.subarray(bounds[k], bounds[k + 1]);
+      const distinct: number[] = [];
+      const rank = new Float64Array(pp.length);
+      for (let i = 0; i < pp.length; i++) {
+        if (i === 0 || pp[i] !== pp[i - 1]) {
+          if (i > 0 && pp[i] < pp[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', 'detections must be sorted by pulse index');
+          distinct.push(pp[i]);
+        }
+        rank[i] = distinct.length - 1;
+      }
+      const ann = bobAnnounce({ pulse: rank, channel: cc }, this.map, randomBytes(32));
+      secret.push(ann.events.bits);
+      report.doubleClicks += ann.stats.doubleClicks + ann.stats.multiClicks;
+      const pl = Float64Array.from(distinct);
+      const sr = await req('sift', { block: blockId, part: k, parts: bounds.length - 1, count: pl.length, pulses: encodePulseList(pl), announcement: ann.announcement });
+      const part = extractSifted(ann.events, u8(sr.reply, 'reply'));
+      secret.push(part.z, part.x);
+      parts.push(part);
+    }
+    const sifted = mergeSifted(parts);
     secret.push(sifted.z, sifted.x);
     report.siftedZ = sifted.zBits;
     report.siftedX = sifted.xBits;
