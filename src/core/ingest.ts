@@ -3,8 +3,9 @@
  * consumer of event-stream batches inside the post-processing core. Batches are handed over as
  * the ZeroMQ frame Buffers themselves (napi borrows them: no copy).
  *
- * Concurrency: one ingest per stream, called from the JS thread only; each call returns when the
- * batch is processed (~1 ns/event), after which the caller may release the buffers.
+ * Concurrency: one ingest per stream. The sync calls run on the JS thread (~1 ns/event) and
+ * return when done; the *Async calls run on the libuv pool (for a JS thread with other work) and
+ * must be awaited one after the other, buffers untouched until they resolve.
  */
 import { native } from './native.ts';
 import { ProtocolError } from '../errors.ts';
@@ -43,6 +44,22 @@ export class Ingest {
   tags(epochPs: bigint, times: Uint8Array, channels: Uint8Array): IngestBatchResult {
     try {
       return this.#n.ingestTags(epochPs, times, channels);
+    } catch (e) {
+      mapErr(e);
+    }
+  }
+  /** `tags` on the libuv thread pool; keep the buffers untouched until it resolves; await in order. */
+  async tagsAsync(epochPs: bigint, times: Uint8Array, channels: Uint8Array): Promise<IngestBatchResult> {
+    try {
+      return await this.#n.ingestTagsAsync(epochPs, times, channels);
+    } catch (e) {
+      mapErr(e);
+    }
+  }
+  /** `pulses` on the libuv thread pool. */
+  async pulsesAsync(indices: Uint8Array, channels: Uint8Array, float: boolean): Promise<IngestBatchResult> {
+    try {
+      return await this.#n.ingestPulsesAsync(indices, channels, float);
     } catch (e) {
       mapErr(e);
     }

@@ -22,6 +22,8 @@ export interface ConsumerOptions {
   receiveHighWaterMark?: number;
   /** Native ingest fed with every in-order batch; null to only decode. Default: a new Ingest. */
   ingest?: Ingest | null;
+  /** Run the native ingest on the libuv pool (receive() awaits it) instead of the JS thread. */
+  offThread?: boolean;
 }
 
 export interface DetectionBatch {
@@ -74,10 +76,12 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
   readonly ingest: Ingest | null;
   readonly #sock: Pull;
   readonly #next = new Map<string, number>();
+  readonly #offThread: boolean;
 
-  private constructor(sock: Pull, ingest: Ingest | null) {
+  private constructor(sock: Pull, ingest: Ingest | null, offThread: boolean) {
     this.#sock = sock;
     this.ingest = ingest;
+    this.#offThread = offThread;
   }
 
   static async open(opts: ConsumerOptions): Promise<StreamConsumer> {
@@ -89,7 +93,7 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
       sock.close();
       throw new TransportError('STREAM_ENDPOINT', `Cannot ${opts.bind ? 'bind' : 'connect'} the event stream consumer to ${opts.endpoint}: check the address.`, { cause });
     }
-    return new StreamConsumer(sock, opts.ingest === undefined ? new Ingest() : opts.ingest);
+    return new StreamConsumer(sock, opts.ingest === undefined ? new Ingest() : opts.ingest, opts.offThread ?? false);
   }
 
   /**
@@ -103,11 +107,32 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
     } catch (cause) {
       throw new TransportError('STREAM_CLOSED', 'Event stream consumer closed or failed while receiving.', { cause });
     }
-    return this.process(frames);
+    if (!this.#offThread || !this.ingest) return this.process(frames);
+    const c = this.#check(frames);
+    let ingest: IngestBatchResult | undefined;
+    if (c.inOrder) {
+      if (c.flags & (FLAG.GAP | FLAG.RESTART)) this.ingest.resetOrder();
+      ingest = c.header.layout === LAYOUT.TAGS_I64
+        ? await this.ingest.tagsAsync(c.header.epochPs, frames[1], frames[2])
+        : await this.ingest.pulsesAsync(frames[1], frames[2], c.header.layout === LAYOUT.PULSES_F64);
+    }
+    return this.#finish(c, frames, ingest);
   }
 
-  /** Decodes and checks one multipart message (exposed for tests and in-process use). */
+  /** Decodes and checks one multipart message, ingesting on this thread (tests, in-process use). */
   process(frames: Buffer[]): DetectionBatch {
+    const c = this.#check(frames);
+    let ingest: IngestBatchResult | undefined;
+    if (c.inOrder && this.ingest) {
+      if (c.flags & (FLAG.GAP | FLAG.RESTART)) this.ingest.resetOrder();
+      ingest = c.header.layout === LAYOUT.TAGS_I64
+        ? this.ingest.tags(c.header.epochPs, frames[1], frames[2])
+        : this.ingest.pulses(frames[1], frames[2], c.header.layout === LAYOUT.PULSES_F64);
+    }
+    return this.#finish(c, frames, ingest);
+  }
+
+  #check(frames: Buffer[]): { header: FrameHeader; flags: number; missingBefore: number; inOrder: boolean } {
     let header: FrameHeader;
     try {
       if (frames.length !== 3) {
@@ -147,16 +172,15 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
       this.stats.missingBatches += missingBefore;
     }
     if (inOrder) this.#next.set(header.streamId, header.seq + 1);
-    let ingest: IngestBatchResult | undefined;
-    if (inOrder && this.ingest) {
-      if (flags & (FLAG.GAP | FLAG.RESTART)) this.ingest.resetOrder();
-      ingest = header.layout === LAYOUT.TAGS_I64
-        ? this.ingest.tags(header.epochPs, frames[1], frames[2])
-        : this.ingest.pulses(frames[1], frames[2], header.layout === LAYOUT.PULSES_F64);
-      if (ingest.orderViolations > 0 || ingest.invalid > 0) {
-        flags |= FLAG.ORDER_VIOLATION;
-        this.stats.orderViolations += ingest.orderViolations;
-      }
+    return { header, flags, missingBefore, inOrder };
+  }
+
+  #finish(c: { header: FrameHeader; flags: number; missingBefore: number }, frames: Buffer[], ingest: IngestBatchResult | undefined): DetectionBatch {
+    const { header, missingBefore } = c;
+    let flags = c.flags;
+    if (ingest && (ingest.orderViolations > 0 || ingest.invalid > 0)) {
+      flags |= FLAG.ORDER_VIOLATION;
+      this.stats.orderViolations += ingest.orderViolations;
     }
     this.stats.batches++;
     this.stats.events += header.count;

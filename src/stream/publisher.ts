@@ -144,7 +144,13 @@ export class StreamPublisher {
     return 'sent';
   }
 
-  close(): void {
+  /**
+   * Closes the socket. By default queued batches are discarded (linger 0: a tagger must not
+   * block on exit); pass `lingerMs` to let ZeroMQ deliver what is queued first, e.g. at the end
+   * of a replay.
+   */
+  close(lingerMs = 0): void {
+    this.#sock.linger = lingerMs;
     this.#sock.close();
   }
 }

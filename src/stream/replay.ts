@@ -6,7 +6,7 @@
  * when measuring transport + ingest.
  *
  * Run as a process: `node --import tsx src/stream/replay.ts <endpoint> <eventsPerBatch> <batches> [bind|connect]`.
- * It exits 0 after the last batch was queued and the consumer had time to drain it.
+ * It exits 0 once the last batch was delivered to the consumer (or after 60 s).
  */
 import { StreamPublisher } from './publisher.ts';
 
@@ -46,6 +46,5 @@ if (isMain) {
   const pub = await StreamPublisher.open({ endpoint, streamId: 'replay', bind: mode !== 'connect', sendHighWaterMark: 4 });
   const b = syntheticBatch(Number(perBatch));
   await replay(pub, b, Number(count));
-  await new Promise((r) => setTimeout(r, 200));
-  pub.close();
+  pub.close(60_000); // deliver everything queued before exiting
 }

@@ -99,10 +99,10 @@ t.test('order violations inside a batch are marked', async (t) => {
   t.ok(b.tainted);
 });
 
-t.test('across processes over ipc, with the native ingest checking every event', async (t) => {
+for (const offThread of [false, true]) t.test(`across processes over ipc, native ingest ${offThread ? 'off the JS thread' : 'on the JS thread'} checking every event`, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-stream-'));
   const ep = `ipc://${join(dir, 'ev.ipc')}`;
-  const con = await StreamConsumer.open({ endpoint: ep, bind: true });
+  const con = await StreamConsumer.open({ endpoint: ep, bind: true, offThread });
   const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, '../../src/stream/replay.ts'), ep, '4096', '20', 'connect'], { stdio: 'inherit' });
   t.teardown(() => { con.close(); child.kill(); rmSync(dir, { recursive: true, force: true }); });
   const ref = syntheticBatch(4096);

@@ -13,10 +13,15 @@
 //!   layout 2 (pulses64f): indices: n x f64 (integers < 2^53),    channels: n x u8
 //!   layout 3 (pulses64u): indices: n x u64,                       channels: n x u8
 //! Buffers need no alignment (unaligned little-endian loads).
-//! Runs on the JS thread: ~1 ns per event, so a 1 M-event batch is ~1 ms, and the ZeroMQ I/O
-//! thread keeps receiving meanwhile.
+//! `ingestTags`/`ingestPulses` run on the JS thread (~1 ns per event: a 1 M-event batch is ~1 ms,
+//! and the ZeroMQ I/O thread keeps receiving meanwhile); the `*Async` variants run the same pass
+//! on the libuv pool (AsyncTask) holding references to the JS buffers, for a JS thread that has
+//! other work (the classical channel). Await the batches of one ingest in order.
 use napi::bindgen_prelude::*;
+use napi::{Env, Task};
 use napi_derive::napi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[napi(object)]
 pub struct IngestBatchResult {
@@ -28,8 +33,13 @@ pub struct IngestBatchResult {
     pub invalid: u32,
 }
 
-#[napi]
-pub struct StreamIngest {
+pub struct Counts {
+    count: u32,
+    viol: u32,
+    invalid: u32,
+}
+
+struct State {
     bin_shift: u32,
     bins_log2: u32,
     counts: Vec<u64>,
@@ -46,43 +56,18 @@ fn bad(msg: &str) -> Error {
     Error::new(Status::InvalidArg, format!("STREAM_BAD_BATCH: {msg}"))
 }
 
-#[napi]
-impl StreamIngest {
-    /// `bin_shift`: histogram bin width is 2^bin_shift ps (or pulses); `bins`: power of two <= 65536.
-    #[napi(constructor)]
-    pub fn new(bin_shift: u32, bins: u32) -> Result<Self> {
-        if !bins.is_power_of_two() || bins > 65536 || bin_shift > 62 {
-            return Err(bad("bins must be a power of two <= 65536 and binShift <= 62"));
-        }
-        let bins_log2 = bins.trailing_zeros();
-        Ok(StreamIngest {
-            bin_shift,
-            bins_log2,
-            counts: vec![0; 256],
-            hist: vec![0; 256usize << bins_log2],
-            last_time: i64::MIN,
-            last_index: 0,
-            events: 0,
-            batches: 0,
-            order_violations: 0,
-            invalid: 0,
-        })
-    }
+fn lock(st: &Arc<Mutex<State>>) -> Result<MutexGuard<'_, State>> {
+    st.lock().map_err(|_| Error::new(Status::GenericFailure, "STREAM_INTERNAL: ingest state poisoned; create a new ingest"))
+}
 
-    /// Layout 1: `times` holds n little-endian i64 (ps relative to `epoch_ps`), `channels` n bytes.
-    #[napi]
-    pub fn ingest_tags(&mut self, epoch_ps: BigInt, times: Uint8Array, channels: Uint8Array) -> Result<IngestBatchResult> {
-        let (epoch, lossless) = epoch_ps.get_i64();
-        if !lossless {
-            return Err(bad("epochPs does not fit in int64"));
-        }
+impl State {
+    fn tags(&mut self, epoch: i64, times: &[u8], channels: &[u8]) -> Result<Counts> {
         let n = channels.len();
         if times.len() != n * 8 {
             return Err(bad(&format!("times frame has {} bytes, expected 8 x {n} channels", times.len())));
         }
         let mask = (1u64 << self.bins_log2) - 1;
-        let shift = self.bin_shift;
-        let bl = self.bins_log2;
+        let (shift, bl) = (self.bin_shift, self.bins_log2);
         let mut prev = self.last_time;
         let mut viol = 0u32;
         let counts = &mut self.counts[..];
@@ -99,16 +84,13 @@ impl StreamIngest {
         Ok(self.finish(n, viol, 0))
     }
 
-    /// Layout 2 (`float`) or 3: n pulse indices (f64 or u64 little-endian) and n channel bytes.
-    #[napi]
-    pub fn ingest_pulses(&mut self, indices: Uint8Array, channels: Uint8Array, float: bool) -> Result<IngestBatchResult> {
+    fn pulses(&mut self, indices: &[u8], channels: &[u8], float: bool) -> Result<Counts> {
         let n = channels.len();
         if indices.len() != n * 8 {
             return Err(bad(&format!("indices frame has {} bytes, expected 8 x {n} channels", indices.len())));
         }
         let mask = (1u64 << self.bins_log2) - 1;
-        let shift = self.bin_shift;
-        let bl = self.bins_log2;
+        let (shift, bl) = (self.bin_shift, self.bins_log2);
         let mut prev = self.last_index;
         let mut viol = 0u32;
         let mut invalid = 0u32;
@@ -131,47 +113,149 @@ impl StreamIngest {
         Ok(self.finish(n, viol, invalid))
     }
 
-    fn finish(&mut self, n: usize, viol: u32, invalid: u32) -> IngestBatchResult {
+    fn finish(&mut self, n: usize, viol: u32, invalid: u32) -> Counts {
         self.events += n as u64;
         self.batches += 1;
         self.order_violations += viol as u64;
         self.invalid += invalid as u64;
-        IngestBatchResult { count: n as u32, order_violations: viol, invalid }
+        Counts { count: n as u32, viol, invalid }
+    }
+}
+
+fn to_js(c: Counts) -> IngestBatchResult {
+    IngestBatchResult { count: c.count, order_violations: c.viol, invalid: c.invalid }
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::new(Status::GenericFailure, "STREAM_INTERNAL: internal error in the native ingest")))
+}
+
+fn epoch_of(epoch_ps: &BigInt) -> Result<i64> {
+    let (epoch, lossless) = epoch_ps.get_i64();
+    if !lossless {
+        return Err(bad("epochPs does not fit in int64"));
+    }
+    Ok(epoch)
+}
+
+pub struct IngestTask {
+    st: Arc<Mutex<State>>,
+    epoch: i64,
+    /// None: tags; Some(float): pulses.
+    pulses: Option<bool>,
+    data: Uint8Array,
+    channels: Uint8Array,
+}
+
+impl Task for IngestTask {
+    type Output = Counts;
+    type JsValue = IngestBatchResult;
+    fn compute(&mut self) -> Result<Counts> {
+        guarded(|| {
+            let mut s = lock(&self.st)?;
+            match self.pulses {
+                None => s.tags(self.epoch, &self.data, &self.channels),
+                Some(f) => s.pulses(&self.data, &self.channels, f),
+            }
+        })
+    }
+    fn resolve(&mut self, _env: Env, c: Counts) -> Result<IngestBatchResult> {
+        Ok(to_js(c))
+    }
+}
+
+#[napi]
+pub struct StreamIngest {
+    st: Arc<Mutex<State>>,
+}
+
+#[napi]
+impl StreamIngest {
+    /// `bin_shift`: histogram bin width is 2^bin_shift ps (or pulses); `bins`: power of two <= 65536.
+    #[napi(constructor)]
+    pub fn new(bin_shift: u32, bins: u32) -> Result<Self> {
+        if !bins.is_power_of_two() || bins > 65536 || bin_shift > 62 {
+            return Err(bad("bins must be a power of two <= 65536 and binShift <= 62"));
+        }
+        let bins_log2 = bins.trailing_zeros();
+        Ok(StreamIngest {
+            st: Arc::new(Mutex::new(State {
+                bin_shift,
+                bins_log2,
+                counts: vec![0; 256],
+                hist: vec![0; 256usize << bins_log2],
+                last_time: i64::MIN,
+                last_index: 0,
+                events: 0,
+                batches: 0,
+                order_violations: 0,
+                invalid: 0,
+            })),
+        })
+    }
+
+    /// Layout 1: `times` holds n little-endian i64 (ps relative to `epoch_ps`), `channels` n bytes.
+    #[napi]
+    pub fn ingest_tags(&self, epoch_ps: BigInt, times: Uint8Array, channels: Uint8Array) -> Result<IngestBatchResult> {
+        let epoch = epoch_of(&epoch_ps)?;
+        guarded(|| lock(&self.st)?.tags(epoch, &times, &channels).map(to_js))
+    }
+
+    /// Layout 2 (`float`) or 3: n pulse indices (f64 or u64 little-endian) and n channel bytes.
+    #[napi]
+    pub fn ingest_pulses(&self, indices: Uint8Array, channels: Uint8Array, float: bool) -> Result<IngestBatchResult> {
+        guarded(|| lock(&self.st)?.pulses(&indices, &channels, float).map(to_js))
+    }
+
+    /// `ingestTags` on the libuv pool; the buffers must stay untouched until it resolves.
+    #[napi(ts_return_type = "Promise<IngestBatchResult>")]
+    pub fn ingest_tags_async(&self, epoch_ps: BigInt, times: Uint8Array, channels: Uint8Array) -> Result<AsyncTask<IngestTask>> {
+        let epoch = epoch_of(&epoch_ps)?;
+        Ok(AsyncTask::new(IngestTask { st: self.st.clone(), epoch, pulses: None, data: times, channels }))
+    }
+
+    /// `ingestPulses` on the libuv pool.
+    #[napi(ts_return_type = "Promise<IngestBatchResult>")]
+    pub fn ingest_pulses_async(&self, indices: Uint8Array, channels: Uint8Array, float: bool) -> AsyncTask<IngestTask> {
+        AsyncTask::new(IngestTask { st: self.st.clone(), epoch: 0, pulses: Some(float), data: indices, channels })
     }
 
     /// Forget the ordering reference (after a gap the next batch is not compared with the last).
     #[napi]
-    pub fn reset_order(&mut self) {
-        self.last_time = i64::MIN;
-        self.last_index = 0;
+    pub fn reset_order(&self) -> Result<()> {
+        let mut s = lock(&self.st)?;
+        s.last_time = i64::MIN;
+        s.last_index = 0;
+        Ok(())
     }
 
     #[napi(getter)]
-    pub fn events(&self) -> f64 {
-        self.events as f64
+    pub fn events(&self) -> Result<f64> {
+        Ok(lock(&self.st)?.events as f64)
     }
     #[napi(getter)]
-    pub fn batches(&self) -> f64 {
-        self.batches as f64
+    pub fn batches(&self) -> Result<f64> {
+        Ok(lock(&self.st)?.batches as f64)
     }
     #[napi(getter)]
-    pub fn order_violations(&self) -> f64 {
-        self.order_violations as f64
+    pub fn order_violations(&self) -> Result<f64> {
+        Ok(lock(&self.st)?.order_violations as f64)
     }
     #[napi(getter)]
-    pub fn invalid(&self) -> f64 {
-        self.invalid as f64
+    pub fn invalid(&self) -> Result<f64> {
+        Ok(lock(&self.st)?.invalid as f64)
     }
     /// Last event time seen (ps, absolute), or null before the first tag batch.
     #[napi(getter)]
-    pub fn last_time_ps(&self) -> Option<BigInt> {
-        if self.last_time == i64::MIN { None } else { Some(BigInt::from(self.last_time)) }
+    pub fn last_time_ps(&self) -> Result<Option<BigInt>> {
+        let t = lock(&self.st)?.last_time;
+        Ok(if t == i64::MIN { None } else { Some(BigInt::from(t)) })
     }
 
     /// Events per channel 0..255.
     #[napi]
-    pub fn channel_counts(&self) -> Vec<f64> {
-        self.counts.iter().map(|&c| c as f64).collect()
+    pub fn channel_counts(&self) -> Result<Vec<f64>> {
+        Ok(lock(&self.st)?.counts.iter().map(|&c| c as f64).collect())
     }
 
     /// The phase histogram of one channel (`bins` entries).
@@ -180,8 +264,9 @@ impl StreamIngest {
         if channel > 255 {
             return Err(bad("channel must be 0..255"));
         }
-        let b = 1usize << self.bins_log2;
-        let o = (channel as usize) << self.bins_log2;
-        Ok(self.hist[o..o + b].iter().map(|&c| c as f64).collect())
+        let s = lock(&self.st)?;
+        let b = 1usize << s.bins_log2;
+        let o = (channel as usize) << s.bins_log2;
+        Ok(s.hist[o..o + b].iter().map(|&c| c as f64).collect())
     }
 }
