@@ -166,6 +166,9 @@ export class AuthChannel extends EventEmitter {
       reconnectInterval: 100,
       reconnectMaxInterval: 1000,
       immediate: !opts.bind,
+      // Anything larger than the MAC's limit cannot be authentic: let ZeroMQ drop the connection
+      // instead of buffering it.
+      maxMessageSize: 17 * 1024 * 1024,
     });
     try {
       if (opts.bind) await sock.bind(opts.endpoint);
