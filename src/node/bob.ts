@@ -98,6 +98,8 @@ export class BobNode {
   readonly preset: LinkPreset;
   private readonly lab: EmulatedLab;
   private readonly tagger: TimeTaggerDriver;
+  /** Identity read at connect, with the firmware versions the profile allows (for the alarm). */
+  device: { id: string; model: string; firmware: string; allowedFirmware: string[] } | undefined;
   private readonly sync: ClockSync;
   private readonly post: BobPostProcessor;
   private readonly bobSeed: bigint;
@@ -136,7 +138,9 @@ export class BobNode {
   async run(): Promise<void> {
     const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
-    await this.tagger.open();
+    const ident = await this.tagger.open();
+    const profile = loadProfile('emulab-tt8');
+    this.device = { id: 'bob-tagger', model: `${ident.vendor} ${ident.model}`, firmware: ident.firmware, allowedFirmware: profile.firmware };
     const stream = this.tagger.startStream({ transferBytes: 1 << 20 });
     const produce = (async () => {
       try {

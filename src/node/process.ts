@@ -169,6 +169,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       counters: c,
       summary: c ? summaryNow() : undefined,
       randomness: randomness.snapshot(),
+      devices: bob?.device ? [bob.device] : undefined,
       detectors: bob ? [...bob.channelTags].map(([channel, tags]) => ({ channel, tags })) : undefined,
       timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h) })) : undefined,
     };

@@ -4,7 +4,7 @@
  * summary. Everything here is public (counts, rates, ratios): no child ever sends key material.
  */
 import { createQkdMetrics } from '../telemetry/qkd-metrics.ts';
-import { AlarmEngine } from '../telemetry/alarms.ts';
+import { AlarmEngine, firmwareMatches } from '../telemetry/alarms.ts';
 import { SliTracker } from '../telemetry/sli.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { startDashboard, type Dashboard } from '../dashboard/server.ts';
@@ -80,6 +80,9 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
     }
     const timing = bob?.timing as { channel: number; startPs: number; binWidthPs: number; counts: number[] }[] | undefined;
     if (timing) view.setTiming(timing.map((h) => ({ ...h, label: `D${h.channel}` })));
+    for (const d of (bob?.devices ?? []) as { id: string; model: string; firmware: string; allowedFirmware: string[] }[]) {
+      metrics.deviceInfo.set({ device: d.id, model: d.model, firmware: d.firmware, firmware_ok: firmwareMatches(d.allowedFirmware, d.firmware) ? '1' : '0' }, 1);
+    }
     const rnd = bob?.randomness as Parameters<SliTracker['setRandomnessSnapshot']>[0] | undefined;
     if (rnd) slis.setRandomnessSnapshot(rnd);
     const s = summaryOf();
@@ -106,6 +109,7 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
       detectorRatesHz: Object.keys(rates).length ? rates : undefined,
       spoolFillRatio: spool / 200_000,
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
+      devices: bob?.devices as { id: string; model: string; firmware: string; allowedFirmware: string[] }[] | undefined,
     });
     alarms.exportTo(metrics);
   }, 1000);
