@@ -12,7 +12,7 @@ import { loadProfile, type DeviceProfile, type SerialSettings } from '../devices
 import { EmulatedSerialBinding } from '../devices/emulated/serial-binding.ts';
 import { EmulatedPhotonSource, EmulatedSpadDetector } from '../devices/emulated/instruments.ts';
 import { EmulatedLab } from '../devices/emulated/lab.ts';
-import { SerialLineTransport } from '../devices/transports/serial.ts';
+import { SerialLineTransport, type BindingInterface } from '../devices/transports/serial.ts';
 import { PhotonSourceDriver, SpadDetectorDriver } from '../devices/drivers/scpi.ts';
 import type { ReconnectPolicy } from '../devices/drivers/base.ts';
 import type { Device, DeviceState, PhotonSource, SpadDetector, StateChange, TimeTagger } from '../devices/types.ts';
@@ -58,6 +58,54 @@ export async function startPtyPair(dir: string, name = 'tty'): Promise<PtyPair> 
     await done;
   };
   return { a, b, proc, kill };
+}
+
+/**
+ * Wraps a serialport binding so that a read can be held back before it reaches the binding. After
+ * `holdAfterLine()`, the first read issued after a read that ended a line (its data ends with
+ * `delimiter`) waits until `release()`; `held()` resolves once one is waiting. A test uses it to
+ * put the read that follows a reply after an event, e.g. a hang-up, as a loaded machine may order
+ * them, without depending on load or timing. Keying on a complete line, not on "the next read",
+ * keeps a reply split over several reads from being held half way.
+ */
+export function holdableReads(inner: BindingInterface, delimiter = '\n'): { binding: BindingInterface; holdAfterLine(): void; held(): Promise<void>; release(): void } {
+  const last = Buffer.from(delimiter).at(-1);
+  let gate: Promise<void> | undefined;
+  let open: (() => void) | undefined;
+  let lineEnded = false;
+  let waiting = false;
+  let onHeld: (() => void) | undefined;
+  const binding: BindingInterface = {
+    list: () => inner.list(),
+    async open(options) {
+      const port = await inner.open(options);
+      const read = port.read.bind(port);
+      port.read = async (buffer, offset, length) => {
+        if (gate && lineEnded) {
+          waiting = true;
+          onHeld?.();
+          await gate;
+          waiting = false;
+        }
+        const r = await read(buffer, offset, length);
+        if (gate) lineEnded = r.bytesRead > 0 && buffer[offset + r.bytesRead - 1] === last;
+        return r;
+      };
+      return port;
+    },
+  };
+  return {
+    binding,
+    holdAfterLine() {
+      lineEnded = false;
+      gate ??= new Promise<void>((r) => (open = r));
+    },
+    held: () => (waiting ? Promise.resolve() : new Promise<void>((r) => (onHeld = r))),
+    release() {
+      gate = undefined;
+      open?.();
+    },
+  };
 }
 
 export interface EmulatedSerialRig<D> {

@@ -2,6 +2,9 @@
  * The same drivers over a real tty: a socat pty pair, the driver on one end with the OS
  * serialport binding, the emulated instrument on the other. Covers the unplug case for real: the
  * pty disappears when socat dies, the driver reports it and reconnects when the pair is back.
+ * The hang-up can meet the driver's pending read parked in poll(2) (the usual order on an idle
+ * machine) or come before that read reaches read(2) (the order a loaded machine produces); the
+ * last subtest forces the latter, so both orders are covered on every run.
  */
 import t from 'tap';
 import { ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
@@ -11,7 +14,8 @@ import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
 import { attachInstrumentToTty, type TtyAttachment } from '../../src/devices/emulated/pty.ts';
 import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
 import { PhotonSourceDriver, SpadDetectorDriver } from '../../src/devices/drivers/scpi.ts';
-import { hasSocat, sourceConformance, spadConformance, startPtyPair, tempDir, waitForState } from '../../src/testkit/devices.ts';
+import { ttyBinding } from '../../src/devices/transports/tty-binding.ts';
+import { hasSocat, holdableReads, sourceConformance, spadConformance, startPtyPair, tempDir, waitForState } from '../../src/testkit/devices.ts';
 
 if (!hasSocat()) {
   t.test('serial drivers over a pty pair', { skip: 'socat is not installed (apt-get install socat)' }, async () => {});
@@ -79,5 +83,35 @@ if (!hasSocat()) {
     att = await attachInstrumentToTty(inst, pair.b);
     await waitForState(drv, 'ready', 5000);
     t.equal(await drv.deadTimeNs(), 0, 'answers again after reconnect');
+  });
+
+  t.test('line hangs up before the next read reaches the tty (the order a loaded machine produces): still a disconnect', async (t) => {
+    // After a reply the stream issues its next read. If the pty hangs up before that read reaches
+    // the kernel (a busy thread pool, a descheduled process), read(2) returns 0 instead of the
+    // read being parked in poll(2) when the hang-up comes. Hold that read until socat is gone, so
+    // this order happens every run.
+    const pair = await startPtyPair(dir.path, 'late-read');
+    const att = await attachInstrumentToTty(new EmulatedSpadDetector(lab), pair.b);
+    const profile = loadProfile('emulab-spad1');
+    const reads = holdableReads(ttyBinding); // the transport's default binding, with a hold in front
+    const drv = new SpadDetectorDriver({ id: 'pty-late-read', profile, transport: new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings, binding: reads.binding }), reconnect: { initialMs: 50, maxMs: 200, maxAttempts: Infinity } });
+    t.teardown(async () => {
+      reads.release();
+      await drv.close();
+      await att.close();
+      await pair.kill();
+    });
+    await drv.open();
+    reads.holdAfterLine();
+    t.equal(await drv.deadTimeNs(), 0, 'reply read before the hang-up');
+    await reads.held();
+    const lost = waitForState(drv, 'reconnecting', 5000);
+    await att.close();
+    await pair.kill(); // socat has exited: both ptys are hung up before the held read runs
+    reads.release();
+    const seen = await lost;
+    t.same(seen.map((s) => s.state), ['disconnected', 'reconnecting'], 'disconnect reported, reconnecting with back-off');
+    t.match(seen[0].reason ?? '', /hung up/, 'the reason names the hang-up');
+    await t.rejects(drv.deadTimeNs(), TransportError, 'fails fast while away');
   });
 }

@@ -4,8 +4,9 @@
  * answers what the driver writes on the other end. The driver side is then byte-for-byte what it
  * would be with a USB-serial instrument.
  */
-import { SerialPort } from 'serialport';
+import { SerialPortStream } from '@serialport/stream';
 import { TransportError } from '../../errors.ts';
+import { ttyBinding } from '../transports/tty-binding.ts';
 import { ScpiEndpoint, type ScpiInstrument } from './scpi.ts';
 
 export interface TtyAttachment {
@@ -14,7 +15,9 @@ export interface TtyAttachment {
 }
 
 export async function attachInstrumentToTty(instrument: ScpiInstrument, path: string, baudRate = 115200): Promise<TtyAttachment> {
-  const port = new SerialPort({ path, baudRate, autoOpen: false });
+  // The same binding as the driver side: with the stock one, a read that came after socat died
+  // would spin on read(2) = 0 for ever (see tty-binding.ts).
+  const port = new SerialPortStream({ binding: ttyBinding, path, baudRate, autoOpen: false });
   await new Promise<void>((resolve, reject) =>
     port.open((err) => (err ? reject(new TransportError('OPEN_FAILED', `emulator cannot open ${path}: ${err.message}`, { cause: err })) : resolve())),
   );

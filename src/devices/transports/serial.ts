@@ -18,21 +18,23 @@
  *   nothing pending, so a reply up to twice the timeout late is dropped, never handed to it.
  * - When the port goes away without `close()` (USB-serial unplugged, pty closed), pending and
  *   later queries reject with TransportError('DISCONNECTED') and a 'close' event carries the
- *   cause; reconnecting is the driver's decision (drivers/base.ts), not the transport's.
+ *   cause; reconnecting is the driver's decision (drivers/base.ts), not the transport's. The
+ *   default binding reports a hang-up however the read in progress meets it, parked in poll(2) or
+ *   reaching read(2) after it (tty-binding.ts says why the stock binding may miss the latter).
  */
 import { EventEmitter } from 'node:events';
-import { SerialPort } from 'serialport';
 import { SerialPortStream } from '@serialport/stream';
 import { DelimiterParser } from '@serialport/parser-delimiter';
 import { ProtocolError, TimeoutError, TransportError } from '../../errors.ts';
 import type { LineTransport } from '../types.ts';
 import type { SerialSettings } from '../profile.ts';
+import { ttyBinding } from './tty-binding.ts';
 
 export interface SerialTransportOptions {
   /** Device path (`/dev/ttyUSB0`, a pty link) or, for the emulated binding, its registered name. */
   path: string;
   settings: SerialSettings;
-  /** serialport binding; default: the OS binding. */
+  /** serialport binding; default: the OS binding with hang-up detection (tty-binding.ts). */
   binding?: BindingInterface;
 }
 
@@ -82,7 +84,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     if (this.isOpen) return;
     const s = this.opts.settings;
     const port = new SerialPortStream({
-      binding: this.opts.binding ?? (SerialPort.binding as unknown as BindingInterface),
+      binding: this.opts.binding ?? ttyBinding,
       path: this.opts.path,
       baudRate: s.baudRate,
       dataBits: s.dataBits,

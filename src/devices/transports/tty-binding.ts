@@ -1,0 +1,90 @@
+/**
+ * The OS serialport binding (`@serialport/bindings-cpp`, as `serialport` picks it), corrected so
+ * that a tty which hangs up is always reported as a disconnect.
+ *
+ * Why a correction is needed: on Linux and macOS bindings-cpp reads with a non-blocking read(2)
+ * and, on EAGAIN, parks the read in a libuv poll until the fd is readable. When the line goes away
+ * (a USB-serial adapter unplugged, the master side of a pty closed) the kernel hangs the tty up:
+ * poll(2) then reports POLLERR|POLLHUP and every read(2) returns 0.
+ *   - A read parked in the poll when that happens fails (libuv reports EBADF), and serialport
+ *     closes the port with a disconnect error: the transport's 'close' event, the driver's
+ *     reconnect loop.
+ *   - A read that reaches the kernel after the hang-up gets 0, and bindings-cpp retries a 0-byte
+ *     read at once, for ever (unix-read.js: `if (bytesRead === 0) return unixRead(...)`). The
+ *     disconnect is never reported and a thread-pool thread spins. Which case happens is a race:
+ *     the read issued right after a reply, or any read delayed in libuv's thread pool on a loaded
+ *     machine, comes after the hang-up.
+ *
+ * The binding opens ttys with VMIN=1 and O_NONBLOCK, so with no data read(2) fails with EAGAIN and
+ * never returns 0; 0 is end of file, which on a tty means it hung up. This binding's ports read
+ * with that meaning (the loop below); everything else (open, write, close, poller) is
+ * bindings-cpp's. Ports opened with VMIN=0 (where 0 bytes is an ordinary answer), and ports
+ * without an fd and poller (Windows), keep bindings-cpp's read.
+ *
+ * Concurrency: as for any binding, serialport issues one read at a time per port.
+ */
+import { read as fsRead } from 'node:fs';
+import { promisify } from 'node:util';
+import { SerialPort } from 'serialport';
+import type { BindingInterface, BindingPort } from './serial.ts';
+
+const readAsync = promisify(fsRead);
+
+/** What a Unix port of bindings-cpp has beyond the binding interface (public fields of LinuxPortBinding/DarwinPortBinding). */
+interface UnixPort extends BindingPort {
+  fd: number | null;
+  readonly poller: { once(event: 'readable', cb: (err: Error | null) => void): unknown };
+  readonly openOptions: BindingPort['openOptions'] & { vmin?: number };
+}
+
+function isUnixPort(port: BindingPort): port is UnixPort {
+  const p = port as Partial<UnixPort>;
+  return typeof p.fd === 'number' && typeof p.poller?.once === 'function';
+}
+
+/** The binding interface's rule: a read ended by close() fails with `canceled`, which serialport does not treat as a disconnect. */
+function canceled(): Error {
+  return Object.assign(new Error('Port is not open'), { canceled: true });
+}
+
+const RETRY = new Set(['EAGAIN', 'EWOULDBLOCK', 'EINTR']);
+
+async function readUntilHangUp(port: UnixPort, buffer: Buffer, offset: number, length: number): Promise<{ buffer: Buffer; bytesRead: number }> {
+  for (;;) {
+    if (!port.isOpen || port.fd === null) throw canceled();
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await readAsync(port.fd, buffer, offset, length, null));
+    } catch (err) {
+      // Anything but "no data yet" (EIO, ENXIO, EBADF...) goes to serialport, which reports a
+      // disconnect unless the port is being closed; same as bindings-cpp.
+      if (!RETRY.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      if (!port.isOpen) throw canceled();
+      // Parked until readable; a hang-up while parked rejects here (POLLERR), close() cancels.
+      await new Promise<void>((resolve, reject) => port.poller.once('readable', (e) => (e ? reject(e) : resolve())));
+      continue;
+    }
+    if (bytesRead > 0) return { buffer, bytesRead };
+    // A read racing our own close() can see 0 too; that is a cancel, not a lost line.
+    if (!port.isOpen) throw canceled();
+    throw Object.assign(new Error(`end of file on ${port.openOptions.path}: the tty hung up (device unplugged or the other end of the pty closed)`), { code: 'EIO', disconnect: true });
+  }
+}
+
+/** Wraps a bindings-cpp binding so its Unix ports report a hang-up seen by read(2) (see the module comment). */
+export function withHangUpDetection(inner: BindingInterface): BindingInterface {
+  return {
+    list: () => inner.list(),
+    async open(options) {
+      const port = await inner.open(options);
+      if (!isUnixPort(port) || port.openOptions.vmin === 0) return port;
+      // Replace the one method on the instance rather than wrapping the whole port: serialport
+      // and bindings-cpp keep using the same object (fd, poller, writeOperation) as before.
+      port.read = (buffer, offset, length) => readUntilHangUp(port, buffer, offset, length);
+      return port;
+    },
+  };
+}
+
+/** The OS binding with hang-up detection: the default binding of SerialLineTransport and of the pty emulator. */
+export const ttyBinding: BindingInterface = withHangUpDetection(SerialPort.binding as unknown as BindingInterface);
