@@ -11,6 +11,7 @@
  *   node --import tsx src/testkit/netns.ts peer  '<PeerConfig JSON>'   # serve (Bob) or connect
  *   node --import tsx src/testkit/netns.ts drive '<DriveConfig JSON>'  # run blocks, print summary
  *   node --import tsx src/testkit/netns.ts delay-proxy <listenHost:port> <targetHost:port> <ms>
+ *   node --import tsx src/testkit/netns.ts stream-sink <bind endpoint> <batches>  # event-stream consumer
  * Each prints JSON lines on stdout ({event: ...}).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -19,6 +20,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { Authenticator, type Role } from '../core/auth.ts';
 import { AuthChannel } from '../channel/channel.ts';
+import { StreamConsumer } from '../stream/consumer.ts';
 
 // ----------------------------------------------------------------------------- namespaces
 
@@ -291,6 +293,14 @@ if (isMain) {
     const p = await delayProxy({ host: lh, port: Number(lp) }, { host: th, port: Number(tp) }, Number(rest[2]));
     out({ event: 'listening', port: p.port });
     process.on('SIGTERM', () => { p.close(); process.exit(0); });
+  } else if (cmd === 'stream-sink') {
+    const con = await StreamConsumer.open({ endpoint: rest[0], bind: true });
+    out({ event: 'listening' });
+    const n = Number(rest[1]);
+    let tainted = 0;
+    for (let i = 0; i < n; i++) if ((await con.receive()).tainted) tainted++;
+    out({ event: 'summary', ...con.stats, tainted, ingested: con.ingest?.events, orderViolations: con.ingest?.orderViolations });
+    con.close();
   } else {
     process.stderr.write('usage: netns.ts peer|drive <json> | delay-proxy <listen> <target> <ms>\n');
     process.exit(2);

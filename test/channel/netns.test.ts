@@ -57,5 +57,19 @@ if (why) {
     t.same(lb.committed.sort(), la.committed.sort(), 'both ledgers agree');
     t.notOk(bob.events.some((e) => e.event === 'rejected'), 'nothing refused by Bob');
     t.comment(`${summary.roundTrips} authenticated round trips + ${blocks} commits in ${summary.ms} ms (incl. the 3 s partition)`);
+
+    // The detection-event stream between the two hosts too (tcp, tagger host -> core host).
+    const sink = spawnJson(net.exec('B', [process.execPath, '--import', 'tsx', NETNS_SCRIPT, 'stream-sink', `tcp://${net.ipB}:5556`, '10']));
+    kids.push(sink);
+    await sink.waitFor((e) => e.event === 'listening', 30000);
+    const tagger = spawnJson(net.exec('A', [process.execPath, '--import', 'tsx', join(import.meta.dirname, '../../src/stream/replay.ts'), `tcp://${net.ipB}:5556`, '2048', '10', 'connect']));
+    kids.push(tagger);
+    const s = await sink.waitFor((e) => e.event === 'summary', 60000);
+    t.equal(s.batches, 10);
+    t.equal(s.ingested, 20480, 'every event reached the native ingest on the other host');
+    t.equal(s.orderViolations, 0);
+    t.equal(s.gaps, 0);
+    t.equal(s.tainted, 0);
+    t.equal(await tagger.exited, 0);
   });
 }
