@@ -107,7 +107,21 @@ export function createNetnsPair(opts: { delayMs?: number; lossPct?: number; rate
       for (const [ns, dev] of [[nsA, devA], [nsB, devB]]) {
         tc('-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${rate}kbit`, 'burst', '16kbit', 'latency', '200ms');
       }
-      impairment = `kernel lacks netem: tbf ${rate} kbit/s on both ends + userspace ${delay} ms delay proxy; loss replaced by a link partition`;
+      // Loss: nftables random drop on the veth output of both namespaces (kernel nf_tables +
+      // numgen; needs the `nft` tool, Debian package nftables).
+      let lossHow: string;
+      try {
+        for (const [ns, dev] of [[nsA, devA], [nsB, devB]]) {
+          const nft = (...a: string[]) => execFileSync('ip', ['netns', 'exec', ns, 'nft', ...a], { stdio: ['ignore', 'pipe', 'pipe'] });
+          nft('add', 'table', 'inet', 'qkdloss');
+          nft('add', 'chain', 'inet', 'qkdloss', 'out', '{ type filter hook output priority 0; }');
+          nft('add', 'rule', 'inet', 'qkdloss', 'out', 'oifname', dev, 'numgen', 'random', 'mod', '100', '<', String(loss), 'drop');
+        }
+        lossHow = `nftables random drop ${loss}% on both ends`;
+      } catch {
+        lossHow = 'no loss emulation (install nftables for it)';
+      }
+      impairment = `kernel lacks netem: tbf ${rate} kbit/s on both ends + userspace ${delay} ms delay proxy + ${lossHow}`;
     }
     return {
       nsA, nsB, devA, devB, ipA, ipB, impairment, netem,

@@ -1,9 +1,9 @@
 /**
  * Alice and Bob on two network hosts: two network namespaces joined by a veth pair (private /30
  * created here), with tc netem delay 20 ms + loss 2 % (or, on kernels without netem, a tbf rate
- * limit plus a 20 ms userspace delay proxy), and a 3 s partition (link down) in the middle.
- * All blocks must finish and both ledgers must agree. Skips with the reason if the machine
- * refuses namespaces.
+ * limit, a 20 ms userspace delay proxy and an nftables 2 % random drop), and a 3 s partition
+ * (link down) in the middle. All blocks must finish and both ledgers must agree; then the event
+ * stream crosses the same link. Skips with the reason if the machine refuses namespaces.
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
