@@ -89,7 +89,8 @@ interface Pending {
   deadline: number;
   timer?: NodeJS.Timeout;
   tries: number;
-  firstSentAt: number;
+  /** Send time of each attempt, by its sequence number (for RTT samples from `ref`). */
+  attempts: Map<number, number>;
 }
 
 const ZERO = new Uint8Array(0);
@@ -111,7 +112,8 @@ export class AuthChannel extends EventEmitter {
   readonly #pending = new Map<number, Pending>();
   /** msgId -> reply for requests already answered (per peer instance). */
   readonly #replies = new Map<number, { kind: Kind; type: string; blockId: number; payload: Buffer }>();
-  readonly #running = new Set<number>();
+  /** msgId -> seq of the latest attempt seen, for requests whose handler is still running. */
+  readonly #running = new Map<number, number>();
   /** Blocks with traffic and no outcome yet: aborted together on a rejection or a peer restart. */
   readonly #active = new Set<number>();
   /** Our recent send sequence numbers -> block id, to act on the peer's rejection notices. */
@@ -236,7 +238,7 @@ export class AuthChannel extends EventEmitter {
     const msgId = this.#nextMsgId++;
     if (blockId !== NO_BLOCK) this.#active.add(blockId);
     return new Promise<T>((resolve, reject) => {
-      const p: Pending = { type, payload: body, blockId, resolve: resolve as (v: unknown) => void, reject, deadline, tries: 0, firstSentAt: Date.now() };
+      const p: Pending = { type, payload: body, blockId, resolve: resolve as (v: unknown) => void, reject, deadline, tries: 0, attempts: new Map() };
       this.#pending.set(msgId, p);
       this.#stats.requestsSent++;
       this.#transmit(msgId, p);
@@ -252,7 +254,7 @@ export class AuthChannel extends EventEmitter {
     }
     if (p.tries > 0) this.#stats.retries++;
     try {
-      this.#send(KIND.REQ, p.type, msgId, p.blockId, p.payload);
+      p.attempts.set(this.#send(KIND.REQ, p.type, msgId, p.blockId, p.payload), now);
     } catch (e) {
       this.#settle(msgId, e as Error);
       return;
@@ -265,11 +267,12 @@ export class AuthChannel extends EventEmitter {
     p.timer = setTimeout(() => this.#transmit(msgId, p), Math.max(1, wait));
   }
 
-  #settle(msgId: number, err: Error | null, value?: unknown, answered = false): void {
+  #settle(msgId: number, err: Error | null, value?: unknown, answeredSeq = -1): void {
     const p = this.#pending.get(msgId);
     if (!p) return;
-    if (answered && p.tries === 1) {
-      const rtt = Date.now() - p.firstSentAt; // unambiguous sample: answered at the first attempt
+    const sentAt = p.attempts.get(answeredSeq);
+    if (sentAt !== undefined) {
+      const rtt = Date.now() - sentAt; // exact even after retries: the reply names the attempt
       this.#srttMs = this.#srttMs === 0 ? rtt : 0.875 * this.#srttMs + 0.125 * rtt;
     }
     this.#pending.delete(msgId);
@@ -373,11 +376,11 @@ export class AuthChannel extends EventEmitter {
   }
 
   /** Signs and queues one message. Throws SecurityError if the key pool is exhausted. */
-  #send(kind: Kind, type: string, msgId: number, blockId: number, payload: Buffer): void {
+  #send(kind: Kind, type: string, msgId: number, blockId: number, payload: Buffer, ref = -1): number {
     this.#checkOpen();
     const seq = this.#auth.nextSendSeq;
     const aad = encodeAad({ version: CHANNEL_VERSION, direction: this.#dir, seq, sender: this.instance, receiver: this.#peer ?? ZERO,
-      kind, type, msgId, blockId });
+      kind, type, msgId, blockId, ref });
     const tag = this.#auth.sign(seq, aad, payload);
     this.#sentBlocks.set(seq, blockId);
     if (this.#sentBlocks.size > 8192) this.#sentBlocks.delete(this.#sentBlocks.keys().next().value as number);
@@ -398,6 +401,7 @@ export class AuthChannel extends EventEmitter {
         this.#stats.sendDropped++;
       }
     });
+    return seq;
   }
 
   #startHello(): void {
@@ -511,7 +515,7 @@ export class AuthChannel extends EventEmitter {
       case KIND.REQ: return this.#onRequest(aad, body);
       case KIND.REP: {
         this.#stats.repliesReceived++;
-        return this.#settle(aad.msgId, null, body, true);
+        return this.#settle(aad.msgId, null, body, aad.ref);
       }
       case KIND.ERR: {
         const code = typeof body?.code === 'string' ? body.code : 'CHANNEL_REMOTE_ERROR';
@@ -614,20 +618,22 @@ export class AuthChannel extends EventEmitter {
     const cached = this.#replies.get(aad.msgId);
     if (cached) {
       this.#stats.duplicateRequests++;
-      this.#trySend(cached.kind, cached.type, aad.msgId, cached.blockId, cached.payload);
+      this.#trySend(cached.kind, cached.type, aad.msgId, cached.blockId, cached.payload, aad.seq);
       return;
     }
     if (this.#running.has(aad.msgId)) {
       this.#stats.duplicateRequests++;
+      this.#running.set(aad.msgId, aad.seq); // answer the latest attempt: its RTT sample is the tightest
       return;
     }
     const blockId = aad.blockId;
     const answer = (kind: Kind, value: unknown) => {
       const payload = Buffer.from(payloadPackr.pack(value));
+      const ref = this.#running.get(aad.msgId) ?? aad.seq;
       this.#running.delete(aad.msgId);
       this.#replies.set(aad.msgId, { kind, type: aad.type, blockId, payload });
       if (this.#replies.size > 4096) this.#replies.delete(this.#replies.keys().next().value as number);
-      this.#trySend(kind, aad.type, aad.msgId, blockId, payload);
+      this.#trySend(kind, aad.type, aad.msgId, blockId, payload, ref);
     };
     if (aad.type === COMMIT) {
       const b = (body as { blockId?: unknown })?.blockId;
@@ -643,7 +649,7 @@ export class AuthChannel extends EventEmitter {
     }
     const h = this.#handlers.get(aad.type);
     if (!h) return answer(KIND.ERR, { code: 'CHANNEL_NO_HANDLER', message: `no handler for '${aad.type}' on the ${this.role} node` });
-    this.#running.add(aad.msgId);
+    this.#running.set(aad.msgId, aad.seq);
     this.#stats.requestsHandled++;
     const peerAtStart = this.#peer;
     Promise.resolve()
@@ -659,9 +665,9 @@ export class AuthChannel extends EventEmitter {
       });
   }
 
-  #trySend(kind: Kind, type: string, msgId: number, blockId: number, payload: Buffer): void {
+  #trySend(kind: Kind, type: string, msgId: number, blockId: number, payload: Buffer, ref = -1): void {
     try {
-      this.#send(kind, type, msgId, blockId, payload);
+      this.#send(kind, type, msgId, blockId, payload, ref);
     } catch (e) {
       this.emit('error', e);
     }

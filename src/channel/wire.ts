@@ -39,13 +39,15 @@ export interface Aad {
   msgId: number;
   /** -1 when the message belongs to no block. */
   blockId: number;
+  /** REP/ERR: sequence number of the request attempt answered; -1 otherwise. */
+  ref: number;
 }
 
 const aadPackr = new Packr({ useRecords: false });
 export const payloadPackr = new Packr({ useRecords: false });
 
 export function encodeAad(a: Aad): Buffer {
-  return Buffer.from(aadPackr.pack([a.version, a.direction, a.seq, a.sender, a.receiver, a.kind, a.type, a.msgId, a.blockId]));
+  return Buffer.from(aadPackr.pack([a.version, a.direction, a.seq, a.sender, a.receiver, a.kind, a.type, a.msgId, a.blockId, a.ref]));
 }
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
@@ -65,11 +67,11 @@ export function decodeAad(buf: Uint8Array): Aad {
   if (a[0] !== CHANNEL_VERSION) {
     throw new ProtocolError('CHANNEL_VERSION', `Channel protocol version ${String(a[0])} is not supported (this node speaks ${CHANNEL_VERSION}): run both nodes from compatible releases.`);
   }
-  const [, dir, seq, sender, receiver, kind, type, msgId, blockId] = a;
-  if (a.length !== 9 || (dir !== 0 && dir !== 1) || !isInt(seq) || seq < 0 || !(sender instanceof Uint8Array) || sender.length !== 16 ||
+  const [, dir, seq, sender, receiver, kind, type, msgId, blockId, ref] = a;
+  if (a.length !== 10 || !isInt(ref) || (dir !== 0 && dir !== 1) || !isInt(seq) || seq < 0 || !(sender instanceof Uint8Array) || sender.length !== 16 ||
     !(receiver instanceof Uint8Array) || (receiver.length !== 16 && receiver.length !== 0) || !isInt(kind) || kind < 0 || kind > 5 ||
     typeof type !== 'string' || !isInt(msgId) || !isInt(blockId)) {
     throw new ProtocolError('CHANNEL_MALFORMED', 'Channel message header has wrong fields.');
   }
-  return { version: 1, direction: dir, seq, sender, receiver, kind: kind as Kind, type, msgId, blockId };
+  return { version: 1, direction: dir, seq, sender, receiver, kind: kind as Kind, type, msgId, blockId, ref };
 }

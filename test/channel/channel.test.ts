@@ -192,3 +192,22 @@ t.test('key exhaustion fails closed with a clear error; replenishing on both sid
   t.equal(await alice.request('echo', 'again', { blockId: 51 }).then((r) => (r as { echo: string }).echo), 'again');
   t.equal(alice.stats().auth.replenishedBits, fresh.length * 8);
 });
+
+t.test('slow link (300 ms round trip): retries back off to the measured RTT instead of flooding', async (t) => {
+  const { delayProxy } = await import('../../src/testkit/netns.ts');
+  const psk = randomBytes(16 + 32 * 5000);
+  const bob = await AuthChannel.open({ role: 'bob', endpoint: 'tcp://127.0.0.1:*', bind: true, auth: Authenticator.fromPsk(psk, 'bob'), retryMs: 50, maxRetryMs: 200 });
+  const port = Number(bob.endpoint!.split(':').at(-1));
+  const proxy = await delayProxy({ host: '127.0.0.1', port: 0 }, { host: '127.0.0.1', port }, 150);
+  const alice = await AuthChannel.open({ role: 'alice', endpoint: `tcp://127.0.0.1:${proxy.port}`, bind: false, auth: Authenticator.fromPsk(psk, 'alice'), retryMs: 50, maxRetryMs: 200, timeoutMs: 10000 });
+  t.teardown(async () => { await alice.close(); await bob.close(); proxy.close(); });
+  bob.handle('echo', (p) => p);
+  await alice.ready(10000);
+  await alice.request('echo', 0); // first one: RTT unknown, retried at 50, 100, 200 ms
+  const before = alice.stats().retries;
+  for (let i = 1; i <= 8; i++) t.equal(await alice.request('echo', i, { blockId: 60 }), i);
+  const s = alice.stats();
+  t.ok(s.srttMs >= 250, `measured RTT ${s.srttMs.toFixed(0)} ms`);
+  t.ok(s.retries - before <= 1, `${s.retries - before} retries for 8 requests once the RTT is known`);
+  t.same(s.rejected, {});
+});

@@ -8,14 +8,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 t.test('aad round trip and refusals', async (t) => {
-  const a: Aad = { version: CHANNEL_VERSION, direction: 1, seq: 2 ** 40, sender: randomBytes(16), receiver: new Uint8Array(0), kind: KIND.HELLO, type: 'x', msgId: 3, blockId: -1 };
+  const a: Aad = { version: CHANNEL_VERSION, direction: 1, seq: 2 ** 40, sender: randomBytes(16), receiver: new Uint8Array(0), kind: KIND.HELLO, type: 'x', msgId: 3, blockId: -1, ref: -1 };
   const d = decodeAad(encodeAad(a));
   t.same({ ...d, sender: Buffer.from(d.sender), receiver: Buffer.from(d.receiver) }, { ...a, sender: Buffer.from(a.sender), receiver: Buffer.from(a.receiver) });
   const p = new Packr({ useRecords: false });
-  t.throws(() => decodeAad(p.pack([2, 0, 0, randomBytes(16), new Uint8Array(0), 0, '', 0, -1])), { code: 'CHANNEL_VERSION', message: /version 2 is not supported/ });
-  t.throws(() => decodeAad(p.pack([1, 2, 0, randomBytes(16), new Uint8Array(0), 0, '', 0, -1])), { code: 'CHANNEL_MALFORMED' }, 'bad direction');
-  t.throws(() => decodeAad(p.pack([1, 0, -1, randomBytes(16), new Uint8Array(0), 0, '', 0, -1])), { code: 'CHANNEL_MALFORMED' }, 'negative seq');
-  t.throws(() => decodeAad(p.pack([1, 0, 0, randomBytes(15), new Uint8Array(0), 0, '', 0, -1])), { code: 'CHANNEL_MALFORMED' }, 'short instance');
+  t.throws(() => decodeAad(p.pack([2, 0, 0, randomBytes(16), new Uint8Array(0), 0, '', 0, -1, -1])), { code: 'CHANNEL_VERSION', message: /version 2 is not supported/ });
+  t.throws(() => decodeAad(p.pack([1, 2, 0, randomBytes(16), new Uint8Array(0), 0, '', 0, -1, -1])), { code: 'CHANNEL_MALFORMED' }, 'bad direction');
+  t.throws(() => decodeAad(p.pack([1, 0, -1, randomBytes(16), new Uint8Array(0), 0, '', 0, -1, -1])), { code: 'CHANNEL_MALFORMED' }, 'negative seq');
+  t.throws(() => decodeAad(p.pack([1, 0, 0, randomBytes(15), new Uint8Array(0), 0, '', 0, -1, -1])), { code: 'CHANNEL_MALFORMED' }, 'short instance');
   t.throws(() => decodeAad(Buffer.from([0xc1])), { code: 'CHANNEL_MALFORMED' });
 });
 
