@@ -10,7 +10,14 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use qkd_auth::{gf128, AuthError, Authenticator, Backend};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+
+/// Runs `f`, turning a panic (a bug: none is expected) into a coded error instead of letting it
+/// cross into Node.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| Err(Error::new(Status::GenericFailure, "AUTH_INTERNAL: internal error in the authenticator")))
+}
 
 fn err(e: AuthError) -> Error {
     Error::new(Status::GenericFailure, format!("{}: {}", e.code(), e))
@@ -56,7 +63,7 @@ impl WcAuthenticator {
     /// Reopens a state file (send sequence resumes at the on-disk reservation).
     #[napi(factory)]
     pub fn load(path: String) -> Result<WcAuthenticator> {
-        Ok(WcAuthenticator { inner: Authenticator::load(Path::new(&path)).map_err(err)? })
+        Ok(WcAuthenticator { inner: guarded(|| Authenticator::load(Path::new(&path)).map_err(err))? })
     }
 
     #[napi]
@@ -66,7 +73,7 @@ impl WcAuthenticator {
 
     #[napi]
     pub fn save(&mut self) -> Result<()> {
-        self.inner.save().map_err(err)
+        guarded(|| self.inner.save().map_err(err))
     }
 
     /// Forces the portable GF(2^128) multiplier (for tests and benchmarks).
@@ -83,14 +90,16 @@ impl WcAuthenticator {
     /// 16-byte tag of (aad, data) for send sequence number `seq` (>= nextSendSeq).
     #[napi]
     pub fn sign(&mut self, seq: f64, aad: Uint8Array, data: Uint8Array) -> Result<Buffer> {
-        let tag = self.inner.sign(seq_of(seq)?, &aad, &data).map_err(err)?;
+        let seq = seq_of(seq)?;
+        let tag = guarded(|| self.inner.sign(seq, &aad, &data).map_err(err))?;
         Ok(Buffer::from(tag.to_vec()))
     }
 
     /// Throws (AUTH_* code) unless `tag` authenticates (aad, data) as the peer's message `seq`.
     #[napi]
     pub fn verify(&mut self, seq: f64, aad: Uint8Array, data: Uint8Array, tag: Uint8Array) -> Result<()> {
-        self.inner.verify(seq_of(seq)?, &aad, &data, &tag).map_err(err)
+        let seq = seq_of(seq)?;
+        guarded(|| self.inner.verify(seq, &aad, &data, &tag).map_err(err))
     }
 
     /// Appends generated key to the pad pool (same bytes in the same order on both sides).
