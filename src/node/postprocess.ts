@@ -194,6 +194,9 @@ export class AlicePostProcessor {
       }
     } catch (e) {
       this.abort(id);
+      // A protocol-level abort (bad QBER, nothing decoded, verification failed) is an answer, not
+      // a failure of the channel: Bob learns the reason and both drop the block.
+      if (e instanceof QkdError && e.code === 'BLOCK_ABORTED') return { abort: e.message };
       throw e;
     }
   }
@@ -367,6 +370,7 @@ export class BobPostProcessor {
       lap(`bob-${type}`);
       const r = await this.opts.request(type, payload);
       lap(`peer-${type}`);
+      if (typeof r.abort === 'string' && type !== 'estimate') throw abortError(r.abort);
       return r;
     };
     // The block's detections go in parts (each a separate authenticated message). Within a part,
@@ -406,12 +410,14 @@ export class BobPostProcessor {
     report.siftedX = sifted.xBits;
 
     const er = await req('estimate', { block: blockId, x: sifted.x });
-    const counts = er.counts as BlockCounts;
-    report.counts = counts;
-    const xErr = counts.mX.reduce((s, x) => s + x, 0);
-    const xN = counts.nX.reduce((s, x) => s + x, 0);
-    report.qberX = xN ? xErr / xN : undefined;
+    if (er.counts) {
+      const c = er.counts as BlockCounts;
+      report.counts = c;
+      const xN = c.nX.reduce((s, x) => s + x, 0);
+      report.qberX = xN ? c.mX.reduce((s, x) => s + x, 0) / xN : undefined;
+    }
     if (typeof er.abort === 'string') throw abortError(er.abort);
+    const counts = report.counts!;
     const params = er.params as LdpcParams;
     const choice = describeCode(params);
     const nFrames = num(er.frames, 'frames');

@@ -12,6 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import { decoyModel } from '../../src/lab/theory.ts';
+import { chromiumAvailable, launchChromium } from '../../src/dashboard/screenshot.ts';
+
+// A whole emulated link in several processes: give the file more than tap's default budget.
+t.setTimeout(900_000);
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const qkd = join(root, 'bin', 'qkd.js');
@@ -51,6 +55,7 @@ const DISTANCE = 25;
 t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ETSI 014, figures agree with theory', async (t) => {
   const run = startRun(['--distance-km', String(DISTANCE), '--seed', '12345', '--speed', '1000', '--block-detections', '10000000', '--duration', '900']);
   t.teardown(() => {
+    if (!t.passing()) t.comment(`qkd run said:\n${run.stderr.slice(-15).join('\n')}`);
     run.kill('SIGKILL');
     rmSync(run.dir, { recursive: true, force: true });
   });
@@ -77,6 +82,32 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
   t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
+
+  // The operator's view of this live run, in a real headless browser.
+  if (!chromiumAvailable()) t.comment('SKIP dashboard in Chromium: /usr/bin/chromium is not installed (apt-get install chromium)');
+  else {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      await page.goto(manifest.dashboard);
+      await page.waitForSelector('body[data-rendered]', { timeout: 20_000 });
+      await until('a QBER on the dashboard', async () => {
+        const q = (await page.locator('[data-testid="qber-current"]').first().textContent())?.trim();
+        return q && /^\d+\.\d+ %$/.test(q) ? q : undefined;
+      }, 30_000);
+      const q = Number((await page.locator('[data-testid="qber-current"]').first().textContent())!.replace('%', ''));
+      t.ok(q > 2 && q < 5, `dashboard shows the live QBER (${q} %)`);
+      t.equal((await page.locator('[data-testid="sync-state"]').textContent())?.trim(), 'locked', 'dashboard shows the sync locked');
+      const shot = join(run.dir, 'dashboard.png');
+      await page.screenshot({ path: shot, fullPage: true });
+      t.ok(readFileSync(shot).length > 10_000, 'screenshot of the live dashboard saved');
+    } finally {
+      await browser.close();
+    }
+  }
+  const metrics = await fetch(manifest.metrics).then((r) => r.text());
+  t.match(metrics, /qkd_qber_ratio\{basis="Z"\} 0\.0[23]/, 'Prometheus exposes the QBER');
+  t.match(metrics, /qkd_secret_bits_total [1-9]/, 'Prometheus counts secret bits');
 
   run.kill('SIGINT');
   const { code, stdout } = await run.done;
