@@ -49,6 +49,7 @@ fn main() {
     let m = ((1.0 - rate) * n as f64).round() as usize;
     let code = construct(&CodeSpec { n, m, lambda, seed: 99, d: 0 });
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let maxit: u32 = std::env::var("MAXIT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let mut line = format!("4cyc {} maxdc {} |", code.four_cycles_accepted, code.max_check_degree);
     for qs in &a[5..] {
         let q: f64 = qs.parse().unwrap();
@@ -56,11 +57,35 @@ fn main() {
         let src = Src { errs, ch: qkd_ldpc::quantised_llr(q), m, fails: AtomicUsize::new(0), iters: AtomicUsize::new(0) };
         let frozen = vec![false; n];
         std::thread::scope(|sc| {
-            let h = sc.spawn(|| decode_frames::<16>(&code, &frozen, &src, 0..nf / 2, 60, Kernel::Auto));
-            decode_frames::<16>(&code, &frozen, &src, nf / 2..nf, 60, Kernel::Auto);
+            let h = sc.spawn(|| decode_frames::<16>(&code, &frozen, &src, 0..nf / 2, maxit, Kernel::Auto));
+            decode_frames::<16>(&code, &frozen, &src, nf / 2..nf, maxit, Kernel::Auto);
             h.join().unwrap();
         });
+        let nref: usize = std::env::var("REF").ok().and_then(|s| s.parse().ok()).unwrap_or(0).min(nf);
+        let ref_fails = AtomicUsize::new(0);
+        if nref > 0 {
+            // The f64 sum-product reference on the first `nref` frames (code quality without the
+            // min-sum loss).
+            std::thread::scope(|sc| {
+                for t in 0..2 {
+                    let (src, code, ref_fails) = (&src, &code, &ref_fails);
+                    sc.spawn(move || {
+                        for i in (t..nref).step_by(2) {
+                            let ch = ((1.0 - q) / q).ln();
+                            let llr: Vec<f64> = src.errs[i].iter().map(|&e| if e == 1 { -ch } else { ch }).collect();
+                            let o = qkd_ldpc::reference::decode_reference(code, &llr, &vec![0u8; m], 100);
+                            if !(o.converged && o.bits.iter().all(|&b| b == 0)) {
+                                ref_fails.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+        }
         let f = (1.0 - rate) / qkd_ldpc::h2(q);
+        if nref > 0 {
+            line += &format!(" refBP FER={}/{nref}", ref_fails.load(Ordering::Relaxed));
+        }
         line += &format!(" q={q} f={f:.3} FER={}/{nf} it={:.1} |", src.fails.load(Ordering::Relaxed), src.iters.load(Ordering::Relaxed) as f64 / nf as f64);
     }
     println!("{line}");

@@ -47,17 +47,52 @@ pub fn h2_inv(y: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// Edge-perspective variable degree distribution for a mother code of rate R.
-///
-/// Heuristic, NOT density-evolution optimised (docs/ldpc.md says so): the shape
-/// λ(x) = 0.16x + 0.22x² + 0.10x³ + 0.22x⁶ + 0.30x¹⁴ was the best of eight candidates in a short
-/// empirical sweep (rate 0.8, n = 2^16, this decoder, 60 iterations; max degree above ~15 hurt
-/// min-sum at this iteration budget). λ2 is capped at 90 % of the BSC stability bound
-/// λ2·ρ'(1) < 1/B, B = 2√(q*(1−q*)) (Richardson, Shokrollahi, Urbanke, IEEE Trans. IT 47(2), 2001,
-/// Thm. 5), q* = h⁻¹(1 − R) the capacity crossover of the rate; the capped mass moves to degree 3.
+/// BSC-optimised variable degree distributions (edge perspective, (degree, λ_d)) found by
+/// differential evolution over discretised density evolution (sum-product decoding) by Elkouss,
+/// Leverrier, Alléaume, Boutros, "Efficient reconciliation protocol for discrete-variable quantum
+/// key distribution", ISIT 2009 (arXiv:0901.2140), Table I: rate, BSC threshold, λ(x). Their ρ(x)
+/// is concentrated on two consecutive degrees for rates ≥ 0.7 and close to it below; the
+/// construction concentrates check degrees (⌊E/m⌋ or ⌈E/m⌉) for every rate. Table I lists
+/// x^(d−1) terms; here the node degree d is written.
+pub const ELKOUSS_2009: [(f64, f64, &[(usize, f64)]); 9] = [
+    (0.90, 0.0109, &[(2, 0.07689), (3, 0.28096), (5, 0.08933), (9, 0.19620), (12, 0.30631), (21, 0.05031)]),
+    (0.85, 0.0199, &[(2, 0.04528), (3, 0.20537), (4, 0.05878), (5, 0.094274), (6, 0.08454), (7, 0.01176), (9, 0.05137), (21, 0.50015)]),
+    (0.80, 0.0298, &[(2, 0.09420), (3, 0.18088), (6, 0.11972), (7, 0.08550), (8, 0.09816), (17, 0.07194), (26, 0.34960)]),
+    (0.75, 0.0392, &[(2, 0.10805), (3, 0.09511), (4, 0.01449), (5, 0.13764), (6, 0.10667), (7, 0.05288), (28, 0.01107), (31, 0.47408)]),
+    (
+        0.70,
+        0.0504,
+        &[(2, 0.05343), (3, 0.29406), (6, 0.00896), (9, 0.15571), (12, 0.12189), (25, 0.19872), (46, 0.09572), (62, 0.02741), (65, 0.04056), (73, 0.00354)],
+    ),
+    (
+        0.65,
+        0.0633,
+        &[(2, 0.10451), (3, 0.15652), (4, 0.08057), (5, 0.00056), (9, 0.12151), (13, 0.10485), (15, 0.10719), (21, 0.00771), (51, 0.31656)],
+    ),
+    (0.60, 0.0766, &[(2, 0.11040), (3, 0.20804), (8, 0.14163), (9, 0.14858), (26, 0.14438), (27, 0.08909), (46, 0.00748), (71, 0.15038)]),
+    (0.55, 0.0904, &[(2, 0.16880), (3, 0.20994), (6, 0.18095), (15, 0.03846), (16, 0.02635), (18, 0.23454), (19, 0.05815), (31, 0.08280)]),
+    (
+        0.50,
+        0.1071,
+        &[
+            (2, 0.14438), (3, 0.19026), (4, 0.01836), (5, 0.00233), (6, 0.04697), (8, 0.053943), (9, 0.05590), (10, 0.01290),
+            (11, 0.00162), (14, 0.06159), (15, 0.13115), (17, 0.01481), (47, 0.00879), (49, 0.00650), (55, 0.00210), (56, 0.00099),
+            (57, 0.11178), (58, 0.06238), (59, 0.05094), (66, 0.02230),
+        ],
+    ),
+];
+
+/// Edge-perspective variable degree distribution for a mother code of rate R: the Table I entry
+/// of Elkouss et al. 2009 (`ELKOUSS_2009`) with the largest rate ≤ R (0.85 for 0.88; 0.90 for
+/// 0.91 and 0.94, which the table does not cover), renormalised. λ2 is capped at 90 % of the
+/// BSC stability bound λ2·ρ'(1) < 1/B, B = 2√(q*(1−q*)) (Richardson, Shokrollahi, Urbanke,
+/// IEEE Trans. IT 47(2), 2001, Thm. 5; eq. (8) of Elkouss et al.), q* = h⁻¹(1 − R) the capacity
+/// crossover of the rate; the capped mass moves to degree 3 (only the borrowed high-rate entries
+/// can need it).
 pub fn lambda_for_rate(rate: f64) -> Vec<(usize, f64)> {
-    let base: [(usize, f64); 5] = [(2, 0.16), (3, 0.22), (4, 0.10), (7, 0.22), (15, 0.30)];
-    let mut lam: Vec<(usize, f64)> = base.to_vec();
+    let row = ELKOUSS_2009.iter().find(|r| r.0 <= rate + 1e-9).unwrap_or(&ELKOUSS_2009[ELKOUSS_2009.len() - 1]);
+    let total: f64 = row.2.iter().map(|x| x.1).sum();
+    let mut lam: Vec<(usize, f64)> = row.2.iter().map(|&(d, l)| (d, l / total)).collect();
     let q = h2_inv(1.0 - rate);
     let b = 2.0 * (q * (1.0 - q)).sqrt();
     for _ in 0..4 {
@@ -204,25 +239,28 @@ pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
 }
 
 /// Target efficiency used by `choose` as a function of QBER and frame size: about the smallest f
-/// at which this decoder's first-pass frame error rate was ≤ 1–2 % in a sweep with 128 frames of
-/// 2^16 (docs/ldpc.md); shorter frames get more margin, longer ones a little less. Blind retries
-/// handle the remaining failures (each revealed bit counted).
+/// at which this decoder's first-pass frame error rate was ≲ 1 % in sweeps with 64–96 frames of
+/// 2^16 per point (docs/ldpc.md, "Figures"), interpolated linearly in QBER between the measured
+/// points; shorter frames get more margin, longer ones a little less. Blind retries handle the
+/// remaining failures (each revealed bit counted).
 pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
-    let base = if qber < 0.015 {
-        1.45
-    } else if qber < 0.025 {
-        1.35
-    } else if qber < 0.04 {
-        1.30
+    // (QBER, f) measured at 2^16; below 1 % and above 8 % the end values are kept (extrapolated).
+    const POINTS: [(f64, f64); 5] = [(0.01, 1.30), (0.02, 1.17), (0.03, 1.19), (0.05, 1.12), (0.08, 1.12)];
+    let base = if qber <= POINTS[0].0 {
+        POINTS[0].1 + 0.1 * (POINTS[0].0 - qber) / POINTS[0].0
+    } else if qber >= POINTS[POINTS.len() - 1].0 {
+        POINTS[POINTS.len() - 1].1
     } else {
-        1.27
+        let i = POINTS.iter().position(|p| p.0 > qber).unwrap();
+        let (a, b) = (POINTS[i - 1], POINTS[i]);
+        a.1 + (b.1 - a.1) * (qber - a.0) / (b.0 - a.0)
     };
     let size_term = match log2n {
         0..=12 => 0.25,
-        13..=14 => 0.08,
+        13..=14 => 0.10,
         15..=16 => 0.0,
-        17..=18 => -0.02,
-        _ => -0.04,
+        17..=18 => -0.03,
+        _ => -0.05,
     };
     base + size_term
 }

@@ -2,7 +2,7 @@
 //!
 //! Alice sends the m-bit syndrome of her frame under a shipped mother code (family.rs), adapted
 //! to the measured QBER by puncturing and shortening; Bob decodes his noisy frame with the syndrome
-//! as side information (decoder.rs: layered normalised min-sum, 8-bit fixed point, frames in SIMD
+//! as side information (decoder.rs: layered sum-product, 8-bit fixed-point messages, frames in SIMD
 //! lanes, batches in parallel on rayon). A failed decode is a result (best guess, iterations,
 //! `converged = false`); Bob may then ask for a blind retry, where Alice reveals the next r bits
 //! of the frame's reveal order (punctured fill first). Every disclosed bit is counted:
