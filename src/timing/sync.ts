@@ -90,10 +90,9 @@ export interface ClockSyncOptions extends Omit<AcquireOptions, 'periodPs'> {
   withTagSeq?: boolean;
 }
 
-const GHK_THETA = 0.75;
-const GHK_G = 1 - GHK_THETA ** 3;
-const GHK_H = 1.5 * (1 - GHK_THETA) ** 2 * (1 + GHK_THETA);
-const GHK_K = 0.5 * (1 - GHK_THETA) ** 3;
+const HIST_SPAN_PS = 1e12;
+const HIST_MAX = 64;
+const HIST_QUAD_MIN_SPAN_PS = 20e9;
 
 const EMPTY: IndexedDetections = { pulseIndex: new Float64Array(0), channel: new Uint8Array(0), residualPs: new Float32Array(0) };
 
@@ -118,7 +117,11 @@ export class ClockSync {
   private lastAttemptN = 0;
   // Tracking window accumulators.
   private wN = 0; private wIn = 0; private wSumR = 0; private wSumDt = 0; private wStart = NaN; private lastT = NaN;
-  private lastUpdateT = NaN;
+  private hT = new Float64Array(HIST_MAX + 1);
+  private hU = new Float64Array(HIST_MAX + 1);
+  private hW = new Float64Array(HIST_MAX + 1);
+  private hN = 0;
+  private hOrigin = 0;
   private coherence0 = 1;
   private badWindows = 0;
   // Pattern check.
@@ -266,7 +269,7 @@ export class ClockSync {
     this.st.timeToLockPs = this.bufT[this.bufN - 1] - this.bufStart;
     this.badWindows = 0;
     this.resetWindow(NaN);
-    this.lastUpdateT = NaN;
+    this.hN = 0;
     this.nextVerifyAt = NaN;
     this.vIdx = []; this.vCh = [];
     return true;
@@ -328,27 +331,64 @@ export class ClockSync {
     this.badWindows = 0;
     const e = this.wSumR / this.wIn;
     const tw = m.tRefPs + this.wSumDt / this.wIn;
-    // g-h-k (alpha-beta-gamma) tracking filter on the pulse position u(t) with state
-    // (phase, rate, rate change): predicts across data gaps with the estimated drift rate, so a
-    // slowly wandering drift is followed with zero steady-state error for a linear drift ramp.
-    // Fading-memory gains for theta = 0.75 (Brookner, "Tracking and Kalman filtering made easy",
-    // 1998, ch. 1): g = 1 - theta^3, h = 1.5 (1 - theta)^2 (1 + theta), k = 0.5 (1 - theta)^3.
+    // Drift fit: every window yields one measurement of the pulse position at its mean time,
+    // U(tw) = predicted u(tw) - e (a residual r = u - round(u) > 0 means the model runs ahead).
+    // A weighted least-squares quadratic through the measurements of the last second (at most
+    // 64 windows) gives phase, rate and rate change; the quadratic term predicts across data gaps
+    // when the drift wanders. Over one second a sinusoidal wander's cubic term stays below a few ps.
     const dtw = tw - m.tRefPs;
-    let p = m.pFrac + dtw * (m.ratePerPs + 0.5 * m.accelPerPs2 * dtw);
-    const v = m.ratePerPs + m.accelPerPs2 * dtw;
-    const fl = Math.floor(p);
-    m.pInt += fl; p -= fl;
+    const pPred = m.pFrac + dtw * (m.ratePerPs + 0.5 * m.accelPerPs2 * dtw);
+    if (this.hN === 0) this.hOrigin = m.pInt;
+    this.pushHistory(tw, m.pInt - this.hOrigin + pPred - e, this.wIn);
+    const fit = this.fitHistory(tw);
+    const a = fit ? fit.a : m.pInt - this.hOrigin + pPred - e;
+    const fl = Math.floor(a);
+    m.pInt = this.hOrigin + fl;
+    m.pFrac = a - fl;
     m.tRefPs = tw;
-    // A click's residual r = u - round(u) > 0 means the model runs ahead of the pulses: pull back.
-    const r = -e;
-    m.pFrac = p + GHK_G * r;
-    const d = tw - this.lastUpdateT;
-    if (d === d && d > 0) {
-      m.ratePerPs = v + (GHK_H * r) / d;
-      m.accelPerPs2 += (2 * GHK_K * r) / (d * d);
-    } else m.ratePerPs = v;
-    this.lastUpdateT = tw;
+    if (fit) { m.ratePerPs = fit.b; m.accelPerPs2 = fit.c2; } else m.ratePerPs += m.accelPerPs2 * dtw;
     this.resetWindow(NaN);
+  }
+
+  private pushHistory(t: number, u: number, w: number): void {
+    // Drop points older than HIST_SPAN_PS or beyond HIST_MAX.
+    let k = 0;
+    while (k < this.hN && (t - this.hT[k] > HIST_SPAN_PS || this.hN - k >= HIST_MAX)) k++;
+    if (k) { this.hT.copyWithin(0, k, this.hN); this.hU.copyWithin(0, k, this.hN); this.hW.copyWithin(0, k, this.hN); this.hN -= k; }
+    this.hT[this.hN] = t; this.hU[this.hN] = u; this.hW[this.hN] = w; this.hN++;
+  }
+
+  /** Weighted LS fit u = a + b x + c x^2, x = t - tw (ps); linear with 2-3 points; null with 1. */
+  private fitHistory(tw: number): { a: number; b: number; c2: number } | null {
+    const n = this.hN;
+    if (n < 2) return null;
+    const span = tw - this.hT[0];
+    if (!(span > 0)) return null;
+    const quad = n >= 5 && span >= HIST_QUAD_MIN_SPAN_PS;
+    // Scaled abscissa in [-1, 0] for conditioning.
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, y0 = 0, y1 = 0, y2 = 0;
+    const u0 = this.hU[n - 1];
+    for (let i = 0; i < n; i++) {
+      const x = (this.hT[i] - tw) / span, y = this.hU[i] - u0, w = this.hW[i];
+      const x2 = x * x;
+      s0 += w; s1 += w * x; s2 += w * x2; s3 += w * x2 * x; s4 += w * x2 * x2;
+      y0 += w * y; y1 += w * x * y; y2 += w * x2 * y;
+    }
+    let a: number, b: number, c = 0;
+    if (quad) {
+      // Solve [[s0 s1 s2][s1 s2 s3][s2 s3 s4]] [a b c] = [y0 y1 y2] by Cramer's rule.
+      const det = s0 * (s2 * s4 - s3 * s3) - s1 * (s1 * s4 - s3 * s2) + s2 * (s1 * s3 - s2 * s2);
+      if (!(Math.abs(det) > 1e-300)) return null;
+      a = (y0 * (s2 * s4 - s3 * s3) - s1 * (y1 * s4 - s3 * y2) + s2 * (y1 * s3 - s2 * y2)) / det;
+      b = (s0 * (y1 * s4 - y2 * s3) - y0 * (s1 * s4 - s3 * s2) + s2 * (s1 * y2 - y1 * s2)) / det;
+      c = (s0 * (s2 * y2 - s3 * y1) - s1 * (s1 * y2 - y1 * s2) + y0 * (s1 * s3 - s2 * s2)) / det;
+    } else {
+      const det = s0 * s2 - s1 * s1;
+      if (!(Math.abs(det) > 1e-300)) return null;
+      a = (y0 * s2 - s1 * y1) / det;
+      b = (s0 * y1 - s1 * y0) / det;
+    }
+    return { a: a + u0, b: b / span, c2: (2 * c) / (span * span) };
   }
 
   private expectedInFrac(): number {
@@ -385,6 +425,7 @@ export class ClockSync {
     }
     if (bz >= Math.max(6, this.o.minConfidence * 0.75)) {
       m.pInt += bd;
+      this.hOrigin += bd;
       this.st.stats.slipsRepaired++;
       this.st.confidence = bz;
       return;
