@@ -108,7 +108,7 @@ export interface StepOptions {
   intrinsicQber?: number;
   /** Histogram bin, ps (default 2). */
   binPs?: number;
-  /** afterpulsing: intensity scale of the attenuated source (default: aim at 2e5 clicks/s). */
+  /** afterpulsing: intensity scale of the attenuated source (default: aim at 1e5 clicks/s). */
   intensityScale?: number;
 }
 
@@ -299,8 +299,8 @@ async function stepDark(rig: CalibrationRig, opts: StepOptions): Promise<StepRes
  * the exponential extrapolated back to [D, Tt), and what exceeds it there are afterpulses:
  *   excess = n(D <= x < Tt) - n_tail (e^{rL} - 1),  L = Tt - D,
  *   decay  = [sum_{x<Tt}(x - D) - n_tail (e^{rL} - 1 - rL) / r] / excess.
- * Tt starts at D + 2 us and is moved to D + max(12 decay, 0.3 us) once the decay is known (the
- * excess left beyond 12 decays is e^-12; a shorter [D, Tt) keeps the Poisson noise of the
+ * Tt starts at D + 2 us and is moved to D + max(8 decay, 0.5 us) once the decay is known (the
+ * excess left beyond 8 decays is 3e-4; a shorter [D, Tt) keeps the Poisson noise of the
  * background subtraction small).
  * Pure function so tests can feed it synthetic intervals.
  */
@@ -323,7 +323,7 @@ export function afterpulseFromIntervals(intervalsPs: Float64Array, nClicks: numb
     const bgTime = r > 0 ? (nB * (Math.expm1(r * L) - r * L)) / r : 0;
     excess = nA - bgCount;
     decayPs = excess > 0 ? (sumA - bgTime) / excess : 0;
-    const next = dead + Math.max(12 * decayPs, 3e5);
+    const next = dead + Math.max(8 * decayPs, 5e5);
     if (!(decayPs > 0) || Math.abs(next - tail) < 1000) break;
     tail = next;
   }
@@ -339,7 +339,7 @@ async function stepAfterpulsing(rig: CalibrationRig, opts: StepOptions): Promise
   if (scale === undefined) {
     const probe = await countPerChannel(rig, Math.min(pulses, 2e7), {}, 'probe');
     const rate = Math.max(...probe.values(), 1) / (Math.min(pulses, 2e7) / rig.repRateHz);
-    scale = Math.min(1, 2e5 / rate);
+    scale = Math.min(1, 1e5 / rate);
   }
   await rig.setSource({ intensityScale: scale });
   const last = new Map<number, number>();

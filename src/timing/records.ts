@@ -108,7 +108,8 @@ export function loadCalibration(dir: string, opts: LoadOptions = {}): LoadedCali
     const file = join(dir, f);
     let parsed: unknown;
     try { parsed = JSON.parse(readFileSync(file, 'utf8')); } catch (e) {
-      problems.push({ step: f.replace(/-\d{8}T.*$/, ''), kind: 'invalid', file, message: `${file}: not valid JSON (${(e as Error).message}); delete it or re-run the calibration.` });
+      const guess = f.replace(/-\d{8}T.*$/, '');
+      if (want.includes(guess as CalibrationStep) || !CALIBRATION_STEPS.includes(guess as CalibrationStep)) problems.push({ step: guess, kind: 'invalid', file, message: `${file}: not valid JSON (${(e as Error).message}); delete it or re-run the calibration.` });
       continue;
     }
     const v = validate(parsed, file);
@@ -119,6 +120,7 @@ export function loadCalibration(dir: string, opts: LoadOptions = {}): LoadedCali
   const records: LoadedCalibration['records'] = {};
   for (const step of want) {
     const n = newest.get(step);
+    if (!n && problems.some((p) => p.step === step)) continue; // already reported as unusable
     if (!n) { problems.push({ step, kind: 'missing', message: `no '${step}' calibration in ${dir}; run 'qkd calibrate ${step}'.` }); continue; }
     const { rec, file } = n;
     const ageH = (now - Date.parse(rec.createdAt)) / 3.6e6;
