@@ -4,7 +4,7 @@
  * summary. Everything here is public (counts, rates, ratios): no child ever sends key material.
  */
 import { createQkdMetrics } from '../telemetry/qkd-metrics.ts';
-import { AlarmEngine, firmwareMatches } from '../telemetry/alarms.ts';
+import { AlarmEngine, firmwareMatches, loadAlarmConfig } from '../telemetry/alarms.ts';
 import { SliTracker } from '../telemetry/sli.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { startDashboard, type Dashboard } from '../dashboard/server.ts';
@@ -33,7 +33,9 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
   const log = createLogger({ component: 'run', sink: () => undefined });
   const metrics = createQkdMetrics();
   const slis = new SliTracker({});
-  const alarms = new AlarmEngine({ qber: { abortThreshold: opts.qberAbort } }, {
+  const config = loadAlarmConfig(opts.alarmsPath);
+  if (!opts.alarmsPath) config.qber = { ...config.qber, abortThreshold: opts.qberAbort, clearBelow: Math.min(config.qber.clearBelow, 0.8 * opts.qberAbort) };
+  const alarms = new AlarmEngine(config, {
     onEvent: (e) => opts.say(`alarm ${e.type}: ${e.alarm.id}: ${e.alarm.message}`),
   });
   metrics.registry.onCollect(() => slis.exportTo(metrics));

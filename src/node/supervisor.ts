@@ -38,6 +38,8 @@ export interface RunOptions {
   speed: number;
   dashboardPort: number;
   manifestPath?: string;
+  /** Alarm thresholds (JSON file, docs/operations.md); defaults otherwise. */
+  alarmsPath?: string;
   externalKms?: { alice: string; bob: string };
   insecureHttp: boolean;
   /** Progress lines for the operator (stderr in the CLI). */

@@ -30,6 +30,7 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --speed X               emulated time may run at most X times faster than wall time (default 1)
   --state-dir DIR         PKI, secrets, spools, KMS databases, logs (default ./run)
   --dashboard-port P      dashboard and /metrics port (default 8080; 0 = any free port)
+  --alarms FILE           alarm thresholds (JSON, see docs/operations.md; default: built-in)
   --manifest FILE         write the manifest (URLs, SAE credentials) as JSON to FILE
   --kms-alice URL --kms-bob URL   push to external KMSs instead of the reference ones
   --insecure-http         allow plain HTTP towards external KMSs (no authentication!)
@@ -55,6 +56,7 @@ export async function run(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     'dashboard-port': { type: 'string' },
     manifest: { type: 'string' },
+    alarms: { type: 'string' },
     'kms-alice': { type: 'string' },
     'kms-bob': { type: 'string' },
     'insecure-http': { type: 'boolean' },
@@ -85,6 +87,7 @@ export async function run(args: string[]): Promise<number> {
     speed: numberOption('speed', v.speed, 1),
     dashboardPort: numberOption('dashboard-port', v['dashboard-port'], 8080),
     manifestPath: v.manifest,
+    alarmsPath: v.alarms,
     externalKms: v['kms-alice'] || v['kms-bob'] ? { alice: v['kms-alice'] ?? '', bob: v['kms-bob'] ?? '' } : undefined,
     insecureHttp: !!v['insecure-http'],
     say,
