@@ -92,3 +92,21 @@ t.test('bad input is refused with a clear error', async (t) => {
   t.same(s.push({ timePs: new BigInt64Array(0), channel: new Uint8Array(0) }).pulseIndex.length, 0);
   void tagTimesToNumbers;
 });
+
+t.test('acceptance window and channel selection', async (t) => {
+  const preset = loadLinkPreset('reference-decoy', { clock: { offsetPs: 1e8, driftPpm: 3, jitterPs: 5 } });
+  const link = new EmulatedLink(preset, { seed: 22n, distanceKm: 50 });
+  const b = link.nextPulses(2.5e8);
+  const sigma = Math.hypot(preset.detector.jitterPs, 5);
+  const s = new ClockSync({ repRateHz: 1e9, pattern: alicePatternFromSeed(link.preset, 22n), windowPs: sigma });
+  const out = s.push(b.tags);
+  const st = s.state();
+  const kept = out.pulseIndex.length / (out.pulseIndex.length + st.stats.outsideWindow);
+  // A +-1 sigma window keeps 68.3 % of a Gaussian peak.
+  t.ok(Math.abs(kept - 0.683) < 0.02, `kept ${kept.toFixed(3)} inside +-1 sigma (0.683 +- 0.02)`);
+  t.ok(out.residualPs.every((r) => Math.abs(r) <= sigma), 'every residual inside the window');
+  const only1 = new ClockSync({ repRateHz: 1e9, pattern: alicePatternFromSeed(link.preset, 22n), channels: [1] });
+  const o1 = only1.push(b.tags);
+  t.ok(o1.channel.length > 0 && o1.channel.every((c) => c === 1), 'only channel 1 indexed');
+  t.ok(only1.state().stats.ignoredChannel > 0, 'other channels counted as ignored');
+});
