@@ -7,6 +7,7 @@ import { createQkdMetrics } from '../telemetry/qkd-metrics.ts';
 import { AlarmEngine, firmwareMatches, loadAlarmConfig } from '../telemetry/alarms.ts';
 import { SliTracker } from '../telemetry/sli.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import { loadCalibration } from '../timing/records.ts';
 import { startDashboard, type Dashboard } from '../dashboard/server.ts';
 import { DashboardStateBuilder } from '../dashboard/state.ts';
 import type { ChildMessage } from './children.ts';
@@ -46,6 +47,13 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
     qberAbortThreshold: opts.qberAbort,
   });
   const dash: Dashboard = await startDashboard({ port: opts.dashboardPort, getState: () => view.build(), metrics: metrics.registry, logger: log });
+  // Calibration records (calibration/): the emulated lab does not need them (the sync finds
+  // offset, drift and delays itself), but their state is reported, never silently used.
+  const cal = loadCalibration(opts.calibrationDir, { steps: ['delays', 'sync', 'window'] });
+  for (const p of cal.problems) opts.say(`calibration: ${p.message}`);
+  const calTimes = Object.values(cal.records).map((r) => Date.parse(r!.createdAt));
+  const calibratedAtMs = calTimes.length ? Math.min(...calTimes) : undefined;
+  if (calibratedAtMs !== undefined) slis.setCalibrationTime(calibratedAtMs);
   let lastBlockAt = Date.now();
   let lastAcked = { alice: 0, bob: 0 };
   let lastTags = new Map<number, number>();
@@ -111,6 +119,7 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
       detectorRatesHz: Object.keys(rates).length ? rates : undefined,
       spoolFillRatio: spool / 200_000,
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
+      calibrationAgeSeconds: calibratedAtMs !== undefined ? (Date.now() - calibratedAtMs) / 1000 : undefined,
       devices: bob?.devices as { id: string; model: string; firmware: string; allowedFirmware: string[] }[] | undefined,
     });
     alarms.exportTo(metrics);

@@ -38,6 +38,8 @@ export interface RunOptions {
   speed: number;
   dashboardPort: number;
   manifestPath?: string;
+  /** Where calibration records are read from (default ./calibration). */
+  calibrationDir: string;
   /** Alarm thresholds (JSON file, docs/operations.md); defaults otherwise. */
   alarmsPath?: string;
   externalKms?: { alice: string; bob: string };

@@ -30,6 +30,7 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --speed X               emulated time may run at most X times faster than wall time (default 1)
   --state-dir DIR         PKI, secrets, spools, KMS databases, logs (default ./run)
   --dashboard-port P      dashboard and /metrics port (default 8080; 0 = any free port)
+  --calibration DIR       calibration records to check (default ./calibration; see qkd calibrate)
   --alarms FILE           alarm thresholds (JSON, see docs/operations.md; default: built-in)
   --manifest FILE         write the manifest (URLs, SAE credentials) as JSON to FILE
   --kms-alice URL --kms-bob URL   push to external KMSs instead of the reference ones
@@ -57,6 +58,7 @@ export async function run(args: string[]): Promise<number> {
     'dashboard-port': { type: 'string' },
     manifest: { type: 'string' },
     alarms: { type: 'string' },
+    calibration: { type: 'string' },
     'kms-alice': { type: 'string' },
     'kms-bob': { type: 'string' },
     'insecure-http': { type: 'boolean' },
@@ -88,6 +90,7 @@ export async function run(args: string[]): Promise<number> {
     dashboardPort: numberOption('dashboard-port', v['dashboard-port'], 8080),
     manifestPath: v.manifest,
     alarmsPath: v.alarms,
+    calibrationDir: resolve(v.calibration ?? 'calibration'),
     externalKms: v['kms-alice'] || v['kms-bob'] ? { alice: v['kms-alice'] ?? '', bob: v['kms-bob'] ?? '' } : undefined,
     insecureHttp: !!v['insecure-http'],
     say,
