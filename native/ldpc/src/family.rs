@@ -239,13 +239,13 @@ pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
 }
 
 /// Target efficiency used by `choose` as a function of QBER and frame size: about the smallest f
-/// at which this decoder's first-pass frame error rate was ≲ 1 % in sweeps with 64–96 frames of
+/// at which this decoder's first-pass frame error rate was ≲ 1–3 % in sweeps with 128 frames of
 /// 2^16 per point (docs/ldpc.md, "Figures"), interpolated linearly in QBER between the measured
 /// points; shorter frames get more margin, longer ones a little less. Blind retries handle the
 /// remaining failures (each revealed bit counted).
 pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
     // (QBER, f) measured at 2^16; below 1 % and above 8 % the end values are kept (extrapolated).
-    const POINTS: [(f64, f64); 5] = [(0.01, 1.30), (0.02, 1.17), (0.03, 1.19), (0.05, 1.12), (0.08, 1.12)];
+    const POINTS: [(f64, f64); 5] = [(0.01, 1.28), (0.02, 1.16), (0.03, 1.17), (0.05, 1.11), (0.08, 1.11)];
     let base = if qber <= POINTS[0].0 {
         POINTS[0].1 + 0.1 * (POINTS[0].0 - qber) / POINTS[0].0
     } else if qber >= POINTS[POINTS.len() - 1].0 {

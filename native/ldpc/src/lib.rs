@@ -166,10 +166,12 @@ pub struct BobFrame<'a> {
     pub revealed: &'a [u8],
 }
 
-/// Decoder units per nat of channel LLR. With 16-bit posteriors, 4, 6 and 8 performed alike in a
-/// sweep (FER 50, 45, 43 of 256 at n = 2^14, QBER 2 %, f = 1.3; 2 was clearly worse with 8-bit
-/// posteriors); 6 keeps 8-bit messages (saturating at 127 units ≈ 21 nats) clear of saturation.
-pub const LLR_SCALE: f64 = 6.0;
+/// Decoder units per nat of channel LLR. With the box-plus decoder (2^16, 96 frames per point),
+/// scales 6 / 8 / 12 / 16 gave FER 23 / 20 / 17 / 31 of 96 at QBER 2 %, f = 1.13, and 15 / 13 / 13 /
+/// 43 at QBER 3 %, f = 1.15: finer steps help the correction term until 8-bit messages saturate
+/// too early (127 units = 10.6 nats at 12, 7.9 at 16). `decoder::boxplus` hard-codes its
+/// correction for this scale.
+pub const LLR_SCALE: f64 = 12.0;
 
 /// Channel LLR magnitude in decoder units (1/LLR_SCALE nat), for crossover probability q.
 pub fn quantised_llr(qber: f64) -> i8 {
@@ -218,11 +220,13 @@ pub fn decode_batch(
     let per = nf.div_ceil(threads).max(1);
     let ranges: Vec<std::ops::Range<usize>> = (0..nf).step_by(per).map(|a| a..(a + per).min(nf)).collect();
     // Lane width: as wide as possible while one engine's working set (8-bit messages per edge,
-    // 16-bit posteriors per position, per lane) stays within ~8 MiB, so that both engines stay in
-    // the shared L3; measured on 2^16 codes: W = 16 decoded ~1.6x faster per CPU-second than
-    // W = 64 (which spills to DRAM). Never wider than the chunk (an empty lane costs as much).
+    // 16-bit posteriors per position, per lane) stays within ~20 MiB, and never below 16 lanes.
+    // Measured with the 8-bit box-plus kernel on the 2^16 rate-0.85 code (128 frames, both
+    // cores): 16, 32 and 64 lanes within 5 % of each other per CPU-second, 8 lanes ~25 % slower
+    // (the old min-sum kernel was memory-bound and preferred 16 lanes over 64). Never wider than
+    // the chunk (an empty lane costs as much as a full one).
     let bytes_per_lane = code.edges() + 2 * code.n;
-    let wmax = [64usize, 32, 16, 8].into_iter().find(|&w| w * bytes_per_lane <= 8 << 20).unwrap_or(8);
+    let wmax = [64usize, 32, 16].into_iter().find(|&w| w * bytes_per_lane <= 20 << 20).unwrap_or(16);
     ranges.into_par_iter().for_each(|rg| {
         let w = [64usize, 32, 16, 8].into_iter().find(|&w| w <= wmax && w <= rg.len()).unwrap_or(8);
         match w {
