@@ -72,13 +72,16 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
     saeA.close();
     saeB.close();
   });
-  // Wait until Alice's KMS has confirmed keys for the SAE pair.
+  // Wait until keys are stored at Alice's KMS and confirmed with Bob's (503 until both hold them).
   await until('keys at the KMS', async () => {
     const st = await saeA.request('GET', '/api/v1/keys/saeB/status').catch(() => undefined);
     return st && st.status === 200 && st.body.stored_key_count >= 2 ? st.body : undefined;
   }, 420_000);
-  const enc = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 });
-  t.equal(enc.status, 200, 'enc_keys from Alice\'s KMS');
+  const enc = await until('confirmed keys for the SAE pair', async () => {
+    const r = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 });
+    return r.status === 200 ? r : undefined;
+  }, 60_000);
+  t.equal(enc.body.keys.length, 2, 'enc_keys from Alice\'s KMS');
   const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
   t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
