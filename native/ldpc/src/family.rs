@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Mother code lengths shipped: 2^LOG2N for these exponents.
 pub const LOG2N: [u32; 5] = [12, 14, 16, 18, 20];
 /// Mother code rates shipped, in per mille.
-pub const RATES_PERMILLE: [u32; 11] = [500, 550, 600, 650, 700, 750, 800, 850, 880, 910, 940];
+pub const RATES_PERMILLE: [u32; 16] = [500, 550, 600, 650, 700, 750, 775, 800, 825, 850, 865, 880, 895, 910, 925, 940];
 /// Modulation budget d = n · D_PERMILLE / 1000.
 pub const D_PERMILLE: usize = 100;
 
@@ -245,7 +245,8 @@ pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
 /// remaining failures (each revealed bit counted).
 pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
     // (QBER, f) measured at 2^16; below 1 % and above 8 % the end values are kept (extrapolated).
-    const POINTS: [(f64, f64); 5] = [(0.01, 1.28), (0.02, 1.16), (0.03, 1.17), (0.05, 1.11), (0.08, 1.11)];
+    const POINTS: [(f64, f64); 7] =
+        [(0.01, 1.27), (0.015, 1.20), (0.02, 1.16), (0.03, 1.13), (0.04, 1.13), (0.05, 1.11), (0.08, 1.11)];
     let base = if qber <= POINTS[0].0 {
         POINTS[0].1 + 0.1 * (POINTS[0].0 - qber) / POINTS[0].0
     } else if qber >= POINTS[POINTS.len() - 1].0 {
