@@ -239,31 +239,35 @@ pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
 }
 
 /// Target efficiency used by `choose` as a function of QBER and frame size: about the smallest f
-/// at which this decoder's first-pass frame error rate was ≲ 1–3 % in sweeps with 128 frames of
-/// 2^16 per point (docs/ldpc.md, "Figures"), interpolated linearly in QBER between the measured
-/// points; shorter frames get more margin, longer ones a little less. Blind retries handle the
-/// remaining failures (each revealed bit counted).
+/// at which this decoder's first-pass frame error rate was ≲ 1–3 % (2^16: 128 frames per point;
+/// 2^18: 32; 2^20: 16) in the sweeps of docs/ldpc.md, interpolated linearly in QBER between the
+/// measured points. Below 1 % the 1 % value grows by 0.1 per −1 %; above 8 % the 8 % value is kept
+/// (both extrapolated). 2^12 and 2^14 frames use the 2^16 points plus a margin (2^14 checked at
+/// QBER 2 % only). Blind retries handle the remaining failures (each revealed bit counted).
 pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
-    // (QBER, f) measured at 2^16; below 1 % and above 8 % the end values are kept (extrapolated).
-    const POINTS: [(f64, f64); 7] =
+    const P16: [(f64, f64); 7] =
         [(0.01, 1.27), (0.015, 1.20), (0.02, 1.16), (0.03, 1.13), (0.04, 1.13), (0.05, 1.11), (0.08, 1.11)];
-    let base = if qber <= POINTS[0].0 {
-        POINTS[0].1 + 0.1 * (POINTS[0].0 - qber) / POINTS[0].0
-    } else if qber >= POINTS[POINTS.len() - 1].0 {
-        POINTS[POINTS.len() - 1].1
+    const P18: [(f64, f64); 5] = [(0.01, 1.22), (0.02, 1.13), (0.03, 1.11), (0.05, 1.09), (0.08, 1.10)];
+    // 2^20: QBER 2, 5, 8 % measured; 1 and 3 % from the 2^18 points minus 0.02.
+    const P20: [(f64, f64); 5] = [(0.01, 1.20), (0.02, 1.12), (0.03, 1.09), (0.05, 1.09), (0.08, 1.09)];
+    let (points, margin): (&[(f64, f64)], f64) = match log2n {
+        0..=12 => (&P16, 0.25),
+        13..=14 => (&P16, 0.10),
+        15..=16 => (&P16, 0.0),
+        17..=18 => (&P18, 0.0),
+        _ => (&P20, 0.0),
+    };
+    let (first, last) = (points[0], points[points.len() - 1]);
+    let base = if qber <= first.0 {
+        first.1 + 0.1 * (first.0 - qber) / first.0
+    } else if qber >= last.0 {
+        last.1
     } else {
-        let i = POINTS.iter().position(|p| p.0 > qber).unwrap();
-        let (a, b) = (POINTS[i - 1], POINTS[i]);
+        let i = points.iter().position(|p| p.0 > qber).unwrap();
+        let (a, b) = (points[i - 1], points[i]);
         a.1 + (b.1 - a.1) * (qber - a.0) / (b.0 - a.0)
     };
-    let size_term = match log2n {
-        0..=12 => 0.25,
-        13..=14 => 0.10,
-        15..=16 => 0.0,
-        17..=18 => -0.03,
-        _ => -0.05,
-    };
-    base + size_term
+    base + margin
 }
 
 /// Picks mother code, puncturing and shortening for a measured QBER and a preferred number of key
