@@ -120,12 +120,25 @@ unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn Frame
 fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
     assert!(W <= 64, "lane masks are u64");
     let (n, m) = (code.n, code.m);
+    // Frozen positions (shortened, revealed) are constants: their bit is folded into each lane's
+    // syndrome at refill and their edges are left out of the rows the engine sweeps, so the
+    // check loops neither branch on them nor spend work on them (≈ 10 % of the edges at the
+    // default 10 % modulation budget).
+    let mut row_ptr: Vec<u32> = Vec::with_capacity(m + 1);
+    let mut row_idx: Vec<u32> = Vec::with_capacity(code.edges());
+    row_ptr.push(0);
+    for c in 0..m {
+        row_idx.extend(code.row(c).iter().copied().filter(|&v| !frozen[v as usize]));
+        row_ptr.push(row_idx.len() as u32);
+    }
+    let rows = Rows { ptr: &row_ptr, idx: &row_idx };
+    let maxd = (0..m).map(|c| rows.row(c).len()).max().unwrap_or(0).max(1);
     let mut llr: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; n]);
-    let mut r: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; code.edges()]);
+    let mut r: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; row_idx.len()]);
     let mut synd: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; m]);
-    let mut tbuf: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; code.max_check_degree.max(1)]);
-    let mut mbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; code.max_check_degree.max(1)]);
-    let mut fbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; code.max_check_degree.max(1)]);
+    let mut tbuf: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; maxd]);
+    let mut mbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
+    let mut fbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
     let mut hard: Zeroizing<Vec<u64>> = Zeroizing::new(vec![0u64; n]);
     let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
     let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
@@ -146,6 +159,13 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
                 for c in 0..m {
                     synd[c][k] = s_synd[c];
                 }
+                for v in 0..n {
+                    if frozen[v] && s_llr[v] < 0 {
+                        for &c in code.col(v) {
+                            synd[c as usize][k] = !synd[c as usize][k]; // 0 ↔ −1
+                        }
+                    }
+                }
                 for e in r.iter_mut() {
                     e[k] = 0;
                 }
@@ -163,7 +183,7 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
         if active == 0 {
             break;
         }
-        let ok = syndrome_ok::<W>(code, &llr, &synd, &mut hard);
+        let ok = syndrome_ok::<W>(&rows, &llr, &synd, &mut hard);
         let mut finished = false;
         for k in 0..W {
             if let Some(i) = lane_frame[k] {
@@ -184,10 +204,23 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
         if lane_frame.iter().all(|f| f.is_none()) {
             break;
         }
-        layer_pass::<W>(code, &mut llr, &mut r, &mut tbuf, &mut mbuf, &mut fbuf, frozen, &synd);
+        layer_pass::<W>(&rows, &mut llr, &mut r, &mut tbuf, &mut mbuf, &mut fbuf, &synd);
         for k in 0..W {
             lane_iter[k] += 1;
         }
+    }
+}
+
+/// The rows the engine sweeps: H without the frozen columns (compressed rows).
+struct Rows<'a> {
+    ptr: &'a [u32],
+    idx: &'a [u32],
+}
+
+impl Rows<'_> {
+    #[inline(always)]
+    fn row(&self, c: usize) -> &[u32] {
+        &self.idx[self.ptr[c] as usize..self.ptr[c + 1] as usize]
     }
 }
 
@@ -195,7 +228,7 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
 /// first packed to one u64 per position (bit k = lane k), so the check sweep reads 8 bytes per
 /// edge instead of W.
 #[inline(always)]
-fn syndrome_ok<const W: usize>(code: &Code, llr: &[[i16; W]], synd: &[[i8; W]], hard: &mut [u64]) -> u64 {
+fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W]], hard: &mut [u64]) -> u64 {
     for (h, l) in hard.iter_mut().zip(llr.iter()) {
         let mut x = 0u64;
         for k in 0..W {
@@ -204,12 +237,12 @@ fn syndrome_ok<const W: usize>(code: &Code, llr: &[[i16; W]], synd: &[[i8; W]], 
         *h = x;
     }
     let mut bad = 0u64;
-    for c in 0..code.m {
+    for c in 0..synd.len() {
         let mut acc = 0u64;
         for k in 0..W {
             acc |= u64::from(synd[c][k] != 0) << k;
         }
-        for &v in code.row(c) {
+        for &v in rows.row(c) {
             acc ^= hard[v as usize];
         }
         bad |= acc;
@@ -242,18 +275,17 @@ fn boxplus<const W: usize>(a: &[u8; W], b: &[u8; W]) -> [u8; W] {
 
 #[inline(always)]
 fn layer_pass<const W: usize>(
-    code: &Code,
+    rows: &Rows<'_>,
     llr: &mut [[i16; W]],
     r: &mut [[i8; W]],
     tbuf: &mut [[i16; W]],
     mbuf: &mut [[u8; W]],
     fbuf: &mut [[u8; W]],
-    frozen: &[bool],
     synd: &[[i8; W]],
 ) {
-    for c in 0..code.m {
-        let base = code.row_ptr[c] as usize;
-        let row = code.row(c);
+    for c in 0..synd.len() {
+        let base = rows.ptr[c] as usize;
+        let row = rows.row(c);
         let d = row.len();
         if d == 0 {
             continue;
@@ -265,12 +297,8 @@ fn layer_pass<const W: usize>(
             let l = &llr[v];
             let re = &r[base + j];
             let mut t = [0i16; W];
-            if frozen[v] {
-                t = *l;
-            } else {
-                for k in 0..W {
-                    t[k] = l[k] - re[k] as i16;
-                }
+            for k in 0..W {
+                t[k] = l[k] - re[k] as i16;
             }
             let mut a = [0u8; W];
             for k in 0..W {
@@ -311,11 +339,9 @@ fn layer_pass<const W: usize>(
                 rn[k] = (mag ^ s).wrapping_sub(s);
             }
             r[base + j] = rn;
-            if !frozen[v] {
-                let l = &mut llr[v];
-                for k in 0..W {
-                    l[k] = (t[k] + rn[k] as i16).clamp(-LMAX, LMAX);
-                }
+            let l = &mut llr[v];
+            for k in 0..W {
+                l[k] = (t[k] + rn[k] as i16).clamp(-LMAX, LMAX);
             }
         }
     }
