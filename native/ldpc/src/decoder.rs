@@ -139,6 +139,7 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
     let mut tbuf: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; maxd]);
     let mut mbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
     let mut fbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
+    let mut bbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
     let mut hard: Zeroizing<Vec<u64>> = Zeroizing::new(vec![0u64; n]);
     let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
     let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
@@ -204,7 +205,7 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
         if lane_frame.iter().all(|f| f.is_none()) {
             break;
         }
-        layer_pass::<W>(&rows, &mut llr, &mut r, &mut tbuf, &mut mbuf, &mut fbuf, &synd);
+        layer_pass::<W>(&rows, &mut llr, &mut r, &mut tbuf, &mut mbuf, &mut fbuf, &mut bbuf, &synd);
         for k in 0..W {
             lane_iter[k] += 1;
         }
@@ -281,6 +282,7 @@ fn layer_pass<const W: usize>(
     tbuf: &mut [[i16; W]],
     mbuf: &mut [[u8; W]],
     fbuf: &mut [[u8; W]],
+    bbuf: &mut [[u8; W]],
     synd: &[[i8; W]],
 ) {
     for c in 0..synd.len() {
@@ -309,28 +311,34 @@ fn layer_pass<const W: usize>(
             tbuf[j] = t;
             mbuf[j] = a;
         }
-        // Forward partial box-sums f_j = |t_0| ⊞ … ⊞ |t_j|; the backward ones are accumulated
-        // while the outgoing magnitudes |R_j| = f_{j−1} ⊞ |t_{j+1}| ⊞ … ⊞ |t_{d−1}| are formed
-        // (3d − 4 box-plus per check instead of d²).
-        fbuf[0] = mbuf[0];
-        for j in 1..d.saturating_sub(1) {
-            fbuf[j] = boxplus::<W>(&fbuf[j - 1], &mbuf[j]);
+        // Prefix and suffix box-sums f_j = |t_0| ⊞ … ⊞ |t_j|, b_j = |t_j| ⊞ … ⊞ |t_{d−1}|, built in
+        // one loop as two independent dependency chains (the box-plus latency, not its
+        // throughput, bounds a single chain); then every outgoing magnitude
+        // |R_j| = f_{j−1} ⊞ b_{j+1} is independent of the others (3d − 6 box-plus per check
+        // instead of d²).
+        if d > 1 {
+            let (mut fa, mut ba) = (mbuf[0], mbuf[d - 1]);
+            fbuf[0] = fa;
+            bbuf[d - 1] = ba;
+            for j in 1..d - 1 {
+                fa = boxplus::<W>(&fa, &mbuf[j]);
+                fbuf[j] = fa;
+                let jb = d - 1 - j;
+                ba = boxplus::<W>(&mbuf[jb], &ba);
+                bbuf[jb] = ba;
+            }
         }
-        let mut bacc = [MAXV as u8; W]; // a single-edge check: its bit is certain
-        for j in (0..d).rev() {
+        for j in 0..d {
             let v = row[j] as usize;
-            let ext = if j == d - 1 {
-                if d == 1 {
-                    bacc
-                } else {
-                    fbuf[d - 2]
-                }
+            let ext = if d == 1 {
+                [MAXV as u8; W] // a single-edge check: its bit is certain
             } else if j == 0 {
-                bacc
+                bbuf[1]
+            } else if j == d - 1 {
+                fbuf[d - 2]
             } else {
-                boxplus::<W>(&fbuf[j - 1], &bacc)
+                boxplus::<W>(&fbuf[j - 1], &bbuf[j + 1])
             };
-            bacc = if j + 1 < d { boxplus::<W>(&mbuf[j], &bacc) } else { mbuf[j] };
             let t = tbuf[j];
             let mut rn = [0i8; W];
             for k in 0..W {
