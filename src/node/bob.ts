@@ -53,6 +53,14 @@ export function blockConfigOf(cfg: NodeRunConfig, preset: LinkPreset): BlockConf
   };
 }
 
+function closeQuietly(close: () => void): void {
+  try {
+    close();
+  } catch {
+    // already closed
+  }
+}
+
 /** Growable (pulse, channel) buffer for one block's detections. */
 class DetectionBuffer {
   pulse = new Float64Array(1 << 20);
@@ -136,7 +144,8 @@ export class BobNode {
 
   /** Runs until stop(): produce tags, sync, cut blocks, post-process. */
   async run(): Promise<void> {
-    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
+    // A stalled consumer surfaces as a TimeoutError after 10 s (never a silent hang at shutdown).
+    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0`, waitTimeoutMs: 10_000 });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
     const profile = loadProfile('emulab-tt8');
@@ -152,15 +161,20 @@ export class BobNode {
           const ahead = last / 1e12 - ((performance.now() - this.t0) / 1000) * this.cfg.speed;
           if (ahead > 0.05) await sleep(Math.min(1000, ahead * 1000));
         }
+      } catch (err) {
+        // Once stopping, the consumer is gone and the last send times out: that is the end.
+        if (!this.stopping) throw err;
       } finally {
         await stream.stop();
-        publisher.close();
+        closeQuietly(() => publisher.close());
       }
     })();
     const consume = this.consume(consumer);
     await Promise.race([produce, consume]);
     this.stopping = true;
     consumer.close();
+    // A send blocked on the (now closed) consumer rejects when its socket closes.
+    closeQuietly(() => publisher.close());
     await Promise.allSettled([produce, consume]);
     await this.tagger.close();
   }

@@ -101,6 +101,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   let runDone: Promise<void> = new Promise(() => undefined);
   let lastBlockAt = Date.now();
   const held = new Map<number, BlockResult>();
+  const outcomeWaiters = new Map<number, (committed: boolean) => void>();
   if (cfg.role === 'alice') {
     const alice = createAlicePostProcessor({
       preset,
@@ -133,13 +134,29 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
           try {
             await link!.commitBlock(report.blockId);
           } catch (err) {
-            log.warn('block not committed by the peer: output discarded', { blockId: report.blockId, err: err as Error });
-            if (r.output) wipe(r.output.replenish, r.output.deliverable);
-            report.verified = false;
-            report.abortReason = `COMMIT_FAILED: ${(err as Error).message}`;
-            summary.addBlock(report, pulsesInBlock);
-            toSupervisor({ type: 'block', report });
-            return;
+            const code = (err as { code?: string }).code;
+            if (code === 'BLOCK_ABORTED') {
+              log.warn('block not committed by the peer: output discarded', { blockId: report.blockId, err: err as Error });
+              if (r.output) wipe(r.output.replenish, r.output.deliverable);
+              report.verified = false;
+              report.abortReason = `COMMIT_FAILED: ${(err as Error).message}`;
+              summary.addBlock(report, pulsesInBlock);
+              toSupervisor({ type: 'block', report });
+              return;
+            }
+            // Outcome unknown (timeout, link down): the peer's ledger decides. Wait until the
+            // channel settles the block (no later block may be delivered before it: both nodes
+            // must offer the same bytes in the same order), then deliver or discard.
+            log.warn('block commit undecided: output held until the channel settles it', { blockId: report.blockId, err: err as Error });
+            const committed = await new Promise<boolean>((resolve) => outcomeWaiters.set(report.blockId, resolve));
+            if (!committed) {
+              if (r.output) wipe(r.output.replenish, r.output.deliverable);
+              report.verified = false;
+              report.abortReason = 'COMMIT_FAILED: the peer did not commit the block';
+              summary.addBlock(report, pulsesInBlock);
+              toSupervisor({ type: 'block', report });
+              return;
+            }
           }
         }
         summary.addBlock(report, pulsesInBlock);
@@ -149,6 +166,10 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       },
       onProgress: () => undefined,
       log: (level, msg, fields) => log[level](msg, fields),
+    });
+    link.onBlockOutcome((id, committed) => {
+      outcomeWaiters.get(id)?.(committed);
+      outcomeWaiters.delete(id);
     });
     runDone = bob.run().catch((err: unknown) => {
       log.error('bob pipeline failed', err as Error);
@@ -190,8 +211,10 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
 
   const why = await Promise.race([stopRequested(), runDone.then(() => 'pipeline ended', () => 'pipeline failed')]);
   log.info('stopping', { reason: why });
-  bob?.stop();
-  await runDone.catch(() => undefined);
+  if (bob) {
+    bob.stop();
+    await runDone.catch(() => undefined);
+  }
   // Give the delivery node a moment to push what is spooled; what is left stays sealed on disk.
   const deadline = Date.now() + 10_000;
   while (delivery.metrics().spoolDepth > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

@@ -139,7 +139,9 @@ export class EmulatedRun {
     mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
     o.say(`state directory ${dir}`);
     this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
-    const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 64 * 1024);
+    // 512 KiB of pre-shared secret: 16 B hash key, then 128-bit pads (≈ 16 000 messages per direction)
+    // until the first blocks replenish the pool from generated key.
+    const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 512 * 1024);
     const spoolKey = secretFile(join(dir, 'secrets', 'spool.key'));
     const wrapA = secretFile(join(dir, 'secrets', 'kmsA.wrap'));
     const wrapB = secretFile(join(dir, 'secrets', 'kmsB.wrap'));
@@ -217,16 +219,21 @@ export class EmulatedRun {
     return this.manifest;
   }
 
-  /** Stops every child cleanly (nodes first, so the block in flight finishes and the spool flushes). */
+  /**
+   * Stops every child cleanly, in order: Bob first (he finishes the block in flight, commits it
+   * with Alice, who is still up, and flushes his spool), then Alice (she flushes hers), then the
+   * KMSs. A child that does not stop in time is terminated (its spool stays sealed on disk).
+   */
   async stop(): Promise<{ node: Record<string, ChildMessage | undefined> }> {
-    const nodes = ['node-bob', 'node-alice'].map((n) => this.children.get(n)).filter((c): c is Child => !!c);
     const summaries: Record<string, ChildMessage | undefined> = {};
-    await Promise.all(nodes.map(async (c) => {
-      const got = c.waitFor('summary', 60_000).catch(() => undefined);
-      void c.stop(60_000);
-      summaries[c.name] = await got;
+    for (const name of ['node-bob', 'node-alice']) {
+      const c = this.children.get(name);
+      if (!c) continue;
+      const got = c.waitFor('summary', 90_000).catch(() => undefined);
+      void c.stop(90_000);
+      summaries[name] = await got;
       await c.exited;
-    }));
+    }
     await Promise.all([...this.children.values()].map((c) => c.stop()));
     for (const l of this.logs.values()) l.end();
     return { node: summaries };

@@ -3,7 +3,6 @@
  * Talks to the supervisor over the IPC channel (ready, status, block, alarm, summary messages)
  * and writes JSON-lines logs to stdout through the redacting logger.
  */
-import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../errors.ts';
 import { parseOptions } from '../args.ts';
 import { readNodeConfig } from '../../node/config.ts';
@@ -15,7 +14,10 @@ export const usage = 'qkd _node --config FILE\n\nStarted by `qkd run`; not meant
 export async function run(args: string[]): Promise<number> {
   const { values } = parseOptions(args, { config: { type: 'string' } });
   if (!values.config) throw new ConfigError('CLI_USAGE', 'qkd _node needs --config FILE');
-  void readFileSync;
   const cfg = readNodeConfig(values.config);
-  return runNodeProcess(cfg);
+  const code = await runNodeProcess(cfg);
+  // Everything is flushed and closed by now; a library handle (socket, timer) must not keep a
+  // stopped node alive, so leave once stdout has drained.
+  setTimeout(() => process.exit(code), 200).unref();
+  return code;
 }
