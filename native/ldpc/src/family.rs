@@ -143,6 +143,16 @@ pub fn code(id: CodeId) -> Arc<Code> {
     cell.get_or_init(|| Arc::new(construct(&id.spec()))).clone()
 }
 
+/// Builds (and caches) every shipped code of length 2^log2n, the rates in parallel on the rayon
+/// pool (16 codes: ≈ 2× faster on 2 cores than one after the other). Returns how many.
+pub fn prepare(log2n: u32) -> usize {
+    use rayon::prelude::*;
+    RATES_PERMILLE.par_iter().for_each(|&r| {
+        let _ = code(CodeId { log2n, rate_permille: r });
+    });
+    RATES_PERMILLE.len()
+}
+
 /// Rate-adaptation parameters of a frame: which mother code, how many punctured and shortened.
 /// Both parties must use the same value (it travels with the syndrome).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -313,10 +313,7 @@ impl Task for PrepareTask {
             if !l::family::LOG2N.contains(&log2n) {
                 return Err(coded("LDPC_BAD_PARAMS", format!("no shipped codes with log2n {log2n}; shipped: {:?}", l::family::LOG2N)));
             }
-            for &r in l::family::RATES_PERMILLE.iter() {
-                let _ = l::family::code(CodeId { log2n, rate_permille: r });
-            }
-            Ok(l::family::RATES_PERMILLE.len() as u32)
+            Ok(l::family::prepare(log2n) as u32)
         })
     }
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
@@ -325,7 +322,8 @@ impl Task for PrepareTask {
 }
 
 /// Builds (and caches) every shipped code of length 2^log2n off the JS thread, so that the first
-/// chooseCode/encode/decode on that size does not block the event loop (a 2^20 code takes ~1 s).
+/// chooseCode/encode/decode on that size does not block the event loop (a 2^20 code takes ~1 s;
+/// the 16 rates are built in parallel on the rayon pool).
 /// Resolves to the number of codes built.
 #[napi]
 pub fn ldpc_prepare(log2n: u32) -> AsyncTask<PrepareTask> {
