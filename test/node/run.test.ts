@@ -134,7 +134,7 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
 });
 
 t.test('qkd run --emulated --eve 1: QBER near 25 %, every block aborted, no key at either KMS', async (t) => {
-  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '777', '--speed', '1000', '--eve', '1', '--block-detections', '1000000', '--duration', '90']);
+  const run = startRun(['--distance-km', String(DISTANCE), '--seed', '777', '--speed', '1000', '--eve', '1', '--block-detections', '1000000', '--duration', '45']);
   t.teardown(() => {
     run.kill('SIGKILL');
     rmSync(run.dir, { recursive: true, force: true });
