@@ -144,8 +144,10 @@ export class BobNode {
 
   /** Runs until stop(): produce tags, sync, cut blocks, post-process. */
   async run(): Promise<void> {
-    // A stalled consumer surfaces as a TimeoutError after 10 s (never a silent hang at shutdown).
-    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0`, waitTimeoutMs: 10_000 });
+    // Back-pressure by design: while a block is post-processed the consumer does not read, and the
+    // tagger waits (its batches are marked BACKPRESSURE, never dropped). At stop, closing the
+    // socket ends a pending send.
+    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
     const profile = loadProfile('emulab-tt8');

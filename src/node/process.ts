@@ -12,6 +12,7 @@ import { createLogger } from '../telemetry/logger.ts';
 import { RandomnessMonitor } from '../telemetry/randomness.ts';
 import { startDeliveryNode, type DeliveryNode } from '../delivery/node.ts';
 import { wipe } from '../core/native-call.ts';
+import { prepareCodes } from '../core/ldpc.ts';
 import { toSupervisor, stopRequested } from './children.ts';
 import { openClassicalLink, type ClassicalLink } from './link.ts';
 import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
@@ -65,6 +66,8 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
     toSupervisor({ type: 'alarm', source: 'delivery', alarm: a });
   });
 
+  // Build the LDPC codes of the configured frame size off the JS thread before the first block.
+  await prepareCodes(cfg.block.frameBits);
   link = await openClassicalLink(cfg, log);
   link.handle('stream-status', async (p) => ({ opened: delivery.hasStream(String(p.keyStreamId)) }));
 
