@@ -83,14 +83,20 @@ pub const ELKOUSS_2009: [(f64, f64, &[(usize, f64)]); 9] = [
 ];
 
 /// Edge-perspective variable degree distribution for a mother code of rate R: the Table I entry
-/// of Elkouss et al. 2009 (`ELKOUSS_2009`) with the largest rate ≤ R (0.85 for 0.88; 0.90 for
-/// 0.91 and 0.94, which the table does not cover), renormalised. λ2 is capped at 90 % of the
+/// of Elkouss et al. 2009 (`ELKOUSS_2009`) with the largest rate ≤ R, except that rates ≥ 0.85
+/// all use the 0.85 entry (measured better than the 0.90 one, see below), renormalised. λ2 is capped at 90 % of the
 /// BSC stability bound λ2·ρ'(1) < 1/B, B = 2√(q*(1−q*)) (Richardson, Shokrollahi, Urbanke,
 /// IEEE Trans. IT 47(2), 2001, Thm. 5; eq. (8) of Elkouss et al.), q* = h⁻¹(1 − R) the capacity
 /// crossover of the rate; the capped mass moves to degree 3 (only the borrowed high-rate entries
 /// can need it).
 pub fn lambda_for_rate(rate: f64) -> Vec<(usize, f64)> {
-    let row = ELKOUSS_2009.iter().find(|r| r.0 <= rate + 1e-9).unwrap_or(&ELKOUSS_2009[ELKOUSS_2009.len() - 1]);
+    // The 0.90 row is skipped: on 2^16 mother codes with this decoder the 0.85 row did better at
+    // rates 0.90, 0.91 and 0.94 too (FER 2 vs 9, 2 vs 13, 12 vs 24 of 64 at f = 1.2, 1.2, 1.25).
+    let row = ELKOUSS_2009
+        .iter()
+        .skip(1)
+        .find(|r| r.0 <= rate + 1e-9)
+        .unwrap_or(&ELKOUSS_2009[ELKOUSS_2009.len() - 1]);
     let total: f64 = row.2.iter().map(|x| x.1).sum();
     let mut lam: Vec<(usize, f64)> = row.2.iter().map(|&(d, l)| (d, l / total)).collect();
     let q = h2_inv(1.0 - rate);
@@ -256,10 +262,10 @@ pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
 /// QBER 2 % only). Blind retries handle the remaining failures (each revealed bit counted).
 pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
     const P16: [(f64, f64); 7] =
-        [(0.01, 1.27), (0.015, 1.20), (0.02, 1.16), (0.03, 1.13), (0.04, 1.13), (0.05, 1.11), (0.08, 1.11)];
-    const P18: [(f64, f64); 5] = [(0.01, 1.22), (0.02, 1.13), (0.03, 1.11), (0.05, 1.09), (0.08, 1.10)];
+        [(0.01, 1.235), (0.015, 1.18), (0.02, 1.16), (0.03, 1.13), (0.04, 1.13), (0.05, 1.11), (0.08, 1.11)];
+    const P18: [(f64, f64); 5] = [(0.01, 1.19), (0.02, 1.13), (0.03, 1.11), (0.05, 1.09), (0.08, 1.10)];
     // 2^20: QBER 2, 5, 8 % measured; 1 and 3 % from the 2^18 points minus 0.02.
-    const P20: [(f64, f64); 5] = [(0.01, 1.20), (0.02, 1.12), (0.03, 1.09), (0.05, 1.09), (0.08, 1.09)];
+    const P20: [(f64, f64); 5] = [(0.01, 1.17), (0.02, 1.12), (0.03, 1.09), (0.05, 1.09), (0.08, 1.09)];
     let (points, margin): (&[(f64, f64)], f64) = match log2n {
         0..=12 => (&P16, 0.25),
         13..=14 => (&P16, 0.10),
