@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
 import { aliceMatch, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
 import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
-import { chooseCode, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
+import { binaryEntropy, chooseCode, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
 import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
 import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
@@ -84,7 +84,6 @@ export interface BlockResult {
   output?: BlockOutput;
 }
 
-const h2 = (p: number): number => (p <= 0 || p >= 1 ? 0 : -p * Math.log2(p) - (1 - p) * Math.log2(1 - p));
 
 function u8(x: unknown, what: string): Uint8Array {
   if (x instanceof Uint8Array) return x;
@@ -486,7 +485,7 @@ export class BobPostProcessor {
     report.qberZ = keptBits ? keptErr / keptBits : undefined;
     const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0);
     report.leakBits = keptLeak;
-    if (keptBits && report.qberZ) report.reconciliationEfficiency = keptLeak / (keptBits * h2(report.qberZ));
+    if (keptBits && report.qberZ) report.reconciliationEfficiency = keptLeak / (keptBits * binaryEntropy(report.qberZ));
 
     const vr = await req('verify', { block: blockId, keep });
     const key = concatBits(results.filter((_, i) => keep[i]).map((r) => ({ bytes: r.corrected, bits: choice.keyBits })));

@@ -6,6 +6,7 @@
 import type { LinkPreset } from '../lab/presets.ts';
 import type { Triple } from '../core/estimate.ts';
 import type { BlockReport } from './postprocess.ts';
+import { binaryEntropy } from '../core/ldpc.ts';
 
 export interface IntensityFigures {
   signal: number | null;
@@ -47,7 +48,6 @@ export class SummaryBuilder {
   private zErr: Triple = [0, 0, 0];
   private zChecked: Triple = [0, 0, 0];
   private leak = 0;
-  private leakKeyBits = 0;
   private leakH = 0;
   private frames = 0;
   private framesFailed = 0;
@@ -95,9 +95,8 @@ export class SummaryBuilder {
       this.verified++;
       this.secretBits += r.statement.deliverableBits;
       this.leak += r.statement.leakEcBits;
-      this.leakKeyBits += r.statement.n;
       const q = r.qberZ ?? 0;
-      this.leakH += r.statement.n * h2(q);
+      this.leakH += r.statement.n * binaryEntropy(q);
       this.sZ1 += r.statement.bounds.sZ1;
       this.nZkept += r.statement.bounds.nZTotal;
       this.phiMax = Math.max(this.phiMax ?? 0, r.statement.bounds.phiZ);
@@ -151,8 +150,4 @@ export class SummaryBuilder {
       sync: this.sync,
     };
   }
-}
-
-function h2(p: number): number {
-  return p <= 0 || p >= 1 ? 0 : -p * Math.log2(p) - (1 - p) * Math.log2(1 - p);
 }
