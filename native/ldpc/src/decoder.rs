@@ -32,6 +32,9 @@
 use crate::code::Code;
 use zeroize::Zeroizing;
 
+#[path = "decoder_group.rs"]
+mod group;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     Auto,
@@ -91,7 +94,11 @@ pub fn decode_frames<const W: usize>(
     {
         if kernel == Kernel::Auto {
             if std::is_x86_feature_detected!("avx512bw") {
-                // SAFETY: the CPU supports AVX-512F/BW (checked just above).
+                if matches!(W, 8 | 16 | 32 | 64) {
+                    // SAFETY: the CPU supports AVX-512F/BW (checked just above).
+                    return unsafe { group::run_avx512::<W>(code, frozen, src, range, max_iter) };
+                }
+                // SAFETY: as above.
                 return unsafe { run_avx512::<W>(code, frozen, src, range, max_iter) };
             }
             if std::is_x86_feature_detected!("avx2") {
@@ -116,47 +123,61 @@ unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn Frame
     run_generic::<W>(code, frozen, src, range, max_iter)
 }
 
+/// Lane state shared by both engines: posteriors (one row of W lanes per position, plus a
+/// zero row and a sink row that padding edges of the grouped engine read and write), syndrome
+/// signs per check, packed hard decisions.
+pub(crate) struct Lanes<const W: usize> {
+    pub llr: Rows64,
+    pub synd: Zeroizing<Vec<[i8; W]>>,
+    hard: Zeroizing<Vec<u64>>,
+}
+
+/// The per-lane work of an engine: `reset_lane` clears lane k's messages (its syndrome column
+/// in `synd` is already set); `pass` runs one layered iteration over all lanes.
+pub(crate) trait Engine<const W: usize> {
+    fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]);
+    fn pass(&mut self, lanes: &mut Lanes<W>);
+}
+
+/// The lane loop common to every engine: refill free lanes, check syndromes, emit finished
+/// frames, iterate. A lane whose frame is done (syndrome matched or iteration budget spent) is
+/// refilled at once with the next frame.
 #[inline(always)]
-fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+pub(crate) fn drive<const W: usize, E: Engine<W>>(
+    code: &Code,
+    frozen: &[bool],
+    rows: &Rows<'_>,
+    src: &dyn FrameSource,
+    range: std::ops::Range<usize>,
+    max_iter: u32,
+    eng: &mut E,
+) {
     assert!(W <= 64, "lane masks are u64");
     let (n, m) = (code.n, code.m);
-    // Frozen positions (shortened, revealed) are constants: their bit is folded into each lane's
-    // syndrome at refill and their edges are left out of the rows the engine sweeps, so the
-    // check loops neither branch on them nor spend work on them (≈ 10 % of the edges at the
-    // default 10 % modulation budget).
-    let mut row_ptr: Vec<u32> = Vec::with_capacity(m + 1);
-    let mut row_idx: Vec<u32> = Vec::with_capacity(code.edges());
-    row_ptr.push(0);
-    for c in 0..m {
-        row_idx.extend(code.row(c).iter().copied().filter(|&v| !frozen[v as usize]));
-        row_ptr.push(row_idx.len() as u32);
-    }
-    let rows = Rows { ptr: &row_ptr, idx: &row_idx };
-    let maxd = (0..m).map(|c| rows.row(c).len()).max().unwrap_or(0).max(1);
-    let mut llr: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; n]);
-    let mut r: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; row_idx.len()]);
-    let mut synd: Zeroizing<Vec<[i8; W]>> = Zeroizing::new(vec![[0i8; W]; m]);
-    let mut tbuf: Zeroizing<Vec<[i16; W]>> = Zeroizing::new(vec![[0i16; W]; maxd]);
-    let mut mbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
-    let mut fbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
-    let mut bbuf: Zeroizing<Vec<[u8; W]>> = Zeroizing::new(vec![[0u8; W]; maxd]);
-    let mut hard: Zeroizing<Vec<u64>> = Zeroizing::new(vec![0u64; n]);
+    let mut lanes = Lanes::<W> {
+        llr: Rows64::new((n + 2) * 2 * W),
+        synd: Zeroizing::new(vec![[0i8; W]; m]),
+        hard: Zeroizing::new(vec![0u64; n]),
+    };
     let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
     let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
     let mut s_bits: Zeroizing<Vec<u8>> = Zeroizing::new(vec![0u8; n]);
     let mut lane_frame: [Option<usize>; W] = [None; W];
     let mut lane_iter = [0u32; W];
     let mut next = range.start;
+    let mut sweep_start = 0usize;
     loop {
         // Refill free lanes.
         for k in 0..W {
             if lane_frame[k].is_none() && next < range.end {
                 src.init(next, &mut s_llr, &mut s_synd);
+                let llr = lanes.llr.rows_mut::<W>();
                 for v in 0..n {
                     // Frozen positions arrive as ±127 and become ±LMAX: certain.
                     let x = s_llr[v] as i16;
                     llr[v][k] = if frozen[v] { x.signum() * LMAX } else { x };
                 }
+                let synd = &mut lanes.synd;
                 for c in 0..m {
                     synd[c][k] = s_synd[c];
                 }
@@ -167,29 +188,23 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
                         }
                     }
                 }
-                for e in r.iter_mut() {
-                    e[k] = 0;
-                }
+                eng.reset_lane(k, synd);
                 lane_frame[k] = Some(next);
                 lane_iter[k] = 0;
                 next += 1;
             }
         }
-        let mut active = 0u64;
-        for k in 0..W {
-            if lane_frame[k].is_some() {
-                active |= 1 << k;
-            }
-        }
-        if active == 0 {
+        if lane_frame.iter().all(|f| f.is_none()) {
             break;
         }
-        let ok = syndrome_ok::<W>(&rows, &llr, &synd, &mut hard);
+        let active = (0..W).fold(0u64, |a, k| if lane_frame[k].is_some() { a | 1 << k } else { a });
+        let ok = syndrome_ok::<W>(rows, lanes.llr.rows_mut::<W>(), &lanes.synd, &mut lanes.hard, active, &mut sweep_start);
         let mut finished = false;
         for k in 0..W {
             if let Some(i) = lane_frame[k] {
                 let sat = ok & (1 << k) != 0;
                 if sat || lane_iter[k] >= max_iter {
+                    let llr = lanes.llr.rows_mut::<W>();
                     for v in 0..n {
                         s_bits[v] = u8::from(llr[v][k] < 0);
                     }
@@ -205,31 +220,135 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
         if lane_frame.iter().all(|f| f.is_none()) {
             break;
         }
-        layer_pass::<W>(&rows, &mut llr, &mut r, &mut tbuf, &mut mbuf, &mut fbuf, &mut bbuf, &synd);
+        eng.pass(&mut lanes);
         for k in 0..W {
             lane_iter[k] += 1;
         }
     }
 }
 
+/// The rows the engine sweeps: H without the frozen columns. Frozen positions (shortened,
+/// revealed) are constants: their bit is folded into each lane's syndrome at refill and their
+/// edges are left out of the rows the engine sweeps, so the check loops neither branch on them
+/// nor spend work on them (≈ 10 % of the edges at the default 10 % modulation budget).
+pub(crate) fn swept_rows(code: &Code, frozen: &[bool]) -> (Vec<u32>, Vec<u32>) {
+    let mut row_ptr: Vec<u32> = Vec::with_capacity(code.m + 1);
+    let mut row_idx: Vec<u32> = Vec::with_capacity(code.edges());
+    row_ptr.push(0);
+    for c in 0..code.m {
+        row_idx.extend(code.row(c).iter().copied().filter(|&v| !frozen[v as usize]));
+        row_ptr.push(row_idx.len() as u32);
+    }
+    (row_ptr, row_idx)
+}
+
+#[inline(always)]
+fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+    let (row_ptr, row_idx) = swept_rows(code, frozen);
+    let rows = Rows { ptr: &row_ptr, idx: &row_idx };
+    let maxd = (0..code.m).map(|c| rows.row(c).len()).max().unwrap_or(0).max(1);
+    let mut eng = Serial::<W> {
+        rows: &rows,
+        r: Zeroizing::new(vec![[0i8; W]; row_idx.len()]),
+        tbuf: Zeroizing::new(vec![[0i16; W]; maxd]),
+        mbuf: Zeroizing::new(vec![[0u8; W]; maxd]),
+        fbuf: Zeroizing::new(vec![[0u8; W]; maxd]),
+        bbuf: Zeroizing::new(vec![[0u8; W]; maxd]),
+    };
+    drive::<W, _>(code, frozen, &rows, src, range, max_iter, &mut eng);
+}
+
+/// The portable engine: checks one after another in index order, W lanes per message.
+struct Serial<'a, const W: usize> {
+    rows: &'a Rows<'a>,
+    r: Zeroizing<Vec<[i8; W]>>,
+    tbuf: Zeroizing<Vec<[i16; W]>>,
+    mbuf: Zeroizing<Vec<[u8; W]>>,
+    fbuf: Zeroizing<Vec<[u8; W]>>,
+    bbuf: Zeroizing<Vec<[u8; W]>>,
+}
+
+impl<const W: usize> Engine<W> for Serial<'_, W> {
+    #[inline(always)]
+    fn reset_lane(&mut self, k: usize, _synd: &[[i8; W]]) {
+        for e in self.r.iter_mut() {
+            e[k] = 0;
+        }
+    }
+    #[inline(always)]
+    fn pass(&mut self, lanes: &mut Lanes<W>) {
+        layer_pass::<W>(
+            self.rows,
+            lanes.llr.rows_mut::<W>(),
+            &mut self.r,
+            &mut self.tbuf,
+            &mut self.mbuf,
+            &mut self.fbuf,
+            &mut self.bbuf,
+            &lanes.synd,
+        );
+    }
+}
+
+/// One cache line; buffers of them are 64-byte aligned, so a lane row never straddles lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Line(pub [u8; 64]);
+
+impl zeroize::Zeroize for Line {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// A zeroised-on-drop, 64-byte-aligned byte buffer viewed as rows of lanes.
+pub(crate) struct Rows64 {
+    buf: Zeroizing<Vec<Line>>,
+    bytes: usize,
+}
+
+impl Rows64 {
+    pub fn new(bytes: usize) -> Self {
+        Rows64 { buf: Zeroizing::new(vec![Line([0; 64]); bytes.div_ceil(64)]), bytes }
+    }
+    pub fn lines_mut(&mut self) -> &mut [Line] {
+        &mut self.buf
+    }
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.buf.as_mut_ptr() as *mut u8
+    }
+    /// The buffer as rows of W i16 lanes.
+    pub fn rows_mut<const W: usize>(&mut self) -> &mut [[i16; W]] {
+        let rows = self.bytes / (2 * W);
+        // SAFETY: the buffer holds at least `bytes` initialised bytes, 64-byte aligned (more
+        // than [i16; W] needs); every bit pattern is a valid i16; the borrow of `self` is
+        // exclusive for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut [i16; W], rows) }
+    }
+}
+
 /// The rows the engine sweeps: H without the frozen columns (compressed rows).
-struct Rows<'a> {
-    ptr: &'a [u32],
-    idx: &'a [u32],
+pub(crate) struct Rows<'a> {
+    pub ptr: &'a [u32],
+    pub idx: &'a [u32],
 }
 
 impl Rows<'_> {
     #[inline(always)]
-    fn row(&self, c: usize) -> &[u32] {
+    pub fn row(&self, c: usize) -> &[u32] {
         &self.idx[self.ptr[c] as usize..self.ptr[c + 1] as usize]
     }
 }
 
-/// Bit k of the result: lane k's hard decision of `llr` has syndrome `synd`. Hard decisions are
-/// first packed to one u64 per position (bit k = lane k), so the check sweep reads 8 bytes per
-/// edge instead of W.
+/// Bit k of the result: lane k's hard decision of `llr` has syndrome `synd`, for the lanes in
+/// `active` (bits of other lanes are 0). Hard decisions are first packed to one u64 per position
+/// (bit k = lane k), so the check sweep reads 8 bytes per edge instead of W. The sweep stops as
+/// soon as every active lane has an unsatisfied check (then no lane can be done), and starts at
+/// `*start`, the check where the previous sweep stopped: the unsatisfied checks of a slow frame
+/// persist from one iteration to the next, so most sweeps end after a few checks instead of m.
+/// Exact either way: a lane is reported satisfied only after all m checks were seen.
 #[inline(always)]
-fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W]], hard: &mut [u64]) -> u64 {
+fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W]], hard: &mut [u64], active: u64, start: &mut usize) -> u64 {
     for (h, l) in hard.iter_mut().zip(llr.iter()) {
         let mut x = 0u64;
         for k in 0..W {
@@ -237,8 +356,10 @@ fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W
         }
         *h = x;
     }
-    let mut bad = 0u64;
-    for c in 0..synd.len() {
+    let m = synd.len();
+    let mut bad = !active;
+    let from = if *start < m { *start } else { 0 };
+    for c in (from..m).chain(0..from) {
         let mut acc = 0u64;
         for k in 0..W {
             acc |= u64::from(synd[c][k] != 0) << k;
@@ -247,9 +368,12 @@ fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W
             acc ^= hard[v as usize];
         }
         bad |= acc;
+        if bad == u64::MAX {
+            *start = c;
+            return 0;
+        }
     }
-    let all = if W == 64 { u64::MAX } else { (1u64 << W) - 1 };
-    !bad & all
+    !bad & active
 }
 
 /// Box-plus of two LLR *magnitudes* in decoder units (0..=127), lane by lane: the sum-product

@@ -1,0 +1,411 @@
+//! Grouped engine (AVX-512BW): S = 64 / W checks are updated at once, each in W frame lanes, so
+//! every 8-bit step fills a whole 512-bit register even when few frames share the engine (16
+//! lanes × 4 checks at 2^16, 8 lanes × 8 checks would suit 2^18). The serial engine leaves 3/4
+//! of the register idle at W = 16 and its box-plus chains are latency-bound.
+//!
+//! Why the result is bit-identical to the serial engine (checks in index order): a check update
+//! reads and writes only the posteriors of its own variables and its own edge messages, so two
+//! checks that share no variable commute exactly. The schedule (`Schedule::build`) puts only
+//! pairwise variable-disjoint checks in a group, and moves a check ahead of an earlier one only
+//! if the two share no variable; every pair of checks sharing a variable is therefore updated in
+//! index order, and the posteriors and messages after each iteration are those of the serial
+//! sweep. Within a slot the box-plus sequence (prefix chain, suffix chain, f_{j−1} ⊞ b_{j+1})
+//! is the serial one; slots of smaller degree are padded and their chains restarted by masks.
+//!
+//! Register layout ("P order"): the i16 posteriors of the group's S rows (S·W lanes, slot
+//! major) are two zmm, t0 (lanes 0..32) and t1 (32..64); `packs(t0, t1)` gives the 8-bit
+//! magnitudes with 128-bit lanes interleaved, and `unpacklo/hi(x, x) >> 8` sign-extends 8-bit
+//! values back to the t0/t1 order, so no cross-lane shuffle is needed. Edge messages are stored
+//! in that byte order, one 64-byte line per group edge.
+
+use crate::code::Code;
+use crate::decoder::{drive, swept_rows, Engine, FrameSource, Lanes, Rows, Rows64, LMAX, MAXV};
+use std::collections::VecDeque;
+
+/// Checks in a group: at most 8 (W = 8).
+const MAX_SLOTS: usize = 8;
+
+/// One group of pairwise variable-disjoint checks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Group {
+    /// First group edge (index into `Schedule::idx` / S and into the message lines).
+    pub e0: u32,
+    /// Swept degree of each slot (0 for an empty slot).
+    pub deg: [u16; MAX_SLOTS],
+    pub dmax: u16,
+    pub dmin: u16,
+    /// Check of each slot (u32::MAX for an empty slot).
+    pub check: [u32; MAX_SLOTS],
+}
+
+/// The order in which the grouped engine updates the checks.
+pub(crate) struct Schedule {
+    pub slots: usize,
+    pub groups: Vec<Group>,
+    /// Variable of slot s at group edge e: `idx[e * slots + s]`; `pad` for padding edges.
+    pub idx: Vec<u32>,
+    pub pad: u32,
+    pub max_deg: usize,
+}
+
+impl Schedule {
+    /// Greedy grouping in check order with a bounded lookahead: a group takes the next pending
+    /// checks that share no variable with its members nor with any earlier pending check it
+    /// skipped (so every pair of checks sharing a variable keeps its index order). Checks with
+    /// no swept edge do nothing in the serial sweep and are left out.
+    pub fn build(rows: &Rows<'_>, m: usize, n: usize, slots: usize, lookahead: usize) -> Schedule {
+        assert!((1..=MAX_SLOTS).contains(&slots));
+        let mut pending: VecDeque<u32> = (0..m as u32).filter(|&c| !rows.row(c as usize).is_empty()).collect();
+        let mut used = vec![0u32; n];
+        let mut blocked = vec![0u32; n];
+        let mut stamp = 0u32;
+        let mut groups = Vec::new();
+        let mut idx = Vec::new();
+        let mut e0 = 0u32;
+        let mut max_deg = 0usize;
+        let mut chosen: Vec<usize> = Vec::with_capacity(slots);
+        while !pending.is_empty() {
+            stamp += 1;
+            chosen.clear();
+            for (pi, &c) in pending.iter().enumerate().take(lookahead) {
+                if chosen.len() == slots {
+                    break;
+                }
+                let row = rows.row(c as usize);
+                let free = row.iter().all(|&v| used[v as usize] != stamp && blocked[v as usize] != stamp);
+                let mark = if free { &mut used } else { &mut blocked };
+                for &v in row {
+                    mark[v as usize] = stamp;
+                }
+                if free {
+                    chosen.push(pi);
+                }
+            }
+            let mut g = Group { e0, deg: [0; MAX_SLOTS], dmax: 0, dmin: u16::MAX, check: [u32::MAX; MAX_SLOTS] };
+            for (s, &pi) in chosen.iter().enumerate() {
+                let c = pending[pi];
+                g.check[s] = c;
+                g.deg[s] = rows.row(c as usize).len() as u16;
+            }
+            for s in 0..slots {
+                g.dmax = g.dmax.max(g.deg[s]);
+                g.dmin = g.dmin.min(g.deg[s]);
+            }
+            for j in 0..g.dmax as usize {
+                for s in 0..slots {
+                    let row = if g.check[s] == u32::MAX { &[][..] } else { rows.row(g.check[s] as usize) };
+                    idx.push(row.get(j).copied().unwrap_or(n as u32));
+                }
+            }
+            max_deg = max_deg.max(g.dmax as usize);
+            e0 += u32::from(g.dmax);
+            groups.push(g);
+            for &pi in chosen.iter().rev() {
+                pending.remove(pi);
+            }
+        }
+        Schedule { slots, groups, idx, pad: n as u32, max_deg }
+    }
+
+    pub fn group_edges(&self) -> usize {
+        self.idx.len() / self.slots
+    }
+}
+
+/// Byte position in a zmm of lane u (slot-major: u = s·W + k) in P order.
+#[inline(always)]
+pub(crate) const fn p_pos(u: usize) -> usize {
+    if u < 32 {
+        16 * (u / 8) + u % 8
+    } else {
+        16 * ((u - 32) / 8) + 8 + (u - 32) % 8
+    }
+}
+
+/// Mask (P order) of the W lanes of slot s.
+pub(crate) fn slot_mask(w: usize, s: usize) -> u64 {
+    (0..w).fold(0u64, |a, k| a | 1u64 << p_pos(s * w + k))
+}
+
+/// Runs the grouped engine on the calling thread.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+pub(crate) unsafe fn run_avx512<const W: usize>(
+    code: &Code,
+    frozen: &[bool],
+    src: &dyn FrameSource,
+    range: std::ops::Range<usize>,
+    max_iter: u32,
+) {
+    assert!(matches!(W, 8 | 16 | 32 | 64), "the grouped engine needs W in 8, 16, 32, 64");
+    let (row_ptr, row_idx) = swept_rows(code, frozen);
+    let rows = Rows { ptr: &row_ptr, idx: &row_idx };
+    let slots = 64 / W;
+    let sch = Schedule::build(&rows, code.m, code.n, slots, 64);
+    let masks: Vec<u64> = (0..slots).map(|s| slot_mask(W, s)).collect();
+    let d = sch.max_deg.max(1);
+    let mut eng = avx512::Grouped::<W> {
+        gsynd: vec![0u64; sch.groups.len()],
+        r: Rows64::new(sch.group_edges() * 64),
+        scratch: Rows64::new(d * 64 * 5),
+        nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
+        slot_masks: masks,
+        sch,
+    };
+    drive::<W, _>(code, frozen, &rows, src, range, max_iter, &mut eng);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    pub(crate) struct Grouped<const W: usize> {
+        pub sch: Schedule,
+        /// Syndrome parity per group in P order (bit set: the check's syndrome bit is 1).
+        pub gsynd: Vec<u64>,
+        /// Edge messages, one 64-byte line per group edge, P order.
+        pub r: Rows64,
+        /// Per group edge: t0, t1 (2 lines), magnitudes, prefix and suffix box-sums.
+        pub scratch: Rows64,
+        /// Per group edge: sign mask of t.
+        pub nbuf: zeroize::Zeroizing<Vec<u64>>,
+        pub slot_masks: Vec<u64>,
+    }
+
+    impl<const W: usize> Engine<W> for Grouped<W> {
+        #[inline(always)]
+        fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]) {
+            let slots = self.sch.slots;
+            let mut pos = [0usize; MAX_SLOTS];
+            for (s, p) in pos.iter_mut().enumerate().take(slots) {
+                *p = p_pos(s * W + k);
+            }
+            for line in self.r.lines_mut()[..self.sch.group_edges()].iter_mut() {
+                for &p in &pos[..slots] {
+                    line.0[p] = 0;
+                }
+            }
+            for (g, gs) in self.sch.groups.iter().zip(self.gsynd.iter_mut()) {
+                for s in 0..slots {
+                    let bit = 1u64 << p_pos(s * W + k);
+                    *gs &= !bit;
+                    if g.check[s] != u32::MAX && synd[g.check[s] as usize][k] != 0 {
+                        *gs |= bit;
+                    }
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn pass(&mut self, lanes: &mut Lanes<W>) {
+            // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
+            // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.
+            unsafe { pass_groups::<W>(self, lanes.llr.as_mut_ptr()) }
+        }
+    }
+
+    /// Box-plus of magnitudes, 64 lanes: the same integer formula as `decoder::boxplus`
+    /// (|a − b| as max − min, which equals the saturating-difference form).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn boxplus(a: __m512i, b: __m512i) -> __m512i {
+        let c32 = _mm512_set1_epi8(32);
+        let m63 = _mm512_set1_epi8(63);
+        let mn = _mm512_min_epu8(a, b);
+        let mx = _mm512_max_epu8(a, b);
+        let cp = _mm512_and_si512(_mm512_srli_epi16::<2>(_mm512_subs_epu8(c32, _mm512_adds_epu8(a, b))), m63);
+        let cm = _mm512_and_si512(_mm512_srli_epi16::<2>(_mm512_subs_epu8(c32, _mm512_sub_epi8(mx, mn))), m63);
+        _mm512_subs_epu8(_mm512_add_epi8(mn, cp), cm)
+    }
+
+    /// 8-bit lanes (P order) to the two i16 halves (t0, t1 order).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn widen(x: __m512i) -> (__m512i, __m512i) {
+        (_mm512_srai_epi16::<8>(_mm512_unpacklo_epi8(x, x)), _mm512_srai_epi16::<8>(_mm512_unpackhi_epi8(x, x)))
+    }
+
+    /// Loads the S posterior rows of one group edge as (t0, t1).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn gather<const W: usize>(llr: *const u8, idx: *const u32) -> (__m512i, __m512i) {
+        macro_rules! row {
+            ($s:expr) => {
+                llr.add(*idx.add($s) as usize * 2 * W)
+            };
+        }
+        macro_rules! l128 {
+            ($s:expr) => {
+                _mm_loadu_si128(row!($s) as *const __m128i)
+            };
+        }
+        macro_rules! l256 {
+            ($s:expr) => {
+                _mm256_loadu_si256(row!($s) as *const __m256i)
+            };
+        }
+        match W {
+            8 => {
+                let a = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(l128!(0)), l128!(1));
+                let a = _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(a, l128!(2)), l128!(3));
+                let b = _mm512_inserti32x4::<1>(_mm512_castsi128_si512(l128!(4)), l128!(5));
+                let b = _mm512_inserti32x4::<3>(_mm512_inserti32x4::<2>(b, l128!(6)), l128!(7));
+                (a, b)
+            }
+            16 => (
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l256!(0)), l256!(1)),
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(l256!(2)), l256!(3)),
+            ),
+            32 => (_mm512_loadu_si512(row!(0) as *const _), _mm512_loadu_si512(row!(1) as *const _)),
+            _ => (_mm512_loadu_si512(row!(0) as *const _), _mm512_loadu_si512(row!(0).add(64) as *const _)),
+        }
+    }
+
+    /// Stores (t0, t1) back to the S rows; padding slots (`pad`) go to the sink row pad + 1.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn scatter<const W: usize>(llr: *mut u8, idx: *const u32, pad: u32, a: __m512i, b: __m512i) {
+        macro_rules! row {
+            ($s:expr) => {{
+                let v = *idx.add($s);
+                llr.add((v + u32::from(v == pad)) as usize * 2 * W)
+            }};
+        }
+        macro_rules! s128 {
+            ($s:expr, $x:expr) => {
+                _mm_storeu_si128(row!($s) as *mut __m128i, $x)
+            };
+        }
+        macro_rules! s256 {
+            ($s:expr, $x:expr) => {
+                _mm256_storeu_si256(row!($s) as *mut __m256i, $x)
+            };
+        }
+        match W {
+            8 => {
+                s128!(0, _mm512_castsi512_si128(a));
+                s128!(1, _mm512_extracti32x4_epi32::<1>(a));
+                s128!(2, _mm512_extracti32x4_epi32::<2>(a));
+                s128!(3, _mm512_extracti32x4_epi32::<3>(a));
+                s128!(4, _mm512_castsi512_si128(b));
+                s128!(5, _mm512_extracti32x4_epi32::<1>(b));
+                s128!(6, _mm512_extracti32x4_epi32::<2>(b));
+                s128!(7, _mm512_extracti32x4_epi32::<3>(b));
+            }
+            16 => {
+                s256!(0, _mm512_castsi512_si256(a));
+                s256!(1, _mm512_extracti64x4_epi64::<1>(a));
+                s256!(2, _mm512_castsi512_si256(b));
+                s256!(3, _mm512_extracti64x4_epi64::<1>(b));
+            }
+            32 => {
+                _mm512_storeu_si512(row!(0) as *mut _, a);
+                _mm512_storeu_si512(row!(1) as *mut _, b);
+            }
+            _ => {
+                let p = row!(0);
+                _mm512_storeu_si512(p as *mut _, a);
+                _mm512_storeu_si512(p.add(64) as *mut _, b);
+            }
+        }
+    }
+
+    /// One layered iteration over all groups.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn pass_groups<const W: usize>(eng: &mut Grouped<W>, llr: *mut u8) {
+        let slots = eng.sch.slots;
+        let pad = eng.sch.pad;
+        let r = eng.r.as_mut_ptr() as *mut __m512i;
+        let sc = eng.scratch.as_mut_ptr() as *mut __m512i;
+        let d = eng.sch.max_deg.max(1);
+        // Scratch lines: t0/t1 at 2j, 2j+1; magnitudes at 2d + j; prefix 3d + j; suffix 4d + j.
+        let (tb, mb, fb, bb) = (sc, sc.add(2 * d), sc.add(3 * d), sc.add(4 * d));
+        let nb = eng.nbuf.as_mut_ptr();
+        let idx = eng.sch.idx.as_ptr();
+        let lmax = _mm512_set1_epi16(LMAX);
+        let lmin = _mm512_set1_epi16(-LMAX);
+        let sat = _mm512_set1_epi8(MAXV);
+        let masks = &eng.slot_masks;
+        for (g, &gs) in eng.sch.groups.iter().zip(eng.gsynd.iter()) {
+            let dm = g.dmax as usize;
+            let e0 = g.e0 as usize;
+            // Slots whose row is longer than j (valid), and whose last edge is j.
+            let valid = |j: usize| (0..slots).fold(0u64, |a, s| if g.deg[s] as usize > j { a | masks[s] } else { a });
+            let last = |j: usize| (0..slots).fold(0u64, |a, s| if g.deg[s] as usize == j + 1 { a | masks[s] } else { a });
+            let mut par = gs;
+            // SAFETY (whole loop): e0 + j < group_edges for j < dmax (the schedule lays out
+            // dmax edges per group); idx entries are < n or the pad row n, and the posterior
+            // buffer holds n + 2 rows of 2W bytes; scratch holds 5·max_deg lines and j < dmax
+            // ≤ max_deg.
+            for j in 0..dm {
+                let e = e0 + j;
+                let (l0, l1) = gather::<W>(llr, idx.add(e * slots));
+                let (r0, r1) = widen(_mm512_load_si512(r.add(e) as *const _));
+                let t0 = _mm512_sub_epi16(l0, r0);
+                let t1 = _mm512_sub_epi16(l1, r1);
+                // |t| saturated to 127 (abs is ≥ 0, so the signed pack saturates at 127).
+                let mag = _mm512_packs_epi16(_mm512_abs_epi16(t0), _mm512_abs_epi16(t1));
+                let neg = _mm512_movepi8_mask(_mm512_packs_epi16(t0, t1));
+                par ^= neg;
+                _mm512_store_si512(tb.add(2 * j) as *mut _, t0);
+                _mm512_store_si512(tb.add(2 * j + 1) as *mut _, t1);
+                _mm512_store_si512(mb.add(j) as *mut _, mag);
+                *nb.add(j) = neg;
+            }
+            if dm > 1 {
+                let mut fa = _mm512_load_si512(mb as *const _);
+                let mut ba = _mm512_load_si512(mb.add(dm - 1) as *const _);
+                _mm512_store_si512(fb as *mut _, fa);
+                _mm512_store_si512(bb.add(dm - 1) as *mut _, ba);
+                for j in 1..dm - 1 {
+                    fa = boxplus(fa, _mm512_load_si512(mb.add(j) as *const _));
+                    _mm512_store_si512(fb.add(j) as *mut _, fa);
+                    let jb = dm - 1 - j;
+                    let mj = _mm512_load_si512(mb.add(jb) as *const _);
+                    ba = boxplus(mj, ba);
+                    if jb + 1 >= g.dmin as usize {
+                        // Slots whose row ends at jb start their suffix chain here.
+                        ba = _mm512_mask_mov_epi8(ba, last(jb), mj);
+                    }
+                    _mm512_store_si512(bb.add(jb) as *mut _, ba);
+                }
+            }
+            let zero = _mm512_setzero_si512();
+            for j in 0..dm {
+                let e = e0 + j;
+                let mut ext = if dm == 1 {
+                    sat
+                } else if j == 0 {
+                    _mm512_load_si512(bb.add(1) as *const _)
+                } else if j == dm - 1 {
+                    _mm512_load_si512(fb.add(dm - 2) as *const _)
+                } else {
+                    boxplus(_mm512_load_si512(fb.add(j - 1) as *const _), _mm512_load_si512(bb.add(j + 1) as *const _))
+                };
+                let tail = j + 1 >= g.dmin as usize;
+                if tail && dm > 1 && j < dm - 1 {
+                    // Slots whose row ends here: the last edge takes the prefix alone (or, for
+                    // a single-edge check, the certain value).
+                    let lm = last(j);
+                    ext = if j == 0 { _mm512_mask_mov_epi8(ext, lm, sat) } else { _mm512_mask_mov_epi8(ext, lm, _mm512_load_si512(fb.add(j - 1) as *const _)) };
+                }
+                let kneg = par ^ *nb.add(j);
+                let rn = _mm512_mask_sub_epi8(ext, kneg, zero, ext);
+                if tail {
+                    _mm512_mask_storeu_epi8(r.add(e) as *mut i8, valid(j), rn);
+                } else {
+                    _mm512_store_si512(r.add(e) as *mut _, rn);
+                }
+                let (w0, w1) = widen(rn);
+                let n0 = _mm512_min_epi16(_mm512_max_epi16(_mm512_add_epi16(_mm512_load_si512(tb.add(2 * j) as *const _), w0), lmin), lmax);
+                let n1 = _mm512_min_epi16(_mm512_max_epi16(_mm512_add_epi16(_mm512_load_si512(tb.add(2 * j + 1) as *const _), w1), lmin), lmax);
+                scatter::<W>(llr, idx.add(e * slots), pad, n0, n1);
+            }
+        }
+    }
+}
