@@ -92,6 +92,8 @@ export class Kms extends EventEmitter {
   private readonly nodeClient: JsonClient;
   private readonly peerClient?: JsonClient;
   private readonly streams = new Map<string, KmsStream>();
+  /** A stream opened on our node whose peer side or registration has not succeeded yet. */
+  private unconfirmedStreamId?: string;
   private readonly now: () => number;
   private expirer?: NodeJS.Timeout;
   private encChain: Promise<unknown> = Promise.resolve();
@@ -228,7 +230,11 @@ export class Kms extends EventEmitter {
       throw new ConfigError('KMS_ROLE', `KMS ${this.id} is the destination side; streams are opened by the source-side KMS`);
     }
     if (!this.peerClient) throw new ConfigError('KMS_NO_PEER', `KMS ${this.id} has no peer KMS configured`);
-    const s = await this.openOnNode(null, qos);
+    // A retry after a failure further down re-opens the stream the node already assigned, never a
+    // new one: the node cuts its waiting key bytes into the stream it opened, and a second stream
+    // would leave those bytes in an orphan the destination side never sees.
+    const s = await this.openOnNode(this.unconfirmedStreamId ?? null, qos);
+    this.unconfirmedStreamId = s.keyStreamId;
     this.streams.set(s.keyStreamId, s);
     this.saveStreams();
     const r = await this.peerClient.request('POST', '/api/v1/kms-peer/open-stream',
@@ -238,6 +244,7 @@ export class Kms extends EventEmitter {
         `${s.keyStreamId} (HTTP ${r.status}: ${r.body?.message ?? ''})`);
     }
     await this.getKey(s, 0);
+    this.unconfirmedStreamId = undefined;
     this.store.audit(this.now(), s.keyStreamId, -1, 'stream-open', `source ${s.source} -> ${s.destination}`);
     this.log('info', 'key stream open', { key_stream_id: s.keyStreamId });
     return s.keyStreamId;

@@ -143,8 +143,6 @@ export class EmulatedRun {
     // until the first blocks replenish the pool from generated key.
     const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 512 * 1024);
     const spoolKey = secretFile(join(dir, 'secrets', 'spool.key'));
-    const wrapA = secretFile(join(dir, 'secrets', 'kmsA.wrap'));
-    const wrapB = secretFile(join(dir, 'secrets', 'kmsB.wrap'));
     const [pNodeA, pNodeB, pKmsA, pKmsB, pChan] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
     const scheme = o.externalKms && o.insecureHttp ? 'http' : 'https';
     const kmsUrl = {
@@ -172,18 +170,8 @@ export class EmulatedRun {
       speed: o.speed,
       statusEveryMs: 1000,
     });
-    const kmsCfg = (side: 'A' | 'B') => ({
-      id: `kms${side}`,
-      role: side === 'A' ? 'source' : 'destination',
-      listen: { host: '127.0.0.1', port: side === 'A' ? pKmsA : pKmsB },
-      tls: tlsOf(`kms${side}`),
-      dbPath: join(dir, `kms${side}.db`),
-      wrapKeyFile: side === 'A' ? wrapA : wrapB,
-      node: { url: `https://127.0.0.1:${side === 'A' ? pNodeA : pNodeB}`, id: `node${side}` },
-      peerNodeId: side === 'A' ? 'nodeB' : 'nodeA',
-      peer: { url: `https://127.0.0.1:${side === 'A' ? pKmsB : pKmsA}`, id: side === 'A' ? 'kmsB' : 'kmsA' },
-      saes: { local: [side === 'A' ? 'saeA' : 'saeB'], remote: [side === 'A' ? 'saeB' : 'saeA'] },
-      openStream: side === 'A',
+    const kmsCfg = (side: 'A' | 'B') => referenceKmsConfig(side, {
+      dir, pki: this.pki, kmsPort: { A: pKmsA, B: pKmsB }, nodeUrl: { A: `https://127.0.0.1:${pNodeA}`, B: `https://127.0.0.1:${pNodeB}` },
     });
     for (const role of ['alice', 'bob'] as const) writeFileSync(join(dir, `node-${role}.json`), JSON.stringify(nodeCfg(role), null, 2));
     for (const side of ['A', 'B'] as const) writeFileSync(join(dir, `kms${side}.json`), JSON.stringify(kmsCfg(side), null, 2));
@@ -242,6 +230,30 @@ export class EmulatedRun {
   get reason(): string {
     return this.stopReason;
   }
+}
+
+/**
+ * The configuration of one reference KMS of a link (`qkd kms --config`), as `qkd run` writes it:
+ * identities kmsA/kmsB from the PKI in `pki`, database and wrapping key in `dir`, Alice's side
+ * (A) opens the key stream on its node. Also used to start reference KMSs as external ones.
+ */
+export function referenceKmsConfig(side: 'A' | 'B', p: { dir: string; pki: Pki; kmsPort: { A: number; B: number }; nodeUrl: { A: string; B: string } }) {
+  const other = side === 'A' ? 'B' : 'A';
+  const id = p.pki.ids[`kms${side}`];
+  mkdirSync(join(p.dir, 'secrets'), { recursive: true, mode: 0o700 });
+  return {
+    id: `kms${side}`,
+    role: side === 'A' ? 'source' : 'destination',
+    listen: { host: '127.0.0.1', port: p.kmsPort[side] },
+    tls: { ca: p.pki.caPath, cert: id.certPath, key: id.keyPath },
+    dbPath: join(p.dir, `kms${side}.db`),
+    wrapKeyFile: secretFile(join(p.dir, 'secrets', `kms${side}.wrap`)),
+    node: { url: p.nodeUrl[side], id: `node${side}` },
+    peerNodeId: `node${other}`,
+    peer: { url: `https://127.0.0.1:${p.kmsPort[other]}`, id: `kms${other}` },
+    saes: { local: [`sae${side}`], remote: [`sae${other}`] },
+    openStream: side === 'A',
+  };
 }
 
 export function assertRunnable(o: RunOptions): void {

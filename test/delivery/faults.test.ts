@@ -220,3 +220,24 @@ t.test('wrong client certificates and a push for another node\'s stream are refu
     { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
   t.ok(Buffer.from(ok.body.keys[0].key, 'base64').equals(bytes));
 });
+
+t.test('a stream open that fails at the peer KMS is retried on the same stream: bytes offered before it are not orphaned', async (t) => {
+  const L = await startLink({ noStream: true });
+  t.teardown(() => L.close());
+  // Key made while no KMS had opened a stream waits in both nodes' spools.
+  const early = randomBytes(CHUNK * 3);
+  await Promise.all([L.nodeA.offer(early), L.nodeB.offer(early)]);
+  // First attempt: the node opens the stream, the peer KMS is unreachable.
+  const peerUrl = L.kmsB.url;
+  L.kmsA.setPeerUrl('https://127.0.0.1:1');
+  await t.rejects(L.kmsA.openStream(), { message: /kms-peer\/open-stream/ }, 'first open fails at the peer KMS');
+  L.kmsA.setPeerUrl(peerUrl);
+  const sid = await L.kmsA.openStream();
+  t.ok(L.nodeA.hasStream(sid) && L.nodeB.hasStream(sid), 'both nodes hold the stream of the retry');
+  const late = randomBytes(CHUNK * 2);
+  await Promise.all([L.nodeA.offer(late), L.nodeB.offer(late)]);
+  await until(() => L.kmsA.metrics().held === 5 && L.kmsB.metrics().held === 5, 10_000, 'five keys at both KMSs');
+  const { alice, bob } = await drain(L, 5);
+  t.ok(bob.equals(alice), 'the SAE pair gets the same keys');
+  t.ok(alice.equals(Buffer.concat([early, late])), 'the keys are the early bytes, then the late ones, in order');
+});
