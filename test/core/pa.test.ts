@@ -1,10 +1,11 @@
-// Toeplitz privacy amplification: native fast path (hardware and portable clmul, serial and
-// parallel) vs the bit-by-bit TypeScript reference, vs the Rust word-level reference on larger
-// shapes, and bit for bit against the independent `randextract` Python package (PyPI).
+// Toeplitz privacy amplification: both native algorithms (additive FFT and Karatsuba; hardware
+// and portable multiplies, serial and parallel) vs the bit-by-bit TypeScript reference, vs the
+// Rust word-level reference on larger shapes, and bit for bit against the independent
+// `randextract` Python package (PyPI).
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { newToeplitzSeed, toeplitzHash, toeplitzHashSync, toeplitzSeedBits } from '../../src/core/pa.ts';
+import { newToeplitzSeed, toeplitzAlgorithm, toeplitzHash, toeplitzHashSync, toeplitzSeedBits } from '../../src/core/pa.ts';
 import { toeplitzRef, getBit } from '../../src/core/reference.ts';
 
 function maskTail(a: Uint8Array, nBits: number): Uint8Array {
@@ -23,8 +24,12 @@ t.test('fast Toeplitz equals the bit-by-bit reference (odd shapes, all paths)', 
     const s = newToeplitzSeed(n, l);
     const want = hex(toeplitzRef(x, n, s, l));
     t.equal(hex(toeplitzHashSync(x, n, s, l)), want, `default n=${n} l=${l}`);
-    t.equal(hex(toeplitzHashSync(x, n, s, l, { portable: true, parallelWords: 0, baseWords: 1 })), want, `portable serial base1 n=${n} l=${l}`);
-    t.equal(hex(toeplitzHashSync(x, n, s, l, { baseWords: 2, parallelWords: 3 })), want, `tiny base, parallel n=${n} l=${l}`);
+    t.equal(hex(toeplitzHashSync(x, n, s, l, { algorithm: 'karatsuba', portable: true, parallelWords: 0, baseWords: 1 })), want,
+      `karatsuba portable serial base1 n=${n} l=${l}`);
+    t.equal(hex(toeplitzHashSync(x, n, s, l, { algorithm: 'karatsuba', baseWords: 2, parallelWords: 3 })), want,
+      `karatsuba tiny base, parallel n=${n} l=${l}`);
+    t.equal(hex(toeplitzHashSync(x, n, s, l, { algorithm: 'fft' })), want, `fft n=${n} l=${l}`);
+    t.equal(hex(toeplitzHashSync(x, n, s, l, { algorithm: 'fft', portable: true, parallelWords: 0 })), want, `fft portable serial n=${n} l=${l}`);
     t.equal(hex(await toeplitzHash(x, n, s, l)), want, `async n=${n} l=${l}`);
   }
 });
@@ -36,7 +41,22 @@ t.test('fast Toeplitz equals the word-level reference on larger blocks', async (
     const want = hex(toeplitzHashSync(x, n, s, l, { reference: true }));
     t.equal(hex(await toeplitzHash(x, n, s, l)), want, `n=${n} l=${l}`);
     t.equal(hex(toeplitzHashSync(x, n, s, l, { portable: true })), want, `portable n=${n} l=${l}`);
+    for (const algorithm of ['fft', 'karatsuba'] as const) {
+      t.equal(hex(await toeplitzHash(x, n, s, l, { algorithm })), want, `${algorithm} n=${n} l=${l}`);
+    }
   }
+});
+
+t.test('FFT and Karatsuba agree on a block large enough for auto to pick the FFT', async (t) => {
+  const n = 3_000_001, l = 1_400_003;
+  t.equal(toeplitzAlgorithm(n, l), 'fft');
+  t.equal(toeplitzAlgorithm(2000, 1000), 'karatsuba');
+  t.equal(toeplitzAlgorithm(n, l, { algorithm: 'karatsuba' }), 'karatsuba');
+  const x = rand(n), s = newToeplitzSeed(n, l);
+  const [f, k] = await Promise.all([toeplitzHash(x, n, s, l), toeplitzHash(x, n, s, l, { algorithm: 'karatsuba' })]);
+  t.equal(f.length, Math.ceil(l / 8));
+  t.equal(hex(f), hex(k), 'same output');
+  t.ok(f.some((v) => v !== 0), 'output is not all zero');
 });
 
 t.test('linearity and input errors', async (t) => {
@@ -48,6 +68,7 @@ t.test('linearity and input errors', async (t) => {
   t.throws(() => toeplitzHashSync(a, n, s.subarray(0, 10), l), { code: 'PA_BAD_SEED' });
   t.throws(() => toeplitzHashSync(a, n, newToeplitzSeed(n, n + 1), n + 1), { code: 'PA_BAD_LENGTH' });
   t.throws(() => toeplitzHashSync(a.subarray(0, 3), n, s, l), { code: 'CORE_BAD_ARG' });
+  t.throws(() => toeplitzHashSync(a, n, s, l, { algorithm: 'ntt' as 'fft' }), { code: 'CORE_BAD_ARG' });
   await t.rejects(toeplitzHash(a, n, s.subarray(0, 10), l), { code: 'PA_BAD_SEED' });
   t.equal(toeplitzSeedBits(n, l), n + l - 1);
 });

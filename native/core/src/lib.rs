@@ -16,6 +16,8 @@ pub mod bits;
 pub mod block;
 pub mod clmul;
 pub mod finite_key;
+pub mod gf2x_fft;
+pub mod gf64;
 pub mod reference;
 pub mod rng;
 pub mod sift;

@@ -7,20 +7,48 @@
 //!
 //! i.e. y is bits [n − 1, n + ℓ − 1) of the carry-less product t(z)·x(z): a "middle product".
 //!
-//! Algorithm (chosen by measurement, see docs/postprocessing.md): the ℓ×n matrix is tiled into
-//! m×m Toeplitz blocks; each block product uses the Toeplitz Karatsuba split
+//! Two algorithms, chosen per size by a cost model fitted to measurements (`Algorithm::Auto`,
+//! docs/postprocessing.md §4):
+//!
+//! - Large blocks: the full product t·x by the additive FFT over GF(2^64) of `gf2x_fft`
+//!   (O(N log N), N = (2n + ℓ)/32 points), then the window is cut out.
+//! - Small blocks and thin shapes (ℓ ≪ n): the ℓ×n matrix is tiled into m×m Toeplitz blocks;
+//!   each block product uses the Toeplitz Karatsuba split
 //!   [y0; y1] = [[B, A], [C, B]] · [x0; x1]:   P = B(x0 + x1),  y0 = P + (A + B) x1,  y1 = P + (C + B) x0
-//! (three half-size Toeplitz products; A, B, C are windows of the seed at offsets 0, h, 2h, so
-//! A + B and C + B are Toeplitz again), down to a schoolbook base case on 64-bit words using
-//! carry-less multiplication (PCLMULQDQ). O(m^1.585) word operations per block; the three
-//! sub-products and the tiles run in parallel with rayon above a size threshold.
+//!   (three half-size Toeplitz products; A, B, C are windows of the seed at offsets 0, h, 2h, so
+//!   A + B and C + B are Toeplitz again), down to a schoolbook base case on 64-bit words using
+//!   carry-less multiplication (PCLMULQDQ). O(m^1.585) word operations per block; the three
+//!   sub-products and the tiles run in parallel with rayon above a size threshold.
 use crate::bits::{words_for, KeyBits};
 use crate::clmul::Clmul;
+use crate::gf2x_fft;
 use crate::{CoreError, Result};
 use zeroize::Zeroize;
 
+/// Which multiplication computes the middle product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// The one with the smaller estimated time (`estimated_seconds`, fitted to measurements).
+    Auto,
+    Karatsuba,
+    /// Additive FFT over GF(2^64) (`gf2x_fft`): full product, then the window is cut out.
+    Fft,
+}
+
+/// Single-core seconds each algorithm is expected to take, fitted to `crossover` runs on the
+/// dev machine (docs/postprocessing.md §4): Karatsuba ≈ 9e-12 s · tiles · m^1.585 (m×m tiles,
+/// m = min(n, ℓ)); FFT ≈ 5e-9 s · k·2^k (2^k transform points). The constants only matter near
+/// the crossover, where both are within a factor 2 of each other.
+pub fn estimated_seconds(n: usize, out_len: usize) -> (f64, f64) {
+    let m = n.min(out_len).max(1) as f64;
+    let tiles = (n as f64 / m).ceil() * (out_len as f64 / m).ceil();
+    let k = gf2x_fft::log_points(n + out_len - 1, n) as f64;
+    (9e-12 * tiles * m.powf(1.585), 5e-9 * k * k.exp2())
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
+    pub algorithm: Algorithm,
     /// Base-case size in 64-bit words (schoolbook below it).
     pub base_words: usize,
     /// Run sub-products on the rayon pool at or above this size (words); usize::MAX = serial.
@@ -31,7 +59,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { base_words: 32, parallel_words: 2048, portable: false }
+        Options { algorithm: Algorithm::Auto, base_words: 32, parallel_words: 2048, portable: false }
     }
 }
 
@@ -253,12 +281,45 @@ fn check(x: &KeyBits, t: &KeyBits, out_len: usize) -> Result<()> {
     Ok(())
 }
 
+/// The algorithm `o` selects for these lengths (`Auto` resolved).
+pub fn chosen_algorithm(n: usize, out_len: usize, o: &Options) -> Algorithm {
+    match o.algorithm {
+        Algorithm::Auto if out_len == 0 => Algorithm::Karatsuba,
+        Algorithm::Auto => {
+            let (k, f) = estimated_seconds(n, out_len);
+            if f < k { Algorithm::Fft } else { Algorithm::Karatsuba }
+        }
+        a => a,
+    }
+}
+
 /// Fast Toeplitz hash with explicit options (tests and benchmarks choose paths).
 pub fn toeplitz_hash_with(x: &KeyBits, t: &KeyBits, out_len: usize, o: &Options) -> Result<KeyBits> {
     check(x, t, out_len)?;
     if out_len == 0 {
         return Ok(KeyBits::zeros(0));
     }
+    match chosen_algorithm(x.len(), out_len, o) {
+        Algorithm::Fft => Ok(by_fft(x, t, out_len, o)),
+        _ => Ok(by_karatsuba(x, t, out_len, o)),
+    }
+}
+
+/// y = bits [n − 1, n + ℓ − 1) of the full product t·x from the additive FFT.
+fn by_fft(x: &KeyBits, t: &KeyBits, out_len: usize, o: &Options) -> KeyBits {
+    let fo = gf2x_fft::FftOptions::detect(o.portable, o.parallel_words != usize::MAX);
+    let prod = Scratch(gf2x_fft::mul(t.words(), t.len(), x.words(), x.len(), &fo));
+    let n = x.len();
+    let nw = words_for(out_len);
+    let (w0, sh) = ((n - 1) / 64, (n - 1) % 64);
+    let at = |i: usize| prod.0.get(i).copied().unwrap_or(0);
+    let y: Vec<u64> = (0..nw)
+        .map(|i| if sh == 0 { at(w0 + i) } else { (at(w0 + i) >> sh) | (at(w0 + i + 1) << (64 - sh)) })
+        .collect();
+    KeyBits::from_words(y, out_len)
+}
+
+fn by_karatsuba(x: &KeyBits, t: &KeyBits, out_len: usize, o: &Options) -> KeyBits {
     let c = if o.portable { Clmul::portable() } else { Clmul::detect() };
     let n = x.len();
     // Square tiles of m = 64·W bits, W from the shorter side (at least the base size).
@@ -301,7 +362,7 @@ pub fn toeplitz_hash_with(x: &KeyBits, t: &KeyBits, out_len: usize, o: &Options)
         }
     }
     xp.0.zeroize();
-    Ok(KeyBits::from_words(y, out_len))
+    KeyBits::from_words(y, out_len)
 }
 
 /// Fast Toeplitz hash (default options: hardware clmul when present, multi-threaded).
@@ -363,9 +424,11 @@ mod tests {
             let r = toeplitz_hash_reference(&x, &t, l).unwrap();
             assert_eq!(r.words(), KeyBits::from_bools(&want).words(), "reference n={n} l={l}");
             for o in [
-                Options { base_words: 1, parallel_words: usize::MAX, portable: true },
-                Options { base_words: 2, parallel_words: 4, portable: false },
+                Options { algorithm: Algorithm::Karatsuba, base_words: 1, parallel_words: usize::MAX, portable: true },
+                Options { algorithm: Algorithm::Karatsuba, base_words: 2, parallel_words: 4, portable: false },
                 Options::default(),
+                Options { algorithm: Algorithm::Fft, ..Options::default() },
+                Options { algorithm: Algorithm::Fft, portable: true, parallel_words: usize::MAX, ..Options::default() },
             ] {
                 let f = toeplitz_hash_with(&x, &t, l, &o).unwrap();
                 assert_eq!(f.words(), r.words(), "fast n={n} l={l} {o:?}");
@@ -379,9 +442,73 @@ mod tests {
             let x = KeyBits::from_bools(&rnd(&mut s, n));
             let t = KeyBits::from_bools(&rnd(&mut s, n + l - 1));
             let r = toeplitz_hash_reference(&x, &t, l).unwrap();
-            for o in [Options { base_words: 3, parallel_words: 64, portable: false }, Options::default()] {
+            for o in [Options { algorithm: Algorithm::Karatsuba, base_words: 3, parallel_words: 64, portable: false }, Options::default(),
+                Options { algorithm: Algorithm::Fft, ..Options::default() }] {
                 assert_eq!(toeplitz_hash_with(&x, &t, l, &o).unwrap().words(), r.words(), "n={n} l={l}");
             }
         }
+    }
+    #[test]
+    fn fft_and_karatsuba_agree_on_random_shapes() {
+        // Random n and ℓ (odd lengths, ℓ = 1, n = 1, ℓ = n), plus shapes whose chunk count sits
+        // just below / above a power-of-two transform length (the Auto choice is tested separately).
+        let mut s = 2024u64;
+        let mut next = |m: usize| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % m as u64) as usize
+        };
+        let mut shapes: Vec<(usize, usize)> = (0..40).map(|_| {
+            let n = 1 + next(40_000);
+            (n, 1 + next(n))
+        }).collect();
+        shapes.extend([(1, 1), (2, 1), (2, 2), (31, 31), (32, 1), (33, 33), (4096, 1), (1, 1), (64 * 32 + 1, 64 * 32),
+            // 32·(chunks of t + chunks of x − 1) = 2^k·32 exactly and one bit more
+            (2048 * 32, 1024 * 32 + 1), (2048 * 32, 1024 * 32 + 2), (300_000, 224_289), (400_000, 1), (1, 1)]);
+        for (n, l) in shapes {
+            let x = KeyBits::from_bools(&rnd(&mut s, n));
+            let t = KeyBits::from_bools(&rnd(&mut s, n + l - 1));
+            let k = toeplitz_hash_with(&x, &t, l, &Options { algorithm: Algorithm::Karatsuba, ..Options::default() }).unwrap();
+            let f = toeplitz_hash_with(&x, &t, l, &Options { algorithm: Algorithm::Fft, ..Options::default() }).unwrap();
+            assert_eq!(f.words(), k.words(), "n={n} l={l}");
+            if n * l < 50_000_000 {
+                assert_eq!(k.words(), toeplitz_hash_reference(&x, &t, l).unwrap().words(), "ref n={n} l={l}");
+            }
+        }
+    }
+    /// Crossover measurement: `cargo test --release -p qkd-core -- --ignored crossover --nocapture`.
+    #[test]
+    #[ignore]
+    fn crossover() {
+        let mut s = 5u64;
+        for n in [50_000usize, 100_000, 200_000, 400_000, 1_000_000, 3_000_000, 10_000_000] {
+            for l in [n / 2, n / 10] {
+                let x = KeyBits::from_bools(&rnd(&mut s, n));
+                let t = KeyBits::from_bools(&rnd(&mut s, n + l - 1));
+                let mut line = format!("n={n} l={l}");
+                for par in [usize::MAX, 2048] {
+                    for a in [Algorithm::Karatsuba, Algorithm::Fft] {
+                        let o = Options { algorithm: a, parallel_words: par, ..Options::default() };
+                        let mut best = f64::MAX;
+                        for _ in 0..3 {
+                            let t0 = std::time::Instant::now();
+                            let _ = toeplitz_hash_with(&x, &t, l, &o).unwrap();
+                            best = best.min(t0.elapsed().as_secs_f64());
+                        }
+                        line += &format!(" {a:?}/{}={:.4}s", if par == usize::MAX { 1 } else { 2 }, best);
+                    }
+                }
+                eprintln!("{line}");
+            }
+        }
+    }
+    #[test]
+    fn auto_picks_karatsuba_small_and_fft_large() {
+        let o = Options::default();
+        assert_eq!(chosen_algorithm(10_000, 5_000, &o), Algorithm::Karatsuba);
+        assert_eq!(chosen_algorithm(100_000_000, 50_000_000, &o), Algorithm::Fft);
+        assert_eq!(chosen_algorithm(100_000_000, 10_000_000, &o), Algorithm::Fft);
+        assert_eq!(chosen_algorithm(10_000, 5_000, &Options { algorithm: Algorithm::Fft, ..o }), Algorithm::Fft);
     }
 }

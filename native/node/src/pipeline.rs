@@ -384,6 +384,8 @@ pub fn core_hardware_clmul() -> bool {
 
 #[napi(object)]
 pub struct ToeplitzOptionsJs {
+    /// "auto" (default: cost model), "karatsuba" or "fft".
+    pub algorithm: Option<String>,
     pub base_words: Option<u32>,
     pub parallel_words: Option<u32>,
     pub portable: Option<bool>,
@@ -391,10 +393,16 @@ pub struct ToeplitzOptionsJs {
     pub reference: Option<bool>,
 }
 
-fn opts(o: &Option<ToeplitzOptionsJs>) -> (toeplitz::Options, bool) {
+fn opts(o: &Option<ToeplitzOptionsJs>) -> Result<(toeplitz::Options, bool)> {
     let mut out = toeplitz::Options::default();
     let mut reference = false;
     if let Some(o) = o {
+        out.algorithm = match o.algorithm.as_deref() {
+            None | Some("auto") => toeplitz::Algorithm::Auto,
+            Some("karatsuba") => toeplitz::Algorithm::Karatsuba,
+            Some("fft") => toeplitz::Algorithm::Fft,
+            Some(a) => return Err(bad("CORE_BAD_ARG", format!("algorithm '{a}': use auto, karatsuba or fft"))),
+        };
         if let Some(b) = o.base_words {
             out.base_words = (b as usize).clamp(1, 64);
         }
@@ -404,7 +412,7 @@ fn opts(o: &Option<ToeplitzOptionsJs>) -> (toeplitz::Options, bool) {
         out.portable = o.portable.unwrap_or(false);
         reference = o.reference.unwrap_or(false);
     }
-    (out, reference)
+    Ok((out, reference))
 }
 
 fn pa_inputs(key: &[u8], key_bits: f64, seed: &[u8], out_bits: f64) -> Result<(KeyBits, KeyBits, usize)> {
@@ -429,12 +437,26 @@ fn run_pa(x: &KeyBits, t: &KeyBits, l: usize, o: &toeplitz::Options, reference: 
     Ok(y.to_bytes().into())
 }
 
+/// The algorithm `toeplitzHash` uses for these lengths and options: "karatsuba", "fft" or
+/// "reference" (benchmarks report it).
+#[napi]
+pub fn toeplitz_algorithm(key_bits: f64, out_bits: f64, options: Option<ToeplitzOptionsJs>) -> Result<String> {
+    let (n, l) = (count_of(key_bits, "keyBits")?, count_of(out_bits, "outBits")?);
+    let (o, reference) = opts(&options)?;
+    Ok(match (reference, toeplitz::chosen_algorithm(n, l, &o)) {
+        (true, _) => "reference",
+        (false, toeplitz::Algorithm::Fft) => "fft",
+        _ => "karatsuba",
+    }
+    .into())
+}
+
 /// Toeplitz hash on the JS thread (small blocks, tests). `seed`: n + l − 1 random bits.
 #[napi(catch_unwind)]
 pub fn toeplitz_hash_sync(key: Uint8Array, key_bits: f64, seed: Uint8Array, out_bits: f64, options: Option<ToeplitzOptionsJs>) -> Result<Buffer> {
     guard("toeplitzHashSync", || {
         let (x, t, l) = pa_inputs(&key, key_bits, &seed, out_bits)?;
-        let (o, r) = opts(&options);
+        let (o, r) = opts(&options)?;
         run_pa(&x, &t, l, &o, r)
     })
 }
@@ -469,6 +491,6 @@ impl Task for ToeplitzTask {
 #[napi(catch_unwind)]
 pub fn toeplitz_hash(key: Uint8Array, key_bits: f64, seed: Uint8Array, out_bits: f64, options: Option<ToeplitzOptionsJs>) -> Result<AsyncTask<ToeplitzTask>> {
     let (x, t, l) = pa_inputs(&key, key_bits, &seed, out_bits)?;
-    let (o, reference) = opts(&options);
+    let (o, reference) = opts(&options)?;
     Ok(AsyncTask::new(ToeplitzTask { x, t, l, o, reference }))
 }

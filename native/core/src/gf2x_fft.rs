@@ -1,0 +1,552 @@
+//! Long binary-polynomial multiplication by an additive FFT over GF(2^64).
+//!
+//! Chen, Cheng, Kuo, Li, Yang, "Faster multiplication for long binary polynomials",
+//! arXiv:1708.09746 (2017), on the FFT of Lin, Chung, Han (FOCS 2014, "novel polynomial basis"):
+//!
+//! 1. Packing (§3 of Chen et al.): a(z) ∈ GF(2)[z] is cut into 32-bit chunks a_m, a = Σ a_m z^{32m};
+//!    each chunk is a field element of GF(2^64) = GF(2)[z]/(f) (degree < 32, no reduction), so a is
+//!    a polynomial A(Y) = Σ a_m Y^m over GF(2^64). The product of two chunks has degree ≤ 62 < 64,
+//!    so the coefficients of A(Y)·B(Y) computed in the field are exactly the binary polynomials
+//!    Σ a_i b_{m−i}; overlapping them at 32-bit offsets gives a·b.
+//! 2. Cantor basis β_0 = 1, β_i² + β_i = β_{i−1} of GF(2^64): the subspace polynomial of
+//!    V_i = span(β_0..β_{i−1}) is W_i = S^{∘i}, S(Y) = Y² + Y, i.e. W_i(Y) = Σ_{j ⊆ i} Y^{2^j}
+//!    (Lucas), with binary coefficients and W_i(β_m) = β_{m−i}.
+//! 3. Basis conversion to the novel basis X_j = Π W_i^{j_i}: A = A_lo + W_{k−1}·A_hi recursively
+//!    (division by the sparse binary W_i: XORs only).
+//! 4. LCH butterflies: on the coset λ + V_{i+1}, with s = W_i(λ): lo += s·hi, hi += lo, then the
+//!    halves are the cosets λ + V_i and λ + β_i + V_i. For the block with index b at any layer,
+//!    s = Σ_m b_m β_{m+1} (from W_i(β_{i+1+m}) = β_{m+1}): one twiddle sequence for all layers.
+//! 5. Pointwise product at the 2^k points, inverse butterflies, inverse basis conversion.
+//!
+//! Cost: 3 transforms of 2^k points with (k−1)·2^{k−1} field products each, k = ⌈log2(chunks of a
+//! + chunks of b − 1)⌉. All recursions are depth-first (lower layers run in cache) and split over
+//! the rayon pool while blocks are large.
+use crate::gf64::{xor_into, Backend};
+use std::sync::OnceLock;
+use zeroize::Zeroize;
+
+/// β_0..β_63 of the Cantor basis of GF(2^64) for our modulus.
+fn cantor_basis() -> &'static [u64; 64] {
+    static B: OnceLock<[u64; 64]> = OnceLock::new();
+    B.get_or_init(|| {
+        let mut b = [0u64; 64];
+        b[0] = 1;
+        for i in 1..64 {
+            b[i] = solve_square_plus_x(b[i - 1]).expect("Cantor basis exists in GF(2^64)");
+        }
+        b
+    })
+}
+
+/// A β with β² + β = c (the map is GF(2)-linear; Gaussian elimination on its 64 columns).
+fn solve_square_plus_x(c: u64) -> Option<u64> {
+    let s = |v: u64| crate::gf64::mul_portable(v, v) ^ v;
+    // pivots[bit] = (vector with leading bit `bit`, combination of unit vectors giving it)
+    let mut piv: [(u64, u64); 64] = [(0, 0); 64];
+    for j in 0..64 {
+        let (mut v, mut comb) = (s(1u64 << j), 1u64 << j);
+        while v != 0 {
+            let top = 63 - v.leading_zeros() as usize;
+            if piv[top].0 == 0 {
+                piv[top] = (v, comb);
+                break;
+            }
+            v ^= piv[top].0;
+            comb ^= piv[top].1;
+        }
+    }
+    let (mut v, mut comb) = (c, 0u64);
+    while v != 0 {
+        let top = 63 - v.leading_zeros() as usize;
+        if piv[top].0 == 0 {
+            return None;
+        }
+        v ^= piv[top].0;
+        comb ^= piv[top].1;
+    }
+    Some(comb)
+}
+
+/// Twiddle of block b: Σ_m b_m β_{m+1}, by three 11-bit tables (blocks < 2^33).
+struct Twiddles {
+    t: [[u64; 2048]; 3],
+}
+
+impl Twiddles {
+    fn get() -> &'static Twiddles {
+        static T: OnceLock<Box<Twiddles>> = OnceLock::new();
+        T.get_or_init(|| {
+            let beta = cantor_basis();
+            let mut tw = Box::new(Twiddles { t: [[0; 2048]; 3] });
+            for (g, table) in tw.t.iter_mut().enumerate() {
+                for (v, e) in table.iter_mut().enumerate() {
+                    *e = (0..11).filter(|m| (v >> m) & 1 == 1).fold(0, |acc, m| acc ^ beta[11 * g + m + 1]);
+                }
+            }
+            tw
+        })
+    }
+    #[inline(always)]
+    fn at(&self, b: usize) -> u64 {
+        self.t[0][b & 2047] ^ self.t[1][(b >> 11) & 2047] ^ self.t[2][(b >> 22) & 2047]
+    }
+}
+
+/// Blocks at or below this many elements run their lower layers serially and iteratively.
+const LEAF: usize = 1 << 12;
+
+/// Settings of one multiplication.
+#[derive(Clone, Copy, Debug)]
+pub struct FftOptions {
+    pub backend: Backend,
+    /// Split recursions over rayon for blocks of at least this many elements (usize::MAX: never).
+    pub parallel_elems: usize,
+}
+
+impl FftOptions {
+    pub fn detect(portable: bool, parallel: bool) -> Self {
+        FftOptions { backend: Backend::detect(portable), parallel_elems: if parallel { 1 << 16 } else { usize::MAX } }
+    }
+}
+
+fn join<A: FnOnce() + Send, B: FnOnce() + Send>(par: bool, a: A, b: B) {
+    if par {
+        rayon::join(a, b);
+    } else {
+        a();
+        b();
+    }
+}
+
+/// Offsets H − 2^j of the low terms Y^{2^j} of W_i (j a proper submask of i), H = 2^i.
+fn term_offsets(i: usize) -> ([usize; 32], usize) {
+    let (mut offs, mut m) = ([0usize; 32], 0);
+    for j in (0..i).filter(|&j| j & i == j) {
+        offs[m] = (1 << i) - (1 << j);
+        m += 1;
+    }
+    (offs, m)
+}
+
+/// In place: f (2H elements, H = 2^i) = rem + W_i·quot with rem → f[..H], quot → f[H..].
+/// Long division from the top coefficient down: f[c] is the quotient coefficient of Y^{c−H}
+/// and is XORed into f[c − o] for each offset o of W_i.
+fn divide_by_w(f: &mut [u64], i: usize) {
+    let h = f.len() / 2;
+    let (offs, m) = term_offsets(i);
+    let offs = &offs[..m];
+    if h < 16 {
+        for c in (h..2 * h).rev() {
+            for &o in offs {
+                f[c - o] ^= f[c];
+            }
+        }
+        return;
+    }
+    // Chunks of w ≤ H/2 consecutive sources: every target c − o (o ≥ H/2) lies below the chunk,
+    // so a chunk reads its sources before any of them is written (descending order kept).
+    let w = (h / 2).min(64);
+    let mut tmp = [0u64; 64];
+    let mut c0 = 2 * h;
+    while c0 > h {
+        c0 -= w;
+        tmp[..w].copy_from_slice(&f[c0..c0 + w]);
+        for &o in offs {
+            xor_into(&mut f[c0 - o..c0 - o + w], &tmp[..w]);
+        }
+    }
+    tmp.zeroize();
+}
+
+/// Inverse of `divide_by_w`: f = rem + W_i·quot (ascending, same chunking argument).
+fn multiply_by_w(f: &mut [u64], i: usize) {
+    let h = f.len() / 2;
+    let (offs, m) = term_offsets(i);
+    let offs = &offs[..m];
+    if h < 16 {
+        for c in h..2 * h {
+            for &o in offs {
+                f[c - o] ^= f[c];
+            }
+        }
+        return;
+    }
+    let w = (h / 2).min(64);
+    let mut tmp = [0u64; 64];
+    let mut c0 = h;
+    while c0 < 2 * h {
+        tmp[..w].copy_from_slice(&f[c0..c0 + w]);
+        for &o in offs {
+            xor_into(&mut f[c0 - o..c0 - o + w], &tmp[..w]);
+        }
+        c0 += w;
+    }
+    tmp.zeroize();
+}
+
+/// Layers 3, 2, 1 of the conversion on a 16-element block, unrolled by the compiler (the
+/// generic loop costs a call per 2..8 elements there). Layer 0 (W_0 = Y) is the identity.
+#[inline(always)]
+fn to_novel16(b: &mut [u64; 16]) {
+    for c in (8..16).rev() {
+        b[c - 7] ^= b[c];
+        b[c - 6] ^= b[c];
+        b[c - 4] ^= b[c];
+    }
+    for q in [0, 8] {
+        for c in (4..8).rev() {
+            b[q + c - 3] ^= b[q + c];
+        }
+    }
+    for q in [0, 4, 8, 12] {
+        b[q + 2] ^= b[q + 3];
+        b[q + 1] ^= b[q + 2];
+    }
+}
+
+#[inline(always)]
+fn from_novel16(b: &mut [u64; 16]) {
+    for q in [0, 4, 8, 12] {
+        b[q + 1] ^= b[q + 2];
+        b[q + 2] ^= b[q + 3];
+    }
+    for q in [0, 8] {
+        for c in 4..8 {
+            b[q + c - 3] ^= b[q + c];
+        }
+    }
+    for c in 8..16 {
+        b[c - 7] ^= b[c];
+        b[c - 6] ^= b[c];
+        b[c - 4] ^= b[c];
+    }
+}
+
+/// Monomial → novel basis (f.len() a power of two). Depth-first: below LEAF, layer by layer.
+fn to_novel(f: &mut [u64], o: &FftOptions) {
+    let n = f.len();
+    if n > LEAF {
+        divide_by_w(f, n.trailing_zeros() as usize - 1);
+        let (lo, hi) = f.split_at_mut(n / 2);
+        join(n >= o.parallel_elems, || to_novel(lo, o), || to_novel(hi, o));
+        return;
+    }
+    let mut size = n;
+    while size > 16 || (size > 1 && n < 16) {
+        for blk in f.chunks_exact_mut(size) {
+            divide_by_w(blk, size.trailing_zeros() as usize - 1);
+        }
+        size /= 2;
+    }
+    if n >= 16 {
+        for blk in f.chunks_exact_mut(16) {
+            to_novel16(blk.try_into().expect("16 elements"));
+        }
+    }
+}
+
+/// Novel → monomial basis (the exact inverse of `to_novel`).
+fn from_novel(f: &mut [u64], o: &FftOptions) {
+    let n = f.len();
+    if n > LEAF {
+        {
+            let (lo, hi) = f.split_at_mut(n / 2);
+            join(n >= o.parallel_elems, || from_novel(lo, o), || from_novel(hi, o));
+        }
+        multiply_by_w(f, n.trailing_zeros() as usize - 1);
+        return;
+    }
+    let mut size = if n >= 16 { 32 } else { 2 };
+    if n >= 16 {
+        for blk in f.chunks_exact_mut(16) {
+            from_novel16(blk.try_into().expect("16 elements"));
+        }
+    }
+    while size <= n {
+        for blk in f.chunks_exact_mut(size) {
+            multiply_by_w(blk, size.trailing_zeros() as usize - 1);
+        }
+        size *= 2;
+    }
+}
+
+/// Forward LCH transform of the block with index `b` (its layer is log2(len) − 1).
+fn fft(d: &mut [u64], b: usize, tw: &Twiddles, o: &FftOptions) {
+    let n = d.len();
+    if n <= LEAF {
+        fft_leaf(d, b, tw, o.backend);
+        return;
+    }
+    let (lo, hi) = d.split_at_mut(n / 2);
+    top_butterfly::<true>(lo, hi, tw.at(b), o);
+    join(n >= o.parallel_elems, || fft(lo, 2 * b, tw, o), || fft(hi, 2 * b + 1, tw, o));
+}
+
+fn fft_leaf(d: &mut [u64], b: usize, tw: &Twiddles, be: Backend) {
+    let n = d.len();
+    let mut half = n / 2;
+    let mut blocks = 1usize;
+    while half >= 1 {
+        for k in 0..blocks {
+            let blk = &mut d[2 * half * k..2 * half * (k + 1)];
+            let (lo, hi) = blk.split_at_mut(half);
+            be.butterfly_fwd(lo, hi, tw.at(b * blocks + k));
+        }
+        half /= 2;
+        blocks *= 2;
+    }
+}
+
+fn ifft(d: &mut [u64], b: usize, tw: &Twiddles, o: &FftOptions) {
+    let n = d.len();
+    if n <= LEAF {
+        ifft_leaf(d, b, tw, o.backend);
+        return;
+    }
+    let (lo, hi) = d.split_at_mut(n / 2);
+    join(n >= o.parallel_elems, || ifft(lo, 2 * b, tw, o), || ifft(hi, 2 * b + 1, tw, o));
+    top_butterfly::<false>(lo, hi, tw.at(b), o);
+}
+
+/// One butterfly layer of a large block, split in two so both cores share it (memory-bound).
+fn top_butterfly<const FWD: bool>(lo: &mut [u64], hi: &mut [u64], s: u64, o: &FftOptions) {
+    let be = o.backend;
+    let run = move |l: &mut [u64], h: &mut [u64]| if FWD { be.butterfly_fwd(l, h, s) } else { be.butterfly_inv(l, h, s) };
+    if 2 * lo.len() >= o.parallel_elems {
+        let q = lo.len() / 2;
+        let (l0, l1) = lo.split_at_mut(q);
+        let (h0, h1) = hi.split_at_mut(q);
+        rayon::join(|| run(l0, h0), || run(l1, h1));
+    } else {
+        run(lo, hi);
+    }
+}
+
+fn ifft_leaf(d: &mut [u64], b: usize, tw: &Twiddles, be: Backend) {
+    let n = d.len();
+    let mut half = 1usize;
+    let mut blocks = n / 2;
+    while half < n {
+        for k in 0..blocks {
+            let blk = &mut d[2 * half * k..2 * half * (k + 1)];
+            let (lo, hi) = blk.split_at_mut(half);
+            be.butterfly_inv(lo, hi, tw.at(b * blocks + k));
+        }
+        half *= 2;
+        blocks /= 2;
+    }
+}
+
+/// Scratch that holds key-derived field elements: wiped on drop.
+struct Points(Vec<u64>);
+impl Drop for Points {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// 32-bit chunks of the first `bits` bits of `w` as field elements, zero-padded to `len`.
+fn chunks(w: &[u64], bits: usize, len: usize) -> Points {
+    let m = bits.div_ceil(32);
+    let mut out = Points(vec![0u64; len]);
+    for (k, e) in out.0[..m].iter_mut().enumerate() {
+        *e = (w[k / 2] >> (32 * (k % 2))) & 0xffff_ffff;
+    }
+    if bits % 32 != 0 {
+        out.0[m - 1] &= (1u64 << (bits % 32)) - 1;
+    }
+    out
+}
+
+/// Number of transform points (log2) for a product of `a_bits` by `b_bits`.
+pub fn log_points(a_bits: usize, b_bits: usize) -> usize {
+    let m = a_bits.div_ceil(32) + b_bits.div_ceil(32) - 1;
+    m.next_power_of_two().trailing_zeros() as usize
+}
+
+/// Words of the product a·b (a_bits + b_bits − 1 bits, LSB-first, ⌈that/64⌉ words).
+/// Bits of the inputs past `a_bits`/`b_bits` are ignored.
+pub fn mul(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, o: &FftOptions) -> Vec<u64> {
+    assert!(a_bits > 0 && b_bits > 0 && a.len() * 64 >= a_bits && b.len() * 64 >= b_bits);
+    let k = log_points(a_bits, b_bits);
+    assert!(k <= 34, "product too long for the twiddle tables");
+    let len = 1usize << k;
+    let tw = Twiddles::get();
+    let mut pa = chunks(a, a_bits, len);
+    let mut pb = chunks(b, b_bits, len);
+    let forward = |p: &mut Points| {
+        to_novel(&mut p.0, o);
+        fft(&mut p.0, 0, tw, o);
+    };
+    join(o.parallel_elems != usize::MAX, || forward(&mut pa), || forward(&mut pb));
+    if len >= o.parallel_elems {
+        use rayon::prelude::*;
+        pa.0.par_chunks_mut(1 << 14)
+            .zip(pb.0.par_chunks(1 << 14))
+            .for_each(|(x, y)| o.backend.mul_pointwise(x, y));
+    } else {
+        o.backend.mul_pointwise(&mut pa.0, &pb.0);
+    }
+    drop(pb);
+    ifft(&mut pa.0, 0, tw, o);
+    from_novel(&mut pa.0, o);
+    // Overlap the 63-bit coefficients at 32-bit offsets: word w = c[2w] ^ c[2w−1]>>32 ^ c[2w+1]<<32.
+    let prod_bits = a_bits + b_bits - 1;
+    let words = prod_bits.div_ceil(64);
+    let c = &pa.0;
+    let at = |i: usize| if i < len { c[i] } else { 0 };
+    let mut out = vec![0u64; words];
+    for (w, e) in out.iter_mut().enumerate() {
+        let prev = if w > 0 { at(2 * w - 1) >> 32 } else { 0 };
+        *e = at(2 * w) ^ prev ^ (at(2 * w + 1) << 32);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gf64::mul_portable;
+
+    fn xs(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    /// Schoolbook carry-less product (bits), the obvious reference.
+    fn slow_mul(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize) -> Vec<u64> {
+        let bit = |v: &[u64], i: usize| (v[i / 64] >> (i % 64)) & 1;
+        let pb = a_bits + b_bits - 1;
+        let mut out = vec![0u64; pb.div_ceil(64)];
+        for i in 0..a_bits {
+            if bit(a, i) == 1 {
+                for j in 0..b_bits {
+                    out[(i + j) / 64] ^= bit(b, j) << ((i + j) % 64);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn cantor_basis_properties() {
+        let b = cantor_basis();
+        assert_eq!(b[0], 1);
+        for i in 1..64 {
+            assert_eq!(mul_portable(b[i], b[i]) ^ b[i], b[i - 1], "β_{i}");
+        }
+        // Linear independence: Gaussian elimination keeps 64 pivots.
+        let mut rows: Vec<u64> = b.to_vec();
+        let mut rank = 0;
+        for bit in (0..64).rev() {
+            if let Some(p) = (rank..64).find(|&r| (rows[r] >> bit) & 1 == 1) {
+                rows.swap(rank, p);
+                for r in 0..64 {
+                    if r != rank && (rows[r] >> bit) & 1 == 1 {
+                        rows[r] ^= rows[rank];
+                    }
+                }
+                rank += 1;
+            }
+        }
+        assert_eq!(rank, 64);
+    }
+
+    #[test]
+    fn transforms_evaluate_at_the_subspace_points() {
+        // fft(to_novel(f)) must hold f(ω_j) with ω_j = Σ j_m β_m: check by Horner at each point.
+        let be = Backend::detect(false);
+        let o = FftOptions { backend: be, parallel_elems: usize::MAX };
+        let tw = Twiddles::get();
+        let beta = cantor_basis();
+        let mut s = 3u64;
+        for k in [1usize, 2, 3, 5, 8, 13] {
+            let n = 1 << k;
+            let f: Vec<u64> = (0..n).map(|_| xs(&mut s)).collect();
+            let mut d = f.clone();
+            to_novel(&mut d, &o);
+            let mut back = d.clone();
+            from_novel(&mut back, &o);
+            assert_eq!(back, f, "basis conversion round trip k={k}");
+            fft(&mut d, 0, tw, &o);
+            for j in (0..n).step_by(1 + n / 37) {
+                let w = (0..k).filter(|m| (j >> m) & 1 == 1).fold(0, |acc, m| acc ^ beta[m]);
+                let v = f.iter().rev().fold(0u64, |acc, &c| mul_portable(acc, w) ^ c);
+                assert_eq!(d[j], v, "k={k} j={j}");
+            }
+            ifft(&mut d, 0, tw, &o);
+            from_novel(&mut d, &o);
+            assert_eq!(d, f, "inverse k={k}");
+        }
+    }
+
+    #[test]
+    fn known_answer_small_products() {
+        let o = FftOptions::detect(false, false);
+        // (z + 1)^2 = z^2 + 1; (z^2 + z + 1)(z + 1) = z^3 + 1; 0xff·0xff = 0x5555 (carry-less).
+        assert_eq!(mul(&[0b11], 2, &[0b11], 2, &o), vec![0b101]);
+        assert_eq!(mul(&[0b111], 3, &[0b11], 2, &o), vec![0b1001]);
+        assert_eq!(mul(&[0xff], 8, &[0xff], 8, &o), vec![0x5555]);
+        // 1 · z^100 across a word boundary.
+        assert_eq!(mul(&[1], 1, &[0, 1 << 36], 101, &o), vec![0, 1 << 36]);
+    }
+
+    #[test]
+    fn random_products_match_schoolbook() {
+        let mut s = 11u64;
+        let shapes: [(usize, usize); 13] = [(1, 1), (1, 64), (31, 33), (32, 32), (33, 1), (64, 64), (65, 129), (100, 1000), (1000, 777),
+            (4095, 4097), (20_000, 3), (12_345, 6_789), (70_001, 30_000)];
+        for (ab, bb) in shapes {
+            let a: Vec<u64> = (0..ab.div_ceil(64)).map(|_| xs(&mut s)).collect();
+            let b: Vec<u64> = (0..bb.div_ceil(64)).map(|_| xs(&mut s)).collect();
+            let want = slow_mul(&a, ab, &b, bb);
+            let mut opts = vec![FftOptions::detect(false, false), FftOptions::detect(false, true),
+                FftOptions { backend: Backend::detect(false), parallel_elems: 4 }];
+            if ab * bb < 2_000_000 {
+                opts.push(FftOptions::detect(true, false));
+            }
+            if Backend::detect(false) == Backend::Avx512 {
+                opts.push(FftOptions { backend: Backend::Pclmul, parallel_elems: usize::MAX });
+            }
+            for o in opts {
+                assert_eq!(mul(&a, ab, &b, bb, &o), want, "{ab}x{bb} {o:?}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use std::time::Instant;
+    /// `cargo test --release -p qkd-core -- --ignored fft_timing --nocapture`
+    #[test]
+    #[ignore]
+    fn fft_timing() {
+        let n: usize = std::env::var("PA_N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000_000);
+        let (ab, bb) = (n + n / 2 - 1, n);
+        let a: Vec<u64> = (0..ab.div_ceil(64)).map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let b: Vec<u64> = (0..bb.div_ceil(64)).map(|i| (i as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)).collect();
+        for par in [true, false] {
+            let o = FftOptions::detect(false, par);
+            let tw = Twiddles::get();
+            let len = 1usize << log_points(ab, bb);
+            let mut p = chunks(&a, ab, len);
+            let t0 = Instant::now();
+            to_novel(&mut p.0, &o);
+            let t1 = Instant::now();
+            fft(&mut p.0, 0, tw, &o);
+            let t2 = Instant::now();
+            ifft(&mut p.0, 0, tw, &o);
+            let t3 = Instant::now();
+            from_novel(&mut p.0, &o);
+            let t4 = Instant::now();
+            let _ = mul(&a, ab, &b, bb, &o);
+            let t5 = Instant::now();
+            eprintln!("n={n} par={par} {o:?} len=2^{}: to_novel {:?} fft {:?} ifft {:?} from_novel {:?} | mul {:?} = {:.0} Mbit/s",
+                len.trailing_zeros(), t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, n as f64 / (t5 - t4).as_secs_f64() / 1e6);
+        }
+    }
+}
