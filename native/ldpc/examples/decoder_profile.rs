@@ -1,5 +1,5 @@
 //! Decoder profiling and regression digest:
-//! `cargo run --release -p qkd-ldpc --example decoder_profile -- <qber> <frame_bits> <frames> [f] [threads|w16|w32|w64]`
+//! `cargo run --release -p qkd-ldpc --example decoder_profile -- <qber> <frame_bits> <frames> [f] [threads|w8|w16|w32|w64]`
 //!
 //! Prints throughput (wall and per CPU-second), mean iterations, FER, and an FNV-1a digest over
 //! every frame's corrected bits, fill guess, iteration count and convergence flag. The digest is
@@ -54,6 +54,7 @@ fn main() {
     let _ = family::code(fp.code); // build outside the timing
     let opts = DecodeOptions { max_iter, kernel };
     let run = || match mode.as_str() {
+        "w8" => decode_batch_width::<8>(&fp, q, &frames, 0, opts),
         "w16" => decode_batch_width::<16>(&fp, q, &frames, 0, opts),
         "w32" => decode_batch_width::<32>(&fp, q, &frames, 0, opts),
         "w64" => decode_batch_width::<64>(&fp, q, &frames, 0, opts),
