@@ -128,15 +128,14 @@ fn term_offsets(i: usize) -> ([usize; 32], usize) {
     (offs, m)
 }
 
-/// In place: f (2H elements, H = 2^i) = rem + W_i·quot with rem → f[..H], quot → f[H..].
-/// Long division from the top coefficient down: f[c] is the quotient coefficient of Y^{c−H}
-/// and is XORed into f[c − o] for each offset o of W_i.
-fn divide_by_w(f: &mut [u64], i: usize) {
+/// In place: f (2H elements) = rem + D·quot with rem → f[..H], quot → f[H..], for a binary
+/// divisor D = Y^H + Σ Y^{H−o} (offsets o ≥ H/2). Long division from the top coefficient down:
+/// f[c] is the quotient coefficient of Y^{c−H} and is XORed into f[c − o] for each offset.
+/// Sources at or above `top` are known to be zero and skipped.
+fn divide(f: &mut [u64], offs: &[usize], top: usize) {
     let h = f.len() / 2;
-    let (offs, m) = term_offsets(i);
-    let offs = &offs[..m];
     if h < 16 {
-        for c in (h..2 * h).rev() {
+        for c in (h..top).rev() {
             for &o in offs {
                 f[c - o] ^= f[c];
             }
@@ -145,24 +144,21 @@ fn divide_by_w(f: &mut [u64], i: usize) {
     }
     // Chunks of w ≤ H/2 consecutive sources: every target c − o (o ≥ H/2) lies below the chunk,
     // so a chunk reads its sources before any of them is written (descending order kept).
-    let w = (h / 2).min(64);
-    let mut tmp = [0u64; 64];
-    let mut c0 = 2 * h;
+    let w = (h / 2).min(256);
+    let mut c0 = top;
     while c0 > h {
-        c0 -= w;
-        tmp[..w].copy_from_slice(&f[c0..c0 + w]);
+        let len = w.min(c0 - h);
+        c0 -= len;
+        let (below, src) = f.split_at_mut(c0);
         for &o in offs {
-            xor_into(&mut f[c0 - o..c0 - o + w], &tmp[..w]);
+            xor_into(&mut below[c0 - o..c0 - o + len], &src[..len]);
         }
     }
-    tmp.zeroize();
 }
 
-/// Inverse of `divide_by_w`: f = rem + W_i·quot (ascending, same chunking argument).
-fn multiply_by_w(f: &mut [u64], i: usize) {
+/// Inverse of `divide` (all sources): f = rem + D·quot, ascending, same chunking argument.
+fn multiply(f: &mut [u64], offs: &[usize]) {
     let h = f.len() / 2;
-    let (offs, m) = term_offsets(i);
-    let offs = &offs[..m];
     if h < 16 {
         for c in h..2 * h {
             for &o in offs {
@@ -171,17 +167,25 @@ fn multiply_by_w(f: &mut [u64], i: usize) {
         }
         return;
     }
-    let w = (h / 2).min(64);
-    let mut tmp = [0u64; 64];
+    let w = (h / 2).min(256);
     let mut c0 = h;
     while c0 < 2 * h {
-        tmp[..w].copy_from_slice(&f[c0..c0 + w]);
+        let (below, src) = f.split_at_mut(c0);
         for &o in offs {
-            xor_into(&mut f[c0 - o..c0 - o + w], &tmp[..w]);
+            xor_into(&mut below[c0 - o..c0 - o + w], &src[..w]);
         }
         c0 += w;
     }
-    tmp.zeroize();
+}
+
+fn divide_by_w(f: &mut [u64], i: usize) {
+    let (offs, m) = term_offsets(i);
+    divide(f, &offs[..m], f.len());
+}
+
+fn multiply_by_w(f: &mut [u64], i: usize) {
+    let (offs, m) = term_offsets(i);
+    multiply(f, &offs[..m]);
 }
 
 /// Layers 3, 2, 1 of the conversion on a 16-element block, unrolled by the compiler (the
@@ -222,13 +226,14 @@ fn from_novel16(b: &mut [u64; 16]) {
     }
 }
 
-/// Monomial → novel basis (f.len() a power of two). Depth-first: below LEAF, layer by layer.
-fn to_novel(f: &mut [u64], o: &FftOptions) {
+/// Monomial → novel basis by direct division by each W_i (f.len() a power of two): the
+/// obvious form, kept for small sizes and as the tests' reference for `to_novel`.
+fn to_novel_direct(f: &mut [u64], o: &FftOptions) {
     let n = f.len();
     if n > LEAF {
         divide_by_w(f, n.trailing_zeros() as usize - 1);
         let (lo, hi) = f.split_at_mut(n / 2);
-        join(n >= o.parallel_elems, || to_novel(lo, o), || to_novel(hi, o));
+        join(n >= o.parallel_elems, || to_novel_direct(lo, o), || to_novel_direct(hi, o));
         return;
     }
     let mut size = n;
@@ -245,13 +250,13 @@ fn to_novel(f: &mut [u64], o: &FftOptions) {
     }
 }
 
-/// Novel → monomial basis (the exact inverse of `to_novel`).
-fn from_novel(f: &mut [u64], o: &FftOptions) {
+/// Novel → monomial basis, the exact inverse of `to_novel_direct`.
+fn from_novel_direct(f: &mut [u64], o: &FftOptions) {
     let n = f.len();
     if n > LEAF {
         {
             let (lo, hi) = f.split_at_mut(n / 2);
-            join(n >= o.parallel_elems, || from_novel(lo, o), || from_novel(hi, o));
+            join(n >= o.parallel_elems, || from_novel_direct(lo, o), || from_novel_direct(hi, o));
         }
         multiply_by_w(f, n.trailing_zeros() as usize - 1);
         return;
@@ -265,6 +270,157 @@ fn from_novel(f: &mut [u64], o: &FftOptions) {
     while size <= n {
         for blk in f.chunks_exact_mut(size) {
             multiply_by_w(blk, size.trailing_zeros() as usize - 1);
+        }
+        size *= 2;
+    }
+}
+
+/// Monomial → novel basis of f (length 2^K, coefficients at or above `used` zero), splitting
+/// the index at T = 2^a < K ≤ 2^{a+1} (Gao–Mateer; the tensor form of Chen et al. §4):
+/// with Z = W_T(Y) = Y^{2^T} + Y and W_i = W_{i−T}∘W_T, X_j(Y) = X_{j mod 2^T}(Y)·X_{j >> T}(Z). So
+/// (1) expand f = Σ_r h_r(Y) Z^r (deg h_r < τ = 2^T; h_r is row r of a 2^{K−T} × τ grid) by
+/// divisions by the binomials Z^R = Y^{τR} + Y^R, (2) convert every row in Y (recursively),
+/// (3) convert every column in Z. Each step is one sweep over memory with one stream instead of
+/// a sweep per term of every W_i.
+fn to_novel(f: &mut [u64], used: usize, o: &FftOptions) {
+    let n = f.len();
+    let kk = n.trailing_zeros() as usize;
+    if kk <= 4 {
+        to_novel_direct(f, o);
+        return;
+    }
+    let tau = 1usize << (1usize << (kk - 1).ilog2());
+    radix_expand(f, tau, n / tau / 2, used.min(n), o);
+    let used_rows = used.min(n).div_ceil(tau);
+    for_rows(f, tau, used_rows, o, |row| to_novel(row, tau, o));
+    columns(f, tau, used_rows.next_power_of_two(), o, to_novel_vec);
+}
+
+/// Novel → monomial basis: the exact inverse of `to_novel`, steps reversed.
+fn from_novel(f: &mut [u64], o: &FftOptions) {
+    let n = f.len();
+    let kk = n.trailing_zeros() as usize;
+    if kk <= 4 {
+        from_novel_direct(f, o);
+        return;
+    }
+    let tau = 1usize << (1usize << (kk - 1).ilog2());
+    columns(f, tau, n / tau, o, from_novel_vec);
+    for_rows(f, tau, n / tau, o, |row| from_novel(row, o));
+    radix_unexpand(f, tau, n / tau / 2, o);
+}
+
+/// f (2τR elements) → rows h_r with f = Σ h_r Z^r: divide by Z^R = Y^{τR} + Y^R, recurse.
+fn radix_expand(f: &mut [u64], tau: usize, r: usize, used: usize, o: &FftOptions) {
+    if r == 0 || used == 0 {
+        return;
+    }
+    let h = tau * r;
+    if used > h {
+        divide(f, &[h - r], used);
+    }
+    let (lo, hi) = f.split_at_mut(h);
+    let hi_used = used.saturating_sub(h);
+    let par = f_len_par(2 * h, o) && hi_used > 0;
+    join(par, || radix_expand(lo, tau, r / 2, used.min(h), o), || radix_expand(hi, tau, r / 2, hi_used, o));
+}
+
+fn radix_unexpand(f: &mut [u64], tau: usize, r: usize, o: &FftOptions) {
+    if r == 0 {
+        return;
+    }
+    let h = tau * r;
+    {
+        let (lo, hi) = f.split_at_mut(h);
+        join(f_len_par(2 * h, o), || radix_unexpand(lo, tau, r / 2, o), || radix_unexpand(hi, tau, r / 2, o));
+    }
+    multiply(f, &[h - r]);
+}
+
+fn f_len_par(n: usize, o: &FftOptions) -> bool {
+    n >= o.parallel_elems
+}
+
+/// Runs `op` on the first `rows` rows of τ elements (in parallel for large grids).
+fn for_rows<F: Fn(&mut [u64]) + Sync>(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, op: F) {
+    let body = &mut f[..rows * tau];
+    if f_len_par(body.len(), o) {
+        use rayon::prelude::*;
+        body.par_chunks_mut(tau).for_each(|row| op(row));
+    } else {
+        body.chunks_mut(tau).for_each(op);
+    }
+}
+
+/// Applies `op` (a conversion on polynomials whose coefficients are rows of w elements) to the
+/// columns of the first `rows` rows: tiles of w columns are copied to a buffer that fits in L2.
+fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, op: fn(&mut [u64], usize)) {
+    if rows < 2 {
+        return;
+    }
+    let w = (32_768 / rows).clamp(8, tau);
+    let tiles = tau / w;
+    let run = |t0: usize, t1: usize, base: SyncPtr| {
+        let mut tile = Points(vec![0u64; rows * w]);
+        for t in t0..t1 {
+            for r in 0..rows {
+                // SAFETY: `base` points at f (rows·τ elements); row r, columns [t·w, (t+1)·w) are
+                // in bounds, and the two halves of the tile range touch disjoint columns.
+                let src = unsafe { std::slice::from_raw_parts(base.0.add(r * tau + t * w), w) };
+                tile.0[r * w..(r + 1) * w].copy_from_slice(src);
+            }
+            op(&mut tile.0, w);
+            for r in 0..rows {
+                // SAFETY: as above.
+                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(r * tau + t * w), w) };
+                dst.copy_from_slice(&tile.0[r * w..(r + 1) * w]);
+            }
+        }
+    };
+    let base = SyncPtr(f.as_mut_ptr());
+    if f_len_par(rows * tau, o) && tiles >= 2 {
+        rayon::join(|| run(0, tiles / 2, base), || run(tiles / 2, tiles, base));
+    } else {
+        run(0, tiles, base);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut u64);
+// SAFETY: only used by `columns`, whose two workers write disjoint columns of one live slice.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// `to_novel_direct` on a polynomial whose coefficients are rows of w elements.
+fn to_novel_vec(t: &mut [u64], w: usize) {
+    let rows = t.len() / w;
+    let mut size = rows;
+    while size >= 2 {
+        let (offs, m) = term_offsets(size.trailing_zeros() as usize - 1);
+        for blk in t.chunks_exact_mut(size * w) {
+            for c in (size / 2..size).rev() {
+                let (lo, src) = blk.split_at_mut(c * w);
+                for &off in &offs[..m] {
+                    xor_into(&mut lo[(c - off) * w..(c - off + 1) * w], &src[..w]);
+                }
+            }
+        }
+        size /= 2;
+    }
+}
+
+fn from_novel_vec(t: &mut [u64], w: usize) {
+    let rows = t.len() / w;
+    let mut size = 2;
+    while size <= rows {
+        let (offs, m) = term_offsets(size.trailing_zeros() as usize - 1);
+        for blk in t.chunks_exact_mut(size * w) {
+            for c in size / 2..size {
+                let (lo, src) = blk.split_at_mut(c * w);
+                for &off in &offs[..m] {
+                    xor_into(&mut lo[(c - off) * w..(c - off + 1) * w], &src[..w]);
+                }
+            }
         }
         size *= 2;
     }
@@ -374,11 +530,12 @@ pub fn mul(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, o: &FftOptions) -
     let tw = Twiddles::get();
     let mut pa = chunks(a, a_bits, len);
     let mut pb = chunks(b, b_bits, len);
-    let forward = |p: &mut Points| {
-        to_novel(&mut p.0, o);
+    let forward = |p: &mut Points, used: usize| {
+        to_novel(&mut p.0, used, o);
         fft(&mut p.0, 0, tw, o);
     };
-    join(o.parallel_elems != usize::MAX, || forward(&mut pa), || forward(&mut pb));
+    let (ua, ub) = (a_bits.div_ceil(32), b_bits.div_ceil(32));
+    join(o.parallel_elems != usize::MAX, || forward(&mut pa, ua), || forward(&mut pb, ub));
     if len >= o.parallel_elems {
         use rayon::prelude::*;
         pa.0.par_chunks_mut(1 << 14)
@@ -462,11 +619,14 @@ mod tests {
         let tw = Twiddles::get();
         let beta = cantor_basis();
         let mut s = 3u64;
-        for k in [1usize, 2, 3, 5, 8, 13] {
+        for k in [1usize, 2, 3, 4, 5, 6, 8, 9, 13, 17] {
             let n = 1 << k;
             let f: Vec<u64> = (0..n).map(|_| xs(&mut s)).collect();
             let mut d = f.clone();
-            to_novel(&mut d, &o);
+            let mut direct = f.clone();
+            to_novel_direct(&mut direct, &o);
+            to_novel(&mut d, n, &o);
+            assert_eq!(d, direct, "split conversion = direct conversion k={k}");
             let mut back = d.clone();
             from_novel(&mut back, &o);
             assert_eq!(back, f, "basis conversion round trip k={k}");
@@ -479,6 +639,30 @@ mod tests {
             ifft(&mut d, 0, tw, &o);
             from_novel(&mut d, &o);
             assert_eq!(d, f, "inverse k={k}");
+        }
+    }
+
+    #[test]
+    fn split_conversion_matches_direct_on_sparse_inputs() {
+        let mut s = 8u64;
+        for k in [5usize, 9, 12, 17, 18] {
+            let n = 1usize << k;
+            for used in [1, 17, n / 3, n / 2, n / 2 + 1, n - 5, n] {
+                let mut f: Vec<u64> = (0..n).map(|_| xs(&mut s)).collect();
+                f[used..].iter_mut().for_each(|v| *v = 0);
+                let (mut a, mut b) = (f.clone(), f.clone());
+                for par in [false, true] {
+                    let o = FftOptions { backend: Backend::Portable, parallel_elems: if par { 64 } else { usize::MAX } };
+                    a.copy_from_slice(&f);
+                    to_novel(&mut a, used, &o);
+                    b.copy_from_slice(&f);
+                    to_novel_direct(&mut b, &o);
+                    assert_eq!(a, b, "k={k} used={used} par={par}");
+                    assert!(a[used..].iter().all(|&v| v == 0), "novel basis is triangular");
+                    from_novel(&mut a, &o);
+                    assert_eq!(a, f, "round trip k={k} used={used}");
+                }
+            }
         }
     }
 
@@ -520,8 +704,24 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
-    use std::time::Instant;
-    /// `cargo test --release -p qkd-core -- --ignored fft_timing --nocapture`
+
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clk: i32, tp: *mut Timespec) -> i32;
+    }
+    /// Process CPU seconds (the machine is shared: wall time is noisy).
+    fn cpu() -> f64 {
+        let mut t = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: CLOCK_PROCESS_CPUTIME_ID = 2 on Linux; `t` is a valid out-pointer.
+        unsafe { clock_gettime(2, &mut t) };
+        t.sec as f64 + t.nsec as f64 * 1e-9
+    }
+
+    /// `cargo test --release -p qkd-core -- --ignored fft_timing --nocapture` (PA_N=bits).
     #[test]
     #[ignore]
     fn fft_timing() {
@@ -529,24 +729,30 @@ mod timing {
         let (ab, bb) = (n + n / 2 - 1, n);
         let a: Vec<u64> = (0..ab.div_ceil(64)).map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         let b: Vec<u64> = (0..bb.div_ceil(64)).map(|i| (i as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)).collect();
-        for par in [true, false] {
+        for par in [false, true] {
             let o = FftOptions::detect(false, par);
             let tw = Twiddles::get();
             let len = 1usize << log_points(ab, bb);
             let mut p = chunks(&a, ab, len);
-            let t0 = Instant::now();
-            to_novel(&mut p.0, &o);
-            let t1 = Instant::now();
+            let mut line = format!("n={n} par={par} {:?} 2^{} cpu s:", o.backend, len.trailing_zeros());
+            let mut lap = |name: &str, t: &mut f64| {
+                let now = cpu();
+                line += &format!(" {name} {:.3}", now - *t);
+                *t = now;
+            };
+            let mut t = cpu();
+            to_novel(&mut p.0, ab.div_ceil(32), &o);
+            lap("to_novel", &mut t);
             fft(&mut p.0, 0, tw, &o);
-            let t2 = Instant::now();
+            lap("fft", &mut t);
             ifft(&mut p.0, 0, tw, &o);
-            let t3 = Instant::now();
+            lap("ifft", &mut t);
             from_novel(&mut p.0, &o);
-            let t4 = Instant::now();
+            lap("from_novel", &mut t);
+            let w0 = std::time::Instant::now();
             let _ = mul(&a, ab, &b, bb, &o);
-            let t5 = Instant::now();
-            eprintln!("n={n} par={par} {o:?} len=2^{}: to_novel {:?} fft {:?} ifft {:?} from_novel {:?} | mul {:?} = {:.0} Mbit/s",
-                len.trailing_zeros(), t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, n as f64 / (t5 - t4).as_secs_f64() / 1e6);
+            lap("| mul", &mut t);
+            eprintln!("{line} (wall {:.3})", w0.elapsed().as_secs_f64());
         }
     }
 }

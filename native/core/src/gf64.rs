@@ -117,8 +117,23 @@ impl Backend {
     }
 }
 
+/// dst ^= src (the XOR passes of the basis conversion), with AVX-512 when present.
 #[inline]
 pub fn xor_into(dst: &mut [u64], src: &[u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *WIDE.get_or_init(|| std::is_x86_feature_detected!("avx512f")) {
+            // SAFETY: AVX-512F was detected at run time.
+            unsafe { x86::xor_into_avx512(dst, src) };
+            return;
+        }
+    }
+    xor_loop(dst, src);
+}
+
+#[inline(always)]
+fn xor_loop(dst: &mut [u64], src: &[u64]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d ^= s;
     }
@@ -128,6 +143,11 @@ pub fn xor_into(dst: &mut [u64], src: &[u64]) {
 mod x86 {
     use super::reduce;
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn xor_into_avx512(dst: &mut [u64], src: &[u64]) {
+        super::xor_loop(dst, src); // auto-vectorised with 512-bit registers
+    }
 
     #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
     pub unsafe fn mul1(a: u64, b: u64) -> u64 {
