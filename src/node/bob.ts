@@ -144,9 +144,9 @@ export class BobNode {
 
   /** Runs until stop(): produce tags, sync, cut blocks, post-process. */
   async run(): Promise<void> {
-    // Back-pressure by design: while a block is post-processed the consumer does not read, and the
-    // tagger waits (its batches are marked BACKPRESSURE, never dropped). At stop, closing the
-    // socket ends a pending send.
+    // Back-pressure by design: while a block is post-processed and the next one is full, the
+    // consumer does not read, and the tagger waits (its batches are marked BACKPRESSURE, never
+    // dropped). At stop, closing the socket ends a pending send.
     const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
@@ -174,10 +174,13 @@ export class BobNode {
     const consume = this.consume(consumer);
     await Promise.race([produce, consume]);
     this.stopping = true;
-    consumer.close();
-    // A send blocked on the (now closed) consumer rejects when its socket closes.
+    // The sending side closes first: a send blocked on back-pressure rejects and the producer ends.
+    // Closing the consumer under a pushing publisher instead can abort the process inside libzmq
+    // (session_base.cpp errno assertion when the peer vanishes mid multi-part message).
     closeQuietly(() => publisher.close());
-    await Promise.allSettled([produce, consume]);
+    await Promise.allSettled([produce]);
+    consumer.close();
+    await Promise.allSettled([consume]);
     await this.tagger.close();
   }
 
@@ -185,46 +188,69 @@ export class BobNode {
     const buf = new DetectionBuffer();
     let firstPulse = -1;
     let lastReport = 0;
-    for await (const b of consumer) {
-      if (this.stopping) break;
-      const times = view64(BigInt64Array, b.data);
-      const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
-      const det = this.sync.push({ timePs: times, channel });
-      for (let i = 0; i < channel.length; i++) this.channelTags.set(channel[i], (this.channelTags.get(channel[i]) ?? 0) + 1);
-      this.histogram(det.channel, det.residualPs);
-      if (times.length) this.emulatedPs = Number(times[times.length - 1]);
-      if (b.tainted) {
-        // An overflow, gap or stall: the detections around it are incomplete. Discard the block
-        // being accumulated rather than mix it; report it as aborted.
-        this.tainted++;
-        if (buf.n) {
-          buf.take();
-          await this.cb.onBlock({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0);
+    // One block is post-processed while the next one accumulates (the two use different cores:
+    // acquisition runs here, the core's stages on native threads and in Alice's process). Blocks
+    // still finish, commit and deliver in order: a new block waits for the one in flight.
+    let inFlight: Promise<void> = Promise.resolve();
+    let failure: unknown;
+    const settle = async () => {
+      await inFlight;
+      if (failure !== undefined) throw failure;
+    };
+    try {
+      for await (const b of consumer) {
+        if (this.stopping) break;
+        const times = view64(BigInt64Array, b.data);
+        const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
+        const det = this.sync.push({ timePs: times, channel });
+        for (let i = 0; i < channel.length; i++) this.channelTags.set(channel[i], (this.channelTags.get(channel[i]) ?? 0) + 1);
+        this.histogram(det.channel, det.residualPs);
+        if (times.length) this.emulatedPs = Number(times[times.length - 1]);
+        if (b.tainted) {
+          // An overflow, gap or stall: the detections around it are incomplete. Discard the block
+          // being accumulated rather than mix it; report it as aborted.
+          this.tainted++;
+          if (buf.n) {
+            buf.take();
+            await settle();
+            await this.cb.onBlock({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0);
+          }
+          firstPulse = -1;
+          continue;
         }
-        firstPulse = -1;
-        continue;
+        if (det.pulseIndex.length) {
+          buf.push(det.pulseIndex, det.channel);
+          if (firstPulse < 0) firstPulse = det.pulseIndex[0];
+          this.detections += det.pulseIndex.length;
+          this.pulses = Math.max(this.pulses, det.pulseIndex[det.pulseIndex.length - 1] + 1);
+        }
+        if (buf.n >= this.cfg.block.detections) {
+          const { pulse, channel: ch } = buf.take();
+          const pulsesInBlock = pulse[pulse.length - 1] - firstPulse + 1;
+          firstPulse = -1;
+          const sc = toSiftChannels(this.preset, this.bobSeed, pulse, ch);
+          await settle();
+          const id = ++this.blockId;
+          inFlight = (async () => {
+            const result = await this.post.processBlock(id, pulse, sc);
+            result.report.detections = pulse.length;
+            await this.cb.onBlock(result, pulsesInBlock);
+          })().catch((err: unknown) => {
+            failure = err;
+          });
+        }
+        const now = performance.now();
+        if (now - lastReport > this.cfg.statusEveryMs) {
+          lastReport = now;
+          this.cb.onProgress({ pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, sync: this.sync.state() });
+        }
       }
-      if (det.pulseIndex.length) {
-        buf.push(det.pulseIndex, det.channel);
-        if (firstPulse < 0) firstPulse = det.pulseIndex[0];
-        this.detections += det.pulseIndex.length;
-        this.pulses = Math.max(this.pulses, det.pulseIndex[det.pulseIndex.length - 1] + 1);
-      }
-      if (buf.n >= this.cfg.block.detections) {
-        const { pulse, channel: ch } = buf.take();
-        const pulsesInBlock = pulse[pulse.length - 1] - firstPulse + 1;
-        firstPulse = -1;
-        const sc = toSiftChannels(this.preset, this.bobSeed, pulse, ch);
-        const result = await this.post.processBlock(++this.blockId, pulse, sc);
-        result.report.detections = pulse.length;
-        await this.cb.onBlock(result, pulsesInBlock);
-      }
-      const now = performance.now();
-      if (now - lastReport > this.cfg.statusEveryMs) {
-        lastReport = now;
-        this.cb.onProgress({ pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, sync: this.sync.state() });
-      }
+    } finally {
+      // Stopping (or the stream ended): the block in flight is finished (committed and
+      // delivered, or aborted) before the node goes on to close its link.
+      await inFlight;
     }
+    if (failure !== undefined) throw failure;
   }
 
   private histogram(ch: Uint8Array, res: Float32Array): void {
