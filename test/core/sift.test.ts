@@ -1,7 +1,7 @@
 // Sifting: native per-party steps vs the TypeScript reference (src/core/reference.ts) on random
 // batches (odd sizes, empty, all double clicks), plus malformed-message and input-error cases.
 import t from 'tap';
-import { aliceMatch, bobAnnounce, channelMap, errorsByIntensity, extractSifted } from '../../src/core/sift.ts';
+import { aliceMatch, aliceSift, bobAnnounce, channelMap, errorsByIntensity, extractSifted, siftFastPext, siftForcePortable } from '../../src/core/sift.ts';
 import { SIFT_CHUNK, bobEventsRef, packBits, siftRef, unpackBits } from '../../src/core/reference.ts';
 import { packChoice, type DetectorMapping } from '../../src/lab/types.ts';
 import { QkdError, ProtocolError } from '../../src/errors.ts';
@@ -72,12 +72,40 @@ t.test('native sifting equals the reference on random batches', async (t) => {
       t.same(got.nZ, [0, 1, 2].map((k) => want.zInt.filter((v) => v === k).length));
     }
     t.equal(alice.matched, ref.alice.z.length + ref.alice.x.length);
+    // One-pass Alice: same reply and the same strings as match + extract.
+    const one = aliceSift(bob.announcement, b.choices, first);
+    t.same(Buffer.from(one.reply), Buffer.from(alice.reply), `aliceSift reply n=${nDet}`);
+    t.same(one.sifted, aS, `aliceSift strings n=${nDet}`);
     // Per-intensity X errors against a direct count.
     const e = errorsByIntensity(aS.x, bS.x, aS.xIntensity);
     const want = [0, 0, 0];
     ref.alice.x.forEach((v, i) => { if (v !== ref.bob.x[i]) want[ref.alice.xInt[i]]++; });
     t.same(e, want, `X errors by intensity n=${nDet}`);
   }
+});
+
+t.test('portable and BMI2 compression agree with the reference (odd sizes, multi-clicks)', async (t) => {
+  const r = rng(777);
+  const map = channelMap(mapping);
+  t.comment(`BMI2 pext in use by default: ${siftFastPext()}`);
+  for (const portable of [true, false]) {
+    siftForcePortable(portable);
+    for (const [nDet, multi] of [[1, 0], [17, 0.5], [64, 0], [129, 0.2], [5003, 0.05], [70001, 0.3]] as const) {
+      const b = batch(r, nDet, 11, multi);
+      const seed = new Uint8Array(32).map(() => Math.floor(r() * 256));
+      const bob = bobAnnounce({ pulse: b.pulse, channel: b.channel }, mapping, seed);
+      const ref = siftRef(bobEventsRef(b.pulse, b.channel, map, seed), b.choices, 11);
+      const a = aliceSift(bob.announcement, b.choices, 11);
+      const bS = extractSifted(bob.events, a.reply);
+      for (const [who, got, want] of [['alice', a.sifted, ref.alice], ['bob', bS, ref.bob]] as const) {
+        t.same(unpackBits(got.z, got.zBits), want.z, `${who} Z portable=${portable} n=${nDet}`);
+        t.same(Array.from(got.zIntensity), want.zInt, `${who} Z tags portable=${portable} n=${nDet}`);
+        t.same(unpackBits(got.x, got.xBits), want.x, `${who} X portable=${portable} n=${nDet}`);
+        t.same(Array.from(got.xIntensity), want.xInt, `${who} X tags portable=${portable} n=${nDet}`);
+      }
+    }
+  }
+  siftForcePortable(false);
 });
 
 t.test('squashing: double clicks give a random bit, cross-basis clicks a random basis, both counted', async (t) => {

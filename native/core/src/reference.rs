@@ -68,3 +68,35 @@ fn bob_events_one(pulse: &[u64], channel: &[u8], codes: &[u8; 256], seed: &[u8; 
     }
     out
 }
+
+/// One party's sifted strings as plain values: (bits, intensity tags) for Z and for X.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefSifted {
+    pub z: Vec<u8>,
+    pub z_int: Vec<u8>,
+    pub x: Vec<u8>,
+    pub x_int: Vec<u8>,
+}
+
+/// Both parties' sifted strings from Bob's events and Alice's choice bytes, event by event:
+/// keep an event when Alice's basis equals Bob's, file it under that basis with Alice's intensity.
+pub fn sift_both(bob: &[RefEvent], choices: &[u8], first_pulse: u64) -> (RefSifted, RefSifted) {
+    let (mut alice, mut bob_s) = (RefSifted::default(), RefSifted::default());
+    for e in bob {
+        let c = choices[(e.pulse - first_pulse) as usize];
+        let (a_bit, a_basis, k) = (c & 1, (c >> 1) & 1, (c >> 2) & 3);
+        if a_basis != e.basis {
+            continue;
+        }
+        for (s, bit) in [(&mut alice, a_bit), (&mut bob_s, e.bit)] {
+            if e.basis == 0 {
+                s.z.push(bit);
+                s.z_int.push(k);
+            } else {
+                s.x.push(bit);
+                s.x_int.push(k);
+            }
+        }
+    }
+    (alice, bob_s)
+}

@@ -31,7 +31,11 @@
 //! +------+------------+--------------------+--------------+------------------------------+
 //! ```
 //! The basis bitmap precedes the deltas so Alice decodes, looks up and matches in one pass.
-use crate::bits::{BitWriter, KeyBits};
+mod kernels;
+
+pub use kernels::{fast_pext, set_force_portable};
+use crate::bits::KeyBits;
+use kernels::{BasisSink, BitSink, BitSource, Compact, SoftCompress};
 use crate::rng::Xoshiro256;
 use zeroize::Zeroize;
 use crate::{CoreError, Result};
@@ -105,6 +109,8 @@ pub struct AliceMatch {
     pub reply: Vec<u8>,
     pub events: PartyEvents,
     pub matched: u64,
+    /// Alice's sifted strings, produced in the same pass (no separate [`extract`] needed).
+    pub sifted: Sifted,
 }
 
 /// Sifted bits of one party, by basis, in event order, each with its intensity tag.
@@ -323,86 +329,254 @@ fn concat_bits<'a>(parts: impl Iterator<Item = &'a KeyBits> + Clone) -> KeyBits 
     KeyBits::from_words(words, total)
 }
 
-/// One chunk of Bob's step; `offset` is the chunk's position in the batch (for error messages).
-fn bob_chunk(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed: &[u8; 32], offset: usize) -> Result<BobPart> {
-    let n = pulse.len();
-    let mut rng = Xoshiro256::from_seed(squash_seed);
-    let mut stats = SiftStats { detections: n as u64, ..Default::default() };
-    let mut deltas: Vec<u8> = Vec::with_capacity(n + n / 4 + 16);
-    let mut bases = BitWriter::with_capacity(n);
-    let mut bits = BitWriter::with_capacity(n);
+/// Bob's running state inside one chunk.
+struct BobState {
+    rng: Xoshiro256,
+    stats: SiftStats,
+    deltas: Vec<u8>,
+    bases: BitSink,
+    bits: BitSink,
+    count: usize,
+    first_event: u64,
+    last_event: u64,
+    /// Pulse of the last detection looked at (sortedness), valid when `seen`.
+    last_seen: u64,
+    seen: bool,
+}
 
-    let mut count = 0usize;
-    let mut first_event: u64 = 0;
-    let mut last_event: u64 = 0;
-    let mut last_seen: Option<u64> = None;
-    let mut i = 0usize;
-    while i < n {
+impl BobState {
+    #[inline(always)]
+    fn emit(&mut self, p: u64, basis: u64, bit: u64) {
+        if self.count == 0 {
+            self.first_event = p;
+        }
+        put_varint(&mut self.deltas, if self.count == 0 { p } else { p - self.last_event });
+        self.last_event = p;
+        self.count += 1;
+        self.bases.push(basis, 1);
+        self.bits.push(bit, 1);
+    }
+
+    /// The detections of the pulse at `i` (one group), scalar; returns the index after it.
+    #[inline(always)]
+    fn group(&mut self, pulse: &[f64], channel: &[u8], map: &ChannelMap, i: usize, offset: usize) -> Result<usize> {
+        let n = pulse.len();
         let pf = pulse[i];
         let p = pulse_u64(pf, offset + i)?;
-        if let Some(q) = last_seen {
-            if p < q {
-                return Err(CoreError::new("SIFT_UNSORTED", format!(
-                    "pulse index at position {} is smaller than the one before; sort detections by pulse", offset + i)));
-            }
+        if self.seen && p < self.last_seen {
+            return Err(CoreError::new("SIFT_UNSORTED", format!(
+                "pulse index at position {} is smaller than the one before; sort detections by pulse", offset + i)));
         }
-        last_seen = Some(p);
+        self.last_seen = p;
+        self.seen = true;
         let c0 = map.code(channel[i]);
-        let (basis, bit) = if i + 1 >= n || pulse[i + 1] != pf {
-            // Fast path, one detection on this pulse (the vast majority): the channel code is
-            // basis<<1|bit already, no branch on its value.
-            i += 1;
+        if i + 1 >= n || pulse[i + 1] != pf {
+            // One detection on this pulse (the vast majority): the code is basis<<1|bit already.
             if c0 == UNMAPPED {
-                stats.unmapped += 1;
-                continue;
+                self.stats.unmapped += 1;
+            } else {
+                self.emit(p, (c0 >> 1) as u64, (c0 & 1) as u64);
             }
-            ((c0 >> 1) as u64, (c0 & 1) as u64)
-        } else {
-            // mask of clicked (basis, bit) outcomes for this pulse: bit (basis*2 + bit)
-            let mut mask = 0u8;
-            let mut j = i;
-            while j < n && pulse[j] == pf {
-                let c = map.code(channel[j]);
-                if c == UNMAPPED {
-                    stats.unmapped += 1;
-                } else {
-                    mask |= 1 << c;
-                }
-                j += 1;
+            return Ok(i + 1);
+        }
+        // mask of clicked (basis, bit) outcomes for this pulse: bit (basis*2 + bit)
+        let mut mask = 0u8;
+        let mut j = i;
+        while j < n && pulse[j] == pf {
+            let c = map.code(channel[j]);
+            if c == UNMAPPED {
+                self.stats.unmapped += 1;
+            } else {
+                mask |= 1 << c;
             }
-            i = j;
-            match mask {
-                0 => continue,
-                0b0001 => (0, 0),
-                0b0010 => (0, 1),
-                0b0100 => (1, 0),
-                0b1000 => (1, 1),
-                0b0011 => {
-                    stats.double_clicks += 1;
-                    (0, rng.bit())
-                }
-                0b1100 => {
-                    stats.double_clicks += 1;
-                    (1, rng.bit())
-                }
-                _ => {
-                    stats.multi_clicks += 1;
-                    let r = rng.next_u64() >> 62;
-                    (r >> 1, r & 1)
-                }
+            j += 1;
+        }
+        let (basis, bit) = match mask {
+            0 => return Ok(j),
+            0b0001 => (0, 0),
+            0b0010 => (0, 1),
+            0b0100 => (1, 0),
+            0b1000 => (1, 1),
+            0b0011 => {
+                self.stats.double_clicks += 1;
+                (0, self.rng.bit())
+            }
+            0b1100 => {
+                self.stats.double_clicks += 1;
+                (1, self.rng.bit())
+            }
+            _ => {
+                self.stats.multi_clicks += 1;
+                let r = self.rng.next_u64() >> 62;
+                (r >> 1, r & 1)
             }
         };
-        if count == 0 {
-            first_event = p;
-        }
-        put_varint(&mut deltas, if count == 0 { p } else { p - last_event });
-        last_event = p;
-        count += 1;
-        bases.push(basis);
-        bits.push(bit);
+        self.emit(p, basis, bit);
+        Ok(j)
     }
-    stats.events = count as u64;
-    Ok(BobPart { deltas, count, first_event, last_event, bases: bases.finish(), bits: bits.finish(), stats })
+
+    /// Fast path for N detections at `i` that are N distinct, increasing, mapped pulses with
+    /// no further detection on the last one (checked here; false = nothing done, go scalar).
+    /// Pulses stay in f64: 2^52 + f rounds to an integer, so the integrality check, the order
+    /// check and the deltas are plain float arithmetic that vectorises (f64 -> u64 casts do not).
+    #[inline(always)]
+    fn block<const N: usize>(&mut self, pulse: &[f64], channel: &[u8], map: &ChannelMap, i: usize) -> bool {
+        const MAGIC: f64 = 4_503_599_627_370_496.0; // 2^52
+        let blk: &[f64; N] = pulse[i..i + N].try_into().expect("N");
+        let ch: &[u8; N] = channel[i..i + N].try_into().expect("N");
+        let mut ok = true;
+        for &f in blk.iter() {
+            ok &= (f >= 0.0) & (f < MAGIC) & ((f + MAGIC) - MAGIC == f);
+        }
+        for j in 1..N {
+            ok &= blk[j] > blk[j - 1];
+        }
+        ok &= !self.seen || blk[0] > self.last_seen as f64;
+        ok &= i + N == pulse.len() || pulse[i + N] != blk[N - 1];
+        let mut codes = [0u8; 64];
+        let mut unmapped = 0u8;
+        for j in 0..N {
+            let c = map.code(ch[j]);
+            unmapped |= c & 0x80; // UNMAPPED = 0xFF, codes are 0..=3
+            codes[j] = c;
+        }
+        if !ok || unmapped != 0 {
+            return false;
+        }
+        let (mut bases, mut bits) = (0u64, 0u64);
+        for g in 0..N.div_ceil(8) {
+            let w = u64::from_le_bytes(codes[8 * g..8 * g + 8].try_into().expect("8"));
+            bits |= kernels::byte_plane(w, 0) << (8 * g);
+            bases |= kernels::byte_plane(w, 1) << (8 * g);
+        }
+        let to_u = |f: f64| (f + MAGIC).to_bits() - MAGIC.to_bits(); // exact: integral, < 2^52
+        let u0 = to_u(blk[0]);
+        let first_delta = if self.count == 0 {
+            self.first_event = u0;
+            u0
+        } else {
+            u0 - self.last_event
+        };
+        // Deltas as integers (the low bits of 2^52 + d), then varints: blocks whose deltas all
+        // take one byte (gaps < 128) or all two bytes are stored without a per-delta branch.
+        let mut d = [0u64; 64];
+        d[0] = first_delta;
+        for j in 1..N {
+            d[j] = to_u(blk[j] - blk[j - 1]);
+        }
+        let (mut one, mut two) = (true, true);
+        for &v in d[..N].iter() {
+            one &= v < 0x80;
+            two &= (v >= 0x80) & (v < 0x4000);
+        }
+        self.deltas.reserve(N * 10);
+        let len = self.deltas.len();
+        if one {
+            self.deltas.extend(d[..N].iter().map(|&v| v as u8));
+        } else if two {
+            for &v in d[..N].iter() {
+                self.deltas.extend_from_slice(&(((v & 0x7f) | 0x80 | ((v >> 7) << 8)) as u16).to_le_bytes());
+            }
+        } else {
+            // SAFETY: N·10 bytes are reserved past `len`; each varint writes at most 10 bytes
+            // (the 3-byte path stores 4), and the length is set to the bytes actually produced.
+            unsafe {
+                let base = self.deltas.as_mut_ptr().add(len);
+                let mut w = 0;
+                for &v in d[..N].iter() {
+                    w += put_varint_raw(base.add(w), v);
+                }
+                self.deltas.set_len(len + w);
+            }
+        }
+        self.bases.push(bases, N as u32);
+        self.bits.push(bits, N as u32);
+        self.count += N;
+        self.last_event = to_u(blk[N - 1]);
+        self.last_seen = self.last_event;
+        self.seen = true;
+        true
+    }
+}
+
+/// Writes `v` as a varint at `p`, returns its length. Values below 2^21 (gaps of up to two
+/// million pulses: every realistic one) take a branch-free path: the 1/2/3-byte split is a coin
+/// flip for the predictor when gaps straddle 128 or 16384.
+///
+/// # Safety
+/// `p` must be valid for 10 bytes of writes.
+#[inline(always)]
+unsafe fn put_varint_raw(p: *mut u8, v: u64) -> usize {
+    if v < 1 << 21 {
+        let two = (v >= 0x80) as u32;
+        let three = (v >= 0x4000) as u32;
+        let w = (v & 0x7f) as u32 | (two << 7) | ((((v >> 7) & 0x7f) as u32) << 8) | (three << 15) | (((v >> 14) as u32) << 16);
+        std::ptr::write_unaligned(p as *mut u32, w.to_le());
+        return 1 + two as usize + three as usize;
+    }
+    let mut v = v;
+    let mut k = 0;
+    while v >= 0x80 {
+        *p.add(k) = (v as u8) | 0x80;
+        k += 1;
+        v >>= 7;
+    }
+    *p.add(k) = v as u8;
+    k + 1
+}
+
+/// Detections per fast block of Bob's step (≤ 64). Smaller blocks fall back to the scalar path
+/// less often when multi-detection pulses are common (a block with one goes scalar).
+const BOB_BLOCK: usize = 16;
+
+/// One chunk of Bob's step; `offset` is the chunk's position in the batch (for error messages).
+/// Blocks of BOB_BLOCK single, mapped detections take [`BobState::block`]; any block with a
+/// multi-detection pulse or an unmapped channel is done pulse by pulse ([`BobState::group`]).
+fn bob_chunk(pulse: &[f64], channel: &[u8], map: &ChannelMap, squash_seed: &[u8; 32], offset: usize) -> Result<BobPart> {
+    let n = pulse.len();
+    let mut st = BobState {
+        rng: Xoshiro256::from_seed(squash_seed),
+        stats: SiftStats { detections: n as u64, ..Default::default() },
+        deltas: Vec::with_capacity(n + n / 4 + 16),
+        bases: BitSink::with_capacity(n),
+        bits: BitSink::with_capacity(n),
+        count: 0,
+        first_event: 0,
+        last_event: 0,
+        last_seen: 0,
+        seen: false,
+    };
+    let mut i = 0usize;
+    while i < n {
+        if i + BOB_BLOCK <= n {
+            if st.block::<BOB_BLOCK>(pulse, channel, map, i) {
+                i += BOB_BLOCK;
+                continue;
+            }
+            // Something in this block needs the scalar path: retry in quarters first, so one
+            // double click costs a few detections of scalar work, not a whole block.
+            let end = i + BOB_BLOCK;
+            while i < end {
+                if i + 4 <= end && st.block::<4>(pulse, channel, map, i) {
+                    i += 4;
+                } else {
+                    i = st.group(pulse, channel, map, i, offset)?;
+                }
+            }
+            continue;
+        }
+        i = st.group(pulse, channel, map, i, offset)?;
+    }
+    st.stats.events = st.count as u64;
+    Ok(BobPart {
+        deltas: std::mem::take(&mut st.deltas),
+        count: st.count,
+        first_event: st.first_event,
+        last_event: st.last_event,
+        bases: std::mem::replace(&mut st.bases, BitSink::with_capacity(0)).finish(),
+        bits: std::mem::replace(&mut st.bits, BitSink::with_capacity(0)).finish(),
+        stats: st.stats,
+    })
 }
 
 fn push_bitmap(out: &mut Vec<u8>, words: &[u64], nbits: usize) {
@@ -505,7 +679,7 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
     let run = |c: usize| -> Result<AlicePart> {
         let (e0, pos, p_before) = table[c];
         let e1 = table.get(c + 1).map(|t| t.0).unwrap_or(count);
-        alice_chunk(buf, bmap, pos, e0, e1, p_before, choices, first_pulse)
+        alice_chunk(&AliceIn { buf, bmap, choices, first_pulse }, pos, e0, e1, p_before)
     };
     let parts: Vec<Result<AlicePart>> = if table.len() > 1 {
         use rayon::prelude::*;
@@ -532,7 +706,42 @@ pub fn alice_match(announcement: &[u8], choices: &[u8], first_pulse: u64) -> Res
     push_bitmap(&mut reply, match_bits.words(), count);
     put_varint(&mut reply, matched);
     push_bitmap(&mut reply, intens.words(), intens.len());
-    Ok(AliceMatch { reply, events: PartyEvents { count, bases: my_bases.words().to_vec(), bits }, matched })
+    let sifted = join_sifted(ok.iter_mut().map(|p| (&mut p.z, &mut p.x)));
+    Ok(AliceMatch { reply, events: PartyEvents { count, bases: my_bases.words().to_vec(), bits }, matched, sifted })
+}
+
+/// Joins per-chunk Z/X sinks into one [`Sifted`] (chunk order = event order).
+fn join_sifted<'a>(parts: impl Iterator<Item = (&'a mut BasisSink, &'a mut BasisSink)>) -> Sifted {
+    let (mut zs, mut xs) = (Vec::new(), Vec::new());
+    for (z, x) in parts {
+        zs.push(std::mem::replace(z, BasisSink::with_capacity(0)));
+        xs.push(std::mem::replace(x, BasisSink::with_capacity(0)));
+    }
+    let one = |v: Vec<BasisSink>| -> (KeyBits, Vec<u8>, [u64; 3]) {
+        let mut counts = [0u64; 3];
+        let mut tags = Vec::with_capacity(v.iter().map(|s| s.tags.len()).sum());
+        let mut keys = Vec::with_capacity(v.len());
+        for s in v {
+            for k in 0..3 {
+                counts[k] += s.counts[k];
+            }
+            tags.extend_from_slice(&s.tags);
+            keys.push(s.bits.finish());
+        }
+        let bits = if keys.len() == 1 { keys.pop().expect("one") } else { concat_bits(keys.iter()) };
+        (bits, tags, counts)
+    };
+    let (z, z_intensity, n_z) = one(zs);
+    let (x, x_intensity, n_x) = one(xs);
+    Sifted { z, z_intensity, x, x_intensity, n_z, n_x }
+}
+
+/// The inputs of Alice's step that every chunk shares.
+struct AliceIn<'a> {
+    buf: &'a [u8],
+    bmap: &'a [u8],
+    choices: &'a [u8],
+    first_pulse: u64,
 }
 
 struct AlicePart {
@@ -543,69 +752,219 @@ struct AlicePart {
     intensities: KeyBits,
     matched: u64,
     end_pos: usize,
+    /// Alice's own sifted output (she knows everything once she has matched).
+    z: BasisSink,
+    x: BasisSink,
 }
 
 /// Events [e0, e1) of the announcement, whose deltas start at byte `pos`; `p_before` is the pulse
-/// of event e0 − 1 (ignored for e0 = 0).
-#[allow(clippy::too_many_arguments)]
-fn alice_chunk(buf: &[u8], bmap: &[u8], mut pos: usize, e0: usize, e1: usize, p_before: u64, choices: &[u8], first_pulse: u64) -> Result<AlicePart> {
+/// of event e0 − 1 (ignored for e0 = 0). `e0` is a multiple of 64 (0 or a multiple of CHUNK).
+fn alice_chunk(a: &AliceIn, pos: usize, e0: usize, e1: usize, p_before: u64) -> Result<AlicePart> {
+    #[cfg(target_arch = "x86_64")]
+    if kernels::fast_pext() {
+        // SAFETY: fast_pext() checked that the CPU has BMI2 and POPCNT.
+        return unsafe { alice_chunk_bmi2(a, pos, e0, e1, p_before) };
+    }
+    alice_chunk_with::<SoftCompress>(a, pos, e0, e1, p_before)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2,popcnt")]
+unsafe fn alice_chunk_bmi2(a: &AliceIn, pos: usize, e0: usize, e1: usize, p_before: u64) -> Result<AlicePart> {
+    alice_chunk_with::<kernels::Pext>(a, pos, e0, e1, p_before)
+}
+
+#[cold]
+fn pulse_range_error(p: u64, first_pulse: u64, nch: u64) -> CoreError {
+    CoreError::new("SIFT_PULSE_RANGE", format!(
+        "announced pulse {p} is outside Alice's choices [{first_pulse}, {}); pass the choices covering the batch",
+        first_pulse + nch))
+}
+
+#[cold]
+fn zero_delta_error(e: usize) -> CoreError {
+    CoreError::new("SIFT_MALFORMED", format!("pulse delta {e} is zero; pulse indices must increase"))
+}
+
+/// Hints the CPU to load the choice bytes of `pulses` (addresses clamped into the buffer).
+#[inline(always)]
+fn prefetch_choices(choices: &[u8], pulses: &[u64], first_pulse: u64) {
+    #[cfg(target_arch = "x86_64")]
+    if !choices.is_empty() {
+        let last = choices.len() - 1;
+        for &q in pulses {
+            let idx = (q.wrapping_sub(first_pulse) as usize).min(last);
+            // SAFETY: a prefetch is a hint that never faults; the pointer is inside `choices`.
+            unsafe { std::arch::x86_64::_mm_prefetch(choices.as_ptr().add(idx) as *const i8, std::arch::x86_64::_MM_HINT_T0) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (choices, pulses, first_pulse);
+}
+
+/// Decodes the deltas of events [e, e + k) into absolute pulses; `p` is the running pulse.
+/// 64 one-byte deltas (gaps below 128) are read as 8 words without a per-byte branch.
+#[inline(always)]
+fn decode_deltas(buf: &[u8], pos: &mut usize, e: usize, k: usize, p: &mut u64, out: &mut [u64; 64]) -> Result<()> {
+    if k == 64 && *pos + 64 <= buf.len() && *p <= u64::MAX - 64 * 127 {
+        let raw: &[u8; 64] = buf[*pos..*pos + 64].try_into().expect("64");
+        let (mut hi, mut zero) = (0u64, 0u64);
+        for c in raw.chunks_exact(8) {
+            let w = u64::from_le_bytes(c.try_into().expect("8"));
+            hi |= w & 0x8080_8080_8080_8080;
+            zero |= w.wrapping_sub(0x0101_0101_0101_0101) & !w & 0x8080_8080_8080_8080;
+        }
+        if hi == 0 && (zero == 0 || (e == 0 && raw[1..].iter().all(|&b| b != 0))) {
+            for j in 0..64 {
+                *p += raw[j] as u64;
+                out[j] = *p;
+            }
+            *pos += 64;
+            return Ok(());
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate().take(k) {
+        let d = get_varint(buf, pos, "pulse delta")?;
+        if e + j > 0 && d == 0 {
+            return Err(zero_delta_error(e + j));
+        }
+        *p = p.checked_add(d).ok_or_else(|| CoreError::new("SIFT_MALFORMED", "pulse index overflows"))?;
+        *o = *p;
+    }
+    Ok(())
+}
+
+/// Alice's work on one chunk, 64 events per step: decode deltas, gather her 64 choice bytes,
+/// turn them into four bit planes (bit, basis, intensity lo/hi), then everything is word
+/// arithmetic: match = ¬(basis_A ⊕ basis_B); reply intensities, Z and X bits and tags are
+/// compressions of the planes under the match / Z / X masks.
+#[inline(always)]
+fn alice_chunk_with<C: Compact>(a: &AliceIn, mut pos: usize, e0: usize, e1: usize, p_before: u64) -> Result<AlicePart> {
     let n = e1 - e0;
-    let mut match_bits = vec![0u64; n.div_ceil(64)];
-    let mut my_bases = vec![0u64; n.div_ceil(64)];
-    let mut bits = BitWriter::with_capacity(n);
-    let mut intens: Vec<u64> = Vec::with_capacity(n / 32 + 2);
-    // 32 two-bit intensities per u64 word (= LSB-first 2-bit stream).
-    let (mut acc, mut nacc) = (0u64, 0u32);
-    let mut matched = 0u64;
-    let mut bad_choice = 0u64;
+    let (buf, choices, first_pulse) = (a.buf, a.choices, a.first_pulse);
+    let mut matches = BitSink::with_capacity(n);
+    let mut my_bases = BitSink::with_capacity(n);
+    let mut bits = BitSink::with_capacity(n);
+    let mut intens = BitSink::with_capacity(n);
+    let mut z = BasisSink::with_capacity(n / 2 + 64);
+    let mut x = BasisSink::with_capacity(n / 2 + 64);
+    let (mut matched, mut bad) = (0u64, 0u64);
     let mut p = if e0 == 0 { 0 } else { p_before };
     let nch = choices.len() as u64;
-    for e in e0..e1 {
-        let d = get_varint(buf, &mut pos, "pulse delta")?;
-        if e > 0 && d == 0 {
-            return Err(CoreError::new("SIFT_MALFORMED", format!("pulse delta {e} is zero; pulse indices must increase")));
-        }
-        p = p.checked_add(d).ok_or_else(|| CoreError::new("SIFT_MALFORMED", "pulse index overflows"))?;
-        let idx = p.wrapping_sub(first_pulse);
-        if p < first_pulse || idx >= nch {
-            return Err(CoreError::new("SIFT_PULSE_RANGE", format!(
-                "announced pulse {p} is outside Alice's choices [{first_pulse}, {}); pass the choices covering the batch",
-                first_pulse + nch)));
-        }
-        let c = choices[idx as usize];
-        let a_basis = ((c >> 1) & 1) as u64;
-        let b_basis = ((bmap[e >> 3] >> (e & 7)) & 1) as u64;
-        let l = e - e0;
-        my_bases[l >> 6] |= a_basis << (l & 63);
-        bits.push((c & 1) as u64);
-        // Branch-free: whether the bases match is a coin flip the predictor cannot learn.
-        let m = 1 ^ a_basis ^ b_basis;
-        let k = ((c >> 2) & 3) as u64;
-        bad_choice |= (k == 3) as u64 & m;
-        match_bits[l >> 6] |= m << (l & 63);
-        acc |= (k * m) << (2 * nacc);
-        nacc += m as u32;
-        if nacc == 32 {
-            intens.push(acc);
-            acc = 0;
-            nacc = 0;
-        }
-        matched += m;
+    // Deltas are decoded one block ahead and that block's choice bytes prefetched: at large
+    // gaps every event's choice byte is a cache (and TLB) miss, and the prefetches let the
+    // misses of 64 events overlap with the work on the previous 64.
+    let mut next = [0u64; 64];
+    let mut e = e0;
+    if e < e1 {
+        decode_deltas(buf, &mut pos, e, (e1 - e).min(64), &mut p, &mut next)?;
     }
-    if bad_choice != 0 {
+    while e < e1 {
+        let k = (e1 - e).min(64);
+        let pulses = next;
+        let e_next = e + k;
+        if e_next < e1 {
+            let k2 = (e1 - e_next).min(64);
+            decode_deltas(buf, &mut pos, e_next, k2, &mut p, &mut next)?;
+            // Dense blocks (span under a few pages) are left to the hardware prefetcher.
+            if next[k2 - 1] - next[0] > 16384 {
+                prefetch_choices(choices, &next[..k2], first_pulse);
+            }
+        }
+        // Pulses increase, so the first and last bound the block.
+        if pulses[0] < first_pulse || pulses[k - 1] - first_pulse >= nch {
+            let bad_p = pulses[..k].iter().copied().find(|&q| q < first_pulse || q - first_pulse >= nch).unwrap_or(p);
+            return Err(pulse_range_error(bad_p, first_pulse, nch));
+        }
+        let base = &choices[(pulses[0] - first_pulse) as usize..];
+        let mut planes = [0u64; 4];
+        for g in 0..8 {
+            let mut w = 0u64;
+            for j in 0..8 {
+                let idx = (g * 8 + j).min(k - 1);
+                // In range: pulses[0] ≤ pulses[idx] ≤ pulses[k-1] < first_pulse + nch.
+                w |= (base[(pulses[idx] - pulses[0]) as usize] as u64) << (8 * j);
+            }
+            for (s, pl) in planes.iter_mut().enumerate() {
+                *pl |= kernels::byte_plane(w, s as u32) << (8 * g);
+            }
+        }
+        let valid = kernels::low_mask(k as u32);
+        let [a_bit, a_basis, klo, khi] = planes.map(|v| v & valid);
+        let b_basis = kernels::load_le(a.bmap, e >> 3) & valid;
+        let m = !(a_basis ^ b_basis) & valid;
+        bad |= klo & khi & m;
+        let nm = m.count_ones();
+        let cm = C::new(m);
+        let (mlo, mhi) = (cm.apply(klo), cm.apply(khi));
+        intens.push(kernels::interleave(mlo, mhi), 2 * nm.min(32));
+        if nm > 32 {
+            intens.push(kernels::interleave(mlo >> 32, mhi >> 32), 2 * (nm - 32));
+        }
+        matches.push(m, k as u32);
+        my_bases.push(a_basis, k as u32);
+        bits.push(a_bit, k as u32);
+        let (zm, xm) = (m & !a_basis, m & a_basis);
+        let cz = C::new(zm);
+        z.push(cz.apply(a_bit), cz.apply(klo), cz.apply(khi), zm.count_ones());
+        let cx = C::new(xm);
+        x.push(cx.apply(a_bit), cx.apply(klo), cx.apply(khi), xm.count_ones());
+        matched += nm as u64;
+        e += k;
+    }
+    if bad != 0 {
         return Err(CoreError::new("SIFT_BAD_CHOICE", "a matched choice byte has intensity code 3; valid are 0..2 (check Alice's choice buffer)"));
     }
-    if nacc > 0 {
-        intens.push(acc);
-    }
     Ok(AlicePart {
-        matches: KeyBits::from_words(match_bits, n),
-        bases: KeyBits::from_words(my_bases, n),
+        matches: matches.finish(),
+        bases: my_bases.finish(),
         bits: bits.finish(),
-        intensities: KeyBits::from_words(intens, 2 * matched as usize),
+        intensities: intens.finish(),
         matched,
         end_pos: pos,
+        z,
+        x,
     })
+}
+
+/// Decoded reply header: event count, match bitmap bytes, matched count, intensity bytes.
+struct ReplyView<'a> {
+    count: usize,
+    matches: &'a [u8],
+    matched: usize,
+    intensities: &'a [u8],
+}
+
+fn reply_view(buf: &[u8]) -> Result<ReplyView<'_>> {
+    if buf.first() != Some(&REPLY_TAG) {
+        return Err(CoreError::new("SIFT_MALFORMED", "not a sifting reply (bad tag byte); check the message order"));
+    }
+    let mut pos = 1;
+    let count = get_varint(buf, &mut pos, "event count")? as usize;
+    if count.div_ceil(8) > buf.len() {
+        return Err(CoreError::new("SIFT_MALFORMED", format!("reply claims {count} events in {} bytes", buf.len())));
+    }
+    let nb = count.div_ceil(8);
+    if buf.len() < pos + nb {
+        return Err(CoreError::new("SIFT_TRUNCATED", format!(
+            "message too short for the match bitmap ({nb} bytes expected at byte {pos})")));
+    }
+    let matches = &buf[pos..pos + nb];
+    pos += nb;
+    let matched = get_varint(buf, &mut pos, "matched count")? as usize;
+    let mut pop: usize = matches.iter().map(|b| b.count_ones() as usize).sum();
+    if count % 8 != 0 {
+        pop -= (matches[nb - 1] >> (count % 8)).count_ones() as usize; // bits past count
+    }
+    if matched != pop {
+        return Err(CoreError::new("SIFT_MALFORMED", format!("reply says {matched} matched but its bitmap has {pop}")));
+    }
+    let ni = matched.div_ceil(4);
+    if buf.len() != pos + ni {
+        return Err(CoreError::new("SIFT_MALFORMED", format!(
+            "reply has {} intensity bytes, expected {ni}", buf.len().saturating_sub(pos))));
+    }
+    Ok(ReplyView { count, matches, matched, intensities: &buf[pos..] })
 }
 
 /// Decoded reply: match bitmap and intensity per matched event.
@@ -616,76 +975,80 @@ pub struct Reply {
 }
 
 pub fn decode_reply(buf: &[u8]) -> Result<Reply> {
-    if buf.first() != Some(&REPLY_TAG) {
-        return Err(CoreError::new("SIFT_MALFORMED", "not a sifting reply (bad tag byte); check the message order"));
-    }
-    let mut pos = 1;
-    let count = get_varint(buf, &mut pos, "event count")? as usize;
-    if count.div_ceil(8) > buf.len() {
-        return Err(CoreError::new("SIFT_MALFORMED", format!("reply claims {count} events in {} bytes", buf.len())));
-    }
-    let matches = read_bitmap(buf, &mut pos, count, "match bitmap")?;
-    let matched = get_varint(buf, &mut pos, "matched count")? as usize;
-    let pop: usize = matches.iter().map(|w| w.count_ones() as usize).sum();
-    if matched != pop {
-        return Err(CoreError::new("SIFT_MALFORMED", format!("reply says {matched} matched but its bitmap has {pop}")));
-    }
-    let nb = matched.div_ceil(4);
-    if buf.len() != pos + nb {
-        return Err(CoreError::new("SIFT_MALFORMED", format!(
-            "reply has {} intensity bytes, expected {nb}", buf.len().saturating_sub(pos))));
-    }
-    let mut intensities = Vec::with_capacity(matched);
-    for m in 0..matched {
-        let k = (buf[pos + m / 4] >> (2 * (m % 4))) & 3;
+    let v = reply_view(buf)?;
+    let mut pos = 0;
+    let matches = read_bitmap(v.matches, &mut pos, v.count, "match bitmap")?;
+    let mut intensities = Vec::with_capacity(v.matched);
+    for m in 0..v.matched {
+        let k = (v.intensities[m / 4] >> (2 * (m % 4))) & 3;
         if k == 3 {
             return Err(CoreError::new("SIFT_MALFORMED", format!("intensity code 3 for matched event {m}")));
         }
         intensities.push(k);
     }
-    Ok(Reply { count, matches, intensities })
+    Ok(Reply { count: v.count, matches, intensities })
 }
 
-/// Both parties: keep matched events, split by basis, tag each bit with its intensity.
+/// Both parties: keep matched events, split by basis, tag each bit with its intensity. (Alice
+/// gets the same from [`alice_match`] directly, `AliceMatch::sifted`, without this second pass.)
 pub fn extract(events: &PartyEvents, reply: &[u8]) -> Result<Sifted> {
-    let r = decode_reply(reply)?;
+    let r = reply_view(reply)?;
     if r.count != events.count {
         return Err(CoreError::new("SIFT_MISMATCH", format!(
             "reply covers {} events but this party has {}; announcement and reply are from different batches",
             r.count, events.count)));
     }
-    let matched = r.intensities.len();
-    let mut z = BitWriter::with_capacity(matched);
-    let mut x = BitWriter::with_capacity(matched);
-    // Intensity tags written at the running index of their basis, then truncated: branch-free
-    // (the basis of a matched event is a coin flip for the branch predictor).
-    let mut tags = [vec![0u8; matched], vec![0u8; matched]];
-    let mut nb = [0usize; 2];
-    let mut counts = [[0u64; 3]; 2];
-    let mut m = 0usize;
-    let bw = events.bits.words();
-    for (wi, &mw) in r.matches.iter().enumerate() {
-        let mut w = mw;
-        let bases_w = events.bases[wi];
-        let bits_w = bw[wi];
-        while w != 0 {
-            let b = w.trailing_zeros() as usize;
-            w &= w - 1;
-            let basis = ((bases_w >> b) & 1) as usize;
-            let bit = (bits_w >> b) & 1;
-            let k = r.intensities[m];
-            m += 1;
-            z.push_if(bit, 1 - basis as u64);
-            x.push_if(bit, basis as u64);
-            tags[basis][nb[basis]] = k;
-            nb[basis] += 1;
-            counts[basis][k as usize] += 1;
-        }
+    if events.bases.len() < r.count.div_ceil(64) || events.bits.len() < r.count {
+        return Err(CoreError::new("SIFT_LENGTH_MISMATCH", "event bases/bits shorter than the event count"));
     }
-    let [mut zi, mut xi] = tags;
-    zi.truncate(nb[0]);
-    xi.truncate(nb[1]);
-    Ok(Sifted { z: z.finish(), z_intensity: zi, x: x.finish(), x_intensity: xi, n_z: counts[0], n_x: counts[1] })
+    #[cfg(target_arch = "x86_64")]
+    if kernels::fast_pext() {
+        // SAFETY: fast_pext() checked that the CPU has BMI2 and POPCNT.
+        return unsafe { extract_bmi2(events, &r) };
+    }
+    extract_with::<SoftCompress>(events, &r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2,popcnt")]
+unsafe fn extract_bmi2(events: &PartyEvents, r: &ReplyView) -> Result<Sifted> {
+    extract_with::<kernels::Pext>(events, r)
+}
+
+/// 64 events per step: the reply's intensities for the word's matched events are the next
+/// 2·popcount(match) bits; split into planes, then compress bits and planes by basis.
+#[inline(always)]
+fn extract_with<C: Compact>(events: &PartyEvents, r: &ReplyView) -> Result<Sifted> {
+    let mut z = BasisSink::with_capacity(r.matched / 2 + 64);
+    let mut x = BasisSink::with_capacity(r.matched / 2 + 64);
+    let mut src = BitSource::new(r.intensities);
+    let bw = events.bits.words();
+    let mut bad = 0u64;
+    for wi in 0..r.count.div_ceil(64) {
+        let k = (r.count - 64 * wi).min(64) as u32;
+        let m = kernels::load_le(r.matches, 8 * wi) & kernels::low_mask(k);
+        let (b, bits) = (events.bases[wi], bw[wi]);
+        let nm = m.count_ones();
+        let (mut lo, mut hi) = kernels::deinterleave(src.take(2 * nm.min(32)));
+        if nm > 32 {
+            let (l2, h2) = kernels::deinterleave(src.take(2 * (nm - 32)));
+            lo |= l2 << 32;
+            hi |= h2 << 32;
+        }
+        bad |= lo & hi;
+        let cm = C::new(m);
+        let zsel = cm.apply(!b);
+        let xsel = !zsel & kernels::low_mask(nm);
+        let mbits = cm.apply(bits);
+        let cz = C::new(zsel);
+        z.push(cz.apply(mbits), cz.apply(lo), cz.apply(hi), zsel.count_ones());
+        let cx = C::new(xsel);
+        x.push(cx.apply(mbits), cx.apply(lo), cx.apply(hi), xsel.count_ones());
+    }
+    if bad != 0 {
+        return Err(CoreError::new("SIFT_MALFORMED", "reply carries intensity code 3 for a matched event"));
+    }
+    Ok(join_sifted(std::iter::once((&mut z, &mut x))))
 }
 
 /// Errors per intensity between two parties' strings of the same basis (the X-basis disclosure).
@@ -720,13 +1083,18 @@ mod tests {
         *s >> 33
     }
 
+    /// Channels first..first+4 map to codes 0..3, every other channel is unmapped.
+    fn map_from(first: usize) -> ([u8; 256], ChannelMap) {
+        let mut codes = [UNMAPPED; 256];
+        for c in 0..4u8 {
+            codes[first + c as usize] = c;
+        }
+        (codes, ChannelMap::from_codes(&codes).unwrap())
+    }
+
     #[test]
     fn bob_matches_reference_and_announcement_roundtrips() {
-        let mut codes = [UNMAPPED; 256];
-        for (ch, c) in [(1usize, 0u8), (2, 1), (3, 2), (4, 3)] {
-            codes[ch] = c;
-        }
-        let map = ChannelMap::from_codes(&codes).unwrap();
+        let (codes, map) = map_from(1);
         let mut s = 42u64;
         for n in [0usize, 1, 2, 3, 63, 64, 65, 1000, 4099, 2 * CHUNK + 12345, CHUNK, CHUNK + 1] {
             let mut pulse = Vec::with_capacity(n);
@@ -749,6 +1117,157 @@ mod tests {
                 assert_eq!(((dec.bases[e >> 6] >> (e & 63)) & 1) as u8, w.basis);
                 assert_eq!(got.events.bits.get(e) as u8, w.bit);
             }
+        }
+    }
+
+    /// Random batch: `dup` = probability that a pulse gets 2-3 detections, `unm` = probability
+    /// of an unmapped channel; gaps mix 1-, 2-, 3-byte and long varints.
+    fn batch(s: &mut u64, n: usize, first: u64, dup: u64, unm: u64) -> (Vec<u64>, Vec<u8>, Vec<u8>) {
+        let (mut pulse, mut chan) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut p = first + lcg(s) % 3;
+        while pulse.len() < n {
+            p += match lcg(s) % 100 {
+                // Just beyond the 3-byte varint path (small batches only: Alice's choice
+                // buffer spans every pulse).
+                0 if n < 5000 => (1 << 21) + lcg(s) % 1000,
+                1..=9 => 128 + lcg(s) % 20000,
+                _ => 1 + lcg(s) % 127,
+            };
+            let k = if lcg(s) % 1000 < dup { 2 + (lcg(s) % 2) as usize } else { 1 };
+            for _ in 0..k.min(n - pulse.len()) {
+                pulse.push(p);
+                chan.push(if lcg(s) % 1000 < unm { 0 } else { 1 + (lcg(s) % 4) as u8 });
+            }
+        }
+        let nch = (p - first + 1 + lcg(s) % 5) as usize;
+        let choices = (0..nch).map(|_| {
+            let u = lcg(s) % 10;
+            ((lcg(s) & 1) | ((lcg(s) & 1) << 1) | (if u < 6 { 0 } else if u < 9 { 1 } else { 2 }) << 2) as u8
+        }).collect();
+        (pulse, chan, choices)
+    }
+
+    fn plain(k: &KeyBits) -> Vec<u8> {
+        (0..k.len()).map(|i| k.get(i) as u8).collect()
+    }
+
+    /// Fast sifting (both compression paths) equals the plain reference for both parties, on
+    /// random batches of odd sizes with multi-detection pulses and unmapped channels; Alice's
+    /// one-pass output equals what `extract` gives her; squash counters equal a direct count.
+    #[test]
+    fn both_parties_match_reference() {
+        let (codes, map) = map_from(1);
+        let mut s = 7u64;
+        let sizes = [0usize, 1, 2, 63, 64, 65, 127, 128, 129, 191, 1000, 4099, 65536 + 3, 2 * CHUNK + 777];
+        for portable in [true, false] {
+            set_force_portable(portable);
+            for (t, &n) in sizes.iter().enumerate() {
+                let (dup, unm) = [(0, 0), (10, 0), (0, 10), (300, 50), (1000, 0)][t % 5];
+                let first = [0u64, 7, 1 << 40][t % 3];
+                let (pulse, chan, choices) = batch(&mut s, n, first, dup, unm);
+                let seed = [t as u8; 32];
+                let pf: Vec<f64> = pulse.iter().map(|&v| v as f64).collect();
+                let bob = bob_announce(&pf, &chan, &map, &seed).unwrap();
+                let want = bob_events(&pulse, &chan, &codes, &seed, CHUNK);
+                assert_eq!(bob.events.count, want.len(), "n={n}");
+                assert_eq!(plain(&bob.events.bits), want.iter().map(|e| e.bit).collect::<Vec<_>>(), "n={n}");
+                // Squash counters against a direct count of each pulse's click pattern.
+                let (mut dbl, mut multi, mut i) = (0, 0, 0);
+                while i < n {
+                    let mut mask = 0u8;
+                    let mut j = i;
+                    while j < n && pulse[j] == pulse[i] {
+                        if codes[chan[j] as usize] != UNMAPPED {
+                            mask |= 1 << codes[chan[j] as usize];
+                        }
+                        j += 1;
+                    }
+                    let (z, x) = (mask & 3, mask >> 2);
+                    if z != 0 && x != 0 {
+                        multi += 1;
+                    } else if z == 3 || x == 3 {
+                        dbl += 1;
+                    }
+                    i = j;
+                }
+                assert_eq!((bob.stats.double_clicks, bob.stats.multi_clicks), (dbl, multi), "n={n}");
+                assert_eq!(bob.stats.unmapped, chan.iter().filter(|&&c| c == 0).count() as u64);
+
+                let alice = alice_match(&bob.announcement, &choices, first).unwrap();
+                let (ra, rb) = crate::reference::sift_both(&want, &choices, first);
+                let bob_s = extract(&bob.events, &alice.reply).unwrap();
+                let alice_again = extract(&alice.events, &alice.reply).unwrap();
+                for (who, got, r) in [("alice", &alice.sifted, &ra), ("bob", &bob_s, &rb), ("alice/extract", &alice_again, &ra)] {
+                    assert_eq!(plain(&got.z), r.z, "{who} Z n={n} portable={portable}");
+                    assert_eq!(got.z_intensity, r.z_int, "{who} Z tags n={n}");
+                    assert_eq!(plain(&got.x), r.x, "{who} X n={n}");
+                    assert_eq!(got.x_intensity, r.x_int, "{who} X tags n={n}");
+                    for k in 0..3u8 {
+                        assert_eq!(got.n_z[k as usize], r.z_int.iter().filter(|&&v| v == k).count() as u64);
+                        assert_eq!(got.n_x[k as usize], r.x_int.iter().filter(|&&v| v == k).count() as u64);
+                    }
+                }
+                assert_eq!(alice.matched as usize, ra.z.len() + ra.x.len());
+                let dec = decode_reply(&alice.reply).unwrap();
+                assert_eq!(dec.intensities.len(), alice.matched as usize);
+            }
+        }
+        set_force_portable(false);
+    }
+
+    #[test]
+    fn varint_raw_matches_put_varint() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, (1 << 21) - 1, 1 << 21, u64::MAX, 1 << 53] {
+            let mut a = Vec::new();
+            put_varint(&mut a, v);
+            let mut b = [0u8; 16];
+            // SAFETY: b has 16 bytes, a varint needs at most 10.
+            let k = unsafe { put_varint_raw(b.as_mut_ptr(), v) };
+            assert_eq!(&b[..k], &a[..], "v={v}");
+        }
+    }
+
+    /// Timing of the per-party work without Node (`cargo test --release -p qkd-core
+    /// sift_speed -- --ignored --nocapture`); the benchmark of record is bench/sift.bench.ts.
+    #[test]
+    #[ignore]
+    fn sift_speed() {
+        let (_, map) = map_from(0);
+        for (n, gap, dup) in [(1usize << 20, 20u64, 10u64), (1 << 20, 20, 0), (1 << 20, 2000, 10)] {
+            let mut s = 99u64;
+            let (mut pulse, mut chan) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let mut p = 0u64;
+            for i in 0..n {
+                if i == 0 || lcg(&mut s) % 1000 >= dup {
+                    p += 1 + lcg(&mut s) % (2 * gap);
+                }
+                pulse.push(p as f64);
+                chan.push((lcg(&mut s) % 4) as u8);
+            }
+            let choices: Vec<u8> = (0..=p).map(|_| (lcg(&mut s) % 12) as u8).collect();
+            let seed = [1u8; 32];
+            // Thread CPU time (the machine is shared): first field of /proc/thread-self/schedstat.
+            let cpu = || -> f64 {
+                let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+                s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 1e9
+            };
+            let time = |f: &mut dyn FnMut()| {
+                // schedstat lags by up to a scheduler tick: time 30 calls per sample.
+                let mut v: Vec<f64> = (0..5).map(|_| { let t = cpu(); for _ in 0..30 { f(); } (cpu() - t) / 30.0 }).collect();
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                n as f64 / v[2] / 1e6
+            };
+            let bob = bob_announce(&pulse, &chan, &map, &seed).unwrap();
+            let alice = alice_match(&bob.announcement, &choices, 0).unwrap();
+            if std::env::var("SIFT_PROFILE_ANNOUNCE").is_ok() {
+                for _ in 0..200 {
+                    bob_announce(&pulse, &chan, &map, &seed).unwrap();
+                }
+            }
+            let ta = time(&mut || { bob_announce(&pulse, &chan, &map, &seed).unwrap(); });
+            let te = time(&mut || { extract(&bob.events, &alice.reply).unwrap(); });
+            let tm = time(&mut || { alice_match(&bob.announcement, &choices, 0).unwrap(); });
+            eprintln!("n={n} gap={gap} dup={dup}/1000: announce {ta:.0} M/s, extract {te:.0} M/s, alice {tm:.0} M/s");
         }
     }
 }

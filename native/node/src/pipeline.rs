@@ -151,6 +151,39 @@ pub struct SiftedJs {
     pub n_x: Vec<f64>,
 }
 
+fn sifted_js(s: sift::Sifted) -> SiftedJs {
+    SiftedJs {
+        z: s.z.to_bytes().into(),
+        z_bits: s.z.len() as f64,
+        z_intensity: s.z_intensity.into(),
+        x: s.x.to_bytes().into(),
+        x_bits: s.x.len() as f64,
+        x_intensity: s.x_intensity.into(),
+        n_z: s.n_z.iter().map(|&v| v as f64).collect(),
+        n_x: s.n_x.iter().map(|&v| v as f64).collect(),
+    }
+}
+
+#[napi(object)]
+pub struct SiftAliceOnePass {
+    /// Message to send back to Bob.
+    pub reply: Buffer,
+    pub count: f64,
+    pub matched: f64,
+    /// Alice's sifted strings (secret bits; the caller wipes them).
+    pub sifted: SiftedJs,
+}
+
+/// Alice's whole sifting in one pass: match the announcement and produce her sifted strings.
+#[napi(catch_unwind)]
+pub fn sift_alice(announcement: Uint8Array, choices: Uint8Array, first_pulse: f64) -> Result<SiftAliceOnePass> {
+    guard("siftAlice", || {
+        let first = count_of(first_pulse, "firstPulse")? as u64;
+        let r = sift::alice_match(&announcement, &choices, first).map_err(core_err)?;
+        Ok(SiftAliceOnePass { reply: r.reply.into(), count: r.events.count as f64, matched: r.matched as f64, sifted: sifted_js(r.sifted) })
+    })
+}
+
 /// Both parties: keep matched events, split by basis, tag intensities.
 #[napi(catch_unwind)]
 pub fn sift_extract(bits: Uint8Array, bases: Uint8Array, count: f64, reply: Uint8Array) -> Result<SiftedJs> {
@@ -167,16 +200,7 @@ pub fn sift_extract(bits: Uint8Array, bases: Uint8Array, count: f64, reply: Uint
             bits: bits_from(&bits, n, "bits")?,
         };
         let s = sift::extract(&ev, &reply).map_err(core_err)?;
-        Ok(SiftedJs {
-            z: s.z.to_bytes().into(),
-            z_bits: s.z.len() as f64,
-            z_intensity: s.z_intensity.clone().into(),
-            x: s.x.to_bytes().into(),
-            x_bits: s.x.len() as f64,
-            x_intensity: s.x_intensity.clone().into(),
-            n_z: s.n_z.iter().map(|&v| v as f64).collect(),
-            n_x: s.n_x.iter().map(|&v| v as f64).collect(),
-        })
+        Ok(sifted_js(s))
     })
 }
 
@@ -370,6 +394,18 @@ pub fn verify_tag(key: Uint8Array, key_bits: f64, hash_key: Uint8Array, tag_bits
 }
 
 /// Forces (or releases) the portable carry-less multiply in verification (tests/benchmarks).
+/// Forces the portable bit compression in sifting (tests compare it with the BMI2 path).
+#[napi]
+pub fn sift_force_portable(on: bool) {
+    sift::set_force_portable(on);
+}
+
+/// True when sifting uses BMI2 `pext` (present and not microcoded on this CPU).
+#[napi]
+pub fn sift_fast_pext() -> bool {
+    sift::fast_pext()
+}
+
 #[napi]
 pub fn core_force_portable_clmul(on: bool) {
     qkd_core::clmul::set_force_portable(on);
