@@ -293,7 +293,7 @@ fn to_novel(f: &mut [u64], used: usize, o: &FftOptions) {
     radix_expand(f, tau, n / tau / 2, used.min(n), o);
     let used_rows = used.min(n).div_ceil(tau);
     for_rows(f, tau, used_rows, o, |row| to_novel(row, tau, o));
-    columns(f, tau, used_rows.next_power_of_two(), o, to_novel_vec);
+    columns(f, tau, used_rows.next_power_of_two(), o, true);
 }
 
 /// Novel → monomial basis: the exact inverse of `to_novel`, steps reversed.
@@ -305,7 +305,7 @@ fn from_novel(f: &mut [u64], o: &FftOptions) {
         return;
     }
     let tau = 1usize << (1usize << (kk - 1).ilog2());
-    columns(f, tau, n / tau, o, from_novel_vec);
+    columns(f, tau, n / tau, o, false);
     for_rows(f, tau, n / tau, o, |row| from_novel(row, o));
     radix_unexpand(f, tau, n / tau / 2, o);
 }
@@ -352,29 +352,21 @@ fn for_rows<F: Fn(&mut [u64]) + Sync>(f: &mut [u64], tau: usize, rows: usize, o:
     }
 }
 
-/// Applies `op` (a conversion on polynomials whose coefficients are rows of w elements) to the
-/// columns of the first `rows` rows: tiles of w columns are copied to a buffer that fits in L2.
-fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, op: fn(&mut [u64], usize)) {
+/// Converts the columns of the first `rows` rows (a polynomial in Z whose coefficients are
+/// rows): `to_novel_direct` (fwd) or its inverse on tiles of w columns, in place. A tile's rows
+/// are τ apart; w is chosen so the tile (rows × w elements) stays in L2 while it is converted.
+fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, fwd: bool) {
     if rows < 2 {
         return;
     }
+    assert!(f.len() >= rows * tau);
     let w = (32_768 / rows).clamp(8, tau);
     let tiles = tau / w;
     let run = |t0: usize, t1: usize, base: SyncPtr| {
-        let mut tile = Points(vec![0u64; rows * w]);
         for t in t0..t1 {
-            for r in 0..rows {
-                // SAFETY: `base` points at f (rows·τ elements); row r, columns [t·w, (t+1)·w) are
-                // in bounds, and the two halves of the tile range touch disjoint columns.
-                let src = unsafe { std::slice::from_raw_parts(base.0.add(r * tau + t * w), w) };
-                tile.0[r * w..(r + 1) * w].copy_from_slice(src);
-            }
-            op(&mut tile.0, w);
-            for r in 0..rows {
-                // SAFETY: as above.
-                let dst = unsafe { std::slice::from_raw_parts_mut(base.0.add(r * tau + t * w), w) };
-                dst.copy_from_slice(&tile.0[r * w..(r + 1) * w]);
-            }
+            // SAFETY: `base` is f's start; the tile's columns [t·w, (t+1)·w) of rows < `rows` are
+            // inside f (asserted above) and the two workers take disjoint tile ranges.
+            unsafe { convert_tile(base.0.add(t * w), tau, w, rows, fwd) };
         }
     };
     let base = SyncPtr(f.as_mut_ptr());
@@ -391,38 +383,32 @@ struct SyncPtr(*mut u64);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
-/// `to_novel_direct` on a polynomial whose coefficients are rows of w elements.
-fn to_novel_vec(t: &mut [u64], w: usize) {
-    let rows = t.len() / w;
-    let mut size = rows;
-    while size >= 2 {
-        let (offs, m) = term_offsets(size.trailing_zeros() as usize - 1);
-        for blk in t.chunks_exact_mut(size * w) {
-            for c in (size / 2..size).rev() {
-                let (lo, src) = blk.split_at_mut(c * w);
+/// Layer by layer like `to_novel_direct` (or `from_novel_direct`), the elements being row
+/// segments of w words at `tile + row·τ`.
+///
+/// # Safety
+/// `tile + r·τ + [0, w)` must be valid, exclusively owned memory for every r < rows, w ≤ τ.
+unsafe fn convert_tile(tile: *mut u64, tau: usize, w: usize, rows: usize, fwd: bool) {
+    let xor_row = |dst: usize, src: usize| {
+        // SAFETY: rows dst ≠ src (offsets > 0) are disjoint segments inside the tile.
+        let (d, s) = unsafe {
+            (std::slice::from_raw_parts_mut(tile.add(dst * tau), w), std::slice::from_raw_parts(tile.add(src * tau), w))
+        };
+        xor_into(d, s);
+    };
+    let layers = rows.trailing_zeros() as usize;
+    for step in 0..layers {
+        let i = if fwd { layers - 1 - step } else { step };
+        let (offs, m) = term_offsets(i);
+        let h = 1usize << i;
+        for blk in (0..rows).step_by(2 * h) {
+            for q in 0..h {
+                let c = blk + if fwd { 2 * h - 1 - q } else { h + q };
                 for &off in &offs[..m] {
-                    xor_into(&mut lo[(c - off) * w..(c - off + 1) * w], &src[..w]);
+                    xor_row(c - off, c);
                 }
             }
         }
-        size /= 2;
-    }
-}
-
-fn from_novel_vec(t: &mut [u64], w: usize) {
-    let rows = t.len() / w;
-    let mut size = 2;
-    while size <= rows {
-        let (offs, m) = term_offsets(size.trailing_zeros() as usize - 1);
-        for blk in t.chunks_exact_mut(size * w) {
-            for c in size / 2..size {
-                let (lo, src) = blk.split_at_mut(c * w);
-                for &off in &offs[..m] {
-                    xor_into(&mut lo[(c - off) * w..(c - off + 1) * w], &src[..w]);
-                }
-            }
-        }
-        size *= 2;
     }
 }
 
@@ -493,18 +479,73 @@ fn ifft_leaf(d: &mut [u64], b: usize, tw: &Twiddles, be: Backend) {
     }
 }
 
-/// Scratch that holds key-derived field elements: wiped on drop.
-struct Points(Vec<u64>);
-impl Drop for Points {
+/// Transform buffer (key-derived field elements): zeroed on creation, wiped on drop. Large
+/// buffers are 2 MiB aligned and advised as transparent huge pages: a fresh 64 MiB buffer
+/// otherwise costs 16k page faults and its strided passes miss the TLB.
+struct Points(Buf);
+
+struct Buf {
+    ptr: std::ptr::NonNull<u64>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: Buf owns its allocation exclusively (like Vec<u64>).
+unsafe impl Send for Buf {}
+unsafe impl Sync for Buf {}
+
+const HUGE_PAGE: usize = 2 << 20;
+
+impl Buf {
+    fn zeroed(len: usize) -> Buf {
+        let bytes = (len * 8).max(8);
+        let align = if bytes >= HUGE_PAGE { HUGE_PAGE } else { 64 };
+        let layout = std::alloc::Layout::from_size_align(bytes, align).expect("transform buffer layout");
+        // SAFETY: non-zero size; the pointer is checked for null below.
+        let raw = unsafe { std::alloc::alloc(layout) } as *mut u64;
+        let Some(ptr) = std::ptr::NonNull::new(raw) else { std::alloc::handle_alloc_error(layout) };
+        #[cfg(target_os = "linux")]
+        if bytes >= HUGE_PAGE {
+            extern "C" {
+                fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+            }
+            // SAFETY: [raw, raw + bytes) is our allocation, 2 MiB aligned; MADV_HUGEPAGE = 14 is
+            // only a hint (failure is harmless), given before the pages are first touched.
+            unsafe { madvise(raw as *mut std::ffi::c_void, bytes, 14) };
+        }
+        // SAFETY: `len` u64s fit in the allocation; zeroing makes every element initialised.
+        unsafe { std::ptr::write_bytes(raw, 0, len) };
+        Buf { ptr, len, layout }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        // SAFETY: ptr is valid for len initialised u64s for the life of self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `deref`, and &mut self is exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Buf {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.zeroize();
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr() as *mut u8, self.layout) };
     }
 }
 
 /// 32-bit chunks of the first `bits` bits of `w` as field elements, zero-padded to `len`.
 fn chunks(w: &[u64], bits: usize, len: usize) -> Points {
     let m = bits.div_ceil(32);
-    let mut out = Points(vec![0u64; len]);
+    let mut out = Points(Buf::zeroed(len));
     for (k, e) in out.0[..m].iter_mut().enumerate() {
         *e = (w[k / 2] >> (32 * (k % 2))) & 0xffff_ffff;
     }
@@ -523,20 +564,25 @@ pub fn log_points(a_bits: usize, b_bits: usize) -> usize {
 /// Words of the product a·b (a_bits + b_bits − 1 bits, LSB-first, ⌈that/64⌉ words).
 /// Bits of the inputs past `a_bits`/`b_bits` are ignored.
 pub fn mul(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, o: &FftOptions) -> Vec<u64> {
+    mul_window(a, a_bits, b, b_bits, 0, a_bits + b_bits - 1, o)
+}
+
+/// Bits [start, start + len) of the product a·b as ⌈len/64⌉ words (bits past the product are 0).
+pub fn mul_window(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, start: usize, len: usize, o: &FftOptions) -> Vec<u64> {
     assert!(a_bits > 0 && b_bits > 0 && a.len() * 64 >= a_bits && b.len() * 64 >= b_bits);
     let k = log_points(a_bits, b_bits);
     assert!(k <= 34, "product too long for the twiddle tables");
-    let len = 1usize << k;
+    let n = 1usize << k;
     let tw = Twiddles::get();
-    let mut pa = chunks(a, a_bits, len);
-    let mut pb = chunks(b, b_bits, len);
+    let mut pa = chunks(a, a_bits, n);
+    let mut pb = chunks(b, b_bits, n);
     let forward = |p: &mut Points, used: usize| {
         to_novel(&mut p.0, used, o);
         fft(&mut p.0, 0, tw, o);
     };
     let (ua, ub) = (a_bits.div_ceil(32), b_bits.div_ceil(32));
     join(o.parallel_elems != usize::MAX, || forward(&mut pa, ua), || forward(&mut pb, ub));
-    if len >= o.parallel_elems {
+    if n >= o.parallel_elems {
         use rayon::prelude::*;
         pa.0.par_chunks_mut(1 << 14)
             .zip(pb.0.par_chunks(1 << 14))
@@ -548,14 +594,15 @@ pub fn mul(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, o: &FftOptions) -
     ifft(&mut pa.0, 0, tw, o);
     from_novel(&mut pa.0, o);
     // Overlap the 63-bit coefficients at 32-bit offsets: word w = c[2w] ^ c[2w−1]>>32 ^ c[2w+1]<<32.
-    let prod_bits = a_bits + b_bits - 1;
-    let words = prod_bits.div_ceil(64);
     let c = &pa.0;
-    let at = |i: usize| if i < len { c[i] } else { 0 };
-    let mut out = vec![0u64; words];
-    for (w, e) in out.iter_mut().enumerate() {
-        let prev = if w > 0 { at(2 * w - 1) >> 32 } else { 0 };
-        *e = at(2 * w) ^ prev ^ (at(2 * w + 1) << 32);
+    let at = |i: usize| if i < n { c[i] } else { 0 };
+    let word = |w: usize| at(2 * w) ^ (if w > 0 { at(2 * w - 1) >> 32 } else { 0 }) ^ (at(2 * w + 1) << 32);
+    let (w0, sh) = (start / 64, start % 64);
+    let mut out: Vec<u64> = (0..len.div_ceil(64))
+        .map(|i| if sh == 0 { word(w0 + i) } else { (word(w0 + i) >> sh) | (word(w0 + i + 1) << (64 - sh)) })
+        .collect();
+    if len % 64 != 0 {
+        *out.last_mut().expect("len > 0") &= (1u64 << (len % 64)) - 1;
     }
     out
 }
