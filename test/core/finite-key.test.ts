@@ -109,3 +109,129 @@ t.test('abort rules say why', async (t) => {
   t.throws(() => estimateBounds({ mu: [0.5, 0.1, 0], pMu: [0.5, 0.3, 0.3] }, tiny.counts), { code: 'PE_BAD_PROBABILITIES' });
   t.throws(() => estimateBounds(settings, tiny.counts, { ...DEFAULT_SECURITY, epsSec: 0 }), { code: 'PE_BAD_EPSILON' });
 });
+
+// ---------------------------------------------------------------------------------------------
+// Known answers from the paper itself. Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014),
+// Sec. IV and Fig. 1 (dedicated fiber): intensities mu1, mu2 and mu3 = 2e-4; Bob's detectors
+// eta_Bob = 10 %, dark count p_dc = 6e-7, after-pulse p_ap = 4e-2; 0.2 dB/km; e_mis = 5e-3;
+// lambda_EC = f_EC n_X h(e_obs) with f_EC = 1.16; eps_sec = kappa * ell with kappa = 1e-15;
+// eps_cor = 1e-15; key rate R = ell / N optimised over {q_x, p_mu1, p_mu2, mu1, mu2}. Model:
+// D_k = 1 - (1 - 2 p_dc) exp(-eta_sys k), R_k = D_k (1 + p_ap), bit-error probability
+// e_k = p_dc + e_mis (1 - exp(-eta_sys k)) + p_ap D_k / 2. (The paper prints eta_ch in e_k; with
+// eta_ch the QBER would be ~7 % and the 1e7 block has no key at 100 km, contradicting Fig. 1, so
+// we read it as eta_sys = eta_ch eta_Bob.) Expected counts are rounded to integers (our API takes
+// counts). The paper's key basis X is our Z. The numbers are only in the text:
+//   (a) "at a fiber length of 100 km, the secret key rate obtained with n_X = 1e9 is about 1.75
+//       times the one based on n_X = 1e7";
+//   (b) "even if we use a block size of 1e4, cryptographic keys can still be distributed over a
+//       fiber length of 135 km".
+// Everything below goes through our planBlock (bounds, abort rule, ell).
+const LIM = { etaBob: 0.1, pdc: 6e-7, pap: 4e-2, dbPerKm: 0.2, emis: 5e-3, fEC: 1.16, kappa: 1e-15, epsCor: 1e-15, mu3: 2e-4 };
+
+/** Lim et al.'s secret key rate per pulse at fiber length L (km), block n_X, free parameters x. */
+function limRate(L: number, nX: number, x: number[]): number {
+  const [qx, p1, p2, mu1, mu2] = x;
+  const p3 = 1 - p1 - p2;
+  if (!(qx > 0 && qx < 1 && p1 > 0 && p2 > 0 && p3 > 0 && mu2 > LIM.mu3 && mu1 > mu2 + LIM.mu3 && mu1 < 2)) return 0;
+  const etaSys = 10 ** (-LIM.dbPerKm * L / 10) * LIM.etaBob;
+  const mu: Triple = [mu1, mu2, LIM.mu3];
+  const pMu: Triple = [p1, p2, p3];
+  const D = mu.map((k) => 1 - (1 - 2 * LIM.pdc) * Math.exp(-etaSys * k));
+  const R = D.map((d) => d * (1 + LIM.pap));
+  const e = mu.map((k, i) => LIM.pdc + LIM.emis * (1 - Math.exp(-etaSys * k)) + (LIM.pap * D[i]) / 2);
+  const N = nX / (qx * qx * pMu.reduce((a, p, i) => a + p * R[i], 0)); // pulses until n_X key events
+  const qz = 1 - qx;
+  const counts: BlockCounts = {
+    nZ: pMu.map((p, i) => Math.round(N * p * qx * qx * R[i])) as Triple,
+    nX: pMu.map((p, i) => Math.round(N * p * qz * qz * R[i])) as Triple,
+    mX: pMu.map((p, i) => Math.round(N * p * qz * qz * e[i])) as Triple,
+  };
+  const eObs = pMu.reduce((a, p, i) => a + N * p * qx * qx * e[i], 0) / nX;
+  const leakEcBits = Math.round(LIM.fEC * nX * h2Ref(eObs));
+  // eps_sec = kappa * ell: fixed point (converges in a few steps; ell depends on it weakly).
+  let epsSec = 1e-10;
+  let ell = 0;
+  for (let it = 0; it < 8; it++) {
+    try {
+      ell = planBlock({ settings: { mu, pMu }, counts, security: { epsSec, epsCor: LIM.epsCor, qberAbort: 0.5 },
+        leakEcBits, verifyTagBits: 0, authBitsConsumed: 0 }).ellRaw;
+    } catch (err) {
+      if (err instanceof SecurityError) return 0; // the protocol aborts: no key
+      throw err;
+    }
+    if (ell <= 0) return 0;
+    const next = Math.min(LIM.kappa * ell, 0.5);
+    if (Math.abs(next / epsSec - 1) < 1e-4) break;
+    epsSec = next;
+  }
+  return ell / N;
+}
+
+/** Nelder-Mead maximisation (the paper says "numerically optimize" without naming a method). */
+function maximise(f: (x: number[]) => number, x0: number[], step: number[], iters: number): { x: number[]; v: number } {
+  const n = x0.length;
+  let S = [x0, ...x0.map((_, i) => x0.map((v, j) => (i === j ? v + step[j] : v)))];
+  let V = S.map(f);
+  for (let k = 0; k < iters; k++) {
+    const order = V.map((_, i) => i).sort((a, b) => V[b] - V[a]);
+    S = order.map((i) => S[i]);
+    V = order.map((i) => V[i]);
+    const c = S[0].map((_, j) => S.slice(0, n).reduce((a, s) => a + s[j], 0) / n);
+    const towards = (t: number) => c.map((v, j) => v + t * (v - S[n][j]));
+    const r = towards(1);
+    const fr = f(r);
+    if (fr > V[0]) {
+      const ex = towards(2);
+      const fe = f(ex);
+      [S[n], V[n]] = fe > fr ? [ex, fe] : [r, fr];
+    } else if (fr > V[n - 1]) {
+      [S[n], V[n]] = [r, fr];
+    } else {
+      const co = towards(-0.5);
+      const fc = f(co);
+      if (fc > V[n]) [S[n], V[n]] = [co, fc];
+      else for (let i = 1; i <= n; i++) { S[i] = S[i].map((v, j) => S[0][j] + 0.5 * (v - S[0][j])); V[i] = f(S[i]); }
+    }
+  }
+  const best = V.indexOf(Math.max(...V));
+  return { x: S[best], v: V[best] };
+}
+
+/** Optimised rate: deterministic random search, then Nelder-Mead from the best few points. */
+function limOptimised(L: number, nX: number, samples: number): number {
+  let seed = 20140210;
+  const r = (): number => { seed = (seed * 16807) % 2147483647; return seed / 2147483647; };
+  const pts: { v: number; x: number[] }[] = [];
+  for (let i = 0; i < samples; i++) {
+    const p1 = r() * 0.95;
+    const x = [0.02 + 0.96 * r(), p1, r() * (1 - p1), 0.1 + r(), 0.01 + r() * 0.4];
+    const v = limRate(L, nX, x);
+    if (v > 0) pts.push({ v, x });
+  }
+  pts.sort((a, b) => b.v - a.v);
+  let best = 0;
+  for (const p of pts.slice(0, 4)) {
+    const f = (x: number[]): number => limRate(L, nX, x);
+    const a = maximise(f, p.x, [0.02, 0.02, 0.02, 0.03, 0.01], 800);
+    best = Math.max(best, maximise(f, a.x, [0.005, 0.005, 0.005, 0.01, 0.003], 800).v);
+  }
+  return best;
+}
+
+t.test('Lim et al. 2014 (a): at 100 km the 1e9 block gives about 1.75x the rate of the 1e7 block', async (t) => {
+  const r9 = limOptimised(100, 1e9, 3000);
+  const r7 = limOptimised(100, 1e7, 3000);
+  const ratio = r9 / r7;
+  // "About 1.75" is a rounded reading by the authors: tolerance +-5 % (1.66-1.84). Measured 1.79.
+  t.ok(Math.abs(ratio / 1.75 - 1) <= 0.05, `R(1e9)/R(1e7) at 100 km = ${ratio.toFixed(3)} (paper: about 1.75); R(1e9) = ${r9.toExponential(3)}`);
+});
+
+t.test('Lim et al. 2014 (b): a 1e4 block still gives key near 135 km', async (t) => {
+  // The reach is where the optimised rate falls to zero: it is steep there, so a few km of
+  // difference are a tiny difference in the bound. Tolerance: within 10 % of 135 km, i.e. key at
+  // 121.5 km and none beyond 148.5 km. Measured with this search: key up to 125-128 km.
+  const near = limOptimised(121.5, 1e4, 30000);
+  const beyond = limOptimised(148.5, 1e4, 30000);
+  t.ok(near > 0, `key at 121.5 km with n_X = 1e4: rate ${near.toExponential(3)} per pulse`);
+  t.equal(beyond, 0, 'no key at 148.5 km with n_X = 1e4');
+});
