@@ -204,7 +204,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) =>
-      reject(new TransportError('DASHBOARD_LISTEN', `dashboard cannot listen on ${host}:${opts.port} (${err.code ?? err.message}); choose another port`, { cause: err }));
+      reject(new TransportError('DASHBOARD_LISTEN', `dashboard cannot listen on ${host}:${opts.port} (${err.code ?? err.message}); choose another port (qkd run --dashboard-port N, or 0 for any free port)`, { cause: err }));
     server.once('error', onError);
     server.listen(opts.port, host, () => {
       server.off('error', onError);

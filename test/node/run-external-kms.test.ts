@@ -42,13 +42,6 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
   }
 }
 
-t.test('half a pair of --kms options is refused with a clear error', async (t) => {
-  const r = qkdProcess(['run', '--emulated', '--kms-alice', 'https://127.0.0.1:1']);
-  const { code } = await r.done;
-  t.equal(code, 1, 'refused (exit code 1)');
-  t.match(r.out.join('\n'), /give both --kms-alice and --kms-bob.*\[RUN_KMS\]/, 'says to give both, with its code');
-});
-
 t.test('external KMSs: started after the run, they open the stream, receive the spooled keys, serve an SAE pair', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-extkms-'));
   const state = join(dir, 'state');

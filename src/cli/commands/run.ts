@@ -110,8 +110,19 @@ export async function run(args: string[]): Promise<number> {
   process.once('SIGTERM', () => onSignal('SIGTERM'));
 
   say(`emulated link ${opts.preset}, ${opts.distanceKm} km${eve ? `, eavesdropper on ${eve * 100} % of pulses` : ''}, seed ${seed}`);
-  const manifest = await runner.start();
+  // The dashboard binds first, so a busy port fails before any process starts; a start that fails
+  // later stops the children again rather than leave node or KMS processes behind.
   const telemetry = await startRunTelemetry(runner, opts);
+  let manifest: Awaited<ReturnType<EmulatedRun['start']>>;
+  try {
+    manifest = await runner.start();
+  } catch (err) {
+    say('start failed: stopping the processes already started');
+    runner.requestStop('start failed');
+    await runner.stop().catch(() => undefined);
+    await telemetry.close();
+    throw err;
+  }
   manifest.dashboard = telemetry.dashboardUrl;
   manifest.metrics = telemetry.metricsUrl;
   say(`manifest ${JSON.stringify(manifest)}`);
