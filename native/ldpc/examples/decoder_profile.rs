@@ -70,6 +70,7 @@ fn main() {
     }
     samples.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap());
     let (wall, cpu) = samples[samples.len() / 2];
+    let cpu_min = samples.iter().map(|x| x.1).fold(f64::MAX, f64::min);
     let mut h = Fnv64::default();
     let (mut fails, mut iters) = (0usize, 0u64);
     for (i, r) in res.iter().enumerate() {
@@ -85,7 +86,7 @@ fn main() {
     }
     let bits = (k * nf) as f64;
     println!(
-        "q={q} k={k} code={:?} p={} s={} frames={nf} mode={mode} kernel={} FER={fails}/{nf} mean_iter={:.2} wall={wall:.3}s cpu={cpu:.2}s wall_Mbps={:.1} cpu_Mbps={:.1} digest={:016x}",
+        "q={q} k={k} code={:?} p={} s={} frames={nf} mode={mode} kernel={} FER={fails}/{nf} mean_iter={:.2} wall={wall:.3}s cpu={cpu:.2}s cpu_min={cpu_min:.2}s wall_Mbps={:.1} cpu_Mbps={:.1} digest={:016x}",
         fp.code,
         fp.punctured,
         fp.shortened,

@@ -129,7 +129,11 @@ unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn Frame
 pub(crate) struct Lanes<const W: usize> {
     pub llr: Rows64,
     pub synd: Zeroizing<Vec<[i8; W]>>,
-    hard: Zeroizing<Vec<u64>>,
+    /// The same signs packed, bit k = lane k (syndrome bit 1).
+    synd_bits: Zeroizing<Vec<u64>>,
+    /// Packed hard decisions, one word per position (u16, u32 or u64 by lane count: a
+    /// smaller array stays in cache during the syndrome sweep).
+    hard: Rows64,
 }
 
 /// The per-lane work of an engine: `reset_lane` clears lane k's messages (its syndrome column
@@ -157,7 +161,8 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     let mut lanes = Lanes::<W> {
         llr: Rows64::new((n + 2) * 2 * W),
         synd: Zeroizing::new(vec![[0i8; W]; m]),
-        hard: Zeroizing::new(vec![0u64; n]),
+        synd_bits: Zeroizing::new(vec![0u64; m]),
+        hard: Rows64::new(n * 8),
     };
     let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
     let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
@@ -188,6 +193,9 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                         }
                     }
                 }
+                for (b, s) in lanes.synd_bits.iter_mut().zip(synd.iter()) {
+                    *b = (*b & !(1u64 << k)) | u64::from(s[k] != 0) << k;
+                }
                 eng.reset_lane(k, synd);
                 lane_frame[k] = Some(next);
                 lane_iter[k] = 0;
@@ -198,7 +206,12 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
             break;
         }
         let active = (0..W).fold(0u64, |a, k| if lane_frame[k].is_some() { a | 1 << k } else { a });
-        let ok = syndrome_ok::<W>(rows, lanes.llr.rows_mut::<W>(), &lanes.synd, &mut lanes.hard, active, &mut sweep_start);
+        let (llr, synd) = (lanes.llr.rows_mut::<W>(), &lanes.synd_bits[..]);
+        let ok = match W {
+            0..=16 => syndrome_ok::<W, u16>(rows, llr, synd, lanes.hard.words_mut::<u16>(n), active, &mut sweep_start),
+            17..=32 => syndrome_ok::<W, u32>(rows, llr, synd, lanes.hard.words_mut::<u32>(n), active, &mut sweep_start),
+            _ => syndrome_ok::<W, u64>(rows, llr, synd, lanes.hard.words_mut::<u64>(n), active, &mut sweep_start),
+        };
         let mut finished = false;
         for k in 0..W {
             if let Some(i) = lane_frame[k] {
@@ -311,11 +324,15 @@ impl Rows64 {
     pub fn new(bytes: usize) -> Self {
         Rows64 { buf: Zeroizing::new(vec![Line([0; 64]); bytes.div_ceil(64)]), bytes }
     }
-    pub fn lines_mut(&mut self) -> &mut [Line] {
-        &mut self.buf
-    }
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.buf.as_mut_ptr() as *mut u8
+    }
+    /// The first `count` words of the buffer as integers of type H (u16, u32, u64).
+    pub fn words_mut<H: LaneWord>(&mut self, count: usize) -> &mut [H] {
+        assert!(count * std::mem::size_of::<H>() <= self.bytes);
+        // SAFETY: in bounds (asserted), aligned (64 bytes), every bit pattern is a valid
+        // integer; the borrow of `self` is exclusive for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut H, count) }
     }
     /// The buffer as rows of W i16 lanes.
     pub fn rows_mut<const W: usize>(&mut self) -> &mut [[i16; W]] {
@@ -348,25 +365,24 @@ impl Rows<'_> {
 /// persist from one iteration to the next, so most sweeps end after a few checks instead of m.
 /// Exact either way: a lane is reported satisfied only after all m checks were seen.
 #[inline(always)]
-fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W]], hard: &mut [u64], active: u64, start: &mut usize) -> u64 {
+fn syndrome_ok<const W: usize, H: LaneWord>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[u64], hard: &mut [H], active: u64, start: &mut usize) -> u64 {
     for (h, l) in hard.iter_mut().zip(llr.iter()) {
         let mut x = 0u64;
         for k in 0..W {
             x |= u64::from(l[k] < 0) << k;
         }
-        *h = x;
+        *h = H::low(x);
     }
     let m = synd.len();
     let mut bad = !active;
     let from = if *start < m { *start } else { 0 };
     for c in (from..m).chain(0..from) {
-        let mut acc = 0u64;
-        for k in 0..W {
-            acc |= u64::from(synd[c][k] != 0) << k;
-        }
+        let mut acc = H::low(synd[c]);
         for &v in rows.row(c) {
-            acc ^= hard[v as usize];
+            // SAFETY: swept rows hold positions < n = hard.len() (built from the code's rows).
+            acc ^= unsafe { *hard.get_unchecked(v as usize) };
         }
+        let acc: u64 = acc.into();
         bad |= acc;
         if bad == u64::MAX {
             *start = c;
@@ -374,6 +390,27 @@ fn syndrome_ok<const W: usize>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[[i8; W
         }
     }
     !bad & active
+}
+
+/// A word of lane bits (bit k = lane k).
+pub(crate) trait LaneWord: Copy + std::ops::BitXorAssign + Into<u64> {
+    /// The low bits of x.
+    fn low(x: u64) -> Self;
+}
+impl LaneWord for u16 {
+    fn low(x: u64) -> Self {
+        x as u16
+    }
+}
+impl LaneWord for u32 {
+    fn low(x: u64) -> Self {
+        x as u32
+    }
+}
+impl LaneWord for u64 {
+    fn low(x: u64) -> Self {
+        x
+    }
 }
 
 /// Box-plus of two LLR *magnitudes* in decoder units (0..=127), lane by lane: the sum-product

@@ -186,6 +186,7 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
         r: Rows64::new(sch.group_edges() * 64),
         scratch: Rows64::new(d * 64 * 5),
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
+        fresh: 0,
         slot_masks: masks,
         sch,
     };
@@ -207,6 +208,8 @@ mod avx512 {
         pub scratch: Rows64,
         /// Per group edge: sign mask of t.
         pub nbuf: zeroize::Zeroizing<Vec<u64>>,
+        /// Lanes (P order) refilled since the last pass: their stored messages count as zero.
+        pub fresh: u64,
         pub slot_masks: Vec<u64>,
     }
 
@@ -214,14 +217,10 @@ mod avx512 {
         #[inline(always)]
         fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]) {
             let slots = self.sch.slots;
-            let mut pos = [0usize; MAX_SLOTS];
-            for (s, p) in pos.iter_mut().enumerate().take(slots) {
-                *p = p_pos(s * W + k);
-            }
-            for line in self.r.lines_mut()[..self.sch.group_edges()].iter_mut() {
-                for &p in &pos[..slots] {
-                    line.0[p] = 0;
-                }
+            // The lane's old messages are not cleared here (that would touch every message
+            // line per new frame): the next pass reads them as zero instead.
+            for s in 0..slots {
+                self.fresh |= 1u64 << p_pos(s * W + k);
             }
             for (g, gs) in self.sch.groups.iter().zip(self.gsynd.iter_mut()) {
                 for s in 0..slots {
@@ -238,7 +237,8 @@ mod avx512 {
         fn pass(&mut self, lanes: &mut Lanes<W>) {
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
             // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.
-            unsafe { pass_groups::<W>(self, lanes.llr.as_mut_ptr()) }
+            unsafe { pass_groups::<W>(self, lanes.llr.as_mut_ptr()) };
+            self.fresh = 0;
         }
     }
 
@@ -365,6 +365,7 @@ mod avx512 {
         let lmin = _mm512_set1_epi16(-LMAX);
         let sat = _mm512_set1_epi8(MAXV);
         let masks = &eng.slot_masks;
+        let keep = !eng.fresh;
         for (g, &gs) in eng.sch.groups.iter().zip(eng.gsynd.iter()) {
             let dm = g.dmax as usize;
             let e0 = g.e0 as usize;
@@ -379,7 +380,7 @@ mod avx512 {
             for j in 0..dm {
                 let e = e0 + j;
                 let (l0, l1) = gather::<W>(llr, idx.add(e * slots));
-                let (r0, r1) = widen(_mm512_load_si512(r.add(e) as *const _));
+                let (r0, r1) = widen(_mm512_maskz_mov_epi8(keep, _mm512_load_si512(r.add(e) as *const _)));
                 let t0 = _mm512_sub_epi16(l0, r0);
                 let t1 = _mm512_sub_epi16(l1, r1);
                 // |t| saturated to 127 (abs is ≥ 0, so the signed pack saturates at 127).
