@@ -1,8 +1,9 @@
 /**
  * Parameter estimation and the per-block security statement (native/core/src/finite_key.rs,
  * block.rs): decoy-state bounds with finite-key statistics after Lim, Curty, Walenta, Xu,
- * Zbinden, PRA 89, 022307 (2014), two decoys; see docs/postprocessing.md for the exact formulas,
- * why this bound, and the later corrections (Wiesemann et al. 2024).
+ * Zbinden, PRA 89, 022307 (2014), two decoys, or (option) Rusca, Boaron, Grünenfelder, Martin,
+ * Zbinden, APL 112, 171104 (2018), one decoy; see docs/postprocessing.md for the exact formulas,
+ * why these bounds, and the later corrections (Wiesemann et al. 2024).
  *
  * The leak is *counted* (every syndrome/retry bit the reconciliation disclosed plus the
  * verification tag), never estimated as f·h(Q).
@@ -12,11 +13,17 @@ import { callNative } from './native-call.ts';
 
 export type Triple = [number, number, number];
 
-/** Decoy protocol settings: intensities [mu, nu, omega] (mu > nu + omega, nu > omega >= 0). */
+/**
+ * Decoy protocol settings. Two decoys (default, Lim et al. 2014): intensities [mu, nu, omega]
+ * with mu > nu + omega, nu > omega >= 0. One decoy (`protocol: 'rusca2018'`, Rusca et al. 2018):
+ * [mu, nu, 0] with mu > nu > 0 and probabilities [p_mu, p_nu, 0]; better below ~1e8 bits.
+ */
 export interface DecoySettings {
   mu: Triple;
   /** Probability of each intensity (sums to 1). */
   pMu: Triple;
+  /** Which finite-key decoy bound: 'lim2014' (default) or 'rusca2018' (one decoy). */
+  protocol?: 'lim2014' | 'rusca2018';
 }
 
 export interface SecurityParams {
@@ -35,6 +42,9 @@ export interface BlockCounts {
   /** Sifted X events per intensity and X errors per intensity (X is fully disclosed). */
   nX: Triple;
   mX: Triple;
+  /** Z errors per intensity, known after reconciliation: required by the one-decoy bound (its
+   * vacuum upper bound uses them), ignored by Lim 2014. */
+  mZ?: Triple;
 }
 
 export interface Bounds {
@@ -76,7 +86,8 @@ export interface SecurityStatement {
 }
 
 function estimateInput(s: DecoySettings, c: BlockCounts, sec: SecurityParams) {
-  return { mu: s.mu, pMu: s.pMu, nZ: c.nZ, nX: c.nX, mX: c.mX, epsSec: sec.epsSec, epsCor: sec.epsCor, qberAbort: sec.qberAbort };
+  return { mu: s.mu, pMu: s.pMu, nZ: c.nZ, nX: c.nX, mX: c.mX, epsSec: sec.epsSec, epsCor: sec.epsCor, qberAbort: sec.qberAbort,
+    protocol: s.protocol, mZ: c.mZ };
 }
 
 /** Decoy-state bounds only (no abort decision). */

@@ -213,3 +213,55 @@ export function limRef(inp: LimInput, leakBits: number): { sZ0: number; sZ1: num
   const n = inp.nZ[0] + inp.nZ[1] + inp.nZ[2];
   return { sZ0, sZ1, sX1, vX1, phiZ, ell: Math.min(n, raw > 0 ? Math.floor(raw) : 0) };
 }
+
+// ------------------------------------------------------------------ Rusca et al. 2018 (one decoy)
+export interface RuscaInput {
+  /** [mu1 (signal), mu2 (decoy)] and their probabilities. */
+  mu: [number, number]; pMu: [number, number];
+  /** Z (key) and X (test) detections and errors per intensity. */
+  nZ: [number, number]; mZ: [number, number]; nX: [number, number]; mX: [number, number];
+  epsSec: number; epsCor: number;
+}
+
+/**
+ * Rusca et al., APL 112, 171104 (2018), Appendix A, written out directly: eps_sec = 19 eps,
+ * delta(n) = sqrt(n/2 ln(19/eps_sec)); s0 upper from the decoy's errors (A16); s1 lower (A17);
+ * s0 lower (A19); v_X1 upper (A22); phase error with Lim's gamma (21^2, conservative); (A25).
+ */
+export function ruscaRef(inp: RuscaInput, leakBits: number): { sZ0: number; sZ1: number; sX1: number; vX1: number; phiZ: number; ell: number } {
+  const [m1, m2] = inp.mu;
+  const [p1, p2] = inp.pMu;
+  const ln = Math.log(19 / inp.epsSec);
+  const d = (n: number): number => Math.sqrt((n / 2) * ln);
+  const tau0 = p1 * Math.exp(-m1) + p2 * Math.exp(-m2);
+  const tau1 = p1 * m1 * Math.exp(-m1) + p2 * m2 * Math.exp(-m2);
+  const w1 = Math.exp(m1) / p1;
+  const w2 = Math.exp(m2) / p2;
+  const basis = (n: [number, number], m: [number, number]) => {
+    const dn = d(n[0] + n[1]);
+    const dm = d(m[0] + m[1]);
+    const nMinus2 = w2 * (n[1] - dn);
+    const nPlus1 = w1 * (n[0] + dn);
+    const s0Upper = 2 * (tau0 * w2 * (m[1] + dm) + dn);
+    const s1 = ((tau1 * m1) / (m2 * (m1 - m2))) * (nMinus2 - ((m2 * m2) / (m1 * m1)) * nPlus1 - ((m1 * m1 - m2 * m2) / (m1 * m1)) * (s0Upper / tau0));
+    const s0 = (tau0 / (m1 - m2)) * (m1 * nMinus2 - m2 * nPlus1);
+    return { s0: Math.max(0, s0), s1: Math.max(0, s1) };
+  };
+  const z = basis(inp.nZ, inp.mZ);
+  const x = basis(inp.nX, inp.mX);
+  const dmx = d(inp.mX[0] + inp.mX[1]);
+  const vX1 = Math.max(0, (tau1 / (m1 - m2)) * (w1 * (inp.mX[0] + dmx) - w2 * (inp.mX[1] - dmx)));
+  let phiZ = 0.5;
+  if (x.s1 > 0 && z.s1 > 0) {
+    const b0 = vX1 / x.s1;
+    if (b0 < 0.5) {
+      const b = Math.min(Math.max(b0, 1e-12), 0.5);
+      const [c, dd] = [x.s1, z.s1];
+      const g = Math.sqrt(((c + dd) * (1 - b) * b) / (c * dd * Math.LN2) * Math.log2(((c + dd) / (c * dd * (1 - b) * b)) * (441 / (inp.epsSec * inp.epsSec))));
+      phiZ = Math.min(0.5, b0 + (Number.isFinite(g) ? g : 0));
+    }
+  }
+  const raw = z.s0 + z.s1 * (1 - h2Ref(phiZ)) - leakBits - 6 * Math.log2(19 / inp.epsSec) - Math.log2(2 / inp.epsCor);
+  const n = inp.nZ[0] + inp.nZ[1];
+  return { sZ0: z.s0, sZ1: z.s1, sX1: x.s1, vX1, phiZ, ell: Math.min(n, raw > 0 ? Math.floor(raw) : 0) };
+}

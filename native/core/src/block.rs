@@ -48,7 +48,7 @@ pub fn plan(inp: &BlockInput) -> Result<SecurityStatement> {
     let b = finite_key::bounds(e)?;
     finite_key::check_abort(e, &b)?;
     let lambda = inp.leak_ec_bits + inp.verify_tag_bits as u64;
-    let (raw, ell) = finite_key::secret_length(&b, lambda as f64, e.eps_sec, e.eps_cor);
+    let (raw, ell) = finite_key::secret_length(&b, lambda as f64, e.eps_sec, e.eps_cor, e.protocol);
     let replenish = inp.auth_bits_consumed.min(ell);
     Ok(SecurityStatement {
         eps_sec: e.eps_sec,

@@ -20,9 +20,43 @@
 //! λ_EC is the *counted* leak (syndrome bits, retries, and the verification tag bits), never
 //! f·h(Q) (Tomamichel et al. 2017). Keeping log2(2/ε_cor) while also counting the tag bits in
 //! λ_EC double-charges verification by a few dozen bits: conservative on purpose.
-//! Later corrections (Wiesemann et al. 2024, arXiv:2405.16578) and the one-decoy alternative
-//! (Rusca et al. 2018) are discussed in docs/postprocessing.md.
+//! One decoy ([`Protocol::OneDecoyRusca2018`]; Rusca, Boaron, Grünenfelder, Martin, Zbinden,
+//! APL 112, 171104 (2018), arXiv:1801.03443, Appendix A), intensities μ1 > μ2 > 0, no vacuum:
+//! - ε_sec = 19 ε: δ(n) = sqrt(n/2 · ln(19/ε_sec)), and 6 log2(19/ε_sec) in ℓ (Eq. (A24)-(A25)).
+//! - vacuum upper bound from the decoy's Z errors (vacuum clicks are errors half the time):
+//!   s^u_{Z,0} = 2 [τ_0 e^{μ2}/p_{μ2} (m_{Z,μ2} + δ(m_Z)) + δ(n_Z)]                      (A16)
+//! - s_{Z,1} ≥ τ_1 μ1 / (μ2(μ1 − μ2)) [n⁻_{Z,μ2} − μ2²/μ1² n⁺_{Z,μ1} − (μ1² − μ2²)/μ1² s^u_{Z,0}/τ_0]  (A17)
+//! - s_{Z,0} ≥ τ_0 (μ1 n⁻_{Z,μ2} − μ2 n⁺_{Z,μ1}) / (μ1 − μ2)                               (A19)
+//! - v_{X,1} ≤ τ_1 (m⁺_{X,μ1} − m⁻_{X,μ2}) / (μ1 − μ2)                                      (A22)
+//! - φ_Z with Lim's γ, whose 21² we keep (19² would be the paper's split; 21² gives a larger γ,
+//!   so it is the conservative reading).
+//! The Z errors per intensity m_{Z,k} come from the reconciliation (the corrected key vs the
+//! raw one), so with one decoy the bound is computed after error correction.
+//! Later corrections (Wiesemann et al. 2024, arXiv:2405.16578) are discussed in
+//! docs/postprocessing.md.
 use crate::{CoreError, Result};
+
+/// Which decoy-state bound to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014): signal + two decoys.
+    #[default]
+    TwoDecoyLim2014,
+    /// Rusca, Boaron, Grünenfelder, Martin, Zbinden, APL 112, 171104 (2018), arXiv:1801.03443:
+    /// signal + one decoy, no vacuum; intensity index 2 unused (probability 0, no counts).
+    OneDecoyRusca2018,
+}
+
+impl Protocol {
+    /// The ε-splitting constant: ε_sec = 21 ε (Lim, Eq. (B4)) or 19 ε (Rusca, Eq. (A24)); it
+    /// sets δ(n) = sqrt(n/2 · ln(c/ε_sec)) and the 6·log2(c/ε_sec) term of ℓ.
+    pub fn split(self) -> f64 {
+        match self {
+            Protocol::TwoDecoyLim2014 => 21.0,
+            Protocol::OneDecoyRusca2018 => 19.0,
+        }
+    }
+}
 
 /// What the estimate needs: protocol settings and the sifted counts of one block.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +75,10 @@ pub struct EstimateInput {
     pub eps_cor: f64,
     /// Abort when the X-basis QBER (all intensities) or the phase-error bound exceeds this.
     pub qber_abort: f64,
+    pub protocol: Protocol,
+    /// Z-basis (key) errors per intensity, known after reconciliation. Only the one-decoy bound
+    /// uses them (its vacuum upper bound, Rusca Eq. (A16)); ignored by Lim 2014.
+    pub m_z: [u64; 3],
 }
 
 /// Decoy-state bounds of one block (all in bits/events, not rates).
@@ -69,10 +107,16 @@ pub fn h2(p: f64) -> f64 {
     }
 }
 
+/// Hoeffding deviation δ(n) = sqrt(n/2 · ln(21/ε_sec)) (Lim 2014 with ε_sec = 21 ε).
 pub fn delta(n: f64, eps_sec: f64) -> f64 {
-    (n / 2.0 * (21.0 / eps_sec).ln()).sqrt()
+    delta_split(n, eps_sec, 21.0)
 }
 
+fn delta_split(n: f64, eps_sec: f64, split: f64) -> f64 {
+    (n / 2.0 * (split / eps_sec).ln()).sqrt()
+}
+
+/// τ_n = Σ_k e^{-k} k^n p_k / n! (an intensity with p_k = 0 contributes nothing).
 pub fn tau(n: u32, mu: &[f64; 3], p: &[f64; 3]) -> f64 {
     let fact = (1..=n).fold(1.0, |a, k| a * k as f64);
     (0..3).map(|k| (-mu[k]).exp() * mu[k].powi(n as i32) * p[k] / fact).sum()
@@ -105,11 +149,27 @@ fn yields(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], eps_sec: f64) -> (f64, f64)
 
 pub fn validate(inp: &EstimateInput) -> Result<()> {
     let [m1, m2, m3] = inp.mu;
-    if !(m3 >= 0.0 && m2 > m3 && m1 > m2 + m3 && m1.is_finite()) {
-        return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
-            "intensities must satisfy mu > nu + omega, nu > omega >= 0 (Lim et al. 2014); got {m1}, {m2}, {m3}")));
-    }
-    if inp.p_mu.iter().any(|&p| !(p > 0.0 && p < 1.0)) || (inp.p_mu.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
+    let used = match inp.protocol {
+        Protocol::TwoDecoyLim2014 => {
+            if !(m3 >= 0.0 && m2 > m3 && m1 > m2 + m3 && m1.is_finite()) {
+                return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
+                    "intensities must satisfy mu > nu + omega, nu > omega >= 0 (Lim et al. 2014); got {m1}, {m2}, {m3}")));
+            }
+            3
+        }
+        Protocol::OneDecoyRusca2018 => {
+            if !(m2 > 0.0 && m1 > m2 && m1.is_finite()) {
+                return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
+                    "one-decoy intensities must satisfy mu > nu > 0 (Rusca et al. 2018); got {m1}, {m2}")));
+            }
+            if inp.p_mu[2] != 0.0 || inp.n_z[2] != 0 || inp.n_x[2] != 0 || inp.m_x[2] != 0 || inp.m_z[2] != 0 {
+                return Err(CoreError::new("PE_BAD_PROBABILITIES",
+                    "one-decoy protocol: the third intensity is unused; give it probability 0 and no counts"));
+            }
+            2
+        }
+    };
+    if inp.p_mu[..used].iter().any(|&p| !(p > 0.0 && p < 1.0)) || (inp.p_mu.iter().sum::<f64>() - 1.0).abs() > 1e-9 {
         return Err(CoreError::new("PE_BAD_PROBABILITIES", "intensity probabilities must be in (0,1) and sum to 1"));
     }
     for (name, e) in [("eps_sec", inp.eps_sec), ("eps_cor", inp.eps_cor)] {
@@ -125,18 +185,46 @@ pub fn validate(inp: &EstimateInput) -> Result<()> {
     Ok(())
 }
 
+/// One-decoy vacuum and single-photon bounds (Rusca et al. 2018, Eqs. (A16), (A17), (A19)),
+/// one basis: counts `n` and errors `m` per intensity (indices 0 = μ1 signal, 1 = μ2 decoy).
+/// Returns (s0 lower, s1 lower). The single-photon bound needs an *upper* bound on the vacuum
+/// events (it enters with a minus sign), which without a vacuum decoy comes from the decoy's
+/// errors: vacuum detections are errors half of the time.
+fn yields_one_decoy(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], m: &[u64; 3], eps_sec: f64) -> (f64, f64) {
+    let c = Protocol::OneDecoyRusca2018.split();
+    let dn = delta_split((n[0] + n[1]) as f64, eps_sec, c);
+    let dm = delta_split((m[0] + m[1]) as f64, eps_sec, c);
+    let w = |k: usize| mu[k].exp() / p[k];
+    let (m1, m2) = (mu[0], mu[1]);
+    let (t0, t1) = (tau(0, mu, p), tau(1, mu, p));
+    let n_minus_2 = w(1) * (n[1] as f64 - dn);
+    let n_plus_1 = w(0) * (n[0] as f64 + dn);
+    let s0_upper = 2.0 * (t0 * w(1) * (m[1] as f64 + dm) + dn);
+    let s1 = t1 * m1 / (m2 * (m1 - m2))
+        * (n_minus_2 - m2 * m2 / (m1 * m1) * n_plus_1 - (m1 * m1 - m2 * m2) / (m1 * m1) * s0_upper / t0);
+    let s0 = t0 / (m1 - m2) * (m1 * n_minus_2 - m2 * n_plus_1);
+    (s0.max(0.0), s1.max(0.0))
+}
+
 /// The decoy-state bounds (no abort decision; see [`check_abort`]).
 pub fn bounds(inp: &EstimateInput) -> Result<Bounds> {
     validate(inp)?;
     let (mu, p) = (&inp.mu, &inp.p_mu);
-    let (s_z0, s_z1) = yields(mu, p, &inp.n_z, inp.eps_sec);
-    let (s_x0, s_x1) = yields(mu, p, &inp.n_x, inp.eps_sec);
+    let one = inp.protocol == Protocol::OneDecoyRusca2018;
+    let ((s_z0, s_z1), (s_x0, s_x1)) = if one {
+        (yields_one_decoy(mu, p, &inp.n_z, &inp.m_z, inp.eps_sec), yields_one_decoy(mu, p, &inp.n_x, &inp.m_x, inp.eps_sec))
+    } else {
+        (yields(mu, p, &inp.n_z, inp.eps_sec), yields(mu, p, &inp.n_x, inp.eps_sec))
+    };
     let m_total: f64 = inp.m_x.iter().map(|&x| x as f64).sum();
-    let dm = delta(m_total, inp.eps_sec);
+    let dm = delta_split(m_total, inp.eps_sec, inp.protocol.split());
     let mp = |k: usize| mu[k].exp() / p[k] * (inp.m_x[k] as f64 + dm);
     let mm = |k: usize| mu[k].exp() / p[k] * (inp.m_x[k] as f64 - dm);
     let t1 = tau(1, mu, p);
-    let v_x1 = (t1 * (mp(1) - mm(2)) / (mu[1] - mu[2])).max(0.0);
+    // Single-photon X errors: from the two lowest intensities (Lim Eq. (4): nu, omega; Rusca
+    // Eq. (A22): mu1, mu2).
+    let (hi, lo) = if one { (0, 1) } else { (1, 2) };
+    let v_x1 = (t1 * (mp(hi) - mm(lo)) / (mu[hi] - mu[lo])).max(0.0);
     let phi_z = if s_x1 <= 0.0 || s_z1 <= 0.0 {
         0.5
     } else {
@@ -172,11 +260,12 @@ pub fn check_abort(inp: &EstimateInput, b: &Bounds) -> Result<()> {
     Ok(())
 }
 
-/// Finite-key secret length (Lim et al. 2014, Eq. (1) with X<->Z swapped), floor, clamped at 0.
+/// Finite-key secret length (Lim et al. 2014, Eq. (1) with X<->Z swapped; Rusca et al. 2018,
+/// Eq. (A25), the same with 19 for 21), floor, clamped at 0.
 /// `leak_ec_bits`: every bit disclosed in error correction plus the verification tag bits.
-pub fn secret_length(b: &Bounds, leak_ec_bits: f64, eps_sec: f64, eps_cor: f64) -> (f64, u64) {
+pub fn secret_length(b: &Bounds, leak_ec_bits: f64, eps_sec: f64, eps_cor: f64, protocol: Protocol) -> (f64, u64) {
     let raw = b.s_z0 + b.s_z1 * (1.0 - h2(b.phi_z)) - leak_ec_bits
-        - 6.0 * (21.0 / eps_sec).log2()
+        - 6.0 * (protocol.split() / eps_sec).log2()
         - (2.0 / eps_cor).log2();
     let l = if raw.is_finite() && raw > 0.0 { raw.floor() as u64 } else { 0 };
     (raw, l.min(b.n_z_total))

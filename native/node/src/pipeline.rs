@@ -10,7 +10,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use qkd_core::bits::KeyBits;
 use qkd_core::block::{self, BlockInput, SecurityStatement};
-use qkd_core::finite_key::{self, Bounds, EstimateInput};
+use qkd_core::finite_key::{self, Bounds, EstimateInput, Protocol};
 use qkd_core::sift::{self, ChannelMap, PartyEvents};
 use qkd_core::{toeplitz, verify, CoreError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -230,6 +230,11 @@ pub struct EstimateInputJs {
     pub eps_sec: f64,
     pub eps_cor: f64,
     pub qber_abort: f64,
+    /// "lim2014" (default: signal + two decoys) or "rusca2018" (signal + one decoy; the third
+    /// intensity has probability 0 and no counts).
+    pub protocol: Option<String>,
+    /// Z errors per intensity (after reconciliation); required by "rusca2018", ignored otherwise.
+    pub m_z: Option<Vec<f64>>,
 }
 
 #[napi(object)]
@@ -263,6 +268,16 @@ fn est_in(i: &EstimateInputJs) -> Result<EstimateInput> {
         eps_sec: i.eps_sec,
         eps_cor: i.eps_cor,
         qber_abort: i.qber_abort,
+        protocol: match i.protocol.as_deref() {
+            None | Some("lim2014") => Protocol::TwoDecoyLim2014,
+            Some("rusca2018") => Protocol::OneDecoyRusca2018,
+            Some(other) => return Err(bad("PE_BAD_INPUT", format!("protocol {other:?}: use \"lim2014\" or \"rusca2018\""))),
+        },
+        m_z: match (&i.m_z, i.protocol.as_deref()) {
+            (Some(v), _) => three_counts(v, "mZ")?,
+            (None, Some("rusca2018")) => return Err(bad("PE_BAD_INPUT", "the one-decoy bound needs mZ, the Z errors per intensity after reconciliation")),
+            (None, _) => [0; 3],
+        },
     })
 }
 
