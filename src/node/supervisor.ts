@@ -15,7 +15,7 @@
  */
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync, createWriteStream, type WriteStream } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, createWriteStream, type WriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { QkdError } from '../errors.ts';
 import { makePki, type Pki } from '../delivery/pki.ts';
@@ -78,6 +78,39 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Takes the state directory for this run: two runs on one directory would share spools, KMS
+ * databases and the channel's pad pool (a reused pad breaks authentication). A lock left by a
+ * process that no longer exists is taken over.
+ */
+export function lockStateDir(dir: string): string {
+  const file = join(dir, 'run.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(readFileSync(file, 'utf8'));
+      if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+        throw new QkdError('RUN_STATE_IN_USE', `another qkd run (pid ${pid}) is using the state directory ${dir}; ` +
+          'stop it first, or give this run its own --state-dir');
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new QkdError('RUN_STATE_IN_USE', `cannot take the state directory ${dir} (${file})`);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** A 32-byte secret file (mode 0600), created once and reused by later runs. */
 function secretFile(path: string, bytes = 32): string {
   if (!existsSync(path)) writeFileSync(path, randomBytes(bytes), { mode: 0o600 });
@@ -93,6 +126,7 @@ export class EmulatedRun {
   readonly stopped = new Promise<string>((r) => (this.stopResolve = r));
   manifest!: Manifest;
   pki!: Pki;
+  private lockFile?: string;
 
   constructor(readonly opts: RunOptions) {}
 
@@ -137,6 +171,7 @@ export class EmulatedRun {
     const o = this.opts;
     const dir = resolve(o.stateDir);
     mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
+    this.lockFile = lockStateDir(dir);
     o.say(`state directory ${dir}`);
     this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
     // 512 KiB of pre-shared secret: 16 B hash key, then 128-bit pads (≈ 16 000 messages per direction)
@@ -224,6 +259,7 @@ export class EmulatedRun {
     }
     await Promise.all([...this.children.values()].map((c) => c.stop()));
     for (const l of this.logs.values()) l.end();
+    if (this.lockFile) rmSync(this.lockFile, { force: true });
     return { node: summaries };
   }
 

@@ -130,9 +130,15 @@ export async function run(args: string[]): Promise<number> {
   if (opts.manifestPath) writeFileSync(opts.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
   runner.onBlock = (_n, m) => {
     telemetry.onBlock(m);
-    const r = m.report as { blockId: number; verified: boolean; abortReason?: string; qberZ?: number; qberX?: number; statement?: { deliverableBits: number } };
+    const r = m.report as { blockId: number; verified: boolean; abortReason?: string; qberZ?: number; qberX?: number; detections?: number;
+      statement?: { ell: number; deliverableBits: number; replenishBits: number } };
+    const st = r.statement;
+    // A verified block may still yield nothing: say why, so the operator knows what to change.
+    const none = !st || st.ell <= 0
+      ? `: the finite-key length is not positive for a block of ${r.detections ?? '?'} detections (raise --block-detections)`
+      : st.deliverableBits <= 0 ? `: all ${st.ell} bits refill the authentication key pool` : '';
     say(r.verified
-      ? `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${r.statement?.deliverableBits ?? 0} secret bits`
+      ? `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${st?.deliverableBits ?? 0} secret bits${none}`
       : `block ${r.blockId}: aborted (${r.abortReason})`);
   };
   runner.onAlarm = (n, m) => telemetry.onAlarm(n, m);
