@@ -379,9 +379,17 @@ fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, fwd: bool) {
 
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut u64);
-// SAFETY: only used by `columns`, whose two workers write disjoint columns of one live slice.
+// SAFETY: only used by `columns` and `fused_layers`, whose workers write disjoint parts of one
+// live slice.
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the Sync wrapper rather than its field).
+    fn ptr(self) -> *mut u64 {
+        self.0
+    }
+}
 
 /// Layer by layer like `to_novel_direct` (or `from_novel_direct`), the elements being row
 /// segments of w words at `tile + row·τ`.
@@ -419,6 +427,12 @@ fn fft(d: &mut [u64], b: usize, tw: &Twiddles, o: &FftOptions) {
         fft_leaf(d, b, tw, o.backend);
         return;
     }
+    if n > FUSE_ABOVE {
+        let l = (n / FUSE_ABOVE).trailing_zeros().min(3) as usize;
+        fused_layers::<true>(d, b, l, tw, o);
+        for_groups(d, l, o, |grp, q| fft(grp, (b << l) + q, tw, o));
+        return;
+    }
     let (lo, hi) = d.split_at_mut(n / 2);
     top_butterfly::<true>(lo, hi, tw.at(b), o);
     join(n >= o.parallel_elems, || fft(lo, 2 * b, tw, o), || fft(hi, 2 * b + 1, tw, o));
@@ -429,6 +443,9 @@ fn fft_leaf(d: &mut [u64], b: usize, tw: &Twiddles, be: Backend) {
     let mut half = n / 2;
     let mut blocks = 1usize;
     while half >= 1 {
+        if half == 4 && be.bottom3::<true, _>(d, b * blocks, |i| tw.at(i)) {
+            return;
+        }
         for k in 0..blocks {
             let blk = &mut d[2 * half * k..2 * half * (k + 1)];
             let (lo, hi) = blk.split_at_mut(half);
@@ -445,9 +462,70 @@ fn ifft(d: &mut [u64], b: usize, tw: &Twiddles, o: &FftOptions) {
         ifft_leaf(d, b, tw, o.backend);
         return;
     }
+    if n > FUSE_ABOVE {
+        let l = (n / FUSE_ABOVE).trailing_zeros().min(3) as usize;
+        for_groups(d, l, o, |grp, q| ifft(grp, (b << l) + q, tw, o));
+        fused_layers::<false>(d, b, l, tw, o);
+        return;
+    }
     let (lo, hi) = d.split_at_mut(n / 2);
     join(n >= o.parallel_elems, || ifft(lo, 2 * b, tw, o), || ifft(hi, 2 * b + 1, tw, o));
     top_butterfly::<false>(lo, hi, tw.at(b), o);
+}
+
+/// Blocks larger than this (1 MiB, half of L2) run their top layers fused: L ≤ 3 layers in one
+/// sweep over memory (radix 2^L) instead of one sweep per layer.
+const FUSE_ABOVE: usize = 1 << 17;
+
+/// Runs `op(group, q)` on the 2^l equal groups of d (in parallel for large blocks).
+fn for_groups<F: Fn(&mut [u64], usize) + Sync>(d: &mut [u64], l: usize, o: &FftOptions, op: F) {
+    let m = d.len() >> l;
+    if d.len() >= o.parallel_elems {
+        use rayon::prelude::*;
+        d.par_chunks_mut(m).enumerate().for_each(|(q, g)| op(g, q));
+    } else {
+        d.chunks_mut(m).enumerate().for_each(|(q, g)| op(g, q));
+    }
+}
+
+/// The top l layers of block b (forward: top layer first; inverse: bottom first), chunk by
+/// chunk: for columns [j, j + 256) of the 2^l groups all l layers run while the 2^l chunks are in
+/// L1, so the block is swept once instead of l times.
+fn fused_layers<const FWD: bool>(d: &mut [u64], b: usize, l: usize, tw: &Twiddles, o: &FftOptions) {
+    const CHUNK: usize = 256;
+    let g = 1usize << l;
+    let m = d.len() / g;
+    let be = o.backend;
+    let base = SyncPtr(d.as_mut_ptr());
+    let work = move |j0: usize, j1: usize| {
+        let mut j = j0;
+        while j < j1 {
+            let c = CHUNK.min(j1 - j);
+            for step in 0..l {
+                let lay = if FWD { step } else { l - 1 - step };
+                let half = g >> (lay + 1);
+                for k in 0..1usize << lay {
+                    let s = tw.at((b << lay) + k);
+                    for p in 0..half {
+                        let lo_g = 2 * half * k + p;
+                        // SAFETY: groups lo_g ≠ lo_g + half are disjoint ranges [q·m, (q+1)·m) of d
+                        // and j + c ≤ m; the two workers take disjoint column ranges.
+                        let (lo, hi) = unsafe {
+                            (std::slice::from_raw_parts_mut(base.ptr().add(lo_g * m + j), c),
+                             std::slice::from_raw_parts_mut(base.ptr().add((lo_g + half) * m + j), c))
+                        };
+                        if FWD { be.butterfly_fwd(lo, hi, s) } else { be.butterfly_inv(lo, hi, s) }
+                    }
+                }
+            }
+            j += c;
+        }
+    };
+    if d.len() >= o.parallel_elems {
+        rayon::join(|| work(0, m / 2), || work(m / 2, m));
+    } else {
+        work(0, m);
+    }
 }
 
 /// One butterfly layer of a large block, split in two so both cores share it (memory-bound).
@@ -468,6 +546,10 @@ fn ifft_leaf(d: &mut [u64], b: usize, tw: &Twiddles, be: Backend) {
     let n = d.len();
     let mut half = 1usize;
     let mut blocks = n / 2;
+    if n >= 8 && be.bottom3::<false, _>(d, b * (n / 8), |i| tw.at(i)) {
+        half = 8;
+        blocks = n / 16;
+    }
     while half < n {
         for k in 0..blocks {
             let blk = &mut d[2 * half * k..2 * half * (k + 1)];
@@ -666,7 +748,8 @@ mod tests {
         let tw = Twiddles::get();
         let beta = cantor_basis();
         let mut s = 3u64;
-        for k in [1usize, 2, 3, 4, 5, 6, 8, 9, 13, 17] {
+        // 18..20: blocks above FUSE_ABOVE (fused layers, l = 1, 2, 3).
+        for k in [1usize, 2, 3, 4, 5, 6, 8, 9, 13, 17, 18, 20] {
             let n = 1 << k;
             let f: Vec<u64> = (0..n).map(|_| xs(&mut s)).collect();
             let mut d = f.clone();
@@ -680,7 +763,7 @@ mod tests {
             fft(&mut d, 0, tw, &o);
             for j in (0..n).step_by(1 + n / 37) {
                 let w = (0..k).filter(|m| (j >> m) & 1 == 1).fold(0, |acc, m| acc ^ beta[m]);
-                let v = f.iter().rev().fold(0u64, |acc, &c| mul_portable(acc, w) ^ c);
+                let v = f.iter().rev().fold(0u64, |acc, &c| be.mul(acc, w) ^ c);
                 assert_eq!(d[j], v, "k={k} j={j}");
             }
             ifft(&mut d, 0, tw, &o);

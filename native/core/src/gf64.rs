@@ -101,6 +101,22 @@ impl Backend {
         }
     }
 
+    /// The three bottom layers (halves 4, 2, 1) of every 8-element block of d with AVX-512:
+    /// block k has index `first + k` at the layer of half 4, and its sub-blocks 2(first+k)+{0,1}
+    /// and 4(first+k)+{0..3} below (`tw` gives a block's twiddle). Returns false (and does
+    /// nothing) on other backends, whose callers run the generic loop instead.
+    pub fn bottom3<const FWD: bool, F: Fn(usize) -> u64>(self, d: &mut [u64], first: usize, tw: F) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 if d.len() % 8 == 0 => {
+                // SAFETY: `detect` returned Avx512 only after seeing AVX-512F and VPCLMULQDQ.
+                unsafe { x86::bottom3_avx512::<FWD, F>(d, first, tw) };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// a[j] = a[j]·b[j].
     pub fn mul_pointwise(self, a: &mut [u64], b: &[u64]) {
         debug_assert_eq!(a.len(), b.len());
@@ -253,6 +269,47 @@ mod x86 {
         }
         if j < n {
             butterfly_sse::<FWD>(&mut lo[j..n], &mut hi[j..n], s);
+        }
+    }
+
+    /// One layer on a block held in a register: partners are `swap(v)`; `lo`/`hi` mask the
+    /// lanes of the lower/upper halves; `s` holds each lower lane's twiddle.
+    #[inline(always)]
+    unsafe fn layer<const FWD: bool>(v: __m512i, s: __m512i, lo: u8, hi: u8, swap: impl Fn(__m512i) -> __m512i) -> __m512i {
+        if FWD {
+            let v = _mm512_mask_xor_epi64(v, lo, v, mul8::<0x11>(swap(v), s));
+            _mm512_mask_xor_epi64(v, hi, v, swap(v))
+        } else {
+            let v = _mm512_mask_xor_epi64(v, hi, v, swap(v));
+            _mm512_mask_xor_epi64(v, lo, v, mul8::<0x11>(swap(v), s))
+        }
+    }
+
+    #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq,sse4.1")]
+    pub unsafe fn bottom3_avx512<const FWD: bool, F: Fn(usize) -> u64>(d: &mut [u64], first: usize, tw: F) {
+        let p = d.as_mut_ptr();
+        for k in 0..d.len() / 8 {
+            let b = first + k;
+            let (t2, t1, t0) = (tw(b), tw(2 * b), tw(4 * b));
+            let s2 = _mm512_set1_epi64(t2 as i64);
+            let s1 = _mm512_mask_blend_epi64(0xf0, _mm512_set1_epi64(t1 as i64), _mm512_set1_epi64(tw(2 * b + 1) as i64));
+            let (t01, t02, t03) = (tw(4 * b + 1), tw(4 * b + 2), tw(4 * b + 3));
+            let s0 = _mm512_set_epi64(t03 as i64, t03 as i64, t02 as i64, t02 as i64, t01 as i64, t01 as i64, t0 as i64, t0 as i64);
+            let sw2 = |v| _mm512_shuffle_i64x2::<0x4e>(v, v);
+            let sw1 = |v| _mm512_shuffle_i64x2::<0xb1>(v, v);
+            let sw0 = |v| _mm512_permutex_epi64::<0xb1>(v);
+            // SAFETY: k·8 + 8 <= d.len().
+            let mut v = _mm512_loadu_si512(p.add(8 * k) as *const _);
+            if FWD {
+                v = layer::<true>(v, s2, 0x0f, 0xf0, sw2);
+                v = layer::<true>(v, s1, 0x33, 0xcc, sw1);
+                v = layer::<true>(v, s0, 0x55, 0xaa, sw0);
+            } else {
+                v = layer::<false>(v, s0, 0x55, 0xaa, sw0);
+                v = layer::<false>(v, s1, 0x33, 0xcc, sw1);
+                v = layer::<false>(v, s2, 0x0f, 0xf0, sw2);
+            }
+            _mm512_storeu_si512(p.add(8 * k) as *mut _, v);
         }
     }
 

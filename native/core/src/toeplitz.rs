@@ -459,7 +459,9 @@ mod tests {
         }).collect();
         shapes.extend([(1, 1), (2, 1), (2, 2), (31, 31), (32, 1), (33, 33), (4096, 1), (1, 1), (64 * 32 + 1, 64 * 32),
             // 32·(chunks of t + chunks of x − 1) = 2^k·32 exactly and one bit more
-            (2048 * 32, 1024 * 32 + 1), (2048 * 32, 1024 * 32 + 2), (300_000, 224_289), (400_000, 1), (1, 1)]);
+            (2048 * 32, 1024 * 32 + 1), (2048 * 32, 1024 * 32 + 2), (300_000, 224_289), (400_000, 1), (1, 1),
+            // transforms of 2^18 and 2^20 points: fused top layers in the FFT
+            (3_000_001, 1_400_003), (10_000_000, 7_000_001)]);
         for (n, l) in shapes {
             let x = KeyBits::from_bools(&rnd(&mut s, n));
             let t = KeyBits::from_bools(&rnd(&mut s, n + l - 1));
