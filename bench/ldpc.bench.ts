@@ -1,75 +1,115 @@
 /**
  * LDPC reconciliation figures (docs/ldpc.md):
- *  - efficiency f = counted leak / (k·h(QBER)) at QBER 1, 2, 3, 5, 8 % with chooseCode's default
- *    rate adaptation, the first-pass frame error rate (before any retry), and f after blind
- *    retries (every revealed bit counted; frames decoded until all converge);
- *  - decoder throughput (Mbit/s of sifted key) at QBER 2 % with all frames decoded concurrently
- *    on the 2 cores, wall clock and per CPU-second (the machine is shared), and the f64
- *    sum-product reference decoder on the same frames as baseline.
- * Env: LDPC_BENCH_FRAMES (default 128 frames per QBER point), LDPC_BENCH_BITS (default 60000:
- * the 2^16 mother codes, 58983 key bits per frame), LDPC_BENCH_LONG=1 adds a 2^20 point,
- * LDPC_BENCH_BLIND=1 adds the blind-mode points (slow: several minutes).
+ *  - per QBER point (1, 2, 3, 5, 8 %) and frame size: efficiency f = counted leak / (k·h(QBER))
+ *    averaged over frames (syndrome − punctured + every revealed bit of every retry), first-pass
+ *    frame error rate, final frame error rate after the blind retries (a frame still failing
+ *    after `maxRounds` rounds, or converged to a word other than Alice's; before verification),
+ *    round trips per frame, and the median over batches of the decoding throughput (Mbit/s of
+ *    sifted key, retries included);
+ *  - decoder throughput at QBER 2 % with all frames in one batch on the 2 cores (wall and per
+ *    CPU-second) and the f64 sum-product reference decoder on one of the same frames as baseline.
+ * Modes: 'blind' = chooseBlind (the plan docs/ldpc.md recommends); 'oneshot' = chooseCode's
+ * default target (low first-pass FER) with retries of 0.025·k·h(Q) bits.
+ * Env: LDPC_BENCH_FRAMES (frames per point, default 256; the docs' final figures use 3000),
+ * LDPC_BENCH_SIZES (log2 of the mother length, comma separated, default 18; 20 adds the 2^20
+ * frames, run with LDPC_BENCH_FRAMES_20, default 64), LDPC_BENCH_MODES (default 'blind'),
+ * LDPC_BENCH_QBERS (percent, default 1,2,3,5,8), LDPC_BENCH_THROUGHPUT=0 skips the throughput part.
  */
 import {
-  binaryEntropy, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, type CodeChoice, type EncodeResult,
+  binaryEntropy, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, type CodeChoice,
 } from '../src/core/ldpc.ts';
 import { bsc, randomBits, seededRandom } from '../src/testkit/ldpc.ts';
 import { median, type BenchResult } from './stats.ts';
 
-interface Point {
-  choice: CodeChoice;
-  alice: Uint8Array[];
-  bob: Uint8Array[];
-  enc: EncodeResult[];
+const BATCH = 64;
+const MAX_ROUNDS = 60;
+
+interface Plan { choice: CodeChoice; stepBits: number }
+
+function plan(mode: string, q: number, frameBits: number): Plan {
+  if (mode === 'blind') {
+    const b = chooseBlind(q, frameBits);
+    return { choice: b, stepBits: b.stepBits };
+  }
+  const choice = chooseCode(q, frameBits);
+  return { choice, stepBits: Math.ceil(0.025 * choice.keyBits * binaryEntropy(q)) };
 }
 
-async function makePoint(q: number, frameBits: number, frames: number, seed: number, efficiency?: number): Promise<Point> {
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** One batch: first pass, then retry rounds for the frames still failing. */
+async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) {
+  const { choice, stepBits } = p;
   const rand = seededRandom(seed);
-  const choice = chooseCode(q, frameBits, { efficiency });
   const alice = Array.from({ length: frames }, () => randomBits(rand, choice.keyBits));
   const bob = alice.map((a) => bsc(rand, a, choice.keyBits, q).out);
   const enc = await encodeBatch(alice, choice.params);
-  return { choice, alice, bob, enc };
-}
-
-/**
- * First pass, then blind retry rounds: every frame still failing gets `stepBits` more revealed
- * bits per round (one round trip), all such frames decoded together, until all converge.
- */
-async function reconcile(p: Point, q: number, stepBits: number) {
-  const { choice } = p;
   const t0 = process.hrtime.bigint();
-  const first = await decodeBatch(p.bob, p.enc.map((e) => e.syndrome), q, choice.params);
+  const first = await decodeBatch(bob, enc.map((e) => e.syndrome), q, choice.params);
   const leak = first.map((r) => r.leakBits);
+  const ok = first.map((r, i) => r.converged && equal(r.corrected, alice[i]));
   const revealed: Uint8Array[] = first.map(() => new Uint8Array(0));
   let pending = first.map((r, i) => (r.converged ? -1 : i)).filter((i) => i >= 0);
   const firstFails = pending.length;
   let count = 0;
   let roundTrips = 0;
-  while (pending.length > 0 && count + stepBits <= choice.keyBits) {
+  for (let round = 1; round <= MAX_ROUNDS && pending.length > 0 && count + stepBits <= choice.keyBits; round++) {
     for (const i of pending) {
-      revealed[i] = joinBits(revealed[i], count, reveal(p.alice[i], p.enc[i].fill, choice.params, count, stepBits), stepBits);
+      revealed[i] = joinBits(revealed[i], count, reveal(alice[i], enc[i].fill, choice.params, count, stepBits), stepBits);
     }
     count += stepBits;
     roundTrips += pending.length;
-    const res = await decodeBatch(pending.map((i) => p.bob[i]), pending.map((i) => p.enc[i].syndrome), q, choice.params, {
+    const res = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => enc[i].syndrome), q, choice.params, {
       revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]),
     });
-    pending.forEach((i, j) => { leak[i] = res[j].leakBits; });
+    pending.forEach((i, j) => {
+      leak[i] = res[j].leakBits;
+      ok[i] = res[j].converged && equal(res[j].corrected, alice[i]);
+    });
     pending = pending.filter((_, j) => !res[j].converged);
   }
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
-  const frames = first.length;
-  const hk = choice.keyBits * binaryEntropy(q);
   return {
-    fFirst: choice.leakBits / hk,
-    fAfterRetries: leak.reduce((a, b) => a + b, 0) / (frames * hk),
-    ferFirstPass: firstFails / frames,
-    ferAfterRetries: pending.length / frames,
-    roundTripsPerFrame: roundTrips / frames,
-    meanIterations: first.reduce((s, r) => s + r.iterations, 0) / frames,
-    wallS,
+    leak: leak.reduce((a, b) => a + b, 0),
+    firstFails,
+    finalFails: ok.filter((x) => !x).length,
+    roundTrips,
+    iterations: first.reduce((s, r) => s + r.iterations, 0),
+    mbitPerS: (frames * choice.keyBits) / wallS / 1e6,
   };
+}
+
+async function efficiencyPoint(mode: string, q: number, log2n: number, frames: number): Promise<BenchResult> {
+  const n = 2 ** log2n;
+  const p = plan(mode, q, n - Math.floor(n / 10));
+  const { choice } = p;
+  const c0 = process.cpuUsage();
+  let leak = 0, firstFails = 0, finalFails = 0, roundTrips = 0, iterations = 0;
+  const rates: number[] = [];
+  for (let done = 0, b = 0; done < frames; b++) {
+    const size = Math.min(BATCH, frames - done);
+    const r = await reconcileBatch(p, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
+    leak += r.leak; firstFails += r.firstFails; finalFails += r.finalFails; roundTrips += r.roundTrips; iterations += r.iterations;
+    rates.push(r.mbitPerS);
+    done += size;
+  }
+  const cu = process.cpuUsage(c0);
+  const hk = choice.keyBits * binaryEntropy(q);
+  const f = leak / (frames * hk);
+  const params = {
+    mode, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, code: choice.params, stepBits: p.stepBits,
+    fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${firstFails}/${frames}`, finalFer: `${finalFails}/${frames}`,
+    finalFerValue: finalFails / frames, roundTripsPerFrame: +(roundTrips / frames).toFixed(3),
+    meanIterationsFirstPass: +(iterations / frames).toFixed(1), maxRounds: MAX_ROUNDS,
+    medianThroughputMbitPerS: +median(rates).toFixed(2), cpuSeconds: +((cu.user + cu.system) / 1e6).toFixed(1),
+    loadAverage1m: (await import('node:os')).loadavg()[0],
+    goal: 'f <= 1.05 at final FER <= 1e-3',
+    anchor: 'rate-adaptive LDPC f = 1.08-1.11 at FER <= 1e-3, ~1e6-bit frames (shorter 1.17-1.27); Cascade 1.038',
+  };
+  console.error(`ldpc: ${mode} q=${q} 2^${log2n} f=${f.toFixed(4)} FER1=${firstFails}/${frames} final=${finalFails}/${frames} rt/frame=${params.roundTripsPerFrame} ${params.medianThroughputMbitPerS} Mbit/s cpu=${params.cpuSeconds}s`);
+  return { name: `ldpc.efficiency.${mode}.q${(q * 100).toFixed(0)}pct.n2e${log2n}`, value: +f.toFixed(4), unit: 'f (counted leak incl. retries / k·h(Q))', better: 'lower', params };
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ wall: number; cpu: number }> {
@@ -81,55 +121,47 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ wall: number; cpu: numb
   return { wall, cpu: (c.user + c.system) / 1e6 };
 }
 
+async function throughput(bits: number, nf: number): Promise<BenchResult> {
+  const q = 0.02;
+  const rand = seededRandom(4242 + bits);
+  const choice = chooseCode(q, bits);
+  const alice = Array.from({ length: nf }, () => randomBits(rand, choice.keyBits));
+  const bob = alice.map((a) => bsc(rand, a, choice.keyBits, q).out);
+  const synd = (await encodeBatch(alice, choice.params)).map((e) => e.syndrome);
+  const runs: Array<{ wall: number; cpu: number }> = [];
+  await decodeBatch(bob, synd, q, choice.params); // warm-up (also builds the code)
+  for (let i = 0; i < 5; i++) runs.push(await timed(() => decodeBatch(bob, synd, q, choice.params)));
+  const bitsTotal = nf * choice.keyBits;
+  const wall = median(runs.map((x) => x.wall));
+  const cpu = median(runs.map((x) => x.cpu));
+  // Baseline: the f64 sum-product reference on one of the same frames (~1000x slower).
+  const ref = await timed(() => decodeBatch([bob[0]], [synd[0]], q, choice.params, { kernel: 'reference' }));
+  return {
+    name: `ldpc.throughput.q2pct.k${choice.keyBits}`, value: +(bitsTotal / wall / 1e6).toFixed(2), unit: 'Mbit/s sifted key (wall)', better: 'higher',
+    baseline: +(choice.keyBits / ref.wall / 1e6).toFixed(4),
+    params: { qber: q, frames: nf, keyBitsPerFrame: choice.keyBits, code: choice.params, medianWallS: wall, medianCpuS: cpu,
+      mbitPerCpuSecond: +(bitsTotal / cpu / 1e6).toFixed(2), baselineMbitPerCpuSecond: +(choice.keyBits / ref.cpu / 1e6).toFixed(4),
+      referenceFrames: 1, loadAverage1m: (await import('node:os')).loadavg()[0],
+      goal: '>= 200 Mbit/s on 2 cores', anchor: '2018 system EC module 55 Mbit/s; Cascade 570 Mbit/s at f 1.038' },
+  };
+}
+
 export async function run(): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
-  const frames = Number(process.env.LDPC_BENCH_FRAMES ?? 128);
-  const frameBits = Number(process.env.LDPC_BENCH_BITS ?? 60000);
-  const points: Array<[number, number]> = [[0.01, frameBits], [0.02, frameBits], [0.03, frameBits], [0.05, frameBits], [0.08, frameBits]];
-  if (process.env.LDPC_BENCH_LONG === '1') points.push([0.02, 1_000_000]);
-  for (const [q, bits] of points) {
-    const n = bits > 500_000 ? Math.min(frames, 16) : frames;
-    // Two modes: chooseCode's default target (low first-pass FER), and blind (start at f = 1.15,
-    // reveal 0.025·k·h(Q) bits per round trip until every frame converges).
-    for (const mode of ['default', 'blind'] as const) {
-      if (mode === 'blind' && (bits > 500_000 || process.env.LDPC_BENCH_BLIND !== '1')) continue;
-      const p = await makePoint(q, bits, n, Math.round(q * 1e4) + bits, mode === 'blind' ? 1.15 : undefined);
-      const step = Math.ceil(0.025 * p.choice.keyBits * binaryEntropy(q));
-      const r = await reconcile(p, q, step);
-      const params = {
-        mode, qber: q, keyBitsPerFrame: p.choice.keyBits, frames: n, code: p.choice.params, stepBits: step,
-        fBeforeRetries: +r.fFirst.toFixed(4), ferFirstPass: r.ferFirstPass, ferAfterRetries: r.ferAfterRetries,
-        roundTripsPerFrame: +r.roundTripsPerFrame.toFixed(3), meanIterationsFirstPass: +r.meanIterations.toFixed(1),
-        throughputMbitPerS: +(n * p.choice.keyBits / r.wallS / 1e6).toFixed(2),
-        anchor: 'rate-adaptive LDPC f = 1.08-1.11 at FER <= 1e-3, ~1e6-bit frames; goal f <= 1.05',
-      };
-      results.push({ name: `ldpc.efficiency.${mode}.q${(q * 100).toFixed(0)}pct.k${p.choice.keyBits}`, value: +r.fAfterRetries.toFixed(4), unit: 'f (counted leak incl. retries / k·h(Q))', better: 'lower', params });
-      console.error(`ldpc: ${mode} q=${q} k=${p.choice.keyBits} f_first=${r.fFirst.toFixed(3)} FER_first=${r.ferFirstPass} f_final=${r.fAfterRetries.toFixed(3)} lost=${r.ferAfterRetries} rt/frame=${r.roundTripsPerFrame.toFixed(2)} ${params.throughputMbitPerS} Mbit/s`);
+  const env = process.env;
+  const frames = Number(env.LDPC_BENCH_FRAMES ?? 256);
+  const frames20 = Number(env.LDPC_BENCH_FRAMES_20 ?? 64);
+  const sizes = (env.LDPC_BENCH_SIZES ?? '18').split(',').map(Number);
+  const modes = (env.LDPC_BENCH_MODES ?? 'blind').split(',');
+  const qbers = (env.LDPC_BENCH_QBERS ?? '1,2,3,5,8').split(',').map((x) => Number(x) / 100);
+  for (const log2n of sizes) {
+    for (const mode of modes) {
+      for (const q of qbers) results.push(await efficiencyPoint(mode, q, log2n, log2n >= 20 ? frames20 : frames));
     }
   }
-
-  // Throughput at QBER 2 %: all frames in one concurrent batch (rayon on both cores), default
-  // rate; 2^16 frames and 2^14 frames (whose working set stays in cache).
-  const q = 0.02;
-  for (const [bits, nf] of [[frameBits, frames], [15000, frames * 4]] as const) {
-    const p = await makePoint(q, bits, nf, 4242 + bits);
-    const synd = p.enc.map((e) => e.syndrome);
-    const runs: Array<{ wall: number; cpu: number }> = [];
-    await decodeBatch(p.bob, synd, q, p.choice.params); // warm-up (also builds the code)
-    for (let i = 0; i < 5; i++) runs.push(await timed(() => decodeBatch(p.bob, synd, q, p.choice.params)));
-    const bitsTotal = nf * p.choice.keyBits;
-    const wall = median(runs.map((x) => x.wall));
-    const cpu = median(runs.map((x) => x.cpu));
-    // Baseline: the f64 sum-product reference on one of the same frames (~1000x slower).
-    const ref = await timed(() => decodeBatch([p.bob[0]], [synd[0]], q, p.choice.params, { kernel: 'reference' }));
-    results.push({
-      name: `ldpc.throughput.q2pct.k${p.choice.keyBits}`, value: +(bitsTotal / wall / 1e6).toFixed(2), unit: 'Mbit/s sifted key (wall)', better: 'higher',
-      baseline: +(p.choice.keyBits / ref.wall / 1e6).toFixed(4),
-      params: { qber: q, frames: nf, keyBitsPerFrame: p.choice.keyBits, code: p.choice.params, medianWallS: wall, medianCpuS: cpu,
-        mbitPerCpuSecond: +(bitsTotal / cpu / 1e6).toFixed(2), baselineMbitPerCpuSecond: +(p.choice.keyBits / ref.cpu / 1e6).toFixed(4),
-        referenceFrames: 1, loadAverage1m: (await import('node:os')).loadavg()[0],
-        goal: '>= 200 Mbit/s on 2 cores', anchor: '2018 system EC module 55 Mbit/s; Cascade 570 Mbit/s at f 1.038' },
-    });
+  if (env.LDPC_BENCH_THROUGHPUT !== '0') {
+    // Throughput: 2^16 frames and 2^14 frames (whose working set stays in cache).
+    results.push(await throughput(60000, 128), await throughput(15000, 512));
   }
   return results;
 }

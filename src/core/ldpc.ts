@@ -131,6 +131,26 @@ export function chooseCode(qber: number, frameBits: number, opts: { efficiency?:
   return choiceFrom(callNative(() => native().ldpcChooseCode(qber, frameBits, opts.efficiency)) as NativeChoice);
 }
 
+/** A blind-reconciliation plan: first attempt's code choice plus the bits revealed per retry. */
+export interface BlindChoice extends CodeChoice {
+  /** Bits Alice reveals per retry round (`reveal(frame, fill, params, round·stepBits, stepBits)`). */
+  stepBits: number;
+  /** Efficiency f of the first attempt (leakBits / (keyBits·h(qber))). */
+  firstEfficiency: number;
+}
+
+/**
+ * Blind reconciliation (Martinez-Mateo, Elkouss, Martin 2012): starts below the efficiency a
+ * one-shot code needs and, while a frame fails, reveals `stepBits` more bits (the punctured fill
+ * first, then key bits), every one counted in `leakBits`. About half the frames need one or more
+ * retries; the mean leak is lower than chooseCode's (docs/ldpc.md, Figures). Same protocol as
+ * chooseCode otherwise: send `params`; retry with reveal/decode as in the header.
+ */
+export function chooseBlind(qber: number, frameBits: number): BlindChoice {
+  const b = callNative(() => native().ldpcChooseBlind(qber, frameBits)) as { choice: NativeChoice; stepBits: number; firstEfficiency: number };
+  return { ...choiceFrom(b.choice), stepBits: b.stepBits, firstEfficiency: b.firstEfficiency };
+}
+
 /** Validates parameters received from the peer and returns the derived sizes. */
 export function describeCode(params: LdpcParams): CodeChoice {
   return choiceFrom(callNative(() => native().ldpcDescribe(toNative(params))) as NativeChoice);

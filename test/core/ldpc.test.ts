@@ -4,7 +4,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import {
-  chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
+  binaryEntropy, chooseBlind, chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
   reveal, shippedTable,
 } from '../../src/core/ldpc.ts';
 import { QkdError } from '../../src/errors.ts';
@@ -95,6 +95,46 @@ t.test('blind retries: Alice reveals bits until Bob converges; every bit is coun
     t.ok(res.converged && bytesEqual(res.corrected, alice), `frame ${f} reconciled after ${count} revealed bits`);
   }
   t.ok(retried > 0, 'at f = 1.0 some frames needed retries');
+});
+
+t.test('chooseBlind: first attempt near its f0, retries of stepBits reconcile every frame', async (t) => {
+  const rand = seededRandom(6);
+  let last = 0;
+  for (const q of [0.01, 0.02, 0.05, 0.08]) {
+    const b = chooseBlind(q, 15000);
+    const hk = b.keyBits * binaryEntropy(q);
+    t.ok(Math.abs(b.firstEfficiency - b.leakBits / hk) < 1e-9, `q=${q}: firstEfficiency = leakBits / (k·h)`);
+    t.ok(b.firstEfficiency > 1 && b.firstEfficiency < 1.4, `q=${q}: first attempt f = ${b.firstEfficiency}`);
+    t.ok(b.stepBits >= 1 && b.stepBits < 0.1 * hk, `q=${q}: step ${b.stepBits} bits`);
+    t.ok(b.leakBits >= last, 'first leak grows with QBER');
+    last = b.leakBits;
+    const { stepBits: _s, firstEfficiency: _f, ...choice } = b;
+    t.same(describeCode(b.params), choice, 'the plan is a valid CodeChoice plus the blind fields');
+  }
+  // Full blind run on 2^14 frames at QBER 3 %: every frame converges to Alice's key, leak counted.
+  const q = 0.03;
+  const b = chooseBlind(q, 15000);
+  const alice = Array.from({ length: 16 }, () => randomBits(rand, b.keyBits));
+  const enc = await encodeBatch(alice, b.params);
+  const bob = alice.map((a) => bsc(rand, a, b.keyBits, q).out);
+  let leak = 0;
+  let rounds = 0;
+  for (let i = 0; i < alice.length; i++) {
+    let res = await decode(bob[i], enc[i].syndrome, q, b.params);
+    let count = 0;
+    let bits: Uint8Array = new Uint8Array(0);
+    while (!res.converged && count < 40 * b.stepBits) {
+      bits = joinBits(bits, count, reveal(alice[i], enc[i].fill, b.params, count, b.stepBits), b.stepBits);
+      count += b.stepBits;
+      rounds++;
+      res = await decode(bob[i], enc[i].syndrome, q, b.params, { revealed: { count, bits } });
+    }
+    t.ok(res.converged && bytesEqual(res.corrected, alice[i]), `frame ${i} reconciled`);
+    t.equal(res.leakBits, b.leakBits + count);
+    leak += res.leakBits;
+  }
+  const f = leak / (alice.length * b.keyBits * binaryEntropy(q));
+  t.ok(f >= b.firstEfficiency && f < b.firstEfficiency + 0.2, `mean f ${f.toFixed(3)} over ${rounds} retries`);
 });
 
 t.test('edge cases: zero errors, all ones, garbage in the padding bits', async (t) => {

@@ -1,7 +1,9 @@
 //! Quick simulation: `cargo run --release -p qkd-ldpc --example sim -- <qber> <frame_bits> <frames> [f]`
 //! prints FER, efficiency and decode throughput of the fast decoder.
 use qkd_ldpc::*;
-use rand::{Rng, SeedableRng};
+#[path = "common/mod.rs"]
+mod common;
+use common::cpu;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -11,32 +13,9 @@ fn main() {
     let f: Option<f64> = a.get(4).map(|s| s.parse().unwrap());
     let fp = choose(q, nb, f);
     let k = fp.key_bits();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut alice = Vec::new();
-    let mut bob = Vec::new();
-    let mut synd = Vec::new();
-    for _ in 0..nf {
-        let mut x: Vec<u8> = (0..k.div_ceil(8)).map(|_| rng.gen()).collect();
-        if k % 8 != 0 { *x.last_mut().unwrap() &= (1u8 << (k % 8)) - 1; }
-        let fill: Vec<u8> = (0..fp.punctured.div_ceil(8)).map(|_| rng.gen()).collect();
-        let s = encode(&fp, &x, &fill).unwrap();
-        let mut y = x.clone();
-        for i in 0..k {
-            if rng.gen::<f64>() < q {
-                y[i >> 3] ^= 1 << (i & 7);
-            }
-        }
-        alice.push(x);
-        bob.push(y);
-        synd.push(s);
-    }
+    let common::Frames { alice, bob, synd, .. } = common::make_frames(&fp, q, nf, 1);
     let frames: Vec<BobFrame> = (0..nf).map(|i| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &[] }).collect();
     let _ = family::code(fp.code);
-    fn cpu() -> f64 {
-        let st = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let f: Vec<&str> = st[st.rfind(')').unwrap() + 2..].split(' ').collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-    }
     let c0 = cpu();
     let t0 = std::time::Instant::now();
     let mi: u32 = std::env::var("MAXIT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);

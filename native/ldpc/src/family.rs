@@ -276,23 +276,105 @@ pub fn target_efficiency(qber: f64, log2n: u32) -> f64 {
         17..=18 => (&P18, 0.0),
         _ => (&P20, 0.0),
     };
+    let base = interpolate(points, qber, 0.1);
+    base + margin
+}
+
+/// Piecewise-linear interpolation in QBER between measured (qber, value) points; below the first
+/// point the value grows by `below_slope` per −(first qber), above the last it is kept.
+fn interpolate(points: &[(f64, f64)], qber: f64, below_slope: f64) -> f64 {
     let (first, last) = (points[0], points[points.len() - 1]);
-    let base = if qber <= first.0 {
-        first.1 + 0.1 * (first.0 - qber) / first.0
+    if qber <= first.0 {
+        first.1 + below_slope * (first.0 - qber) / first.0
     } else if qber >= last.0 {
         last.1
     } else {
         let i = points.iter().position(|p| p.0 > qber).unwrap();
         let (a, b) = (points[i - 1], points[i]);
         a.1 + (b.1 - a.1) * (qber - a.0) / (b.0 - a.0)
-    };
-    base + margin
+    }
 }
 
-/// Picks mother code, puncturing and shortening for a measured QBER and a preferred number of key
-/// bits per frame (the largest shipped frame with k ≤ `frame_bits`, or the smallest one).
-pub fn choose(qber: f64, frame_bits: usize, efficiency: Option<f64>) -> FrameParams {
+/// Blind reconciliation schedule (Martinez-Mateo, Elkouss, Martin, QIC 12 (2012)): the efficiency
+/// of the first attempt f0 and the step Δf added per retry (revealed bits = ⌈Δf·k·h(Q)⌉), per
+/// QBER and frame size. Measured with `examples/blind.rs` (docs/ldpc.md): every frame was retried
+/// in steps of 0.01 from a low start, giving the distribution of the smallest f at which each
+/// frame decodes; f0 sits near its 30–40 % quantile and Δf near its spread, so a frame needs about
+/// one retry on average and the mean leak stays within ≈ Δf/2 of that distribution's mean
+/// (2^16: 128 frames per point, 2^18: 64, 2^20: 24). 2^12 and 2^14 use the 2^16 points plus a margin.
+pub fn blind_schedule(qber: f64, log2n: u32) -> BlindSchedule {
+    // (qber, f0, Δf, headroom): the mother code must cover f0 + headroom with punctured fill.
+    // At 8 % the headroom is larger so that the rate-0.55 mother is used: with it 2^18 frames
+    // decode at f = 1.072 on average, with the rate-0.60 one at 1.088 (64 frames each).
+    const B16: [(f64, f64, f64, f64); 5] =
+        [(0.01, 1.14, 0.02, 0.06), (0.02, 1.09, 0.015, 0.045), (0.03, 1.08, 0.015, 0.045), (0.05, 1.065, 0.01, 0.03), (0.08, 1.07, 0.015, 0.06)];
+    const B18: [(f64, f64, f64, f64); 5] =
+        [(0.01, 1.15, 0.015, 0.045), (0.02, 1.10, 0.01, 0.03), (0.03, 1.085, 0.01, 0.03), (0.05, 1.065, 0.01, 0.03), (0.08, 1.065, 0.01, 0.06)];
+    // 2^20: 1 % measured (24 frames); the others from the 2^18 points and the first-pass sweeps of docs/ldpc.md.
+    const B20: [(f64, f64, f64, f64); 5] =
+        [(0.01, 1.15, 0.01, 0.03), (0.02, 1.09, 0.01, 0.03), (0.03, 1.075, 0.01, 0.03), (0.05, 1.06, 0.01, 0.03), (0.08, 1.06, 0.01, 0.06)];
+    let (table, margin): (&[(f64, f64, f64, f64)], f64) = match log2n {
+        0..=12 => (&B16, 0.2),
+        13..=14 => (&B16, 0.08),
+        15..=16 => (&B16, 0.0),
+        17..=18 => (&B18, 0.0),
+        _ => (&B20, 0.0),
+    };
+    let col = |j: usize| -> Vec<(f64, f64)> { table.iter().map(|t| (t.0, [t.1, t.2, t.3][j])).collect() };
+    let short = if margin > 0.0 { 2.0 } else { 1.0 }; // short frames: coarser steps
+    BlindSchedule {
+        first_efficiency: interpolate(&col(0), qber, 0.1) + margin,
+        step: interpolate(&col(1), qber, 0.0) * short,
+        headroom: interpolate(&col(2), qber, 0.0) * short,
+    }
+}
+
+/// Parameters of the blind schedule in units of f (leak / (k·h(Q))).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlindSchedule {
+    pub first_efficiency: f64,
+    pub step: f64,
+    /// How far above `first_efficiency` retries may go on punctured fill alone (beyond it, key
+    /// bits are revealed: 1 leaked bit for only h(Q) bits of help).
+    pub headroom: f64,
+}
+
+/// A blind-reconciliation plan: the first attempt's parameters and the bits revealed per retry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlindPlan {
+    pub params: FrameParams,
+    /// Bits Alice reveals per retry round (punctured fill first, then key bits).
+    pub step_bits: usize,
+    /// Efficiency of the first attempt, (m − p)/(k·h(Q)).
+    pub first_efficiency: f64,
+}
+
+/// Blind reconciliation: the mother code is the highest-rate one whose syndrome covers
+/// f0 + headroom (so retries reveal punctured fill: 1 leaked bit = 1 bit of help, like a syndrome
+/// bit), punctured down to f0 (`blind_schedule`). More headroom means a lower-rate mother and more
+/// puncturing, which costs efficiency at QBER 1–5 % (2^16, headroom 8 steps instead of 3: f 1.196
+/// vs 1.176 at 1 %, 1.125 vs 1.099 at 3 %).
+pub fn choose_blind(qber: f64, frame_bits: usize) -> BlindPlan {
     let q = qber.clamp(1e-4, 0.2);
+    let log2n = frame_log2n(frame_bits);
+    let n = 1usize << log2n;
+    let d = n * D_PERMILLE / 1000;
+    let hk = (n - d) as f64 * h2(q);
+    let sched = blind_schedule(q, log2n);
+    let (f0, df) = (sched.first_efficiency, sched.step);
+    let t0 = (f0 * hk).ceil() as usize;
+    let tmax = ((f0 + sched.headroom) * hk).ceil() as usize;
+    let rate = RATES_PERMILLE.iter().rev().copied().find(|&r| CodeId { log2n, rate_permille: r }.spec().m >= tmax);
+    let id = CodeId { log2n, rate_permille: rate.unwrap_or(RATES_PERMILLE[0]) };
+    let c = code(id);
+    let p = c.m.saturating_sub(t0).min(c.punct_order.len()).min(d);
+    let params = FrameParams { code: id, punctured: p, shortened: d - p };
+    BlindPlan { params, step_bits: (df * hk).ceil().max(1.0) as usize, first_efficiency: params.base_leak() as f64 / hk }
+}
+
+/// log2 of the mother length for a preferred number of key bits per frame: the largest shipped
+/// frame with k ≤ `frame_bits`, or the smallest one.
+pub fn frame_log2n(frame_bits: usize) -> u32 {
     let mut log2n = LOG2N[0];
     for &l in LOG2N.iter() {
         let n = 1usize << l;
@@ -300,6 +382,14 @@ pub fn choose(qber: f64, frame_bits: usize, efficiency: Option<f64>) -> FramePar
             log2n = l;
         }
     }
+    log2n
+}
+
+/// Picks mother code, puncturing and shortening for a measured QBER and a preferred number of key
+/// bits per frame (the largest shipped frame with k ≤ `frame_bits`, or the smallest one).
+pub fn choose(qber: f64, frame_bits: usize, efficiency: Option<f64>) -> FrameParams {
+    let q = qber.clamp(1e-4, 0.2);
+    let log2n = frame_log2n(frame_bits);
     let n = 1usize << log2n;
     let d = n * D_PERMILLE / 1000;
     let k = n - d;

@@ -25,7 +25,7 @@ use family::{check_params, layout, FrameParams, Layout, KEY, PUNCT, SHORT};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
-pub use family::{choose, h2, CodeId};
+pub use family::{choose, choose_blind, h2, BlindPlan, CodeId};
 
 /// Error with a stable code string the TypeScript facade maps to its error classes. Messages
 /// carry lengths and parameters only, never bits.

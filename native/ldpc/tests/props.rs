@@ -211,6 +211,85 @@ fn choose_tracks_qber_and_leak_meets_target() {
 }
 
 #[test]
+fn choose_blind_starts_at_the_schedule_and_leaves_punctured_headroom() {
+    for log2n in [12u32, 14, 16] {
+        let n = 1usize << log2n;
+        let k = n - n / 10;
+        let mut last = 0;
+        for q in [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.065, 0.08, 0.11] {
+            let plan = choose_blind(q, k);
+            let fp = plan.params;
+            assert_eq!(fp.code.log2n, log2n);
+            assert!(family::check_params(&fp).is_ok());
+            let hk = k as f64 * h2(q);
+            let s = family::blind_schedule(q, log2n);
+            // The first attempt leaks at least f0·k·h(Q) and (when the code can puncture enough)
+            // no more than one bit over it.
+            let t0 = (s.first_efficiency * hk).ceil() as usize;
+            let c = family::code(fp.code);
+            if c.m < t0 {
+                // Even the lowest-rate mother cannot reach f0 (2^12 at QBER 11 %): no puncturing,
+                // the retries reveal key bits.
+                assert_eq!((fp.code.rate_permille, fp.punctured), (family::RATES_PERMILLE[0], 0));
+                continue;
+            }
+            assert!(fp.base_leak() >= t0, "q={q} 2^{log2n}: leak {} below f0 target {t0}", fp.base_leak());
+            if fp.punctured < c.punct_order.len().min(fp.d()) {
+                assert_eq!(fp.base_leak(), t0);
+            }
+            assert!((plan.first_efficiency - fp.base_leak() as f64 / hk).abs() < 1e-12);
+            // The mother covers the headroom with punctured fill, unless it is the lowest rate.
+            if fp.code.rate_permille != family::RATES_PERMILLE[0] {
+                assert!(c.m as f64 >= (s.first_efficiency + s.headroom) * hk);
+            }
+            assert_eq!(plan.step_bits, (s.step * hk).ceil() as usize);
+            assert!(plan.step_bits >= 1 && s.step > 0.0 && s.headroom >= s.step);
+            assert!(fp.base_leak() >= last, "first leak not monotone in QBER");
+            last = fp.base_leak();
+        }
+    }
+}
+
+#[test]
+fn blind_plan_reconciles_every_frame_and_counts_each_round() {
+    // The shipped plan on short frames: a failing frame gets step_bits more revealed bits per
+    // round until it converges to Alice's key; leak = m − p + rounds·step exactly.
+    for (q, seed) in [(0.02, 61u64), (0.05, 62)] {
+        let plan = choose_blind(q, 14746);
+        let fp = plan.params;
+        let fs = make_frames(&fp, q, 24, seed);
+        let mut count = 0;
+        let mut pending: Vec<usize> = (0..fs.len()).collect();
+        let mut retried = 0;
+        while !pending.is_empty() {
+            assert!(count <= 40 * plan.step_bits, "q={q}: frames still failing after 40 rounds");
+            let revs: Vec<Vec<u8>> = pending.iter().map(|&i| reveal(&fp, &fs[i].alice, &fs[i].fill, 0, count).unwrap()).collect();
+            let bf: Vec<BobFrame> = pending
+                .iter()
+                .zip(&revs)
+                .map(|(&i, r)| BobFrame { frame: &fs[i].bob, syndrome: &fs[i].synd, revealed: r })
+                .collect();
+            let res = decode_batch(&fp, q, &bf, count, DecodeOptions::default()).unwrap();
+            let mut next = Vec::new();
+            for (j, &i) in pending.iter().enumerate() {
+                assert_eq!(res[j].leak_bits, fp.base_leak() + count);
+                if res[j].converged {
+                    assert_eq!(*res[j].corrected, fs[i].alice);
+                } else {
+                    next.push(i);
+                }
+            }
+            if count > 0 {
+                retried += pending.len();
+            }
+            pending = next;
+            count += plan.step_bits;
+        }
+        assert!(retried <= 24 * 40);
+    }
+}
+
+#[test]
 fn bad_inputs_are_errors_with_codes() {
     let fp = choose(0.02, 4000, None);
     let e = encode(&fp, &[0u8; 3], &vec![0u8; fp.punctured.div_ceil(8)]).unwrap_err();

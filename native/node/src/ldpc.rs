@@ -98,6 +98,28 @@ pub fn ldpc_choose_code(qber: f64, frame_bits: u32, efficiency: Option<f64>) -> 
     guarded(|| describe(&l::choose(qber, frame_bits as usize, efficiency)))
 }
 
+/// A blind-reconciliation plan: the first attempt's code choice and the bits revealed per retry.
+#[napi(object)]
+pub struct LdpcBlindChoice {
+    pub choice: LdpcCodeChoice,
+    /// Bits Alice reveals per retry round (punctured fill first, then key bits).
+    pub step_bits: u32,
+    /// Efficiency of the first attempt, (m − p)/(k·h(qber)).
+    pub first_efficiency: f64,
+}
+
+/// Blind reconciliation plan (family.rs `choose_blind`) for a QBER and preferred frame size.
+#[napi]
+pub fn ldpc_choose_blind(qber: f64, frame_bits: u32) -> Result<LdpcBlindChoice> {
+    if !(qber.is_finite() && qber > 0.0 && qber < 0.5) {
+        return Err(coded("LDPC_BAD_QBER", format!("qber must be a fraction in (0, 0.5), got {qber}")));
+    }
+    guarded(|| {
+        let plan = l::choose_blind(qber, frame_bits as usize);
+        Ok(LdpcBlindChoice { choice: describe(&plan.params)?, step_bits: plan.step_bits as u32, first_efficiency: plan.first_efficiency })
+    })
+}
+
 /// Describes (and validates) given parameters, e.g. ones received from the peer.
 #[napi]
 pub fn ldpc_describe(params: LdpcFrameParams) -> Result<LdpcCodeChoice> {
