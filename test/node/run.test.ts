@@ -5,7 +5,7 @@
 // pulse must show a QBER near 25 % and deliver nothing.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -85,6 +85,7 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
   t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
+  const delivered = enc.body.keys.map((k: { key: string }) => Buffer.from(k.key, 'base64'));
 
   // The operator's view of this live run, in a real headless browser.
   if (!chromiumAvailable()) t.comment('SKIP dashboard in Chromium: /usr/bin/chromium is not installed (apt-get install chromium)');
@@ -115,6 +116,13 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   run.kill('SIGINT');
   const { code, stdout } = await run.done;
   t.equal(code, 0, 'clean exit on SIGINT');
+  // Key material never reaches logs, the summary or the manifest: look for the delivered keys
+  // (raw, hex, base64) and for any 8-byte window of them in every log file the run wrote.
+  const texts = [stdout, run.stderr.join('\n'), readFileSync(manifestPath, 'utf8'),
+    ...readdirSync(manifest.logs).map((f: string) => readFileSync(join(manifest.logs, f), 'latin1'))];
+  const leaks = delivered.flatMap((k: Buffer) => [k.toString('hex'), k.toString('base64'), k.subarray(0, 8).toString('hex'),
+    k.subarray(0, 8).toString('latin1')]).filter((needle: string) => texts.some((x) => x.includes(needle)));
+  t.same(leaks, [], 'no delivered key (or 8 bytes of one) appears in any log, the summary or the manifest');
   const s = JSON.parse(stdout);
   t.ok(s.blocks.verified >= 1, `${s.blocks.verified} verified blocks`);
   t.ok(s.secretBits > 0, `${s.secretBits} secret bits`);
