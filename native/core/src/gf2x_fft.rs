@@ -884,5 +884,13 @@ mod timing {
             lap("| mul", &mut t);
             eprintln!("{line} (wall {:.3})", w0.elapsed().as_secs_f64());
         }
+        // Repeated full products on both cores: wall and CPU seconds of each run.
+        let o = FftOptions::detect(false, true);
+        let runs: Vec<String> = (0..5).map(|_| {
+            let (c0, w0) = (cpu(), std::time::Instant::now());
+            let _ = mul(&a, ab, &b, bb, &o);
+            format!("{:.3}/{:.3}", w0.elapsed().as_secs_f64(), cpu() - c0)
+        }).collect();
+        eprintln!("n={n} mul wall/cpu s: {}", runs.join(" "));
     }
 }

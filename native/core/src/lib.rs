@@ -6,7 +6,8 @@
 //! - [`finite_key`]: decoy-state parameter estimation and the finite-key length of
 //!   Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014).
 //! - [`verify`]: polynomial universal hash over GF(2^128) for key verification.
-//! - [`toeplitz`]: Toeplitz-hash privacy amplification (carry-less Karatsuba, multi-threaded).
+//! - [`toeplitz`]: Toeplitz-hash privacy amplification (additive FFT over GF(2^64) in
+//!   [`gf2x_fft`], carry-less Karatsuba for small blocks; multi-threaded).
 //! - [`block`]: the per-block security statement and the authentication-key accounting.
 //!
 //! Bit strings are packed LSB-first: bit `i` is bit `i % 64` of word `i / 64` (equivalently bit
