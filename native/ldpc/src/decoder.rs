@@ -145,10 +145,12 @@ pub(crate) struct Lanes<const W: usize> {
     pub llr: Rows64,
     pub synd: Zeroizing<Vec<[i8; W]>>,
     /// The same signs packed, bit k = lane k (syndrome bit 1).
-    synd_bits: Zeroizing<Vec<u64>>,
+    pub synd_bits: Zeroizing<Vec<u64>>,
     /// Packed hard decisions, one word per position (u16, u32 or u64 by lane count: a
-    /// smaller array stays in cache during the syndrome sweep).
-    hard: Rows64,
+    /// smaller array stays in cache during the syndrome sweep), then zero words (padding).
+    pub hard: Rows64,
+    /// Positions.
+    pub n: usize,
 }
 
 /// The per-lane work of an engine: `reset_lane` clears lane k's messages (its syndrome column
@@ -156,6 +158,17 @@ pub(crate) struct Lanes<const W: usize> {
 pub(crate) trait Engine<const W: usize> {
     fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]);
     fn pass(&mut self, lanes: &mut Lanes<W>);
+    /// Bit k: lane k (of `active`) satisfies every check (see `syndrome_ok`).
+    #[inline(always)]
+    fn check(&mut self, rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
+        let n = lanes.n;
+        let (llr, synd) = (lanes.llr.rows_mut::<W>(), &lanes.synd_bits[..]);
+        match W {
+            0..=16 => syndrome_ok::<W, u16>(rows, llr, synd, lanes.hard.words_mut::<u16>(n), active, start),
+            17..=32 => syndrome_ok::<W, u32>(rows, llr, synd, lanes.hard.words_mut::<u32>(n), active, start),
+            _ => syndrome_ok::<W, u64>(rows, llr, synd, lanes.hard.words_mut::<u64>(n), active, start),
+        }
+    }
 }
 
 /// The lane loop common to every engine: refill free lanes, check syndromes, emit finished
@@ -177,7 +190,8 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
         llr: Rows64::new((n + 2) * 2 * W),
         synd: Zeroizing::new(vec![[0i8; W]; m]),
         synd_bits: Zeroizing::new(vec![0u64; m]),
-        hard: Rows64::new(n * 8),
+        hard: Rows64::new(n * 8 + 64),
+        n,
     };
     let mut s_llr: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; n]);
     let mut s_synd: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; m]);
@@ -221,12 +235,7 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
             break;
         }
         let active = (0..W).fold(0u64, |a, k| if lane_frame[k].is_some() { a | 1 << k } else { a });
-        let (llr, synd) = (lanes.llr.rows_mut::<W>(), &lanes.synd_bits[..]);
-        let ok = match W {
-            0..=16 => syndrome_ok::<W, u16>(rows, llr, synd, lanes.hard.words_mut::<u16>(n), active, &mut sweep_start),
-            17..=32 => syndrome_ok::<W, u32>(rows, llr, synd, lanes.hard.words_mut::<u32>(n), active, &mut sweep_start),
-            _ => syndrome_ok::<W, u64>(rows, llr, synd, lanes.hard.words_mut::<u64>(n), active, &mut sweep_start),
-        };
+        let ok = eng.check(rows, &mut lanes, active, &mut sweep_start);
         let mut finished = false;
         for k in 0..W {
             if let Some(i) = lane_frame[k] {
@@ -380,14 +389,8 @@ impl Rows<'_> {
 /// persist from one iteration to the next, so most sweeps end after a few checks instead of m.
 /// Exact either way: a lane is reported satisfied only after all m checks were seen.
 #[inline(always)]
-fn syndrome_ok<const W: usize, H: LaneWord>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[u64], hard: &mut [H], active: u64, start: &mut usize) -> u64 {
-    for (h, l) in hard.iter_mut().zip(llr.iter()) {
-        let mut x = 0u64;
-        for k in 0..W {
-            x |= u64::from(l[k] < 0) << k;
-        }
-        *h = H::low(x);
-    }
+pub(crate) fn syndrome_ok<const W: usize, H: LaneWord>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[u64], hard: &mut [H], active: u64, start: &mut usize) -> u64 {
+    pack_hard::<W, H>(llr, hard);
     let m = synd.len();
     let mut bad = !active;
     let from = if *start < m { *start } else { 0 };
@@ -405,6 +408,18 @@ fn syndrome_ok<const W: usize, H: LaneWord>(rows: &Rows<'_>, llr: &[[i16; W]], s
         }
     }
     !bad & active
+}
+
+/// Packs the posteriors' signs: bit k of `hard[v]` = lane k's hard decision at position v.
+#[inline(always)]
+pub(crate) fn pack_hard<const W: usize, H: LaneWord>(llr: &[[i16; W]], hard: &mut [H]) {
+    for (h, l) in hard.iter_mut().zip(llr.iter()) {
+        let mut x = 0u64;
+        for k in 0..W {
+            x |= u64::from(l[k] < 0) << k;
+        }
+        *h = H::low(x);
+    }
 }
 
 /// A word of lane bits (bit k = lane k).

@@ -19,7 +19,7 @@
 //! in that byte order, one 64-byte line per group edge.
 
 use crate::code::Code;
-use crate::decoder::{drive, swept_rows, Engine, FrameSource, Lanes, Rows, Rows64, LMAX, MAXV};
+use crate::decoder::{drive, pack_hard, swept_rows, Engine, FrameSource, Lanes, Rows, Rows64, LMAX, MAXV};
 
 /// Checks in a group: at most 8 (W = 8).
 const MAX_SLOTS: usize = 8;
@@ -234,6 +234,24 @@ mod avx512 {
         }
 
         #[inline(always)]
+        fn check(&mut self, _rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
+            let n = lanes.n;
+            let llr = lanes.llr.rows_mut::<W>();
+            // SAFETY (both): AVX-512F/BW checked by `run_avx512`'s caller; the word buffer
+            // holds n + 2 words of the gathered size, the last two zero (read by padding edges).
+            if W <= 16 {
+                pack_hard::<W, u16>(llr, lanes.hard.words_mut::<u16>(n));
+                unsafe { check_groups::<2>(&self.sch, lanes.hard.as_mut_ptr(), &lanes.synd_bits, 0xffff, active, start) }
+            } else if W == 32 {
+                pack_hard::<W, u32>(llr, lanes.hard.words_mut::<u32>(n));
+                unsafe { check_groups::<4>(&self.sch, lanes.hard.as_mut_ptr(), &lanes.synd_bits, u32::MAX, active, start) }
+            } else {
+                let synd = &lanes.synd_bits[..];
+                crate::decoder::syndrome_ok::<W, u64>(_rows, llr, synd, lanes.hard.words_mut::<u64>(n), active, start)
+            }
+        }
+
+        #[inline(always)]
         fn pass(&mut self, lanes: &mut Lanes<W>) {
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
             // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.
@@ -346,6 +364,52 @@ mod avx512 {
                 _mm512_storeu_si512(p.add(64) as *mut _, b);
             }
         }
+    }
+
+    /// The syndrome check in schedule order, 16 edges per gather: bit k of the result is set
+    /// when lane k (of `active`) satisfies every check. Same early exit as
+    /// `decoder::syndrome_ok` (stop once every active lane failed a check; start at the group
+    /// where the last sweep stopped). `hard` holds one word of `SCALE` bytes per position
+    /// (lane bits in `word_mask`), zero at the padding row n; a 32-bit gather at a u16 word
+    /// also reads the next word, which `word_mask` drops.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    pub(super) unsafe fn check_groups<const SCALE: i32>(sch: &Schedule, hard: *const u8, synd_bits: &[u64], word_mask: u32, active: u64, start: &mut usize) -> u64 {
+        let slots = sch.slots;
+        let ng = sch.groups.len();
+        let idx = sch.idx.as_ptr();
+        let mut bad = !active;
+        let from = if *start < ng { *start } else { 0 };
+        let mut words = [0u32; 16];
+        for gi in (from..ng).chain(0..from) {
+            let g = &sch.groups[gi];
+            let (base, cnt) = (g.e0 as usize * slots, g.dmax as usize * slots);
+            let mut acc = _mm512_setzero_si512();
+            let mut i = 0;
+            while i < cnt {
+                let k: __mmask16 = if cnt - i >= 16 { 0xffff } else { (1u16 << (cnt - i)) - 1 };
+                // SAFETY: entries base + i .. base + cnt belong to this group (masked beyond).
+                let vi = _mm512_maskz_loadu_epi32(k, idx.add(base + i) as *const i32);
+                acc = _mm512_xor_si512(acc, _mm512_mask_i32gather_epi32::<SCALE>(_mm512_setzero_si512(), k, vi, hard as *const i32));
+                i += 16;
+            }
+            _mm512_storeu_si512(words.as_mut_ptr() as *mut _, acc);
+            // Entry e of a 16-edge chunk belongs to slot e mod S (16 is a multiple of S).
+            let mut per_slot = [0u32; MAX_SLOTS];
+            for (e, &w) in words.iter().enumerate() {
+                per_slot[e % slots] ^= w;
+            }
+            for s in 0..slots {
+                if g.check[s] != u32::MAX {
+                    bad |= u64::from((per_slot[s] ^ synd_bits[g.check[s] as usize] as u32) & word_mask);
+                }
+            }
+            if bad == u64::MAX {
+                *start = gi;
+                return 0;
+            }
+        }
+        !bad & active
     }
 
     /// One layered iteration over all groups.
