@@ -797,6 +797,28 @@ mod tests {
     }
 
     #[test]
+    fn windows_of_the_product_match_schoolbook() {
+        let mut s = 21u64;
+        let bit = |v: &[u64], i: usize| (v.get(i / 64).copied().unwrap_or(0) >> (i % 64)) & 1;
+        for (ab, bb) in [(1usize, 1usize), (100, 37), (1000, 2999), (4096, 64)] {
+            let a: Vec<u64> = (0..ab.div_ceil(64)).map(|_| xs(&mut s)).collect();
+            let b: Vec<u64> = (0..bb.div_ceil(64)).map(|_| xs(&mut s)).collect();
+            let full = slow_mul(&a, ab, &b, bb);
+            let o = FftOptions::detect(false, false);
+            for _ in 0..20 {
+                let start = (xs(&mut s) as usize) % (ab + bb);
+                let len = 1 + (xs(&mut s) as usize) % (ab + bb + 70 - start);
+                let got = mul_window(&a, ab, &b, bb, start, len, &o);
+                assert_eq!(got.len(), len.div_ceil(64));
+                for i in 0..got.len() * 64 {
+                    let want = if i < len { bit(&full, start + i) } else { 0 };
+                    assert_eq!(bit(&got, i), want, "{ab}x{bb} start={start} len={len} bit {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn known_answer_small_products() {
         let o = FftOptions::detect(false, false);
         // (z + 1)^2 = z^2 + 1; (z^2 + z + 1)(z + 1) = z^3 + 1; 0xff·0xff = 0x5555 (carry-less).
