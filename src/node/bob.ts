@@ -124,12 +124,17 @@ export class BobNode {
   static readonly HIST = { startPs: -500, binWidthPs: 10, bins: 100 };
   private readonly t0 = performance.now();
 
+  /** Bob's tagger as the node configuration names it (emulated; default EmuLab TT-8). */
+  private get taggerEntry(): { id: string; profile: string } {
+    return this.cfg.devices?.find((d) => loadProfile(d.profile).kind === 'time-tagger') ?? { id: 'bob-tagger', profile: 'emulab-tt8' };
+  }
+
   constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks) {
     this.preset = linkPresetOf(cfg);
     const seed = BigInt(cfg.lab.seed);
     this.bobSeed = defaultBobSeed(seed);
     this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm });
-    this.tagger = new TimeTaggerDriver({ id: 'bob-tagger', profile: loadProfile('emulab-tt8'), device: new EmulatedUsbTagger(this.lab) });
+    this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
     this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: alicePatternFromSeed(this.preset, seed) });
     this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
   }
@@ -150,8 +155,8 @@ export class BobNode {
     const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
-    const profile = loadProfile('emulab-tt8');
-    this.device = { id: 'bob-tagger', model: `${ident.vendor} ${ident.model}`, firmware: ident.firmware, allowedFirmware: profile.firmware };
+    const profile = loadProfile(this.taggerEntry.profile);
+    this.device = { id: this.taggerEntry.id, model: `${ident.vendor} ${ident.model}`, firmware: ident.firmware, allowedFirmware: profile.firmware };
     const stream = this.tagger.startStream({ transferBytes: 1 << 20 });
     const produce = (async () => {
       try {

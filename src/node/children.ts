@@ -97,8 +97,16 @@ export class Child {
 }
 
 /** In a child: the IPC side. Send is a no-op when the process was not forked (run by hand). */
+let localSink: ((m: ChildMessage) => void) | undefined;
+
+/** A node run in the foreground (`qkd run --config`) receives its own messages here. */
+export function setLocalSink(sink: (m: ChildMessage) => void): void {
+  localSink = sink;
+}
+
 export function toSupervisor(m: ChildMessage): void {
   if (process.send) process.send(m);
+  else localSink?.(m);
 }
 
 /** In a child: resolves when the supervisor asks to stop, or on SIGINT/SIGTERM. */

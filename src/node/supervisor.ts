@@ -184,26 +184,10 @@ export class EmulatedRun {
       alice: o.externalKms?.alice ?? `https://127.0.0.1:${pKmsA}`,
       bob: o.externalKms?.bob ?? `https://127.0.0.1:${pKmsB}`,
     };
-    const tlsOf = (name: string) => ({ ca: this.pki.caPath, cert: this.pki.ids[name].certPath, key: this.pki.ids[name].keyPath });
     const sessionId = randomBytes(8).toString('hex');
-    const nodeCfg = (role: 'alice' | 'bob'): NodeRunConfig => ({
-      role,
-      nodeId: role === 'alice' ? 'nodeA' : 'nodeB',
-      peerNodeId: role === 'alice' ? 'nodeB' : 'nodeA',
-      lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString() },
-      channel: { endpoint: `tcp://127.0.0.1:${pChan}`, pskFile: psk, sessionId },
-      stream: { endpoint: `ipc://${join(dir, `stream-${process.pid}.ipc`)}` },
-      delivery: {
-        listenPort: role === 'alice' ? pNodeA : pNodeB,
-        tls: o.insecureHttp ? undefined : tlsOf(role === 'alice' ? 'nodeA' : 'nodeB'),
-        insecure: o.insecureHttp,
-        kms: { url: role === 'alice' ? kmsUrl.alice : kmsUrl.bob, id: role === 'alice' ? 'kmsA' : 'kmsB' },
-        spoolDir: join(dir, role === 'alice' ? 'spoolA' : 'spoolB'),
-        spoolKeyFile: spoolKey,
-      },
-      block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort },
-      speed: o.speed,
-      statusEveryMs: 1000,
+    const nodeCfg = (role: 'alice' | 'bob') => nodeRunConfig(role, {
+      dir, opts: o, pskFile: psk, spoolKeyFile: spoolKey, sessionId, channelPort: pChan, nodePort: { A: pNodeA, B: pNodeB },
+      kmsUrl: { A: kmsUrl.alice, B: kmsUrl.bob }, tls: o.insecureHttp ? undefined : { ca: this.pki.caPath, ids: this.pki.ids },
     });
     const kmsCfg = (side: 'A' | 'B') => referenceKmsConfig(side, {
       dir, pki: this.pki, kmsPort: { A: pKmsA, B: pKmsB }, nodeUrl: { A: `https://127.0.0.1:${pNodeA}`, B: `https://127.0.0.1:${pNodeB}` },
@@ -266,6 +250,50 @@ export class EmulatedRun {
   get reason(): string {
     return this.stopReason;
   }
+}
+
+/** What a link's node configurations are made of (see nodeRunConfig). */
+export interface LinkConfigParams {
+  dir: string;
+  opts: Pick<RunOptions, 'preset' | 'distanceKm' | 'eveFraction' | 'seed' | 'blockDetections' | 'frameBits' | 'epsSec' | 'epsCor' | 'qberAbort' | 'speed' | 'insecureHttp'>;
+  pskFile: string;
+  spoolKeyFile: string;
+  sessionId: string;
+  channelPort: number;
+  nodePort: { A: number; B: number };
+  kmsUrl: { A: string; B: string };
+  /** Mutual TLS material (CA and identities nodeA/nodeB); none with insecureHttp. */
+  tls?: { ca: string; ids: Pki['ids'] };
+}
+
+/**
+ * One node's configuration (`qkd _node --config`, or `qkd run --config` on its own host), as
+ * `qkd run --emulated` writes it into the state directory: Alice binds the classical channel on
+ * loopback at `channelPort`, Bob connects to it.
+ */
+export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeRunConfig {
+  const side = role === 'alice' ? 'A' : 'B';
+  const o = p.opts;
+  const id = p.tls?.ids[`node${side}`];
+  return {
+    role,
+    nodeId: `node${side}`,
+    peerNodeId: role === 'alice' ? 'nodeB' : 'nodeA',
+    lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString() },
+    channel: { endpoint: `tcp://127.0.0.1:${p.channelPort}`, pskFile: p.pskFile, sessionId: p.sessionId },
+    stream: { endpoint: `ipc://${join(p.dir, `stream-${process.pid}-${p.channelPort}.ipc`)}` },
+    delivery: {
+      listenPort: p.nodePort[side],
+      tls: id && p.tls ? { ca: p.tls.ca, cert: id.certPath, key: id.keyPath } : undefined,
+      insecure: o.insecureHttp,
+      kms: { url: p.kmsUrl[side], id: `kms${side}` },
+      spoolDir: join(p.dir, `spool${side}`),
+      spoolKeyFile: p.spoolKeyFile,
+    },
+    block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort },
+    speed: o.speed,
+    statusEveryMs: 1000,
+  };
 }
 
 /**

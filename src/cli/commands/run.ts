@@ -8,10 +8,51 @@ import { ConfigError } from '../../errors.ts';
 import { numberOption, parseOptions } from '../args.ts';
 import { EmulatedRun, assertRunnable, type RunOptions } from '../../node/supervisor.ts';
 import { startRunTelemetry } from '../../node/run-telemetry.ts';
+import { readNodeConfig } from '../../node/config.ts';
+import { runNodeProcess } from '../../node/process.ts';
+import { setLocalSink, type ChildMessage } from '../../node/children.ts';
+
+interface BlockLineReport {
+  blockId: number; verified: boolean; abortReason?: string; qberZ?: number; detections?: number;
+  statement?: { ell: number; deliverableBits: number };
+}
+
+/** One progress line per block; a verified block that yields nothing says why. */
+function blockLine(r: BlockLineReport): string {
+  if (!r.verified) return `block ${r.blockId}: aborted (${r.abortReason})`;
+  const st = r.statement;
+  const none = !st || st.ell <= 0
+    ? `: the finite-key length is not positive for a block of ${r.detections ?? '?'} detections (raise --block-detections)`
+    : st.deliverableBits <= 0 ? `: all ${st.ell} bits refill the authentication key pool` : '';
+  return `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${st?.deliverableBits ?? 0} secret bits${none}`;
+}
+
+/**
+ * `qkd run --config NODE.json`: this host's node only (Alice's or Bob's), in the foreground. The
+ * peer node runs the same command with its own file on its host; each pushes to its own KMS.
+ */
+async function runOneNode(file: string, json: boolean): Promise<number> {
+  const cfg = readNodeConfig(file);
+  const say = (line: string) => process.stderr.write(`[qkd run ${cfg.role}] ${line}\n`);
+  let final: ChildMessage | undefined;
+  setLocalSink((m) => {
+    if (m.type === 'ready') say(`node ${cfg.nodeId} ready: ETSI 004 at ${String(m.etsi004)}, classical channel ${cfg.role === 'alice' ? 'bound at' : 'to'} ${cfg.channel.endpoint}`);
+    else if (m.type === 'block') say(blockLine(m.report as BlockLineReport));
+    else if (m.type === 'alarm') say(`alarm (${String(m.source)}): ${JSON.stringify(m.alarm)}`);
+    else if (m.type === 'summary') final = m;
+  });
+  say(`emulated optics (${cfg.lab.preset}, ${cfg.lab.distanceKm} km); the node's logs follow as JSON lines`);
+  const code = await runNodeProcess(cfg);
+  const result = { role: cfg.role, nodeId: cfg.nodeId, summary: final?.summary ?? null, delivery: final?.delivery ?? null };
+  if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  else say(`summary ${JSON.stringify(result)}`);
+  setTimeout(() => process.exit(code), 200).unref();
+  return code;
+}
 
 export const summary = 'run the node: an emulated Alice–Bob link into the reference KMSs (--emulated)';
 export const usage = `qkd run --emulated [options]
-qkd run --config NODE.json          (real devices; see docs/devices.md)
+qkd run --config NODE.json [--json]   one node (Alice's or Bob's) on this host (docs/run.md)
 
 Starts Alice's and Bob's nodes as separate processes (ZeroMQ event stream, authenticated classical
 channel), the two reference KMSs (ETSI 004 push mode in, ETSI 014 out, mutual TLS), and the live
@@ -65,10 +106,8 @@ export async function run(args: string[]): Promise<number> {
     json: { type: 'boolean' },
   });
   if (!v.emulated) {
-    throw new ConfigError('RUN_NO_HARDWARE', v.config
-      ? `running on real devices from ${v.config} is not available in this build: no device is connected here. ` +
-        'Use --emulated, or see docs/devices.md for `qkd devices` to check your hardware first.'
-      : 'qkd run needs --emulated (the emulated lab) or --config NODE.json (real devices). See qkd run --help.');
+    if (!v.config) throw new ConfigError('RUN_NO_HARDWARE', 'qkd run needs --emulated (the whole link on this machine) or --config NODE.json (one node on this host). See qkd run --help.');
+    return runOneNode(v.config, !!v.json);
   }
   const eve = numberOption('eve', v.eve, 0);
   if (eve < 0 || eve > 1) throw new ConfigError('BAD_OPTION', `--eve is a fraction of pulses in [0, 1], got ${eve}`);
@@ -130,16 +169,7 @@ export async function run(args: string[]): Promise<number> {
   if (opts.manifestPath) writeFileSync(opts.manifestPath, JSON.stringify(manifest, null, 2) + '\n');
   runner.onBlock = (_n, m) => {
     telemetry.onBlock(m);
-    const r = m.report as { blockId: number; verified: boolean; abortReason?: string; qberZ?: number; qberX?: number; detections?: number;
-      statement?: { ell: number; deliverableBits: number; replenishBits: number } };
-    const st = r.statement;
-    // A verified block may still yield nothing: say why, so the operator knows what to change.
-    const none = !st || st.ell <= 0
-      ? `: the finite-key length is not positive for a block of ${r.detections ?? '?'} detections (raise --block-detections)`
-      : st.deliverableBits <= 0 ? `: all ${st.ell} bits refill the authentication key pool` : '';
-    say(r.verified
-      ? `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${st?.deliverableBits ?? 0} secret bits${none}`
-      : `block ${r.blockId}: aborted (${r.abortReason})`);
+    say(blockLine(m.report as BlockLineReport));
   };
   runner.onAlarm = (n, m) => telemetry.onAlarm(n, m);
   const timer = opts.durationS !== undefined ? setTimeout(() => runner.requestStop('duration'), opts.durationS * 1000) : undefined;
