@@ -20,14 +20,19 @@
 //!
 //! Frozen positions (shortened, or revealed by a blind retry) hold ±127 and are never updated.
 //! Punctured positions start at 0 (erasure). Early stop: before every iteration each lane's hard
-//! decision is checked against its syndrome (packed to one u64 per position); a lane that matches,
-//! or that spent the iteration budget, is emitted and immediately refilled with the next frame
-//! (its posteriors, messages and syndrome column reset), so a batch costs the average iteration
-//! count rather than the worst.
+//! decision is checked against its syndrome (packed to one word per position, bit k = lane k;
+//! the sweep stops once every lane has failed a check); a lane that matches, or that spent the
+//! iteration budget, is emitted and immediately refilled with the next frame (its posteriors,
+//! messages and syndrome column reset), so a batch costs the average iteration count rather than
+//! the worst. `drive` runs this lane loop for both engines.
 //!
-//! `Kernel::Portable` runs the same code compiled for the baseline target (SSE2 on x86-64);
-//! `Kernel::Auto` dispatches at run time to an AVX-512BW or AVX2 build of the same functions.
-//! Integer arithmetic is identical in both, so results are bit-identical (tested).
+//! Engines: the serial one here (checks in index order, one `[i8; W]` per message) and, on
+//! AVX-512BW CPUs, the grouped one of `decoder_group.rs` (64/W variable-disjoint checks per
+//! register, list-scheduled so the result equals the serial sweep's bit for bit).
+//! `Kernel::Portable` runs the serial engine compiled for the baseline target (SSE2 on x86-64);
+//! `Kernel::Auto` dispatches at run time to the grouped engine (AVX-512BW) or an AVX2 build of the
+//! serial one. Integer arithmetic is identical in all, so results are bit-identical (tested, and
+//! `examples/decoder_profile.rs` prints a digest of every output to compare builds).
 
 use crate::code::Code;
 use zeroize::Zeroizing;
