@@ -101,7 +101,7 @@ pub fn decode_frames<const W: usize>(
             if std::is_x86_feature_detected!("avx512bw") {
                 if matches!(W, 8 | 16 | 32 | 64) {
                     // SAFETY (all four): the CPU supports AVX-512F/BW (checked just above).
-                    return match grouped_width(code, W) {
+                    return match grouped_width(code, W, range.len()) {
                         64 => unsafe { group::run_avx512::<64>(code, frozen, src, range, max_iter) },
                         32 => unsafe { group::run_avx512::<32>(code, frozen, src, range, max_iter) },
                         16 => unsafe { group::run_avx512::<16>(code, frozen, src, range, max_iter) },
@@ -121,14 +121,18 @@ pub fn decode_frames<const W: usize>(
     run_generic::<W>(code, frozen, src, range, max_iter)
 }
 
-/// Lanes the grouped engine runs with when up to `w` are allowed: the widest of 64/32/16/8
-/// (≤ w) whose messages and posteriors stay within 12 MiB, else 8. A frame's result does not
-/// depend on the lane count, so this is a speed choice only. Both threads' engines share the
-/// L3 cache; at 2^18 (≈ 2.1 MB per lane) 8 lanes beat 16 by ≈ 15 % per CPU-second (one thread,
-/// QBER 2 %), and fewer lanes per chunk also means more refills and less idling at its end.
-fn grouped_width(code: &Code, w: usize) -> usize {
+/// Lanes the grouped engine runs with for `frames` frames when up to `w` are allowed: the widest
+/// of 64/32/16/8 (≤ w) whose messages and posteriors stay within 12 MiB and that leaves at least
+/// 8 frames per lane, else 8. A frame's result does not depend on the lane count, so this is a
+/// speed choice only. Both threads' engines share the L3 cache: at 2^18 (≈ 2.1 MB per lane) 8
+/// lanes beat 16 by ≈ 15 % per CPU-second (one thread, QBER 2 %). Once a chunk has no frame
+/// left to refill, finished lanes idle until the slowest frame ends (up to the iteration budget):
+/// with 8+ frames per lane that tail is a small part of the chunk. `decode_batch` on 128 frames of
+/// 2^16 (64 per thread): 16 → 8 lanes, 0.51–0.57 → 0.40–0.43 CPU-s; 256 frames of 2^14: 32 → 16
+/// lanes, 0.14–0.15 → 0.12–0.13 CPU-s (8 lanes, 0.19: 8-check groups fill badly at 2^14).
+fn grouped_width(code: &Code, w: usize, frames: usize) -> usize {
     let per_lane = code.edges() + 2 * code.n;
-    [64usize, 32, 16, 8].into_iter().find(|&x| x <= w && x * per_lane <= 12 << 20).unwrap_or(8)
+    [64usize, 32, 16, 8].into_iter().find(|&x| x <= w && x * per_lane <= 12 << 20 && 8 * x <= frames).unwrap_or(8)
 }
 
 #[cfg(target_arch = "x86_64")]
