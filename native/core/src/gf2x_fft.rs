@@ -317,7 +317,7 @@ fn radix_expand(f: &mut [u64], tau: usize, r: usize, used: usize, o: &FftOptions
     }
     let h = tau * r;
     if used > h {
-        divide(f, &[h - r], used);
+        binomial(f, r, used, true, o);
     }
     let (lo, hi) = f.split_at_mut(h);
     let hi_used = used.saturating_sub(h);
@@ -334,7 +334,41 @@ fn radix_unexpand(f: &mut [u64], tau: usize, r: usize, o: &FftOptions) {
         let (lo, hi) = f.split_at_mut(h);
         join(f_len_par(2 * h, o), || radix_unexpand(lo, tau, r / 2, o), || radix_unexpand(hi, tau, r / 2, o));
     }
-    multiply(f, &[h - r]);
+    binomial(f, r, 2 * h, false, o);
+}
+
+/// Division (fwd) by, or multiplication by, D = Y^H + Y^r on f of 2H elements (sources below
+/// `top` only): f[c − (H − r)] ^= f[c] for c ≥ H. Only the top r sources hit other sources
+/// (targets [H, H + r)); the bulk, sources [H, 2H − r) → targets [r, H), is one parallel XOR of
+/// disjoint ranges. Division does the top part first, multiplication last.
+fn binomial(f: &mut [u64], r: usize, top: usize, fwd: bool, o: &FftOptions) {
+    let h = f.len() / 2;
+    let off = h - r;
+    let top_part = |f: &mut [u64]| {
+        let cs = (2 * h - r).max(h)..top.max(2 * h - r);
+        if fwd {
+            cs.rev().for_each(|c| f[c - off] ^= f[c]);
+        } else {
+            cs.for_each(|c| f[c - off] ^= f[c]);
+        }
+    };
+    if fwd {
+        top_part(f);
+    }
+    let end = top.min(2 * h - r);
+    if end > h {
+        let (low, high) = f.split_at_mut(h);
+        let (dst, src) = (&mut low[r..end - off], &high[..end - h]);
+        if f_len_par(2 * h, o) {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(d, s)| xor_into(d, s));
+        } else {
+            xor_into(dst, src);
+        }
+    }
+    if !fwd {
+        top_part(f);
+    }
 }
 
 fn f_len_par(n: usize, o: &FftOptions) -> bool {
@@ -365,13 +399,14 @@ fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, fwd: bool) {
     let run = |t0: usize, t1: usize, base: SyncPtr| {
         for t in t0..t1 {
             // SAFETY: `base` is f's start; the tile's columns [t·w, (t+1)·w) of rows < `rows` are
-            // inside f (asserted above) and the two workers take disjoint tile ranges.
+            // inside f (asserted above) and each worker takes its own tiles.
             unsafe { convert_tile(base.0.add(t * w), tau, w, rows, fwd) };
         }
     };
     let base = SyncPtr(f.as_mut_ptr());
     if f_len_par(rows * tau, o) && tiles >= 2 {
-        rayon::join(|| run(0, tiles / 2, base), || run(tiles / 2, tiles, base));
+        use rayon::prelude::*;
+        (0..tiles).into_par_iter().with_min_len(4).for_each(|t| run(t, t + 1, base));
     } else {
         run(0, tiles, base);
     }
@@ -380,7 +415,7 @@ fn columns(f: &mut [u64], tau: usize, rows: usize, o: &FftOptions, fwd: bool) {
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut u64);
 // SAFETY: only used by `columns` and `fused_layers`, whose workers write disjoint parts of one
-// live slice.
+// live slice (distinct tiles / column ranges).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
@@ -509,7 +544,7 @@ fn fused_layers<const FWD: bool>(d: &mut [u64], b: usize, l: usize, tw: &Twiddle
                     for p in 0..half {
                         let lo_g = 2 * half * k + p;
                         // SAFETY: groups lo_g ≠ lo_g + half are disjoint ranges [q·m, (q+1)·m) of d
-                        // and j + c ≤ m; the two workers take disjoint column ranges.
+                        // and j + c ≤ m; the workers take disjoint column ranges.
                         let (lo, hi) = unsafe {
                             (std::slice::from_raw_parts_mut(base.ptr().add(lo_g * m + j), c),
                              std::slice::from_raw_parts_mut(base.ptr().add((lo_g + half) * m + j), c))
@@ -522,7 +557,9 @@ fn fused_layers<const FWD: bool>(d: &mut [u64], b: usize, l: usize, tw: &Twiddle
         }
     };
     if d.len() >= o.parallel_elems {
-        rayon::join(|| work(0, m / 2), || work(m / 2, m));
+        // 16 pieces rather than 2, so a core can take over work of one that was preempted.
+        use rayon::prelude::*;
+        (0..16).into_par_iter().for_each(|p| work(p * m / 16, (p + 1) * m / 16));
     } else {
         work(0, m);
     }
@@ -533,10 +570,9 @@ fn top_butterfly<const FWD: bool>(lo: &mut [u64], hi: &mut [u64], s: u64, o: &Ff
     let be = o.backend;
     let run = move |l: &mut [u64], h: &mut [u64]| if FWD { be.butterfly_fwd(l, h, s) } else { be.butterfly_inv(l, h, s) };
     if 2 * lo.len() >= o.parallel_elems {
-        let q = lo.len() / 2;
-        let (l0, l1) = lo.split_at_mut(q);
-        let (h0, h1) = hi.split_at_mut(q);
-        rayon::join(|| run(l0, h0), || run(l1, h1));
+        use rayon::prelude::*;
+        let piece = lo.len().div_ceil(16);
+        lo.par_chunks_mut(piece).zip(hi.par_chunks_mut(piece)).for_each(|(l, h)| run(l, h));
     } else {
         run(lo, hi);
     }
