@@ -12,7 +12,7 @@
  * default target (low first-pass FER) with retries of 0.025·k·h(Q) bits.
  * Env: LDPC_BENCH_FRAMES (frames per point, default 256; the docs' final figures use 3000),
  * LDPC_BENCH_SIZES (log2 of the mother length, comma separated, default 18; 20 adds the 2^20
- * frames, run with LDPC_BENCH_FRAMES_20, default 64), LDPC_BENCH_MODES (default 'blind'),
+ * frames, run with LDPC_BENCH_FRAMES_20, default 64; empty = throughput only), LDPC_BENCH_MODES (default 'blind'),
  * LDPC_BENCH_QBERS (percent, default 1,2,3,5,8), LDPC_BENCH_THROUGHPUT=0 skips the throughput part.
  */
 import {
@@ -75,6 +75,7 @@ async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) 
     leak: leak.reduce((a, b) => a + b, 0),
     firstFails,
     finalFails: ok.filter((x) => !x).length,
+    wrong: ok.filter((x, i) => !x && !pending.includes(i)).length,
     roundTrips,
     iterations: first.reduce((s, r) => s + r.iterations, 0),
     mbitPerS: (frames * choice.keyBits) / wallS / 1e6,
@@ -86,12 +87,13 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
   const p = plan(mode, q, n - Math.floor(n / 10));
   const { choice } = p;
   const c0 = process.cpuUsage();
-  let leak = 0, firstFails = 0, finalFails = 0, roundTrips = 0, iterations = 0;
+  let leak = 0, firstFails = 0, finalFails = 0, wrong = 0, roundTrips = 0, iterations = 0;
   const rates: number[] = [];
   for (let done = 0, b = 0; done < frames; b++) {
     const size = Math.min(BATCH, frames - done);
     const r = await reconcileBatch(p, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
-    leak += r.leak; firstFails += r.firstFails; finalFails += r.finalFails; roundTrips += r.roundTrips; iterations += r.iterations;
+    leak += r.leak; firstFails += r.firstFails; finalFails += r.finalFails; wrong += r.wrong; roundTrips += r.roundTrips;
+    iterations += r.iterations;
     rates.push(r.mbitPerS);
     done += size;
   }
@@ -101,14 +103,14 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
   const params = {
     mode, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, code: choice.params, stepBits: p.stepBits,
     fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${firstFails}/${frames}`, finalFer: `${finalFails}/${frames}`,
-    finalFerValue: finalFails / frames, roundTripsPerFrame: +(roundTrips / frames).toFixed(3),
+    finalFerValue: finalFails / frames, finalWrongConverged: wrong, roundTripsPerFrame: +(roundTrips / frames).toFixed(3),
     meanIterationsFirstPass: +(iterations / frames).toFixed(1), maxRounds: MAX_ROUNDS,
     medianThroughputMbitPerS: +median(rates).toFixed(2), cpuSeconds: +((cu.user + cu.system) / 1e6).toFixed(1),
     loadAverage1m: (await import('node:os')).loadavg()[0],
     goal: 'f <= 1.05 at final FER <= 1e-3',
     anchor: 'rate-adaptive LDPC f = 1.08-1.11 at FER <= 1e-3, ~1e6-bit frames (shorter 1.17-1.27); Cascade 1.038',
   };
-  console.error(`ldpc: ${mode} q=${q} 2^${log2n} f=${f.toFixed(4)} FER1=${firstFails}/${frames} final=${finalFails}/${frames} rt/frame=${params.roundTripsPerFrame} ${params.medianThroughputMbitPerS} Mbit/s cpu=${params.cpuSeconds}s`);
+  console.error(`ldpc: ${mode} q=${q} 2^${log2n} f=${f.toFixed(4)} FER1=${firstFails}/${frames} final=${finalFails}/${frames} (wrong ${wrong}) rt/frame=${params.roundTripsPerFrame} ${params.medianThroughputMbitPerS} Mbit/s cpu=${params.cpuSeconds}s`);
   return { name: `ldpc.efficiency.${mode}.q${(q * 100).toFixed(0)}pct.n2e${log2n}`, value: +f.toFixed(4), unit: 'f (counted leak incl. retries / k·h(Q))', better: 'lower', params };
 }
 
@@ -151,9 +153,10 @@ export async function run(): Promise<BenchResult[]> {
   const env = process.env;
   const frames = Number(env.LDPC_BENCH_FRAMES ?? 256);
   const frames20 = Number(env.LDPC_BENCH_FRAMES_20 ?? 64);
-  const sizes = (env.LDPC_BENCH_SIZES ?? '18').split(',').map(Number);
-  const modes = (env.LDPC_BENCH_MODES ?? 'blind').split(',');
-  const qbers = (env.LDPC_BENCH_QBERS ?? '1,2,3,5,8').split(',').map((x) => Number(x) / 100);
+  const list = (v: string) => v.split(',').filter((x) => x !== '');
+  const sizes = list(env.LDPC_BENCH_SIZES ?? '18').map(Number);
+  const modes = list(env.LDPC_BENCH_MODES ?? 'blind');
+  const qbers = list(env.LDPC_BENCH_QBERS ?? '1,2,3,5,8').map((x) => Number(x) / 100);
   for (const log2n of sizes) {
     for (const mode of modes) {
       for (const q of qbers) results.push(await efficiencyPoint(mode, q, log2n, log2n >= 20 ? frames20 : frames));

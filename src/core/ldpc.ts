@@ -12,6 +12,8 @@
  *      `reveal(frame, fill, params, from, count)`; Bob calls `decode` again with every revealed
  *      bit so far (`joinBits` concatenates answers). Each revealed bit adds 1 to `leakBits`.
  *   5. Give up (discard the frame) when `revealed` reaches `maxRevealBits` or the caller's budget.
+ * `chooseBlind(qber, frameBits)` plans the same protocol for a lower mean leak: a first attempt
+ * that about half the frames fail, then retries of `stepBits` each (docs/ldpc.md, Figures).
  *
  * Bits are packed LSB first: bit i is `(bytes[i >> 3] >> (i & 7)) & 1`. A frame is
  * ceil(keyBits / 8) bytes; unused high bits of the last byte are ignored on input, zero on output.
