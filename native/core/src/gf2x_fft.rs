@@ -666,7 +666,12 @@ impl std::ops::DerefMut for Buf {
 
 impl Drop for Buf {
     fn drop(&mut self) {
-        self.zeroize();
+        if self.len >= 1 << 20 {
+            use rayon::prelude::*;
+            self.par_chunks_mut(1 << 16).for_each(|c| c.zeroize()); // 64 MiB: both cores
+        } else {
+            self.zeroize();
+        }
         if self.layout.size() >= HUGE_PAGE {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
             if pool.len() < POOL_MAX {
@@ -717,14 +722,17 @@ pub fn mul_window(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, start: usi
     assert!(k <= 34, "product too long for the twiddle tables");
     let n = 1usize << k;
     let tw = Twiddles::get();
-    let mut pa = chunks(a, a_bits, n);
-    let mut pb = chunks(b, b_bits, n);
-    let forward = |p: &mut Points, used: usize| {
-        to_novel(&mut p.0, used, o);
+    let forward = |w: &[u64], bits: usize| {
+        let mut p = chunks(w, bits, n);
+        to_novel(&mut p.0, bits.div_ceil(32), o);
         fft(&mut p.0, 0, tw, o);
+        p
     };
-    let (ua, ub) = (a_bits.div_ceil(32), b_bits.div_ceil(32));
-    join(o.parallel_elems != usize::MAX, || forward(&mut pa, ua), || forward(&mut pb, ub));
+    let (mut pa, mut pb) = if o.parallel_elems != usize::MAX {
+        rayon::join(|| forward(a, a_bits), || forward(b, b_bits))
+    } else {
+        (forward(a, a_bits), forward(b, b_bits))
+    };
     if n >= o.parallel_elems {
         use rayon::prelude::*;
         pa.0.par_chunks_mut(1 << 14)
