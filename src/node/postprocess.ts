@@ -22,7 +22,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
-import { aliceMatch, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
+import { aliceSift, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
 import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
 import { binaryEntropy, chooseCode, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
 import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
@@ -208,10 +208,10 @@ export class AlicePostProcessor {
     if (part !== (b.siftParts?.length ?? 0)) throw new ProtocolError('BAD_MESSAGE', `sift part ${part} of block ${id} arrived out of order`);
     const pulses = decodePulseList(u8(p.pulses, 'pulses'), num(p.count, 'count'));
     const choices = this.opts.choicesAt(pulses);
-    const m = aliceMatch(u8(p.announcement, 'announcement'), choices, 0);
+    // One pass: her reply to Bob and her own sifted strings together.
+    const m = aliceSift(u8(p.announcement, 'announcement'), choices, 0);
     wipe(choices);
-    (b.siftParts ??= []).push(extractSifted(m.events, m.reply));
-    wipe(m.events.bits);
+    (b.siftParts ??= []).push(m.sifted);
     if (part === parts - 1) {
       b.sifted = mergeSifted(b.siftParts);
       wipe(...b.siftParts.flatMap((x) => [x.z, x.x]));
