@@ -10,11 +10,12 @@ use crate::clmul::clmul_portable;
 pub const POLY_LOW: u64 = 0x1b;
 
 /// Reduces the 128-bit carry-less product hi·z^64 + lo. hi·(z^4+z^3+z+1) has up to 68 bits; its
-/// top 4 bits `o` fold once more and then fit (o < 2^4, o·0x1b < 2^8).
+/// top 4 bits `o` fold once more and then fit (o < 2^4, o·0x1b < 2^8). Shifts distribute over
+/// XOR, so both folds are one multiply of h = hi ^ o by z^4+z^3+z+1 (truncated to 64 bits).
 #[inline(always)]
 pub fn reduce(lo: u64, hi: u64) -> u64 {
-    let o = (hi >> 60) ^ (hi >> 61) ^ (hi >> 63);
-    lo ^ hi ^ (hi << 1) ^ (hi << 3) ^ (hi << 4) ^ o ^ (o << 1) ^ (o << 3) ^ (o << 4)
+    let h = hi ^ (hi >> 60) ^ (hi >> 61) ^ (hi >> 63);
+    lo ^ h ^ (h << 1) ^ (h << 3) ^ (h << 4)
 }
 
 /// Field product, portable.
@@ -176,10 +177,8 @@ mod x86 {
     unsafe fn reduce_sse(lo: __m128i, hi: __m128i) -> __m128i {
         let o = _mm_xor_si128(_mm_xor_si128(_mm_srli_epi64(hi, 60), _mm_srli_epi64(hi, 61)), _mm_srli_epi64(hi, 63));
         let h = _mm_xor_si128(hi, o);
-        let h1 = _mm_xor_si128(_mm_slli_epi64(hi, 1), _mm_slli_epi64(o, 1));
-        let h3 = _mm_xor_si128(_mm_slli_epi64(hi, 3), _mm_slli_epi64(o, 3));
-        let h4 = _mm_xor_si128(_mm_slli_epi64(hi, 4), _mm_slli_epi64(o, 4));
-        _mm_xor_si128(_mm_xor_si128(lo, h), _mm_xor_si128(h1, _mm_xor_si128(h3, h4)))
+        let h13 = _mm_xor_si128(_mm_slli_epi64(h, 1), _mm_slli_epi64(h, 3));
+        _mm_xor_si128(_mm_xor_si128(lo, h), _mm_xor_si128(h13, _mm_slli_epi64(h, 4)))
     }
 
     /// [v0·s, v1·s] for v = [v0, v1] and s in the low qword of `s`.
@@ -230,11 +229,9 @@ mod x86 {
     /// Reduction of 8 products given as low and high qwords (element order).
     #[inline(always)]
     unsafe fn reduce_avx512(lo: __m512i, hi: __m512i) -> __m512i {
-        let o = xor3(_mm512_srli_epi64::<60>(hi), _mm512_srli_epi64::<61>(hi), _mm512_srli_epi64::<63>(hi));
-        let h = xor3(hi, o, lo);
-        let a = xor3(_mm512_slli_epi64::<1>(hi), _mm512_slli_epi64::<3>(hi), _mm512_slli_epi64::<4>(hi));
-        let b = xor3(_mm512_slli_epi64::<1>(o), _mm512_slli_epi64::<3>(o), _mm512_slli_epi64::<4>(o));
-        xor3(h, a, b)
+        let h = _mm512_xor_si512(xor3(hi, _mm512_srli_epi64::<60>(hi), _mm512_srli_epi64::<61>(hi)), _mm512_srli_epi64::<63>(hi));
+        let a = xor3(_mm512_slli_epi64::<1>(h), _mm512_slli_epi64::<3>(h), _mm512_slli_epi64::<4>(h));
+        xor3(lo, h, a)
     }
 
     /// Products of the 8 qwords of `v` with those of `s` (imm 0x00/0x11) or with the low qword
