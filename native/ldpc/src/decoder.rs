@@ -148,7 +148,7 @@ unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn Frame
 }
 
 /// Lane state shared by both engines: posteriors (one row of W lanes per position, plus a
-/// zero row and a sink row that padding edges of the grouped engine read and write), syndrome
+/// scratch row that padding edges of the grouped engine read and write), syndrome
 /// signs per check, packed hard decisions.
 pub(crate) struct Lanes<const W: usize> {
     pub llr: Rows64,
@@ -196,7 +196,7 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     assert!(W <= 64, "lane masks are u64");
     let (n, m) = (code.n, code.m);
     let mut lanes = Lanes::<W> {
-        llr: Rows64::new((n + 2) * 2 * W),
+        llr: Rows64::new((n + 1) * 2 * W),
         synd: Zeroizing::new(vec![[0i8; W]; m]),
         synd_bits: Zeroizing::new(vec![0u64; m]),
         hard: Rows64::new(n * 8 + 64),

@@ -41,9 +41,9 @@ pub(crate) struct Group {
 pub(crate) struct Schedule {
     pub slots: usize,
     pub groups: Vec<Group>,
-    /// Variable of slot s at group edge e: `idx[e * slots + s]`; `pad` for padding edges.
+    /// Variable of slot s at group edge e: `idx[e * slots + s]`; n for padding edges (row n of
+    /// the posteriors is scratch: padding edges read and write it, no real edge does).
     pub idx: Vec<u32>,
-    pub pad: u32,
     pub max_deg: usize,
 }
 
@@ -138,7 +138,7 @@ impl Schedule {
             e0 += u32::from(g.dmax);
             groups.push(g);
         }
-        Schedule { slots, groups, idx, pad: n as u32, max_deg }
+        Schedule { slots, groups, idx, max_deg }
     }
 
     pub fn group_edges(&self) -> usize {
@@ -317,14 +317,13 @@ mod avx512 {
         }
     }
 
-    /// Stores (t0, t1) back to the S rows; padding slots (`pad`) go to the sink row pad + 1.
+    /// Stores (t0, t1) back to the S rows (padding edges write the scratch row n).
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
-    unsafe fn scatter<const W: usize>(llr: *mut u8, idx: *const u32, pad: u32, a: __m512i, b: __m512i) {
+    unsafe fn scatter<const W: usize>(llr: *mut u8, idx: *const u32, a: __m512i, b: __m512i) {
         macro_rules! row {
             ($s:expr) => {{
-                let v = *idx.add($s);
-                llr.add((v + u32::from(v == pad)) as usize * 2 * W)
+                llr.add(*idx.add($s) as usize * 2 * W)
             }};
         }
         macro_rules! s128 {
@@ -417,7 +416,6 @@ mod avx512 {
     #[inline]
     unsafe fn pass_groups<const W: usize>(eng: &mut Grouped<W>, llr: *mut u8) {
         let slots = eng.sch.slots;
-        let pad = eng.sch.pad;
         let r = eng.r.as_mut_ptr() as *mut __m512i;
         let sc = eng.scratch.as_mut_ptr() as *mut __m512i;
         let d = eng.sch.max_deg.max(1);
@@ -438,8 +436,8 @@ mod avx512 {
             let last = |j: usize| (0..slots).fold(0u64, |a, s| if g.deg[s] as usize == j + 1 { a | masks[s] } else { a });
             let mut par = gs;
             // SAFETY (whole loop): e0 + j < group_edges for j < dmax (the schedule lays out
-            // dmax edges per group); idx entries are < n or the pad row n, and the posterior
-            // buffer holds n + 2 rows of 2W bytes; scratch holds 5·max_deg lines and j < dmax
+            // dmax edges per group); idx entries are < n or the scratch row n, and the posterior
+            // buffer holds n + 1 rows of 2W bytes; scratch holds 5·max_deg lines and j < dmax
             // ≤ max_deg.
             for j in 0..dm {
                 let e = e0 + j;
@@ -450,7 +448,8 @@ mod avx512 {
                 // |t| saturated to 127 (abs is ≥ 0, so the signed pack saturates at 127).
                 let mag = _mm512_packs_epi16(_mm512_abs_epi16(t0), _mm512_abs_epi16(t1));
                 let neg = _mm512_movepi8_mask(_mm512_packs_epi16(t0, t1));
-                par ^= neg;
+                // Padding edges read the scratch row: their signs must not enter the parity.
+                par ^= if j + 1 >= g.dmin as usize { neg & valid(j) } else { neg };
                 _mm512_store_si512(tb.add(2 * j) as *mut _, t0);
                 _mm512_store_si512(tb.add(2 * j + 1) as *mut _, t1);
                 _mm512_store_si512(mb.add(j) as *mut _, mag);
@@ -495,15 +494,12 @@ mod avx512 {
                 }
                 let kneg = par ^ *nb.add(j);
                 let rn = _mm512_mask_sub_epi8(ext, kneg, zero, ext);
-                if tail {
-                    _mm512_mask_storeu_epi8(r.add(e) as *mut i8, valid(j), rn);
-                } else {
-                    _mm512_store_si512(r.add(e) as *mut _, rn);
-                }
+                // Padding lanes store garbage that only padding lanes read back.
+                _mm512_store_si512(r.add(e) as *mut _, rn);
                 let (w0, w1) = widen(rn);
                 let n0 = _mm512_min_epi16(_mm512_max_epi16(_mm512_add_epi16(_mm512_load_si512(tb.add(2 * j) as *const _), w0), lmin), lmax);
                 let n1 = _mm512_min_epi16(_mm512_max_epi16(_mm512_add_epi16(_mm512_load_si512(tb.add(2 * j + 1) as *const _), w1), lmin), lmax);
-                scatter::<W>(llr, idx.add(e * slots), pad, n0, n1);
+                scatter::<W>(llr, idx.add(e * slots), n0, n1);
             }
         }
     }
