@@ -35,7 +35,7 @@ fn main() {
     let (mut alice, mut bob, mut synd) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..nf {
         let mut x: Vec<u8> = (0..k.div_ceil(8)).map(|_| rng.gen()).collect();
-        if k % 8 != 0 {
+        if !k.is_multiple_of(8) {
             *x.last_mut().unwrap() &= (1u8 << (k % 8)) - 1;
         }
         let fill: Vec<u8> = (0..fp.punctured.div_ceil(8)).map(|_| rng.gen()).collect();

@@ -68,11 +68,11 @@ impl Schedule {
         let mut fill = col_ptr.clone();
         let mut col = vec![0u32; rows.idx.len()];
         let mut waiting = vec![0u32; m];
-        for c in 0..m {
+        for (c, wait) in waiting.iter_mut().enumerate() {
             for &v in rows.row(c) {
                 let at = &mut fill[v as usize];
                 if *at > col_ptr[v as usize] {
-                    waiting[c] += 1;
+                    *wait += 1;
                 }
                 col[*at as usize] = c as u32;
                 *at += 1;

@@ -21,7 +21,7 @@ fn make(fp: &FrameParams, q: f64, count: usize, seed: u64) -> Frames {
     let k = fp.key_bits();
     let bits = |rng: &mut rand::rngs::StdRng, nb: usize| {
         let mut v: Vec<u8> = (0..nb.div_ceil(8)).map(|_| rng.gen()).collect();
-        if nb % 8 != 0 {
+        if !nb.is_multiple_of(8) {
             *v.last_mut().unwrap() &= (1u8 << (nb % 8)) - 1;
         }
         v
