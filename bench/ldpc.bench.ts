@@ -9,14 +9,16 @@
  *  - decoder throughput at QBER 2 % with all frames in one batch on the 2 cores (wall and per
  *    CPU-second) and the f64 sum-product reference decoder on one of the same frames as baseline.
  * Modes: 'blind' = chooseBlind (the plan docs/ldpc.md recommends); 'oneshot' = chooseCode's
- * default target (low first-pass FER) with retries of 0.025·k·h(Q) bits.
+ * default target (low first-pass FER) with retries of 0.025·k·h(Q) bits. Blind retries use
+ * blindRetrySettings (1.5×QBER from round 4, the f64 reference from round 8: the 8-bit decoder's
+ * stuck frames); LDPC_BENCH_RESCUE=0 turns that off.
  * Env: LDPC_BENCH_FRAMES (frames per point, default 256; the docs' final figures use 3000),
  * LDPC_BENCH_SIZES (log2 of the mother length, comma separated, default 18; 20 adds the 2^20
  * frames, run with LDPC_BENCH_FRAMES_20, default 64; empty = throughput only), LDPC_BENCH_MODES (default 'blind'),
  * LDPC_BENCH_QBERS (percent, default 1,2,3,5,8), LDPC_BENCH_THROUGHPUT=0 skips the throughput part.
  */
 import {
-  binaryEntropy, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, type CodeChoice,
+  binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, type CodeChoice,
 } from '../src/core/ldpc.ts';
 import { bsc, randomBits, seededRandom } from '../src/testkit/ldpc.ts';
 import { median, type BenchResult } from './stats.ts';
@@ -24,15 +26,15 @@ import { median, type BenchResult } from './stats.ts';
 const BATCH = 64;
 const MAX_ROUNDS = 60;
 
-interface Plan { choice: CodeChoice; stepBits: number }
+interface Plan { choice: CodeChoice; stepBits: number; rescue: boolean }
 
 function plan(mode: string, q: number, frameBits: number): Plan {
   if (mode === 'blind') {
     const b = chooseBlind(q, frameBits);
-    return { choice: b, stepBits: b.stepBits };
+    return { choice: b, stepBits: b.stepBits, rescue: process.env.LDPC_BENCH_RESCUE !== '0' };
   }
   const choice = chooseCode(q, frameBits);
-  return { choice, stepBits: Math.ceil(0.025 * choice.keyBits * binaryEntropy(q)) };
+  return { choice, stepBits: Math.ceil(0.025 * choice.keyBits * binaryEntropy(q)), rescue: false };
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
@@ -61,8 +63,9 @@ async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) 
     }
     count += stepBits;
     roundTrips += pending.length;
-    const res = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => enc[i].syndrome), q, choice.params, {
-      revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]),
+    const set = p.rescue ? blindRetrySettings(q, round) : { qber: q, kernel: 'auto' as const };
+    const res = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => enc[i].syndrome), set.qber, choice.params, {
+      revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]), kernel: set.kernel,
     });
     pending.forEach((i, j) => {
       leak[i] = res[j].leakBits;
@@ -101,7 +104,7 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
   const hk = choice.keyBits * binaryEntropy(q);
   const f = leak / (frames * hk);
   const params = {
-    mode, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, code: choice.params, stepBits: p.stepBits,
+    mode, rescue: p.rescue, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, code: choice.params, stepBits: p.stepBits,
     fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${firstFails}/${frames}`, finalFer: `${finalFails}/${frames}`,
     finalFerValue: finalFails / frames, finalWrongConverged: wrong, roundTripsPerFrame: +(roundTrips / frames).toFixed(3),
     meanIterationsFirstPass: +(iterations / frames).toFixed(1), maxRounds: MAX_ROUNDS,

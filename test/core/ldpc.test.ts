@@ -4,7 +4,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import {
-  binaryEntropy, chooseBlind, chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
+  binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
   reveal, shippedTable,
 } from '../../src/core/ldpc.ts';
 import { QkdError } from '../../src/errors.ts';
@@ -135,6 +135,29 @@ t.test('chooseBlind: first attempt near its f0, retries of stepBits reconcile ev
   }
   const f = leak / (alice.length * b.keyBits * binaryEntropy(q));
   t.ok(f >= b.firstEfficiency && f < b.firstEfficiency + 0.2, `mean f ${f.toFixed(3)} over ${rounds} retries`);
+});
+
+t.test('blindRetrySettings: plain first rounds, then weaker channel LLRs, then the reference; all decode', async (t) => {
+  t.same(blindRetrySettings(0.02, 1), { qber: 0.02, kernel: 'auto' });
+  t.same(blindRetrySettings(0.02, 3), { qber: 0.02, kernel: 'auto' });
+  t.same(blindRetrySettings(0.02, 4), { qber: 0.03, kernel: 'auto' });
+  t.equal(blindRetrySettings(0.4, 5).qber, 0.45, 'capped below 1/2');
+  t.same(blindRetrySettings(0.02, 8), { qber: 0.02, kernel: 'reference' });
+  // Each round's settings still reconcile an ordinary frame (revealed fill included).
+  const rand = seededRandom(7);
+  const q = 0.02;
+  const b = chooseBlind(q, FRAME);
+  const alice = randomBits(rand, b.keyBits);
+  const enc = encode(alice, b.params);
+  const bob = bsc(rand, alice, b.keyBits, q).out;
+  const count = 2 * b.stepBits;
+  const revealed = { count, bits: reveal(alice, enc.fill, b.params, 0, count) };
+  for (const round of [1, 4, 8]) {
+    const s = blindRetrySettings(q, round);
+    const r = await decode(bob, enc.syndrome, s.qber, b.params, { revealed, kernel: s.kernel });
+    t.ok(r.converged && bytesEqual(r.corrected, alice), `round ${round} settings decode`);
+    t.equal(r.leakBits, b.leakBits + count);
+  }
 });
 
 t.test('edge cases: zero errors, all ones, garbage in the padding bits', async (t) => {

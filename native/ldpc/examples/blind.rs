@@ -78,6 +78,32 @@ fn main() {
         }
         pending = next;
     }
+    if std::env::var("PROBE").is_ok() {
+        // Frames still failing: retry at the last revealed count with 10× the iterations, and
+        // with the f64 reference decoder, to tell slow convergence from a decoder fault.
+        let count = (max_rounds * step).min(fp.punctured + fp.key_bits());
+        for &i in &pending {
+            let rev = reveal(&fp, &alice[i], &fills[i], 0, count).unwrap();
+            let bf = BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &rev };
+            let long = decode_batch(&fp, q, std::slice::from_ref(&bf), count, DecodeOptions { max_iter: 10 * maxit, ..opts }).unwrap();
+            let bf0 = BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &[] };
+            let none = decode_batch(&fp, q, std::slice::from_ref(&bf0), 0, opts).unwrap();
+            let r = decode_reference_frame(&fp, q, &bf, count, maxit).unwrap();
+            let alt: Vec<String> = [0.7, 0.85, 1.2, 1.5]
+                .iter()
+                .map(|m| {
+                    let x = decode_batch(&fp, q * m, std::slice::from_ref(&bf), count, opts).unwrap();
+                    format!("q×{m}: {}", x[0].converged && *x[0].corrected == alice[i])
+                })
+                .collect();
+            println!("  other channel LLRs: {alt:?}");
+            let errs: u32 = bob[i].iter().zip(&alice[i]).map(|(a, b)| (a ^ b).count_ones()).sum();
+            println!(
+                "stuck frame {i}: errors {errs}; revealed {count}: fast x10 iterations converged={} it={}, reference converged={} correct={}; no reveals: converged={}",
+                long[0].converged, long[0].iterations, r.converged, *r.corrected == alice[i], none[0].converged
+            );
+        }
+    }
     let dt = t0.elapsed().as_secs_f64();
     let dcpu = cpu() - c0;
     let hk = k as f64 * h2(q);
