@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
 import { aliceSift, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
 import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
-import { binaryEntropy, chooseCode, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
+import { binaryEntropy, blindRetrySettings, chooseBlind, decodeBatch, describeCode, encodeBatch, joinBits, reveal, type LdpcParams } from '../core/ldpc.ts';
 import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
 import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
@@ -40,16 +40,17 @@ export interface BlockConfig {
   security: SecurityParams;
   /** Preferred LDPC frame size in key bits (the largest shipped frame not above it is used). */
   frameBits: number;
-  /** Blind-retry rounds and bits revealed per round, as a fraction of the frame. */
+  /**
+   * Most blind-retry rounds per block (the blind plan reveals its step of a few hundred bits per
+   * round; docs/ldpc.md). A frame still failing after them is discarded (counted as a frame error).
+   */
   retryRounds: number;
-  retryFraction: number;
 }
 
 export const DEFAULT_BLOCK_CONFIG: Omit<BlockConfig, 'settings'> = {
   security: DEFAULT_SECURITY,
   frameBits: 235930,
-  retryRounds: 3,
-  retryFraction: 0.01,
+  retryRounds: 40,
 };
 
 /** Public figures of a finished or aborted block: counts, rates, never key bits. */
@@ -239,7 +240,8 @@ export class AlicePostProcessor {
     const q = Math.min(0.2, Math.max(0.002, this.opts.qberHint?.() ?? qberX));
     const frameBits = Math.min(this.opts.config.frameBits, s.zBits);
     if (frameBits < 3687) throw abortError(`BLOCK_TOO_SMALL: only ${s.zBits} sifted Z bits: too few for one LDPC frame (3687); use a larger block`);
-    const choice = chooseCode(q, frameBits);
+    // Blind plan: a first attempt below what a one-shot code needs, then small reveals on failure.
+    const choice = chooseBlind(q, frameBits);
     const frames = Math.floor(s.zBits / choice.keyBits);
     b.params = choice.params;
     b.keyBits = choice.keyBits;
@@ -248,7 +250,7 @@ export class AlicePostProcessor {
     b.fills = enc.map((e) => e.fill);
     b.leakPerFrame = enc.map((e) => e.leakBits);
     const syndromes = concatBits(enc.map((e) => ({ bytes: e.syndrome, bits: e.syndrome.length * 8 }))).bytes;
-    return { counts, qberEstimate: q, params: choice.params, frames, syndromes };
+    return { counts, qberEstimate: q, params: choice.params, frames, syndromes, stepBits: choice.stepBits };
   }
 
   private reveal(id: number, p: Record<string, unknown>): Record<string, unknown> {
@@ -434,7 +436,8 @@ export class BobPostProcessor {
     secret.push(...results.map((r) => r.corrected), ...results.map((r) => r.fillGuess));
     // Blind retries: reveal more bits of the frames that did not converge.
     const revealed = new Map<number, { bits: Uint8Array; count: number }>();
-    const step = Math.max(8, Math.round(cfg.retryFraction * choice.keyBits));
+    const step = num(er.stepBits, 'stepBits');
+    if (!(step >= 1 && step <= choice.keyBits)) throw new ProtocolError('BAD_MESSAGE', `stepBits ${step} outside 1..${choice.keyBits}`);
     for (let round = 0; round < cfg.retryRounds; round++) {
       const failing = results.map((r, i) => (r.converged ? -1 : i)).filter((i) => i >= 0);
       if (failing.length === 0) break;
@@ -454,7 +457,13 @@ export class BobPostProcessor {
         fSyn.push(syndromes[f]);
         fRev.push(next.bits);
       });
-      const again = await decodeBatch(fFrames, fSyn, q, params, { revealedCount: (round + 1) * step, revealedPerFrame: fRev });
+      // Frames stuck in the 8-bit decoder's error floor get weaker LLRs (blindRetrySettings). Its
+      // last resort, the f64 decoder, is left out here: ≈ 16 s of CPU per 2^18 frame stalled the
+      // live pipeline (3 of 5 blocks at 25 km); a frame still failing after the last round is
+      // discarded instead (a frame error, its key not used).
+      const retry = blindRetrySettings(q, round + 1);
+      const kernel = retry.kernel === 'reference' ? 'auto' : retry.kernel;
+      const again = await decodeBatch(fFrames, fSyn, retry.qber, params, { revealedCount: (round + 1) * step, revealedPerFrame: fRev, kernel });
       failing.forEach((f, k) => {
         results[f] = again[k];
         secret.push(again[k].corrected, again[k].fillGuess);
