@@ -4,38 +4,15 @@
 // gets matching keys; SIGINT stops each node cleanly with its own summary. A real-device entry is
 // refused with a message naming the device and what is missing.
 import t from 'tap';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { JsonClient } from '../../src/delivery/http.ts';
+import { join } from 'node:path';
 import { makePki } from '../../src/delivery/pki.ts';
 import { freePort, nodeRunConfig, referenceKmsConfig } from '../../src/node/supervisor.ts';
+import { qkdProcess, saePairKeys, until } from '../../src/testkit/run.ts';
 
 t.setTimeout(900_000);
-
-const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
-
-function qkdProcess(args: string[]): { p: ChildProcess; err: string[]; done: Promise<{ code: number | null; stdout: string }> } {
-  const p = spawn(process.execPath, [qkd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const err: string[] = [];
-  let stdout = '';
-  p.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  p.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(...d.split('\n').filter(Boolean)));
-  return { p, err, done: new Promise((resolve) => p.on('exit', (code) => resolve({ code, stdout }))) };
-}
-
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 const LINK = { preset: 'reference-decoy', distanceKm: 25, eveFraction: 0, seed: 2026n, blockDetections: 1e7, frameBits: 235930,
   epsSec: 1e-10, epsCor: 1e-15, qberAbort: 0.11, speed: 1000, insecureHttp: false };
@@ -70,7 +47,7 @@ t.test('a real device in the node configuration is refused, naming it and what i
   const r = qkdProcess(['run', '--config', files.bob]);
   const { code } = await r.done;
   t.equal(code, 1, 'refused (exit code 1)');
-  t.match(r.err.join('\n'), /device 'lab-tagger' \(emulab-tt8\) is a real device.*qkd devices.*\[RUN_REAL_DEVICES\]/, 'names the device, the reason and what to do');
+  t.match(r.lines.join('\n'), /device 'lab-tagger' \(emulab-tt8\) is a real device.*qkd devices.*\[RUN_REAL_DEVICES\]/, 'names the device, the reason and what to do');
 });
 
 t.test('two nodes from their own configuration files, each with its own KMS, produce matching keys', async (t) => {
@@ -81,25 +58,16 @@ t.test('two nodes from their own configuration files, each with its own KMS, pro
   const bob = qkdProcess(['run', '--config', files.bob, '--json']);
   procs.push(alice, bob);
   t.teardown(() => {
-    if (!t.passing()) t.comment(`bob said:\n${bob.err.filter((l) => !l.startsWith('{')).slice(-10).join('\n')}`);
+    if (!t.passing()) t.comment(`bob said:\n${bob.lines.filter((l) => !l.startsWith('{')).slice(-10).join('\n')}`);
     for (const p of procs) p.p.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
-  await until('Bob\'s first verified block', () => bob.err.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
-  t.ok(alice.err.some((l) => /^\[qkd run alice\] node nodeA ready: ETSI 004 at https:/.test(l)), 'Alice says where her node listens');
+  await until('Bob\'s first verified block', () => bob.lines.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
+  t.ok(alice.lines.some((l) => /^\[qkd run alice\] node nodeA ready: ETSI 004 at https:/.test(l)), 'Alice says where her node listens');
 
   const tlsOf = (name: string) => ({ ca: readFileSync(pki.caPath, 'utf8'), cert: pki.ids[name].cert, key: pki.ids[name].key });
-  const saeA = new JsonClient({ url: `https://127.0.0.1:${kmsPort.A}`, id: 'kmsA' }, { tls: tlsOf('saeA') });
-  const saeB = new JsonClient({ url: `https://127.0.0.1:${kmsPort.B}`, id: 'kmsB' }, { tls: tlsOf('saeB') });
-  t.teardown(() => {
-    saeA.close();
-    saeB.close();
-  });
-  const enc = await until('confirmed keys for the SAE pair', async () => {
-    const r = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 }).catch(() => undefined);
-    return r?.status === 200 ? r : undefined;
-  }, 120_000);
-  const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
+  const { enc, dec } = await saePairKeys({ kmsA: `https://127.0.0.1:${kmsPort.A}`, kmsB: `https://127.0.0.1:${kmsPort.B}`,
+    saeA: tlsOf('saeA'), saeB: tlsOf('saeB'), number: 2, timeoutMs: 120_000 });
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
   t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
 

@@ -13,6 +13,7 @@ import { JsonClient } from '../../src/delivery/http.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import { decoyModel } from '../../src/lab/theory.ts';
 import { chromiumAvailable, launchChromium } from '../../src/dashboard/screenshot.ts';
+import { until } from '../../src/testkit/run.ts';
 
 // A whole emulated link in several processes: give the file more than tap's default budget.
 t.setTimeout(900_000);
@@ -37,16 +38,6 @@ function startRun(args: string[]): Running {
   p.stderr.setEncoding('utf8').on('data', (d: string) => stderr.push(...d.split('\n').filter(Boolean)));
   const done = new Promise<{ code: number | null; stdout: string }>((resolve) => p.on('exit', (code) => resolve({ code, stdout })));
   return { dir, stderr, done, kill: (sig) => p.kill(sig) };
-}
-
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
 }
 
 // 25 km keeps a block of ~4e6 detections short enough for CI while the finite-key length stays positive.
