@@ -102,6 +102,27 @@ class DetectionBuffer {
   }
 }
 
+/**
+ * Reads and discards batches until `ended` settles and nothing arrived for 300 ms, then closes the
+ * consumer: a producer blocked on back-pressure can finish its send, and nothing is in flight when
+ * the sockets close.
+ */
+async function drainUntil(consumer: StreamConsumer, ended: Promise<unknown>): Promise<void> {
+  let done = false;
+  void ended.then(() => (done = true), () => (done = true));
+  let last = performance.now();
+  const reading = (async () => {
+    try {
+      for await (const _batch of consumer) last = performance.now();
+    } catch {
+      // closed below
+    }
+  })();
+  while (!done || performance.now() - last < 300) await sleep(50);
+  consumer.close();
+  await reading;
+}
+
 export class BobNode {
   readonly preset: LinkPreset;
   private readonly lab: EmulatedLab;
@@ -173,19 +194,23 @@ export class BobNode {
         if (!this.stopping) throw err;
       } finally {
         await stream.stop();
-        closeQuietly(() => publisher.close());
+        // Linger: what is queued is delivered (the consumer drains it) before the socket goes.
+        closeQuietly(() => publisher.close(2000));
       }
     })();
     const consume = this.consume(consumer);
-    await Promise.race([produce, consume]);
+    const first = await Promise.race([produce.then(() => 'produce', () => 'produce'), consume.then(() => 'consume', () => 'consume')]);
     this.stopping = true;
-    // The sending side closes first: a send blocked on back-pressure rejects and the producer ends.
-    // Closing the consumer under a pushing publisher instead can abort the process inside libzmq
-    // (session_base.cpp errno assertion when the peer vanishes mid multi-part message).
-    closeQuietly(() => publisher.close());
-    await Promise.allSettled([produce]);
-    consumer.close();
-    await Promise.allSettled([consume]);
+    // No socket may close while a multi-part batch is in flight between them: libzmq then aborts
+    // the whole process (session_base.cpp errno assertion, seen twice at stop). So the consumer
+    // keeps reading (and discards) until the producer has ended and the stream has been quiet
+    // for a moment; only then does it close.
+    if (first === 'consume') await drainUntil(consumer, produce);
+    else {
+      await sleep(500);
+      consumer.close();
+    }
+    await Promise.allSettled([produce, consume]);
     await this.tagger.close();
   }
 
