@@ -15,24 +15,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median, type BenchResult } from './stats.ts';
+import type { LinkSummary } from '../src/node/summary.ts';
 
 const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'qkd.js');
 const SECONDS = Number(process.env.QKD_LINK_BENCH_SECONDS ?? 90);
 const REPEATS = Number(process.env.QKD_LINK_BENCH_REPEATS ?? 1);
 const ARGS = ['--distance-km', '25', '--seed', '12345', '--speed', '1000', '--block-detections', '10000000'];
 
-interface Summary {
-  wallSeconds: number;
-  emulatedSeconds: number;
-  detections: number;
-  pulses: number;
-  secretBits: number;
-  qber: number;
-  reconciliationEfficiency: number;
-  blocks: { verified: number; aborted: number };
-  keysDelivered: { alice: number; bob: number };
-  secretKeyRate: { perPulse: number | null };
-}
+type Summary = LinkSummary;
 
 /**
  * Steady state from Bob's node log: detections of the blocks after the first, over the wall time
@@ -67,8 +57,8 @@ export async function run(): Promise<BenchResult[]> {
   const runs: (Summary & { steady?: ReturnType<typeof steadyState> })[] = [];
   for (let i = 0; i < REPEATS; i++) runs.push(await runOnce());
   const params = { distanceKm: 25, preset: 'reference-decoy', blockDetections: 1e7, durationS: SECONDS, repeats: REPEATS,
-    blocksVerified: runs.map((r) => r.blocks.verified), qber: median(runs.map((r) => r.qber)),
-    f: median(runs.map((r) => r.reconciliationEfficiency)), wallSeconds: runs.map((r) => r.wallSeconds) };
+    blocksVerified: runs.map((r) => r.blocks.verified), qber: median(runs.map((r) => r.qber ?? NaN)),
+    f: median(runs.map((r) => r.reconciliationEfficiency ?? NaN)), wallSeconds: runs.map((r) => r.wallSeconds) };
   const per = (f: (r: Summary) => number) => median(runs.map((r) => f(r) / r.wallSeconds));
   const steady = runs.map((r) => r.steady).filter((x) => x !== undefined);
   const steadyResults: BenchResult[] = steady.length ? [
