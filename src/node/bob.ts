@@ -24,7 +24,7 @@ import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
 import { StreamConsumer, view64 } from '../stream/consumer.ts';
 import { ClockSync, type SyncState } from '../timing/sync.ts';
-import { alicePatternFromSeed } from '../timing/emulated.ts';
+import { remotePattern } from './pattern-link.ts';
 import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockResult, type PeerRequest } from './postprocess.ts';
 import { siftMapping, toSiftChannels } from './detections.ts';
 import type { NodeRunConfig } from './config.ts';
@@ -156,7 +156,11 @@ export class BobNode {
     this.bobSeed = defaultBobSeed(seed);
     this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm });
     this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
-    this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: alicePatternFromSeed(this.preset, seed) });
+    // Alice's intensity pattern comes from her node over the authenticated channel, as between two
+    // hosts (pattern-link.ts); a check every second rather than 10/s keeps its MAC cost ≈ 256 bit/s,
+    // and each check asks 2 ms after its sample, beyond Alice's 1 ms hold-back.
+    const mu = [this.preset.intensities.signal, this.preset.intensities.decoy, this.preset.intensities.vacuum];
+    this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12, verifyDelayPs: 2e9 });
     this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
   }
 
@@ -232,7 +236,7 @@ export class BobNode {
         if (this.stopping) break;
         const times = view64(BigInt64Array, b.data);
         const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
-        const det = this.sync.push({ timePs: times, channel });
+        const det = await this.sync.pushAsync({ timePs: times, channel });
         for (let i = 0; i < channel.length; i++) this.channelTags.set(channel[i], (this.channelTags.get(channel[i]) ?? 0) + 1);
         this.histogram(det.channel, det.residualPs);
         if (times.length) this.emulatedPs = Number(times[times.length - 1]);

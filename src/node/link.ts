@@ -16,6 +16,8 @@ import type { NodeRunConfig } from './config.ts';
 
 export interface ClassicalLink {
   readonly connected: boolean;
+  /** Settles when the peer has answered the channel's hello (both nodes are up). */
+  ready(): Promise<void>;
   request(type: string, payload: Record<string, unknown>): Promise<Record<string, unknown>>;
   handle(type: string, fn: (payload: Record<string, unknown>) => Promise<Record<string, unknown>>): void;
   /** Both sides record that block `blockId` finished (its key may be used). */
@@ -50,18 +52,28 @@ export async function openClassicalLink(cfg: NodeRunConfig, log: Logger): Promis
     timeoutMs: 120_000,
   });
   let connected = false;
-  void ch.ready(3_600_000).then(() => (connected = true), () => undefined);
+  const ready = ch.ready(3_600_000).then(() => {
+    connected = true;
+  });
+  ready.catch(() => undefined);
   ch.on('peerRestarted', () => log.warn('classical channel: peer restarted; open blocks aborted'));
   ch.on('rejected', (r: { code: string; message: string }) => log.warn('classical channel: message rejected', { code: r.code, reason: r.message }));
   ch.on('keyLow', (left: number) => log.warn('classical channel: authentication key low', { messagesLeft: left }));
   const usedAtStart = new Map<number, number>();
   const used = (): number => ch.stats().auth.usedBits;
+  // Messages outside any block (Alice's sync pattern, stream status) are paid by the next block
+  // that settles its account: request + answer = 2 × 128 bits on each side.
+  let unattributed = 0;
   const mark = (block: number): void => {
-    if (block >= 0 && !usedAtStart.has(block)) usedAtStart.set(block, used());
+    if (block < 0) unattributed += 256;
+    else if (!usedAtStart.has(block)) usedAtStart.set(block, used());
   };
   return {
     get connected() {
       return connected;
+    },
+    ready() {
+      return ready;
     },
     async request(type, payload) {
       const block = blockOf(payload);
@@ -85,8 +97,10 @@ export async function openClassicalLink(cfg: NodeRunConfig, log: Logger): Promis
     authBitsConsumed(blockId) {
       const start = usedAtStart.get(blockId);
       usedAtStart.delete(blockId);
+      const extra = unattributed;
+      unattributed = 0;
       // Count the reply still to be sent and its verification (2 × 128 bits) as well.
-      return start === undefined ? 0 : used() - start + 256;
+      return (start === undefined ? 0 : used() - start + 256) + extra;
     },
     replenish(bytes, bits) {
       const n = bits >> 3;

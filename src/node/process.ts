@@ -18,6 +18,8 @@ import { openClassicalLink, type ClassicalLink } from './link.ts';
 import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
 import { createAlicePostProcessor } from './alice.ts';
 import { SummaryBuilder } from './summary.ts';
+import { patternServer, type PatternServerStats } from './pattern-link.ts';
+import { alicePatternFromSeed } from '../timing/emulated.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
 
@@ -36,6 +38,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
     key: readFileSync(cfg.delivery.tls.key, 'utf8'),
   };
   let link: ClassicalLink | undefined;
+  let patterns: { answer(p: Record<string, unknown>): Record<string, unknown>; stats: PatternServerStats } | undefined;
   const delivery: DeliveryNode = await startDeliveryNode({
     role: cfg.role === 'alice' ? 'source' : 'destination',
     nodeId: cfg.nodeId,
@@ -128,6 +131,17 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       void deliver(r, lastBlockAt).then(() => (lastBlockAt = Date.now()), (err: unknown) => log.error('delivery of a block failed', err as Error));
     });
     for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
+    // Bob's clock sync asks for her intensity pattern. Her source's emission clock: the emulated
+    // physics starts after this node (Bob's lab starts once the channel is up), and runs at most
+    // `speed` times wall time, so this bound is never behind it (see pattern-link.ts).
+    let emissionStart = Infinity;
+    void link.ready().then(() => (emissionStart = performance.now()), () => undefined);
+    patterns = patternServer({
+      record: alicePatternFromSeed(preset, BigInt(cfg.lab.seed)),
+      repRateHz: preset.repRateHz,
+      emittedPulses: () => Math.max(0, Math.floor(((performance.now() - emissionStart) / 1000) * cfg.speed * preset.repRateHz)),
+    });
+    link.handle('pattern', async (p) => patterns!.answer(p));
   } else {
     bob = new BobNode(cfg, (type, payload) => link!.request(type, payload), {
       onBlock: async (r, pulsesInBlock) => {
@@ -174,7 +188,10 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       outcomeWaiters.get(id)?.(committed);
       outcomeWaiters.delete(id);
     });
-    runDone = bob.run().catch((err: unknown) => {
+    // The emulated physics (Alice's source included) starts once both nodes are up: Alice's
+    // emission clock for the sync pattern starts at the same hello (pattern-link.ts).
+    const b = bob;
+    runDone = Promise.race([link.ready().then(() => true), stopRequested().then(() => false)]).then((up) => (up ? b.run() : undefined)).catch((err: unknown) => {
       log.error('bob pipeline failed', err as Error);
       throw err;
     });

@@ -23,7 +23,7 @@
  *    (peak over noise), and per-channel integer skews are searched around the peak.
  */
 import { crossCorrelateReal, fft, nextPowerOfTwo } from './fft.ts';
-import { classFrequencies, scoreTable, type AlicePattern, type ScoreTable } from './pattern.ts';
+import { classFrequencies, runSteps, scoreTable, type AlicePattern, type PatternSteps, type ScoreTable } from './pattern.ts';
 
 export interface AcquireOptions {
   /** Alice's nominal pulse period in ps (1e12 / repRateHz). */
@@ -222,6 +222,11 @@ function relativeCounts(t: Float64Array, ch: Uint8Array, model: ClockModel): Flo
  * decides on lock from `confidence`.
  */
 export function acquireOffset(t: Float64Array, ch: Uint8Array, model: ClockModel, pattern: AlicePattern, opts: AcquireOptions): OffsetResult | null {
+  return runSteps(acquireOffsetSteps(t, ch, model, pattern.meanPhotons, opts), pattern);
+}
+
+/** {@link acquireOffset} as steps that ask for the pattern (two range requests), for a remote pattern. */
+export function* acquireOffsetSteps(t: Float64Array, ch: Uint8Array, model: ClockModel, meanPhotons: readonly number[], opts: AcquireOptions): PatternSteps<OffsetResult | null> {
   const T = opts.periodPs;
   const R = opts.maxChannelSkewPulses ?? 16;
   const H = Math.ceil((opts.maxOffsetPs ?? 1.5e9) / T);
@@ -229,9 +234,9 @@ export function acquireOffset(t: Float64Array, ch: Uint8Array, model: ClockModel
   let B = opts.coarsePulses ?? 4;
   // Expected per-click signal d' from a pattern sample: a click picks class c with probability
   // ~ f_c mu_c / mean mu, so E[score | aligned] = sum f_c mu_c s_c / mean mu, null mean 0, sd sigma.
-  const sample = pattern.intensities(Math.max(firstPulse, model.pInt), 1 << 14);
-  const t0 = scoreTable(pattern.meanPhotons, classFrequencies(sample, pattern.meanPhotons.length));
-  const minClicks = opts.minOffsetClicks ?? Math.ceil((20 / Math.max(expectedDPrime(t0, pattern.meanPhotons), 0.05)) ** 2);
+  const sample = yield { kind: 'range', first: Math.max(firstPulse, model.pInt), count: 1 << 14 };
+  const t0 = scoreTable(meanPhotons, classFrequencies(sample, meanPhotons.length));
+  const minClicks = opts.minOffsetClicks ?? Math.ceil((20 / Math.max(expectedDPrime(t0, meanPhotons), 0.05)) ** 2);
   const v = relativeCounts(t, ch, model);
   let vMin = Infinity, vMax = -Infinity;
   for (let i = 0; i < v.length; i++) { if (v[i] < vMin) vMin = v[i]; if (v[i] > vMax) vMax = v[i]; }
@@ -250,8 +255,8 @@ export function acquireOffset(t: Float64Array, ch: Uint8Array, model: ClockModel
   // Alice's scored pattern x (pulses before the run score 0: unknown).
   const x = new Float64Array(xLen);
   const from = Math.max(base, firstPulse);
-  const cls = from < base + xLen ? pattern.intensities(from, base + xLen - from) : new Uint8Array(0);
-  const table: ScoreTable = scoreTable(pattern.meanPhotons, classFrequencies(cls, pattern.meanPhotons.length));
+  const cls = from < base + xLen ? yield { kind: 'range', first: from, count: base + xLen - from } : new Uint8Array(0);
+  const table: ScoreTable = scoreTable(meanPhotons, classFrequencies(cls, meanPhotons.length));
   for (let k = 0; k < cls.length; k++) x[from - base + k] = table.score[cls[k]];
   // Clicks of the block.
   const js: number[] = [], cs: number[] = [];

@@ -5,9 +5,10 @@
  * decoy-state protocol (Ma et al., PRA 72, 012326, 2005), so using it to synchronise leaks nothing
  * about the key. Basis and bit values must never be sent for synchronisation.
  *
- * In the emulated lab the pattern is regenerated from Alice's seed (`aliceChoices`); in a real link
- * Alice's node sends the intensity pattern (or a sparse sync sub-pattern) for the pulse ranges Bob
- * asks for. Both implement {@link AlicePattern}.
+ * Two forms: {@link AlicePattern} answers synchronously (regenerated from a seed: tests, calibration
+ * on the emulated lab); {@link RemoteAlicePattern} answers asynchronously (Bob's node asks Alice's
+ * node over the authenticated classical channel, src/node/pattern-link.ts). The sync code asks
+ * through {@link PatternNeed} requests, so one implementation serves both (sync.ts, acquire.ts).
  */
 import { ConfigError } from '../errors.ts';
 
@@ -21,6 +22,46 @@ export interface AlicePattern {
   intensities(firstPulse: number, count: number): Uint8Array;
   /** Optional sparse lookup (one class per listed pulse index); faster for tracking checks. */
   intensitiesAt?(pulses: Float64Array): Uint8Array;
+}
+
+/**
+ * An asynchronous pattern: Alice's node answers over the classical channel. Pulses it cannot or
+ * may not reveal yet (not yet emitted, or still in flight) come back as 255 = unknown (score 0).
+ */
+export interface RemoteAlicePattern {
+  readonly meanPhotons: readonly number[];
+  fetch(need: PatternNeed): Promise<Uint8Array>;
+}
+
+/** What the sync code needs from the pattern at one point: a pulse range, or listed pulses. */
+export type PatternNeed = { kind: 'range'; first: number; count: number } | { kind: 'at'; pulses: Float64Array };
+
+/** A computation that asks for pattern data (yield a need, receive its classes) and returns T. */
+export type PatternSteps<T> = Generator<PatternNeed, T, Uint8Array>;
+
+/** Answers one need from a synchronous pattern. */
+export function answerNeed(pattern: AlicePattern, need: PatternNeed): Uint8Array {
+  return need.kind === 'range' ? pattern.intensities(need.first, need.count) : patternAt(pattern, need.pulses);
+}
+
+/** Runs pattern-asking steps against a synchronous pattern. */
+export function runSteps<T>(steps: PatternSteps<T>, pattern: AlicePattern): T {
+  let r = steps.next();
+  while (!r.done) r = steps.next(answerNeed(pattern, r.value));
+  return r.value;
+}
+
+/** Runs pattern-asking steps against an asynchronous pattern (a round trip per need). */
+export async function runStepsAsync<T>(steps: PatternSteps<T>, pattern: RemoteAlicePattern): Promise<T> {
+  let r = steps.next();
+  while (!r.done) {
+    const need = r.value;
+    const got = await pattern.fetch(need);
+    const want = need.kind === 'range' ? need.count : need.pulses.length;
+    if (got.length !== want) throw new ConfigError('BAD_PATTERN', `Alice's pattern answer has ${got.length} classes for ${want} pulses asked: peer software mismatch.`);
+    r = steps.next(got);
+  }
+  return r.value;
 }
 
 /** Sparse lookup through the optional fast path, or one range call per index. */

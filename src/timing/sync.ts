@@ -16,14 +16,16 @@
  * Detections buffered before lock are labelled and emitted once the lock is found; detections
  * outside the acceptance window (`windowPs` around the expected arrival) are dropped and counted.
  *
- * Concurrency: one ClockSync per tag stream; `push` is synchronous and not re-entrant. The one
- * expensive call is an acquisition (one FFT cross-correlation, ~0.1-1 s for a +-1.5 ms search);
- * it runs inside the `push` that completes the acquisition buffer. Cancellation: drop the object.
+ * Concurrency: one ClockSync per tag stream; `push` (pattern regenerated locally) is synchronous,
+ * `pushAsync` (pattern asked of Alice's node, a round trip per acquisition or pattern check)
+ * awaits; neither is re-entrant: await one push before the next. The one expensive call is an
+ * acquisition (one FFT cross-correlation, ~0.1-1 s for a +-1.5 ms search); it runs inside the
+ * push that completes the acquisition buffer. Cancellation: drop the object.
  */
 import { ConfigError } from '../errors.ts';
 import type { TagBatch } from '../lab/types.ts';
-import { acquireFrequency, acquireOffset, modelFromFrequency, type AcquireOptions, type ClockModel } from './acquire.ts';
-import { patternAt, scoreTable, classFrequencies, type AlicePattern, type ScoreTable } from './pattern.ts';
+import { acquireFrequency, acquireOffsetSteps, modelFromFrequency, type AcquireOptions, type ClockModel } from './acquire.ts';
+import { runSteps, runStepsAsync, scoreTable, classFrequencies, type AlicePattern, type PatternSteps, type RemoteAlicePattern, type ScoreTable } from './pattern.ts';
 import { tagTimesToNumbers } from './times.ts';
 
 export interface SyncState {
@@ -44,7 +46,7 @@ export interface SyncState {
   /** Per-channel delay (ps) relative to the reference channel, as found by the sync. */
   channelDelaysPs: Record<number, number>;
   /** Counters since construction. */
-  stats: { tags: number; emitted: number; outsideWindow: number; ignoredChannel: number; acquisitions: number; slipsRepaired: number; lockLosses: number };
+  stats: { tags: number; emitted: number; outsideWindow: number; ignoredChannel: number; acquisitions: number; slipsRepaired: number; lockLosses: number; checksSkipped: number };
 }
 
 export interface IndexedDetections {
@@ -60,8 +62,8 @@ export interface IndexedDetections {
 export interface ClockSyncOptions extends Omit<AcquireOptions, 'periodPs'> {
   /** Alice's repetition rate in Hz (the preset's repRateHz). */
   repRateHz: number;
-  /** Alice's intensity pattern (regenerated from her seed, or sent by her node). */
-  pattern: AlicePattern;
+  /** Alice's intensity pattern: regenerated locally (use `push`), or asked of her node (use `pushAsync`). */
+  pattern: AlicePattern | RemoteAlicePattern;
   /** Detector channels to index (default: every channel seen). */
   channels?: number[];
   /** Known per-channel delays (ps) to remove before anything else (from `qkd calibrate delays`). */
@@ -84,6 +86,12 @@ export interface ClockSyncOptions extends Omit<AcquireOptions, 'periodPs'> {
   /** Pattern check interval (default 100 ms of Bob time) and clicks per check (default 300). */
   verifyEveryPs?: number;
   verifyClicks?: number;
+  /**
+   * Delay between filling the pattern-check sample and asking for the pattern, ps of Bob time
+   * (default 0). With a remote pattern set it above Alice's hold-back (she reveals a pulse's class
+   * only once it is that old), or every check would come back unknown.
+   */
+  verifyDelayPs?: number;
   /** Consecutive incoherent tracking windows that drop the lock (default 3). */
   lossWindows?: number;
   /** Also return each detection's input sequence number (for tests against the emulator's truth). */
@@ -99,7 +107,7 @@ const EMPTY: IndexedDetections = { pulseIndex: new Float64Array(0), channel: new
 export class ClockSync {
   readonly periodPs: number;
   private readonly o: Required<Omit<ClockSyncOptions, 'channels' | 'channelDelaysPs' | 'pattern' | 'lossWindows' | 'firstPulse' | 'expectedOffsetPs' | 'withTagSeq' | 'minOffsetClicks'>> & { minOffsetClicks?: number } & { lossWindows: number; firstPulse: number; expectedOffsetPs: number };
-  private readonly pattern: AlicePattern;
+  private readonly pattern: AlicePattern | RemoteAlicePattern;
   private readonly accept = new Uint8Array(256);
   private readonly acceptAll: boolean;
   private readonly preDelay = new Float64Array(256);
@@ -127,6 +135,8 @@ export class ClockSync {
   // Pattern check.
   private nextVerifyAt = NaN;
   private vIdx: number[] = []; private vCh: number[] = [];
+  /** Bob time of the click that filled the pattern-check sample (NaN: no check due). */
+  private verifyDueAt = NaN;
   private st: SyncState;
 
   constructor(opts: ClockSyncOptions) {
@@ -152,6 +162,7 @@ export class ClockSync {
       gapPs: opts.gapPs ?? 20e9,
       verifyEveryPs: opts.verifyEveryPs ?? 100e9,
       verifyClicks: opts.verifyClicks ?? 300,
+      verifyDelayPs: opts.verifyDelayPs ?? 0,
       lossWindows: opts.lossWindows ?? 3,
     };
     this.withSeq = opts.withTagSeq ?? false;
@@ -160,7 +171,7 @@ export class ClockSync {
     for (const [c, d] of Object.entries(opts.channelDelaysPs ?? {})) this.preDelay[Number(c)] = d;
     this.st = {
       locked: false, offsetPs: NaN, driftPpm: NaN, confidence: 0, refChannel: -1, channelDelaysPs: {},
-      stats: { tags: 0, emitted: 0, outsideWindow: 0, ignoredChannel: 0, acquisitions: 0, slipsRepaired: 0, lockLosses: 0 },
+      stats: { tags: 0, emitted: 0, outsideWindow: 0, ignoredChannel: 0, acquisitions: 0, slipsRepaired: 0, lockLosses: 0, checksSkipped: 0 },
     };
   }
 
@@ -184,6 +195,17 @@ export class ClockSync {
 
   /** Consumes one batch; returns the detections it could label now (possibly earlier buffered ones). */
   push(batch: TagBatch): IndexedDetections {
+    if (!('intensities' in this.pattern)) throw new ConfigError('ASYNC_PATTERN', 'ClockSync.push needs a local pattern; with a remote one (Alice\'s node) use pushAsync.');
+    return runSteps(this.steps(batch), this.pattern);
+  }
+
+  /** `push` for a remote pattern: awaits Alice's node when an acquisition or pattern check needs it. */
+  pushAsync(batch: TagBatch): Promise<IndexedDetections> {
+    if ('intensities' in this.pattern) return Promise.resolve(this.push(batch));
+    return runStepsAsync(this.steps(batch), this.pattern);
+  }
+
+  private *steps(batch: TagBatch): PatternSteps<IndexedDetections> {
     const n = batch.timePs.length;
     if (batch.channel.length !== n) throw new ConfigError('BAD_BATCH', `ClockSync.push: timePs has ${n} entries but channel has ${batch.channel.length}.`);
     this.st.stats.tags += n;
@@ -200,14 +222,16 @@ export class ClockSync {
       const ti = t[i] - this.preDelay[c];
       if (!this.st.locked) {
         this.buffer(ti, c);
-        if (this.readyToAcquire() && this.acquire()) {
+        if (this.readyToAcquire() && (yield* this.acquire())) {
           // Label the whole buffer with the new model (includes this click).
-          k = this.drainBuffer(out, outC, outR, k);
+          k = yield* this.drainBuffer(out, outC, outR, k);
         }
         continue;
       }
       // If the lock is lost on this click, the next ones go to the acquisition buffer.
       k = this.track(ti, c, out, outC, outR, k, this.seq);
+      if (ti >= this.verifyDueAt) yield* this.verify();
+      this.maybeCloseWindow(ti);
     }
     this.st.stats.emitted += k;
     if (k === 0) return EMPTY;
@@ -234,7 +258,7 @@ export class ClockSync {
   }
 
   /** Runs stages 1-3 on the buffer. On failure keeps the newest half of the buffer and waits for more. */
-  private acquire(): boolean {
+  private *acquire(): PatternSteps<boolean> {
     this.st.stats.acquisitions++;
     this.lastAttemptN = this.bufN;
     const t = this.bufT.subarray(0, this.bufN), c = this.bufC.subarray(0, this.bufN);
@@ -242,7 +266,7 @@ export class ClockSync {
     const model = modelFromFrequency(fr, this.periodPs);
     // Prior for a re-acquisition: the last model's offset is the best guess.
     const expectedOffsetPs = this.model ? modelOffsetPs(this.model) : this.o.expectedOffsetPs;
-    const off = acquireOffset(t, c, model, this.pattern, {
+    const off = yield* acquireOffsetSteps(t, c, model, this.pattern.meanPhotons, {
       periodPs: this.periodPs, maxOffsetPs: this.o.maxOffsetPs, expectedOffsetPs, coarsePulses: this.o.coarsePulses,
       maxChannelSkewPulses: this.o.maxChannelSkewPulses, minOffsetClicks: this.o.minOffsetClicks, firstPulse: this.o.firstPulse,
     });
@@ -263,7 +287,8 @@ export class ClockSync {
     let sumCoh = 0, sumN = 0;
     for (const [ch, r] of fr.coherenceByChannel) { const w = fr.countByChannel.get(ch) ?? 0; sumCoh += r * w; sumN += w; }
     this.coherence0 = sumN ? sumCoh / sumN : 1;
-    this.table = scoreTable(this.pattern.meanPhotons, classFrequencies(this.pattern.intensities(Math.max(this.o.firstPulse, model.pInt), 1 << 16), this.pattern.meanPhotons.length));
+    const sample = yield { kind: 'range', first: Math.max(this.o.firstPulse, model.pInt), count: 1 << 16 };
+    this.table = scoreTable(this.pattern.meanPhotons, classFrequencies(sample, this.pattern.meanPhotons.length));
     this.st.locked = true;
     this.st.lockedAtPs = this.bufT[this.bufN - 1];
     this.st.timeToLockPs = this.bufT[this.bufN - 1] - this.bufStart;
@@ -271,15 +296,20 @@ export class ClockSync {
     this.resetWindow(NaN);
     this.hN = 0;
     this.nextVerifyAt = NaN;
+    this.verifyDueAt = NaN;
     this.vIdx = []; this.vCh = [];
     return true;
   }
 
-  private drainBuffer(out: Float64Array, outC: Uint8Array, outR: Float32Array, k: number): number {
+  private *drainBuffer(out: Float64Array, outC: Uint8Array, outR: Float32Array, k: number): PatternSteps<number> {
     const n = this.bufN;
     this.bufN = 0;
     this.lastAttemptN = 0;
-    for (let i = 0; i < n && this.st.locked; i++) k = this.track(this.bufT[i], this.bufC[i], out, outC, outR, k, this.bufS[i]);
+    for (let i = 0; i < n && this.st.locked; i++) {
+      k = this.track(this.bufT[i], this.bufC[i], out, outC, outR, k, this.bufS[i]);
+      if (this.bufT[i] >= this.verifyDueAt) yield* this.verify();
+      this.maybeCloseWindow(this.bufT[i]);
+    }
     return k;
   }
 
@@ -287,7 +317,11 @@ export class ClockSync {
     this.wN = 0; this.wIn = 0; this.wSumR = 0; this.wSumDt = 0; this.wStart = t;
   }
 
-  /** Labels one click with the locked model, feeds the loops; returns the new output count. */
+  /**
+   * Labels one click with the locked model, feeds the loops; returns the new output count. A due
+   * pattern check (verifyDueAt) and the window close (maybeCloseWindow) follow in the caller,
+   * because the check may have to wait for Alice's node.
+   */
   private track(t: number, c: number, out: Float64Array, outC: Uint8Array, outR: Float32Array, k: number, seq: number): number {
     const m = this.model!;
     if (this.lastT === this.lastT && Math.abs(t - this.lastT) > this.o.gapPs) this.closeWindow();
@@ -307,13 +341,16 @@ export class ClockSync {
       if (this.withSeq) this.outS[k] = seq;
       k++;
       if (this.nextVerifyAt !== this.nextVerifyAt) this.nextVerifyAt = t;
-      if (t >= this.nextVerifyAt) {
+      if (t >= this.nextVerifyAt && this.vIdx.length < this.o.verifyClicks) {
         this.vIdx.push(m.pInt + idx); this.vCh.push(c);
-        if (this.vIdx.length >= this.o.verifyClicks) this.verify(t);
+        if (this.vIdx.length >= this.o.verifyClicks) this.verifyDueAt = t + this.o.verifyDelayPs;
       }
     } else this.st.stats.outsideWindow++;
-    if (this.wN >= this.o.trackMinClicks && t - this.wStart >= this.o.trackWindowPs) this.closeWindow();
     return k;
+  }
+
+  private maybeCloseWindow(t: number): void {
+    if (this.st.locked && this.wN >= this.o.trackMinClicks && t - this.wStart >= this.o.trackWindowPs) this.closeWindow();
   }
 
   private closeWindow(): void {
@@ -399,29 +436,46 @@ export class ClockSync {
     return Math.max(0.55, Math.min(1, pin));
   }
 
-  private verify(t: number): void {
+  /**
+   * Pattern check on the sampled clicks: one request for their pulses; only if that fails, one for
+   * their neighbours within +-maxChannelSkewPulses (slip search).
+   */
+  private *verify(): PatternSteps<void> {
+    const t = this.verifyDueAt;
+    this.verifyDueAt = NaN;
     const m = this.model!;
     const table = this.table!;
     const idx = Float64Array.from(this.vIdx);
     const n = idx.length;
     this.vIdx = []; this.vCh = [];
     this.nextVerifyAt = t + this.o.verifyEveryPs;
-    const zAt = (d: number): number => {
-      const q = new Float64Array(n);
-      for (let i = 0; i < n; i++) q[i] = idx[i] + d;
-      const cls = patternAt(this.pattern, q);
+    const R = this.o.maxChannelSkewPulses;
+    const zOf = (cls: Uint8Array, off: number, d: number): number => {
       let s = 0;
-      for (let i = 0; i < n; i++) s += q[i] < this.o.firstPulse ? 0 : table.score[cls[i]];
+      for (let i = 0; i < n; i++) s += idx[i] + d < this.o.firstPulse ? 0 : table.score[cls[off + i]];
       return s / (table.sigma * Math.sqrt(n));
     };
-    const z0 = zAt(0);
+    const cls0 = yield { kind: 'at', pulses: idx };
+    let known = 0;
+    for (let i = 0; i < n; i++) if (cls0[i] !== 255) known++;
+    // Alice withheld most of the sample (her hold-back, or her clock behind): no information, so
+    // no verdict either way; the next check comes one interval later.
+    if (known < n / 2) { this.st.stats.checksSkipped++; return; }
+    const z0 = zOf(cls0, 0, 0);
     if (z0 >= Math.min(4, this.o.minConfidence / 2)) { this.st.confidence = z0; return; }
-    const R = this.o.maxChannelSkewPulses;
-    let bd = 0, bz = -Infinity;
+    const q = new Float64Array(2 * R * n);
+    const ds: number[] = [];
     for (let d = -R; d <= R; d++) {
       if (d === 0) continue;
-      const z = zAt(d);
-      if (z > bz) { bz = z; bd = d; }
+      const o = ds.length * n;
+      for (let i = 0; i < n; i++) q[o + i] = Math.max(idx[i] + d, -1);
+      ds.push(d);
+    }
+    const cls = yield { kind: 'at', pulses: q };
+    let bd = 0, bz = -Infinity;
+    for (let j = 0; j < ds.length; j++) {
+      const z = zOf(cls, j * n, ds[j]);
+      if (z > bz) { bz = z; bd = ds[j]; }
     }
     if (bz >= Math.max(6, this.o.minConfidence * 0.75)) {
       m.pInt += bd;

@@ -1,0 +1,110 @@
+// Alice's intensity pattern over the authenticated channel (src/node/pattern-link.ts): wire
+// packing, the hold-back that keeps in-flight pulses secret, malformed requests, and Bob's clock
+// sync locking through a real AuthChannel pair exactly as with a locally regenerated pattern.
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Authenticator } from '../../src/core/auth.ts';
+import { AuthChannel } from '../../src/channel/channel.ts';
+import { EmulatedLink } from '../../src/lab/link.ts';
+import { loadLinkPreset } from '../../src/lab/presets.ts';
+import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
+import { ClockSync } from '../../src/timing/sync.ts';
+import { MAX_PATTERN_PULSES, f64Bytes, packClasses, patternServer, remotePattern, unpackClasses } from '../../src/node/pattern-link.ts';
+import { seededRandom } from '../../src/testkit/ldpc.ts';
+
+t.test('2-bit packing round-trips classes 0-2 and maps everything else to unknown (random lengths)', async (t) => {
+  const rnd = seededRandom(7);
+  for (let trial = 0; trial < 200; trial++) {
+    const n = Math.floor(rnd() * 70);
+    const cls = Uint8Array.from({ length: n }, () => [0, 1, 2, 255, 3, 9][Math.floor(rnd() * 6)]);
+    const back = unpackClasses(packClasses(cls), n);
+    const want = cls.map((c) => (c > 2 ? 255 : c));
+    if (!Buffer.from(back).equals(Buffer.from(want))) {
+      t.fail(`length ${n}: ${[...cls]} came back as ${[...back]}`);
+      return;
+    }
+  }
+  t.pass('200 random class arrays round-trip');
+  t.throws(() => unpackClasses(new Uint8Array(2), 9), { code: 'BAD_PATTERN_ANSWER' }, 'a short answer is refused');
+});
+
+const preset = loadLinkPreset('reference-decoy');
+const record = alicePatternFromSeed(preset, 5n);
+
+t.test('pulses newer than the hold-back behind the emission horizon are withheld', async (t) => {
+  let emitted = 10_000_000;
+  const srv = patternServer({ record, repRateHz: 1e9, emittedPulses: () => emitted, holdbackS: 1e-3 });
+  // Horizon 1e7, hold-back 1e6 pulses: pulses >= 9e6 are secret.
+  const r = unpackClasses(srv.answer({ kind: 'range', first: 8_900_000, count: 200_000 }).classes as Uint8Array, 200_000);
+  const truth = record.intensities(8_900_000, 100_000);
+  t.same(Buffer.from(r.subarray(0, 100_000)).equals(Buffer.from(truth)), true, 'the old half is Alice\'s record');
+  t.ok(r.subarray(100_000).every((c) => c === 255), 'the newer half is unknown');
+  t.equal(srv.stats.pulsesWithheld, 100_000);
+  const at = Float64Array.from([-5, 0, 1.5, 8_999_999, 9_000_000, 2e9]);
+  const a = unpackClasses(srv.answer({ kind: 'at', pulses: f64Bytes(at) }).classes as Uint8Array, at.length);
+  t.same([...a], [255, record.intensities(0, 1)[0], 255, record.intensities(8_999_999, 1)[0], 255, 255], 'negative, fractional and too-new indices are unknown');
+  emitted = 20_000_000;
+  const later = unpackClasses(srv.answer({ kind: 'at', pulses: f64Bytes(Float64Array.from([9_000_000])) }).classes as Uint8Array, 1);
+  t.equal(later[0], record.intensities(9_000_000, 1)[0], 'revealed once the horizon has moved on');
+});
+
+t.test('malformed requests get a clear error', async (t) => {
+  const srv = patternServer({ record, repRateHz: 1e9, emittedPulses: () => 1e12 });
+  t.throws(() => srv.answer({ kind: 'range', first: 0 }), { code: 'BAD_PATTERN_REQUEST', message: /integer `first` and `count`/ });
+  t.throws(() => srv.answer({ kind: 'range', first: 0, count: MAX_PATTERN_PULSES + 1 }), { code: 'BAD_PATTERN_REQUEST', message: /exceeds the limit/ });
+  t.throws(() => srv.answer({ kind: 'at', pulses: [1, 2] }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
+  t.throws(() => srv.answer({ kind: 'at', pulses: new Uint8Array(12) }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
+  t.throws(() => srv.answer({ kind: 'bits' }), { code: 'BAD_PATTERN_REQUEST', message: /'range' or 'at'/ });
+});
+
+// lagPulses: Alice's emission clock behind the physics (a late start). delayPs: how long after its
+// sample Bob asks for a pattern check. A check asked too early comes back mostly unknown: it is
+// skipped (no verdict), and must never cost the lock.
+for (const [lagPulses, delayPs] of [[0, 2e9], [20_000_000, 22e9], [20_000_000, 2e9]]) t.test(`Bob's sync locks through a real authenticated channel (Alice's horizon ${lagPulses / 1e6} ms behind, checks ${delayPs / 1e9} ms after their sample)`, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-pattern-'));
+  const psk = randomBytes(16 + 32 * 2000);
+  const alice = await AuthChannel.open({ role: 'alice', endpoint: 'tcp://127.0.0.1:*', bind: true, auth: Authenticator.fromPsk(psk, 'alice'), ledgerPath: join(dir, 'a.ledger'), timeoutMs: 20_000 });
+  const bob = await AuthChannel.open({ role: 'bob', endpoint: alice.endpoint!, bind: false, auth: Authenticator.fromPsk(psk, 'bob'), ledgerPath: join(dir, 'b.ledger'), timeoutMs: 20_000 });
+  t.teardown(async () => {
+    await bob.close();
+    await alice.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await Promise.all([alice.ready(5000), bob.ready(5000)]);
+  const seed = 41n;
+  const p = loadLinkPreset('reference-decoy', { clock: { offsetPs: 7e8, driftPpm: -12, jitterPs: 5 } });
+  const link = new EmulatedLink(p, { seed, distanceKm: 50 });
+  // Alice's emission horizon is the physics' own pulse count: the server must never be asked
+  // beyond what it may reveal for the labels to match.
+  let emitted = 0;
+  const srv = patternServer({ record: alicePatternFromSeed(link.preset, seed), repRateHz: p.repRateHz, emittedPulses: () => emitted });
+  alice.handle('pattern', async (q: Record<string, unknown>) => srv.answer(q));
+  const mu = [p.intensities.signal, p.intensities.decoy, p.intensities.vacuum];
+  const remote = new ClockSync({ repRateHz: p.repRateHz, pattern: remotePattern((type, payload) => bob.request(type, payload), mu), verifyEveryPs: 1e11, verifyDelayPs: delayPs });
+  const local = new ClockSync({ repRateHz: p.repRateHz, pattern: alicePatternFromSeed(link.preset, seed), verifyEveryPs: 1e11, verifyDelayPs: delayPs });
+  let labelled = 0, differ = 0;
+  for (let done = 0; done < 0.6e9; done += 3e7) {
+    const b = link.nextPulses(3e7);
+    emitted = done + 3e7 - lagPulses;
+    const r = await remote.pushAsync(b.tags);
+    const l = local.push(b.tags);
+    labelled += r.pulseIndex.length;
+    if (r.pulseIndex.length !== l.pulseIndex.length) differ++;
+    else for (let i = 0; i < r.pulseIndex.length; i++) if (r.pulseIndex[i] !== l.pulseIndex[i]) { differ++; break; }
+  }
+  const s = remote.state();
+  t.ok(s.locked, `locked with the remote pattern (confidence ${s.confidence.toFixed(1)})`);
+  t.ok(labelled > 1e5, `${labelled} detections labelled`);
+  const early = delayPs < lagPulses * 1e3;
+  if (!early) t.equal(differ, 0, 'every batch labelled exactly as with the locally regenerated pattern');
+  t.ok(srv.stats.requests >= 3 && srv.stats.requests < 40, `${srv.stats.requests} pattern requests (acquisition + checks)`);
+  if (early) t.ok(srv.stats.pulsesWithheld > 0, `${srv.stats.pulsesWithheld} pulses withheld (checks asked too early)`);
+  else t.equal(srv.stats.pulsesWithheld, 0, 'nothing withheld when Bob asks only for pulses older than the hold-back');
+  t.equal(remote.state().stats.lockLosses, 0);
+  if (early) t.ok(remote.state().stats.checksSkipped > 0, `${remote.state().stats.checksSkipped} checks skipped, lock kept`);
+  else t.equal(remote.state().stats.checksSkipped, 0, 'every pattern check had its answer');
+  t.throws(() => remote.push(link.nextPulses(1e6).tags), { code: 'ASYNC_PATTERN' }, 'the synchronous push refuses a remote pattern');
+});
