@@ -84,6 +84,35 @@ pub fn kernel_name(k: Kernel) -> &'static str {
     "portable"
 }
 
+/// The frames an engine decodes: a range taken in order, or frames shared by several engines
+/// (threads), each taking the next frame from a common counter whenever one of its lanes is
+/// free, so that no engine idles while another still has a queue (a frame's result does not
+/// depend on which engine or lane decodes it).
+pub enum Frames<'a> {
+    Range(std::ops::Range<usize>),
+    Shared { next: &'a std::sync::atomic::AtomicUsize, end: usize },
+}
+
+impl Frames<'_> {
+    #[inline]
+    fn take(&mut self) -> Option<usize> {
+        match self {
+            Frames::Range(r) => r.next(),
+            Frames::Shared { next, end } => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (i < *end).then_some(i)
+            }
+        }
+    }
+    #[inline]
+    fn more(&self) -> bool {
+        match self {
+            Frames::Range(r) => !r.is_empty(),
+            Frames::Shared { next, end } => next.load(std::sync::atomic::Ordering::Relaxed) < *end,
+        }
+    }
+}
+
 /// Decodes frames `range` of `src` on the calling thread with a W-lane engine. A lane whose frame
 /// is done (syndrome matched or iteration budget spent) is refilled at once with the next frame,
 /// so the batch costs the frames' average iteration count, not the worst one.
@@ -95,30 +124,45 @@ pub fn decode_frames<const W: usize>(
     max_iter: u32,
     kernel: Kernel,
 ) {
+    let expect = range.len();
+    decode_from::<W>(code, frozen, src, Frames::Range(range), expect, max_iter, kernel)
+}
+
+/// Decodes `frames` of `src` on the calling thread with a W-lane engine; `expect` is about how
+/// many frames this engine will get (it only picks the grouped engine's lane count).
+pub fn decode_from<const W: usize>(
+    code: &Code,
+    frozen: &[bool],
+    src: &dyn FrameSource,
+    frames: Frames<'_>,
+    expect: usize,
+    max_iter: u32,
+    kernel: Kernel,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if kernel == Kernel::Auto {
             if std::is_x86_feature_detected!("avx512bw") {
                 if matches!(W, 8 | 16 | 32 | 64) {
                     // SAFETY (all four): the CPU supports AVX-512F/BW (checked just above).
-                    return match grouped_width(code, W, range.len()) {
-                        64 => unsafe { group::run_avx512::<64>(code, frozen, src, range, max_iter) },
-                        32 => unsafe { group::run_avx512::<32>(code, frozen, src, range, max_iter) },
-                        16 => unsafe { group::run_avx512::<16>(code, frozen, src, range, max_iter) },
-                        _ => unsafe { group::run_avx512::<8>(code, frozen, src, range, max_iter) },
+                    return match grouped_width(code, W, expect) {
+                        64 => unsafe { group::run_avx512::<64>(code, frozen, src, frames, max_iter) },
+                        32 => unsafe { group::run_avx512::<32>(code, frozen, src, frames, max_iter) },
+                        16 => unsafe { group::run_avx512::<16>(code, frozen, src, frames, max_iter) },
+                        _ => unsafe { group::run_avx512::<8>(code, frozen, src, frames, max_iter) },
                     };
                 }
                 // SAFETY: as above.
-                return unsafe { run_avx512::<W>(code, frozen, src, range, max_iter) };
+                return unsafe { run_avx512::<W>(code, frozen, src, frames, max_iter) };
             }
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2 (checked just above).
-                return unsafe { run_avx2::<W>(code, frozen, src, range, max_iter) };
+                return unsafe { run_avx2::<W>(code, frozen, src, frames, max_iter) };
             }
         }
     }
     let _ = kernel;
-    run_generic::<W>(code, frozen, src, range, max_iter)
+    run_generic::<W>(code, frozen, src, frames, max_iter)
 }
 
 /// Lanes the grouped engine runs with for `frames` frames when up to `w` are allowed: the widest
@@ -137,14 +181,14 @@ fn grouped_width(code: &Code, w: usize, frames: usize) -> usize {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
-unsafe fn run_avx512<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
-    run_generic::<W>(code, frozen, src, range, max_iter)
+unsafe fn run_avx512<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, frames: Frames<'_>, max_iter: u32) {
+    run_generic::<W>(code, frozen, src, frames, max_iter)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
-    run_generic::<W>(code, frozen, src, range, max_iter)
+unsafe fn run_avx2<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, frames: Frames<'_>, max_iter: u32) {
+    run_generic::<W>(code, frozen, src, frames, max_iter)
 }
 
 /// Lane state shared by both engines: posteriors (one row of W lanes per position, plus a
@@ -160,6 +204,18 @@ pub(crate) struct Lanes<const W: usize> {
     pub hard: Rows64,
     /// Positions.
     pub n: usize,
+}
+
+/// Bytes per packed hard-decision word for W lanes (u16, u32 or u64): the word type every
+/// engine's `check` packs to.
+pub(crate) const fn hard_word_bytes<const W: usize>() -> usize {
+    if W <= 16 {
+        2
+    } else if W <= 32 {
+        4
+    } else {
+        8
+    }
 }
 
 /// The per-lane work of an engine: `reset_lane` clears lane k's messages (its syndrome column
@@ -189,7 +245,7 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     frozen: &[bool],
     rows: &Rows<'_>,
     src: &dyn FrameSource,
-    range: std::ops::Range<usize>,
+    mut frames: Frames<'_>,
     max_iter: u32,
     eng: &mut E,
 ) {
@@ -207,12 +263,16 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     let mut s_bits: Zeroizing<Vec<u8>> = Zeroizing::new(vec![0u8; n]);
     let mut lane_frame: [Option<usize>; W] = [None; W];
     let mut lane_iter = [0u32; W];
-    let mut next = range.start;
     let mut sweep_start = 0usize;
+    let frozen_list: Vec<u32> = (0..n as u32).filter(|&v| frozen[v as usize]).collect();
     loop {
         // Refill free lanes.
         for k in 0..W {
-            if lane_frame[k].is_none() && next < range.end {
+            if lane_frame[k].is_some() {
+                continue;
+            }
+            let Some(next) = frames.take() else { break };
+            {
                 src.init(next, &mut s_llr, &mut s_synd);
                 let llr = lanes.llr.rows_mut::<W>();
                 for v in 0..n {
@@ -224,8 +284,9 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                 for c in 0..m {
                     synd[c][k] = s_synd[c];
                 }
-                for v in 0..n {
-                    if frozen[v] && s_llr[v] < 0 {
+                for &v in &frozen_list {
+                    let v = v as usize;
+                    if s_llr[v] < 0 {
                         for &c in code.col(v) {
                             synd[c as usize][k] = !synd[c as usize][k]; // 0 ↔ −1
                         }
@@ -237,7 +298,6 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                 eng.reset_lane(k, synd);
                 lane_frame[k] = Some(next);
                 lane_iter[k] = 0;
-                next += 1;
             }
         }
         if lane_frame.iter().all(|f| f.is_none()) {
@@ -250,9 +310,11 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
             if let Some(i) = lane_frame[k] {
                 let sat = ok & (1 << k) != 0;
                 if sat || lane_iter[k] >= max_iter {
-                    let llr = lanes.llr.rows_mut::<W>();
+                    // `check` packed the current hard decisions (bit k of word v = lane k).
+                    let sz = hard_word_bytes::<W>();
+                    let (hb, byte, bit) = (lanes.hard.bytes(n * sz), k >> 3, k & 7);
                     for v in 0..n {
-                        s_bits[v] = u8::from(llr[v][k] < 0);
+                        s_bits[v] = (hb[v * sz + byte] >> bit) & 1;
                     }
                     src.emit(i, &s_bits, LaneOutcome { iterations: lane_iter[k], converged: sat });
                     lane_frame[k] = None;
@@ -260,7 +322,7 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                 }
             }
         }
-        if finished && next < range.end {
+        if finished && frames.more() {
             continue; // refill and check the new frames before spending an iteration
         }
         if lane_frame.iter().all(|f| f.is_none()) {
@@ -289,7 +351,7 @@ pub(crate) fn swept_rows(code: &Code, frozen: &[bool]) -> (Vec<u32>, Vec<u32>) {
 }
 
 #[inline(always)]
-fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, range: std::ops::Range<usize>, max_iter: u32) {
+fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSource, frames: Frames<'_>, max_iter: u32) {
     let (row_ptr, row_idx) = swept_rows(code, frozen);
     let rows = Rows { ptr: &row_ptr, idx: &row_idx };
     let maxd = (0..code.m).map(|c| rows.row(c).len()).max().unwrap_or(0).max(1);
@@ -301,7 +363,7 @@ fn run_generic<const W: usize>(code: &Code, frozen: &[bool], src: &dyn FrameSour
         fbuf: Zeroizing::new(vec![[0u8; W]; maxd]),
         bbuf: Zeroizing::new(vec![[0u8; W]; maxd]),
     };
-    drive::<W, _>(code, frozen, &rows, src, range, max_iter, &mut eng);
+    drive::<W, _>(code, frozen, &rows, src, frames, max_iter, &mut eng);
 }
 
 /// The portable engine: checks one after another in index order, W lanes per message.
@@ -367,6 +429,12 @@ impl Rows64 {
         // integer; the borrow of `self` is exclusive for the slice's lifetime.
         unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut H, count) }
     }
+    /// The first `count` bytes.
+    pub fn bytes(&self, count: usize) -> &[u8] {
+        assert!(count <= self.bytes);
+        // SAFETY: in bounds (asserted), initialised; shared borrow of `self`.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, count) }
+    }
     /// The buffer as rows of W i16 lanes.
     pub fn rows_mut<const W: usize>(&mut self) -> &mut [[i16; W]] {
         let rows = self.bytes / (2 * W);
@@ -400,6 +468,12 @@ impl Rows<'_> {
 #[inline(always)]
 pub(crate) fn syndrome_ok<const W: usize, H: LaneWord>(rows: &Rows<'_>, llr: &[[i16; W]], synd: &[u64], hard: &mut [H], active: u64, start: &mut usize) -> u64 {
     pack_hard::<W, H>(llr, hard);
+    syndrome_ok_packed::<H>(rows, synd, hard, active, start)
+}
+
+/// `syndrome_ok` on hard decisions already packed into `hard`.
+#[inline(always)]
+pub(crate) fn syndrome_ok_packed<H: LaneWord>(rows: &Rows<'_>, synd: &[u64], hard: &[H], active: u64, start: &mut usize) -> u64 {
     let m = synd.len();
     let mut bad = !active;
     let from = if *start < m { *start } else { 0 };

@@ -19,7 +19,7 @@
 //! in that byte order, one 64-byte line per group edge.
 
 use crate::code::Code;
-use crate::decoder::{drive, pack_hard, swept_rows, Engine, FrameSource, Lanes, Rows, Rows64, LMAX, MAXV};
+use crate::decoder::{drive, swept_rows, Engine, FrameSource, Frames, Lanes, Rows, Rows64, LMAX, MAXV};
 
 /// Checks in a group: at most 8 (W = 8).
 const MAX_SLOTS: usize = 8;
@@ -171,7 +171,7 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
     code: &Code,
     frozen: &[bool],
     src: &dyn FrameSource,
-    range: std::ops::Range<usize>,
+    frames: Frames<'_>,
     max_iter: u32,
 ) {
     assert!(matches!(W, 8 | 16 | 32 | 64), "the grouped engine needs W in 8, 16, 32, 64");
@@ -188,9 +188,24 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
         fresh: 0,
         slot_masks: masks,
+        slot_runs: (0..slots)
+            .map(|s| {
+                let (mut lo, mut hi, mut nlo) = (0u64, 0u64, 0u32);
+                for k in 0..W {
+                    let u = s * W + k;
+                    if u < 32 {
+                        lo |= 1 << p_pos(u);
+                        nlo += 1;
+                    } else {
+                        hi |= 1 << p_pos(u);
+                    }
+                }
+                (lo, hi, nlo)
+            })
+            .collect(),
         sch,
     };
-    drive::<W, _>(code, frozen, &rows, src, range, max_iter, &mut eng);
+    drive::<W, _>(code, frozen, &rows, src, frames, max_iter, &mut eng);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -211,52 +226,118 @@ mod avx512 {
         /// Lanes (P order) refilled since the last pass: their stored messages count as zero.
         pub fresh: u64,
         pub slot_masks: Vec<u64>,
+        /// Per slot: P positions of its lanes among slot-major lanes 0..32, among 32..64, and
+        /// how many lanes fall in the first run.
+        pub slot_runs: Vec<(u64, u64, u32)>,
     }
 
     impl<const W: usize> Engine<W> for Grouped<W> {
         #[inline(always)]
-        fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]) {
+        fn reset_lane(&mut self, k: usize, _synd: &[[i8; W]]) {
             let slots = self.sch.slots;
             // The lane's old messages are not cleared here (that would touch every message
-            // line per new frame): the next pass reads them as zero instead.
+            // line per new frame): the next pass reads them as zero instead. Its syndrome bits
+            // are regrouped once before that pass, for every refilled lane at once.
             for s in 0..slots {
                 self.fresh |= 1u64 << p_pos(s * W + k);
-            }
-            for (g, gs) in self.sch.groups.iter().zip(self.gsynd.iter_mut()) {
-                for s in 0..slots {
-                    let bit = 1u64 << p_pos(s * W + k);
-                    *gs &= !bit;
-                    if g.check[s] != u32::MAX && synd[g.check[s] as usize][k] != 0 {
-                        *gs |= bit;
-                    }
-                }
             }
         }
 
         #[inline(always)]
-        fn check(&mut self, _rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
+        fn check(&mut self, rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
             let n = lanes.n;
-            let llr = lanes.llr.rows_mut::<W>();
-            // SAFETY (both): AVX-512F/BW checked by `run_avx512`'s caller; the word buffer
-            // holds n + 2 words of the gathered size, the last two zero (read by padding edges).
+            // SAFETY (all): AVX-512F/BW checked by `run_avx512`'s caller; the posterior buffer
+            // holds n + 1 rows of 2W bytes and the word buffer n + 8 words of 8 bytes (so n + 2
+            // words of the gathered size, the last two zero: padding edges read word n).
+            unsafe { pack_signs::<W>(lanes.llr.as_mut_ptr(), lanes.hard.as_mut_ptr(), n) };
             if W <= 16 {
-                pack_hard::<W, u16>(llr, lanes.hard.words_mut::<u16>(n));
                 unsafe { check_groups::<2>(&self.sch, lanes.hard.as_mut_ptr(), &lanes.synd_bits, 0xffff, active, start) }
             } else if W == 32 {
-                pack_hard::<W, u32>(llr, lanes.hard.words_mut::<u32>(n));
                 unsafe { check_groups::<4>(&self.sch, lanes.hard.as_mut_ptr(), &lanes.synd_bits, u32::MAX, active, start) }
             } else {
-                let synd = &lanes.synd_bits[..];
-                crate::decoder::syndrome_ok::<W, u64>(_rows, llr, synd, lanes.hard.words_mut::<u64>(n), active, start)
+                crate::decoder::syndrome_ok_packed::<u64>(rows, &lanes.synd_bits, lanes.hard.words_mut::<u64>(n), active, start)
             }
         }
 
         #[inline(always)]
         fn pass(&mut self, lanes: &mut Lanes<W>) {
+            if self.fresh != 0 {
+                // SAFETY: BMI2 comes with AVX-512 on every CPU that has it; see `regroup_syndrome`.
+                unsafe { regroup_syndrome(self, &lanes.synd_bits) };
+            }
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
             // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.
             unsafe { pass_groups::<W>(self, lanes.llr.as_mut_ptr()) };
             self.fresh = 0;
+        }
+    }
+
+    /// Packs the posteriors' signs like `decoder::pack_hard` (bit k of word v = lane k's hard
+    /// decision at position v; words of 2, 4, 8 bytes for W ≤ 16, 32, 64), one sign-mask
+    /// instruction per 64 bytes of posteriors. Writes words 0..n only (word n, read by padding
+    /// edges, stays zero).
+    #[target_feature(enable = "avx512f,avx512bw,bmi2")]
+    #[inline]
+    unsafe fn pack_signs<const W: usize>(llr: *const u8, hard: *mut u8, n: usize) {
+        let row = |v: usize| _mm512_movepi16_mask(_mm512_loadu_si512(llr.add(v * 2 * W) as *const _));
+        match W {
+            8 => {
+                // Four rows per register; each row's 8 bits widen to a u16 word.
+                let mut v = 0;
+                while v + 4 <= n {
+                    let m = row(v) as u64;
+                    (hard.add(2 * v) as *mut u64).write_unaligned(_pdep_u64(m, 0x00ff_00ff_00ff_00ff));
+                    v += 4;
+                }
+                for v in v..n {
+                    let mut x = 0u16;
+                    for k in 0..8 {
+                        x |= u16::from(*(llr.add(v * 16 + 2 * k + 1) as *const i8) < 0) << k;
+                    }
+                    (hard.add(2 * v) as *mut u16).write_unaligned(x);
+                }
+            }
+            16 => {
+                let mut v = 0;
+                while v + 2 <= n {
+                    (hard.add(2 * v) as *mut u32).write_unaligned(row(v));
+                    v += 2;
+                }
+                if v < n {
+                    (hard.add(2 * v) as *mut u16).write_unaligned(row(v) as u16);
+                }
+            }
+            32 => {
+                for v in 0..n {
+                    (hard.add(4 * v) as *mut u32).write_unaligned(row(v));
+                }
+            }
+            _ => {
+                for v in 0..n {
+                    let lo = _mm512_movepi16_mask(_mm512_loadu_si512(llr.add(v * 128) as *const _)) as u64;
+                    let hi = _mm512_movepi16_mask(_mm512_loadu_si512(llr.add(v * 128 + 64) as *const _)) as u64;
+                    (hard.add(8 * v) as *mut u64).write_unaligned(lo | hi << 32);
+                }
+            }
+        }
+    }
+
+    /// Syndrome parity per group in P order from the per-check lane bits (bit k = lane k): slot
+    /// s's lanes are deposited at their P positions, in two monotonic runs (lanes in the first
+    /// and the second 32 of the slot-major order).
+    #[target_feature(enable = "avx512f,avx512bw,bmi2")]
+    #[inline]
+    unsafe fn regroup_syndrome<const W: usize>(eng: &mut Grouped<W>, synd_bits: &[u64]) {
+        for (g, gs) in eng.sch.groups.iter().zip(eng.gsynd.iter_mut()) {
+            let mut x = 0u64;
+            for (s, &(lo, hi, nlo)) in eng.slot_runs.iter().enumerate() {
+                let c = g.check[s];
+                if c != u32::MAX {
+                    let b = synd_bits[c as usize];
+                    x |= _pdep_u64(b, lo) | _pdep_u64(b.checked_shr(nlo).unwrap_or(0), hi);
+                }
+            }
+            *gs = x;
         }
     }
 

@@ -201,9 +201,9 @@ fn validate(fp: &FrameParams, frames: &[BobFrame<'_>], revealed_count: usize, qb
     Ok(())
 }
 
-/// Bob: decodes many frames (same parameters, same number of revealed bits) concurrently: the
-/// frames are split into one contiguous chunk per rayon thread; each chunk runs a W-lane SIMD
-/// engine that refills a lane as soon as its frame is done.
+/// Bob: decodes many frames (same parameters, same number of revealed bits) concurrently: one
+/// W-lane SIMD engine per rayon thread; each refills a lane as soon as its frame is done, with
+/// the next frame of a counter the engines share.
 pub fn decode_batch(
     fp: &FrameParams,
     qber: f64,
@@ -216,24 +216,28 @@ pub fn decode_batch(
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
     let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
     let nf = frames.len();
-    let threads = rayon::current_num_threads().max(1);
-    let per = nf.div_ceil(threads).max(1);
-    let ranges: Vec<std::ops::Range<usize>> = (0..nf).step_by(per).map(|a| a..(a + per).min(nf)).collect();
+    let engines = rayon::current_num_threads().max(1).min(nf); // none for no frames
+    let per = nf.div_ceil(engines.max(1)).max(1);
     // Lane width: as wide as possible while one engine's working set (8-bit messages per edge,
     // 16-bit posteriors per position, per lane) stays within ~8 MiB, and never below 16 lanes
     // (8 lanes of u8 arithmetic waste most of a vector register). CPU time for 128 frames of the
     // 2^16 rate-0.85 code at QBER 2 %: 8 / 16 / 32 / 64 lanes 1.18 / 0.68 / 0.78 / 0.85 s; 512
-    // frames of 2^14: 8 / 16 / 32 lanes 0.66 / 0.36 / 0.33 s. Never wider than the chunk (an
-    // empty lane costs as much as a full one).
+    // frames of 2^14: 8 / 16 / 32 lanes 0.66 / 0.36 / 0.33 s. Never wider than an engine's share
+    // of the frames (an empty lane costs as much as a full one).
     let bytes_per_lane = code.edges() + 2 * code.n;
     let wmax = [64usize, 32, 16].into_iter().find(|&w| w * bytes_per_lane <= 8 << 20).unwrap_or(16);
-    ranges.into_par_iter().for_each(|rg| {
-        let w = [64usize, 32, 16, 8].into_iter().find(|&w| w <= wmax && w <= rg.len()).unwrap_or(8);
+    let w = [64usize, 32, 16, 8].into_iter().find(|&w| w <= wmax && w <= per).unwrap_or(8);
+    // One engine per thread; each takes the next frame from a shared counter whenever a lane is
+    // free, so an engine whose frames need more iterations does not leave the other core idle
+    // (with one fixed chunk per thread, the chunk holding a 60-iteration failure ran on alone).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    (0..engines).into_par_iter().for_each(|_| {
+        let feed = || decoder::Frames::Shared { next: &next, end: nf };
         match w {
-            64 => decoder::decode_frames::<64>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
-            32 => decoder::decode_frames::<32>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
-            16 => decoder::decode_frames::<16>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
-            _ => decoder::decode_frames::<8>(&code, &src.frozen, &src, rg, opts.max_iter, opts.kernel),
+            64 => decoder::decode_from::<64>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
+            32 => decoder::decode_from::<32>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
+            16 => decoder::decode_from::<16>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
+            _ => decoder::decode_from::<8>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
         }
     });
     Ok(src.finish())
@@ -302,14 +306,26 @@ impl decoder::FrameSource for Src<'_> {
     fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]) {
         let f = &self.frames[i];
         llr.copy_from_slice(&self.base);
-        for (j, &v) in self.lay.key_pos.iter().enumerate() {
-            llr[v as usize] = if get_bit(f.frame, j) == 1 { -self.ch } else { self.ch };
+        // A byte of the frame at a time: ±ch by the bit, without a branch ((x ^ m) − m negates
+        // x where m = −1).
+        let k = self.lay.key_pos.len();
+        for (pos, &byte) in self.lay.key_pos.chunks(8).zip(f.frame.iter()) {
+            for (j, &v) in pos.iter().enumerate() {
+                let m = -(((byte >> j) & 1) as i8);
+                llr[v as usize] = (self.ch ^ m).wrapping_sub(m);
+            }
         }
-        for (j, &v) in self.lay.reveal_order[..self.revealed_count].iter().enumerate() {
-            llr[v as usize] = if get_bit(f.revealed, j) == 1 { -decoder::MAXV } else { decoder::MAXV };
+        debug_assert_eq!(f.frame.len(), k.div_ceil(8));
+        for (pos, &byte) in self.lay.reveal_order[..self.revealed_count].chunks(8).zip(f.revealed.iter()) {
+            for (j, &v) in pos.iter().enumerate() {
+                let m = -(((byte >> j) & 1) as i8);
+                llr[v as usize] = (decoder::MAXV ^ m).wrapping_sub(m);
+            }
         }
-        for (c, s) in synd.iter_mut().enumerate().take(self.m) {
-            *s = -(get_bit(f.syndrome, c) as i8);
+        for (s8, &byte) in synd[..self.m].chunks_mut(8).zip(f.syndrome.iter()) {
+            for (j, s) in s8.iter_mut().enumerate() {
+                *s = -(((byte >> j) & 1) as i8);
+            }
         }
     }
     fn emit(&self, i: usize, bits: &[u8], o: LaneOutcome) {
