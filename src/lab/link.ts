@@ -63,6 +63,8 @@ export interface LinkOptions {
   eveFraction?: number;
   /** Seed of Bob's active basis choice; defaults to defaultBobSeed(seed). */
   bobSeed?: bigint;
+  /** Seed of Alice's choices when her source was programmed with its own (PATTERN:SEED); default `seed`. */
+  aliceSeed?: bigint;
 }
 
 export interface LinkBatch {
@@ -189,7 +191,7 @@ export class EmulatedLink {
     this.seed = opts.seed;
     this.bobSeed = opts.bobSeed ?? defaultBobSeed(opts.seed);
     this.T = presetPeriodPs(this.preset);
-    this.aliceKeys = seedKeys(this.seed, DOMAIN_ALICE);
+    this.aliceKeys = seedKeys(opts.aliceSeed ?? this.seed, DOMAIN_ALICE);
     this.aliceTh = aliceThresholds(this.preset);
     this.bobKeys = seedKeys(this.bobSeed, DOMAIN_BOB);
     this.bobTh = bobThreshold(this.preset);

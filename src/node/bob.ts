@@ -19,6 +19,8 @@ import { loadLinkPreset, type LinkPreset } from '../lab/presets.ts';
 import { defaultBobSeed } from '../lab/alice.ts';
 import { EmulatedLab } from '../devices/emulated/lab.ts';
 import { EmulatedUsbTagger } from '../devices/emulated/usb-tagger.ts';
+import { EmulatedPhotonSource } from '../devices/emulated/instruments.ts';
+import { attachInstrumentToTty, type TtyAttachment } from '../devices/emulated/pty.ts';
 import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
 import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
@@ -28,6 +30,7 @@ import { remotePattern } from './pattern-link.ts';
 import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockResult, type PeerRequest } from './postprocess.ts';
 import { siftMapping, toSiftChannels } from './detections.ts';
 import type { NodeRunConfig } from './config.ts';
+import type { NodeDevices } from './devices.ts';
 
 export interface BobCallbacks {
   /** A block finished (verified or aborted). `output` (if any) must be consumed synchronously or copied. */
@@ -125,7 +128,8 @@ async function drainUntil(consumer: StreamConsumer, ended: Promise<unknown>): Pr
 
 export class BobNode {
   readonly preset: LinkPreset;
-  private readonly lab: EmulatedLab;
+  /** The emulated physics (absent when the node drives a real time-tagger). */
+  private readonly lab: EmulatedLab | undefined;
   private readonly tagger: TimeTaggerDriver;
   /** Identity read at connect, with the firmware versions the profile allows (for the alarm). */
   device: { id: string; model: string; firmware: string; allowedFirmware: string[] } | undefined;
@@ -143,25 +147,41 @@ export class BobNode {
   readonly channelTags = new Map<number, number>();
   readonly histograms = new Map<number, Uint32Array>();
   static readonly HIST = { startPs: -500, binWidthPs: 10, bins: 100 };
-  private readonly t0 = performance.now();
+  private paceFrom: number | undefined;
 
   /** Bob's tagger as the node configuration names it (emulated; default EmuLab TT-8). */
   private get taggerEntry(): { id: string; profile: string } {
     return this.cfg.devices?.find((d) => loadProfile(d.profile).kind === 'time-tagger') ?? { id: 'bob-tagger', profile: 'emulab-tt8' };
   }
 
-  constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks) {
+  constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks, devices?: NodeDevices) {
     this.preset = linkPresetOf(cfg);
     const seed = BigInt(cfg.lab.seed);
+    // Bob's own basis record (his modulator's RNG; used with an active basis choice only).
     this.bobSeed = defaultBobSeed(seed);
-    this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm });
-    this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
+    if (devices?.tagger) this.tagger = devices.tagger;
+    else {
+      this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm, awaitSourceSeed: cfg.lab.sourceTty !== undefined });
+      this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
+    }
     // Alice's intensity pattern comes from her node over the authenticated channel, as between two
     // hosts (pattern-link.ts); a check every second rather than 10/s keeps its MAC cost ≈ 256 bit/s,
     // and each check asks 2 ms after its sample, beyond Alice's 1 ms hold-back.
     const mu = [this.preset.intensities.signal, this.preset.intensities.decoy, this.preset.intensities.vacuum];
     this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12, verifyDelayPs: 2e9 });
     this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
+  }
+
+  private sourceTty: TtyAttachment | undefined;
+
+  /**
+   * Before the classical channel is up: with `lab.sourceTty`, puts Alice's emulated source on its
+   * tty, so that her node (which opens it before its channel) finds it answering.
+   */
+  async prepare(): Promise<void> {
+    if (!this.lab || !this.cfg.lab.sourceTty || this.sourceTty) return;
+    this.sourceTty = await attachInstrumentToTty(new EmulatedPhotonSource(this.lab), this.cfg.lab.sourceTty);
+    this.cb.log('info', "emulated lab: Alice's source is on a tty; no pulses until her node programs and switches it on", { tty: this.cfg.lab.sourceTty });
   }
 
   get syncState(): SyncState {
@@ -180,7 +200,7 @@ export class BobNode {
     const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
-    const profile = loadProfile(this.taggerEntry.profile);
+    const profile = loadProfile(this.tagger.profile);
     this.device = { id: this.taggerEntry.id, model: `${ident.vendor} ${ident.model}`, firmware: ident.firmware, allowedFirmware: profile.firmware };
     const stream = this.tagger.startStream({ transferBytes: 1 << 20 });
     const produce = (async () => {
@@ -189,9 +209,11 @@ export class BobNode {
           if (this.stopping) break;
           await publisher.sendTags(0n, batch.timePs, batch.channel, batch.events);
           const last = batch.timePs.length ? Number(batch.timePs[batch.timePs.length - 1]) : 0;
-          // Pace: emulated seconds may lead wall seconds by at most the speed factor.
-          const ahead = last / 1e12 - ((performance.now() - this.t0) / 1000) * this.cfg.speed;
-          if (ahead > 0.05) await sleep(Math.min(1000, ahead * 1000));
+          // Pace an emulated lab: emulated seconds may lead wall seconds (since its first pulse)
+          // by at most the speed factor. A real tagger paces itself.
+          this.paceFrom ??= performance.now();
+          const ahead = last / 1e12 - ((performance.now() - this.paceFrom) / 1000) * this.cfg.speed;
+          if (this.lab && ahead > 0.05) await sleep(Math.min(1000, ahead * 1000));
         }
       } catch (err) {
         // Once stopping, the consumer is gone and the last send times out: that is the end.
@@ -216,6 +238,7 @@ export class BobNode {
     }
     await Promise.allSettled([produce, consume]);
     await this.tagger.close();
+    await this.sourceTty?.close();
   }
 
   private async consume(consumer: StreamConsumer): Promise<void> {

@@ -11,13 +11,20 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
 import { loadProfile } from '../devices/profile.ts';
 import type { DeviceEntry } from '../devices/config.ts';
+import { REAL_KINDS } from './devices.ts';
 
 export interface NodeRunConfig {
   role: 'alice' | 'bob';
   nodeId: string;
   peerNodeId: string;
-  /** Emulated lab: link preset name and overrides, seed of the physics (see docs/lab.md). */
-  lab: { preset: string; distanceKm: number; eveFraction: number; seed: string };
+  /**
+   * Link preset (protocol parameters: repetition rate, intensities, detector layout) and, for an
+   * emulated lab, its overrides and the seed of the physics (see docs/lab.md). `sourceTty`
+   * (Bob's node with an emulated lab only): the lab also hosts Alice's emulated PS-1 source on this
+   * tty (one end of a pty pair; her node drives the other end as a real serial device) and emits
+   * no pulse until her node has programmed its pattern seed and switched it on.
+   */
+  lab: { preset: string; distanceKm: number; eveFraction: number; seed: string; sourceTty?: string };
   /** Classical channel: Alice binds, Bob connects. */
   channel: { endpoint: string; pskFile: string; sessionId: string };
   /** Detection-event stream inside Bob's host (tagger -> post-processing). */
@@ -38,8 +45,9 @@ export interface NodeRunConfig {
   /** Milliseconds between status reports to the supervisor. */
   statusEveryMs: number;
   /**
-   * The node's devices (entries as in `qkd devices`' configuration). Today every entry must be
-   * emulated (`"emulated": true`); Bob's time-tagger entry names the profile his driver uses.
+   * The node's devices (entries as in `qkd devices`' configuration). `"emulated": true` entries are
+   * part of the emulated lab (in Bob's process); the others are opened through their drivers:
+   * Alice's photon source (serial `port`), Bob's time-tagger (USB) and detectors (serial).
    * Default: the emulated EmuLab devices.
    */
   devices?: DeviceEntry[];
@@ -48,11 +56,7 @@ export interface NodeRunConfig {
 /** The devices a role needs, by profile kind. */
 const NEEDED: Record<NodeRunConfig['role'], string> = { alice: 'photon-source', bob: 'time-tagger' };
 
-/**
- * Checks the device list a node can run with, naming the entry and what to do. Real devices are
- * refused: the clock sync needs Alice's intensity pattern from her node, which is not built yet
- * (docs/run.md, "Limits").
- */
+/** Checks the device list a node can run with, naming the entry and what to do. */
 export function checkNodeDevices(cfg: NodeRunConfig, file: string): void {
   if (!cfg.devices) return;
   if (!Array.isArray(cfg.devices)) throw new ConfigError('NODE_CONFIG', `${file}: 'devices' must be a list of device entries`);
@@ -61,15 +65,24 @@ export function checkNodeDevices(cfg: NodeRunConfig, file: string): void {
     if (!d || typeof d.id !== 'string' || typeof d.profile !== 'string') {
       throw new ConfigError('NODE_CONFIG', `${file}: devices[${i}] needs "id" and "profile"`);
     }
-    kinds.add(loadProfile(d.profile).kind);
+    const p = loadProfile(d.profile);
+    kinds.add(p.kind);
     if (d.emulated !== true) {
-      throw new ConfigError('RUN_REAL_DEVICES', `${file}: device '${d.id}' (${d.profile}${d.port ? ` on ${d.port}` : ''}) is a real ` +
-        'device; qkd run drives emulated devices only so far (the clock sync needs Alice\'s intensity pattern sent by her ' +
-        'node, not built yet: docs/run.md). Check real devices with `qkd devices`; mark lab stand-ins "emulated": true.');
+      if (!REAL_KINDS[cfg.role].includes(p.kind)) {
+        throw new ConfigError('RUN_REAL_DEVICES', `${file}: device '${d.id}' (${d.profile}) is a real ${p.kind}, which ${cfg.role}'s node does not drive ` +
+          `(it drives ${REAL_KINDS[cfg.role].join(' and ')}); move it to the other node's configuration or mark a lab stand-in "emulated": true.`);
+      }
+      if (p.transport.type === 'serial' && !d.port) {
+        throw new ConfigError('RUN_REAL_DEVICES', `${file}: device '${d.id}' (${d.profile}) is a real serial device without "port": give its serial port path (see \`qkd devices\`).`);
+      }
     }
   }
   if (!kinds.has(NEEDED[cfg.role])) {
     throw new ConfigError('NODE_CONFIG', `${file}: ${cfg.role}'s node needs a ${NEEDED[cfg.role]} among its devices`);
+  }
+  const realTagger = cfg.devices.some((d) => d.emulated !== true && loadProfile(d.profile).kind === 'time-tagger');
+  if (realTagger && cfg.lab.sourceTty) {
+    throw new ConfigError('NODE_CONFIG', `${file}: "lab.sourceTty" hosts Alice's source in the emulated lab, but the time-tagger is real (no emulated lab): remove one of them.`);
   }
 }
 
@@ -80,6 +93,8 @@ function resolvePaths(cfg: NodeRunConfig, file: string): void {
   cfg.channel.pskFile = abs(cfg.channel.pskFile);
   cfg.delivery.spoolDir = abs(cfg.delivery.spoolDir);
   cfg.delivery.spoolKeyFile = abs(cfg.delivery.spoolKeyFile);
+  if (cfg.lab.sourceTty) cfg.lab.sourceTty = abs(cfg.lab.sourceTty);
+  for (const d of cfg.devices ?? []) if (d?.port && !d.port.startsWith('/dev/')) d.port = abs(d.port);
   if (cfg.delivery.tls) for (const k of ['ca', 'cert', 'key'] as const) cfg.delivery.tls[k] = abs(cfg.delivery.tls[k]);
 }
 

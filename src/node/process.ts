@@ -20,6 +20,7 @@ import { createAlicePostProcessor } from './alice.ts';
 import { SummaryBuilder } from './summary.ts';
 import { patternServer, type PatternServerStats } from './pattern-link.ts';
 import { alicePatternFromSeed } from '../timing/emulated.ts';
+import { openNodeDevices } from './devices.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
 
@@ -28,6 +29,10 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const preset = linkPresetOf(cfg);
   const blockCfg = blockConfigOf(cfg, preset);
   const t0 = Date.now();
+  // Real devices first: a device that is missing or has the wrong firmware stops the start here.
+  const devices = await openNodeDevices(cfg.role, cfg.devices, preset, 'node configuration');
+  for (const d of devices.info) log.info('device ready', { ...d });
+  if (devices.source) log.info("Alice's source programmed with a fresh secret pattern seed and switched on", { device: devices.info.find((d) => d.kind === 'photon-source')?.id });
 
   // The peer's stream state, learnt over the classical link (ETSI 004 status 3 until both opened).
   const peerStreams = new Set<string>();
@@ -109,9 +114,12 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const held = new Map<number, BlockResult>();
   const outcomeWaiters = new Map<number, (committed: boolean) => void>();
   if (cfg.role === 'alice') {
+    // Her record: the seed her source was programmed with (a real or tty-attached source), or the
+    // emulated lab's seed when her source is part of the emulated lab in Bob's process.
+    const aliceSeed = devices.source?.patternSeed ?? BigInt(cfg.lab.seed);
     const alice = createAlicePostProcessor({
       preset,
-      seed: BigInt(cfg.lab.seed),
+      seed: aliceSeed,
       config: blockCfg,
       authBitsConsumed: (id) => link!.authBitsConsumed(id),
       // Hold a block's output until Bob commits the block over the channel (both hold the key).
@@ -131,13 +139,14 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       void deliver(r, lastBlockAt).then(() => (lastBlockAt = Date.now()), (err: unknown) => log.error('delivery of a block failed', err as Error));
     });
     for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
-    // Bob's clock sync asks for her intensity pattern. Her source's emission clock: the emulated
-    // physics starts after this node (Bob's lab starts once the channel is up), and runs at most
-    // `speed` times wall time, so this bound is never behind it (see pattern-link.ts).
-    let emissionStart = Infinity;
-    void link.ready().then(() => (emissionStart = performance.now()), () => undefined);
+    // Bob's clock sync asks for her intensity pattern. Her source's emission clock: the moment her
+    // node switched it on; with the source inside the emulated lab (in Bob's process), the channel's
+    // hello (Bob's lab starts after it). The emulated physics runs at most `speed` times wall time,
+    // so this bound is never behind it (see pattern-link.ts).
+    let emissionStart = devices.source?.emissionStart ?? Infinity;
+    if (!devices.source) void link.ready().then(() => (emissionStart = performance.now()), () => undefined);
     patterns = patternServer({
-      record: alicePatternFromSeed(preset, BigInt(cfg.lab.seed)),
+      record: alicePatternFromSeed(preset, aliceSeed),
       repRateHz: preset.repRateHz,
       emittedPulses: () => Math.max(0, Math.floor(((performance.now() - emissionStart) / 1000) * cfg.speed * preset.repRateHz)),
     });
@@ -183,7 +192,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       },
       onProgress: () => undefined,
       log: (level, msg, fields) => log[level](msg, fields),
-    });
+    }, devices);
     link.onBlockOutcome((id, committed) => {
       outcomeWaiters.get(id)?.(committed);
       outcomeWaiters.delete(id);
@@ -191,6 +200,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
     // The emulated physics (Alice's source included) starts once both nodes are up: Alice's
     // emission clock for the sync pattern starts at the same hello (pattern-link.ts).
     const b = bob;
+    await b.prepare();
     runDone = Promise.race([link.ready().then(() => true), stopRequested().then(() => false)]).then((up) => (up ? b.run() : undefined)).catch((err: unknown) => {
       log.error('bob pipeline failed', err as Error);
       throw err;
@@ -210,7 +220,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       counters: c,
       summary: c ? summaryNow() : undefined,
       randomness: randomness.snapshot(),
-      devices: bob?.device ? [bob.device] : undefined,
+      devices: [...(bob?.device ? [bob.device] : []), ...devices.info.map(({ id, model, firmware, allowedFirmware }) => ({ id, model, firmware, allowedFirmware }))],
       detectors: bob ? [...bob.channelTags].map(([channel, tags]) => ({ channel, tags })) : undefined,
       timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h) })) : undefined,
     };
@@ -243,6 +253,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   toSupervisor({ ...final, type: 'summary' });
   await link.close();
   await delivery.close();
+  await devices.close();
   log.info('stopped', { reason: why, spoolDepth: final.delivery.spoolDepth });
   return why === 'pipeline failed' ? 1 : 0;
 }

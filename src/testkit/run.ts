@@ -4,9 +4,14 @@
  * pair would (enc_keys at Alice's KMS, dec_keys of the same IDs at Bob's).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JsonClient, type ClientResponse } from '../delivery/http.ts';
+import { makePki, type Pki } from '../delivery/pki.ts';
+import { freePort, nodeRunConfig, referenceKmsConfig, type LinkConfigParams } from '../node/supervisor.ts';
+import type { NodeRunConfig } from '../node/config.ts';
 
 const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
 
@@ -64,4 +69,49 @@ export async function saePairKeys(o: { kmsA: string; kmsB: string; saeA: Tls; sa
     saeA.close();
     saeB.close();
   }
+}
+
+/** The link settings of the one-node-per-host tests (25 km, 1e7-detection blocks, fast emulation). */
+export const TEST_LINK: LinkConfigParams['opts'] = { preset: 'reference-decoy', distanceKm: 25, eveFraction: 0, seed: 2026n, blockDetections: 1e7, frameBits: 235930,
+  epsSec: 1e-10, epsCor: 1e-15, qberAbort: 0.11, speed: 1000, insecureHttp: false };
+
+/**
+ * Writes what two hosts of a link hold: a PKI, the pre-shared channel secret and spool key, one
+ * node configuration per role (`edit` may change them before they are written) and one reference
+ * KMS configuration per side. Returns the files and ports.
+ */
+export async function writeNodeLink(dir: string, edit: (role: 'alice' | 'bob', cfg: NodeRunConfig) => NodeRunConfig = (_r, c) => c): Promise<{ pki: Pki; files: { alice: string; bob: string; kmsA: string; kmsB: string }; kmsPort: { A: number; B: number } }> {
+  const pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
+  mkdirSync(join(dir, 'secrets'), { mode: 0o700 });
+  const pskFile = join(dir, 'secrets', 'channel-psk.bin');
+  const spoolKeyFile = join(dir, 'secrets', 'spool.key');
+  writeFileSync(pskFile, randomBytes(512 * 1024), { mode: 0o600 });
+  writeFileSync(spoolKeyFile, randomBytes(32), { mode: 0o600 });
+  const nodePort = { A: await freePort(), B: await freePort() };
+  const kmsPort = { A: await freePort(), B: await freePort() };
+  const p: LinkConfigParams = { dir, opts: TEST_LINK, pskFile, spoolKeyFile, sessionId: randomBytes(8).toString('hex'), channelPort: await freePort(), nodePort,
+    kmsUrl: { A: `https://127.0.0.1:${kmsPort.A}`, B: `https://127.0.0.1:${kmsPort.B}` }, tls: { ca: pki.caPath, ids: pki.ids } };
+  const files = { alice: join(dir, 'alice.json'), bob: join(dir, 'bob.json'), kmsA: join(dir, 'kmsA.json'), kmsB: join(dir, 'kmsB.json') };
+  writeFileSync(files.alice, JSON.stringify(edit('alice', nodeRunConfig('alice', p))));
+  writeFileSync(files.bob, JSON.stringify(edit('bob', { ...nodeRunConfig('bob', p),
+    devices: [{ id: 'bob-tagger', profile: 'emulab-tt8', emulated: true }, { id: 'bob-spad-0', profile: 'emulab-spad1', emulated: true, channel: 0 }] })));
+  const nodeUrl = { A: `https://127.0.0.1:${nodePort.A}`, B: `https://127.0.0.1:${nodePort.B}` };
+  for (const side of ['A', 'B'] as const) writeFileSync(files[`kms${side}`], JSON.stringify(referenceKmsConfig(side, { dir, pki, kmsPort, nodeUrl })));
+  return { pki, files, kmsPort };
+}
+
+/** Two keys through the SAE pair of a PKI written by makePki (saeA at KMS A, saeB at KMS B). */
+export function saePairOverPki(pki: Pki, kmsPort: { A: number; B: number }): ReturnType<typeof saePairKeys> {
+  const tlsOf = (name: string) => ({ ca: readFileSync(pki.caPath, 'utf8'), cert: pki.ids[name].cert, key: pki.ids[name].key });
+  return saePairKeys({ kmsA: `https://127.0.0.1:${kmsPort.A}`, kmsB: `https://127.0.0.1:${kmsPort.B}`,
+    saeA: tlsOf('saeA'), saeB: tlsOf('saeB'), number: 2, timeoutMs: 120_000 });
+}
+
+/** Stops two `qkd run --config` nodes as an operator would: Bob first (he finishes his block with Alice), then Alice. */
+export async function stopNodePair(alice: QkdProcess, bob: QkdProcess): Promise<{ a: { code: number | null; stdout: string }; b: { code: number | null; stdout: string } }> {
+  bob.p.kill('SIGINT');
+  const b = await bob.done;
+  alice.p.kill('SIGINT');
+  const a = await alice.done;
+  return { a, b };
 }

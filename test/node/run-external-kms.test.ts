@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePki } from '../../src/delivery/pki.ts';
 import { freePort, referenceKmsConfig } from '../../src/node/supervisor.ts';
-import { qkdProcess, saePairKeys, until, type QkdProcess } from '../../src/testkit/run.ts';
+import { qkdProcess, saePairOverPki, until, type QkdProcess } from '../../src/testkit/run.ts';
 
 t.setTimeout(900_000);
 
@@ -47,9 +47,7 @@ t.test('external KMSs: started after the run, they open the stream, receive the 
   }
   await until('the key stream opened by the external KMS', () => kmss[1].lines.find((l) => l.includes('key stream opened')), 60_000);
 
-  const tlsOf = (name: string) => ({ ca: readFileSync(pki.caPath, 'utf8'), cert: pki.ids[name].cert, key: pki.ids[name].key });
-  const { enc, dec } = await saePairKeys({ kmsA: `https://127.0.0.1:${kmsPort.A}`, kmsB: `https://127.0.0.1:${kmsPort.B}`,
-    saeA: tlsOf('saeA'), saeB: tlsOf('saeB'), number: 2, timeoutMs: 120_000 });
+  const { enc, dec } = await saePairOverPki(pki, kmsPort);
   t.equal(dec.status, 200, 'dec_keys from Bob\'s external KMS');
   t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
 

@@ -8,7 +8,9 @@ import { ConfigError } from '../../errors.ts';
 import { numberOption, parseOptions } from '../args.ts';
 import { EmulatedRun, assertRunnable, type RunOptions } from '../../node/supervisor.ts';
 import { startRunTelemetry } from '../../node/run-telemetry.ts';
-import { readNodeConfig } from '../../node/config.ts';
+import { readNodeConfig, type NodeRunConfig } from '../../node/config.ts';
+import { realEntries } from '../../node/devices.ts';
+import { loadProfile } from '../../devices/profile.ts';
 import { runNodeProcess } from '../../node/process.ts';
 import { setLocalSink, type ChildMessage } from '../../node/children.ts';
 
@@ -27,6 +29,16 @@ function blockLine(r: BlockLineReport): string {
   return `block ${r.blockId}: verified, QBER ${(100 * (r.qberZ ?? 0)).toFixed(2)} %, ${st?.deliverableBits ?? 0} secret bits${none}`;
 }
 
+/** One line on what this node's optics are: its real devices, or the emulated lab. */
+function describeOptics(cfg: NodeRunConfig): string {
+  const real = realEntries(cfg.devices).map((d) => `${d.id} (${d.profile}${d.port ? ` on ${d.port}` : ', USB'})`);
+  const lab = `emulated optics (${cfg.lab.preset}, ${cfg.lab.distanceKm} km)`;
+  if (cfg.role === 'alice') return real.length ? `devices: ${real.join(', ')}` : `${lab}: Alice's source is part of the emulated lab on Bob's host`;
+  const tagger = cfg.devices?.some((d) => d.emulated !== true && loadProfile(d.profile).kind === 'time-tagger');
+  const parts = [tagger ? 'no emulated lab' : lab, ...(real.length ? [`devices: ${real.join(', ')}`] : []), ...(cfg.lab.sourceTty ? [`Alice's emulated source served on ${cfg.lab.sourceTty}`] : [])];
+  return parts.join('; ');
+}
+
 /**
  * `qkd run --config NODE.json`: this host's node only (Alice's or Bob's), in the foreground. The
  * peer node runs the same command with its own file on its host; each pushes to its own KMS.
@@ -41,9 +53,9 @@ async function runOneNode(file: string, json: boolean): Promise<number> {
     else if (m.type === 'alarm') say(`alarm (${String(m.source)}): ${JSON.stringify(m.alarm)}`);
     else if (m.type === 'summary') final = m;
   });
-  say(`emulated optics (${cfg.lab.preset}, ${cfg.lab.distanceKm} km); the node's logs follow as JSON lines`);
+  say(`${describeOptics(cfg)}; the node's logs follow as JSON lines`);
   const code = await runNodeProcess(cfg);
-  const result = { role: cfg.role, nodeId: cfg.nodeId, summary: final?.summary ?? null, delivery: final?.delivery ?? null };
+  const result = { role: cfg.role, nodeId: cfg.nodeId, devices: final?.devices ?? [], summary: final?.summary ?? null, delivery: final?.delivery ?? null };
   if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   else say(`summary ${JSON.stringify(result)}`);
   setTimeout(() => process.exit(code), 200).unref();

@@ -30,9 +30,14 @@ export class EmulatedPhotonSource extends ScpiInstrument {
       'INTENSITY:DECOY': { min: 0, max: 2, get: () => s.decoy, set: (v) => ((s.decoy = v), push()) },
       'INTENSITY:VACUUM': { min: 0, max: 0.1, get: () => s.vacuum, set: (v) => ((s.vacuum = v), push()) },
       'PATTERN:MODE': { min: 0, max: 1, integer: true, get: () => s.mode, set: (v) => (s.mode = v) },
-      'PATTERN:SEED': { min: 0, max: 2 ** 64, integer: true, set: (v) => (this.seed = BigInt(v)) },
+      'PATTERN:SEED': { min: 0, max: 2 ** 64, integer: true, set: (v) => this.setSeed(BigInt(v)) },
       'OUTPUT:STATE': { min: 0, max: 1, integer: true, get: () => s.output, set: (v) => ((s.output = v), push()) },
     };
+  }
+
+  private setSeed(v: bigint): void {
+    this.seed = v;
+    this.lab?.setPatternSeed(v);
   }
 
   /** The seed as received (tests check it arrived; never exposed on the wire). */
@@ -47,7 +52,7 @@ export class EmulatedPhotonSource extends ScpiInstrument {
       this.log.push('PATTERN:SEED');
       const v = BigInt(m[1]);
       if (v >= 1n << 64n) return 'ERR -222,Data out of range';
-      this.seed = v;
+      this.setSeed(v);
       return this.ackSets ? 'OK' : null;
     }
     return super.handleLine(line);

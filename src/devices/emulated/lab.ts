@@ -21,6 +21,8 @@ import { EmulatedLink } from '../../lab/link.ts';
 /** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
 export interface PulseTagSource {
   nextPulses(pulses: number): { tags: TagBatch };
+  /** False while no pulses exist yet (the source has not started): the tagger then sees no time pass. */
+  ready?(): boolean;
 }
 
 /** Settings the emulated devices forward to the physics. */
@@ -115,6 +117,13 @@ export interface EmulatedLabOptions {
   distanceKm?: number;
   /** Tag source: 'link' (default, the EmulatedLink physics), 'synthetic', or a factory (tests). */
   source?: 'link' | 'synthetic' | ((lab: EmulatedLab) => PulseTagSource);
+  /**
+   * Alice's source is driven by her own node (over a serial line to the emulated PS-1): no pulse
+   * exists until it has received its pattern seed and its output is on; pulse 0 is the first pulse
+   * after that, and Alice's choices come from that seed (the physics "knows" them, her node keeps
+   * the seed; Bob's node never sees it).
+   */
+  awaitSourceSeed?: boolean;
 }
 
 /**
@@ -130,6 +139,8 @@ export class EmulatedLab {
   private readonly makeSource: (lab: EmulatedLab) => PulseTagSource;
   /** Tags delivered per channel and pulses covered, for the detectors' count-rate registers. */
   private counted = { pulses: 0, perChannel: new Map<number, number>() };
+  private readonly awaitSeed: boolean;
+  private patternSeed: bigint | undefined;
 
   constructor(opts: EmulatedLabOptions = {}) {
     this.preset = typeof opts.preset === 'object' ? opts.preset : loadLinkPreset(opts.preset ?? 'reference-decoy');
@@ -142,10 +153,11 @@ export class EmulatedLab {
       efficiencyScale: 1,
       deadTimePs: this.preset.detector.deadTimePs,
     };
+    this.awaitSeed = opts.awaitSourceSeed ?? false;
     const src = opts.source ?? 'link';
     this.makeSource =
       src === 'synthetic' ? (lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm)
-      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
+      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, aliceSeed: lab.patternSeed, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
       : src;
   }
 
@@ -167,7 +179,18 @@ export class EmulatedLab {
     this.pushToLink();
   }
 
+  /** The emulated source received a pattern seed (PATTERN:SEED). Takes effect at pulse 0 only. */
+  setPatternSeed(seed: bigint): void {
+    if (this.source) return; // a running pattern is not re-seeded (documented in docs/run.md)
+    this.patternSeed = seed;
+  }
+
+  ready(): boolean {
+    return !this.awaitSeed || this.source !== undefined || (this.patternSeed !== undefined && this.settings.enabled);
+  }
+
   nextPulses(pulses: number): { tags: TagBatch } {
+    if (!this.ready()) throw new Error('EmulatedLab: no pulses before the source has its pattern seed and output on (check ready()).');
     this.source ??= this.makeSource(this);
     const out = this.source.nextPulses(pulses);
     this.counted.pulses += pulses;

@@ -286,6 +286,15 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
         this.check();
       }
     }
+    if (this.source.ready && !this.source.ready()) {
+      // No pulses yet (the source has not started): no time passes, the transfer times out.
+      const until = performance.now() + timeoutMs;
+      while (!this.source.ready()) {
+        if (performance.now() >= until) throw new Error('LIBUSB_TRANSFER_TIMED_OUT');
+        await new Promise((r) => setTimeout(r, 5));
+        this.check();
+      }
+    }
     let rounds = 0;
     while (this.outBytes < want && rounds++ < 64) this.refill(want - this.outBytes);
     return this.take(want);
