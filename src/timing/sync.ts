@@ -102,6 +102,10 @@ const HIST_SPAN_PS = 1e12;
 const HIST_MAX = 64;
 const HIST_QUAD_MIN_SPAN_PS = 20e9;
 
+/** Where the per-click scan of one batch stands. */
+interface Scan { out: Float64Array; outC: Uint8Array; outR: Float32Array; k: number; i: number; ti?: number }
+const SCAN_END = 0, SCAN_ACQUIRE = 1, SCAN_VERIFY = 2;
+
 const EMPTY: IndexedDetections = { pulseIndex: new Float64Array(0), channel: new Uint8Array(0), residualPs: new Float32Array(0) };
 
 export class ClockSync {
@@ -215,29 +219,47 @@ export class ClockSync {
     const outC = new Uint8Array(out.length);
     const outR = new Float32Array(out.length);
     if (this.withSeq) this.outS = new Float64Array(out.length);
-    let k = 0;
-    for (let i = 0; i < n; i++, this.seq++) {
-      const c = batch.channel[i];
-      if (!this.acceptAll && !this.accept[c]) { this.st.stats.ignoredChannel++; continue; }
-      const ti = t[i] - this.preDelay[c];
-      if (!this.st.locked) {
-        this.buffer(ti, c);
-        if (this.readyToAcquire() && (yield* this.acquire())) {
-          // Label the whole buffer with the new model (includes this click).
-          k = yield* this.drainBuffer(out, outC, outR, k);
-        }
-        continue;
+    const o: Scan = { out, outC, outR, k: 0, i: 0 };
+    // The per-click loop runs in a plain method (scan) and stops only where the pattern is needed:
+    // a generator body is markedly slower per click.
+    while (o.i < n) {
+      const ev = this.scan(t, batch.channel, n, o);
+      if (ev === SCAN_ACQUIRE) {
+        if (yield* this.acquire()) o.k = yield* this.drainBuffer(out, outC, outR, o.k); // the whole buffer, this click included
+      } else if (ev === SCAN_VERIFY) {
+        yield* this.verify();
+        this.maybeCloseWindow(o.ti!);
       }
-      // If the lock is lost on this click, the next ones go to the acquisition buffer.
-      k = this.track(ti, c, out, outC, outR, k, this.seq);
-      if (ti >= this.verifyDueAt) yield* this.verify();
-      this.maybeCloseWindow(ti);
     }
+    const k = o.k;
     this.st.stats.emitted += k;
     if (k === 0) return EMPTY;
     const res: IndexedDetections = { pulseIndex: out.subarray(0, k), channel: outC.subarray(0, k), residualPs: outR.subarray(0, k) };
     if (this.withSeq) res.tagSeq = this.outS.subarray(0, k);
     return res;
+  }
+
+  /** Clicks from o.i on, until one needs the pattern (returns which; o.i is past that click). */
+  private scan(t: Float64Array, ch: Uint8Array, n: number, o: Scan): number {
+    let k = o.k;
+    const { out, outC, outR } = o;
+    for (let i = o.i; i < n; i++, this.seq++) {
+      const c = ch[i];
+      if (!this.acceptAll && !this.accept[c]) { this.st.stats.ignoredChannel++; continue; }
+      const ti = t[i] - this.preDelay[c];
+      if (!this.st.locked) {
+        this.buffer(ti, c);
+        if (this.readyToAcquire()) { o.k = k; o.i = i + 1; this.seq++; return SCAN_ACQUIRE; }
+        continue;
+      }
+      // If the lock is lost on this click, the next ones go to the acquisition buffer.
+      k = this.track(ti, c, out, outC, outR, k, this.seq);
+      if (ti >= this.verifyDueAt) { o.k = k; o.i = i + 1; o.ti = ti; this.seq++; return SCAN_VERIFY; }
+      if (this.wN >= this.o.trackMinClicks && ti - this.wStart >= this.o.trackWindowPs && this.st.locked) this.closeWindow();
+    }
+    o.k = k;
+    o.i = n;
+    return SCAN_END;
   }
 
   private buffer(t: number, c: number): void {
