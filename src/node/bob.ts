@@ -31,6 +31,7 @@ import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockRes
 import { siftMapping, toSiftChannels } from './detections.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { NodeDevices } from './devices.ts';
+import { syncCalibration, type SyncCalibration } from './calibration.ts';
 
 export interface BobCallbacks {
   /** A block finished (verified or aborted). `output` (if any) must be consumed synchronously or copied. */
@@ -168,17 +169,31 @@ export class BobNode {
     // hosts (pattern-link.ts); a check every second rather than 10/s keeps its MAC cost ≈ 256 bit/s,
     // and each check asks 2 ms after its sample, beyond Alice's 1 ms hold-back.
     const mu = [this.preset.intensities.signal, this.preset.intensities.decoy, this.preset.intensities.vacuum];
-    this.sync = new ClockSync({ repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12, verifyDelayPs: 2e9 });
+    this.calibration = cfg.calibration ? syncCalibration(cfg.calibration, this.preset.name) : undefined;
+    const c = this.calibration;
+    this.sync = new ClockSync({
+      repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12, verifyDelayPs: 2e9,
+      ...(c?.channelDelaysPs ? { channelDelaysPs: c.channelDelaysPs } : {}),
+      ...(c?.windowPs ? { windowPs: c.windowPs } : {}),
+      ...(c?.expectedOffsetPs !== undefined ? { expectedOffsetPs: c.expectedOffsetPs } : {}),
+    });
     this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
   }
 
   private sourceTty: TtyAttachment | undefined;
+  /** Calibration records the sync started from (none without `calibration` in the node file). */
+  readonly calibration: SyncCalibration | undefined;
 
   /**
    * Before the classical channel is up: with `lab.sourceTty`, puts Alice's emulated source on its
    * tty, so that her node (which opens it before its channel) finds it answering.
    */
   async prepare(): Promise<void> {
+    const c = this.calibration;
+    if (c) {
+      for (const a of c.applied) this.cb.log('info', `calibration applied: ${a.step}`, { createdAt: a.createdAt });
+      for (const p of c.problems) this.cb.log('warn', `calibration not applied: ${p}`);
+    }
     if (!this.lab || !this.cfg.lab.sourceTty || this.sourceTty) return;
     this.sourceTty = await attachInstrumentToTty(new EmulatedPhotonSource(this.lab), this.cfg.lab.sourceTty);
     this.cb.log('info', "emulated lab: Alice's source is on a tty; no pulses until her node programs and switches it on", { tty: this.cfg.lab.sourceTty });

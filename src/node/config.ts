@@ -40,6 +40,12 @@ export interface NodeRunConfig {
   };
   /** Post-processing: detections per block, LDPC frame size, security parameters. */
   block: { detections: number; frameBits: number; epsSec: number; epsCor: number; qberAbort: number };
+  /**
+   * Bob: directory of calibration records (`qkd calibrate`) the clock sync starts from (channel
+   * delays, acceptance window, expected offset); see src/node/calibration.ts. None: the sync finds
+   * them itself.
+   */
+  calibration?: string;
   /** Emulated time may not run ahead of wall time by more than this factor (1 = real time). */
   speed: number;
   /** Milliseconds between status reports to the supervisor. */
@@ -94,6 +100,7 @@ function resolvePaths(cfg: NodeRunConfig, file: string): void {
   cfg.delivery.spoolDir = abs(cfg.delivery.spoolDir);
   cfg.delivery.spoolKeyFile = abs(cfg.delivery.spoolKeyFile);
   if (cfg.lab.sourceTty) cfg.lab.sourceTty = abs(cfg.lab.sourceTty);
+  if (cfg.calibration) cfg.calibration = abs(cfg.calibration);
   for (const d of cfg.devices ?? []) if (d?.port && !d.port.startsWith('/dev/')) d.port = abs(d.port);
   if (cfg.delivery.tls) for (const k of ['ca', 'cert', 'key'] as const) cfg.delivery.tls[k] = abs(cfg.delivery.tls[k]);
 }

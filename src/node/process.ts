@@ -217,6 +217,7 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
       delivery: delivery.metrics(),
       channel: link?.stats(),
       sync: bob?.syncState,
+      calibration: bob?.calibration && { applied: bob.calibration.applied, problems: bob.calibration.problems },
       counters: c,
       summary: c ? summaryNow() : undefined,
       randomness: randomness.snapshot(),

@@ -30,7 +30,15 @@ interface DeliveryStatus {
   ackLatencyMs?: { p50: number };
 }
 
-export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Promise<RunTelemetry> {
+/** Where the telemetry reads the nodes' latest status messages ('node-alice', 'node-bob'). */
+export type RunStatusSource = Pick<EmulatedRun, 'status' | 'reason'>;
+
+export type TelemetryOptions = Pick<RunOptions, 'alarmsPath' | 'calibrationDir' | 'dashboardPort' | 'distanceKm' | 'preset' | 'qberAbort' | 'say'> & {
+  /** Whose view: the whole emulated link (default) or one node on its host. */
+  node?: { id: string; role: 'alice' | 'bob' | 'link'; mode: 'emulated' | 'hardware' };
+};
+
+export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOptions): Promise<RunTelemetry> {
   const log = createLogger({ component: 'run', sink: () => undefined });
   const metrics = createQkdMetrics();
   const slis = new SliTracker({});
@@ -41,7 +49,7 @@ export async function startRunTelemetry(run: EmulatedRun, opts: RunOptions): Pro
   });
   metrics.registry.onCollect(() => slis.exportTo(metrics));
   const view = new DashboardStateBuilder({
-    node: { id: 'link', role: 'link', mode: 'emulated', link: `${opts.preset} ${opts.distanceKm} km`, startedAtMs: Date.now() },
+    node: { ...(opts.node ?? { id: 'link', role: 'link', mode: 'emulated' }), link: `${opts.preset} ${opts.distanceKm} km`, startedAtMs: Date.now() },
     alarms,
     slis,
     qberAbortThreshold: opts.qberAbort,

@@ -18,7 +18,7 @@ t.test('a real device that is not there stops the start, naming it and the cause
   const bob = JSON.parse(readFileSync(files.bob, 'utf8'));
   bob.devices[0] = { id: 'lab-tagger', profile: 'emulab-tt8' };
   writeFileSync(files.bob, JSON.stringify(bob));
-  const r = qkdProcess(['run', '--config', files.bob]);
+  const r = qkdProcess(['run', '--config', files.bob, '--dashboard-port', '0']);
   const { code } = await r.done;
   t.equal(code, 1, 'refused (exit code 1)');
   t.match(r.lines.join('\n'), /device 'lab-tagger' \(emulab-tt8\) could not be opened: .*\[RUN_DEVICE_OPEN\]/, 'names the device and why');
@@ -34,8 +34,8 @@ t.test('two nodes from their own configuration files, each with its own KMS, pro
   const dir = mkdtempSync(join(tmpdir(), 'qkd-run-config-'));
   const { pki, files, kmsPort } = await writeNodeLink(dir);
   const procs = [qkdProcess(['kms', '--config', files.kmsB]), qkdProcess(['kms', '--config', files.kmsA])];
-  const alice = qkdProcess(['run', '--config', files.alice, '--json']);
-  const bob = qkdProcess(['run', '--config', files.bob, '--json']);
+  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
+  const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
   procs.push(alice, bob);
   t.teardown(() => {
     if (!t.passing()) t.comment(`bob said:\n${bob.lines.filter((l) => !l.startsWith('{')).slice(-10).join('\n')}`);

@@ -3,8 +3,10 @@
 // emulated physics on Bob's host answers on the other end of the line and emits nothing until
 // then. Nothing is shared between the nodes' configurations but the link settings: Alice's
 // `lab.seed` differs from Bob's, so matching keys prove that her record is her source's seed and
-// that Bob's sync got her intensity pattern over the authenticated channel.
+// that Bob's sync got her intensity pattern over the authenticated channel. Bob's sync starts from
+// calibration records made by `qkd calibrate`; Bob's host serves the dashboard and /metrics.
 import t from 'tap';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,12 +18,18 @@ t.setTimeout(900_000);
 t.test('Alice\'s node drives her source over a serial line; keys match with no shared seed', { skip: hasSocat() ? false : 'needs socat (apt-get install socat)' }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-run-devices-'));
   const pty = await startPtyPair(dir, 'ps1');
+  // Bob's calibration, as a lab engineer makes it (on the emulated lab of the same link).
+  const calDir = join(dir, 'calibration');
+  for (const step of ['delays', 'window', 'sync']) {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'qkd.js'), 'calibrate', step, '--distance', '25', '--out', calDir, '--no-plot'], { encoding: 'utf8' });
+    t.equal(r.status, 0, `qkd calibrate ${step}`);
+  }
   const { pki, files, kmsPort } = await writeNodeLink(dir, (role, cfg) => role === 'alice'
     ? { ...cfg, lab: { ...cfg.lab, seed: '977' }, devices: [{ id: 'alice-source', profile: 'emulab-ps1', port: pty.a }] }
-    : { ...cfg, lab: { ...cfg.lab, sourceTty: pty.b } });
+    : { ...cfg, lab: { ...cfg.lab, sourceTty: pty.b }, calibration: calDir });
   const procs = [qkdProcess(['kms', '--config', files.kmsB]), qkdProcess(['kms', '--config', files.kmsA])];
   // Bob first: his host's physics answers on the source's line before Alice's node opens it.
-  const bob = qkdProcess(['run', '--config', files.bob, '--json']);
+  const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
   procs.push(bob);
   t.teardown(async () => {
     if (!t.passing()) {
@@ -33,9 +41,18 @@ t.test('Alice\'s node drives her source over a serial line; keys match with no s
     rmSync(dir, { recursive: true, force: true });
   });
   await until('Bob\'s lab on the source line', () => bob.lines.find((l) => /source is on a tty/.test(l)), 120_000);
-  const alice = qkdProcess(['run', '--config', files.alice, '--json']);
+  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
   procs.push(alice);
   await until('Bob\'s first verified block', () => bob.lines.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
+
+  for (const step of ['delays', 'window', 'sync']) t.ok(bob.lines.some((l) => l.includes(`calibration applied: ${step}`)), `Bob's sync started from the ${step} calibration`);
+  const metricsUrl = bob.lines.map((l) => /^\[qkd run bob\] dashboard \S+ +metrics (\S+)/.exec(l)?.[1]).find(Boolean);
+  t.ok(metricsUrl, 'Bob\'s node prints its dashboard and metrics addresses');
+  const metrics = await until('the sync and QBER on Bob\'s /metrics', async () => {
+    const text = await (await fetch(metricsUrl!)).text();
+    return /^qkd_sync_locked 1$/m.test(text) && /^qkd_qber_ratio\{basis="Z"\} 0\.0\d+/m.test(text) ? text : undefined;
+  }, 30_000);
+  t.match(metrics, /^qkd_calibration_age_seconds \d/m, 'calibration age exported');
 
   const { enc, dec } = await saePairOverPki(pki, kmsPort);
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');

@@ -43,20 +43,44 @@ function describeOptics(cfg: NodeRunConfig): string {
  * `qkd run --config NODE.json`: this host's node only (Alice's or Bob's), in the foreground. The
  * peer node runs the same command with its own file on its host; each pushes to its own KMS.
  */
-async function runOneNode(file: string, json: boolean): Promise<number> {
+interface OneNodeOptions {
+  json: boolean;
+  dashboardPort: number;
+  alarmsPath?: string;
+  calibrationDir?: string;
+}
+
+async function runOneNode(file: string, o: OneNodeOptions): Promise<number> {
   const cfg = readNodeConfig(file);
   const say = (line: string) => process.stderr.write(`[qkd run ${cfg.role}] ${line}\n`);
   let final: ChildMessage | undefined;
+  let last: ChildMessage | undefined;
+  // This host's operator view: the supervisor's dashboard, metrics and alarms over this node's
+  // status messages only (Bob's host shows the link: sync, detectors, QBER, key rate).
+  const telemetry = await startRunTelemetry({ status: (name) => (name === `node-${cfg.role}` ? last : undefined), reason: 'stopped' }, {
+    node: { id: cfg.nodeId, role: cfg.role, mode: realEntries(cfg.devices).length ? 'hardware' : 'emulated' },
+    preset: cfg.lab.preset, distanceKm: cfg.lab.distanceKm, qberAbort: cfg.block.qberAbort,
+    dashboardPort: o.dashboardPort, alarmsPath: o.alarmsPath, calibrationDir: resolve(o.calibrationDir ?? cfg.calibration ?? 'calibration'), say,
+  });
+  say(`dashboard ${telemetry.dashboardUrl}   metrics ${telemetry.metricsUrl}`);
   setLocalSink((m) => {
-    if (m.type === 'ready') say(`node ${cfg.nodeId} ready: ETSI 004 at ${String(m.etsi004)}, classical channel ${cfg.role === 'alice' ? 'bound at' : 'to'} ${cfg.channel.endpoint}`);
-    else if (m.type === 'block') say(blockLine(m.report as BlockLineReport));
-    else if (m.type === 'alarm') say(`alarm (${String(m.source)}): ${JSON.stringify(m.alarm)}`);
+    if (m.type === 'status') last = m;
+    else if (m.type === 'ready') say(`node ${cfg.nodeId} ready: ETSI 004 at ${String(m.etsi004)}, classical channel ${cfg.role === 'alice' ? 'bound at' : 'to'} ${cfg.channel.endpoint}`);
+    else if (m.type === 'block') {
+      telemetry.onBlock(m);
+      say(blockLine(m.report as BlockLineReport));
+    } else if (m.type === 'alarm') telemetry.onAlarm(`alarm (${String(m.source)})`, m);
     else if (m.type === 'summary') final = m;
   });
   say(`${describeOptics(cfg)}; the node's logs follow as JSON lines`);
-  const code = await runNodeProcess(cfg);
+  let code: number;
+  try {
+    code = await runNodeProcess(cfg);
+  } finally {
+    await telemetry.close();
+  }
   const result = { role: cfg.role, nodeId: cfg.nodeId, devices: final?.devices ?? [], summary: final?.summary ?? null, delivery: final?.delivery ?? null };
-  if (json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+  if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   else say(`summary ${JSON.stringify(result)}`);
   setTimeout(() => process.exit(code), 200).unref();
   return code;
@@ -64,7 +88,9 @@ async function runOneNode(file: string, json: boolean): Promise<number> {
 
 export const summary = 'run the node: an emulated Alice–Bob link into the reference KMSs (--emulated)';
 export const usage = `qkd run --emulated [options]
-qkd run --config NODE.json [--json]   one node (Alice's or Bob's) on this host (docs/run.md)
+qkd run --config NODE.json [--json] [--dashboard-port P] [--alarms FILE] [--calibration DIR]
+                                      one node (Alice's or Bob's) on this host, its real devices
+                                      or emulated ones as the file says (docs/run.md)
 
 Starts Alice's and Bob's nodes as separate processes (ZeroMQ event stream, authenticated classical
 channel), the two reference KMSs (ETSI 004 push mode in, ETSI 014 out, mutual TLS), and the live
@@ -119,7 +145,12 @@ export async function run(args: string[]): Promise<number> {
   });
   if (!v.emulated) {
     if (!v.config) throw new ConfigError('RUN_NO_HARDWARE', 'qkd run needs --emulated (the whole link on this machine) or --config NODE.json (one node on this host). See qkd run --help.');
-    return runOneNode(v.config, !!v.json);
+    return runOneNode(v.config, {
+      json: !!v.json,
+      dashboardPort: numberOption('dashboard-port', v['dashboard-port'], 8080),
+      alarmsPath: v.alarms,
+      calibrationDir: v.calibration,
+    });
   }
   const eve = numberOption('eve', v.eve, 0);
   if (eve < 0 || eve > 1) throw new ConfigError('BAD_OPTION', `--eve is a fraction of pulses in [0, 1], got ${eve}`);
