@@ -188,6 +188,7 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
         fresh: 0,
         slot_masks: masks,
+        vbmi: std::is_x86_feature_detected!("avx512vbmi"),
         slot_runs: (0..slots)
             .map(|s| {
                 let (mut lo, mut hi, mut nlo) = (0u64, 0u64, 0u32);
@@ -229,6 +230,8 @@ mod avx512 {
         /// Per slot: P positions of its lanes among slot-major lanes 0..32, among 32..64, and
         /// how many lanes fall in the first run.
         pub slot_runs: Vec<(u64, u64, u32)>,
+        /// The CPU has AVX-512 VBMI (table-driven box-plus).
+        pub vbmi: bool,
     }
 
     impl<const W: usize> Engine<W> for Grouped<W> {
@@ -267,7 +270,13 @@ mod avx512 {
             }
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
             // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.
-            unsafe { pass_groups::<W>(self, lanes.llr.as_mut_ptr()) };
+            unsafe {
+                if self.vbmi {
+                    pass_groups_vbmi::<W>(self, lanes.llr.as_mut_ptr())
+                } else {
+                    pass_groups::<W>(self, lanes.llr.as_mut_ptr())
+                }
+            };
             self.fresh = 0;
         }
     }
@@ -352,6 +361,33 @@ mod avx512 {
         let mx = _mm512_max_epu8(a, b);
         let cp = _mm512_and_si512(_mm512_srli_epi16::<2>(_mm512_subs_epu8(c32, _mm512_adds_epu8(a, b))), m63);
         let cm = _mm512_and_si512(_mm512_srli_epi16::<2>(_mm512_subs_epu8(c32, _mm512_sub_epi8(mx, mn))), m63);
+        _mm512_subs_epu8(_mm512_add_epi8(mn, cp), cm)
+    }
+
+    /// The correction term of `boxplus` as a table: T[x] = max(0, 32 − x) >> 2, x = 0..127.
+    static CORR: [u8; 128] = {
+        let mut t = [0u8; 128];
+        let mut x = 0;
+        while x < 32 {
+            t[x] = ((32 - x) >> 2) as u8;
+            x += 1;
+        }
+        t
+    };
+
+    /// `boxplus` with both correction terms looked up in `CORR` by a 128-entry byte permute
+    /// (AVX-512 VBMI): 8 operations instead of 12, the same bits. Magnitudes are ≤ 127, so
+    /// |a − b| = max − min indexes the table directly, and the signed saturating a + b
+    /// (= min(a + b, 127)) stands for the unsigned saturating sum (T is 0 from 32 on).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    unsafe fn boxplus_vbmi(a: __m512i, b: __m512i) -> __m512i {
+        let tlo = _mm512_loadu_si512(CORR.as_ptr() as *const _);
+        let thi = _mm512_loadu_si512(CORR.as_ptr().add(64) as *const _);
+        let mn = _mm512_min_epu8(a, b);
+        let mx = _mm512_max_epu8(a, b);
+        let cp = _mm512_permutex2var_epi8(tlo, _mm512_adds_epi8(a, b), thi);
+        let cm = _mm512_permutex2var_epi8(tlo, _mm512_sub_epi8(mx, mn), thi);
         _mm512_subs_epu8(_mm512_add_epi8(mn, cp), cm)
     }
 
@@ -492,10 +528,12 @@ mod avx512 {
         !bad & active
     }
 
-    /// One layered iteration over all groups.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// One layered iteration over all groups (`$name`, built for `$feat`, with box-plus `$bp`).
+    macro_rules! def_pass {
+        ($name:ident, $feat:literal, $bp:ident) => {
+    #[target_feature(enable = $feat)]
     #[inline]
-    unsafe fn pass_groups<const W: usize>(eng: &mut Grouped<W>, llr: *mut u8) {
+    unsafe fn $name<const W: usize>(eng: &mut Grouped<W>, llr: *mut u8) {
         let slots = eng.sch.slots;
         let r = eng.r.as_mut_ptr() as *mut __m512i;
         let sc = eng.scratch.as_mut_ptr() as *mut __m512i;
@@ -509,6 +547,7 @@ mod avx512 {
         let sat = _mm512_set1_epi8(MAXV);
         let masks = &eng.slot_masks;
         let keep = !eng.fresh;
+
         for (g, &gs) in eng.sch.groups.iter().zip(eng.gsynd.iter()) {
             let dm = g.dmax as usize;
             let e0 = g.e0 as usize;
@@ -523,6 +562,10 @@ mod avx512 {
             for j in 0..dm {
                 let e = e0 + j;
                 let (l0, l1) = gather::<W>(llr, idx.add(e * slots));
+                // The message lines stream from L3 (6 MB at 2^16, 16 lanes): fetching 32 lines
+                // ahead saves ≈ 10 % (prefetching posterior rows did not help).
+                _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(e + 32) as *const i8);
+
                 let (r0, r1) = widen(_mm512_maskz_mov_epi8(keep, _mm512_load_si512(r.add(e) as *const _)));
                 let t0 = _mm512_sub_epi16(l0, r0);
                 let t1 = _mm512_sub_epi16(l1, r1);
@@ -542,11 +585,11 @@ mod avx512 {
                 _mm512_store_si512(fb as *mut _, fa);
                 _mm512_store_si512(bb.add(dm - 1) as *mut _, ba);
                 for j in 1..dm - 1 {
-                    fa = boxplus(fa, _mm512_load_si512(mb.add(j) as *const _));
+                    fa = $bp(fa, _mm512_load_si512(mb.add(j) as *const _));
                     _mm512_store_si512(fb.add(j) as *mut _, fa);
                     let jb = dm - 1 - j;
                     let mj = _mm512_load_si512(mb.add(jb) as *const _);
-                    ba = boxplus(mj, ba);
+                    ba = $bp(mj, ba);
                     if jb + 1 >= g.dmin as usize {
                         // Slots whose row ends at jb start their suffix chain here.
                         ba = _mm512_mask_mov_epi8(ba, last(jb), mj);
@@ -564,7 +607,7 @@ mod avx512 {
                 } else if j == dm - 1 {
                     _mm512_load_si512(fb.add(dm - 2) as *const _)
                 } else {
-                    boxplus(_mm512_load_si512(fb.add(j - 1) as *const _), _mm512_load_si512(bb.add(j + 1) as *const _))
+                    $bp(_mm512_load_si512(fb.add(j - 1) as *const _), _mm512_load_si512(bb.add(j + 1) as *const _))
                 };
                 let tail = j + 1 >= g.dmin as usize;
                 if tail && dm > 1 && j < dm - 1 {
@@ -584,6 +627,10 @@ mod avx512 {
             }
         }
     }
+        };
+    }
+    def_pass!(pass_groups, "avx512f,avx512bw", boxplus);
+    def_pass!(pass_groups_vbmi, "avx512f,avx512bw,avx512vbmi", boxplus_vbmi);
 }
 
 #[cfg(test)]
