@@ -24,6 +24,13 @@ export interface RunTelemetry {
   close(): Promise<void>;
 }
 
+interface DeviceStatus {
+  id: string;
+  model: string;
+  firmware: string;
+  allowedFirmware: string[];
+}
+
 interface DeliveryStatus {
   acked: number;
   spoolDepth: number;
@@ -98,7 +105,9 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     }
     const timing = bob?.timing as { channel: number; startPs: number; binWidthPs: number; counts: number[] }[] | undefined;
     if (timing) view.setTiming(timing.map((h) => ({ ...h, label: `D${h.channel}` })));
-    for (const d of (bob?.devices ?? []) as { id: string; model: string; firmware: string; allowedFirmware: string[] }[]) {
+    // Devices of both nodes (Alice's host has her source, Bob's his tagger and detectors).
+    const devices = [...((run.status('node-alice')?.devices ?? []) as DeviceStatus[]), ...((bob?.devices ?? []) as DeviceStatus[])];
+    for (const d of devices) {
       metrics.deviceInfo.set({ device: d.id, model: d.model, firmware: d.firmware, firmware_ok: firmwareMatches(d.allowedFirmware, d.firmware) ? '1' : '0' }, 1);
     }
     const rnd = bob?.randomness as Parameters<SliTracker['setRandomnessSnapshot']>[0] | undefined;
@@ -128,7 +137,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       spoolFillRatio: spool / 200_000,
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
       calibrationAgeSeconds: calibratedAtMs !== undefined ? (Date.now() - calibratedAtMs) / 1000 : undefined,
-      devices: bob?.devices as { id: string; model: string; firmware: string; allowedFirmware: string[] }[] | undefined,
+      devices: devices.length ? devices : undefined,
     });
     alarms.exportTo(metrics);
   }, 1000);

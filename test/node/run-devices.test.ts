@@ -53,6 +53,12 @@ t.test('Alice\'s node drives her source over a serial line; keys match with no s
     return /^qkd_sync_locked 1$/m.test(text) && /^qkd_qber_ratio\{basis="Z"\} 0\.0\d+/m.test(text) ? text : undefined;
   }, 30_000);
   t.match(metrics, /^qkd_calibration_age_seconds \d/m, 'calibration age exported');
+  const aliceMetricsUrl = alice.lines.map((l) => /^\[qkd run alice\] dashboard \S+ +metrics (\S+)/.exec(l)?.[1]).find(Boolean);
+  const aliceMetrics = await until('Alice\'s source on her /metrics', async () => {
+    const text = await (await fetch(aliceMetricsUrl!)).text();
+    return /^qkd_device_info\{[^}]*device="alice-source"[^}]*\} 1$/m.test(text) ? text : undefined;
+  }, 30_000);
+  t.match(aliceMetrics, /qkd_device_info\{[^}]*device="alice-source"[^}]*firmware_ok="1"/, 'her source\'s identity and firmware check exported');
 
   const { enc, dec } = await saePairOverPki(pki, kmsPort);
   t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
