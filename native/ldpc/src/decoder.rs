@@ -68,6 +68,11 @@ pub trait FrameSource: Sync {
     fn emit(&self, i: usize, bits: &[u8], outcome: LaneOutcome);
 }
 
+/// Test hook: when set, grouped engines built afterwards use the 12-operation box-plus instead
+/// of the VBMI table (same bits), so that both are tested on a CPU that has VBMI.
+#[doc(hidden)]
+pub static NO_VBMI: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn kernel_name(k: Kernel) -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -143,8 +148,8 @@ pub fn decode_from<const W: usize>(
     {
         if kernel == Kernel::Auto {
             if std::is_x86_feature_detected!("avx512bw") {
-                if matches!(W, 8 | 16 | 32 | 64) {
-                    // SAFETY (all four): the CPU supports AVX-512F/BW (checked just above).
+                if matches!(W, 8 | 16 | 32 | 64) && std::is_x86_feature_detected!("bmi2") {
+                    // SAFETY (all four): the CPU supports AVX-512F/BW and BMI2 (checked just above).
                     return match grouped_width(code, W, expect) {
                         64 => unsafe { group::run_avx512::<64>(code, frozen, src, frames, max_iter) },
                         32 => unsafe { group::run_avx512::<32>(code, frozen, src, frames, max_iter) },

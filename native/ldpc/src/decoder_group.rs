@@ -164,7 +164,7 @@ pub(crate) fn slot_mask(w: usize, s: usize) -> u64 {
 /// Runs the grouped engine on the calling thread.
 ///
 /// # Safety
-/// The CPU must support AVX-512F and AVX-512BW.
+/// The CPU must support AVX-512F, AVX-512BW and BMI2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx2")]
 pub(crate) unsafe fn run_avx512<const W: usize>(
@@ -188,7 +188,7 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
         fresh: 0,
         slot_masks: masks,
-        vbmi: std::is_x86_feature_detected!("avx512vbmi"),
+        vbmi: std::is_x86_feature_detected!("avx512vbmi") && !crate::decoder::NO_VBMI.load(std::sync::atomic::Ordering::Relaxed),
         slot_runs: (0..slots)
             .map(|s| {
                 let (mut lo, mut hi, mut nlo) = (0u64, 0u64, 0u32);
@@ -249,7 +249,7 @@ mod avx512 {
         #[inline(always)]
         fn check(&mut self, rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
             let n = lanes.n;
-            // SAFETY (all): AVX-512F/BW checked by `run_avx512`'s caller; the posterior buffer
+            // SAFETY (all): AVX-512F/BW and BMI2 checked by `run_avx512`'s caller; the posterior buffer
             // holds n + 1 rows of 2W bytes and the word buffer n + 8 words of 8 bytes (so n + 2
             // words of the gathered size, the last two zero: padding edges read word n).
             unsafe { pack_signs::<W>(lanes.llr.as_mut_ptr(), lanes.hard.as_mut_ptr(), n) };
@@ -265,7 +265,7 @@ mod avx512 {
         #[inline(always)]
         fn pass(&mut self, lanes: &mut Lanes<W>) {
             if self.fresh != 0 {
-                // SAFETY: BMI2 comes with AVX-512 on every CPU that has it; see `regroup_syndrome`.
+                // SAFETY: `decode_from` checked BMI2 before building this engine.
                 unsafe { regroup_syndrome(self, &lanes.synd_bits) };
             }
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that

@@ -119,3 +119,23 @@ fn grouped_engine_is_deterministic_across_batches() {
         assert_same(&r, &all[i..i + 1], "alone vs batch");
     }
 }
+
+#[test]
+fn table_and_arithmetic_box_plus_agree() {
+    // On a CPU with AVX-512 VBMI the grouped engine looks the box-plus correction up in a table;
+    // the hook forces the arithmetic form, whose bits must be the same (on other CPUs both runs
+    // take the same path). Frames that converge and frames that fail.
+    use std::sync::atomic::Ordering::Relaxed;
+    for (q, bits, f, seed) in [(0.02, 15000, 1.15, 11u64), (0.05, 4000, 1.0, 12)] {
+        let fp = choose(q, bits, Some(f));
+        let fs = make(&fp, q, 19, seed);
+        let none = vec![Vec::new(); fs.bob.len()];
+        let table = decode_w::<16>(&fp, q, &fs, &none, 0, Kernel::Auto);
+        qkd_ldpc::decoder::NO_VBMI.store(true, Relaxed);
+        let arith = decode_w::<16>(&fp, q, &fs, &none, 0, Kernel::Auto);
+        let arith8 = decode_w::<8>(&fp, q, &fs, &none, 0, Kernel::Auto);
+        qkd_ldpc::decoder::NO_VBMI.store(false, Relaxed);
+        assert_same(&table, &arith, "VBMI table vs arithmetic box-plus, W=16");
+        assert_same(&table, &arith8, "VBMI table vs arithmetic box-plus, W=8");
+    }
+}
