@@ -353,6 +353,16 @@ export class Kms extends EventEmitter {
       if (this.opts.role !== 'destination' || !isUuid(b.key_stream_id)) {
         return { status: 400, body: { message: 'open-stream goes to the destination-side KMS with a UUID key_stream_id' } };
       }
+      const known = this.streams.get(b.key_stream_id.toLowerCase());
+      if (known) {
+        // A retry of an open whose answer the source KMS never saw (it timed out): the stream is
+        // open here and its node may have pushed keys since, so registering again from index 0
+        // would fail for ever. Confirm the stream with the node (open-connect on an existing id
+        // is idempotent) and answer as the first time.
+        await this.openOnNode(known.keyStreamId, known.qos as QosRequest);
+        this.log('info', 'key stream open requested again: already open', { key_stream_id: known.keyStreamId });
+        return { status: 201, body: { status: STATUS.OK, key_stream_id: known.keyStreamId, qos: known.qos } };
+      }
       const s = await this.openOnNode(b.key_stream_id, b.qos as QosRequest);
       if (JSON.stringify(s.qos) !== JSON.stringify(b.qos)) {
         this.log('warn', 'destination node chose a different QoS than the source', { key_stream_id: s.keyStreamId });

@@ -241,3 +241,28 @@ t.test('a stream open that fails at the peer KMS is retried on the same stream: 
   t.ok(bob.equals(alice), 'the SAE pair gets the same keys');
   t.ok(alice.equals(Buffer.concat([early, late])), 'the keys are the early bytes, then the late ones, in order');
 });
+
+t.test('a stream open whose answer from the peer KMS is lost is retried idempotently: the peer already receives keys', async (t) => {
+  const L = await startLink({ noStream: true });
+  t.teardown(() => L.close());
+  const early = randomBytes(CHUNK * 3);
+  await Promise.all([L.nodeA.offer(early), L.nodeB.offer(early)]);
+  // The destination KMS opens the stream on its node (which starts pushing to it), but the source
+  // KMS never sees the 201 (a slow machine: its request timed out).
+  const proxy = await startLossyProxy({ targetUrl: L.kmsB.url, targetId: 'kmsB', serverTls: L.pki.tls('kmsB'),
+    clientTls: L.pki.tls('kmsA'), drop: (n) => n === 0 });
+  t.teardown(() => proxy.close());
+  const peerUrl = L.kmsB.url;
+  L.kmsA.setPeerUrl(proxy.url);
+  await t.rejects(L.kmsA.openStream(), 'first open: the answer is lost');
+  await until(() => L.kmsB.metrics().held === 3, 10_000, 'the destination KMS holds the early keys');
+  L.kmsA.setPeerUrl(peerUrl);
+  const sid = await L.kmsA.openStream();
+  t.ok(L.nodeA.hasStream(sid) && L.nodeB.hasStream(sid), 'the retry opens the same stream on both sides');
+  const late = randomBytes(CHUNK * 2);
+  await Promise.all([L.nodeA.offer(late), L.nodeB.offer(late)]);
+  await until(() => L.kmsA.metrics().held === 5 && L.kmsB.metrics().held === 5, 10_000, 'five keys at both KMSs');
+  const { alice, bob } = await drain(L, 5);
+  t.ok(bob.equals(alice), 'the SAE pair gets the same keys');
+  t.ok(alice.equals(Buffer.concat([early, late])), 'nothing lost or duplicated, in order');
+});
