@@ -534,7 +534,8 @@ mod avx512 {
     #[target_feature(enable = $feat)]
     #[inline]
     unsafe fn $name<const W: usize>(eng: &mut Grouped<W>, llr: *mut u8) {
-        let slots = eng.sch.slots;
+        let slots = 64 / W; // = eng.sch.slots, as a constant (loops over slots unroll)
+        debug_assert_eq!(slots, eng.sch.slots);
         let r = eng.r.as_mut_ptr() as *mut __m512i;
         let sc = eng.scratch.as_mut_ptr() as *mut __m512i;
         let d = eng.sch.max_deg.max(1);
@@ -545,7 +546,8 @@ mod avx512 {
         let lmax = _mm512_set1_epi16(LMAX);
         let lmin = _mm512_set1_epi16(-LMAX);
         let sat = _mm512_set1_epi8(MAXV);
-        let masks = &eng.slot_masks;
+        let mut masks = [0u64; MAX_SLOTS];
+        masks[..slots].copy_from_slice(&eng.slot_masks);
         let keep = !eng.fresh;
 
         for (g, &gs) in eng.sch.groups.iter().zip(eng.gsynd.iter()) {
