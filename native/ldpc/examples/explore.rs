@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 struct Src {
     errs: Vec<Vec<u8>>,
+    frozen: Vec<bool>,
     ch: i8,
     m: usize,
     fails: AtomicUsize,
@@ -19,7 +20,13 @@ impl FrameSource for Src {
     fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]) {
         // Alice's word 0 (syndrome 0), Bob's word = error pattern.
         for (v, l) in llr.iter_mut().enumerate() {
-            *l = if self.errs[i][v] == 1 { -self.ch } else { self.ch };
+            *l = if self.frozen[v] {
+                127 // shortened: known to Bob
+            } else if self.errs[i][v] == 1 {
+                -self.ch
+            } else {
+                self.ch
+            };
         }
         synd[..self.m].fill(0);
     }
@@ -51,11 +58,20 @@ fn main() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let maxit: u32 = std::env::var("MAXIT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let mut line = format!("4cyc {} maxdc {} |", code.four_cycles_accepted, code.max_check_degree);
+    // SHORT=σ: a seeded random fraction σ of the positions is shortened (frozen, known to Bob), as
+    // the rate adaptation does with s ≈ d = n/10; f is then (1 − R)/((1 − σ)·h(q)).
+    let sigma: f64 = std::env::var("SHORT").ok().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let mut frozen = vec![false; n];
+    let mut perm: Vec<usize> = (0..n).collect();
+    rand::seq::SliceRandom::shuffle(&mut perm[..], &mut rand::rngs::StdRng::seed_from_u64(11));
+    for &v in &perm[..(sigma * n as f64).round() as usize] {
+        frozen[v] = true;
+    }
     for qs in &a[5..] {
         let q: f64 = qs.parse().unwrap();
-        let errs: Vec<Vec<u8>> = (0..nf).map(|_| (0..n).map(|_| u8::from(rng.gen::<f64>() < q)).collect()).collect();
-        let src = Src { errs, ch: qkd_ldpc::quantised_llr(q), m, fails: AtomicUsize::new(0), iters: AtomicUsize::new(0) };
-        let frozen = vec![false; n];
+        let errs: Vec<Vec<u8>> =
+            (0..nf).map(|_| (0..n).map(|v| u8::from(!frozen[v] && rng.gen::<f64>() < q)).collect()).collect();
+        let src = Src { errs, frozen: frozen.clone(), ch: qkd_ldpc::quantised_llr(q), m, fails: AtomicUsize::new(0), iters: AtomicUsize::new(0) };
         std::thread::scope(|sc| {
             let h = sc.spawn(|| decode_frames::<16>(&code, &frozen, &src, 0..nf / 2, maxit, Kernel::Auto));
             decode_frames::<16>(&code, &frozen, &src, nf / 2..nf, maxit, Kernel::Auto);
@@ -72,7 +88,11 @@ fn main() {
                     sc.spawn(move || {
                         for i in (t..nref).step_by(2) {
                             let ch = ((1.0 - q) / q).ln();
-                            let llr: Vec<f64> = src.errs[i].iter().map(|&e| if e == 1 { -ch } else { ch }).collect();
+                            let llr: Vec<f64> = src.errs[i]
+                                .iter()
+                                .zip(&src.frozen)
+                                .map(|(&e, &z)| if z { 40.0 } else if e == 1 { -ch } else { ch })
+                                .collect();
                             let o = qkd_ldpc::reference::decode_reference(code, &llr, &vec![0u8; m], 100);
                             if !(o.converged && o.bits.iter().all(|&b| b == 0)) {
                                 ref_fails.fetch_add(1, Ordering::Relaxed);
@@ -82,7 +102,7 @@ fn main() {
                 }
             });
         }
-        let f = (1.0 - rate) / qkd_ldpc::h2(q);
+        let f = (1.0 - rate) / ((1.0 - sigma) * qkd_ldpc::h2(q));
         if nref > 0 {
             line += &format!(" refBP FER={}/{nref}", ref_fails.load(Ordering::Relaxed));
         }
