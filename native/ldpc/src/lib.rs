@@ -216,7 +216,11 @@ pub fn decode_batch(
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
     let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
     let nf = frames.len();
-    let engines = rayon::current_num_threads().max(1).min(nf); // none for no frames
+    // No more engines than needed to give each at least 8 frames: an engine has at least 8
+    // lanes and a pass costs the same however many of them hold a frame, so two engines with 4
+    // frames each take as long as one with 8 and twice the CPU (blind retries decode a few
+    // frames at a time). None for no frames.
+    let engines = rayon::current_num_threads().max(1).min(nf.div_ceil(8));
     let per = nf.div_ceil(engines.max(1)).max(1);
     // Lane width: as wide as possible while one engine's working set (8-bit messages per edge,
     // 16-bit posteriors per position, per lane) stays within ~8 MiB, and never below 16 lanes
