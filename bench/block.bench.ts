@@ -18,6 +18,7 @@ import { decoyModel } from '../src/lab/theory.ts';
 import { AlicePostProcessor, BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockResult } from '../src/node/postprocess.ts';
 import { aliceChoicesAt } from '../src/node/alice.ts';
 import { siftMapping, toSiftChannels } from '../src/node/detections.ts';
+import { prepareCodes } from '../src/core/ldpc.ts';
 import { median, type BenchResult } from './stats.ts';
 
 const DETECTIONS = Number(process.env.QKD_BLOCK_BENCH_DETECTIONS ?? 1e7);
@@ -61,6 +62,8 @@ export async function run(): Promise<BenchResult[]> {
     settings: { mu: [preset.intensities.signal, preset.intensities.decoy, preset.intensities.vacuum] as [number, number, number],
       pMu: [preset.intensityProbs.signal, preset.intensityProbs.decoy, preset.intensityProbs.vacuum] as [number, number, number] },
   };
+  // As the node does at start: the LDPC codes of the frame size are built before the first block.
+  await prepareCodes(config.frameBits);
   const wall: number[] = [], cpu: number[] = [], ell: number[] = [], f: number[] = [];
   let last: BlockResult | undefined;
   for (let r = 0; r < REPEATS; r++) {
