@@ -3,19 +3,16 @@
  * record would be read back), the answering side of the post-processing dialogue, and her
  * delivery node. She never sees Bob's raw detections, only what he announces.
  */
-import { aliceChoiceFast, aliceThresholds, seedKeys, DOMAIN_ALICE } from '../lab/alice.ts';
+import { aliceThresholds, seedKeys, DOMAIN_ALICE } from '../lab/alice.ts';
+import { emulatedAliceChoicesAt } from '../core/sift.ts';
 import type { LinkPreset } from '../lab/presets.ts';
 import { AlicePostProcessor, type BlockConfig, type BlockResult } from './postprocess.ts';
 
-/** Alice's packed choice bytes at the listed pulses, from her seed. */
+/** Alice's packed choice bytes at the listed pulses, from her seed (native; same bits as aliceChoiceFast). */
 export function aliceChoicesAt(preset: LinkPreset, seed: bigint): (pulses: Float64Array) => Uint8Array {
   const keys = seedKeys(seed, DOMAIN_ALICE);
   const th = aliceThresholds(preset);
-  return (pulses) => {
-    const out = new Uint8Array(pulses.length);
-    for (let i = 0; i < pulses.length; i++) out[i] = aliceChoiceFast(keys, th, pulses[i]);
-    return out;
-  };
+  return (pulses) => emulatedAliceChoicesAt(keys, th, pulses);
 }
 
 export function createAlicePostProcessor(opts: {

@@ -62,9 +62,17 @@ export function encodePulseList(pulses: Float64Array): Uint8Array {
       throw new ProtocolError('PULSES_NOT_INCREASING', `pulse list must be strictly increasing integers (index ${i})`);
     }
     prev = pulses[i];
-    while (d >= 0x80) {
-      out[o++] = (d % 0x80) | 0x80;
-      d = Math.floor(d / 0x80);
+    // Below 2^31 the shifts are exact (almost every delta); above, divide.
+    if (d < 0x80000000) {
+      while (d >= 0x80) {
+        out[o++] = (d & 0x7f) | 0x80;
+        d >>>= 7;
+      }
+    } else {
+      while (d >= 0x80) {
+        out[o++] = (d % 0x80) | 0x80;
+        d = Math.floor(d / 0x80);
+      }
     }
     out[o++] = d;
   }
@@ -72,25 +80,30 @@ export function encodePulseList(pulses: Float64Array): Uint8Array {
 }
 
 export function decodePulseList(buf: Uint8Array, expected?: number): Float64Array {
-  const vals: number[] = [];
+  // Every pulse takes at least one byte: buf.length bounds the count.
+  const vals = new Float64Array(buf.length);
+  let n = 0;
   let prev = -1;
   let i = 0;
   while (i < buf.length) {
-    let d = 0;
-    let mul = 1;
-    for (;;) {
-      if (i >= buf.length) throw new ProtocolError('PULSES_TRUNCATED', 'pulse list ends inside a number: the message was truncated');
-      const b = buf[i++];
-      d += (b & 0x7f) * mul;
-      if (!(b & 0x80)) break;
-      mul *= 0x80;
-      if (mul > 2 ** 56) throw new ProtocolError('PULSES_MALFORMED', 'pulse list holds a number above 2^53');
+    let b = buf[i++];
+    let d = b & 0x7f;
+    if (b & 0x80) {
+      let mul = 0x80;
+      for (;;) {
+        if (i >= buf.length) throw new ProtocolError('PULSES_TRUNCATED', 'pulse list ends inside a number: the message was truncated');
+        b = buf[i++];
+        d += (b & 0x7f) * mul;
+        if (!(b & 0x80)) break;
+        mul *= 0x80;
+        if (mul > 2 ** 56) throw new ProtocolError('PULSES_MALFORMED', 'pulse list holds a number above 2^53');
+      }
     }
     prev = prev + 1 + d;
-    vals.push(prev);
+    vals[n++] = prev;
   }
-  if (expected !== undefined && vals.length !== expected) {
-    throw new ProtocolError('PULSES_COUNT', `pulse list holds ${vals.length} pulses, the header says ${expected}`);
+  if (expected !== undefined && n !== expected) {
+    throw new ProtocolError('PULSES_COUNT', `pulse list holds ${n} pulses, the header says ${expected}`);
   }
-  return Float64Array.from(vals);
+  return vals.slice(0, n);
 }

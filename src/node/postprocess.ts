@@ -387,19 +387,20 @@ export class BobPostProcessor {
     for (let k = 0; k + 1 < bounds.length; k++) {
       const pp = pulse.subarray(bounds[k], bounds[k + 1]);
       const cc = channel.subarray(bounds[k], bounds[k + 1]);
-      const distinct: number[] = [];
+      const distinct = new Float64Array(pp.length);
+      let nd = 0;
       const rank = new Float64Array(pp.length);
       for (let i = 0; i < pp.length; i++) {
         if (i === 0 || pp[i] !== pp[i - 1]) {
           if (i > 0 && pp[i] < pp[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', 'detections must be sorted by pulse index');
-          distinct.push(pp[i]);
+          distinct[nd++] = pp[i];
         }
-        rank[i] = distinct.length - 1;
+        rank[i] = nd - 1;
       }
       const ann = bobAnnounce({ pulse: rank, channel: cc }, this.map, randomBytes(32));
       secret.push(ann.events.bits);
       report.doubleClicks += ann.stats.doubleClicks + ann.stats.multiClicks;
-      const pl = Float64Array.from(distinct);
+      const pl = distinct.subarray(0, nd);
       const sr = await req('sift', { block: blockId, part: k, parts: bounds.length - 1, count: pl.length, pulses: encodePulseList(pl), announcement: ann.announcement });
       const part = extractSifted(ann.events, u8(sr.reply, 'reply'));
       secret.push(part.z, part.x);

@@ -132,3 +132,41 @@ t.test('pulse lists round-trip; malformed ones are refused with a clear error', 
   t.throws(() => decodePulseList(enc.subarray(0, enc.length - 1)), { code: 'PULSES_TRUNCATED' });
   t.throws(() => decodePulseList(enc, p.length + 1), { code: 'PULSES_COUNT' });
 });
+
+t.test('property: pulse lists encode as a slow BigInt LEB128 of the deltas does, and decode back', async (t) => {
+  const slow = (pulses: number[]): number[] => {
+    const out: number[] = [];
+    let prev = -1n;
+    for (const q of pulses) {
+      let d = BigInt(q) - prev - 1n;
+      prev = BigInt(q);
+      do {
+        const b = Number(d & 0x7fn);
+        d >>= 7n;
+        out.push(d ? b | 0x80 : b);
+      } while (d);
+    }
+    return out;
+  };
+  let seed = 7;
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  for (let trial = 0; trial < 300; trial++) {
+    const n = Math.floor(rnd() * 200);
+    const list: number[] = [];
+    let p = -1;
+    for (let i = 0; i < n && p < 2 ** 52; i++) {
+      // Deltas of every size: small, around the 2^31 and 2^32 boundaries, and large.
+      const k = rnd();
+      const d = k < 0.5 ? Math.floor(rnd() * 300) : k < 0.7 ? 2 ** 31 - 3 + Math.floor(rnd() * 6) : k < 0.8 ? 2 ** 32 - 3 + Math.floor(rnd() * 6) : Math.floor(rnd() * 2 ** 45);
+      p = p + 1 + d;
+      list.push(p);
+    }
+    const enc = encodePulseList(Float64Array.from(list));
+    const want = slow(list);
+    if (!Buffer.from(enc).equals(Buffer.from(want)) || decodePulseList(enc, list.length).some((x, i) => x !== list[i])) {
+      t.fail(`list ${list.slice(0, 8).join(',')}…: encoding or round trip differs`);
+      return;
+    }
+  }
+  t.pass('300 random lists');
+});

@@ -545,3 +545,20 @@ pub fn toeplitz_hash(key: Uint8Array, key_bits: f64, seed: Uint8Array, out_bits:
     let (o, reference) = opts(&options)?;
     Ok(AsyncTask::new(ToeplitzTask { x, t, l, o, reference }))
 }
+
+/// The emulated lab's choices of Alice at the listed pulses (src/lab/alice.ts, bit for bit):
+/// keys k0, k1 from `seedKeys`, thresholds from `aliceThresholds` (each ≤ 2^32).
+#[napi(catch_unwind)]
+pub fn emulated_alice_choices_at(k0: u32, k1: u32, basis_z: f64, signal: f64, decoy: f64, pulses: Float64Array) -> Result<Buffer> {
+    guard("emulatedAliceChoicesAt", || {
+        let t = |x: f64, what: &str| -> Result<u64> {
+            if !(x >= 0.0 && x <= 4_294_967_296.0 && x.fract() == 0.0) {
+                return Err(bad("CORE_BAD_ARG", format!("threshold {what} must be an integer in [0, 2^32]; got {x}")));
+            }
+            Ok(x as u64)
+        };
+        use qkd_core::emulated_choice::{alice_choices_at, ChoiceKeys, ChoiceThresholds};
+        let th = ChoiceThresholds { basis_z: t(basis_z, "basisZ")?, signal: t(signal, "signal")?, decoy: t(decoy, "decoy")? };
+        Ok(alice_choices_at(ChoiceKeys { k0, k1 }, th, &pulses).map_err(core_err)?.into())
+    })
+}
