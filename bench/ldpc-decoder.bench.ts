@@ -62,7 +62,7 @@ export async function run(): Promise<BenchResult[]> {
       const meanIter = first.reduce((s, r) => s + r.iterations, 0) / nf;
       const wall = median(runs.map((r) => r.wall));
       const cpu = median(runs.map((r) => r.cpu));
-      // The serial kernel on the same frames: fewer repeats (it is ~2x slower).
+      // The serial kernel on the same frames: fewer repeats (it is 3-5x slower per CPU-second).
       const serial: Array<Timed<DecodeResult[]>> = [];
       for (let i = 0; i < Math.max(1, Math.ceil(repeats / 2)); i++) serial.push(await timed(decode('portable')));
       const serialIdentical = serial[0].out.every((r, i) => r.converged === first[i].converged
