@@ -303,3 +303,42 @@ fn bad_inputs_are_errors_with_codes() {
     let e = decode_batch(&fp, 0.0, &[BobFrame { frame: &z, syndrome: &s, revealed: &[] }], 0, DecodeOptions::default()).unwrap_err();
     assert_eq!(e.code, "LDPC_BAD_QBER");
 }
+
+/// Every shipped rate gets a normalised λ on degrees ≥ 2 whose λ2 respects the BSC stability cap
+/// of `lambda_for_rate`; rates ≥ 0.80 take the `DE_DESIGNS` row with the largest design rate ≤ R
+/// (proportional to it), lower rates a Table I row; and the constructed 2^12 codes have the
+/// designed check-degree concentration (⌊E/m⌋ or ⌈E/m⌉) and no double edges.
+#[test]
+fn degree_distributions_follow_their_source_rows() {
+    for &r in family::RATES_PERMILLE.iter() {
+        let rate = r as f64 / 1000.0;
+        let lam = family::lambda_for_rate(rate);
+        let sum: f64 = lam.iter().map(|x| x.1).sum();
+        assert!((sum - 1.0).abs() < 1e-9 && lam.iter().all(|&(d, l)| d >= 2 && l >= 0.0), "rate {rate}");
+        let q = family::h2_inv(1.0 - rate);
+        let avg_v = 1.0 / lam.iter().map(|&(d, l)| l / d as f64).sum::<f64>();
+        let dc = avg_v / (1.0 - rate);
+        let l2 = lam.iter().find(|x| x.0 == 2).map_or(0.0, |x| x.1);
+        let stab = l2 * (dc - 1.0) * 2.0 * (q * (1.0 - q)).sqrt();
+        assert!(stab <= 0.9 + 1e-4, "stability at rate {rate}: {stab}"); // 4-step fixed point of the cap
+        let design = family::DE_DESIGNS.iter().find(|d| d.0 <= rate + 1e-9);
+        if rate >= 0.8 - 1e-9 {
+            let row = design.expect("a design row for every rate >= 0.80").2;
+            let t: f64 = row.iter().map(|x| x.1).sum();
+            for (&(d, l), &(d0, l0)) in lam.iter().zip(row) {
+                assert_eq!(d, d0);
+                if d > 3 {
+                    assert!((l - l0 / t).abs() < 1e-12, "rate {rate} degree {d}");
+                }
+            }
+        } else {
+            assert!(design.is_none());
+        }
+        let c = family::code(CodeId { log2n: 12, rate_permille: r });
+        let e = c.edges();
+        for ch in 0..c.m {
+            let d = c.row(ch).len();
+            assert!(d + 1 >= e / c.m && d <= e.div_ceil(c.m) + 1, "check degree {d} vs E/m = {}", e as f64 / c.m as f64);
+        }
+    }
+}
