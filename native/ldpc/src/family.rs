@@ -349,8 +349,16 @@ pub fn blind_schedule(qber: f64, log2n: u32) -> BlindSchedule {
     // decode at f = 1.072 on average, with the rate-0.60 one at 1.088 (64 frames each).
     const B16: [(f64, f64, f64, f64); 5] =
         [(0.01, 1.12, 0.015, 0.05), (0.02, 1.09, 0.015, 0.045), (0.03, 1.08, 0.015, 0.045), (0.05, 1.065, 0.01, 0.03), (0.08, 1.07, 0.015, 0.06)];
-    const B18: [(f64, f64, f64, f64); 5] =
-        [(0.01, 1.12, 0.01, 0.04), (0.02, 1.10, 0.01, 0.03), (0.03, 1.085, 0.01, 0.03), (0.05, 1.065, 0.01, 0.03), (0.08, 1.065, 0.01, 0.06)];
+    // Between 3 % and 5 % the plan's mother codes are the rate-0.775 and 0.75 ones (Table I rows,
+    // not DE-designed), which first decode higher than the 0.80 code at 3 %: the f0 interpolated
+    // from the 3 % and 5 % points had 0/15 frames decoding at the first pass in the node (QBER
+    // 3.3 %: two wasted rounds per block). Points at 3.15, 3.5 and 4 % from first-pass sweeps
+    // (32 frames per f0, docs/ldpc.md): 3.15 % 1.10 → 4/32, 1.11 → 14/32; 3.32 % 1.10 → 8/32,
+    // 1.11 → 25/32; 4 % 1.09 → 14/32.
+    const B18: [(f64, f64, f64, f64); 8] = [
+        (0.01, 1.12, 0.01, 0.04), (0.02, 1.10, 0.01, 0.03), (0.03, 1.085, 0.01, 0.03), (0.0315, 1.105, 0.01, 0.03),
+        (0.035, 1.10, 0.01, 0.03), (0.04, 1.088, 0.01, 0.03), (0.05, 1.065, 0.01, 0.03), (0.08, 1.065, 0.01, 0.06),
+    ];
     // 2^20: 1 % measured (24 frames); the others from the 2^18 points and the first-pass sweeps of docs/ldpc.md.
     const B20: [(f64, f64, f64, f64); 5] =
         [(0.01, 1.15, 0.01, 0.03), (0.02, 1.09, 0.01, 0.03), (0.03, 1.075, 0.01, 0.03), (0.05, 1.06, 0.01, 0.03), (0.08, 1.06, 0.01, 0.06)];
