@@ -347,8 +347,12 @@ pub fn blind_schedule(qber: f64, log2n: u32) -> BlindSchedule {
     // (qber, f0, Δf, headroom): the mother code must cover f0 + headroom with punctured fill.
     // At 8 % the headroom is larger so that the rate-0.55 mother is used: with it 2^18 frames
     // decode at f = 1.072 on average, with the rate-0.60 one at 1.088 (64 frames each).
-    const B16: [(f64, f64, f64, f64); 5] =
-        [(0.01, 1.12, 0.015, 0.05), (0.02, 1.09, 0.015, 0.045), (0.03, 1.08, 0.015, 0.045), (0.05, 1.065, 0.01, 0.03), (0.08, 1.07, 0.015, 0.06)];
+    // 3.15-4 %: first-pass sweeps as for 2^18 below (32 frames per f0): 3.15 % 1.10 → 9/32,
+    // 3.32 % 1.10 → 10/32, 3.5 % 1.09 → 11/32, 4 % 1.09 → 10/32 (the interpolation gave 3/32).
+    const B16: [(f64, f64, f64, f64); 8] = [
+        (0.01, 1.12, 0.015, 0.05), (0.02, 1.09, 0.015, 0.045), (0.03, 1.08, 0.015, 0.045), (0.0315, 1.10, 0.015, 0.045),
+        (0.035, 1.09, 0.015, 0.045), (0.04, 1.09, 0.015, 0.045), (0.05, 1.065, 0.01, 0.03), (0.08, 1.07, 0.015, 0.06),
+    ];
     // Between 3 % and 5 % the plan's mother codes are the rate-0.775 and 0.75 ones (Table I rows,
     // not DE-designed), which first decode higher than the 0.80 code at 3 %: the f0 interpolated
     // from the 3 % and 5 % points had 0/15 frames decoding at the first pass in the node (QBER
@@ -359,9 +363,15 @@ pub fn blind_schedule(qber: f64, log2n: u32) -> BlindSchedule {
         (0.01, 1.12, 0.01, 0.04), (0.02, 1.10, 0.01, 0.03), (0.03, 1.085, 0.01, 0.03), (0.0315, 1.105, 0.01, 0.03),
         (0.035, 1.10, 0.01, 0.03), (0.04, 1.088, 0.01, 0.03), (0.05, 1.065, 0.01, 0.03), (0.08, 1.065, 0.01, 0.06),
     ];
-    // 2^20: 1 % measured (24 frames); the others from the 2^18 points and the first-pass sweeps of docs/ldpc.md.
-    const B20: [(f64, f64, f64, f64); 5] =
-        [(0.01, 1.15, 0.01, 0.03), (0.02, 1.09, 0.01, 0.03), (0.03, 1.075, 0.01, 0.03), (0.05, 1.06, 0.01, 0.03), (0.08, 1.06, 0.01, 0.06)];
+    // 2^20: 1 % measured (24 frames); the others from first-pass sweeps (16 frames per f0, BSC;
+    // docs/ldpc.md "Between the measured points"): the f0 decoding ~30-40 % of frames at the first
+    // pass (2 % 1.10 → 11/16; 2.5 % 1.09 → 5/16; 3 % 1.08 → 6/16; 3.32 % 1.10 → 4/16; 4 % 1.09 → 8/16;
+    // 4.5 % 1.08 → 12/16; 5 % 1.06 → 0/16, 1.07 → 16/16; 8 % likewise).
+    const B20: [(f64, f64, f64, f64); 11] = [
+        (0.01, 1.15, 0.01, 0.03), (0.02, 1.095, 0.01, 0.03), (0.025, 1.09, 0.01, 0.03), (0.03, 1.08, 0.01, 0.03),
+        (0.0315, 1.105, 0.01, 0.03), (0.035, 1.095, 0.01, 0.03), (0.04, 1.087, 0.01, 0.03), (0.045, 1.077, 0.01, 0.03),
+        (0.05, 1.065, 0.01, 0.03), (0.065, 1.058, 0.01, 0.03), (0.08, 1.065, 0.01, 0.06),
+    ];
     let (table, margin): (&[(f64, f64, f64, f64)], f64) = match log2n {
         0..=12 => (&B16, 0.2),
         13..=14 => (&B16, 0.08),
