@@ -56,6 +56,10 @@ export async function run(): Promise<BenchResult[]> {
   return [
     { name: 'timing.time_to_lock_data', value: lockDataMs, unit: 'ms of data', better: 'lower', params: { ...params, limitMs: 2000 } },
     { name: 'timing.time_to_lock_compute', value: median(lockCompute), unit: 'ms', better: 'lower', params: { ...params, note: 'includes the +-1.5 ms offset FFT search' } },
-    { name: 'timing.sync_index_throughput', value: nStream / sec, unit: 'detections/s', better: 'higher', params: { ...params, detections: nStream }, baseline: nStream / slow },
+    // The baseline does less than ClockSync (index only: no tracking loop, no lock checks, no
+    // output arrays), so it can come out faster; it bounds the cost of the tracking, it is not a
+    // slow copy of the same work.
+    { name: 'timing.sync_index_throughput', value: nStream / sec, unit: 'detections/s', better: 'higher',
+      params: { ...params, detections: nStream, baselineDoes: 'index only (no tracking, lock checks or outputs)' }, baseline: nStream / slow },
   ];
 }
