@@ -20,19 +20,30 @@ import { createAlicePostProcessor } from './alice.ts';
 import { SummaryBuilder } from './summary.ts';
 import { patternServer, type PatternServerStats } from './pattern-link.ts';
 import { alicePatternFromSeed } from '../timing/emulated.ts';
-import { openNodeDevices } from './devices.ts';
+import { openNodeDevices, type NodeDevices } from './devices.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { LinkPreset } from '../lab/presets.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
 
 export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const log = createLogger({ component: `node-${cfg.role}` });
   const preset = linkPresetOf(cfg);
+  // Real devices first: a device that is missing or has the wrong firmware stops the start here.
+  // They are closed (Alice's source switched off) however the node ends, a failed start included.
+  const devices = await openNodeDevices(cfg.role, cfg.devices, preset, 'node configuration');
+  try {
+    for (const d of devices.info) log.info('device ready', { ...d });
+    if (devices.source) log.info("Alice's source programmed with a fresh secret pattern seed and switched on", { device: devices.info.find((d) => d.kind === 'photon-source')?.id });
+    return await runNode(cfg, log, preset, devices);
+  } finally {
+    await devices.close();
+  }
+}
+
+async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devices: NodeDevices): Promise<number> {
   const blockCfg = blockConfigOf(cfg, preset);
   const t0 = Date.now();
-  // Real devices first: a device that is missing or has the wrong firmware stops the start here.
-  const devices = await openNodeDevices(cfg.role, cfg.devices, preset, 'node configuration');
-  for (const d of devices.info) log.info('device ready', { ...d });
-  if (devices.source) log.info("Alice's source programmed with a fresh secret pattern seed and switched on", { device: devices.info.find((d) => d.kind === 'photon-source')?.id });
 
   // The peer's stream state, learnt over the classical link (ETSI 004 status 3 until both opened).
   const peerStreams = new Set<string>();
@@ -254,7 +265,6 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   toSupervisor({ ...final, type: 'summary' });
   await link.close();
   await delivery.close();
-  await devices.close();
   log.info('stopped', { reason: why, spoolDepth: final.delivery.spoolDepth });
   return why === 'pipeline failed' ? 1 : 0;
 }

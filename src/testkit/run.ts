@@ -12,6 +12,7 @@ import { JsonClient, type ClientResponse } from '../delivery/http.ts';
 import { makePki, type Pki } from '../delivery/pki.ts';
 import { freePort, nodeRunConfig, referenceKmsConfig, type LinkConfigParams } from '../node/supervisor.ts';
 import type { NodeRunConfig } from '../node/config.ts';
+import type { Test } from 'tap';
 
 const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
 
@@ -114,4 +115,19 @@ export async function stopNodePair(alice: QkdProcess, bob: QkdProcess): Promise<
   alice.p.kill('SIGINT');
   const a = await alice.done;
   return { a, b };
+}
+
+/**
+ * The end of a two-host test: the SAE pair gets matching keys from the two KMSs, then both nodes
+ * stop cleanly (Bob first); returns their `--json` summaries.
+ */
+export async function checkKeysAndStop(t: Test, o: { pki: Pki; kmsPort: { A: number; B: number }; alice: QkdProcess; bob: QkdProcess }):
+  Promise<{ sa: Record<string, any>; sb: Record<string, any> }> {
+  const { enc, dec } = await saePairOverPki(o.pki, o.kmsPort);
+  t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
+  t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
+  const { a, b } = await stopNodePair(o.alice, o.bob);
+  t.equal(b.code, 0, 'Bob\'s node exits cleanly');
+  t.equal(a.code, 0, 'Alice\'s node exits cleanly');
+  return { sa: JSON.parse(a.stdout), sb: JSON.parse(b.stdout) };
 }

@@ -255,7 +255,7 @@ export class ClockSync {
       // If the lock is lost on this click, the next ones go to the acquisition buffer.
       k = this.track(ti, c, out, outC, outR, k, this.seq);
       if (ti >= this.verifyDueAt) { o.k = k; o.i = i + 1; o.ti = ti; this.seq++; return SCAN_VERIFY; }
-      if (this.wN >= this.o.trackMinClicks && ti - this.wStart >= this.o.trackWindowPs && this.st.locked) this.closeWindow();
+      this.maybeCloseWindow(ti);
     }
     o.k = k;
     o.i = n;

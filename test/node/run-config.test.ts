@@ -7,7 +7,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { qkdProcess, saePairOverPki, stopNodePair, until, writeNodeLink } from '../../src/testkit/run.ts';
+import { checkKeysAndStop, qkdProcess, until, writeNodeLink } from '../../src/testkit/run.ts';
 
 t.setTimeout(900_000);
 
@@ -45,16 +45,8 @@ t.test('two nodes from their own configuration files, each with its own KMS, pro
   await until('Bob\'s first verified block', () => bob.lines.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
   t.ok(alice.lines.some((l) => /^\[qkd run alice\] node nodeA ready: ETSI 004 at https:/.test(l)), 'Alice says where her node listens');
 
-  const { enc, dec } = await saePairOverPki(pki, kmsPort);
-  t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
-  t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
-
-  // Stop as an operator would on two hosts: Bob first (he finishes his block with Alice), then Alice.
-  const { a, b } = await stopNodePair(alice, bob);
-  t.equal(b.code, 0, 'Bob\'s node exits cleanly');
-  t.equal(a.code, 0, 'Alice\'s node exits cleanly');
-  const sb = JSON.parse(b.stdout);
-  const sa = JSON.parse(a.stdout);
+  // Keys at the SAE pair, then stop as an operator would on two hosts (Bob first).
+  const { sa, sb } = await checkKeysAndStop(t, { pki, kmsPort, alice, bob });
   t.equal(sb.role, 'bob');
   t.ok(sb.summary.blocks.verified >= 1, `${sb.summary.blocks.verified} verified blocks in Bob's summary`);
   t.ok(sb.summary.qber > 0.02 && sb.summary.qber < 0.05, `QBER ${sb.summary.qber}`);

@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hasSocat, startPtyPair } from '../../src/testkit/devices.ts';
-import { qkdProcess, saePairOverPki, stopNodePair, until, writeNodeLink } from '../../src/testkit/run.ts';
+import { checkKeysAndStop, qkdProcess, until, writeNodeLink } from '../../src/testkit/run.ts';
 
 t.setTimeout(900_000);
 
@@ -60,15 +60,8 @@ t.test('Alice\'s node drives her source over a serial line; keys match with no s
   }, 30_000);
   t.match(aliceMetrics, /qkd_device_info\{[^}]*device="alice-source"[^}]*firmware_ok="1"/, 'her source\'s identity and firmware check exported');
 
-  const { enc, dec } = await saePairOverPki(pki, kmsPort);
-  t.equal(dec.status, 200, 'dec_keys from Bob\'s KMS');
-  t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'the SAE pair holds the same keys');
-
-  const { a, b } = await stopNodePair(alice, bob);
-  t.equal(b.code, 0, 'Bob\'s node exits cleanly');
-  t.equal(a.code, 0, 'Alice\'s node exits cleanly');
-  const sa = JSON.parse(a.stdout);
-  const sb = JSON.parse(b.stdout);
+  // Keys at the SAE pair, then stop as an operator would on two hosts (Bob first).
+  const { sa, sb } = await checkKeysAndStop(t, { pki, kmsPort, alice, bob });
   t.ok(sb.summary.blocks.verified >= 1, `${sb.summary.blocks.verified} verified blocks`);
   t.ok(sb.summary.qber > 0.02 && sb.summary.qber < 0.05, `QBER ${sb.summary.qber} (25 km reference link: about 3.3 %)`);
   t.same(sa.devices.map((d: { id: string; model: string; firmware: string }) => [d.id, d.model]), [['alice-source', 'EmuLab PS-1']], 'Alice reports her source\'s identity read over the line');
