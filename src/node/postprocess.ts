@@ -71,7 +71,10 @@ export interface BlockReport {
   qberEstimate?: number;
   frames?: number;
   framesFailed?: number;
+  /** Counted leak of the kept frames: syndromes, reveals, and `feedbackBits`. */
   leakBits?: number;
+  /** Bob's disclosed decode outcomes (which frames failed each round, the keep mask), 1 bit each. */
+  feedbackBits?: number;
   reconciliationEfficiency?: number;
   statement?: SecurityStatement;
   doubleClicks: number;
@@ -139,6 +142,8 @@ interface AliceBlock {
   frames?: Uint8Array[];
   fills?: Uint8Array[];
   leakPerFrame?: number[];
+  /** Decode outcomes Bob disclosed (frames failing per round, the keep mask): 1 bit each. */
+  feedbackBits?: number;
   key?: Uint8Array;
   keyLen?: number;
   tagBits?: number;
@@ -197,6 +202,9 @@ export class AlicePostProcessor {
       // A protocol-level abort (bad QBER, nothing decoded, verification failed) is an answer, not
       // a failure of the channel: Bob learns the reason and both drop the block.
       if (e instanceof QkdError && e.code === 'BLOCK_ABORTED') return { abort: e.message };
+      // Parameter estimation's verdicts (PE_ABORT_BOUNDS, PE_IMPOSSIBLE_COUNTS, ...) are block
+      // outcomes too: Bob must report their code, not a failed remote handler.
+      if (e instanceof QkdError && e.code.startsWith('PE_')) return { abort: `${e.code}: ${e.message}` };
       throw e;
     }
   }
@@ -237,6 +245,13 @@ export class AlicePostProcessor {
       this.abort(id);
       return { counts, abort: `PE_ABORT_QBER: X-basis QBER ${(qberX * 100).toFixed(2)} % is above the abort threshold ${(sec.qberAbort * 100).toFixed(1)} % (eavesdropping, misalignment or a timing fault)` };
     }
+    try {
+      this.checkKeyPossible(id, counts);
+    } catch (e) {
+      if (!(e instanceof QkdError && e.code.startsWith('PE_'))) throw e;
+      this.abort(id);
+      return { counts, abort: `${e.code}: ${e.message}` };
+    }
     const q = Math.min(0.2, Math.max(0.002, this.opts.qberHint?.() ?? qberX));
     const frameBits = Math.min(this.opts.config.frameBits, s.zBits);
     if (frameBits < 3687) throw abortError(`BLOCK_TOO_SMALL: only ${s.zBits} sifted Z bits: too few for one LDPC frame (3687); use a larger block`);
@@ -249,21 +264,41 @@ export class AlicePostProcessor {
     const enc = await encodeBatch(b.frames, choice.params);
     b.fills = enc.map((e) => e.fill);
     b.leakPerFrame = enc.map((e) => e.leakBits);
+    b.feedbackBits = frames; // every first attempt's outcome will be disclosed (a reveal list or the keep mask)
     const syndromes = concatBits(enc.map((e) => ({ bytes: e.syndrome, bits: e.syndrome.length * 8 }))).bytes;
     return { counts, qberEstimate: q, params: choice.params, frames, syndromes, stepBits: choice.stepBits };
   }
 
+  /**
+   * Stops a block at the estimate step when its bounds leave no key even if reconciliation
+   * disclosed nothing (throws PE_ABORT_BOUNDS or PE_NO_KEY): otherwise the whole reconciliation
+   * is spent before amplify finds ℓ = 0. The one-decoy bound needs the Z errors, known only after
+   * reconciliation, so it is not checked here.
+   */
+  private checkKeyPossible(id: number, counts: BlockCounts): void {
+    const cfg = this.opts.config;
+    if (cfg.settings.protocol === 'rusca2018') return;
+    const best = planBlock({ settings: cfg.settings, counts, security: cfg.security, leakEcBits: 0, verifyTagBits: 0, authBitsConsumed: this.opts.authBitsConsumed(id) });
+    if (best.ell <= 0) {
+      throw new SecurityError('PE_NO_KEY', `the finite-key bound leaves no key even with no reconciliation leak (n = ${best.n}, s_Z1 ≥ ${best.bounds.sZ1.toFixed(0)}, phi_Z ≤ ${best.bounds.phiZ.toFixed(4)}): use larger blocks or check the intensities`);
+    }
+  }
+
   private reveal(id: number, p: Record<string, unknown>): Record<string, unknown> {
     const b = this.block(id);
-    const list = u8(p.frames, 'frames');
+    // Frame indices as a strictly increasing LEB128 list (a block can hold thousands of frames).
+    const list = decodePulseList(u8(p.frames, 'frames'), num(p.frameCount, 'frameCount'));
     const from = num(p.from, 'from');
     const count = num(p.count, 'count');
     const parts: Uint8Array[] = [];
     for (const f of list) {
       if (f >= b.frames!.length) throw new ProtocolError('BAD_MESSAGE', `reveal for frame ${f} of ${b.frames!.length}`);
+    }
+    for (const f of list) {
       parts.push(reveal(b.frames![f], b.fills![f], b.params!, from, count));
       b.leakPerFrame![f] += count;
     }
+    b.feedbackBits! += list.length; // these retries' outcomes will be disclosed in turn
     return { bits: parts };
   }
 
@@ -287,7 +322,7 @@ export class AlicePostProcessor {
   private async amplify(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
     const b = this.block(id);
     if (p.verified !== true) throw abortError('VERIFY_FAILED: verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
-    const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0);
+    const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0) + b.feedbackBits!;
     const counts = b.counts!;
     const statement = planBlock({
       settings: this.opts.config.settings,
@@ -437,13 +472,16 @@ export class BobPostProcessor {
     secret.push(...results.map((r) => r.corrected), ...results.map((r) => r.fillGuess));
     // Blind retries: reveal more bits of the frames that did not converge.
     const revealed = new Map<number, { bits: Uint8Array; count: number }>();
+    // Each disclosed decode outcome (in a reveal list or the keep mask) is counted as one bit.
+    let feedbackBits = nFrames;
     const step = num(er.stepBits, 'stepBits');
     if (!(step >= 1 && step <= choice.keyBits)) throw new ProtocolError('BAD_MESSAGE', `stepBits ${step} outside 1..${choice.keyBits}`);
     for (let round = 0; round < cfg.retryRounds; round++) {
       const failing = results.map((r, i) => (r.converged ? -1 : i)).filter((i) => i >= 0);
       if (failing.length === 0) break;
       const from = round * step;
-      const rr = await req('reveal', { block: blockId, frames: Uint8Array.from(failing), from, count: step });
+      feedbackBits += failing.length;
+      const rr = await req('reveal', { block: blockId, frames: encodePulseList(Float64Array.from(failing)), frameCount: failing.length, from, count: step });
       const parts = rr.bits as Uint8Array[];
       if (!Array.isArray(parts) || parts.length !== failing.length) throw new ProtocolError('BAD_MESSAGE', 'reveal reply does not match the request');
       const fFrames: Uint8Array[] = [];
@@ -493,8 +531,9 @@ export class BobPostProcessor {
     report.zErrors = zErr;
     report.keptZ = keptZ;
     report.qberZ = keptBits ? keptErr / keptBits : undefined;
-    const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0);
+    const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0) + feedbackBits;
     report.leakBits = keptLeak;
+    report.feedbackBits = feedbackBits;
     if (keptBits && report.qberZ) report.reconciliationEfficiency = keptLeak / (keptBits * binaryEntropy(report.qberZ));
 
     const vr = await req('verify', { block: blockId, keep });

@@ -164,7 +164,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       if (r.framesFailed) metrics.frameErrors.inc(r.framesFailed);
       view.recordSecretKeyRate(bits / Math.max(0.001, (now - lastBlockAt) / 1000));
       lastBlockAt = now;
-      alarms.evaluate({ qber: r.qberX ?? r.qberZ });
+      alarms.evaluate({ qber: r.qberX ?? r.qberZ, lastBlock: { verified: r.verified, abortReason: r.abortReason } });
     },
     onAlarm(name, m) {
       opts.say(`${name}: ${JSON.stringify(m.alarm)}`);

@@ -22,7 +22,7 @@ export const SEVERITIES: Severity[] = ['critical', 'major', 'minor', 'warning'];
 
 export type AlarmKind =
   | 'qber-high' | 'detector-saturation' | 'detector-silent' | 'sync-lost' | 'kms-unreachable' | 'spool-filling'
-  | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high';
+  | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high' | 'no-key';
 
 interface RuleBase {
   enabled: boolean;
@@ -43,6 +43,8 @@ export interface AlarmConfig {
   firmwareMismatch: RuleBase;
   randomness: RuleBase;
   classicalRtt: RuleBase & { raiseAboveSeconds: number; clearBelowSeconds: number };
+  /** Blocks ending without key because of their statistics (PE_ABORT_BOUNDS, PE_NO_KEY, PE_IMPOSSIBLE_COUNTS). */
+  noKey: RuleBase;
   /** How many raise/clear events `recent()` keeps. */
   recentLimit: number;
 }
@@ -69,6 +71,7 @@ export const DEFAULT_ALARM_CONFIG: AlarmConfig = {
   firmwareMismatch: rule('critical'),
   randomness: rule('major'),
   classicalRtt: { ...rule('warning', 30, 30), raiseAboveSeconds: 0.25, clearBelowSeconds: 0.1 },
+  noKey: rule('major'),
   recentLimit: 50,
 };
 
@@ -93,6 +96,8 @@ export interface AlarmInputs {
   /** From RandomnessMonitor.snapshot(). */
   randomness?: { healthy: boolean; reason?: string };
   classicalRttSeconds?: number;
+  /** The last finished block: verified, or its abort reason ("CODE: message"). */
+  lastBlock?: { verified: boolean; abortReason?: string };
 }
 
 export interface Alarm {
@@ -131,7 +136,11 @@ const CAUSES: Record<AlarmKind, string> = {
   'firmware-mismatch': 'device firmware updated or replaced with a version the hardware profile does not list',
   'randomness-failed': 'a bug in post-processing output (stuck or repeated bits), or a broken privacy amplification seed',
   'classical-rtt-high': 'congested or rerouted classical network, or an overloaded peer node',
+  'no-key': 'blocks too small for the finite-key bound at this loss and ε, or intensities/probabilities in the configuration that do not match the source (impossible counts)',
 };
+
+/** Abort codes of parameter estimation that mean "no key from these statistics" (not the QBER). */
+const NO_KEY_CODES = ['PE_ABORT_BOUNDS', 'PE_NO_KEY', 'PE_IMPOSSIBLE_COUNTS'];
 
 const SUBJECT_KIND = (k: AlarmKind): boolean => k === 'detector-saturation' || k === 'detector-silent' || k === 'kms-unreachable' || k === 'firmware-mismatch';
 
@@ -245,6 +254,15 @@ export class AlarmEngine {
       step('classical-rtt-high', s, undefined, {
         bad: band(v, s.raiseAboveSeconds, s.clearBelowSeconds), value: v, threshold: s.raiseAboveSeconds,
         message: `classical channel round trip ${(v * 1e3).toFixed(1)} ms, above ${(s.raiseAboveSeconds * 1e3).toFixed(0)} ms: post-processing slows down`,
+      });
+    }
+    if (inputs.lastBlock) {
+      // QBER aborts have their own alarm; this one is for blocks the statistics leave keyless.
+      const code = (inputs.lastBlock.abortReason ?? '').split(':')[0];
+      const keyless = !inputs.lastBlock.verified && NO_KEY_CODES.includes(code);
+      step('no-key', c.noKey, undefined, {
+        bad: inputs.lastBlock.verified ? false : keyless ? true : undefined, value: code || 'verified',
+        message: `blocks end without key: ${inputs.lastBlock.abortReason ?? ''}`,
       });
     }
     return out;

@@ -100,10 +100,23 @@ t.test('configuration: defaults, validation errors name the field, file loading'
   t.equal(e.recent().length, 2);
 });
 
+t.test('no-key alarm: raised by blocks the statistics leave keyless (not by QBER aborts), cleared by a verified block', async (t) => {
+  const e = new AlarmEngine();
+  t.same(e.evaluate({ lastBlock: { verified: false, abortReason: 'PE_ABORT_QBER: X-basis QBER 25 %' } }, 0), [], 'QBER aborts have their own alarm');
+  const raised = e.evaluate({ lastBlock: { verified: false, abortReason: 'PE_ABORT_BOUNDS: decoy bounds leave no single-photon key' } }, 1000);
+  t.equal(raised.length, 1);
+  t.equal(raised[0].alarm.kind, 'no-key');
+  t.match(raised[0].alarm.message, /PE_ABORT_BOUNDS/);
+  t.equal(raised[0].alarm.runbook, 'docs/runbook.md#no-key');
+  t.same(e.evaluate({ lastBlock: { verified: false, abortReason: 'COMMIT_FAILED: peer gone' } }, 2000), [], 'other aborts leave it as it is');
+  const cleared = e.evaluate({ lastBlock: { verified: true } }, 3000);
+  t.equal(cleared[0]?.type, 'cleared');
+});
+
 t.test('every alarm kind has a runbook section with causes, checks and actions', async (t) => {
   const runbook = readFileSync(new URL('../../docs/runbook.md', import.meta.url), 'utf8');
   const kinds: AlarmKind[] = ['qber-high', 'detector-saturation', 'detector-silent', 'sync-lost', 'kms-unreachable', 'spool-filling',
-    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high'];
+    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high', 'no-key'];
   for (const k of kinds) {
     // GitHub anchors: "## qber-high: …" → #qber-high-… ; we use explicit <a id> anchors.
     t.ok(runbook.includes(`<a id="${k}"></a>`), `runbook anchor #${k}`);
