@@ -53,6 +53,12 @@ export interface KmsOptions {
   /** QoS requested at open-connect (null fields: the node chooses). */
   qos?: QosRequest;
   maxKeysPerRequest?: number;
+  /**
+   * Keys each SAE may take per second (enc_keys and dec_keys together), with a burst allowance:
+   * one application cannot drain the link's whole store. Beyond it: 429 with Retry-After.
+   * `keysPerSecond: 0` turns the limit off. Default 500 keys/s, burst 2 048.
+   */
+  rateLimit?: { keysPerSecond: number; burst: number };
   /** How often TTL expiry runs (ms). */
   expireEveryMs?: number;
   requestTimeoutMs?: number;
@@ -81,6 +87,8 @@ export interface KmsMetrics {
   ackLatencyMs: { p50: number; p90: number; p99: number; count: number };
 }
 
+const DEFAULT_RATE = { keysPerSecond: 500, burst: 2048 };
+
 const B64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export class Kms extends EventEmitter {
@@ -98,6 +106,8 @@ export class Kms extends EventEmitter {
   private expirer?: NodeJS.Timeout;
   private encChain: Promise<unknown> = Promise.resolve();
   private readonly lat = new Recent();
+  /** Token bucket per SAE: keys it may still take now, refilled at rateLimit.keysPerSecond. */
+  private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
   private readonly m = { pushed: 0, acked: 0, duplicates: 0, conflicts: 0, full: 0, rejected: 0, dropped: 0,
     delivered: 0 };
 
@@ -265,7 +275,15 @@ export class Kms extends EventEmitter {
     if (p === '/api/v1/qkd/etsi004/key-material' && req.method === 'POST') return this.keyMaterial(req);
     if (p.startsWith('/api/v1/kms-peer/')) return this.peerCall(req);
     const m = /^\/api\/v1\/keys\/([^/]+)\/(status|enc_keys|dec_keys)$/.exec(p);
-    if (m) return this.etsi014(req, decodeURIComponent(m[1]), m[2] as 'status' | 'enc_keys' | 'dec_keys');
+    if (m) {
+      let sae: string;
+      try {
+        sae = decodeURIComponent(m[1]);
+      } catch {
+        return { status: 400, body: { message: `the SAE ID in ${p} is not valid percent-encoding (RFC 3986): encode it with encodeURIComponent` } };
+      }
+      return this.etsi014(req, sae, m[2] as 'status' | 'enc_keys' | 'dec_keys');
+    }
     return { status: 404, body: { message: `no route ${req.method} ${p}` } };
   }
 
@@ -421,6 +439,16 @@ export class Kms extends EventEmitter {
       return { status: 400, body: { message: `SAE '${saeId}' is not reachable through this KMS's peer` } };
     }
     const b = (req.body && typeof req.body === 'object' ? req.body : {}) as Record<string, unknown>;
+    if (op !== 'status') {
+      const wait = this.rateLimited(caller, op === 'enc_keys' ? Number(b.number ?? req.query.get('number') ?? 1) :
+        (Array.isArray(b.key_IDs) ? b.key_IDs.length : req.query.getAll('key_ID').length));
+      if (wait > 0) {
+        const sec = Math.ceil(wait / 1000);
+        this.log('warn', 'SAE over its key rate limit', { sae: caller, retryAfterS: sec });
+        return { status: 429, headers: { 'retry-after': String(sec) }, body: { message: `SAE '${caller}' is over its ` +
+          `limit of ${this.opts.rateLimit?.keysPerSecond ?? DEFAULT_RATE.keysPerSecond} keys/s; retry after ${sec} s` } };
+      }
+    }
     const bits = this.chunkBits();
     const maxPer = this.opts.maxKeysPerRequest ?? 128;
     if (op === 'status') {
@@ -469,6 +497,25 @@ export class Kms extends EventEmitter {
         `${saeId} -> ${caller}, or already handed out` + (keys.length ? `; ${keys.length} other key(s) were erased` : '') } };
     }
     return { status: 200, body: { keys } };
+  }
+
+  /**
+   * Takes `n` keys' worth of tokens from the SAE's bucket; returns 0 when allowed, else the ms to
+   * wait (nothing taken). Invalid counts pass through: the request's own checks refuse them.
+   */
+  private rateLimited(sae: string, n: number): number {
+    const { keysPerSecond, burst } = this.opts.rateLimit ?? DEFAULT_RATE;
+    if (!(keysPerSecond > 0) || !Number.isInteger(n) || n < 1) return 0;
+    const now = this.now();
+    const bk = this.buckets.get(sae) ?? { tokens: burst, atMs: now };
+    bk.tokens = Math.min(burst, bk.tokens + ((now - bk.atMs) / 1000) * keysPerSecond);
+    bk.atMs = now;
+    this.buckets.set(sae, bk);
+    if (bk.tokens >= n) {
+      bk.tokens -= n;
+      return 0;
+    }
+    return Math.max(1, ((n - bk.tokens) / keysPerSecond) * 1000);
   }
 
   /**

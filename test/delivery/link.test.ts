@@ -186,3 +186,27 @@ t.test('both directions at once: every key goes to exactly one SAE pair', async 
   t.equal(L.kmsA.metrics().held + L.kmsA.metrics().reserved, 0, 'nothing left reserved or held at A');
   t.equal(L.kmsB.metrics().held + L.kmsB.metrics().reserved, 0, 'nor at B');
 });
+
+t.test('ETSI 014 guards: malformed percent-encoding is a 400, not a 500; one SAE cannot drain the store (429 + Retry-After)', async (t) => {
+  let nowMs = 1_000_000;
+  const L = await startLink({ kms: { rateLimit: { keysPerSecond: 2, burst: 6 }, now: () => nowMs } });
+  t.teardown(() => L.close());
+  const n = 12;
+  const all = randomBytes(CHUNK * n);
+  await Promise.all([L.nodeA.offer(all, {}), L.nodeB.offer(all, {})]);
+  await until(() => L.kmsA.metrics().acked === n && L.kmsB.metrics().acked === n, 10_000, 'acks');
+  const saeA = L.sae('saeA', L.kmsA);
+  const bad = await saeA.req('GET', '/api/v1/keys/sae%E0%A4%A/status');
+  t.equal(bad.status, 400, 'bad percent-encoding refused');
+  t.match(bad.body.message, /percent-encoding/);
+
+  t.equal((await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 4 })).status, 200, 'within the burst');
+  const over = await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 4 });
+  t.equal(over.status, 429, 'burst spent: refused');
+  t.match(over.body.message, /over its limit of 2 keys\/s; retry after 1 s/);
+  t.equal(L.kmsA.metrics().held, n - 4, 'a refused request takes nothing');
+  nowMs += 1000; // two more tokens: 4 in the bucket
+  t.equal((await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 4 })).status, 200, 'allowed again after the refill');
+  const other = await L.sae('saeStranger', L.kmsA).req('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 });
+  t.equal(other.status, 200, 'another SAE has its own allowance');
+});

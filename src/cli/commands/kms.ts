@@ -7,6 +7,7 @@ import { ConfigError } from '../../errors.ts';
 import { loadKmsConfig } from '../../delivery/config.ts';
 import { startKms } from '../../delivery/kms.ts';
 import { makePki } from '../../delivery/pki.ts';
+import { redact } from '../../telemetry/redact.ts';
 
 export const summary = 'run the reference KMS (ETSI 004 push receiver, ETSI 014 for applications)';
 export const usage = `qkd kms --config FILE [--open-stream]
@@ -42,7 +43,8 @@ export async function run(args: string[]): Promise<number> {
     throw new ConfigError('CLI_USAGE', 'qkd kms needs --config FILE (see qkd kms --help)');
   }
   const { opts, openStream } = loadKmsConfig(args[ci + 1]);
-  const out = (o: object) => process.stdout.write(JSON.stringify({ t: new Date().toISOString(), ...o }) + '\n');
+  // Every KMS log line goes through the same redaction as the node's logs (no key bytes, ever).
+  const out = (o: object) => process.stdout.write(JSON.stringify(redact({ t: new Date().toISOString(), ...o })) + '\n');
   const kms = await startKms(opts);
   opts.wrapKey.fill(0);
   kms.on('log', (l) => out(l));
