@@ -11,7 +11,7 @@ export function errorFromNative(cause: unknown): QkdError {
   if (!m) return new QkdError('CORE_ERROR', `native core failed: ${msg}`, { cause });
   const [, code, text] = m;
   // A peer's malformed or mismatched message is a protocol problem; aborts are security refusals.
-  if (code.startsWith('PE_ABORT')) return new SecurityError(code, text, { cause });
+  if (code.startsWith('PE_ABORT') || code === 'PE_IMPOSSIBLE_COUNTS') return new SecurityError(code, text, { cause });
   if (code === 'SIFT_MALFORMED' || code === 'SIFT_TRUNCATED' || code === 'SIFT_MISMATCH') {
     return new ProtocolError(code, text, { cause });
   }

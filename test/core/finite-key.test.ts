@@ -323,3 +323,23 @@ t.test('one decoy vs two decoys, optimised on the Lim 2014 system with and witho
     t.ok(twoAp > oneAp, `4 % after-pulses, L = ${L} km, n_X = ${nX}: two decoys ${twoAp.toExponential(3)} > one decoy ${oneAp.toExponential(3)}`);
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// Impossible counts (issue 13, section 1): counts produced with one set of probabilities but
+// estimated with another give decoy bounds with more single-photon events than Z events. Before
+// the fix the key length was clamped to n (a key as long as the raw key); now the block aborts
+// with PE_IMPOSSIBLE_COUNTS, a SecurityError the node reports and alarms on.
+t.test('impossible counts abort with PE_IMPOSSIBLE_COUNTS (wrong probabilities configured)', async (t) => {
+  const m = model(1e10, 25, settings); // true pMu [0.7, 0.2, 0.1]
+  const wrong: DecoySettings = { ...settings, pMu: [0.85, 0.05, 0.1] };
+  for (const analysis of [undefined, 'lim2014', 'chernoff2020'] as const) {
+    const s: DecoySettings = { ...wrong, analysis };
+    const e = t.throws(() => planBlock({ settings: s, counts: m.counts, leakEcBits: 0, verifyTagBits: 64, authBitsConsumed: 0 }),
+      { code: 'PE_IMPOSSIBLE_COUNTS' }, `${analysis ?? 'default'}: planBlock aborts`) as unknown;
+    t.ok(e instanceof SecurityError, 'a SecurityError (the block is refused, not a fault)');
+    t.match((e as Error).message, /contradict the configured intensities/);
+    t.throws(() => estimateBounds(s, m.counts), { code: 'PE_IMPOSSIBLE_COUNTS' }, 'already at the estimate step');
+  }
+  // The right probabilities pass.
+  t.doesNotThrow(() => planBlock({ settings, counts: m.counts, leakEcBits: 0, verifyTagBits: 64, authBitsConsumed: 0 }));
+});

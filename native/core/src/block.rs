@@ -17,8 +17,15 @@ pub struct BlockInput {
 
 #[derive(Clone, Debug)]
 pub struct SecurityStatement {
+    /// The finite-key analysis used ("lim2014", "rusca2018", "chernoff2020") and its reference.
+    pub analysis: &'static str,
+    pub analysis_reference: &'static str,
     pub eps_sec: f64,
     pub eps_cor: f64,
+    /// ε_sec = split · ε: each statistical estimate of the analysis (count bounds, phase-error
+    /// sampling bound, smoothing terms) fails with probability ≤ `eps_estimate` = ε_sec / split.
+    pub eps_split: f64,
+    pub eps_estimate: f64,
     /// Sifted key (Z) bits entering PA.
     pub n: u64,
     pub bounds: Bounds,
@@ -51,8 +58,12 @@ pub fn plan(inp: &BlockInput) -> Result<SecurityStatement> {
     let (raw, ell) = finite_key::secret_length(&b, lambda as f64, e.eps_sec, e.eps_cor, e.protocol);
     let replenish = inp.auth_bits_consumed.min(ell);
     Ok(SecurityStatement {
+        analysis: e.protocol.name(),
+        analysis_reference: e.protocol.reference(),
         eps_sec: e.eps_sec,
         eps_cor: e.eps_cor,
+        eps_split: e.protocol.split(),
+        eps_estimate: e.eps_sec / e.protocol.split(),
         n: b.n_z_total,
         verify_collision: verify::collision_probability(b.n_z_total as usize, inp.verify_tag_bits),
         bounds: b,

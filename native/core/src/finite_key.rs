@@ -34,6 +34,23 @@
 //! raw one), so with one decoy the bound is computed after error correction.
 //! Later corrections (Wiesemann et al. 2024, arXiv:2405.16578) are discussed in
 //! docs/postprocessing.md.
+//!
+//! Multiplicative Chernoff ([`Protocol::TwoDecoyChernoff2020`], option `chernoff2020`): the same
+//! protocol, decoy equations (A4)–(A6), ε split (ε_sec = 21 ε, Lim Eq. (B4)) and key-length
+//! formula as Lim 2014; only the two statistical steps change:
+//! - each per-intensity count x ∈ {n_{Z,k}, n_{X,k}, m_{X,k}} gets its *own* deviation, from the
+//!   multiplicative Chernoff bound for sums of independent Bernoulli variables, inverted in the
+//!   closed form of Yin, Zhou, Gu, Xie, Lu, Chen, "Tight security bounds for decoy-state quantum
+//!   key distribution", Sci. Rep. 10, 14312 (2020) (arXiv:2002.06530), β = ln(21/ε_sec):
+//!     x⁺ = x + β + sqrt(2βx + β²),   x⁻ = x − β/2 − sqrt(2βx + β²/4)
+//!   (Hoeffding gave every intensity the deviation sqrt(n/2 · β) of the whole basis; the vacuum
+//!   and decoy counts are small, so that was the main loss);
+//! - the phase error of the single-photon Z events, from the X single-photon sample (random
+//!   sampling without replacement), by the Chernoff–Hoeffding (KL) bound for the hypergeometric
+//!   distribution (Hoeffding, JASA 58, 13 (1963), Thm. 1 and Sec. 6): with k = s_{X,1},
+//!   n = s_{Z,1}, λ = v_{X,1}/s_{X,1}, μ⁺ = max{μ ≥ λ : k·D(λ‖μ) ≤ β} (D the binary relative
+//!   entropy), φ_Z ≤ ((n + k)·μ⁺ − k·λ)/n. A strict tail bound (Lim's γ is an approximation).
+//! See docs/postprocessing.md for the derivations and the ε accounting.
 use crate::{CoreError, Result};
 
 /// Which decoy-state bound to use.
@@ -45,6 +62,10 @@ pub enum Protocol {
     /// Rusca, Boaron, Grünenfelder, Martin, Zbinden, APL 112, 171104 (2018), arXiv:1801.03443:
     /// signal + one decoy, no vacuum; intensity index 2 unused (probability 0, no counts).
     OneDecoyRusca2018,
+    /// Lim et al. 2014's protocol, decoy equations and ε split with multiplicative Chernoff
+    /// bounds per intensity (Yin et al., Sci. Rep. 10, 14312 (2020)) and a Chernoff–Hoeffding
+    /// (KL) sampling bound for the phase error (module doc).
+    TwoDecoyChernoff2020,
 }
 
 impl Protocol {
@@ -52,8 +73,35 @@ impl Protocol {
     /// sets δ(n) = sqrt(n/2 · ln(c/ε_sec)) and the 6·log2(c/ε_sec) term of ℓ.
     pub fn split(self) -> f64 {
         match self {
-            Protocol::TwoDecoyLim2014 => 21.0,
+            Protocol::TwoDecoyLim2014 | Protocol::TwoDecoyChernoff2020 => 21.0,
             Protocol::OneDecoyRusca2018 => 19.0,
+        }
+    }
+
+    /// The name used in settings and in the block's security statement.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::TwoDecoyLim2014 => "lim2014",
+            Protocol::OneDecoyRusca2018 => "rusca2018",
+            Protocol::TwoDecoyChernoff2020 => "chernoff2020",
+        }
+    }
+
+    /// The reference the security statement cites.
+    pub fn reference(self) -> &'static str {
+        match self {
+            Protocol::TwoDecoyLim2014 => "Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014)",
+            Protocol::OneDecoyRusca2018 => "Rusca, Boaron, Gruenenfelder, Martin, Zbinden, APL 112, 171104 (2018)",
+            Protocol::TwoDecoyChernoff2020 => "Lim et al., PRA 89, 022307 (2014) with the multiplicative Chernoff bounds of Yin et al., Sci. Rep. 10, 14312 (2020) and a Chernoff-Hoeffding sampling bound for the phase error (Hoeffding, JASA 58, 13 (1963))",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "lim2014" => Some(Protocol::TwoDecoyLim2014),
+            "rusca2018" => Some(Protocol::OneDecoyRusca2018),
+            "chernoff2020" => Some(Protocol::TwoDecoyChernoff2020),
+            _ => None,
         }
     }
 }
@@ -132,12 +180,19 @@ pub fn gamma(a: f64, b: f64, c: f64, d: f64) -> f64 {
     if v <= 0.0 { 0.0 } else { v.sqrt() }
 }
 
-/// Vacuum and single-photon lower bounds from per-intensity counts (one basis).
+/// Vacuum and single-photon lower bounds from per-intensity counts (one basis), Lim Eqs. (A4),
+/// (A5) with Hoeffding's deviation (A7), (A8).
 fn yields(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], eps_sec: f64) -> (f64, f64) {
     let total: f64 = n.iter().map(|&x| x as f64).sum();
     let d = delta(total, eps_sec);
-    let nm = |k: usize| (mu[k]).exp() / p[k] * (n[k] as f64 - d);
-    let np = |k: usize| (mu[k]).exp() / p[k] * (n[k] as f64 + d);
+    yields_from(mu, p, [n[0] as f64 - d, n[1] as f64 - d, n[2] as f64 - d], [n[0] as f64 + d, n[1] as f64 + d, n[2] as f64 + d])
+}
+
+/// Lim Eqs. (A4), (A5) from bounds `lo[k] ≤ n*_k ≤ hi[k]` on the expected counts per intensity
+/// (before the e^k/p_k scaling). Returns (s0 lower, s1 lower), both clamped at 0.
+fn yields_from(mu: &[f64; 3], p: &[f64; 3], lo: [f64; 3], hi: [f64; 3]) -> (f64, f64) {
+    let nm = |k: usize| (mu[k]).exp() / p[k] * lo[k];
+    let np = |k: usize| (mu[k]).exp() / p[k] * hi[k];
     let (m1, m2, m3) = (mu[0], mu[1], mu[2]);
     let t0 = tau(0, mu, p);
     let t1 = tau(1, mu, p);
@@ -147,10 +202,69 @@ fn yields(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], eps_sec: f64) -> (f64, f64)
     (s0, s1.max(0.0))
 }
 
+/// Upper bound on the expected value of a sum of independent Bernoulli variables observed as
+/// `x`, failing with probability ≤ e^{−β}: x + β + sqrt(2βx + β²) (Yin et al. 2020). From the
+/// lower tail Pr[X ≤ (1 − δ)E] ≤ exp(−δ²E/2): E − sqrt(2βE) < x, solved for E.
+pub fn chernoff_upper(x: f64, beta: f64) -> f64 {
+    x + beta + (2.0 * beta * x + beta * beta).sqrt()
+}
+
+/// Lower bound on the expected value of a sum of independent Bernoulli variables observed as
+/// `x`, failing with probability ≤ e^{−β}: x − β/2 − sqrt(2βx + β²/4) (Yin et al. 2020), at
+/// least 0. From the upper tail Pr[X ≥ (1 + δ)E] ≤ exp(−δ²E/(2 + δ)): x < E + β/2 +
+/// sqrt(2βE + β²/4), and E ≤ x inside the square root (when E > x the bound holds anyway).
+pub fn chernoff_lower(x: f64, beta: f64) -> f64 {
+    (x - beta / 2.0 - (2.0 * beta * x + beta * beta / 4.0).sqrt()).max(0.0)
+}
+
+/// Binary relative entropy D(a‖b) in nats (0 ≤ a ≤ 1, 0 < b < 1).
+pub fn kl_binary(a: f64, b: f64) -> f64 {
+    let mut d = 0.0;
+    if a > 0.0 {
+        d += a * (a / b).ln();
+    }
+    if a < 1.0 {
+        d += (1.0 - a) * ((1.0 - a) / (1.0 - b)).ln();
+    }
+    d
+}
+
+/// Upper confidence bound on a population's error rate from a sample of `k` drawn without
+/// replacement with error rate `lambda`: max{μ ≥ λ : k·D(λ‖μ) ≤ β}. Fails with probability
+/// ≤ e^{−β}: Hoeffding (1963, Sec. 6) bounds the hypergeometric moment generating function by the
+/// binomial one, so Pr[λ ≤ μ − t] ≤ exp(−k·D(μ − t‖μ)) (Chernoff), and μ > μ⁺(λ) is that event.
+pub fn kl_upper_mean(lambda: f64, k: f64, beta: f64) -> f64 {
+    if !(k > 0.0) || lambda >= 1.0 {
+        return 1.0;
+    }
+    let lambda = lambda.max(0.0);
+    let (mut lo, mut hi) = (lambda, 1.0);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if k * kl_binary(lambda, mid) <= beta { lo = mid } else { hi = mid }
+    }
+    hi
+}
+
+/// Phase-error bound of the `n` key-basis single-photon events from the `k` test-basis ones
+/// with error rate `lambda` (random sampling without replacement from the n + k events): the
+/// population rate is ≤ μ⁺ ([`kl_upper_mean`]), so the unsampled part's rate is
+/// ≤ ((n + k)μ⁺ − kλ)/n. Fails with probability ≤ e^{−β}; capped at 0.5.
+pub fn phase_error_kl(lambda: f64, k: f64, n: f64, beta: f64) -> f64 {
+    if !(k > 0.0 && n > 0.0) || lambda >= 0.5 {
+        return 0.5;
+    }
+    let up = kl_upper_mean(lambda, k, beta);
+    (((n + k) * up - k * lambda) / n).clamp(lambda, 0.5)
+}
+
 pub fn validate(inp: &EstimateInput) -> Result<()> {
     let [m1, m2, m3] = inp.mu;
     let used = match inp.protocol {
-        Protocol::TwoDecoyLim2014 => {
+        Protocol::TwoDecoyLim2014 | Protocol::TwoDecoyChernoff2020 => {
             if !(m3 >= 0.0 && m2 > m3 && m1 > m2 + m3 && m1.is_finite()) {
                 return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
                     "intensities must satisfy mu > nu + omega, nu > omega >= 0 (Lim et al. 2014); got {m1}, {m2}, {m3}")));
@@ -206,9 +320,33 @@ fn yields_one_decoy(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], m: &[u64; 3], eps
     (s0.max(0.0), s1.max(0.0))
 }
 
-/// The decoy-state bounds (no abort decision; see [`check_abort`]).
+/// The decoy-state bounds (no abort decision; see [`check_abort`]). Fails with
+/// `PE_IMPOSSIBLE_COUNTS` when the bounds are not physical (more vacuum + single-photon events
+/// than events in a basis): the counts contradict the configured intensities/probabilities.
 pub fn bounds(inp: &EstimateInput) -> Result<Bounds> {
     validate(inp)?;
+    let b = match inp.protocol {
+        Protocol::TwoDecoyChernoff2020 => bounds_chernoff(inp),
+        _ => bounds_lim_rusca(inp),
+    };
+    check_consistent(inp, &b)?;
+    Ok(b)
+}
+
+fn observed_qber(inp: &EstimateInput) -> (f64, [f64; 3]) {
+    let m_total: f64 = inp.m_x.iter().map(|&x| x as f64).sum();
+    let n_x: u64 = inp.n_x.iter().sum();
+    let qber_x = if n_x == 0 { f64::NAN } else { m_total / n_x as f64 };
+    let mut by = [f64::NAN; 3];
+    for k in 0..3 {
+        if inp.n_x[k] > 0 {
+            by[k] = inp.m_x[k] as f64 / inp.n_x[k] as f64;
+        }
+    }
+    (qber_x, by)
+}
+
+fn bounds_lim_rusca(inp: &EstimateInput) -> Bounds {
     let (mu, p) = (&inp.mu, &inp.p_mu);
     let one = inp.protocol == Protocol::OneDecoyRusca2018;
     let ((s_z0, s_z1), (s_x0, s_x1)) = if one {
@@ -231,15 +369,50 @@ pub fn bounds(inp: &EstimateInput) -> Result<Bounds> {
         let b = v_x1 / s_x1;
         if b >= 0.5 { 0.5 } else { (b + gamma(inp.eps_sec, b, s_x1, s_z1)).min(0.5) }
     };
-    let n_x: u64 = inp.n_x.iter().sum();
-    let qber_x = if n_x == 0 { f64::NAN } else { m_total / n_x as f64 };
-    let mut by = [f64::NAN; 3];
-    for k in 0..3 {
-        if inp.n_x[k] > 0 {
-            by[k] = inp.m_x[k] as f64 / inp.n_x[k] as f64;
+    let (qber_x, by) = observed_qber(inp);
+    Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() }
+}
+
+/// Lim 2014's decoy equations with per-intensity multiplicative Chernoff bounds and the KL
+/// sampling bound for the phase error (module doc). Twelve one-sided count bounds (five per
+/// basis: n⁺_μ, n⁺_ν, n⁻_ν, n⁺_ω, n⁻_ω; two on the X errors: m⁺_ν, m⁻_ω) take the places of
+/// Lim's 10 ε1 + 2 ε2 in Eq. (B4), the phase-error bound the place of α1: each fails with
+/// probability ≤ ε_sec/21, so ε_sec = 21 ε as in Lim.
+fn bounds_chernoff(inp: &EstimateInput) -> Bounds {
+    let (mu, p) = (&inp.mu, &inp.p_mu);
+    let beta = (Protocol::TwoDecoyChernoff2020.split() / inp.eps_sec).ln();
+    let basis = |n: &[u64; 3]| {
+        let lo = [0, 1, 2].map(|k| chernoff_lower(n[k] as f64, beta));
+        let hi = [0, 1, 2].map(|k| chernoff_upper(n[k] as f64, beta));
+        yields_from(mu, p, lo, hi)
+    };
+    let (s_z0, s_z1) = basis(&inp.n_z);
+    let (s_x0, s_x1) = basis(&inp.n_x);
+    let t1 = tau(1, mu, p);
+    let m_plus = mu[1].exp() / p[1] * chernoff_upper(inp.m_x[1] as f64, beta);
+    let m_minus = mu[2].exp() / p[2] * chernoff_lower(inp.m_x[2] as f64, beta);
+    let v_x1 = (t1 * (m_plus - m_minus) / (mu[1] - mu[2])).max(0.0);
+    let phi_z = if s_x1 <= 0.0 || s_z1 <= 0.0 { 0.5 } else { phase_error_kl(v_x1 / s_x1, s_x1, s_z1, beta) };
+    let (qber_x, by) = observed_qber(inp);
+    Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() }
+}
+
+/// The lower bounds s_0 + s_1 can exceed the events of their basis only when the counts do not
+/// come from the configured source (wrong intensities or probabilities, intensity tags mixed
+/// up) or in a statistical failure (probability ≤ ε_sec). Either way the block must not be used:
+/// with the key length clamped to n it would have been kept whole.
+fn check_consistent(inp: &EstimateInput, b: &Bounds) -> Result<()> {
+    let nx: u64 = inp.n_x.iter().sum();
+    for (basis, s0, s1, n) in [("Z", b.s_z0, b.s_z1, b.n_z_total), ("X", b.s_x0, b.s_x1, nx)] {
+        if s0 + s1 > n as f64 {
+            return Err(CoreError::new("PE_IMPOSSIBLE_COUNTS", format!(
+                "decoy bounds give more vacuum + single-photon events than {basis} events (s_{basis}0 + s_{basis}1 >= {:.0} > n_{basis} = {n}; {} analysis): \
+                 the counts contradict the configured intensities {:?} and probabilities {:?}. Check the source's calibrated mean photon numbers \
+                 and intensity probabilities against the node configuration, and that Alice's intensity tags match her modulator; block discarded",
+                s0 + s1, inp.protocol.name(), inp.mu, inp.p_mu)));
         }
     }
-    Ok(Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() })
+    Ok(())
 }
 
 /// Abort rule: returns Err(PE_ABORT_...) with the reason when the block must be discarded.
@@ -294,5 +467,69 @@ mod tests {
         assert!((tau(1, &mu, &p) - t1).abs() < 1e-15);
         let t0 = 0.7 * (-0.5f64).exp() + 0.2 * (-0.1f64).exp() + 0.1;
         assert!((tau(0, &mu, &p) - t0).abs() < 1e-15);
+    }
+
+    /// Expected counts of the Ma05 model (25 km, GYS-like) for `pulses` pulses.
+    fn model_input(pulses: f64, protocol: Protocol, p_mu: [f64; 3]) -> EstimateInput {
+        let (mu, true_p, qz, ed, y0) = ([0.5, 0.1, 0.0002], [0.7, 0.2, 0.1], 0.9, 0.01, 2e-6);
+        let eta = 0.1 * 10f64.powf(-0.2 * 25.0 / 10.0);
+        let q = |k: f64| y0 + 1.0 - (-eta * k).exp();
+        let e = |k: f64| y0 / 2.0 + ed * (1.0 - (-eta * k).exp());
+        let c = |b: f64, f: &dyn Fn(f64) -> f64| [0, 1, 2].map(|i| (pulses * true_p[i] * b * b * f(mu[i])).round() as u64);
+        EstimateInput {
+            mu, p_mu, n_z: c(qz, &q), n_x: c(1.0 - qz, &q), m_x: c(1.0 - qz, &e),
+            eps_sec: 1e-10, eps_cor: 1e-15, qber_abort: 0.11, protocol, m_z: [0; 3],
+        }
+    }
+
+    #[test]
+    fn finite_key_impossible_counts_abort() {
+        // Counts from p = [0.7, 0.2, 0.1] estimated with p = [0.85, 0.05, 0.1]: s_Z1 ≈ 3.5e8 > n_Z.
+        for protocol in [Protocol::TwoDecoyLim2014, Protocol::TwoDecoyChernoff2020] {
+            let inp = model_input(1e10, protocol, [0.85, 0.05, 0.1]);
+            let err = bounds(&inp).unwrap_err();
+            assert_eq!(err.code, "PE_IMPOSSIBLE_COUNTS", "{protocol:?}");
+            let ok = model_input(1e10, protocol, [0.7, 0.2, 0.1]);
+            let b = bounds(&ok).unwrap();
+            assert!(b.s_z0 + b.s_z1 <= b.n_z_total as f64);
+        }
+    }
+
+    #[test]
+    fn finite_key_chernoff_inversions_are_the_tail_bounds() {
+        // x⁺ solves E − sqrt(2βE) = x; x⁻ satisfies x = E + β/2 + sqrt(2βE + β²/4) at E ≤ x.
+        for &beta in &[5.0, 26.0] {
+            for &x in &[0.0, 3.0, 100.0, 1e6] {
+                let up = chernoff_upper(x, beta);
+                assert!((up - (2.0 * beta * up).sqrt() - x).abs() < 1e-9 * up.max(1.0));
+                let lo = chernoff_lower(x, beta);
+                if lo > 0.0 {
+                    assert!(lo + beta / 2.0 + (2.0 * beta * x + beta * beta / 4.0).sqrt() - x < 1e-9 * x);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finite_key_kl_phase_bound() {
+        // k·D(λ‖μ⁺) = β at the returned bound; the phase bound falls with both sample sizes.
+        let (lam, k, beta) = (0.03, 1e5, 26.0);
+        let up = kl_upper_mean(lam, k, beta);
+        assert!((k * kl_binary(lam, up) - beta).abs() < 1e-6);
+        let a = phase_error_kl(lam, 1e5, 1e6, beta);
+        let b = phase_error_kl(lam, 2e5, 1e6, beta);
+        let c = phase_error_kl(lam, 1e5, 2e6, beta);
+        assert!(a > b && a > c && b > lam && c > lam);
+        assert_eq!(phase_error_kl(0.6, 1e5, 1e6, beta), 0.5);
+        assert!(phase_error_kl(0.0, 10.0, 10.0, beta) > 0.0);
+    }
+
+    #[test]
+    fn finite_key_chernoff_tighter_than_lim_on_the_model() {
+        for pulses in [1e9, 1e10, 1e11] {
+            let lim = bounds(&model_input(pulses, Protocol::TwoDecoyLim2014, [0.7, 0.2, 0.1])).unwrap();
+            let ch = bounds(&model_input(pulses, Protocol::TwoDecoyChernoff2020, [0.7, 0.2, 0.1])).unwrap();
+            assert!(ch.s_z1 > lim.s_z1 && ch.phi_z < lim.phi_z, "{pulses}: {ch:?} vs {lim:?}");
+        }
     }
 }

@@ -230,8 +230,10 @@ pub struct EstimateInputJs {
     pub eps_sec: f64,
     pub eps_cor: f64,
     pub qber_abort: f64,
-    /// "lim2014" (default: signal + two decoys) or "rusca2018" (signal + one decoy; the third
-    /// intensity has probability 0 and no counts).
+    /// The finite-key analysis: "lim2014" (default: signal + two decoys, Hoeffding),
+    /// "chernoff2020" (the same protocol with multiplicative Chernoff bounds and a KL sampling
+    /// bound for the phase error) or "rusca2018" (signal + one decoy; the third intensity has
+    /// probability 0 and no counts).
     pub protocol: Option<String>,
     /// Z errors per intensity (after reconciliation); required by "rusca2018", ignored otherwise.
     pub m_z: Option<Vec<f64>>,
@@ -269,9 +271,9 @@ fn est_in(i: &EstimateInputJs) -> Result<EstimateInput> {
         eps_cor: i.eps_cor,
         qber_abort: i.qber_abort,
         protocol: match i.protocol.as_deref() {
-            None | Some("lim2014") => Protocol::TwoDecoyLim2014,
-            Some("rusca2018") => Protocol::OneDecoyRusca2018,
-            Some(other) => return Err(bad("PE_BAD_INPUT", format!("protocol {other:?}: use \"lim2014\" or \"rusca2018\""))),
+            None => Protocol::TwoDecoyLim2014,
+            Some(name) => Protocol::from_name(name).ok_or_else(|| bad("PE_BAD_INPUT",
+                format!("finite-key analysis {name:?}: use \"lim2014\", \"chernoff2020\" or \"rusca2018\"")))?,
         },
         m_z: match (&i.m_z, i.protocol.as_deref()) {
             (Some(v), _) => three_counts(v, "mZ")?,
@@ -295,7 +297,8 @@ fn bounds_js(b: &Bounds) -> BoundsJs {
     }
 }
 
-/// Decoy-state bounds (Lim et al. 2014) without the abort decision.
+/// Decoy-state bounds (the selected analysis) without the abort decision; PE_IMPOSSIBLE_COUNTS
+/// when the counts contradict the configured intensities/probabilities.
 #[napi(catch_unwind)]
 pub fn estimate_bounds(input: EstimateInputJs) -> Result<BoundsJs> {
     guard("estimateBounds", || {
@@ -314,8 +317,14 @@ pub struct BlockInputJs {
 
 #[napi(object)]
 pub struct SecurityStatementJs {
+    /// Finite-key analysis used ("lim2014", "chernoff2020", "rusca2018") and its reference.
+    pub analysis: String,
+    pub analysis_reference: String,
     pub eps_sec: f64,
     pub eps_cor: f64,
+    /// ε_sec = epsSplit · epsEstimate (each statistical estimate fails with ≤ epsEstimate).
+    pub eps_split: f64,
+    pub eps_estimate: f64,
     pub n: f64,
     pub bounds: BoundsJs,
     pub leak_ec_bits: f64,
@@ -332,8 +341,12 @@ pub struct SecurityStatementJs {
 
 fn statement_js(s: &SecurityStatement) -> SecurityStatementJs {
     SecurityStatementJs {
+        analysis: s.analysis.to_string(),
+        analysis_reference: s.analysis_reference.to_string(),
         eps_sec: s.eps_sec,
         eps_cor: s.eps_cor,
+        eps_split: s.eps_split,
+        eps_estimate: s.eps_estimate,
         n: s.n as f64,
         bounds: bounds_js(&s.bounds),
         leak_ec_bits: s.leak_ec_bits as f64,
