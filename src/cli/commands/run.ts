@@ -2,6 +2,7 @@
  * `qkd run`: the main job. With --emulated, an emulated Alice–Bob link producing keys into the
  * two reference KMSs (see src/node/supervisor.ts for the process layout).
  */
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from '../../errors.ts';
@@ -155,7 +156,9 @@ export async function run(args: string[]): Promise<number> {
   const eve = numberOption('eve', v.eve, 0);
   if (eve < 0 || eve > 1) throw new ConfigError('BAD_OPTION', `--eve is a fraction of pulses in [0, 1], got ${eve}`);
   const say = (line: string) => process.stderr.write(`[qkd run] ${line}\n`);
-  const seed = v.seed !== undefined ? BigInt(v.seed) : BigInt(Math.floor(Math.random() * 2 ** 48));
+  // The physics' seed comes from the OS CSPRNG and is not printed (it stays in the 0600 node files
+  // of the state directory); --seed reproduces a run on purpose.
+  const seed = v.seed !== undefined ? BigInt(v.seed) : randomBytes(8).readBigUInt64LE(0);
   const opts: RunOptions = {
     stateDir: resolve(v['state-dir'] ?? 'run'),
     preset: v.link ?? 'reference-decoy',
@@ -191,7 +194,7 @@ export async function run(args: string[]): Promise<number> {
   process.once('SIGINT', () => onSignal('SIGINT'));
   process.once('SIGTERM', () => onSignal('SIGTERM'));
 
-  say(`emulated link ${opts.preset}, ${opts.distanceKm} km${eve ? `, eavesdropper on ${eve * 100} % of pulses` : ''}, seed ${seed}`);
+  say(`emulated link ${opts.preset}, ${opts.distanceKm} km${eve ? `, eavesdropper on ${eve * 100} % of pulses` : ''}${v.seed !== undefined ? `, seed ${seed}` : ''}`);
   // The dashboard binds first, so a busy port fails before any process starts; a start that fails
   // later stops the children again rather than leave node or KMS processes behind.
   const telemetry = await startRunTelemetry(runner, opts);
