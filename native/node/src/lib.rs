@@ -7,6 +7,7 @@ use napi_derive::napi;
 mod auth; // qkd-auth: Wegman-Carter MAC (classical channel)
 mod ldpc; // qkd-ldpc: reconciliation
 mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key
+mod records; // qkd-records: time-tagger recordings (PTU, quTAG, a1), histograms
 mod store; // qkd-store: reference KMS key store
 mod stream; // detection-batch ingest (zero-copy from ZeroMQ frames)
 
