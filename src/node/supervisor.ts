@@ -117,8 +117,14 @@ function secretFile(path: string, bytes = 32): string {
   return path;
 }
 
+/** Children the supervisor restarts after a crash (durable state), and how often it tries. */
+const RESTARTABLE = /^kms-/;
+const MAX_RESTARTS = 5;
+const RESTART_WINDOW_MS = 120_000;
+
 export class EmulatedRun {
   readonly children = new Map<string, Child>();
+  private readonly restarts = new Map<string, number[]>();
   private readonly logs = new Map<string, WriteStream>();
   private lastStatus = new Map<string, ChildMessage>();
   private stopReason = '';
@@ -145,8 +151,8 @@ export class EmulatedRun {
   private spawn(name: string, args: string[]): Child {
     const dir = join(this.opts.stateDir, 'logs');
     mkdirSync(dir, { recursive: true });
-    const log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' });
-    this.logs.set(name, log);
+    let log = this.logs.get(name);
+    if (!log) this.logs.set(name, (log = createWriteStream(join(dir, `${name}.log`), { flags: 'a' })));
     const c = new Child(name, args, (_n, line) => log.write(line + '\n'));
     c.onMessage((m) => {
       if (m.type === 'status' || m.type === 'summary') this.lastStatus.set(name, m);
@@ -154,10 +160,28 @@ export class EmulatedRun {
       if (m.type === 'alarm') this.onAlarm?.(name, m);
     });
     void c.exited.then((e) => {
-      if (!this.stopReason) {
-        this.opts.say(`${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); see ${join(dir, `${name}.log`)}`);
-        this.requestStop(`${name} exited`);
+      if (this.stopReason || this.children.get(name) !== c) return;
+      this.opts.say(`${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); see ${join(dir, `${name}.log`)}`);
+      if (!RESTARTABLE.test(name)) return this.requestStop(`${name} exited`);
+      // A reference KMS keeps its keys in a durable database and its streams on disk: restart it
+      // (with backoff) while the nodes spool; give up after too many crashes in a short time.
+      const now = Date.now();
+      const recent = (this.restarts.get(name) ?? []).filter((t) => now - t < RESTART_WINDOW_MS);
+      if (recent.length >= MAX_RESTARTS) {
+        this.opts.say(`${name} crashed ${recent.length + 1} times within ${RESTART_WINDOW_MS / 1000} s: giving up`);
+        return this.requestStop(`${name} exited`);
       }
+      recent.push(now);
+      this.restarts.set(name, recent);
+      const delayMs = Math.min(8000, 500 * 2 ** (recent.length - 1));
+      this.onAlarm?.(name, { type: 'alarm', alarm: { kind: 'process-restarted', severity: 'major', subject: name,
+        message: `${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); restart ${recent.length} of ` +
+          `${MAX_RESTARTS} in ${delayMs} ms; keys are spooled meanwhile` } });
+      setTimeout(() => {
+        if (this.stopReason) return;
+        this.opts.say(`restarting ${name}`);
+        this.spawn(name, args);
+      }, delayMs);
     });
     this.children.set(name, c);
     return c;

@@ -53,7 +53,12 @@ export async function run(args: string[]): Promise<number> {
   const metricsTimer = setInterval(() => out({ level: 'info', msg: 'metrics', metrics: kms.metrics() }), 30_000);
   metricsTimer.unref();
   let stopped = false;
-  if (openStream || args.includes('--open-stream')) {
+  const known = kms.streamIds();
+  if ((openStream || args.includes('--open-stream')) && known.length) {
+    // Restarted (after a crash): the stream this KMS opened is on disk and its node still pushes
+    // into it; opening a new one would strand the keys the node has spooled for the old one.
+    out({ level: 'info', msg: 'key stream already open: resuming it', key_stream_id: known[known.length - 1] });
+  } else if (openStream || args.includes('--open-stream')) {
     void (async () => {
       for (let attempt = 1; !stopped; attempt++) {
         try {
