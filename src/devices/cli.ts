@@ -23,7 +23,7 @@ export function openConfiguredSet(configFile: string | undefined, persist: boole
 export async function describeAll(set: DeviceSet): Promise<DeviceRow[]> {
   const rows: DeviceRow[] = [];
   for (const [id, slot] of set.slots) {
-    const row: DeviceRow = { id, kind: slot.profile?.kind ?? '?', profile: slot.entry.profile, transport: slot.transport, state: 'failed' };
+    const row: DeviceRow = { id, kind: slot.profile?.kind ?? slot.device?.kind ?? '?', profile: slot.entry.profile, transport: slot.transport, state: 'failed' };
     if (!slot.device) {
       row.error = slot.error?.message;
     } else {

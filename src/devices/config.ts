@@ -39,6 +39,8 @@ import { openUsbBulkDevice } from './transports/usb.ts';
 import { createSerialDriver } from './drivers/scpi.ts';
 import { TimeTaggerDriver } from './drivers/tagger.ts';
 import type { ReconnectPolicy } from './drivers/base.ts';
+import { ReplayTagger } from './replay.ts';
+import { RECORDING_FORMATS, type RecordingFormat } from '../core/records.ts';
 
 export interface DeviceEntry {
   id: string;
@@ -50,6 +52,13 @@ export interface DeviceEntry {
   channel?: number;
   /** Apply the profile's defaults when opened. */
   applyDefaults?: boolean;
+  /**
+   * A recording (.ptu, quTAG binary, a1) replayed as this time-tagger (src/devices/replay.ts);
+   * relative to the configuration file's folder. Such an entry needs no profile.
+   */
+  replay?: string;
+  /** Format of `replay` when its magic bytes / name do not tell (ptu, qutag, a1, a1-legacy). */
+  replayFormat?: RecordingFormat;
 }
 
 export interface NodeDeviceConfig {
@@ -91,7 +100,7 @@ const CONFIG_SCHEMA: Schema = {
       minItems: 1,
       items: {
         type: 'object',
-        required: ['id', 'profile'],
+        required: ['id'],
         properties: {
           id: { type: 'string', minLength: 1 },
           profile: { type: 'string', minLength: 1 },
@@ -99,6 +108,8 @@ const CONFIG_SCHEMA: Schema = {
           port: { type: 'string', minLength: 1 },
           channel: { type: 'number', integer: true, minimum: 0, maximum: 255 },
           applyDefaults: { type: 'boolean' },
+          replay: { type: 'string', minLength: 1 },
+          replayFormat: { type: 'string', enum: RECORDING_FORMATS },
         },
         additionalProperties: false,
       },
@@ -121,7 +132,11 @@ export function parseNodeConfig(raw: unknown, file: string): NodeDeviceConfig {
     cfg.devices.forEach((d, i) => {
       if (seen.has(d.id)) errs.push(`field "devices[${i}].id": expected a unique id, got ${JSON.stringify(d.id)} twice`);
       seen.add(d.id);
-      if (!d.emulated && d.port === undefined) {
+      if (d.replay !== undefined) {
+        if (d.emulated || d.port !== undefined) errs.push(`field "devices[${i}]": a "replay" device has no "emulated" or "port"`);
+        d.profile ??= 'replay';
+      } else if (d.profile === undefined) errs.push(`field "devices[${i}].profile": expected a profile name (hw-profiles/devices/), or "replay": "<recording>", got nothing`);
+      else if (!d.emulated && d.port === undefined) {
         // USB devices are found by the profile's VID/PID; serial ones need a port.
         let p: DeviceProfile | undefined;
         try {
@@ -204,6 +219,11 @@ export class DeviceSet {
   }
 
   private build(entry: DeviceEntry, saved: Record<string, number> | undefined): DeviceSlot {
+    if (entry.replay !== undefined) {
+      const base = this.config.file && existsSync(this.config.file) ? dirname(resolve(this.config.file)) : process.cwd();
+      const file = resolve(base, entry.replay);
+      return { entry, device: new ReplayTagger(file, entry.id, entry.replayFormat ? { format: entry.replayFormat } : {}), transport: `replay ${file}` };
+    }
     let profile: DeviceProfile;
     try {
       profile = loadProfile(entry.profile);
