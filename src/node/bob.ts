@@ -52,6 +52,7 @@ export function blockConfigOf(cfg: NodeRunConfig, preset: LinkPreset): BlockConf
     settings: {
       mu: [preset.intensities.signal, preset.intensities.decoy, preset.intensities.vacuum],
       pMu: [ip.signal, ip.decoy, ip.vacuum],
+      analysis: cfg.block.analysis,
     },
     security: { epsSec: cfg.block.epsSec, epsCor: cfg.block.epsCor, qberAbort: cfg.block.qberAbort },
   };

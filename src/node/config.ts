@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.ts';
 import { loadProfile } from '../devices/profile.ts';
 import type { DeviceEntry } from '../devices/config.ts';
 import { REAL_KINDS } from './devices.ts';
+import { FINITE_KEY_ANALYSES, type FiniteKeyAnalysis } from '../core/estimate.ts';
 
 export interface NodeRunConfig {
   role: 'alice' | 'bob';
@@ -38,8 +39,12 @@ export interface NodeRunConfig {
     spoolDir: string;
     spoolKeyFile: string;
   };
-  /** Post-processing: detections per block, LDPC frame size, security parameters. */
-  block: { detections: number; frameBits: number; epsSec: number; epsCor: number; qberAbort: number };
+  /**
+   * Post-processing: detections per block, LDPC frame size, security parameters, and the
+   * finite-key analysis (`analysis`, default 'lim2014'; 'chernoff2020': multiplicative Chernoff
+   * bounds, about 2x the key at 1e7 detections; docs/postprocessing.md §2).
+   */
+  block: { detections: number; frameBits: number; epsSec: number; epsCor: number; qberAbort: number; analysis?: FiniteKeyAnalysis };
   /**
    * Bob: directory of calibration records (`qkd calibrate`) the clock sync starts from (channel
    * delays, acceptance window, expected offset); see src/node/calibration.ts. None: the sync finds
@@ -116,6 +121,9 @@ export function readNodeConfig(file: string): NodeRunConfig {
     if (cfg[k] === undefined) throw new ConfigError('NODE_CONFIG', `${file}: field '${k}' is required`);
   }
   if (cfg.role !== 'alice' && cfg.role !== 'bob') throw new ConfigError('NODE_CONFIG', `${file}: role must be "alice" or "bob"`);
+  if (cfg.block.analysis !== undefined && !FINITE_KEY_ANALYSES.includes(cfg.block.analysis)) {
+    throw new ConfigError('NODE_CONFIG', `${file}: block.analysis must be one of ${FINITE_KEY_ANALYSES.map((a) => `"${a}"`).join(', ')}; got ${JSON.stringify(cfg.block.analysis)}`);
+  }
   cfg.speed ??= 1;
   cfg.statusEveryMs ??= 1000;
   resolvePaths(cfg, file);
