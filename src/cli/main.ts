@@ -12,6 +12,8 @@ export interface Command {
   summary: string;
   usage: string;
   run(args: string[]): Promise<number>;
+  /** The command writes secrets, keys or configurations: files it creates are 0600, folders 0700. */
+  privateFiles?: boolean;
 }
 
 const commandsDir = join(dirname(fileURLToPath(import.meta.url)), 'commands');
@@ -53,6 +55,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(cmd.usage.trimEnd() + '\n');
     return 0;
   }
+  if (cmd.privateFiles) process.umask(0o077);
   try {
     return await cmd.run(rest);
   } catch (err) {

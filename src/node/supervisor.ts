@@ -15,7 +15,7 @@
  */
 import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, createWriteStream, type WriteStream } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, createWriteStream, type WriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { QkdError } from '../errors.ts';
 import { makePki, type Pki } from '../delivery/pki.ts';
@@ -195,6 +195,7 @@ export class EmulatedRun {
     const o = this.opts;
     const dir = resolve(o.stateDir);
     mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700); // a state directory made by an older version (or by hand) may be 0755
     this.lockFile = lockStateDir(dir);
     o.say(`state directory ${dir}`);
     this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);

@@ -2,7 +2,7 @@
 // database and streams are durable), the nodes spool meanwhile, the run goes on, the SAE pair
 // still gets matching keys, and both nodes end with the same number of keys delivered.
 import t from 'tap';
-import { readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { qkdProcess, until } from '../../src/testkit/run.ts';
@@ -75,4 +75,19 @@ t.test('a reference KMS killed with SIGKILL is restarted and the run goes on wit
   const s = JSON.parse(stdout);
   t.ok(s.keysDelivered.bob >= 2 && s.keysDelivered.alice === s.keysDelivered.bob,
     `both nodes delivered the same number of keys ${JSON.stringify(s.keysDelivered)}`);
+
+  // Everything the run left in its state directory (keys, secrets, configurations, databases,
+  // logs) is its owner's only.
+  const open: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      const mode = statSync(p).mode & 0o777;
+      if (mode & 0o077) open.push(`${p.slice(state.length)} ${mode.toString(8)}`);
+      if (e.isDirectory()) walk(p);
+    }
+  };
+  t.equal(statSync(state).mode & 0o777, 0o700, 'state directory 0700');
+  walk(state);
+  t.same(open, [], 'no file or folder readable by group or others');
 });

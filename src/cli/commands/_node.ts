@@ -8,6 +8,8 @@ import { parseOptions } from '../args.ts';
 import { readNodeConfig } from '../../node/config.ts';
 import { runNodeProcess } from '../../node/process.ts';
 
+/** State, secrets, keys and configurations it writes are readable by their owner only. */
+export const privateFiles = true;
 export const summary = 'internal: one node process of `qkd run`';
 export const usage = 'qkd _node --config FILE\n\nStarted by `qkd run`; not meant to be run by hand.';
 

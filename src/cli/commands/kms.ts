@@ -9,6 +9,8 @@ import { startKms } from '../../delivery/kms.ts';
 import { makePki } from '../../delivery/pki.ts';
 import { redact } from '../../telemetry/redact.ts';
 
+/** State, secrets, keys and configurations it writes are readable by their owner only. */
+export const privateFiles = true;
 export const summary = 'run the reference KMS (ETSI 004 push receiver, ETSI 014 for applications)';
 export const usage = `qkd kms --config FILE [--open-stream]
 qkd kms --make-pki DIR NAME...

@@ -87,6 +87,8 @@ async function runOneNode(file: string, o: OneNodeOptions): Promise<number> {
   return code;
 }
 
+/** State, secrets, keys and configurations it writes are readable by their owner only. */
+export const privateFiles = true;
 export const summary = 'run the node: an emulated Alice–Bob link into the reference KMSs (--emulated)';
 export const usage = `qkd run --emulated [options]
 qkd run --config NODE.json [--json] [--dashboard-port P] [--alarms FILE] [--calibration DIR]
