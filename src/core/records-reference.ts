@@ -98,17 +98,25 @@ export function decodeA1Reference(data: Uint8Array, legacy: boolean): { timePs: 
   return out;
 }
 
-/** Decodes quTAG events (after the 40-byte header) and sorts them by time (stable). */
-export function decodeQutagReference(data: Uint8Array, unitPs = 1): { timePs: bigint[]; channel: number[]; illegal: number } {
+/**
+ * Decodes quTAG events (after the 40-byte header) and sorts them by time (stable). An event more
+ * than `windowPs` older than the latest event before it is late: counted, not kept.
+ */
+export function decodeQutagReference(data: Uint8Array, unitPs = 1, windowPs = 1_000_000): { timePs: bigint[]; channel: number[]; illegal: number; late: number } {
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const ev: { t: bigint; c: number }[] = [];
   let illegal = 0;
+  let late = 0;
+  let latest: bigint | undefined;
   for (let i = 0; i + 10 <= data.byteLength; i += 10) {
-    const t = dv.getBigInt64(i, true);
+    const raw = dv.getBigInt64(i, true);
     const c = dv.getUint16(i + 8, true);
-    if (c > 255 || t < 0n) { illegal++; continue; }
-    ev.push({ t: ps(t, unitPs), c });
+    if (c > 255 || raw < 0n) { illegal++; continue; }
+    const t = ps(raw, unitPs);
+    if (latest !== undefined && t < latest - BigInt(windowPs)) { late++; continue; }
+    if (latest === undefined || t > latest) latest = t;
+    ev.push({ t, c });
   }
   ev.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
-  return { timePs: ev.map((e) => e.t), channel: ev.map((e) => e.c), illegal };
+  return { timePs: ev.map((e) => e.t), channel: ev.map((e) => e.c), illegal, late };
 }

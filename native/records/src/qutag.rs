@@ -16,9 +16,10 @@
 //! The header's contents are not interpreted (the format documentation does not define them);
 //! a file whose length is not 40 + a whole number of events is truncated. Events come in the
 //! order the device's channels delivered them, which is not strictly time order across channels.
-//! [`Reorder`] holds events back for a window and releases them in time order; an event older
-//! than what was already released is counted as late (per channel) and not written, so a window
-//! that is too short shows in the statistics instead of breaking the stream's time order.
+//! [`Reorder`] holds events back for a window and releases them in time order; an event more than
+//! the window older than the latest event before it in the file is counted as late (per channel)
+//! and not written, so a window that is too short shows in the statistics instead of breaking
+//! the stream's time order (and the outcome does not depend on how the file is chunked).
 use crate::{Progress, RecordsError, Result, Scale, Stats};
 
 pub const HEADER_BYTES: usize = 40;
@@ -92,8 +93,10 @@ impl Reorder {
         Reorder { window_ps, pending: Vec::new(), sorted: true, max_seen: i64::MIN, released: i64::MIN }
     }
 
+    /// An event is late when it is more than the window older than the latest event before it
+    /// (a property of the file, whatever the chunk sizes); late events are counted, not kept.
     pub fn push(&mut self, t: i64, ch: u8, stats: &mut Stats) {
-        if t < self.released {
+        if t < self.released || t < self.max_seen.saturating_sub(self.window_ps) {
             stats.late += 1;
             stats.late_per_channel[ch as usize] += 1;
             return;
