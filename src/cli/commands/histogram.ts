@@ -27,7 +27,7 @@ export const usage = `qkd histogram --replay <file> | --device <id> --start <ch>
                       so --start sync --stop <ch> is the lifetime histogram)
   --stop <ch>         stop channel
   --bin-ps <B>        bin width in ps;  --bins <N>  number of bins
-  --delay-ps <D>      added to every time difference (default 0)
+  --delay-ps <D>      added to every time difference (default 0; a negative one as --delay-ps=-500)
   --mode start-stop   for each stop event the time since the most recent start, plus D, binned from 0 (default)
   --mode g2           every start-stop pair in range, both signs; bins centred on multiples of B, bin N/2 on zero
   --json              print {file, format, records, durationPs, channels: {ch: count}, binPs, firstBinPs, counts}
