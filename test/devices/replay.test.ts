@@ -250,7 +250,7 @@ t.test('a1 round trip: a PicoHarp recording written as a1 reads back within 2 ps
     const file = join(dir.path, legacy ? 'ph.a1x' : 'ph.a1');
     writeFileSync(file, a1);
     const back = await all(file, {}, { eventsPerChunk: 1000 });
-    t.equal(back.timePs.length, src.timePs.length, 'every event (none share a 3.9 ps unit with another channel here)');
+    t.equal(back.timePs.length, src.timePs.length, 'every event (events of two channels in one 3.9 ps unit merge into one word and split back)');
     let worst = 0n;
     let chOk = true;
     for (let i = 0; i < src.timePs.length; i++) {
