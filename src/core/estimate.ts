@@ -96,6 +96,8 @@ export interface SecurityStatement {
   /** Counted reconciliation leak, verification tag length, and their sum λ_EC. */
   leakEcBits: number;
   verifyTagBits: number;
+  /** Z bits of frames discarded after decoding; the bounds were corrected for them (block.rs drop_frames). */
+  droppedZBits: number;
   lambdaEc: number;
   /** Collision probability of the verification tag (≤ epsCor). */
   verifyCollision: number;
@@ -142,6 +144,8 @@ export function planBlock(args: {
   leakEcBits: number;
   verifyTagBits: number;
   authBitsConsumed: number;
+  /** Z bits of frames discarded after decoding: `counts` then describe every framed Z bit. */
+  droppedZBits?: number;
 }): SecurityStatement {
   const sec = args.security ?? DEFAULT_SECURITY;
   const estimate = estimateInput(args.settings, args.counts, sec);
@@ -150,6 +154,7 @@ export function planBlock(args: {
     leakEcBits: args.leakEcBits,
     verifyTagBits: args.verifyTagBits,
     authBitsConsumed: args.authBitsConsumed,
+    droppedZBits: args.droppedZBits ?? 0,
   }) as SecurityStatement);
 }
 

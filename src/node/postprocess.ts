@@ -324,13 +324,17 @@ export class AlicePostProcessor {
     if (p.verified !== true) throw abortError('VERIFY_FAILED: verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
     const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0) + b.feedbackBits!;
     const counts = b.counts!;
+    // The bounds are taken over every framed Z bit, then corrected for the frames that failed:
+    // which frames decode depends on their errors, so the kept ones are no random sample.
+    const dropped = b.keep!.reduce((n, k) => n + (k ? 0 : 1), 0);
     const statement = planBlock({
       settings: this.opts.config.settings,
-      counts: keptCounts(counts, b.sifted!.zIntensity, b.keyBits!, b.keep!),
+      counts: framedCounts(counts, b.sifted!.zIntensity, b.keyBits!, b.keep!.length),
       security: this.opts.config.security,
       leakEcBits: leak,
       verifyTagBits: b.tagBits!,
       authBitsConsumed: this.opts.authBitsConsumed(id),
+      droppedZBits: dropped * b.keyBits!,
     });
     const seed = newToeplitzSeed(statement.n, Math.max(statement.ell, 1));
     const output = statement.ell > 0 ? await amplifyBlock({ key: b.key!, nBits: b.keyLen!, statement, seed }) : undefined;
@@ -345,17 +349,14 @@ export class AlicePostProcessor {
 }
 
 /**
- * The counts that describe the key actually kept: n_Z per intensity counted exactly over the kept
- * frames (contiguous slices of the block's Z string, whose intensity tags Alice holds); the X
- * counts stay the block's (X is the phase-error test set, independent of framing).
+ * The counts of the framed part of the block: n_Z per intensity counted exactly over its `frames`
+ * frames (contiguous slices of the block's Z string, whose intensity tags Alice holds; the tail
+ * beyond the last frame is never used, whatever its content); the X counts stay the block's (X
+ * is the phase-error test set, independent of framing).
  */
-function keptCounts(c: BlockCounts, zIntensity: Uint8Array, keyBits: number, keep: Uint8Array): BlockCounts {
+function framedCounts(c: BlockCounts, zIntensity: Uint8Array, keyBits: number, frames: number): BlockCounts {
   const nZ: Triple = [0, 0, 0];
-  for (let f = 0; f < keep.length; f++) {
-    if (!keep[f]) continue;
-    const end = (f + 1) * keyBits;
-    for (let i = f * keyBits; i < end; i++) nZ[zIntensity[i]]++;
-  }
+  for (let i = 0, end = frames * keyBits; i < end; i++) nZ[zIntensity[i]]++;
   return { nZ, nX: c.nX, mX: c.mX };
 }
 

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { AlicePostProcessor, BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig } from '../../src/node/postprocess.ts';
 import { describeCode, type LdpcParams } from '../../src/core/ldpc.ts';
+import { estimateBounds, type Triple } from '../../src/core/estimate.ts';
 import { decodePulseList } from '../../src/node/bits.ts';
 import { packChoice, type DetectorMapping } from '../../src/lab/types.ts';
 
@@ -48,6 +49,21 @@ function synthetic(n: number, o: { eta: number; y0: number; pZ: number; qZ: numb
   }
   const pulse = Float64Array.from({ length: n }, (_, i) => i);
   return { pulse, channel, choicesAt: (pulses: Float64Array) => Uint8Array.from(pulses, (p) => choices[p]) };
+}
+
+/** Z bits per intensity among the first `bits` sifted Z bits, recomputed from Alice's choices. */
+function framedZ(d: ReturnType<typeof synthetic>, bits: number): Triple {
+  // Every detection sifts (Bob is always in Alice's basis), in pulse order: the Z string is the Z
+  // detections in order.
+  const c = d.choicesAt(d.pulse);
+  const nZ: Triple = [0, 0, 0];
+  let seen = 0;
+  for (let i = 0; i < c.length && seen < bits; i++) {
+    if (((c[i] >> 1) & 1) !== 0) continue;
+    nZ[(c[i] >> 2) & 3]++;
+    seen++;
+  }
+  return nZ;
 }
 
 const MAPPING: DetectorMapping[] = [
@@ -103,6 +119,15 @@ t.test('a block of more than 256 LDPC frames, with retries past frame 255, ends 
   t.equal(r.report.feedbackBits, outcomes, 'Bob counts his disclosed decode outcomes');
   t.equal(r.report.statement!.leakEcBits, expected, 'Alice\'s counted leak includes Bob\'s feedback');
   t.equal(r.report.leakBits, expected, 'Bob\'s counted leak agrees');
+
+  // Frames that failed are a data-dependent subset: the bounds are corrected for them.
+  const st = r.report.statement!;
+  t.ok(r.report.framesFailed! > 0, 'some frames were dropped');
+  t.equal(st.droppedZBits, r.report.framesFailed! * code.keyBits, 'the statement names the dropped Z bits');
+  t.equal(st.n, (nFrames - r.report.framesFailed!) * code.keyBits, 'n is the kept bits');
+  const all = estimateBounds({ mu: MU, pMu: P_MU }, { nZ: framedZ(d, nFrames * code.keyBits), nX: r.report.counts!.nX, mX: r.report.counts!.mX }, config.security);
+  t.ok(Math.abs(st.bounds.phiZ - Math.min(0.5, all.phiZ * all.sZ1 / (all.sZ1 - st.droppedZBits))) < 1e-12,
+    `phi_Z ${st.bounds.phiZ} is the framed block's ${all.phiZ} scaled for the dropped bits`);
 });
 
 t.test('a block whose bounds leave no key stops at the estimate step with PE_ reason, nothing reconciled', async (t) => {

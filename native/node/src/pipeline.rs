@@ -313,6 +313,8 @@ pub struct BlockInputJs {
     pub leak_ec_bits: f64,
     pub verify_tag_bits: u32,
     pub auth_bits_consumed: f64,
+    /// Z bits of frames discarded after decoding (the estimate's counts include them).
+    pub dropped_z_bits: Option<f64>,
 }
 
 #[napi(object)]
@@ -329,6 +331,7 @@ pub struct SecurityStatementJs {
     pub bounds: BoundsJs,
     pub leak_ec_bits: f64,
     pub verify_tag_bits: u32,
+    pub dropped_z_bits: f64,
     pub lambda_ec: f64,
     pub verify_collision: f64,
     pub ell_raw: f64,
@@ -351,6 +354,7 @@ fn statement_js(s: &SecurityStatement) -> SecurityStatementJs {
         bounds: bounds_js(&s.bounds),
         leak_ec_bits: s.leak_ec_bits as f64,
         verify_tag_bits: s.verify_tag_bits,
+        dropped_z_bits: s.dropped_z_bits as f64,
         lambda_ec: s.lambda_ec as f64,
         verify_collision: s.verify_collision,
         ell_raw: s.ell_raw,
@@ -371,6 +375,7 @@ pub fn plan_block(input: BlockInputJs) -> Result<SecurityStatementJs> {
             leak_ec_bits: count_of(input.leak_ec_bits, "leakEcBits")? as u64,
             verify_tag_bits: input.verify_tag_bits,
             auth_bits_consumed: count_of(input.auth_bits_consumed, "authBitsConsumed")? as u64,
+            dropped_z_bits: count_of(input.dropped_z_bits.unwrap_or(0.0), "droppedZBits")? as u64,
         };
         Ok(statement_js(&block::plan(&bi).map_err(core_err)?))
     })
