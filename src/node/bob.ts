@@ -136,6 +136,10 @@ export class BobNode {
   /** Identity read at connect, with the firmware versions the profile allows (for the alarm). */
   device: { id: string; model: string; firmware: string; allowedFirmware: string[] } | undefined;
   private readonly sync: ClockSync;
+  /** The sync's acceptance half-window, ps (the shaded window of the timing histograms). */
+  get windowPs(): number {
+    return this.sync.windowPs;
+  }
   private readonly post: BobPostProcessor;
   private readonly bobSeed: bigint;
   private stopping = false;

@@ -234,7 +234,8 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devi
       randomness: randomness.snapshot(),
       devices: [...(bob?.device ? [bob.device] : []), ...devices.info.map(({ id, model, firmware, allowedFirmware }) => ({ id, model, firmware, allowedFirmware }))],
       detectors: bob ? [...bob.channelTags].map(([channel, tags]) => ({ channel, tags })) : undefined,
-      timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h) })) : undefined,
+      timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h),
+        windowStartPs: -bob.windowPs, windowEndPs: bob.windowPs })) : undefined,
     };
     return m;
   };

@@ -33,6 +33,8 @@ interface DeviceStatus {
 
 interface DeliveryStatus {
   acked: number;
+  retries?: number;
+  rejected?: number;
   spoolDepth: number;
   ackLatencyMs?: { p50: number };
 }
@@ -71,6 +73,9 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
   if (calibratedAtMs !== undefined) slis.setCalibrationTime(calibratedAtMs);
   let lastBlockAt = Date.now();
   let lastAcked = { alice: 0, bob: 0 };
+  let lastFailed = { alice: 0, bob: 0 };
+  let lastPulses = 0;
+  let lockedSinceMs: number | undefined;
   let lastTags = new Map<number, number>();
   let lastEmulatedS = 0;
 
@@ -85,6 +90,16 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       metrics.syncLocked.set(sync.locked ? 1 : 0);
       metrics.syncOffset.set(sync.offsetPs / 1e12);
       metrics.syncDrift.set(sync.driftPpm);
+      // Without calibration records, the delays and offset in force are the ones the sync
+      // acquired at its last lock: that is the calibration whose age the operator sees.
+      if (sync.locked && lockedSinceMs === undefined && calibratedAtMs === undefined) slis.setCalibrationTime((lockedSinceMs = Date.now()));
+      if (!sync.locked) lockedSinceMs = undefined;
+    }
+    const chan = bob?.channel as { srttMs?: number } | undefined;
+    const rttS = chan?.srttMs ? chan.srttMs / 1000 : undefined;
+    if (rttS !== undefined) {
+      slis.recordRtt(rttS);
+      metrics.classicalRtt.observe(rttS);
     }
     // Detector count rates per channel (per emulated second) and timing histograms.
     const counters = bob?.counters as { emulatedSeconds: number } | undefined;
@@ -114,19 +129,30 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     if (rnd) slis.setRandomnessSnapshot(rnd);
     const s = summaryOf();
     if (s) {
+      if (s.pulses > lastPulses) metrics.pulses.inc(s.pulses - lastPulses);
+      lastPulses = Math.max(lastPulses, s.pulses);
       s.keysDelivered = { alice: deliveryOf('node-alice')?.acked ?? 0, bob: deliveryOf('node-bob')?.acked ?? 0 };
       view.setSummary(s);
       view.setStatus(s.blocks.verified > 0 ? 'running' : 'starting');
     }
     const kmsPanel = [];
+    const kmsReachable: Record<string, boolean> = {};
     for (const [side, name] of [['alice', 'node-alice'], ['bob', 'node-bob']] as const) {
       const d = deliveryOf(name);
       if (!d) continue;
       const newly = d.acked - lastAcked[side];
       lastAcked = { ...lastAcked, [side]: d.acked };
       if (newly > 0) metrics.keysDelivered.inc({ kms: side }, newly);
+      // Push attempts that failed (retried or refused) since the last tick, for the delivery SLI.
+      const failed = (d.retries ?? 0) + (d.rejected ?? 0);
+      const newlyFailed = failed - lastFailed[side];
+      lastFailed = { ...lastFailed, [side]: failed };
+      for (let i = 0; i < newly; i++) slis.recordDelivery(true);
+      for (let i = 0; i < newlyFailed; i++) slis.recordDelivery(false);
+      const reachable = !(newlyFailed > 0 && newly === 0);
+      kmsReachable[side] = reachable;
       metrics.spoolDepth.set(d.spoolDepth);
-      kmsPanel.push({ name: side, reachable: true, keysStored: d.acked, keySizeBits: 256 });
+      kmsPanel.push({ name: side, reachable, keysStored: d.acked, keySizeBits: 256 });
     }
     for (const k of kmsPanel) view.setKms(k);
     slis.recordLinkState(Boolean(sync?.locked));
@@ -135,6 +161,8 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       syncLocked: sync?.locked,
       detectorRatesHz: Object.keys(rates).length ? rates : undefined,
       spoolFillRatio: spool / 200_000,
+      kmsReachable: Object.keys(kmsReachable).length ? kmsReachable : undefined,
+      classicalRttSeconds: rttS,
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
       calibrationAgeSeconds: calibratedAtMs !== undefined ? (Date.now() - calibratedAtMs) / 1000 : undefined,
       devices: devices.length ? devices : undefined,

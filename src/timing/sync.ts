@@ -110,6 +110,10 @@ const EMPTY: IndexedDetections = { pulseIndex: new Float64Array(0), channel: new
 
 export class ClockSync {
   readonly periodPs: number;
+  /** Acceptance half-window around the expected arrival, ps (clicks farther out are dropped). */
+  get windowPs(): number {
+    return this.o.windowPs;
+  }
   private readonly o: Required<Omit<ClockSyncOptions, 'channels' | 'channelDelaysPs' | 'pattern' | 'lossWindows' | 'firstPulse' | 'expectedOffsetPs' | 'withTagSeq' | 'minOffsetClicks'>> & { minOffsetClicks?: number } & { lossWindows: number; firstPulse: number; expectedOffsetPs: number };
   private readonly pattern: AlicePattern | RemoteAlicePattern;
   private readonly accept = new Uint8Array(256);

@@ -93,6 +93,13 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
       const q = Number((await page.locator('[data-testid="qber-current"]').first().textContent())!.replace('%', ''));
       t.ok(q > 2 && q < 5, `dashboard shows the live QBER (${q} %)`);
       t.equal((await page.locator('[data-testid="sync-state"]').textContent())?.trim(), 'locked', 'dashboard shows the sync locked');
+      // The live run fills what the synthetic demo fills: the acceptance window, RTT, delivery, calibration age.
+      const hist = (await page.locator('[data-testid^="timing-"]').first().textContent()) ?? '';
+      t.match(hist, /\d+\.\d % in window/, `a timing histogram with its window (${hist.trim()})`);
+      for (const id of ['rtt', 'delivery', 'calibration']) {
+        const v = (await page.locator(`[data-testid="sli-${id}"]`).textContent())?.trim() ?? '';
+        t.ok(v !== '' && !/^–/.test(v), `SLI ${id} shown in a live run: ${v}`);
+      }
       const shot = join(run.dir, 'dashboard.png');
       await page.screenshot({ path: shot, fullPage: true });
       t.ok(readFileSync(shot).length > 10_000, 'screenshot of the live dashboard saved');
@@ -103,6 +110,7 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   const metrics = await fetch(manifest.metrics).then((r) => r.text());
   t.match(metrics, /qkd_qber_ratio\{basis="Z"\} 0\.0[23]/, 'Prometheus exposes the QBER');
   t.match(metrics, /qkd_secret_bits_total [1-9]/, 'Prometheus counts secret bits');
+  t.match(metrics, /qkd_pulses_total [1-9]/, 'Prometheus counts emitted pulses in a live run');
 
   run.kill('SIGINT');
   const { code, stdout } = await run.done;
