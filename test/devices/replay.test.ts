@@ -349,3 +349,24 @@ t.test('node configuration: a "replay" device needs no profile and opens as a ti
   t.throws(() => parseNodeConfig({ devices: [{ id: 'x' }] }, 'cfg.json'), { code: 'BAD_NODE_CONFIG', message: /devices\[0\]\.profile/ });
   t.throws(() => parseNodeConfig({ devices: [{ id: 'x', replay: 'a.dat', replayFormat: 'csv' }] }, 'cfg.json'), { code: 'BAD_NODE_CONFIG', message: /replayFormat/ });
 });
+
+t.test('the calibration rig (deviceRig, what `qkd calibrate` reads devices through) reads a recording window by window', async (t) => {
+  const tagger = await openRecordingTagger(join(DATA, 'picoharp/v30_t2.ptu'));
+  const ref = await all(join(DATA, 'picoharp/v30_t2.ptu'));
+  const { deviceRig } = await import('../../src/timing/device-rig.ts');
+  // A recording has no Alice pattern: a flat one stands in (the rig only passes it on).
+  const rig = deviceRig({ tagger, pattern: { meanPhotons: [0.5], intensities: (_f, n) => new Uint8Array(n) }, repRateHz: 1e6, profiles: { tagger: tagger.profile } });
+  t.teardown(async () => { await rig.close(); await tagger.close(); });
+  // Three consecutive reads of 2e5 pulses (200 ms each at 1 MHz) are contiguous windows of the file.
+  const t0 = Number(ref.timePs[0]);
+  let from = 0;
+  for (let k = 1; k <= 3; k++) {
+    const b = await rig.read(2e5);
+    const end = t0 + k * 2e5 * 1e6;
+    let to = from;
+    while (to < ref.timePs.length && Number(ref.timePs[to]) < end) to++;
+    t.equal(b.timePs.length, to - from, `window ${k}: ${to - from} tags`);
+    t.equal(b.timePs[0], ref.timePs[from]);
+    from = to;
+  }
+});
