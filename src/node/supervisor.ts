@@ -22,6 +22,7 @@ import { makePki, type Pki } from '../delivery/pki.ts';
 import { Child, type ChildMessage } from './children.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { LinkSummary } from './summary.ts';
+import type { FiniteKeyAnalysis } from '../core/estimate.ts';
 
 export interface RunOptions {
   stateDir: string;
@@ -33,6 +34,8 @@ export interface RunOptions {
   blockDetections: number;
   frameBits: number;
   epsSec: number;
+  /** Finite-key analysis of every block (default 'lim2014'; docs/postprocessing.md §2). */
+  finiteKey?: FiniteKeyAnalysis;
   epsCor: number;
   qberAbort: number;
   speed: number;
@@ -280,7 +283,7 @@ export class EmulatedRun {
 /** What a link's node configurations are made of (see nodeRunConfig). */
 export interface LinkConfigParams {
   dir: string;
-  opts: Pick<RunOptions, 'preset' | 'distanceKm' | 'eveFraction' | 'seed' | 'blockDetections' | 'frameBits' | 'epsSec' | 'epsCor' | 'qberAbort' | 'speed' | 'insecureHttp'>;
+  opts: Pick<RunOptions, 'preset' | 'distanceKm' | 'eveFraction' | 'seed' | 'blockDetections' | 'frameBits' | 'epsSec' | 'epsCor' | 'qberAbort' | 'finiteKey' | 'speed' | 'insecureHttp'>;
   pskFile: string;
   spoolKeyFile: string;
   sessionId: string;
@@ -315,7 +318,7 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
       spoolDir: join(p.dir, `spool${side}`),
       spoolKeyFile: p.spoolKeyFile,
     },
-    block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort },
+    block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort, analysis: o.finiteKey },
     speed: o.speed,
     statusEveryMs: 1000,
   };

@@ -14,6 +14,7 @@ import { realEntries } from '../../node/devices.ts';
 import { loadProfile } from '../../devices/profile.ts';
 import { runNodeProcess } from '../../node/process.ts';
 import { setLocalSink, type ChildMessage } from '../../node/children.ts';
+import type { FiniteKeyAnalysis } from '../../core/estimate.ts';
 
 interface BlockLineReport {
   blockId: number; verified: boolean; abortReason?: string; qberZ?: number; detections?: number;
@@ -109,6 +110,7 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --frame-bits N          preferred LDPC frame size in key bits (default 235930)
   --eps-sec E, --eps-cor E  security parameters (default 1e-10, 1e-15)
   --qber-abort Q          abort blocks whose QBER exceeds Q (default 0.11)
+  --finite-key A          finite-key analysis: lim2014 (default), chernoff2020 (about 2x the key at 1e7 detections)
   --speed X               emulated time may run at most X times faster than wall time (default 1)
   --state-dir DIR         PKI, secrets, spools, KMS databases, logs (default ./run)
   --dashboard-port P      dashboard and /metrics port (default 8080; 0 = any free port)
@@ -120,6 +122,15 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --json                  print the final summary as JSON on stdout
 
 Progress goes to stderr; child process logs (JSON lines) go to <state-dir>/logs/.`;
+
+/** --finite-key: one of the analyses the emulated link's three intensities support. */
+function finiteKeyOption(v: string | undefined): FiniteKeyAnalysis | undefined {
+  if (v === undefined) return undefined;
+  if (v !== 'lim2014' && v !== 'chernoff2020') {
+    throw new ConfigError('BAD_OPTION', `--finite-key is lim2014 or chernoff2020 (the presets have three intensities), got ${v}`);
+  }
+  return v;
+}
 
 export async function run(args: string[]): Promise<number> {
   const { values: v } = parseOptions(args, {
@@ -135,6 +146,7 @@ export async function run(args: string[]): Promise<number> {
     'eps-sec': { type: 'string' },
     'eps-cor': { type: 'string' },
     'qber-abort': { type: 'string' },
+    'finite-key': { type: 'string' },
     speed: { type: 'string' },
     'state-dir': { type: 'string' },
     'dashboard-port': { type: 'string' },
@@ -173,6 +185,7 @@ export async function run(args: string[]): Promise<number> {
     epsSec: numberOption('eps-sec', v['eps-sec'], 1e-10),
     epsCor: numberOption('eps-cor', v['eps-cor'], 1e-15),
     qberAbort: numberOption('qber-abort', v['qber-abort'], 0.11),
+    finiteKey: finiteKeyOption(v['finite-key']),
     speed: numberOption('speed', v.speed, 1),
     dashboardPort: numberOption('dashboard-port', v['dashboard-port'], 8080),
     manifestPath: v.manifest,
