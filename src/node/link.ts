@@ -108,7 +108,7 @@ export async function openClassicalLink(cfg: NodeRunConfig, log: Logger): Promis
     },
     stats() {
       const s = ch.stats();
-      return { usedBits: s.auth.usedBits, availableBits: s.auth.availableBits, replenishedBits: s.auth.replenishedBits, messagesLeft: s.auth.messagesLeft, requestsSent: s.requestsSent, retries: s.retries, rejected: s.rejected, peerRestarts: s.peerRestarts, blocksCommitted: s.blocksCommitted, blocksAborted: s.blocksAborted };
+      return { usedBits: s.auth.usedBits, availableBits: s.auth.availableBits, replenishedBits: s.auth.replenishedBits, messagesLeft: s.auth.messagesLeft, requestsSent: s.requestsSent, retries: s.retries, rejected: s.rejected, peerRestarts: s.peerRestarts, blocksCommitted: s.blocksCommitted, blocksAborted: s.blocksAborted, srttMs: s.srttMs };
     },
     async close() {
       await ch.close();

@@ -95,6 +95,8 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       if (sync.locked && lockedSinceMs === undefined && calibratedAtMs === undefined) slis.setCalibrationTime((lockedSinceMs = Date.now()));
       if (!sync.locked) lockedSinceMs = undefined;
     }
+    // The channel's smoothed request->reply time includes the peer's handler (an estimate step can
+    // take 200 ms), so it is shown and exported but not fed to the network-RTT alarm.
     const chan = bob?.channel as { srttMs?: number } | undefined;
     const rttS = chan?.srttMs ? chan.srttMs / 1000 : undefined;
     if (rttS !== undefined) {
@@ -162,7 +164,6 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       detectorRatesHz: Object.keys(rates).length ? rates : undefined,
       spoolFillRatio: spool / 200_000,
       kmsReachable: Object.keys(kmsReachable).length ? kmsReachable : undefined,
-      classicalRttSeconds: rttS,
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
       calibrationAgeSeconds: calibratedAtMs !== undefined ? (Date.now() - calibratedAtMs) / 1000 : undefined,
       devices: devices.length ? devices : undefined,
