@@ -540,12 +540,13 @@ export class DeliveryNode extends EventEmitter {
       const b = (req.body ?? {}) as Record<string, unknown>;
       return this.closeStream(b.key_stream_id ?? req.query.get('key_stream_id'));
     }
-    return { status: 404, body: { status: STATUS.OK, message: `no route ${req.method} ${p}` } };
+    // Not an ETSI 004 call at all: no ETSI status (0 would read as success).
+    return { status: 404, body: { message: `no route ${req.method} ${p}` } };
   }
 
   private async openConnect(body: unknown): Promise<Res> {
     if (!body || typeof body !== 'object') {
-      return { status: 400, body: { status: STATUS.PEER_NOT_CONNECTED, message: 'open-connect needs a JSON body' } };
+      return { status: 400, body: { status: STATUS.NO_QKD_CONNECTION, message: 'open-connect needs a JSON body' } };
     }
     const b = body as { source?: unknown; destination?: unknown; key_stream_id?: unknown; qos?: QosRequest | null };
     const src = nodeName(b.source);
@@ -556,7 +557,9 @@ export class DeliveryNode extends EventEmitter {
     const fail = (http: number, status: number, message: string) =>
       ({ status: http, body: { key_stream_id: null, qos, status, message } });
     if (src !== wantSrc || dst !== wantDst) {
-      return fail(400, STATUS.PEER_NOT_CONNECTED, `this ${this.role} node links ${wantSrc} -> ${wantDst}; ` +
+      // Status 1 ("peer not connected") is a success status in ETSI 004: a pair this node does not
+      // link has no QKD connection here (4).
+      return fail(400, STATUS.NO_QKD_CONNECTION, `this ${this.role} node links ${wantSrc} -> ${wantDst}; ` +
         `the request named ${src || '?'} -> ${dst || '?'}`);
     }
     if (this.opts.peer.linkUp && !this.opts.peer.linkUp()) {
@@ -568,7 +571,7 @@ export class DeliveryNode extends EventEmitter {
     }
     if (sid === undefined || sid === null) {
       if (this.role === 'destination') {
-        return fail(400, STATUS.PEER_NOT_CONNECTED, 'the destination node is opened with the key_stream_id the ' +
+        return fail(400, STATUS.KSID_IN_USE, 'the destination node is opened with the key_stream_id the ' +
           'source side assigned; open the source node first and pass its id');
       }
       sid = randomUUID();

@@ -72,15 +72,19 @@ t.test('get-key accepts its fields as query parameters', async (t) => {
   t.equal(g.body.status, 0);
 });
 
-t.test('1: peer not connected (the request names another link; destination without an id)', async (t) => {
+t.test('errors are error statuses: another link is 4 (not 1, a success status), a destination without an id 5, an unknown route no status', async (t) => {
   const r = await open({ source: 'qkd://nodeA', destination: 'qkd://nodeZ', qos: {} });
   t.equal(r.status, 400);
-  t.equal(r.body.status, STATUS.PEER_NOT_CONNECTED);
+  t.equal(r.body.status, STATUS.NO_QKD_CONNECTION);
   t.equal(r.body.key_stream_id, null);
   const cb = new JsonClient({ url: B.url, id: 'nodeB' }, { tls: pki.tls('kmsA') });
   t.teardown(() => cb.close());
   const d = await cb.request('POST', '/api/v1/kms/etsi004/open-connect', { ...link, key_stream_id: null });
-  t.equal(d.body.status, STATUS.PEER_NOT_CONNECTED, 'the destination side needs the source side id');
+  t.equal(d.status, 400);
+  t.equal(d.body.status, STATUS.KSID_IN_USE, 'the destination side needs the source side id');
+  const nf = await kms.request('GET', '/api/v1/kms/etsi004/nowhere');
+  t.equal(nf.status, 404);
+  t.equal(nf.body.status, undefined, 'a 404 for an unknown route carries no ETSI status');
 });
 
 // Status 2 (insufficient key: the index asked for was already delivered) needs a real KMS ack:
