@@ -5,7 +5,8 @@
  * For tests, labs and `qkd run` (src/testkit/pki.ts re-exports it); never for production keys.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.ts';
 
@@ -36,9 +37,11 @@ function openssl(args: string[], cwd: string): void {
 
 /**
  * Creates (or reuses, when the files exist) a CA called `caName` and one identity per name in
- * `dir`. Safe to call again with more names.
+ * `dir`. Safe to call again with more names while the CA key is there. With `discardCaKey` the CA
+ * private key is overwritten and deleted once every identity is issued: a running system holds no
+ * key that can mint new identities (a stolen state directory then cannot make an SAE or a node).
  */
-export function makePki(dir: string, names: string[], caName = 'qkd-dev-ca'): Pki {
+export function makePki(dir: string, names: string[], caName = 'qkd-dev-ca', opts: { discardCaKey?: boolean } = {}): Pki {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const caKey = join(dir, 'ca.key');
   const caPath = join(dir, 'ca.pem');
@@ -56,6 +59,11 @@ export function makePki(dir: string, names: string[], caName = 'qkd-dev-ca'): Pk
     const keyPath = join(dir, `${name}.key`);
     const certPath = join(dir, `${name}.pem`);
     if (!existsSync(certPath)) {
+      if (!existsSync(caKey)) {
+        throw new ConfigError('PKI_CA_OFFLINE', `identity '${name}' is missing in ${dir} and the CA private key is not ` +
+          `there (it is removed after issuing): issue it with the CA key on the machine that keeps it ` +
+          `(qkd kms --make-pki), or delete ${dir} to start a new development PKI (clients must fetch the new CA)`);
+      }
       const csr = join(dir, `${name}.csr`);
       const ext = join(dir, `${name}.ext`);
       writeFileSync(ext, `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n` +
@@ -66,6 +74,10 @@ export function makePki(dir: string, names: string[], caName = 'qkd-dev-ca'): Pk
         '-sha256', '-extfile', ext, '-out', certPath], dir);
     }
     ids[name] = { name, certPath, keyPath, cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') };
+  }
+  if (opts.discardCaKey && existsSync(caKey)) {
+    writeFileSync(caKey, randomBytes(statSync(caKey).size));
+    rmSync(caKey);
   }
   const ca = readFileSync(caPath, 'utf8');
   return {

@@ -201,7 +201,8 @@ export class EmulatedRun {
     chmodSync(dir, 0o700); // a state directory made by an older version (or by hand) may be 0755
     this.lockFile = lockStateDir(dir);
     o.say(`state directory ${dir}`);
-    this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
+    // The CA key is removed once the identities exist: the running link cannot mint identities.
+    this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB'], undefined, { discardCaKey: true });
     // 512 KiB of pre-shared secret: 16 B hash key, then 128-bit pads (≈ 16 000 messages per direction)
     // until the first blocks replenish the pool from generated key.
     const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 512 * 1024);

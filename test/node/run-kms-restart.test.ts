@@ -88,6 +88,7 @@ t.test('a reference KMS killed with SIGKILL is restarted and the run goes on wit
     }
   };
   t.equal(statSync(state).mode & 0o777, 0o700, 'state directory 0700');
+  t.notOk(existsSync(join(state, 'pki', 'ca.key')), 'the CA private key is not kept in the running system');
   walk(state);
   t.same(open, [], 'no file or folder readable by group or others');
 });
