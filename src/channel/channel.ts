@@ -9,6 +9,12 @@
  * const r = await alice.request('sift', { bases }, { blockId: 7 }); // this side
  * await alice.commitBlock(7);                                       // both agree block 7 finished
  * ```
+ * Transport: with `curve` (every node does; src/channel/curve.ts) the ZMTP connection is CURVE-
+ * encrypted and both ends are pinned: the binding end accepts only the peer's public key (ZAP),
+ * the connecting end only talks to the binding end's key. Strangers get no pipe, so nothing of
+ * theirs is read, nothing of ours reaches them and no pad is spent on them. Without `curve` the
+ * transport is plain ZMTP (tests of the MAC layer through a relay, benchmarks).
+ *
  * Guarantees: a message is used only after its tag, direction, sequence number (strictly
  * increasing: replays and reordering refused) and session (sender and receiver instances) are
  * checked. Any rejection aborts the open blocks on this side and tells the peer (authenticated
@@ -28,6 +34,7 @@ import { Dealer } from 'zeromq';
 import { ProtocolError, QkdError, SecurityError, TimeoutError, TransportError } from '../errors.ts';
 import { Authenticator, directionOf, type AuthStats, type Role } from '../core/auth.ts';
 import { BlockLedger } from './ledger.ts';
+import { curveSocketOptions, isZ85Key, startZapHandler, type CurveKeys, type ZapHandler } from './curve.ts';
 import { CHANNEL_VERSION, decodeAad, encodeAad, KIND, payloadPackr, type Aad, type Kind } from './wire.ts';
 
 export interface ChannelOptions {
@@ -47,6 +54,11 @@ export interface ChannelOptions {
   maxRetryMs?: number;
   /** Emit 'keyLow' when fewer messages than this can still be authenticated (default 10 000). */
   keyLowMessages?: number;
+  /**
+   * CURVE transport authentication with pinned keys (src/channel/curve.ts). Omit only for tests
+   * of the MAC layer and benchmarks: without it anyone reaching the endpoint gets a pipe.
+   */
+  curve?: CurveKeys;
 }
 
 export interface RequestOptions {
@@ -78,6 +90,8 @@ export interface ChannelStats {
   blocksAborted: number;
   /** Smoothed round-trip time (ms) of requests answered at the first attempt. */
   srttMs: number;
+  /** Connections refused at the transport (CURVE/ZAP handshake failed): strangers, wrong keys. */
+  transportRefused: number;
 }
 
 interface Pending {
@@ -122,6 +136,7 @@ export class AuthChannel extends EventEmitter {
   #helloNonce: Buffer | null = null;
   #helloTimer: NodeJS.Timeout | undefined;
   #readyWaiters: (() => void)[] = [];
+  #closeWaiters: (() => void)[] = [];
   #resolveWaiters = new Map<number, ((outcome: 'committed' | 'aborted') => void)[]>();
   #nextMsgId = 1;
   /** Smoothed round-trip time of answered requests (RFC 6298 style), ms; 0 until measured. */
@@ -134,8 +149,9 @@ export class AuthChannel extends EventEmitter {
   #sendChain: Promise<void> = Promise.resolve();
   #closed = false;
   #keyLowSent = false;
+  #zap: ZapHandler | undefined;
   readonly #stats: Omit<ChannelStats, 'auth' | 'srttMs'> = { requestsSent: 0, retries: 0, repliesReceived: 0, requestsHandled: 0,
-    duplicateRequests: 0, rejected: {}, stale: 0, sendDropped: 0, peerRestarts: 0, blocksCommitted: 0, blocksAborted: 0 };
+    duplicateRequests: 0, rejected: {}, stale: 0, sendDropped: 0, peerRestarts: 0, blocksCommitted: 0, blocksAborted: 0, transportRefused: 0 };
 
   private constructor(sock: Dealer, opts: ChannelOptions) {
     super();
@@ -156,7 +172,16 @@ export class AuthChannel extends EventEmitter {
 
   /** Opens the socket and starts the handshake (does not wait for the peer: see `ready`). */
   static async open(opts: ChannelOptions): Promise<AuthChannel> {
+    let zap: ZapHandler | undefined;
+    if (opts.curve) {
+      for (const k of ['publicKey', 'secretKey', 'peerPublicKey'] as const) {
+        if (!isZ85Key(opts.curve[k])) throw new QkdError('CHANNEL_CURVE_KEY', `The channel's CURVE ${k} is not a 40-character Z85 key; check the node configuration (channel.peerPublicKey) and key file.`);
+      }
+      if (opts.bind) zap = await startZapHandler(opts.curve.peerPublicKey);
+    }
     const sock = new Dealer({
+      ...(zap ? { context: zap.context } : {}),
+      ...(opts.curve ? curveSocketOptions(opts.curve, opts.bind) : {}),
       linger: 0,
       sendHighWaterMark: 1000,
       receiveHighWaterMark: 1000,
@@ -177,9 +202,16 @@ export class AuthChannel extends EventEmitter {
       else sock.connect(opts.endpoint);
     } catch (cause) {
       sock.close();
+      zap?.close();
       throw new TransportError('CHANNEL_ENDPOINT', `Cannot ${opts.bind ? 'bind' : 'connect'} the classical channel on ${opts.endpoint}: check the address and that the port is free.`, { cause });
     }
     const ch = new AuthChannel(sock, opts);
+    ch.#zap = zap;
+    // Connections that fail the CURVE/ZAP handshake never become pipes; count them (strangers,
+    // misconfigured keys) so an operator sees them.
+    for (const ev of ['handshake:error:auth', 'handshake:error:protocol', 'handshake:error:other'] as const) {
+      sock.events.on(ev, () => { ch.#stats.transportRefused++; });
+    }
     // A new connection (first one, reconnection after a partition, restarted peer) triggers the
     // pending HELLO at once instead of at its next back-off tick.
     sock.events.on('handshake', () => {
@@ -206,10 +238,14 @@ export class AuthChannel extends EventEmitter {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.#readyWaiters = this.#readyWaiters.filter((w) => w !== done);
-        reject(new TimeoutError('CHANNEL_NO_PEER', `No authenticated handshake with the ${this.role === 'alice' ? 'Bob' : 'Alice'} node within ${timeoutMs} ms: check it runs, the address, the network, and that both nodes hold the same pre-shared secret.`));
+        this.#closeWaiters = this.#closeWaiters.filter((w) => w !== fail);
+        reject(new TimeoutError('CHANNEL_NO_PEER', `No authenticated handshake with the ${this.role === 'alice' ? 'Bob' : 'Alice'} node within ${timeoutMs} ms: check it runs, the address, the network, that both nodes hold the same pre-shared secret, and that each has the other's CURVE public key (transport refusals so far: ${this.#stats.transportRefused}).`));
       }, timeoutMs);
-      const done = () => { clearTimeout(t); resolve(); };
+      const done = () => { clearTimeout(t); this.#closeWaiters = this.#closeWaiters.filter((w) => w !== fail); resolve(); };
+      // close() ends the wait (and its timer, which would otherwise keep the process alive).
+      const fail = () => { clearTimeout(t); reject(new TransportError('CHANNEL_CLOSED', 'The classical channel was closed before the handshake.')); };
       this.#readyWaiters.push(done);
+      this.#closeWaiters.push(fail);
     });
   }
 
@@ -359,8 +395,13 @@ export class AuthChannel extends EventEmitter {
     this.#closed = true;
     clearTimeout(this.#helloTimer);
     for (const id of [...this.#pending.keys()]) this.#settle(id, new TransportError('CHANNEL_CLOSED', 'The classical channel was closed.'));
+    const waiting = this.#closeWaiters;
+    this.#closeWaiters = [];
+    this.#readyWaiters = [];
+    for (const f of waiting) f();
     await this.#sendChain.catch(() => {});
     this.#sock.close();
+    this.#zap?.close();
     try { this.#auth.save(); } catch { /* best effort: reservations already make restarts safe */ }
   }
 

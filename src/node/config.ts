@@ -26,8 +26,13 @@ export interface NodeRunConfig {
    * no pulse until her node has programmed its pattern seed and switched it on.
    */
   lab: { preset: string; distanceKm: number; eveFraction: number; seed: string; sourceTty?: string };
-  /** Classical channel: Alice binds, Bob connects. */
-  channel: { endpoint: string; pskFile: string; sessionId: string };
+  /**
+   * Classical channel: Alice binds, Bob connects. `pskFile`: the pre-shared authentication secret,
+   * consumed at the first start (docs/channel.md, "Custody"). `curveKeyFile`: this node's CURVE
+   * secret key (created at first start, mode 0600; public key in `<file>.pub`);
+   * `peerPublicKey`: the peer node's CURVE public key (Z85), the only one the transport accepts.
+   */
+  channel: { endpoint: string; pskFile: string; sessionId: string; curveKeyFile: string; peerPublicKey: string };
   /** Detection-event stream inside Bob's host (tagger -> post-processing). */
   stream: { endpoint: string };
   /** ETSI 004 push mode: this node's server and the KMS it pushes to. */
@@ -102,6 +107,7 @@ function resolvePaths(cfg: NodeRunConfig, file: string): void {
   const base = dirname(resolve(file));
   const abs = (x: string) => (isAbsolute(x) ? x : resolve(base, x));
   cfg.channel.pskFile = abs(cfg.channel.pskFile);
+  if (typeof cfg.channel.curveKeyFile === 'string') cfg.channel.curveKeyFile = abs(cfg.channel.curveKeyFile);
   cfg.delivery.spoolDir = abs(cfg.delivery.spoolDir);
   cfg.delivery.spoolKeyFile = abs(cfg.delivery.spoolKeyFile);
   if (cfg.lab.sourceTty) cfg.lab.sourceTty = abs(cfg.lab.sourceTty);

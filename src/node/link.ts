@@ -7,10 +7,11 @@
  * verified consumes 128) between the block's first message and its amplification, so the block
  * can pay them back from its output (statement.replenishBits).
  */
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Authenticator } from '../core/auth.ts';
 import { AuthChannel } from '../channel/channel.ts';
+import { channelKeys, channelStateDir, channelStateKey } from './channel-credentials.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { NodeRunConfig } from './config.ts';
 
@@ -35,15 +36,22 @@ export interface ClassicalLink {
 const blockOf = (p: Record<string, unknown>): number => (typeof p.block === 'number' ? p.block : -1);
 
 export async function openClassicalLink(cfg: NodeRunConfig, log: Logger): Promise<ClassicalLink> {
-  const stateDir = join(dirname(cfg.delivery.spoolDir), `channel-${cfg.role}`);
+  const stateDir = channelStateDir(cfg.delivery.spoolDir, cfg.role);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  // Each node imports (and then shreds) its own copy of the pre-shared secret; afterwards the
-  // durable state file is the only source, so pads are never reused across restarts.
-  const myPsk = join(stateDir, 'psk.bin');
-  const statePath = join(stateDir, 'auth.state');
-  if (!existsSync(statePath) && !existsSync(myPsk) && existsSync(cfg.channel.pskFile)) copyFileSync(cfg.channel.pskFile, myPsk);
-  const auth = Authenticator.open({ role: cfg.role, statePath, pskPath: myPsk });
+  const curve = channelKeys(cfg);
+  // The node consumes the pre-shared secret it imports (shredded; its fingerprint registered);
+  // afterwards the wrapped state file is the only source, and losing it stops the node rather
+  // than reusing pads (src/core/auth.ts).
+  const stateKey = channelStateKey(cfg.delivery.spoolKeyFile);
+  let auth: Authenticator;
+  try {
+    auth = Authenticator.open({ role: cfg.role, statePath: join(stateDir, 'auth.state'), stateKey, pskPath: cfg.channel.pskFile });
+  } finally {
+    stateKey.fill(0);
+  }
+  if (auth.origin === 'psk') log.info('classical channel: pre-shared secret imported and consumed', { pskFile: cfg.channel.pskFile });
   const ch = await AuthChannel.open({
+    curve,
     role: cfg.role,
     endpoint: cfg.channel.endpoint,
     bind: cfg.role === 'alice',

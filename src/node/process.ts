@@ -15,6 +15,7 @@ import { wipe } from '../core/native-call.ts';
 import { prepareCodes } from '../core/ldpc.ts';
 import { toSupervisor, stopRequested } from './children.ts';
 import { openClassicalLink, type ClassicalLink } from './link.ts';
+import { channelKeys } from './channel-credentials.ts';
 import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
 import { createAlicePostProcessor } from './alice.ts';
 import { SummaryBuilder } from './summary.ts';
@@ -28,6 +29,8 @@ import type { BlockResult } from './postprocess.ts';
 
 export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const log = createLogger({ component: `node-${cfg.role}` });
+  // Channel keys first: a missing or malformed CURVE key is a clear start-up error before any device is touched.
+  channelKeys(cfg);
   const preset = linkPresetOf(cfg);
   // Real devices first: a device that is missing or has the wrong firmware stops the start here.
   // They are closed (Alice's source switched off) however the node ends, a failed start included.

@@ -21,6 +21,7 @@ import { QkdError } from '../errors.ts';
 import { makePki, type Pki } from '../delivery/pki.ts';
 import { Child, type ChildMessage } from './children.ts';
 import type { NodeRunConfig } from './config.ts';
+import { provisionEmulatedChannel, type EmulatedChannel } from './channel-credentials.ts';
 import type { LinkSummary } from './summary.ts';
 import type { FiniteKeyAnalysis } from '../core/estimate.ts';
 
@@ -203,9 +204,12 @@ export class EmulatedRun {
     o.say(`state directory ${dir}`);
     // The CA key is removed once the identities exist: the running link cannot mint identities.
     this.pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB'], undefined, { discardCaKey: true });
-    // 512 KiB of pre-shared secret: 16 B hash key, then 128-bit pads (≈ 16 000 messages per direction)
-    // until the first blocks replenish the pool from generated key.
-    const psk = secretFile(join(dir, 'secrets', 'channel-psk.bin'), 512 * 1024);
+    // Channel credentials: both CURVE key pairs, and (first run, or a node lost its channel state)
+    // a fresh 512 KiB pre-shared secret per node — 16 B hash key, then 128-bit pads (≈ 16 000
+    // messages per direction) until the first blocks replenish the pool from generated key. Each
+    // node consumes its copy at import; later runs resume from the nodes' channel states.
+    const channel = provisionEmulatedChannel(dir, 512 * 1024);
+    if (channel.rekeyed) o.say('classical channel: fresh pre-shared secret provisioned for both nodes');
     const spoolKey = secretFile(join(dir, 'secrets', 'spool.key'));
     const [pNodeA, pNodeB, pKmsA, pKmsB, pChan] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
     const scheme = o.externalKms && o.insecureHttp ? 'http' : 'https';
@@ -215,7 +219,7 @@ export class EmulatedRun {
     };
     const sessionId = randomBytes(8).toString('hex');
     const nodeCfg = (role: 'alice' | 'bob') => nodeRunConfig(role, {
-      dir, opts: o, pskFile: psk, spoolKeyFile: spoolKey, sessionId, channelPort: pChan, nodePort: { A: pNodeA, B: pNodeB },
+      dir, opts: o, channel, spoolKeyFile: spoolKey, sessionId, channelPort: pChan, nodePort: { A: pNodeA, B: pNodeB },
       kmsUrl: { A: kmsUrl.alice, B: kmsUrl.bob }, tls: o.insecureHttp ? undefined : { ca: this.pki.caPath, ids: this.pki.ids },
     });
     const kmsCfg = (side: 'A' | 'B') => referenceKmsConfig(side, {
@@ -285,7 +289,8 @@ export class EmulatedRun {
 export interface LinkConfigParams {
   dir: string;
   opts: Pick<RunOptions, 'preset' | 'distanceKm' | 'eveFraction' | 'seed' | 'blockDetections' | 'frameBits' | 'epsSec' | 'epsCor' | 'qberAbort' | 'finiteKey' | 'speed' | 'insecureHttp'>;
-  pskFile: string;
+  /** Each node's pre-shared secret file and CURVE key pair (provisionEmulatedChannel). */
+  channel: EmulatedChannel;
   spoolKeyFile: string;
   sessionId: string;
   channelPort: number;
@@ -309,7 +314,8 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
     nodeId: `node${side}`,
     peerNodeId: role === 'alice' ? 'nodeB' : 'nodeA',
     lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString() },
-    channel: { endpoint: `tcp://127.0.0.1:${p.channelPort}`, pskFile: p.pskFile, sessionId: p.sessionId },
+    channel: { endpoint: `tcp://127.0.0.1:${p.channelPort}`, pskFile: p.channel.pskFile[role], sessionId: p.sessionId,
+      curveKeyFile: p.channel.curve[role].keyFile, peerPublicKey: p.channel.curve[role === 'alice' ? 'bob' : 'alice'].publicKey },
     stream: { endpoint: `ipc://${join(p.dir, `stream-${process.pid}-${p.channelPort}.ipc`)}` },
     delivery: {
       listenPort: p.nodePort[side],

@@ -17,7 +17,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createServer, connect, type Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Authenticator, type Role } from '../core/auth.ts';
 import { AuthChannel } from '../channel/channel.ts';
 import { StreamConsumer } from '../stream/consumer.ts';
@@ -243,8 +243,16 @@ export function peerArgv(cmd: 'peer' | 'drive', config: PeerConfig | DriveConfig
 
 const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
 
+/**
+ * Test-only key wrapping a test peer's channel state: derived from the state path, so a peer
+ * restarted on the same files unwraps them. (A node derives it from its at-rest key.)
+ */
+export function testStateKey(statePath: string): Buffer {
+  return createHash('sha256').update('qkd-testkit/state-key\0').update(statePath).digest();
+}
+
 async function openPeer(c: PeerConfig): Promise<AuthChannel> {
-  const auth = Authenticator.open({ role: c.role, statePath: c.statePath, pskPath: c.pskPath, keepPsk: true });
+  const auth = Authenticator.open({ role: c.role, statePath: c.statePath, stateKey: testStateKey(c.statePath), pskPath: c.pskPath, keepPsk: true });
   const ch = await AuthChannel.open({ role: c.role, endpoint: c.endpoint, bind: c.bind, auth, ledgerPath: c.ledgerPath,
     timeoutMs: c.timeoutMs ?? 20_000, retryMs: c.retryMs ?? 200, maxRetryMs: 1000 });
   ch.handle('echo', (p) => p);

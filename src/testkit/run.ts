@@ -12,6 +12,7 @@ import { JsonClient, type ClientResponse } from '../delivery/http.ts';
 import { makePki, type Pki } from '../delivery/pki.ts';
 import { freePort, nodeRunConfig, referenceKmsConfig, type LinkConfigParams } from '../node/supervisor.ts';
 import type { NodeRunConfig } from '../node/config.ts';
+import { provisionEmulatedChannel } from '../node/channel-credentials.ts';
 import type { Test } from 'tap';
 
 const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
@@ -84,13 +85,12 @@ export const TEST_LINK: LinkConfigParams['opts'] = { preset: 'reference-decoy', 
 export async function writeNodeLink(dir: string, edit: (role: 'alice' | 'bob', cfg: NodeRunConfig) => NodeRunConfig = (_r, c) => c): Promise<{ pki: Pki; files: { alice: string; bob: string; kmsA: string; kmsB: string }; kmsPort: { A: number; B: number } }> {
   const pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
   mkdirSync(join(dir, 'secrets'), { mode: 0o700 });
-  const pskFile = join(dir, 'secrets', 'channel-psk.bin');
   const spoolKeyFile = join(dir, 'secrets', 'spool.key');
-  writeFileSync(pskFile, randomBytes(512 * 1024), { mode: 0o600 });
+  const channel = provisionEmulatedChannel(dir);
   writeFileSync(spoolKeyFile, randomBytes(32), { mode: 0o600 });
   const nodePort = { A: await freePort(), B: await freePort() };
   const kmsPort = { A: await freePort(), B: await freePort() };
-  const p: LinkConfigParams = { dir, opts: TEST_LINK, pskFile, spoolKeyFile, sessionId: randomBytes(8).toString('hex'), channelPort: await freePort(), nodePort,
+  const p: LinkConfigParams = { dir, opts: TEST_LINK, channel, spoolKeyFile, sessionId: randomBytes(8).toString('hex'), channelPort: await freePort(), nodePort,
     kmsUrl: { A: `https://127.0.0.1:${kmsPort.A}`, B: `https://127.0.0.1:${kmsPort.B}` }, tls: { ca: pki.caPath, ids: pki.ids } };
   const files = { alice: join(dir, 'alice.json'), bob: join(dir, 'bob.json'), kmsA: join(dir, 'kmsA.json'), kmsB: join(dir, 'kmsB.json') };
   writeFileSync(files.alice, JSON.stringify(edit('alice', nodeRunConfig('alice', p))));

@@ -18,9 +18,10 @@ async function pair(t: Test, opts: { timeoutMs?: number; pads?: number; keyLowMe
   const dir = mkdtempSync(join(tmpdir(), 'qkd-chan-'));
   const psk = randomBytes(16 + 32 * (opts.pads ?? 20000));
   const aAuth = Authenticator.fromPsk(psk, 'alice');
-  aAuth.attachStateFile(join(dir, 'alice.state'));
+  const stateKey = randomBytes(32);
+  aAuth.attachStateFile(join(dir, 'alice.state'), stateKey);
   const bAuth = Authenticator.fromPsk(psk, 'bob');
-  bAuth.attachStateFile(join(dir, 'bob.state'));
+  bAuth.attachStateFile(join(dir, 'bob.state'), stateKey);
   const bob = await AuthChannel.open({ role: 'bob', endpoint: 'tcp://127.0.0.1:*', bind: true, auth: bAuth, ledgerPath: join(dir, 'bob.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: opts.timeoutMs ?? 3000 });
   const relay = await Relay.open(bob.endpoint!);
   const alice = await AuthChannel.open({ role: 'alice', endpoint: relay.aliceEndpoint, bind: false, auth: aAuth, ledgerPath: join(dir, 'alice.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: opts.timeoutMs ?? 3000, keyLowMessages: opts.keyLowMessages });

@@ -136,7 +136,8 @@ t.test('state file: import shreds the PSK, a restart never reuses a pad', async 
   const key = randomBytes(16 + 32 * 1000);
   writeFileSync(join(dir, 'psk'), key);
   const bo = Authenticator.fromPsk(key, 'bob');
-  let al = Authenticator.open({ role: 'alice', statePath: join(dir, 'a.state'), pskPath: join(dir, 'psk') });
+  const stateKey = randomBytes(32);
+  let al = Authenticator.open({ role: 'alice', statePath: join(dir, 'a.state'), stateKey, pskPath: join(dir, 'psk') });
   t.notOk(existsSync(join(dir, 'psk')), 'pre-shared secret file removed after import');
   const tags = new Set<string>();
   for (let n = 0; n < 3; n++) {
@@ -144,12 +145,13 @@ t.test('state file: import shreds the PSK, a restart never reuses a pad', async 
     tags.add(hex(tag));
     bo.verify(n, Buffer.alloc(0), Buffer.from('same'), tag);
   }
-  al = Authenticator.open({ role: 'alice', statePath: join(dir, 'a.state') }); // crash + restart
+  al = Authenticator.open({ role: 'alice', statePath: join(dir, 'a.state'), stateKey }); // crash + restart
   const n = al.nextSendSeq;
   t.ok(n >= 3, `resumes at ${n}`);
   const tag = al.sign(n, Buffer.alloc(0), Buffer.from('same'));
   t.notOk(tags.has(hex(tag)), 'fresh pad');
   bo.verify(n, Buffer.alloc(0), Buffer.from('same'), tag);
-  t.throws(() => Authenticator.open({ role: 'bob', statePath: join(dir, 'a.state') }), { code: 'AUTH_BAD_KEY' });
-  t.throws(() => Authenticator.open({ role: 'bob', statePath: join(dir, 'none.state') }), { code: 'AUTH_NO_KEY' });
+  t.throws(() => Authenticator.open({ role: 'bob', statePath: join(dir, 'a.state'), stateKey }), { code: 'AUTH_BAD_KEY' });
+  t.throws(() => Authenticator.open({ role: 'alice', statePath: join(dir, 'a.state'), stateKey: randomBytes(32) }), { code: 'AUTH_BAD_KEY' }, 'wrong state key');
+  t.throws(() => Authenticator.open({ role: 'bob', statePath: join(dir, 'none.state'), stateKey }), { code: 'AUTH_NO_KEY' });
 });

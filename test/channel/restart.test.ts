@@ -13,7 +13,7 @@ import { Authenticator } from '../../src/core/auth.ts';
 import { AuthChannel } from '../../src/channel/channel.ts';
 import { Relay } from '../../src/channel/mitm.ts';
 import { decodeAad, KIND } from '../../src/channel/wire.ts';
-import { peerArgv, spawnJson, type JsonChild, type PeerConfig } from '../../src/testkit/netns.ts';
+import { peerArgv, spawnJson, testStateKey, type JsonChild, type PeerConfig } from '../../src/testkit/netns.ts';
 
 function setup(t: Test) {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-restart-'));
@@ -39,7 +39,7 @@ t.test('Bob killed mid-block and restarted', async (t) => {
   let bob = spawnPeer(bobCfg);
   const ep = (await bob.waitFor((e) => e.event === 'listening', 20000)).endpoint as string;
   bobCfg.endpoint = ep; // the restarted Bob binds the same port
-  const auth = Authenticator.open({ role: 'alice', statePath: join(dir, 'alice.state'), pskPath: join(dir, 'psk'), keepPsk: true });
+  const auth = Authenticator.open({ role: 'alice', statePath: join(dir, 'alice.state'), stateKey: testStateKey(join(dir, 'alice.state')), pskPath: join(dir, 'psk'), keepPsk: true });
   const alice = await AuthChannel.open({ role: 'alice', endpoint: ep, bind: false, auth, ledgerPath: join(dir, 'alice.ledger'), retryMs: 50, maxRetryMs: 300, timeoutMs: 15000 });
   t.teardown(() => alice.close());
   let restarts = 0;
@@ -70,7 +70,7 @@ t.test('Bob killed mid-block and restarted', async (t) => {
 
 t.test('Alice killed mid-block and restarted', async (t) => {
   const { dir, spawnPeer } = setup(t);
-  const auth = Authenticator.open({ role: 'bob', statePath: join(dir, 'bob.state'), pskPath: join(dir, 'psk'), keepPsk: true });
+  const auth = Authenticator.open({ role: 'bob', statePath: join(dir, 'bob.state'), stateKey: testStateKey(join(dir, 'bob.state')), pskPath: join(dir, 'psk'), keepPsk: true });
   const bob = await AuthChannel.open({ role: 'bob', endpoint: 'tcp://127.0.0.1:*', bind: true, auth, ledgerPath: join(dir, 'bob.ledger'), retryMs: 50, maxRetryMs: 300, timeoutMs: 15000 });
   t.teardown(() => bob.close());
   const aliceCfg: PeerConfig = { role: 'alice', endpoint: bob.endpoint!, bind: false, statePath: join(dir, 'alice.state'), pskPath: join(dir, 'psk'), ledgerPath: join(dir, 'alice.ledger'), retryMs: 50 };
@@ -98,12 +98,13 @@ t.test('crash after commit sent, before its acknowledgement: settled from the pe
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const psk = randomBytes(16 + 32 * 10000);
   const bAuth = Authenticator.fromPsk(psk, 'bob');
-  bAuth.attachStateFile(join(dir, 'bob.state'));
+  const stateKey = randomBytes(32);
+  bAuth.attachStateFile(join(dir, 'bob.state'), stateKey);
   const bob = await AuthChannel.open({ role: 'bob', endpoint: 'tcp://127.0.0.1:*', bind: true, auth: bAuth, ledgerPath: join(dir, 'bob.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: 5000 });
   const relay = await Relay.open(bob.endpoint!);
   t.teardown(async () => { await bob.close(); relay.close(); });
   const aAuth = Authenticator.fromPsk(psk, 'alice');
-  aAuth.attachStateFile(join(dir, 'alice.state'));
+  aAuth.attachStateFile(join(dir, 'alice.state'), stateKey);
   const open = (auth: Authenticator) => AuthChannel.open({ role: 'alice', endpoint: relay.aliceEndpoint, bind: false, auth, ledgerPath: join(dir, 'alice.ledger'), retryMs: 50, maxRetryMs: 200, timeoutMs: 5000 });
   let alice = await open(aAuth);
   await alice.ready(5000);
@@ -117,7 +118,7 @@ t.test('crash after commit sent, before its acknowledgement: settled from the pe
   await committing;
   relay.tamper = null;
   const blockEvents: number[] = [];
-  alice = await open(Authenticator.load(join(dir, 'alice.state'), 'alice'));
+  alice = await open(Authenticator.load(join(dir, 'alice.state'), stateKey, 'alice'));
   alice.on('blockCommitted', (b: number) => blockEvents.push(b));
   t.teardown(() => alice.close());
   await alice.ready(5000);

@@ -20,8 +20,15 @@
 //! reserved on disk before use when a state file is attached), a received sequence number must be
 //! strictly greater than the last accepted one (replay / reorder), every pad is zeroised as soon
 //! as it is used or skipped, and key material lives in zeroising containers.
+//!
+//! The state file (hash key, remaining pads, counters) is wrapped at rest with AES-256-GCM
+//! (NIST SP 800-38D) under a 32-byte state key the caller supplies, the same construction the KMS
+//! key store uses (native/store): fresh 96-bit random nonce per write, the file's magic as
+//! associated data. No code path writes the hash key or a pad to disk in the clear.
 pub mod gf128;
 
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -193,6 +200,8 @@ pub struct Authenticator {
     stats: AuthStats,
     backend: Backend,
     state_path: Option<PathBuf>,
+    /// Key wrapping the state file (AES-256-GCM); required with a state file.
+    state_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl Drop for Authenticator {
@@ -229,6 +238,7 @@ impl Authenticator {
             stats: AuthStats::default(),
             backend: Backend::detect(),
             state_path: None,
+            state_key: None,
         })
     }
 
@@ -245,8 +255,10 @@ impl Authenticator {
     }
 
     /// Attaches a state file: from now on send sequence numbers are reserved in it before use,
-    /// so a crash never reuses a pad. Writes it at once.
-    pub fn attach_state_file(&mut self, path: &Path) -> Result<(), AuthError> {
+    /// so a crash never reuses a pad. The file is wrapped under `state_key` (32 bytes, AES-256-GCM).
+    /// Writes it at once.
+    pub fn attach_state_file(&mut self, path: &Path, state_key: &[u8]) -> Result<(), AuthError> {
+        self.state_key = Some(state_key_of(state_key)?);
         self.state_path = Some(path.to_path_buf());
         self.save()
     }
@@ -365,7 +377,11 @@ impl Authenticator {
 
     // ------------------------------------------------------------------ persistence
     //
-    // State file layout (little-endian), written to <path>.tmp, fsynced, renamed over <path>:
+    // State file (written to <path>.tmp, fsynced, renamed over <path>):
+    //   0  magic "QKDWCA02"          8
+    //   8  nonce                    12
+    //  20  AES-256-GCM(state key, nonce, aad = magic) of the record below, then its 16-byte tag
+    // Record layout (little-endian; also the whole of a legacy unwrapped "QKDWCA01" file):
     //   0  magic "QKDWCA01"          8
     //   8  direction u8, 7 pad       8
     //  16  next_send (reserved) u64  8
@@ -375,6 +391,7 @@ impl Authenticator {
     //  80  hash key 16 bytes
     //  96  pool length u64, then the pool bytes (used pads already zeroed)
     const MAGIC: &'static [u8; 8] = b"QKDWCA01";
+    const MAGIC_WRAPPED: &'static [u8; 8] = b"QKDWCA02";
 
     /// Writes the state file now (at a block boundary, after replenishing, before exit).
     pub fn save(&mut self) -> Result<(), AuthError> {
@@ -384,7 +401,11 @@ impl Authenticator {
     }
 
     fn save_inner(&mut self, next_send_on_disk: u64) -> Result<(), AuthError> {
-        let Some(path) = self.state_path.clone() else { return Ok(()) };
+        self.write_state(next_send_on_disk, false)
+    }
+
+    /// The state record (clear text: only ever written wrapped, see `write_state`).
+    fn record(&mut self, next_send_on_disk: u64) -> Zeroizing<Vec<u8>> {
         let f = self.floor();
         self.pool.discard_below(f, true);
         let mut out = Zeroizing::new(Vec::with_capacity(104 + self.pool.buf.len()));
@@ -399,13 +420,42 @@ impl Authenticator {
         out.extend_from_slice(&self.hash_key.to_be_bytes());
         out.extend_from_slice(&(self.pool.buf.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.pool.buf);
+        out
+    }
+
+    /// Writes the wrapped state. `scrub_old`: overwrite the file being replaced with zeros first
+    /// (migration of a legacy unwrapped file, whose hash key and pads must not stay on disk).
+    fn write_state(&mut self, next_send_on_disk: u64, scrub_old: bool) -> Result<(), AuthError> {
+        let Some(path) = self.state_path.clone() else { return Ok(()) };
+        let Some(key) = self.state_key.as_ref() else {
+            return Err(AuthError::BadKey("no state key: the state file is only written wrapped".into()));
+        };
+        let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| AuthError::BadKey("state key must be 32 bytes".into()))?;
+        let out = self.record(next_send_on_disk);
+        let mut nonce = [0u8; 12];
+        getrandom::getrandom(&mut nonce).map_err(|e| AuthError::Io(format!("no randomness for the state file nonce: {e}")))?;
+        let sealed = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &out[..], aad: Self::MAGIC_WRAPPED })
+            .map_err(|_| AuthError::Io("cannot wrap the state".into()))?;
         let tmp = path.with_extension("tmp");
         let io = |e: std::io::Error| AuthError::Io(format!("{}: {e}", path.display()));
         {
             use std::os::unix::fs::OpenOptionsExt;
             let mut fh = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
-            fh.write_all(&out).map_err(io)?;
+            fh.write_all(Self::MAGIC_WRAPPED).map_err(io)?;
+            fh.write_all(&nonce).map_err(io)?;
+            fh.write_all(&sealed).map_err(io)?;
             fh.sync_all().map_err(io)?;
+        }
+        if scrub_old {
+            // Overwrite the legacy clear-text file in place before the wrapped one replaces it:
+            // after a rename its blocks could no longer be reached. A crash between the two
+            // leaves a zeroed <path> and a complete <path>.tmp, which `load` takes.
+            if let Ok(len) = fs::metadata(&path).map(|m| m.len()) {
+                let mut fh = fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+                fh.write_all(&vec![0u8; len as usize]).map_err(io)?;
+                fh.sync_all().map_err(io)?;
+            }
         }
         fs::rename(&tmp, &path).map_err(io)?;
         if let Some(dir) = path.parent() {
@@ -416,10 +466,49 @@ impl Authenticator {
         Ok(())
     }
 
-    /// Reopens a state file written by `save`/`attach_state_file`. The send sequence resumes at
-    /// the reserved number, so no pad is ever used twice even after a crash.
-    pub fn load(path: &Path) -> Result<Self, AuthError> {
-        let bytes = Zeroizing::new(fs::read(path).map_err(|e| AuthError::Io(format!("{}: {e}", path.display())))?);
+    /// Reopens a state file written by `save`/`attach_state_file`, unwrapping it with
+    /// `state_key`. The send sequence resumes at the reserved number, so no pad is ever used twice
+    /// even after a crash. A legacy unwrapped file (magic QKDWCA01) is read once and at once
+    /// rewritten wrapped, its clear-text bytes overwritten.
+    pub fn load(path: &Path, state_key: &[u8]) -> Result<Self, AuthError> {
+        let key = state_key_of(state_key)?;
+        let raw = Zeroizing::new(fs::read(path).map_err(|e| AuthError::Io(format!("{}: {e}", path.display())))?);
+        let is_wrapped = raw.len() >= 8 && &raw[..8] == Self::MAGIC_WRAPPED;
+        let is_legacy = raw.len() >= 8 && &raw[..8] == Self::MAGIC;
+        if !is_wrapped && !is_legacy {
+            // A crash while migrating a legacy file leaves it zeroed beside the complete new one.
+            let tmp = path.with_extension("tmp");
+            if raw.iter().all(|&b| b == 0) && tmp.exists() {
+                let mut a = Self::load(&tmp, &key[..])?;
+                fs::rename(&tmp, path).map_err(|e| AuthError::Io(format!("{}: {e}", path.display())))?;
+                a.state_path = Some(path.to_path_buf());
+                return Ok(a);
+            }
+            return Err(AuthError::BadKey(format!("{}: not an authentication state file (bad magic or truncated)", path.display())));
+        }
+        let bytes = if is_wrapped {
+            if raw.len() < 8 + 12 + 16 {
+                return Err(AuthError::BadKey(format!("{}: truncated state file", path.display())));
+            }
+            let cipher = Aes256Gcm::new_from_slice(&key[..]).map_err(|_| AuthError::BadKey("state key must be 32 bytes".into()))?;
+            Zeroizing::new(
+                cipher
+                    .decrypt(Nonce::from_slice(&raw[8..20]), Payload { msg: &raw[20..], aad: Self::MAGIC_WRAPPED })
+                    .map_err(|_| AuthError::BadKey(format!("{}: the state file fails authentication: wrong state key, or the file was altered or truncated", path.display())))?,
+            )
+        } else {
+            raw.clone()
+        };
+        let mut a = Self::parse(&bytes, path)?;
+        a.state_key = Some(key);
+        if is_legacy {
+            let n = a.next_send;
+            a.write_state(n, true)?;
+        }
+        Ok(a)
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<Self, AuthError> {
         let bad = |m: &str| AuthError::BadKey(format!("{}: {m}", path.display()));
         if bytes.len() < 104 || &bytes[..8] != Self::MAGIC {
             return Err(bad("not an authentication state file (bad magic or truncated)"));
@@ -447,8 +536,18 @@ impl Authenticator {
             stats: AuthStats { signed: u(40), verified: u(48), rejected: u(56), used_bits: u(64), replenished_bits: u(72), ..Default::default() },
             backend: Backend::detect(),
             state_path: Some(path.to_path_buf()),
+            state_key: None,
         })
     }
+}
+
+fn state_key_of(k: &[u8]) -> Result<Zeroizing<[u8; 32]>, AuthError> {
+    if k.len() != 32 {
+        return Err(AuthError::BadKey(format!("the state key must be 32 bytes (AES-256), got {}", k.len())));
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(k);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -523,21 +622,73 @@ mod tests {
         let k = psk(16 + 32 * 2000, 4);
         let mut a = Authenticator::new(&k, 0).unwrap();
         let mut b = Authenticator::new(&k, 1).unwrap();
-        a.attach_state_file(&p).unwrap();
+        let sk = [7u8; 32];
+        a.attach_state_file(&p, &sk).unwrap();
         for n in 0..3 {
             let t = a.sign(n, b"", b"m").unwrap();
             b.verify(n, b"", b"m", &t).unwrap();
         }
         // "crash": drop without save; reload resumes at the reservation, past 2.
         drop(a);
-        let mut a2 = Authenticator::load(&p).unwrap();
+        let mut a2 = Authenticator::load(&p, &sk).unwrap();
         assert_eq!(a2.next_send_seq(), SEND_RESERVATION);
         let n = a2.next_send_seq();
         let t = a2.sign(n, b"", b"after").unwrap();
         b.verify(n, b"", b"after", &t).unwrap();
         a2.save().unwrap();
-        let a3 = Authenticator::load(&p).unwrap();
+        let a3 = Authenticator::load(&p, &sk).unwrap();
         assert_eq!(a3.next_send_seq(), n + 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn state_file_is_wrapped_at_rest() {
+        let dir = std::env::temp_dir().join(format!("qkd-auth-wrap-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("alice.state");
+        let k = psk(16 + 32 * 100, 5);
+        let mut a = Authenticator::new(&k, 0).unwrap();
+        let sk = [9u8; 32];
+        assert!(matches!(a.attach_state_file(&p, &[1u8; 16]), Err(AuthError::BadKey(_))), "a short state key is refused");
+        a.attach_state_file(&p, &sk).unwrap();
+        let on_disk = fs::read(&p).unwrap();
+        assert_eq!(&on_disk[..8], b"QKDWCA02");
+        assert!(!contains(&on_disk, &k[..16]), "hash key in the clear");
+        assert!(!contains(&on_disk, &k[16 + 32 * 50..16 + 32 * 50 + 16]), "a pad in the clear");
+        assert!(matches!(Authenticator::load(&p, &[8u8; 32]), Err(AuthError::BadKey(_))), "wrong state key refused");
+        let mut altered = on_disk.clone();
+        altered[40] ^= 1;
+        fs::write(&p, &altered).unwrap();
+        assert!(matches!(Authenticator::load(&p, &sk), Err(AuthError::BadKey(_))), "altered file refused");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn legacy_clear_state_is_migrated_and_scrubbed() {
+        let dir = std::env::temp_dir().join(format!("qkd-auth-legacy-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bob.state");
+        let k = psk(16 + 32 * 100, 6);
+        let mut b = Authenticator::new(&k, 1).unwrap();
+        b.state_path = Some(p.clone());
+        let legacy = b.record(3);
+        fs::write(&p, &legacy[..]).unwrap();
+        let sk = [3u8; 32];
+        let b2 = Authenticator::load(&p, &sk).unwrap();
+        assert_eq!(b2.next_send_seq(), 3);
+        let on_disk = fs::read(&p).unwrap();
+        assert_eq!(&on_disk[..8], b"QKDWCA02", "rewritten wrapped at once");
+        assert!(!contains(&on_disk, &k[..16]));
+        // A crash between scrubbing the legacy file and the rename: zeroed file + complete tmp.
+        fs::write(p.with_extension("tmp"), &on_disk).unwrap();
+        fs::write(&p, vec![0u8; legacy.len()]).unwrap();
+        let b3 = Authenticator::load(&p, &sk).unwrap();
+        assert_eq!(b3.next_send_seq(), 3);
+        assert_eq!(&fs::read(&p).unwrap()[..8], b"QKDWCA02");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

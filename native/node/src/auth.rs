@@ -60,15 +60,17 @@ impl WcAuthenticator {
         Ok(WcAuthenticator { inner: Authenticator::new(&psk, d).map_err(err)? })
     }
 
-    /// Reopens a state file (send sequence resumes at the on-disk reservation).
+    /// Reopens a state file wrapped under `state_key` (32 bytes; the send sequence resumes at the
+    /// on-disk reservation). The caller should zero `state_key` afterwards.
     #[napi(factory)]
-    pub fn load(path: String) -> Result<WcAuthenticator> {
-        Ok(WcAuthenticator { inner: guarded(|| Authenticator::load(Path::new(&path)).map_err(err))? })
+    pub fn load(path: String, state_key: Uint8Array) -> Result<WcAuthenticator> {
+        Ok(WcAuthenticator { inner: guarded(|| Authenticator::load(Path::new(&path), &state_key).map_err(err))? })
     }
 
+    /// From now on the state lives in `path`, wrapped under `state_key` (32 bytes, AES-256-GCM).
     #[napi]
-    pub fn attach_state_file(&mut self, path: String) -> Result<()> {
-        self.inner.attach_state_file(Path::new(&path)).map_err(err)
+    pub fn attach_state_file(&mut self, path: String, state_key: Uint8Array) -> Result<()> {
+        guarded(|| self.inner.attach_state_file(Path::new(&path), &state_key).map_err(err))
     }
 
     #[napi]
