@@ -133,3 +133,36 @@ t.test('Authenticator.open: every way of starting again from a used secret is re
   t.equal(Authenticator.open({ role: 'alice', statePath: join(dir, 'alice.state'), stateKey, pskPath, keepPsk: true }).origin, 'psk');
   t.throws(() => Authenticator.open({ role: 'alice', statePath: join(dir, 'alice2.state'), stateKey, pskPath }), { code: 'AUTH_PSK_CONSUMED' });
 });
+
+t.test('qkd run --emulated: a second run resumes, a lost state re-keys the pair, the old shared secret is shredded', async (t) => {
+  const { provisionEmulatedChannel, channelStateDir } = await import('../../src/node/channel-credentials.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-emu-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  mkdirSync(join(dir, 'secrets'), { recursive: true });
+  writeFileSync(join(dir, 'secrets', 'channel-psk.bin'), randomBytes(4096)); // an older version's shared secret
+  const stateKey = randomBytes(32);
+  // What each node process does with what the supervisor provisioned (src/node/link.ts).
+  const run = () => {
+    const ch = provisionEmulatedChannel(dir, 16 + 32 * 200);
+    const open = (role: 'alice' | 'bob') => Authenticator.open({ role, stateKey, statePath: join(channelStateDir(join(dir, `spool-${role}`), role), 'auth.state'), pskPath: ch.pskFile[role] });
+    for (const r of ['alice', 'bob'] as const) mkdirSync(channelStateDir(join(dir, `spool-${r}`), r), { recursive: true });
+    const a = open('alice');
+    const b = open('bob');
+    // They share a secret: a tag of Alice's verifies at Bob's.
+    const seq = a.nextSendSeq;
+    b.verify(seq, Buffer.from('h'), Buffer.from('m'), a.sign(seq, Buffer.from('h'), Buffer.from('m')));
+    a.save();
+    b.save();
+    return { ch, a, b };
+  };
+  const r1 = run();
+  t.ok(r1.ch.rekeyed && r1.a.origin === 'psk' && r1.b.origin === 'psk', 'first run: both nodes import a fresh secret');
+  t.notOk(existsSync(join(dir, 'secrets', 'channel-psk.bin')), 'the old shared secret is shredded');
+  t.notOk(existsSync(r1.ch.pskFile.alice) || existsSync(r1.ch.pskFile.bob), 'each copy consumed by its node');
+  const r2 = run();
+  t.ok(!r2.ch.rekeyed && r2.a.origin === 'state' && r2.b.origin === 'state', 'second run: both resume from their states');
+  t.ok(r2.a.nextSendSeq > 0, `Alice resumes at sequence ${r2.a.nextSendSeq}, not 0`);
+  rmSync(join(dir, 'channel-alice', 'auth.state'));
+  const r3 = run();
+  t.ok(r3.ch.rekeyed && r3.a.origin === 'psk' && r3.b.origin === 'psk', 'Alice\'s state lost: the supervisor re-keys both nodes');
+});
