@@ -1,6 +1,23 @@
 /**
  * Reading a reference-KMS configuration file (JSON) for `qkd kms` and for `qkd run`. Paths in the
- * file are relative to the file. The wrapping key file holds 32 raw bytes or 64 hex digits.
+ * file are relative to the file.
+ *
+ * Key custody: exactly one of
+ * - `"wrapKeyFile": "kmsA.wrap"` — development keystore: 32 raw bytes or 64 hex digits, the KMS
+ *   starts unsealed (what `qkd run --emulated` uses). KEK generations made by `qkd kms rotate-kek`
+ *   are sealed under it in `<dbPath>.keystore`.
+ * - `"custody": {...}` — the KMS starts sealed until K of N custodians' shares unseal it:
+ *
+ *   "custody": {
+ *     "keystore": "software" | "pkcs11",
+ *     "keystoreFile": "kmsA.keystore",            // default <dbPath>.keystore
+ *     "pkcs11": { "module": "/usr/lib/softhsm/libsofthsm2.so", "tokenLabel": "qkd-kms",
+ *                 "keyLabel": "qkd-kms-kek", "pinEnv": "QKD_KMS_PIN" },   // or "pinFile": "pin.txt" (0600), or "slot": 0
+ *     "unsealTimeoutS": 600,                      // shares given are forgotten if K do not arrive in time
+ *     "adminSocket": "kmsA.admin.sock"            // default <dbPath>.admin.sock (0600): unseal, rotate-kek
+ *   }
+ *
+ * `"expiryWarningS": 300` — alarm KEYS_EXPIRING that long before a held key's TTL ends.
  *
  * {
  *   "id": "kmsA", "role": "source",
@@ -14,16 +31,118 @@
  *   "openStream": true
  * }
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
 import type { KmsOptions } from './kms.ts';
+import type { TokenConfig } from './store.ts';
 
-export interface KmsFileConfig extends Omit<KmsOptions, 'tls' | 'wrapKey'> {
+export interface CustodyFileConfig {
+  keystore: 'software' | 'pkcs11';
+  keystoreFile?: string;
+  pkcs11?: { module: string; tokenLabel?: string; slot?: number; keyLabel: string; pinEnv?: string; pinFile?: string };
+  unsealTimeoutS?: number;
+  adminSocket?: string;
+}
+
+export interface KmsFileConfig extends Omit<KmsOptions, 'tls' | 'wrapKey' | 'custody' | 'keystoreFile' | 'adminSocket' |
+  'expiryWarningMs'> {
   tls?: { ca: string; cert: string; key: string };
-  wrapKeyFile: string;
+  /** Development keystore (unsealed at start). Exclusive with `custody`. */
+  wrapKeyFile?: string;
+  custody?: CustodyFileConfig;
+  expiryWarningS?: number;
   /** Source side: open a stream (retrying) once the node and the peer KMS answer. */
   openStream?: boolean;
+}
+
+/** The files a KMS configuration names, without reading any secret (for the admin commands). */
+export interface KmsPaths {
+  id: string;
+  dbPath: string;
+  keystoreFile: string;
+  adminSocket: string;
+  custody?: CustodyFileConfig;
+  /** Resolved PKCS#11 settings (no PIN). */
+  token?: TokenConfig;
+  dir: string;
+}
+
+function readJson(file: string): KmsFileConfig {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as KmsFileConfig;
+  } catch (cause) {
+    throw new ConfigError('CONFIG_KMS', `cannot read KMS configuration ${file}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Paths and custody settings of a KMS configuration, checked; reads no key, PIN or certificate. */
+export function kmsPaths(file: string): KmsPaths {
+  const cfg = readJson(file);
+  const base = dirname(resolve(file));
+  const p = (x: string) => (isAbsolute(x) ? x : resolve(base, x));
+  if (typeof cfg.dbPath !== 'string' || typeof cfg.id !== 'string') {
+    throw new ConfigError('CONFIG_KMS', `${file}: fields 'id' and 'dbPath' are required`);
+  }
+  const dbPath = p(cfg.dbPath);
+  const c = cfg.custody;
+  if (c && cfg.wrapKeyFile) {
+    throw new ConfigError('CONFIG_KMS', `${file}: give either 'wrapKeyFile' (development keystore, starts unsealed) or ` +
+      "'custody' (sealed until K shares unseal it), not both");
+  }
+  if (!c && !cfg.wrapKeyFile) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'custody' (or, for development only, 'wrapKeyFile') is required`);
+  }
+  let token: TokenConfig | undefined;
+  if (c) {
+    if (c.keystore !== 'software' && c.keystore !== 'pkcs11') {
+      throw new ConfigError('CONFIG_KMS', `${file}: custody.keystore must be "software" or "pkcs11"`);
+    }
+    if (c.keystore === 'pkcs11') {
+      const k = c.pkcs11;
+      if (!k || typeof k.module !== 'string' || typeof k.keyLabel !== 'string' || (k.tokenLabel === undefined && k.slot === undefined)) {
+        throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11 needs module, keyLabel and tokenLabel (or slot)`);
+      }
+      if ('pin' in (k as object)) {
+        throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11.pin: the PIN never goes into the configuration; put ` +
+          "it in an environment variable ('pinEnv') or a file readable by the KMS's user only ('pinFile')");
+      }
+      if (!!k.pinEnv === !!k.pinFile) {
+        throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11 needs exactly one of 'pinEnv' (environment variable ` +
+          "name) or 'pinFile' (a 0600 file)");
+      }
+      token = { module: k.module, tokenLabel: k.tokenLabel, slot: k.slot, keyLabel: k.keyLabel,
+        pinSource: k.pinEnv ? `environment variable ${k.pinEnv}` : `file ${p(k.pinFile!)}` };
+    }
+  }
+  return { id: cfg.id, dbPath, dir: base, custody: c, token,
+    keystoreFile: c?.keystoreFile ? p(c.keystoreFile) : `${dbPath}.keystore`,
+    adminSocket: c?.adminSocket ? p(c.adminSocket) : `${dbPath}.admin.sock` };
+}
+
+/** Reads the PKCS#11 PIN from its environment variable or file (never from the configuration). */
+export function readPin(file: string, c: CustodyFileConfig): Buffer {
+  const k = c.pkcs11!;
+  if (k.pinEnv) {
+    const v = process.env[k.pinEnv];
+    if (!v) {
+      throw new ConfigError('CONFIG_KMS_PIN', `${file}: the PKCS#11 PIN is taken from environment variable ${k.pinEnv}, ` +
+        'which is not set: export it in the KMS service environment');
+    }
+    return Buffer.from(v, 'utf8');
+  }
+  const pf = isAbsolute(k.pinFile!) ? k.pinFile! : resolve(dirname(resolve(file)), k.pinFile!);
+  if (!existsSync(pf)) {
+    throw new ConfigError('CONFIG_KMS_PIN', `${file}: PIN file ${pf} does not exist`);
+  }
+  if ((statSync(pf).mode & 0o077) !== 0) {
+    throw new ConfigError('CONFIG_KMS_PIN', `PIN file ${pf} is readable by others: chmod 600 ${pf}`);
+  }
+  const raw = readFileSync(pf);
+  const end = raw.length - (raw[raw.length - 1] === 10 ? 1 : 0) - (raw[raw.length - 2] === 13 ? 1 : 0);
+  const pin = Buffer.from(raw.subarray(0, end));
+  raw.fill(0);
+  return pin;
 }
 
 /** Reads a 32-byte secret from a file of 32 raw bytes or 64 hex digits (with optional newline). */
@@ -40,18 +159,13 @@ export function readKeyFile(path: string, what: string): Buffer {
 }
 
 export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boolean } {
-  let cfg: KmsFileConfig;
-  try {
-    cfg = JSON.parse(readFileSync(file, 'utf8')) as KmsFileConfig;
-  } catch (cause) {
-    throw new ConfigError('CONFIG_KMS', `cannot read KMS configuration ${file}: ${(cause as Error).message}`, { cause });
-  }
+  const cfg = readJson(file);
   const base = dirname(resolve(file));
   const p = (x: string) => (isAbsolute(x) ? x : resolve(base, x));
   const need = (k: keyof KmsFileConfig) => {
     if (cfg[k] === undefined) throw new ConfigError('CONFIG_KMS', `${file}: field '${String(k)}' is required`);
   };
-  for (const k of ['id', 'role', 'dbPath', 'wrapKeyFile', 'node', 'peerNodeId', 'saes'] as const) need(k);
+  for (const k of ['id', 'role', 'dbPath', 'node', 'peerNodeId', 'saes'] as const) need(k);
   if (cfg.role !== 'source' && cfg.role !== 'destination') {
     throw new ConfigError('CONFIG_KMS', `${file}: role must be "source" or "destination"`);
   }
@@ -59,9 +173,18 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
     throw new ConfigError('CONFIG_KMS', `${file}: 'tls' {ca, cert, key} is required (or "insecure": true for a local ` +
       'experiment without authentication)');
   }
+  const paths = kmsPaths(file);
   const tls = cfg.tls ? { ca: readFileSync(p(cfg.tls.ca), 'utf8'), cert: readFileSync(p(cfg.tls.cert), 'utf8'),
     key: readFileSync(p(cfg.tls.key), 'utf8') } : undefined;
-  const { wrapKeyFile, openStream, ...rest } = cfg;
-  return { opts: { ...rest, tls, dbPath: p(cfg.dbPath), wrapKey: readKeyFile(p(wrapKeyFile), 'wrapKeyFile') },
-    openStream: !!openStream };
+  const { wrapKeyFile, openStream, custody, expiryWarningS, ...rest } = cfg;
+  const opts: KmsOptions = { ...rest, tls, dbPath: p(cfg.dbPath), keystoreFile: paths.keystoreFile,
+    adminSocket: paths.adminSocket, expiryWarningMs: expiryWarningS !== undefined ? expiryWarningS * 1000 : undefined };
+  if (custody) {
+    opts.custody = { kind: custody.keystore, token: paths.token,
+      pin: custody.keystore === 'pkcs11' ? readPin(file, custody) : undefined,
+      unsealTimeoutMs: (custody.unsealTimeoutS ?? 600) * 1000 };
+  } else {
+    opts.wrapKey = readKeyFile(p(wrapKeyFile!), 'wrapKeyFile');
+  }
+  return { opts, openStream: !!openStream };
 }

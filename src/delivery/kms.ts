@@ -15,8 +15,16 @@
  *   certificate CN is the SAE id; key_IDs are UUIDv8 of (key_stream_id, index), derived alike by
  *   both KMSs; sizes in bits; a key is handed out once and erased in the same transaction.
  *
- * Events: 'alarm' (Alarm), 'log' ({level, msg, ...}); none carries key bytes. Metrics are plain
- * numbers (`metrics()`).
+ * - Custody (docs/delivery.md, "Custody"): with `custody` the KMS starts **sealed**: every key
+ *   request (ETSI 014, 004 key-material, KMS↔KMS) is answered 503 "KMS sealed: run qkd kms unseal"
+ *   — the node keeps its chunks spooled and retries — until K of the N custodians' Shamir shares
+ *   have reconstructed the master key (`unseal`, over the admin socket). The KEK is in a software
+ *   keystore or a PKCS#11 token; `rotateKek` re-wraps every stored key while requests go on; TTL
+ *   expiry is preceded by a KEYS_EXPIRING alarm (`expiryWarningMs`). With `wrapKey` instead
+ *   (development keystore) it starts unsealed.
+ *
+ * Events: 'alarm' (Alarm), 'log' ({level, msg, ...}), 'unsealed'; none carries key bytes. Metrics
+ * are plain numbers (`metrics()`).
  */
 import { EventEmitter } from 'node:events';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -25,7 +33,8 @@ import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, 
   type TlsConfig } from './http.ts';
 import { deriveKeyId } from './keyid.ts';
 import { indexRanges, type Alarm } from './node.ts';
-import { digestOf, KeyStore } from './store.ts';
+import { startAdmin, type AdminServer } from './admin.ts';
+import { digestOf, KeyStore, probeToken, Unsealer, type TokenConfig, type UnsealProgress } from './store.ts';
 import { MAX_INDEX, STATUS, isUuid, metadataBuffer, nodeName, type Qos, type QosRequest } from './types.ts';
 
 export interface KmsOptions {
@@ -38,8 +47,26 @@ export interface KmsOptions {
   insecure?: boolean;
   /** SQLite database file (WAL files sit beside it); a `.streams.json` beside it holds stream ids. */
   dbPath: string;
-  /** 32-byte key-wrapping key. */
-  wrapKey: Uint8Array;
+  /**
+   * Development keystore: the 32-byte wrapKeyFile; the KMS starts unsealed. Exclusive with
+   * `custody`.
+   */
+  wrapKey?: Uint8Array;
+  /**
+   * Keystore file: KEK generations (made by `qkd kms init` with custody; by rotation with a
+   * development keystore). Default `<dbPath>.keystore`.
+   */
+  keystoreFile?: string;
+  /**
+   * Custody by shares: the KMS starts sealed until `unseal` has K valid shares. `kind` must match
+   * the keystore `qkd kms init` made; `token` and `pin` for a PKCS#11 keystore (checked at
+   * start-up). Shares given are forgotten if K do not arrive within `unsealTimeoutMs` (10 min).
+   */
+  custody?: { kind: 'software' | 'pkcs11'; token?: TokenConfig; pin?: Uint8Array; unsealTimeoutMs?: number };
+  /** Unix socket (0600) of the local admin endpoint (status, unseal, rotate-kek); none if unset. */
+  adminSocket?: string;
+  /** Alarm KEYS_EXPIRING this long before a held key's TTL ends (default 300 000 ms). */
+  expiryWarningMs?: number;
   /** Most keys held at once (503 beyond). */
   capacity?: number;
   /** Our node: its 004 server URL and identity (the node id; it pushes to us with that CN). */
@@ -85,6 +112,10 @@ export interface KmsMetrics {
   held: number;
   reserved: number;
   ackLatencyMs: { p50: number; p90: number; p99: number; count: number };
+  /** 1 while sealed (no key served or accepted), else 0. */
+  sealed: number;
+  /** Requests answered 503 because the KMS was sealed. */
+  refusedSealed: number;
 }
 
 const DEFAULT_RATE = { keysPerSecond: 500, burst: 2048 };
@@ -96,7 +127,12 @@ export class Kms extends EventEmitter {
   url = '';
   private server?: Server;
   private readonly opts: KmsOptions;
-  private readonly store: KeyStore;
+  /** Undefined while sealed. */
+  private store?: KeyStore;
+  private unsealer?: Unsealer;
+  private unsealTimer?: NodeJS.Timeout;
+  private rotating?: Promise<unknown>;
+  private admin?: AdminServer;
   private readonly nodeClient: JsonClient;
   private readonly peerClient?: JsonClient;
   private readonly streams = new Map<string, KmsStream>();
@@ -109,17 +145,35 @@ export class Kms extends EventEmitter {
   /** Token bucket per SAE: keys it may still take now, refilled at rateLimit.keysPerSecond. */
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
   private readonly m = { pushed: 0, acked: 0, duplicates: 0, conflicts: 0, full: 0, rejected: 0, dropped: 0,
-    delivered: 0 };
+    delivered: 0, refusedSealed: 0 };
 
   constructor(opts: KmsOptions) {
     super();
-    if (opts.wrapKey.length !== 32) {
-      throw new ConfigError('KMS_WRAP_KEY', `wrapKey must be 32 bytes (AES-256), got ${opts.wrapKey.length}`);
-    }
     this.opts = opts;
     this.id = opts.id;
     this.now = opts.now ?? Date.now;
-    this.store = KeyStore.open(opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000);
+    const ksFile = opts.keystoreFile ?? `${opts.dbPath}.keystore`;
+    if (opts.custody) {
+      if (opts.wrapKey) throw new ConfigError('KMS_CUSTODY', 'give either wrapKey (development) or custody, not both');
+      // Refuses a missing keystore (run init), a development keystore, and a kind mismatch.
+      this.unsealer = Unsealer.load(ksFile);
+      const st = this.unsealer.status();
+      if (st.kind !== opts.custody.kind) {
+        throw new ConfigError('KMS_CUSTODY', `keystore ${ksFile} is a ${st.kind} keystore but the configuration says ` +
+          `custody.keystore "${opts.custody.kind}"`);
+      }
+      // A missing token, wrong PIN or missing KEK is a start-up error, not a surprise at unseal.
+      if (opts.custody.kind === 'pkcs11') {
+        if (!opts.custody.token) throw new ConfigError('KMS_CUSTODY', 'custody.pkcs11 is required for a PKCS#11 keystore');
+        probeToken(ksFile, opts.custody.token, opts.custody.pin);
+      }
+    } else {
+      if (!opts.wrapKey || opts.wrapKey.length !== 32) {
+        throw new ConfigError('KMS_WRAP_KEY', `wrapKey must be 32 bytes (AES-256), got ${opts.wrapKey?.length ?? 'none'}; ` +
+          'or configure custody');
+      }
+      this.store = KeyStore.open(opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000, ksFile);
+    }
     this.nodeClient = new JsonClient(opts.node, opts);
     if (opts.peer) this.peerClient = new JsonClient(opts.peer, opts);
     const sf = `${opts.dbPath}.streams.json`;
@@ -141,6 +195,125 @@ export class Kms extends EventEmitter {
     this.url = this.server.url;
     this.expirer = setInterval(() => this.expireNow(), this.opts.expireEveryMs ?? 1000);
     this.expirer.unref();
+    if (this.opts.adminSocket) {
+      try {
+        this.admin = await startAdmin(this, this.opts.adminSocket);
+      } catch (err) {
+        const msg = `cannot open the admin socket ${this.opts.adminSocket}: ${(err as Error).message}` +
+          ' (a Unix socket path must be under 108 bytes; set custody.adminSocket to a shorter one)';
+        // Sealed without it nobody could unseal: fail at start-up. A development KMS runs on.
+        if (this.opts.custody) {
+          await this.server?.close();
+          throw new ConfigError('KMS_ADMIN_SOCKET', msg, { cause: err });
+        }
+        this.log('warn', msg);
+      }
+    }
+    if (this.store) this.log('info', 'KMS unsealed at start (development keystore)', { custody: this.store.custody() });
+    else {
+      const st = this.unsealer!.status();
+      this.log('warn', `KMS sealed: run qkd kms unseal (${st.threshold} of ${st.shares} shares needed)`, { sealed: true,
+        threshold: st.threshold, shares: st.shares, keystore: st.kind });
+    }
+  }
+
+  // ------------------------------------------------------------- custody
+
+  /** True until K valid shares have unsealed the KMS (never with a development keystore). */
+  get sealed(): boolean {
+    return !this.store;
+  }
+
+  /** Progress of unsealing (no share material). */
+  sealStatus(): { sealed: boolean; have: number; threshold: number; shares: number; kind: string; custody?: string } {
+    if (this.store) return { sealed: false, have: 0, threshold: 0, shares: 0, kind: this.opts.custody?.kind ?? 'software',
+      custody: this.store.custody() };
+    return { sealed: true, ...this.unsealer!.status() };
+  }
+
+  /**
+   * Gives share(s) to a sealed KMS: `text` holds share lines (a share file's content); it is
+   * zeroed. Fewer than K: stays sealed (progress returned). K valid: unseals. A malformed,
+   * damaged or foreign share is refused (SecurityError STORE_SEAL, nothing kept from this call);
+   * K shares that do not reconstruct the master key are refused and every share given so far is
+   * forgotten. Nothing about a share or the key is ever revealed.
+   */
+  unseal(text: Buffer): UnsealProgress & { sealed: boolean } {
+    if (this.store) {
+      text.fill(0);
+      return { sealed: false, accepted: 0, have: 0, threshold: 0, shares: 0, kind: this.opts.custody?.kind ?? 'software' };
+    }
+    const u = this.unsealer!;
+    let p: UnsealProgress;
+    try {
+      p = u.add(text);
+    } catch (err) {
+      this.log('warn', 'unseal: share refused', { code: (err as QkdError).code, error: (err as Error).message });
+      throw err;
+    }
+    if (p.have < p.threshold) {
+      if (p.accepted && !this.unsealTimer) {
+        this.unsealTimer = setTimeout(() => {
+          this.unsealTimer = undefined;
+          if (!this.store) {
+            u.reset();
+            this.log('warn', 'unseal: shares given were forgotten (the threshold was not reached in time)');
+          }
+        }, this.opts.custody?.unsealTimeoutMs ?? 600_000);
+        this.unsealTimer.unref();
+      }
+      this.log('info', `unseal: ${p.have} of ${p.threshold} shares`, { have: p.have, threshold: p.threshold });
+      return { ...p, sealed: true };
+    }
+    clearTimeout(this.unsealTimer);
+    this.unsealTimer = undefined;
+    try {
+      this.store = u.openStore(this.opts.dbPath, this.opts.capacity ?? 1_000_000, this.opts.custody?.token,
+        this.opts.custody?.pin);
+    } catch (err) {
+      this.log('error', 'unseal refused', { code: (err as QkdError).code, error: (err as Error).message });
+      throw err;
+    }
+    this.unsealer = undefined;
+    this.opts.custody?.pin?.fill(0); // the token session stays logged in; the PIN is not needed again
+    this.log('info', 'KMS unsealed', { custody: this.store.custody() });
+    this.emit('unsealed');
+    return { ...p, sealed: false };
+  }
+
+  /**
+   * Re-wraps every stored key under a new KEK (or finishes an interrupted rotation) while the KMS
+   * keeps serving: batches of `batch` keys per transaction, requests in between. Old KEKs are
+   * destroyed at the end. One rotation at a time.
+   */
+  async rotateKek(batch = 256): Promise<{ active: number; rewrapped: number; retired: number[]; resumed: boolean; ms: number }> {
+    if (!this.store) throw new QkdError('KMS_SEALED', 'KMS sealed: run qkd kms unseal before rotating its KEK');
+    if (this.rotating) throw new QkdError('KMS_ROTATING', 'a KEK rotation is already running');
+    const run = this.store.rotateKek(this.now, batch);
+    this.rotating = run;
+    try {
+      const r = await run;
+      this.log('info', 'KEK rotated', { active: r.active, rewrapped: r.rewrapped, retired: r.retired, ms: Math.round(r.ms) });
+      return r;
+    } finally {
+      this.rotating = undefined;
+    }
+  }
+
+  /** Verifies the audit log's hash chain. */
+  verifyAudit() {
+    return this.unsealedStore().verifyAudit();
+  }
+
+  private unsealedStore(): KeyStore {
+    if (!this.store) throw new QkdError('KMS_SEALED', 'KMS sealed: run qkd kms unseal');
+    return this.store;
+  }
+
+  private sealedAnswer(): Res {
+    this.m.refusedSealed++;
+    return { status: 503, headers: { 'retry-after': '5' }, body: { status: STATUS.INSUFFICIENT_KEY,
+      message: 'KMS sealed: run qkd kms unseal' } };
   }
 
   private log(level: 'info' | 'warn' | 'error', msg: string, fields: Record<string, unknown> = {}): void {
@@ -167,7 +340,9 @@ export class Kms extends EventEmitter {
 
   /** Runs TTL expiry now (also runs every expireEveryMs). */
   expireNow(): void {
+    if (!this.store) return;
     try {
+      this.warnExpiring();
       const gone = this.store.expire(this.now());
       if (!gone.length) return;
       this.m.dropped += gone.length;
@@ -182,14 +357,34 @@ export class Kms extends EventEmitter {
     }
   }
 
+  /** One KEYS_EXPIRING alarm per stream for keys whose TTL ends within expiryWarningMs. */
+  private warnExpiring(): void {
+    const warnMs = this.opts.expiryWarningMs ?? 300_000;
+    if (!(warnMs > 0)) return;
+    const soon = this.store!.expiring(this.now(), warnMs);
+    if (!soon.length) return;
+    const by = new Map<string, { idx: number[]; first: number }>();
+    for (const e of soon) {
+      const b = by.get(e.keyStreamId) ?? by.set(e.keyStreamId, { idx: [], first: e.expiresMs }).get(e.keyStreamId)!;
+      b.idx.push(e.index);
+      b.first = Math.min(b.first, e.expiresMs);
+    }
+    for (const [sid, b] of by) {
+      this.alarm({ code: 'KEYS_EXPIRING', key_stream_id: sid, ranges: indexRanges(b.idx), message: `${b.idx.length} ` +
+        `key(s) of stream ${sid} reach their TTL within ${Math.round(warnMs / 1000)} s (the first in ` +
+        `${Math.max(0, Math.round((b.first - this.now()) / 1000))} s) and will then be erased: indices ${indexRanges(b.idx)}` });
+    }
+  }
+
   metrics(): KmsMetrics {
-    const c = this.store.counts();
-    return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()) };
+    const c = this.store?.counts() ?? { held: 0, reserved: 0 };
+    return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()),
+      sealed: this.store ? 0 : 1 };
   }
 
   /** The append-only audit trail of a stream (or of one key). No key bytes. */
   audit(keyStreamId: string, index?: number) {
-    return this.store.auditTrail(keyStreamId, index);
+    return this.unsealedStore().auditTrail(keyStreamId, index);
   }
 
   // ------------------------------------------------------------- opening streams
@@ -240,6 +435,7 @@ export class Kms extends EventEmitter {
       throw new ConfigError('KMS_ROLE', `KMS ${this.id} is the destination side; streams are opened by the source-side KMS`);
     }
     if (!this.peerClient) throw new ConfigError('KMS_NO_PEER', `KMS ${this.id} has no peer KMS configured`);
+    if (!this.store) throw new QkdError('KMS_SEALED', `KMS ${this.id} sealed: run qkd kms unseal before streams open`);
     // A retry after a failure further down re-opens the stream the node already assigned, never a
     // new one: the node cuts its waiting key bytes into the stream it opened, and a second stream
     // would leave those bytes in an orphan the destination side never sees.
@@ -255,7 +451,7 @@ export class Kms extends EventEmitter {
     }
     await this.getKey(s, 0);
     this.unconfirmedStreamId = undefined;
-    this.store.audit(this.now(), s.keyStreamId, -1, 'stream-open', `source ${s.source} -> ${s.destination}`);
+    this.unsealedStore().audit(this.now(), s.keyStreamId, -1, 'stream-open', `source ${s.source} -> ${s.destination}`);
     this.log('info', 'key stream open', { key_stream_id: s.keyStreamId });
     return s.keyStreamId;
   }
@@ -272,9 +468,14 @@ export class Kms extends EventEmitter {
 
   private async handle(req: Req): Promise<Res> {
     const p = req.path;
+    const m = /^\/api\/v1\/keys\/([^/]+)\/(status|enc_keys|dec_keys)$/.exec(p);
+    // Sealed: every key request is refused with a clear 503 (the node keeps its chunks spooled
+    // and retries); nothing is read from or written to the store.
+    if (!this.store && (m || p.startsWith('/api/v1/kms-peer/') || p === '/api/v1/qkd/etsi004/key-material')) {
+      return this.sealedAnswer();
+    }
     if (p === '/api/v1/qkd/etsi004/key-material' && req.method === 'POST') return this.keyMaterial(req);
     if (p.startsWith('/api/v1/kms-peer/')) return this.peerCall(req);
-    const m = /^\/api\/v1\/keys\/([^/]+)\/(status|enc_keys|dec_keys)$/.exec(p);
     if (m) {
       let sae: string;
       try {
@@ -338,7 +539,7 @@ export class Kms extends EventEmitter {
     const keyId = deriveKeyId(sid, index);
     let outcome;
     try {
-      outcome = await this.store.put(sid, index, keyId, key, JSON.stringify(prov), nowMs, nowMs + s.qos.ttl * 1000);
+      outcome = await this.store!.put(sid, index, keyId, key, JSON.stringify(prov), nowMs, nowMs + s.qos.ttl * 1000);
     } finally {
       key.fill(0);
     }
@@ -388,7 +589,7 @@ export class Kms extends EventEmitter {
       this.streams.set(s.keyStreamId, s);
       this.saveStreams();
       await this.getKey(s, 0);
-      this.store.audit(this.now(), s.keyStreamId, -1, 'stream-open', `destination ${s.source} -> ${s.destination}`);
+      this.store!.audit(this.now(), s.keyStreamId, -1, 'stream-open', `destination ${s.source} -> ${s.destination}`);
       this.log('info', 'key stream open', { key_stream_id: s.keyStreamId });
       return { status: 201, body: { status: STATUS.OK, key_stream_id: s.keyStreamId, qos: s.qos } };
     }
@@ -402,7 +603,7 @@ export class Kms extends EventEmitter {
       }
       const mismatched = this.mismatches(sid, items);
       if (mismatched.length) return { status: 409, body: { reserved: [], mismatched } };
-      const reserved = this.store.reserve(sid, items, holder, this.now(), true);
+      const reserved = this.store!.reserve(sid, items, holder, this.now(), true);
       return { status: 200, body: { reserved } };
     }
     return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
@@ -412,7 +613,7 @@ export class Kms extends EventEmitter {
   private mismatches(sid: string, items: { index: number; digest: string }[]): number[] {
     const bad: number[] = [];
     for (const it of items) {
-      const d = digestOf(this.store, sid, it.index);
+      const d = digestOf(this.store!, sid, it.index);
       if (d && d.digest !== it.digest) bad.push(it.index);
     }
     if (bad.length) {
@@ -452,7 +653,7 @@ export class Kms extends EventEmitter {
     const bits = this.chunkBits();
     const maxPer = this.opts.maxKeysPerRequest ?? 128;
     if (op === 'status') {
-      const c = this.store.counts();
+      const c = this.store!.counts();
       return { status: 200, body: { source_KME_ID: this.id, target_KME_ID: this.opts.peer?.id ?? '',
         master_SAE_ID: caller, slave_SAE_ID: saeId, key_size: bits, stored_key_count: c.held,
         max_key_count: this.opts.capacity ?? 1_000_000, max_key_per_request: maxPer, max_key_size: bits,
@@ -482,7 +683,7 @@ export class Kms extends EventEmitter {
     const holder = `${saeId}>${caller}`;
     const keys: { key_ID: string; key: string }[] = [];
     const missing: string[] = [];
-    const taken = await this.store.takeMany(ids.map((id) => id.toLowerCase()), holder, this.now());
+    const taken = await this.store!.takeMany(ids.map((id) => id.toLowerCase()), holder, this.now());
     taken.forEach((t, i) => {
       if (!t) {
         missing.push(ids[i]);
@@ -529,12 +730,12 @@ export class Kms extends EventEmitter {
     const nowMs = this.now();
     const holder = `${master}>${slave}`;
     for (const s of this.streams.values()) {
-      const cands = this.store.candidates(s.keyStreamId, number, nowMs, this.opts.role === 'destination');
+      const cands = this.store!.candidates(s.keyStreamId, number, nowMs, this.opts.role === 'destination');
       if (cands.length < number) continue;
       const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
-      const mine = this.store.reserve(s.keyStreamId, items, holder, nowMs, true);
+      const mine = this.store!.reserve(s.keyStreamId, items, holder, nowMs, true);
       if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
-      const undo = () => this.store.unreserve(s.keyStreamId, mine, holder, this.now());
+      const undo = () => this.store!.unreserve(s.keyStreamId, mine, holder, this.now());
       let r;
       try {
         r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
@@ -557,7 +758,7 @@ export class Kms extends EventEmitter {
           'retry shortly' } };
       }
       const keys: { key_ID: string; key: string }[] = [];
-      const taken = await this.store.takeMany(cands.map((c) => c.keyId), holder, this.now());
+      const taken = await this.store!.takeMany(cands.map((c) => c.keyId), holder, this.now());
       taken.forEach((t, i) => {
         if (!t) return;
         keys.push({ key_ID: cands[i].keyId, key: t.key.toString('base64') });
@@ -571,11 +772,15 @@ export class Kms extends EventEmitter {
 
   async close(): Promise<void> {
     if (this.expirer) clearInterval(this.expirer);
+    clearTimeout(this.unsealTimer);
+    this.unsealer?.reset();
+    await this.admin?.close();
     await this.server?.close();
     this.nodeClient.close();
     this.peerClient?.close();
     await this.encChain;
-    this.store.close();
+    await this.rotating?.catch(() => undefined);
+    this.store?.close();
   }
 }
 

@@ -1,6 +1,8 @@
 /**
  * Typed facade over the native KmsStore (native/store via native/node/src/store.rs): maps the
- * coded native errors (`STORE_DB:`, `STORE_CRYPTO:` ...) to QkdError subclasses.
+ * coded native errors (`STORE_DB:`, `STORE_CRYPTO:`, `STORE_CUSTODY:`, `STORE_SEAL:` ...) to
+ * QkdError subclasses. Also the custody entry points: `initCustody` (master key, keystore, share
+ * files), `Unsealer` (K of N shares open the store), `verifyAuditChain`.
  */
 import { native } from '../core/native.ts';
 import { ConfigError, QkdError, SecurityError } from '../errors.ts';
@@ -14,6 +16,8 @@ function mapErr(err: unknown): never {
   const code = m?.[1] ?? 'STORE_DB';
   const text = m?.[2] ?? msg;
   if (code === 'STORE_CRYPTO') throw new SecurityError(code, `key store: ${text}`, { cause: err });
+  if (code === 'STORE_SEAL') throw new SecurityError(code, text, { cause: err });
+  if (code === 'STORE_CUSTODY') throw new ConfigError(code, text, { cause: err });
   if (code === 'STORE_INVALID') throw new ConfigError(code, `key store: ${text}`, { cause: err });
   throw new QkdError(code, `key store: ${text}; check the database path, disk space and permissions`, { cause: err });
 }
@@ -40,13 +44,77 @@ export class KeyStore {
   private committing = false;
   private constructor(private readonly s: NativeStore) {}
 
-  /** Opens the SQLite database at `path`; `kek` is the 32-byte key-wrapping key. */
-  static open(path: string, kek: Uint8Array, capacity: number): KeyStore {
+  /**
+   * Opens the SQLite database at `path` with a development keystore: `kek` is the 32-byte
+   * wrapKeyFile. With `keystoreFile`, KEK generations made by `rotateKek` persist there.
+   */
+  static open(path: string, kek: Uint8Array, capacity: number, keystoreFile?: string): KeyStore {
     try {
-      return new KeyStore(native().KmsStore.open(path, kek, capacity));
+      return new KeyStore(native().KmsStore.open(path, kek, capacity, keystoreFile));
     } catch (e) {
       mapErr(e);
     }
+  }
+
+  /** @internal wraps a store the Unsealer opened. */
+  static fromNative(s: NativeStore): KeyStore {
+    return new KeyStore(s);
+  }
+
+  /** What holds the KEK (for logs). */
+  custody(): string {
+    return call(() => this.s.custody());
+  }
+
+  /** Keys whose TTL ends within `horizonMs` of `nowMs`, each reported once. */
+  expiring(nowMs: number, horizonMs: number) {
+    return call(() => this.s.expiring(nowMs, horizonMs));
+  }
+
+  /**
+   * Re-wraps every stored key under a new KEK generation (or finishes an interrupted rotation),
+   * `batch` keys per transaction; between batches the store serves other calls, so requests go
+   * on. The older KEKs are destroyed at the end. Resolves with what was done.
+   */
+  async rotateKek(nowMs: () => number, batch = 256): Promise<{ active: number; rewrapped: number; retired: number[];
+    resumed: boolean; ms: number }> {
+    const t0 = performance.now();
+    const st = call(() => this.s.beginRotation(nowMs()));
+    let left = st.pending;
+    let done = 0;
+    while (left > 0) {
+      let now: number;
+      try {
+        now = await this.s.rotateStep(batch);
+      } catch (e) {
+        mapErr(e);
+      }
+      done += left - now;
+      left = now;
+      // Other calls waiting on the JS side (ETSI 014, pushes) get their turn between batches.
+      await new Promise((r) => setImmediate(r));
+    }
+    const retired = call(() => this.s.finishRotation(nowMs(), done));
+    return { active: st.active, rewrapped: done, retired, resumed: st.resumed, ms: performance.now() - t0 };
+  }
+
+  /** [active KEK generation, ...other generations still loaded]. */
+  kekGenerations(): number[] {
+    return call(() => this.s.kekGenerations());
+  }
+
+  /** Verifies the audit hash chain (see verifyAuditChain). */
+  verifyAudit() {
+    return call(() => this.s.verifyAudit());
+  }
+
+  checkpoint(): void {
+    call(() => this.s.checkpoint());
+  }
+
+  /** Ciphertext of a key, null once erased. Tests only (never key bytes). */
+  wrappedOf(keyId: string): Buffer | null {
+    return call(() => this.s.wrappedOf(keyId)) ?? null;
   }
 
   /** Stores a key durably; the caller keeps `key` intact until this resolves (then zeroes it). */
@@ -169,6 +237,97 @@ export class KeyStore {
 
   close(): void {
     this.s.close();
+  }
+}
+
+function call<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    mapErr(e);
+  }
+}
+
+/** Where a PKCS#11 KEK lives (the PIN travels separately and never sits in a configuration). */
+export interface TokenConfig {
+  module: string;
+  tokenLabel?: string;
+  slot?: number;
+  keyLabel: string;
+  /** "environment variable X" / "file Y": named in errors, never the PIN itself. */
+  pinSource: string;
+}
+
+export interface CustodyInit {
+  keystoreFile: string;
+  kind: 'software' | 'pkcs11';
+  shares: number;
+  threshold: number;
+  outDir: string;
+  kmsId: string;
+  token?: TokenConfig;
+  pin?: Uint8Array;
+}
+
+/**
+ * Creates the master key, the keystore (a first KEK: sealed in the file, or generated
+ * non-extractable in the token) and N share files (0600) in `outDir`, any K of which
+ * reconstruct the master key. Share text is written by the native side and never becomes a
+ * JavaScript string. Refuses to overwrite an existing keystore. Returns the share files.
+ */
+export function initCustody(o: CustodyInit): string[] {
+  return call(() => native().kmsCustodyInit(o.keystoreFile, o.kind, o.shares, o.threshold, o.outDir, o.kmsId, o.token, o.pin));
+}
+
+/** Checks a PKCS#11 keystore's token, PIN and keys at start-up (before any share is given). */
+export function probeToken(keystoreFile: string, token: TokenConfig, pin?: Uint8Array): string {
+  return call(() => native().kmsProbeToken(keystoreFile, token, pin));
+}
+
+export interface ChainReport {
+  rows: number;
+  /** Hex hash of the last verified row: anchor it elsewhere to detect truncation. */
+  head: string;
+  brokenSeq?: number | null;
+  reason?: string | null;
+}
+
+/** Verifies the audit hash chain of the KMS database at `dbPath` (read-only). */
+export function verifyAuditChain(dbPath: string): ChainReport {
+  return call(() => native().kmsAuditVerify(dbPath));
+}
+
+export interface UnsealProgress {
+  accepted: number;
+  have: number;
+  threshold: number;
+  shares: number;
+  kind: string;
+}
+
+/** Collects shares for a sealed KMS (see native KmsUnsealer). */
+export class Unsealer {
+  private constructor(private readonly u: InstanceType<ReturnType<typeof native>['KmsUnsealer']>) {}
+  static load(keystoreFile: string): Unsealer {
+    return new Unsealer(call(() => native().KmsUnsealer.load(keystoreFile)));
+  }
+  status(): UnsealProgress {
+    return call(() => this.u.status());
+  }
+  /** Adds the share lines in `text` (all or nothing); zeroes `text` afterwards. */
+  add(text: Buffer): UnsealProgress {
+    try {
+      return call(() => this.u.add(text));
+    } finally {
+      text.fill(0);
+    }
+  }
+  reset(): void {
+    call(() => this.u.reset());
+  }
+  /** With K shares: opens the keystore and the database. Shares are forgotten either way. */
+  openStore(dbPath: string, capacity: number, token?: TokenConfig, pin?: Uint8Array): KeyStore {
+    return KeyStore.fromNative(call(() => this.u.openStore(dbPath, capacity, token, pin)));
   }
 }
 

@@ -78,7 +78,7 @@ t.test('happy path: identical keys at both KMSs, matching keys for the SAE pair,
   const g = await kmsClient.request('GET', '/api/v1/kms/etsi004/get-key', { key_stream_id: sid, index: 0 });
   t.equal(g.body.status, STATUS.INSUFFICIENT_KEY);
   const audit = L.kmsA.audit(sid, 0).map((r) => r.event);
-  t.same(audit, ['stored', 'reserved', 'delivered'], 'audit trail of one key');
+  t.same(audit, ['stored', 'confirmed', 'delivered', 'destroyed'], 'audit trail of one key');
   t.match(L.nodeA.metrics().ackLatencyMs, { count: 13 });
 });
 

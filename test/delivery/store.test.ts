@@ -67,7 +67,7 @@ t.test('reserve is all-or-nothing; take hands a key out once; TTL erases; audit 
   t.same(s.expire(50), [{ keyStreamId: sid, index: 6 }]);
   t.same(s.counts(sid), { held: 0, reserved: 0, delivered: 1, expired: 1 });
   const trail = s.auditTrail(sid, 5).map((r) => r.event);
-  t.same(trail, ['stored', 'reserved', 'delivered', 'duplicate']);
+  t.same(trail, ['stored', 'confirmed', 'delivered', 'destroyed', 'duplicate']);
   t.throws(() => s.execRaw('DELETE FROM audit'), /append-only/);
   t.throws(() => s.execRaw("UPDATE audit SET event='x'"), /append-only/);
 });

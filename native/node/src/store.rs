@@ -4,11 +4,21 @@
 //! `AsyncTask`s; the store sits behind a mutex shared with those tasks. Key bytes come in as a
 //! caller-owned Uint8Array, copied once into a zeroising buffer; `take` hands the key back in a
 //! fresh Buffer the caller owns (and must zero after use). Errors carry a code prefix
-//! (`STORE_DB:`, `STORE_CRYPTO:`, `STORE_INVALID:`, `STORE_CLOSED:`) the TypeScript side maps.
+//! (`STORE_DB:`, `STORE_CRYPTO:`, `STORE_INVALID:`, `STORE_CLOSED:`, `STORE_CUSTODY:`,
+//! `STORE_SEAL:`) the TypeScript side maps.
+//!
+//! Custody: `KmsUnsealer` collects Shamir shares (raw bytes from the caller, copied into zeroising
+//! buffers; never echoed) and, with K valid ones, opens the store with the software or PKCS#11
+//! keystore; `kmsCustodyInit` writes the keystore and the share files itself, so share text never
+//! becomes a JavaScript string. KEK rotation runs as `rotateStep` batches (each an `AsyncTask`
+//! holding the store's lock for one transaction), so requests are served between batches.
 use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 use napi_derive::napi;
+use qkd_store::keystore::{self, Kind, KeystoreFile, SoftwareKeystore, Unsealer};
+use qkd_store::pkcs11::{self as p11, TokenConfig};
 use qkd_store::{PutOutcome, Store, StoreError};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
@@ -58,6 +68,249 @@ pub struct StoreAuditRow {
 pub struct StoreExpired {
     pub key_stream_id: String,
     pub index: u32,
+}
+
+#[napi(object)]
+pub struct StoreExpiring {
+    pub key_stream_id: String,
+    pub index: u32,
+    pub expires_ms: f64,
+}
+
+#[napi(object)]
+pub struct RotationState {
+    /// KEK generation keys are (re-)wrapped under.
+    pub active: u32,
+    /// Keys still under an older generation.
+    pub pending: f64,
+    /// An unfinished rotation was resumed (no new generation made).
+    pub resumed: bool,
+}
+
+#[napi(object)]
+pub struct ChainReportJs {
+    pub rows: f64,
+    /// Hex hash of the last verified row (the chain head, to anchor elsewhere).
+    pub head: String,
+    /// The first broken row's seq, if any.
+    pub broken_seq: Option<f64>,
+    pub reason: Option<String>,
+}
+
+fn chain_js(r: qkd_store::ChainReport) -> ChainReportJs {
+    ChainReportJs {
+        rows: r.rows as f64,
+        head: hex(&r.head),
+        broken_seq: r.broken.as_ref().map(|b| b.0 as f64),
+        reason: r.broken.map(|b| b.1),
+    }
+}
+
+pub struct RotateTask {
+    store: Shared,
+    batch: u32,
+}
+
+impl Task for RotateTask {
+    type Output = u64;
+    type JsValue = f64;
+    fn compute(&mut self) -> Result<u64> {
+        let b = self.batch;
+        with(&self.store, |s| s.rotate_step(b))
+    }
+    fn resolve(&mut self, _env: Env, o: u64) -> Result<f64> {
+        Ok(o as f64)
+    }
+}
+
+/// Where a PKCS#11 KEK lives. The PIN is passed separately (never part of a configuration).
+#[napi(object)]
+#[derive(Clone)]
+pub struct TokenConfigJs {
+    /// Path of the PKCS#11 module (e.g. /usr/lib/softhsm/libsofthsm2.so).
+    pub module: String,
+    pub token_label: Option<String>,
+    pub slot: Option<f64>,
+    pub key_label: String,
+    /// Where the PIN came from ("environment variable X", "file Y"), for error messages.
+    pub pin_source: String,
+}
+
+fn token_cfg(c: &TokenConfigJs) -> TokenConfig {
+    TokenConfig {
+        module: c.module.clone(),
+        token_label: c.token_label.clone(),
+        slot: c.slot.map(|s| s as u64),
+        key_label: c.key_label.clone(),
+        pin_source: c.pin_source.clone(),
+    }
+}
+
+fn pin_of(pin: &Option<Uint8Array>) -> Result<Zeroizing<Vec<u8>>> {
+    pin.as_ref()
+        .map(|p| Zeroizing::new(p.to_vec()))
+        .ok_or_else(|| Error::new(Status::InvalidArg, "STORE_CUSTODY: the PKCS#11 keystore needs a PIN (pinEnv or pinFile)"))
+}
+
+/// Writes a new keystore and `shares` share files (any `threshold` reconstruct the master key)
+/// into `out_dir`; `kind` "software" or "pkcs11" (then the first KEK is generated in the token).
+/// Returns the share files' paths.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn kms_custody_init(
+    keystore_file: String,
+    kind: String,
+    shares: u32,
+    threshold: u32,
+    out_dir: String,
+    kms_id: String,
+    token: Option<TokenConfigJs>,
+    pin: Option<Uint8Array>,
+) -> Result<Vec<String>> {
+    if !(2..=255).contains(&shares) || !(2..=255).contains(&threshold) {
+        return Err(Error::new(Status::InvalidArg, "STORE_INVALID: need 2 <= threshold <= shares <= 255"));
+    }
+    let r = match kind.as_str() {
+        "software" => keystore::init(Path::new(&keystore_file), Kind::Software, shares as u8, threshold as u8, Path::new(&out_dir), &kms_id, None),
+        "pkcs11" => {
+            let cfg = token_cfg(token.as_ref().ok_or_else(|| Error::new(Status::InvalidArg, "STORE_CUSTODY: pkcs11 needs its token configuration"))?);
+            let pin = pin_of(&pin)?;
+            let (sess, _) = p11::open_session(&cfg, &pin).map_err(err)?;
+            let label = cfg.key_label.clone();
+            let mut made = Vec::new();
+            let mut mk = |g: u32| {
+                let h = p11::generate_key(&sess, &label, g)?;
+                made.push(h);
+                Ok(())
+            };
+            let r = keystore::init(Path::new(&keystore_file), Kind::Pkcs11, shares as u8, threshold as u8, Path::new(&out_dir), &kms_id, Some(&mut mk));
+            if r.is_err() {
+                for h in made {
+                    let _ = sess.destroy_object(h); // no orphan KEK in the token after a failed init
+                }
+            }
+            r
+        }
+        _ => return Err(Error::new(Status::InvalidArg, "STORE_INVALID: keystore kind must be 'software' or 'pkcs11'")),
+    }
+    .map_err(err)?;
+    Ok(r.share_files.into_iter().map(|p| p.display().to_string()).collect())
+}
+
+/// Checks a PKCS#11 keystore's token at start-up, before any share is given: module, token,
+/// PIN and every KEK generation the keystore file lists. Returns a description.
+#[napi]
+pub fn kms_probe_token(keystore_file: String, token: TokenConfigJs, pin: Option<Uint8Array>) -> Result<String> {
+    let cfg = token_cfg(&token);
+    let pin = pin_of(&pin)?;
+    let f = KeystoreFile::load(Path::new(&keystore_file)).map_err(err)?;
+    if f.kind != Kind::Pkcs11 {
+        return Err(err(StoreError::Custody(format!("keystore {keystore_file} is a software keystore, but the configuration names a PKCS#11 token"))));
+    }
+    let (sess, label) = p11::open_session(&cfg, &pin).map_err(err)?;
+    for k in &f.keks {
+        let h = p11::find_key(&sess, &cfg.key_label, k.gen).map_err(err)?.ok_or_else(|| {
+            err(StoreError::Custody(format!(
+                "PKCS#11 token '{label}' holds no AES key labelled '{}' with id {} (KEK generation {} of keystore {keystore_file}): \
+                 restore the token from its backup or fix custody.pkcs11.keyLabel",
+                cfg.key_label, k.gen, k.gen
+            )))
+        })?;
+        if !p11::key_is_protected(&sess, h).map_err(err)? {
+            return Err(err(StoreError::Custody(format!("the key '{}' id {} in token '{label}' is extractable: refusing it as a KEK", cfg.key_label, k.gen))));
+        }
+    }
+    Ok(format!("PKCS#11 token '{label}' key '{}' ({})", cfg.key_label, cfg.module))
+}
+
+/// Verifies the audit hash chain of a KMS database (read-only; the KMS may be running).
+#[napi]
+pub fn kms_audit_verify(db_path: String) -> Result<ChainReportJs> {
+    Ok(chain_js(qkd_store::verify_audit_file(&db_path).map_err(err)?))
+}
+
+/// Collects Shamir shares for a sealed KMS. One per KMS process, used from the JS thread.
+#[napi]
+pub struct KmsUnsealer {
+    u: Mutex<Unsealer>,
+}
+
+#[napi(object)]
+pub struct UnsealProgress {
+    /// Shares this call added (a share given twice counts once).
+    pub accepted: u32,
+    /// Distinct valid shares held so far.
+    pub have: u32,
+    pub threshold: u32,
+    /// Shares made at init (N).
+    pub shares: u32,
+    /// "software" | "pkcs11"
+    pub kind: String,
+}
+
+#[napi]
+impl KmsUnsealer {
+    /// Reads the keystore file made by `kmsCustodyInit`.
+    #[napi(factory)]
+    pub fn load(keystore_file: String) -> Result<KmsUnsealer> {
+        Ok(KmsUnsealer { u: Mutex::new(Unsealer::load(Path::new(&keystore_file)).map_err(err)?) })
+    }
+
+    fn progress(u: &Unsealer, accepted: usize) -> UnsealProgress {
+        let ks = u.keystore();
+        UnsealProgress {
+            accepted: accepted as u32,
+            have: u.have() as u32,
+            threshold: u.threshold() as u32,
+            shares: ks.shares as u32,
+            kind: if ks.kind == Kind::Software { "software" } else { "pkcs11" }.into(),
+        }
+    }
+
+    /// Progress without adding anything.
+    #[napi]
+    pub fn status(&self) -> Result<UnsealProgress> {
+        let u = self.u.lock().map_err(|_| Error::new(Status::GenericFailure, "STORE_SEAL: lock poisoned"))?;
+        Ok(Self::progress(&u, 0))
+    }
+
+    /// Adds the share lines in `text` (all or nothing; the caller zeroes `text` afterwards).
+    #[napi]
+    pub fn add(&self, text: Uint8Array) -> Result<UnsealProgress> {
+        let mut u = self.u.lock().map_err(|_| Error::new(Status::GenericFailure, "STORE_SEAL: lock poisoned"))?;
+        let buf = Zeroizing::new(text.to_vec());
+        let n = u.add(&buf).map_err(err)?;
+        Ok(Self::progress(&u, n))
+    }
+
+    /// Forgets every share given so far.
+    #[napi]
+    pub fn reset(&self) -> Result<()> {
+        self.u.lock().map_err(|_| Error::new(Status::GenericFailure, "STORE_SEAL: lock poisoned"))?.reset();
+        Ok(())
+    }
+
+    /// With K shares: reconstructs the master key, checks it, opens the keystore (software, or
+    /// the PKCS#11 token with `token` and `pin`) and the database. Shares are forgotten either way.
+    #[napi]
+    pub fn open_store(&self, db_path: String, capacity: f64, token: Option<TokenConfigJs>, pin: Option<Uint8Array>) -> Result<KmsStore> {
+        let mut u = self.u.lock().map_err(|_| Error::new(Status::GenericFailure, "STORE_SEAL: lock poisoned"))?;
+        let mk = u.master().map_err(err)?;
+        let path = u.path().to_path_buf();
+        let f = u.keystore().clone();
+        let w: Box<dyn keystore::KeyWrapper> = match f.kind {
+            Kind::Software => Box::new(SoftwareKeystore::unsealed(&mk, &path, f).map_err(err)?),
+            Kind::Pkcs11 => {
+                let cfg = token_cfg(token.as_ref().ok_or_else(|| {
+                    Error::new(Status::InvalidArg, "STORE_CUSTODY: this keystore is in a PKCS#11 token: configure custody.pkcs11")
+                })?);
+                let pin = pin_of(&pin)?;
+                Box::new(p11::TokenKeystore::open(&cfg, &pin, &mk, &path, f).map_err(err)?)
+            }
+        };
+        let s = Store::open_with(&db_path, w, capacity.max(0.0) as u64).map_err(err)?;
+        Ok(KmsStore { inner: Arc::new(Mutex::new(Some(s))) })
+    }
 }
 
 #[napi(object)]
@@ -175,13 +428,75 @@ pub struct KmsStore {
 
 #[napi]
 impl KmsStore {
-    /// Opens or creates the database at `path`. `kek` is the 32-byte key-encryption key (copied
-    /// into the cipher state; the caller should zero its array). `capacity` = most keys held.
+    /// Opens or creates the database at `path` with a development keystore: `kek` is the 32-byte
+    /// wrapKeyFile (copied; the caller should zero its array). With `keystore_file`, KEK
+    /// generations made by rotation persist there (sealed under `kek`). `capacity` = most keys held.
     #[napi(factory)]
-    pub fn open(path: String, kek: Uint8Array, capacity: f64) -> Result<KmsStore> {
+    pub fn open(path: String, kek: Uint8Array, capacity: f64, keystore_file: Option<String>) -> Result<KmsStore> {
         let k = Zeroizing::new(kek.to_vec());
-        let s = Store::open(&path, &k, capacity.max(0.0) as u64).map_err(err)?;
+        let w = SoftwareKeystore::development(&k, keystore_file.as_deref().map(Path::new)).map_err(err)?;
+        let s = Store::open_with(&path, Box::new(w), capacity.max(0.0) as u64).map_err(err)?;
         Ok(KmsStore { inner: Arc::new(Mutex::new(Some(s))) })
+    }
+
+    /// What holds the KEK ("software keystore ...", "PKCS#11 token '...' key '...'").
+    #[napi]
+    pub fn custody(&self) -> Result<String> {
+        with(&self.inner, |s| Ok(s.custody()))
+    }
+
+    /// Keys whose TTL ends within `horizon_ms`, each reported once.
+    #[napi]
+    pub fn expiring(&self, now_ms: f64, horizon_ms: f64) -> Result<Vec<StoreExpiring>> {
+        let v = with(&self.inner, |s| s.expiring(now_ms as i64, horizon_ms as i64))?;
+        Ok(v.into_iter().map(|e| StoreExpiring { key_stream_id: e.key_stream_id, index: e.index, expires_ms: e.expires_ms as f64 }).collect())
+    }
+
+    /// Starts (or resumes) a KEK rotation; see qkd-store `begin_rotation`.
+    #[napi]
+    pub fn begin_rotation(&self, now_ms: f64) -> Result<RotationState> {
+        let (active, pending, resumed) = with(&self.inner, |s| s.begin_rotation(now_ms as i64))?;
+        Ok(RotationState { active, pending: pending as f64, resumed })
+    }
+
+    /// Re-wraps up to `batch` keys in one transaction off the JS thread; resolves how many remain.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn rotate_step(&self, batch: u32) -> AsyncTask<RotateTask> {
+        AsyncTask::new(RotateTask { store: self.inner.clone(), batch })
+    }
+
+    /// Ends the rotation: destroys older KEK generations; returns them.
+    #[napi]
+    pub fn finish_rotation(&self, now_ms: f64, rewrapped: f64) -> Result<Vec<u32>> {
+        with(&self.inner, |s| s.finish_rotation(now_ms as i64, rewrapped as u64))
+    }
+
+    /// Active KEK generation and every generation loaded.
+    #[napi]
+    pub fn kek_generations(&self) -> Result<Vec<u32>> {
+        let (a, mut all) = with(&self.inner, |s| Ok(s.kek_generations()))?;
+        all.retain(|g| *g != a);
+        all.insert(0, a);
+        Ok(all)
+    }
+
+    /// Verifies the audit hash chain.
+    #[napi]
+    pub fn verify_audit(&self) -> Result<ChainReportJs> {
+        let r = with(&self.inner, |s| s.verify_audit())?;
+        Ok(chain_js(r))
+    }
+
+    /// Checkpoints and truncates the WAL.
+    #[napi]
+    pub fn checkpoint(&self) -> Result<()> {
+        with(&self.inner, |s| s.checkpoint())
+    }
+
+    /// The wrapped bytes of a key, or null once erased (tests only: ciphertext, never a key).
+    #[napi]
+    pub fn wrapped_of(&self, key_id: String) -> Result<Option<Buffer>> {
+        Ok(with(&self.inner, |s| s.wrapped_of(&key_id))?.map(Buffer::from))
     }
 
     /// Stores a key durably; resolves to "stored" | "duplicate" | "conflict" | "full".

@@ -13,9 +13,21 @@
 //! The digest is `SHA-256("qkd-store/v1" || 0x00 || key_stream_id || 0x00 || index_be32 || key)`.
 //! The two KMSs compare digests (never keys) to confirm which indices both hold.
 //!
-//! The `audit` table is append-only (triggers refuse UPDATE and DELETE); it never holds key bytes.
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+//! The `audit` table is append-only (triggers refuse UPDATE and DELETE) and hash-chained: row n
+//! carries `SHA-256("qkd-audit/v1" ‖ hash(n-1) ‖ seq ‖ at_ms ‖ stream_id ‖ idx ‖ event ‖ detail)`
+//! (integers big-endian, strings length-prefixed, hash(0) = 32 zero bytes), so an altered,
+//! reordered or deleted row breaks the chain at that row (`verify_audit`). It never holds key bytes.
+//!
+//! Custody (keystore.rs, pkcs11.rs): the KEK is behind the `KeyWrapper` trait; each row records
+//! the KEK generation it is wrapped under (`kek_gen`), so rotation re-wraps row by row while the
+//! store keeps serving. Erasure: `PRAGMA secure_delete=ON` makes SQLite overwrite the freed
+//! content of an erased ciphertext with zeros in the database file; close checkpoints and
+//! truncates the WAL.
+pub mod keystore;
+pub mod pkcs11;
+pub mod shamir;
+
+use keystore::{KeyWrapper, SoftwareKeystore};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -34,6 +46,10 @@ pub enum StoreError {
     Crypto(String),
     /// Caller passed something invalid (empty key, bad size).
     Invalid(String),
+    /// Custody set-up: keystore file, PKCS#11 module, token, PIN or key missing or wrong.
+    Custody(String),
+    /// A share refused, or shares that do not reconstruct the master key (nothing revealed).
+    Seal(String),
 }
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -41,6 +57,8 @@ impl std::fmt::Display for StoreError {
             StoreError::Db(m) => write!(f, "STORE_DB: {m}"),
             StoreError::Crypto(m) => write!(f, "STORE_CRYPTO: {m}"),
             StoreError::Invalid(m) => write!(f, "STORE_INVALID: {m}"),
+            StoreError::Custody(m) => write!(f, "STORE_CUSTODY: {m}"),
+            StoreError::Seal(m) => write!(f, "STORE_SEAL: {m}"),
         }
     }
 }
@@ -84,6 +102,20 @@ pub struct Candidate {
     pub digest: [u8; 32],
 }
 
+/// Result of `verify_audit`: rows checked, the chain head, and the first broken row if any.
+pub struct ChainReport {
+    pub rows: u64,
+    pub head: [u8; 32],
+    pub broken: Option<(i64, String)>,
+}
+
+/// A key whose TTL is near (see `Store::expiring`).
+pub struct Expiring {
+    pub key_stream_id: String,
+    pub index: u32,
+    pub expires_ms: i64,
+}
+
 pub struct AuditRow {
     pub seq: i64,
     pub at_ms: i64,
@@ -111,6 +143,23 @@ pub fn digest(key_stream_id: &str, index: u32, key: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Hash of audit row `seq` chained to the previous row's hash (see the module doc).
+pub fn chain_hash(prev: &[u8], seq: i64, at_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"qkd-audit/v1");
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(at_ms.to_be_bytes());
+    h.update((sid.len() as u64).to_be_bytes());
+    h.update(sid.as_bytes());
+    h.update(idx.to_be_bytes());
+    for s in [event, detail] {
+        h.update((s.len() as u64).to_be_bytes());
+        h.update(s.as_bytes());
+    }
+    h.finalize().into()
+}
+
 fn aad(key_stream_id: &str, index: u32) -> Vec<u8> {
     let mut a = Vec::with_capacity(key_stream_id.len() + 5);
     a.extend_from_slice(key_stream_id.as_bytes());
@@ -133,49 +182,166 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub struct Store {
     conn: Connection,
-    cipher: Aes256Gcm,
+    wrapper: Box<dyn KeyWrapper>,
     capacity: u64,
 }
 
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys(
+       stream_id TEXT NOT NULL, idx INTEGER NOT NULL, key_id TEXT NOT NULL UNIQUE,
+       digest BLOB NOT NULL, nonce BLOB, wrapped BLOB, size INTEGER NOT NULL,
+       meta TEXT NOT NULL, stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
+       state INTEGER NOT NULL, holder TEXT, kek_gen INTEGER NOT NULL DEFAULT 0,
+       warned INTEGER NOT NULL DEFAULT 0,
+       PRIMARY KEY(stream_id, idx));
+     CREATE INDEX IF NOT EXISTS keys_state ON keys(state, stream_id, idx);
+     CREATE TABLE IF NOT EXISTS audit(
+       seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
+       idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL, hash BLOB);";
+
+const TRIGGERS: &str = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+       BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;
+     CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+       BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;";
+
+fn has_column(conn: &Connection, table: &str, col: &str) -> Result<bool> {
+    let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = st.query_map([], |r| r.get::<_, String>(1))?.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(names.iter().any(|n| n == col))
+}
+
+/// Brings a database made before custody up to the current schema: `kek_gen` (0: wrapped under
+/// the wrapKeyFile itself), `warned`, and the audit hash chain over the existing rows (the
+/// append-only trigger is lifted for that one transaction).
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction()?;
+    if !has_column(&tx, "keys", "kek_gen")? {
+        tx.execute_batch("ALTER TABLE keys ADD COLUMN kek_gen INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if !has_column(&tx, "keys", "warned")? {
+        tx.execute_batch("ALTER TABLE keys ADD COLUMN warned INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if !has_column(&tx, "audit", "hash")? {
+        tx.execute_batch("ALTER TABLE audit ADD COLUMN hash BLOB")?;
+    }
+    let unchained: i64 = tx.query_row("SELECT COUNT(*) FROM audit WHERE hash IS NULL", [], |r| r.get(0))?;
+    if unchained > 0 {
+        tx.execute_batch("DROP TRIGGER IF EXISTS audit_no_update")?;
+        let rows: Vec<(i64, i64, String, i64, String, String)> = {
+            let mut st = tx.prepare("SELECT seq, at_ms, stream_id, idx, event, detail FROM audit ORDER BY seq")?;
+            let v = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            v.collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        let mut prev = [0u8; 32];
+        for (seq, at, sid, idx, ev, det) in rows {
+            prev = chain_hash(&prev, seq, at, &sid, idx, &ev, &det);
+            tx.execute("UPDATE audit SET hash=?1 WHERE seq=?2", params![&prev[..], seq])?;
+        }
+    }
+    tx.execute_batch(TRIGGERS)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn open_conn(path: &str) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Freed content (an erased ciphertext, a re-wrapped one) is overwritten with zeros.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Checks the audit hash chain of the database at `path` (read-only; the KMS may be running).
+pub fn verify_audit_file(path: &str) -> Result<ChainReport> {
+    if !std::path::Path::new(path).exists() {
+        return Err(StoreError::Db(format!("no database at {path}")));
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    if !has_column(&conn, "audit", "hash")? {
+        return Err(StoreError::Db("this database predates the audit hash chain; open it once with the KMS to chain it".into()));
+    }
+    verify_audit_conn(&conn)
+}
+
+fn verify_audit_conn(conn: &Connection) -> Result<ChainReport> {
+    let mut st = conn.prepare("SELECT seq, at_ms, stream_id, idx, event, detail, hash FROM audit ORDER BY seq")?;
+    let mut rows = st.query([])?;
+    let mut prev = [0u8; 32];
+    let mut last_seq = 0i64;
+    let mut n = 0u64;
+    while let Some(r) = rows.next()? {
+        let (seq, at, sid, idx, ev, det): (i64, i64, String, i64, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        let h: Option<Vec<u8>> = r.get(6)?;
+        n += 1;
+        if seq != last_seq + 1 {
+            let why = format!("row(s) {}..{} are missing (deleted)", last_seq + 1, seq - 1);
+            return Ok(ChainReport { rows: n, head: prev, broken: Some((seq, why)) });
+        }
+        let want = chain_hash(&prev, seq, at, &sid, idx, &ev, &det);
+        match h {
+            Some(h) if ct_eq(&h, &want) => {}
+            Some(_) => {
+                return Ok(ChainReport { rows: n, head: prev, broken: Some((seq, "content altered, or an earlier row changed (hash mismatch)".into())) })
+            }
+            None => return Ok(ChainReport { rows: n, head: prev, broken: Some((seq, "row has no hash".into())) }),
+        }
+        prev = want;
+        last_seq = seq;
+    }
+    Ok(ChainReport { rows: n, head: prev, broken: None })
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` (":memory:" for tests). `kek` must be 32
-    /// bytes; `capacity` is the most keys held (with ciphertext) at once; beyond it `put` answers
-    /// `Full`.
+    /// Opens (creating if needed) the database at `path` (":memory:" for tests) with a
+    /// development keystore: `kek` (32 bytes) is the KEK of generation 0, nothing persisted.
+    /// `capacity` is the most keys held (with ciphertext) at once; beyond it `put` answers `Full`.
     pub fn open(path: &str, kek: &[u8], capacity: u64) -> Result<Store> {
-        if kek.len() != 32 {
-            return Err(StoreError::Crypto(format!(
-                "the key-encryption key must be 32 bytes (AES-256), got {}",
-                kek.len()
+        Self::open_with(path, Box::new(SoftwareKeystore::development(kek, None)?), capacity)
+    }
+
+    /// Opens the database with any `KeyWrapper` (software keystore or PKCS#11 token).
+    pub fn open_with(path: &str, wrapper: Box<dyn KeyWrapper>, capacity: u64) -> Result<Store> {
+        let conn = open_conn(path)?;
+        let st = Store { conn, wrapper, capacity };
+        // Every row must be unwrappable by a generation the keystore still has: a keystore file
+        // restored from an older backup (missing a newer KEK) is caught at start-up.
+        let gens: Vec<i64> = {
+            let mut q = st.conn.prepare("SELECT DISTINCT kek_gen FROM keys WHERE wrapped IS NOT NULL")?;
+            let v = q.query_map([], |r| r.get(0))?.collect::<std::result::Result<Vec<_>, _>>()?;
+            v
+        };
+        let have = st.wrapper.generations();
+        if let Some(g) = gens.iter().find(|g| !have.contains(&(**g as u32))) {
+            return Err(StoreError::Custody(format!(
+                "stored keys are wrapped under KEK generation {g}, which {} does not hold (keystore restored from an older \
+                 backup, or another keystore); restore the matching keystore",
+                st.wrapper.describe()
             )));
         }
-        let cipher = Aes256Gcm::new_from_slice(kek).map_err(|_| StoreError::Crypto("bad KEK".into()))?;
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS keys(
-               stream_id TEXT NOT NULL, idx INTEGER NOT NULL, key_id TEXT NOT NULL UNIQUE,
-               digest BLOB NOT NULL, nonce BLOB, wrapped BLOB, size INTEGER NOT NULL,
-               meta TEXT NOT NULL, stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-               state INTEGER NOT NULL, holder TEXT,
-               PRIMARY KEY(stream_id, idx));
-             CREATE INDEX IF NOT EXISTS keys_state ON keys(state, stream_id, idx);
-             CREATE TABLE IF NOT EXISTS audit(
-               seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
-               idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL);
-             CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-               BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;
-             CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-               BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;",
-        )?;
-        Ok(Store { conn, cipher, capacity })
+        Ok(st)
+    }
+
+    /// What holds the KEK (for logs).
+    pub fn custody(&self) -> String {
+        self.wrapper.describe()
     }
 
     fn audit_tx(tx: &Connection, now_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> Result<()> {
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let (seq, prev) = match last {
+            Some((s, h)) => (s + 1, h),
+            None => (1, vec![0u8; 32]),
+        };
+        let h = chain_hash(&prev, seq, now_ms, sid, idx, event, detail);
         tx.execute(
-            "INSERT INTO audit(at_ms, stream_id, idx, event, detail) VALUES(?1,?2,?3,?4,?5)",
-            params![now_ms, sid, idx, event, detail],
+            "INSERT INTO audit(seq, at_ms, stream_id, idx, event, detail, hash) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+            params![seq, now_ms, sid, idx, event, detail, &h[..]],
         )?;
         Ok(())
     }
@@ -238,20 +404,17 @@ impl Store {
             } else if held as u64 >= self.capacity {
                 PutOutcome::Full
             } else {
-                let mut nonce = [0u8; 12];
-                getrandom::getrandom(&mut nonce).map_err(|e| StoreError::Crypto(e.to_string()))?;
                 let a = aad(sid, index);
-                let wrapped = self
-                    .cipher
-                    .encrypt(Nonce::from_slice(&nonce), Payload { msg: key, aad: &a })
-                    .map_err(|_| StoreError::Crypto("wrap failed".into()))?;
+                let (nonce, wrapped) = self.wrapper.wrap(&a, key)?;
                 tx.execute(
                     "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
-                       stored_ms, expires_ms, state, holder) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,0,NULL)",
+                       stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,0,NULL,?11)",
                     params![sid, index as i64, it.key_id, &d[..], &nonce[..], wrapped, key.len() as i64,
-                        it.meta, now_ms, it.expires_ms],
+                        it.meta, now_ms, it.expires_ms, self.wrapper.active() as i64],
                 )?;
-                Self::audit_tx(&tx, now_ms, sid, index as i64, "stored", &format!("size={} key_id={}", key.len(), it.key_id))?;
+                Self::audit_tx(&tx, now_ms, sid, index as i64, "stored",
+                    &format!("generated by the node and stored; size={} key_id={} kek_gen={} provenance={}", key.len(), it.key_id,
+                        self.wrapper.active(), it.meta))?;
                 held += 1;
                 PutOutcome::Stored
             };
@@ -329,7 +492,7 @@ impl Store {
                         "UPDATE keys SET state=1, holder=?3 WHERE stream_id=?1 AND idx=?2",
                         params![sid, *idx as i64, holder],
                     )?;
-                    Self::audit_tx(&tx, now_ms, sid, *idx as i64, "reserved", &format!("confirmed with peer; for {holder}"))?;
+                    Self::audit_tx(&tx, now_ms, sid, *idx as i64, "confirmed", &format!("digest confirmed with the peer KMS; reserved for {holder}"))?;
                     ok.push(*idx);
                 } else {
                     Self::audit_tx(&tx, now_ms, sid, *idx as i64, "mismatch", "peer digest differs; not released")?;
@@ -376,30 +539,25 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut out = Vec::with_capacity(key_ids.len());
         for key_id in key_ids {
-            let row: Option<(String, i64, Vec<u8>, Vec<u8>)> = tx
+            let row: Option<(String, i64, Vec<u8>, Vec<u8>, i64)> = tx
                 .query_row(
-                    "SELECT stream_id, idx, nonce, wrapped FROM keys
+                    "SELECT stream_id, idx, nonce, wrapped, kek_gen FROM keys
                      WHERE key_id=?1 AND state=1 AND holder=?2 AND wrapped IS NOT NULL",
                     params![key_id, holder],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?;
-            let Some((sid, idx, nonce, mut wrapped)) = row else {
+            let Some((sid, idx, nonce, mut wrapped, gen)) = row else {
                 out.push(None);
                 continue;
             };
             let a = aad(&sid, idx as u32);
-            let plain = self
-                .cipher
-                .decrypt(Nonce::from_slice(&nonce), Payload { msg: &wrapped, aad: &a })
-                .map_err(|_| StoreError::Crypto("a wrapped key failed to authenticate (wrong KEK or tampered row)".into()))?;
+            let plain = self.wrapper.unwrap(gen as u32, &nonce, &a, &wrapped)?;
             wrapped.zeroize();
-            tx.execute(
-                "UPDATE keys SET state=2, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2",
-                params![sid, idx],
-            )?;
-            Self::audit_tx(&tx, now_ms, &sid, idx, "delivered", &format!("handed out to {holder}; erased"))?;
-            out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: Zeroizing::new(plain) }));
+            Self::erase(&tx, &sid, idx, STATE_DELIVERED)?;
+            Self::audit_tx(&tx, now_ms, &sid, idx, "delivered", &format!("handed out to {holder}"))?;
+            Self::audit_tx(&tx, now_ms, &sid, idx, "destroyed", "wrapped bytes erased (secure_delete)")?;
+            out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain }));
         }
         tx.commit()?;
         Ok(out)
@@ -416,14 +574,135 @@ impl Store {
             rows.collect::<std::result::Result<Vec<_>, _>>()?
         };
         for (sid, idx) in &gone {
-            tx.execute(
-                "UPDATE keys SET state=3, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2",
-                params![sid, *idx as i64],
-            )?;
-            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "expired", "TTL reached; erased")?;
+            Self::erase(&tx, sid, *idx as i64, STATE_EXPIRED)?;
+            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "expired", "TTL reached")?;
+            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased (secure_delete)")?;
         }
         tx.commit()?;
         Ok(gone)
+    }
+
+    /// Cryptographic erasure of one row's ciphertext: the wrapped bytes are first overwritten
+    /// in place (same length, zeros), then dropped; with `secure_delete=ON` SQLite zeroes the
+    /// freed space in the file. The digest stays (duplicate detection).
+    fn erase(tx: &Connection, sid: &str, idx: i64, state: i64) -> Result<()> {
+        tx.execute(
+            "UPDATE keys SET wrapped=zeroblob(length(wrapped)), nonce=zeroblob(12) WHERE stream_id=?1 AND idx=?2 AND wrapped IS NOT NULL",
+            params![sid, idx],
+        )?;
+        tx.execute("UPDATE keys SET state=?3, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2", params![sid, idx, state])?;
+        Ok(())
+    }
+
+    /// Keys (held or reserved) whose TTL ends within `horizon_ms` of `now_ms` and that were not
+    /// reported before; marks them reported (one warning per key).
+    pub fn expiring(&mut self, now_ms: i64, horizon_ms: i64) -> Result<Vec<Expiring>> {
+        let tx = self.conn.transaction()?;
+        let v: Vec<Expiring> = {
+            let mut st = tx.prepare(
+                "SELECT stream_id, idx, expires_ms FROM keys WHERE state IN (0,1) AND warned=0 AND expires_ms>?1
+                 AND expires_ms<=?2 ORDER BY stream_id, idx",
+            )?;
+            let rows = st.query_map(params![now_ms, now_ms.saturating_add(horizon_ms)], |r| {
+                Ok(Expiring { key_stream_id: r.get(0)?, index: r.get::<_, i64>(1)? as u32, expires_ms: r.get(2)? })
+            })?;
+            rows.collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        for e in &v {
+            tx.execute("UPDATE keys SET warned=1 WHERE stream_id=?1 AND idx=?2", params![e.key_stream_id, e.index as i64])?;
+        }
+        tx.commit()?;
+        Ok(v)
+    }
+
+    /// KEK generation new keys are wrapped under, and every generation still loaded.
+    pub fn kek_generations(&self) -> (u32, Vec<u32>) {
+        (self.wrapper.active(), self.wrapper.generations())
+    }
+
+    /// Starts a KEK rotation: a new generation becomes active (persisted first), unless a
+    /// previous rotation is unfinished (more than one generation loaded, or keys under an older
+    /// one), which is then resumed. Returns (active generation, keys still to re-wrap, resumed).
+    pub fn begin_rotation(&mut self, now_ms: i64) -> Result<(u32, u64, bool)> {
+        let pending = self.rotation_pending()?;
+        let resumed = self.wrapper.generations().len() > 1 || pending > 0;
+        if !resumed {
+            let g = self.wrapper.new_generation()?;
+            Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotation-started", &format!("new KEK generation {g}; {}", self.wrapper.describe()))?;
+        } else {
+            Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotation-resumed", &format!("active KEK generation {}", self.wrapper.active()))?;
+        }
+        Ok((self.wrapper.active(), self.rotation_pending()?, resumed))
+    }
+
+    fn rotation_pending(&self) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM keys WHERE wrapped IS NOT NULL AND kek_gen<>?1",
+            params![self.wrapper.active() as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Re-wraps up to `batch` keys still under an older KEK in one transaction; returns how many
+    /// remain. Callers run it in a loop, releasing the store between batches so requests go on.
+    pub fn rotate_step(&mut self, batch: u32) -> Result<u64> {
+        let active = self.wrapper.active() as i64;
+        let tx = self.conn.transaction()?;
+        let rows: Vec<(String, i64, Vec<u8>, Vec<u8>, i64)> = {
+            let mut st = tx.prepare(
+                "SELECT stream_id, idx, nonce, wrapped, kek_gen FROM keys WHERE wrapped IS NOT NULL AND kek_gen<>?1 LIMIT ?2",
+            )?;
+            let v = st.query_map(params![active, batch as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
+            v.collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        for (sid, idx, nonce, wrapped, gen) in rows {
+            let (n, w) = self.wrapper.rewrap(gen as u32, &nonce, &aad(&sid, idx as u32), &wrapped)?;
+            tx.execute(
+                "UPDATE keys SET nonce=?3, wrapped=?4, kek_gen=?5 WHERE stream_id=?1 AND idx=?2",
+                params![sid, idx, &n[..], w, active],
+            )?;
+        }
+        tx.commit()?;
+        self.rotation_pending()
+    }
+
+    /// Ends a rotation once no key uses an older KEK: every older generation is destroyed (its
+    /// sealed copy removed from the keystore file, or its token object deleted). Returns them.
+    pub fn finish_rotation(&mut self, now_ms: i64, rewrapped: u64) -> Result<Vec<u32>> {
+        if self.rotation_pending()? > 0 {
+            return Err(StoreError::Invalid("keys are still wrapped under an older KEK; run rotate_step until none remain".into()));
+        }
+        let active = self.wrapper.active();
+        let old: Vec<u32> = self.wrapper.generations().into_iter().filter(|g| *g != active).collect();
+        for g in &old {
+            self.wrapper.retire(*g)?;
+        }
+        Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotated",
+            &format!("{rewrapped} key(s) re-wrapped under KEK generation {active}; generation(s) {old:?} destroyed"))?;
+        self.checkpoint()?;
+        Ok(old)
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it (erased ciphertexts' old
+    /// page images leave the WAL).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Verifies the audit hash chain (see `verify_audit_file`).
+    pub fn verify_audit(&self) -> Result<ChainReport> {
+        verify_audit_conn(&self.conn)
+    }
+
+    /// The wrapped bytes of a key (tests: show they are gone from the files after erasure).
+    pub fn wrapped_of(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row("SELECT wrapped FROM keys WHERE key_id=?1", params![key_id], |r| r.get::<_, Option<Vec<u8>>>(0))
+            .optional()?
+            .flatten())
     }
 
     pub fn counts(&self, sid: Option<&str>) -> Result<Counts> {
@@ -564,5 +843,254 @@ mod tests {
         let mut s = Store::open(path, &kek(), 10).unwrap();
         assert_eq!(&s.take("k1", "h", 1).unwrap().unwrap().key[..], canary);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn tmpdir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("qkd-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|f| {
+            let b = std::fs::read(f.unwrap().path()).unwrap_or_default();
+            b.windows(needle.len()).any(|w| w == needle)
+        })
+    }
+
+    #[test]
+    fn audit_chain_detects_tampering_and_names_the_row() {
+        let d = tmpdir("chain");
+        let p = d.join("a.db");
+        let path = p.to_str().unwrap();
+        {
+            let mut s = Store::open(path, &kek(), 100).unwrap();
+            for i in 0..5u32 {
+                s.put("s", i, &format!("k{i}"), &[i as u8 + 1; 8], "{}", i as i64, 1000).unwrap();
+            }
+            let r = s.verify_audit().unwrap();
+            assert_eq!((r.rows, r.broken.is_none()), (5, true));
+        }
+        assert!(verify_audit_file(path).unwrap().broken.is_none());
+        // an insider with the database: lift the trigger, change row 3's detail
+        let c = Connection::open(path).unwrap();
+        c.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET detail='nothing to see' WHERE seq=3;").unwrap();
+        let r = verify_audit_file(path).unwrap();
+        assert_eq!(r.broken.as_ref().map(|b| b.0), Some(3), "first broken row named");
+        // recomputing row 3's own hash moves the break to row 4 (the chain links rows)
+        let (at, sid, idx, ev, det): (i64, String, i64, String, String) = c
+            .query_row("SELECT at_ms, stream_id, idx, event, detail FROM audit WHERE seq=3", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap();
+        let prev: Vec<u8> = c.query_row("SELECT hash FROM audit WHERE seq=2", [], |r| r.get(0)).unwrap();
+        let h = chain_hash(&prev, 3, at, &sid, idx, &ev, &det);
+        c.execute("UPDATE audit SET hash=?1 WHERE seq=3", params![&h[..]]).unwrap();
+        assert_eq!(verify_audit_file(path).unwrap().broken.map(|b| b.0), Some(4));
+        // a deleted row
+        c.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq=2;").unwrap();
+        let b = verify_audit_file(path).unwrap().broken.unwrap();
+        assert_eq!(b.0, 3);
+        assert!(b.1.contains("missing"));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn migrates_a_pre_custody_database() {
+        let d = tmpdir("migrate");
+        let p = d.join("old.db");
+        let path = p.to_str().unwrap();
+        {
+            // the schema and rows as the store wrote them before custody (no kek_gen, no hash)
+            let c = Connection::open(path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE keys(stream_id TEXT NOT NULL, idx INTEGER NOT NULL, key_id TEXT NOT NULL UNIQUE,
+                   digest BLOB NOT NULL, nonce BLOB, wrapped BLOB, size INTEGER NOT NULL, meta TEXT NOT NULL,
+                   stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, state INTEGER NOT NULL, holder TEXT,
+                   PRIMARY KEY(stream_id, idx));
+                 CREATE TABLE audit(seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
+                   idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL);
+                 CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;
+                 INSERT INTO audit(at_ms, stream_id, idx, event, detail) VALUES(1,'s',0,'stored','x'),(2,'s',0,'reserved','y');",
+            )
+            .unwrap();
+            // a key wrapped directly under the wrap key, as before
+            use aes_gcm::aead::{Aead, KeyInit, Payload};
+            let c2 = aes_gcm::Aes256Gcm::new_from_slice(&kek()).unwrap();
+            let n = [3u8; 12];
+            let w = c2.encrypt(aes_gcm::Nonce::from_slice(&n), Payload { msg: b"old-key!", aad: &aad("s", 7) }).unwrap();
+            c.execute(
+                "INSERT INTO keys VALUES('s',7,'k7',?1,?2,?3,8,'{}',0,1000,1,'h')",
+                params![&digest("s", 7, b"old-key!")[..], &n[..], w],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(path, &kek(), 10).unwrap();
+        assert!(s.verify_audit().unwrap().broken.is_none(), "existing rows chained");
+        assert_eq!(s.verify_audit().unwrap().rows, 2);
+        assert_eq!(&s.take("k7", "h", 5).unwrap().unwrap().key[..], b"old-key!", "generation 0 = the wrap key");
+        assert!(s.exec_raw("UPDATE audit SET event='x'").is_err(), "append-only again after the migration");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn erased_ciphertext_leaves_the_files() {
+        let d = tmpdir("erase");
+        let p = d.join("e.db");
+        let path = p.to_str().unwrap();
+        let mut s = Store::open(path, &kek(), 100).unwrap();
+        // enough keys that pages hold several rows (freed cells would otherwise survive beside live ones)
+        for i in 0..40u32 {
+            s.put("s", i, &format!("k{i}"), &[i as u8; 32], "{}", 0, if i % 2 == 0 { 10 } else { 1000 }).unwrap();
+        }
+        let c = s.candidates("s", 1, 20, false).unwrap();
+        s.reserve("s", &[(c[0].index, c[0].digest)], "h", 20, true).unwrap();
+        let taken_ct = s.wrapped_of(&c[0].key_id).unwrap().unwrap();
+        let expired_ct = s.wrapped_of("k0").unwrap().unwrap();
+        let kept_ct = s.wrapped_of("k3").unwrap().unwrap();
+        s.take(&c[0].key_id, "h", 21).unwrap().unwrap();
+        assert_eq!(s.expire(20).unwrap().len(), 20);
+        s.checkpoint().unwrap();
+        assert!(files_contain(&d, &kept_ct[..16]), "the test can see a ciphertext that is still held");
+        assert!(!files_contain(&d, &taken_ct[..16]), "a delivered key's ciphertext is gone from every file");
+        assert!(!files_contain(&d, &expired_ct[..16]), "an expired key's ciphertext is gone from every file");
+        let ev: Vec<String> = s.audit_trail("s", Some(0)).unwrap().into_iter().map(|r| r.event).collect();
+        assert_eq!(ev, vec!["stored", "expired", "destroyed"]);
+        drop(s);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn rotation_rewraps_everything_while_serving() {
+        let d = tmpdir("rotate");
+        let p = d.join("r.db");
+        let ksp = d.join("r.keystore");
+        let path = p.to_str().unwrap();
+        let w = SoftwareKeystore::development(&kek(), Some(&ksp)).unwrap();
+        let mut s = Store::open_with(path, Box::new(w), 10_000).unwrap();
+        for i in 0..1000u32 {
+            s.put("s", i, &format!("k{i}"), &i.to_be_bytes(), "{}", 0, 1_000_000).unwrap();
+        }
+        let (g, pending, resumed) = s.begin_rotation(1).unwrap();
+        assert_eq!((g, pending, resumed), (1, 1000, false));
+        // keys stored mid-rotation go under the new KEK at once; old ones still unwrap
+        s.put("s", 5000, "k5000", b"new!", "{}", 1, 1_000_000).unwrap();
+        assert_eq!(s.rotate_step(300).unwrap(), 700);
+        let c = s.candidates("s", 1, 2, true).unwrap();
+        s.reserve("s", &[(c[0].index, c[0].digest)], "h", 2, true).unwrap();
+        assert_eq!(&s.take("k5000", "h", 2).unwrap().unwrap().key[..], b"new!");
+        assert!(s.finish_rotation(3, 300).is_err(), "cannot finish with keys under the old KEK");
+        while s.rotate_step(300).unwrap() > 0 {}
+        assert_eq!(s.finish_rotation(3, 1000).unwrap(), vec![0]);
+        drop(s);
+        // reopened with the same wrapKeyFile: everything unwraps under generation 1
+        let w = SoftwareKeystore::development(&kek(), Some(&ksp)).unwrap();
+        let mut s = Store::open_with(path, Box::new(w), 10_000).unwrap();
+        assert_eq!(s.kek_generations().0, 1);
+        let all: Vec<(u32, [u8; 32])> = s.candidates("s", 2000, 4, false).unwrap().into_iter().map(|c| (c.index, c.digest)).collect();
+        assert_eq!(all.len(), 1000);
+        s.reserve("s", &all, "h", 4, true).unwrap();
+        let ids: Vec<String> = all.iter().map(|(i, _)| format!("k{i}")).collect();
+        let r: Vec<&str> = ids.iter().map(|x| x.as_str()).collect();
+        let got = s.take_many(&r, "h", 5).unwrap();
+        assert!(got.iter().enumerate().all(|(i, k)| k.as_ref().unwrap().key[..] == all[i].0.to_be_bytes()));
+        assert!(s.verify_audit().unwrap().broken.is_none());
+        // a second rotation retires generation 1 for good: the keystore no longer holds it
+        let (g, _, _) = s.begin_rotation(6).unwrap();
+        assert_eq!(g, 2);
+        assert_eq!(s.finish_rotation(7, 0).unwrap(), vec![1]);
+        let f = keystore::KeystoreFile::load(&ksp).unwrap();
+        assert_eq!(f.keks.iter().map(|k| k.gen).collect::<Vec<_>>(), vec![2]);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    /// PKCS#11 against a real SoftHSM2 token in a temp directory (SOFTHSM2_CONF points there, so
+    /// no system token is touched). Skipped, by name, only when SoftHSM2 is not installed.
+    #[test]
+    fn pkcs11_softhsm2_token() {
+        let module = "/usr/lib/softhsm/libsofthsm2.so";
+        if !std::path::Path::new(module).exists() || std::process::Command::new("softhsm2-util").arg("--version").output().is_err() {
+            eprintln!("SKIP pkcs11_softhsm2_token: SoftHSM2 is not installed (apt-get install softhsm2)");
+            return;
+        }
+        let d = tmpdir("hsm");
+        std::fs::create_dir_all(d.join("tokens")).unwrap();
+        let conf = d.join("softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", d.join("tokens").display())).unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        let out = std::process::Command::new("softhsm2-util")
+            .args(["--init-token", "--free", "--label", "qkd-test", "--so-pin", "5678", "--pin", "1234"])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cfg = pkcs11::TokenConfig {
+            module: module.into(),
+            token_label: Some("qkd-test".into()),
+            slot: None,
+            key_label: "qkd-kek".into(),
+            pin_source: "test".into(),
+        };
+        let ksp = d.join("t.keystore");
+        // a wrong PIN before any login of this process (PKCS#11 login state is per application)
+        let wrong = pkcs11::open_session(&cfg, b"0000").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(wrong.contains("wrong PIN") && wrong.contains("from test"), "{wrong}");
+        let (sess, _) = pkcs11::open_session(&cfg, b"1234").unwrap();
+        let mut mk_key = |g: u32| pkcs11::generate_key(&sess, "qkd-kek", g).map(|_| ());
+        let r = keystore::init(&ksp, keystore::Kind::Pkcs11, 3, 2, &d.join("shares"), "kmsT", Some(&mut mk_key)).unwrap();
+        let h = pkcs11::find_key(&sess, "qkd-kek", 1).unwrap().unwrap();
+        assert!(pkcs11::key_is_protected(&sess, h).unwrap(), "sensitive and not extractable");
+        assert!(pkcs11::try_read_value(&sess, h).is_none(), "the token refuses to reveal the KEK");
+        let mut u = keystore::Unsealer::load(&ksp).unwrap();
+        u.add(&std::fs::read(&r.share_files[0]).unwrap()).unwrap();
+        u.add(&std::fs::read(&r.share_files[2]).unwrap()).unwrap();
+        let mk = u.master().unwrap();
+        // errors that name what to fix
+        let e = |r: Result<pkcs11::TokenKeystore>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let f = || keystore::KeystoreFile::load(&ksp).unwrap();
+        let mut c2 = cfg.clone();
+        c2.token_label = Some("nope".into());
+        assert!(e(pkcs11::TokenKeystore::open(&c2, b"1234", &mk, &ksp, f())).contains("no PKCS#11 token labelled 'nope'"));
+        c2 = cfg.clone();
+        c2.key_label = "other".into();
+        assert!(e(pkcs11::TokenKeystore::open(&c2, b"1234", &mk, &ksp, f())).contains("holds no AES key labelled 'other'"));
+        c2 = cfg.clone();
+        c2.module = "/nonexistent/libpkcs11.so".into();
+        assert!(e(pkcs11::TokenKeystore::open(&c2, b"1234", &mk, &ksp, f())).contains("does not exist"));
+
+        let tk = pkcs11::TokenKeystore::open(&cfg, b"1234", &mk, &ksp, f()).unwrap();
+        let p = d.join("t.db");
+        let path = p.to_str().unwrap();
+        let mut s = Store::open_with(path, Box::new(tk), 1000).unwrap();
+        let canary = b"PKCS11-CANARY-KEY-0123456789abcd";
+        for i in 0..50u32 {
+            let k = [i as u8; 32];
+            s.put("s", i, &format!("k{i}"), if i == 7 { canary } else { &k }, "{}", 0, 1_000_000).unwrap();
+        }
+        s.checkpoint().unwrap();
+        assert!(!files_contain(&d, canary), "no key in clear in the database files");
+        s.begin_rotation(1).unwrap();
+        while s.rotate_step(16).unwrap() > 0 {}
+        assert_eq!(s.finish_rotation(2, 50).unwrap(), vec![1]);
+        let (sess2, _) = pkcs11::open_session(&cfg, b"1234").unwrap();
+        assert!(pkcs11::find_key(&sess2, "qkd-kek", 1).unwrap().is_none(), "the old KEK is destroyed in the token");
+        assert!(pkcs11::find_key(&sess2, "qkd-kek", 2).unwrap().is_some());
+        let c = s.candidates("s", 50, 3, false).unwrap();
+        let items: Vec<(u32, [u8; 32])> = c.iter().map(|c| (c.index, c.digest)).collect();
+        s.reserve("s", &items, "h", 3, true).unwrap();
+        assert_eq!(&s.take("k7", "h", 4).unwrap().unwrap().key[..], canary, "unwrapped in the token after rotation");
+        drop(s);
+        // the same rows with the token but shares of another master key: the inner layer refuses
+        let d2 = tmpdir("hsm2");
+        let r2 = keystore::init(&d2.join("x.keystore"), keystore::Kind::Software, 2, 2, &d2.join("s"), "x", None).unwrap();
+        let mut u2 = keystore::Unsealer::load(&d2.join("x.keystore")).unwrap();
+        u2.add(&std::fs::read(&r2.share_files[0]).unwrap()).unwrap();
+        u2.add(&std::fs::read(&r2.share_files[1]).unwrap()).unwrap();
+        let other_mk = u2.master().unwrap();
+        let tk = pkcs11::TokenKeystore::open(&cfg, b"1234", &other_mk, &ksp, f()).unwrap();
+        let mut s = Store::open_with(path, Box::new(tk), 1000).unwrap();
+        assert!(matches!(s.take("k8", "h", 5), Err(StoreError::Crypto(_))), "token + PIN without the shares open nothing");
+        drop(s);
+        std::fs::remove_dir_all(&d).ok();
+        std::fs::remove_dir_all(&d2).ok();
     }
 }
