@@ -26,11 +26,9 @@
  * detections on the same statistics (its large-block limit, which sees those effects).
  */
 import { loadLinkPreset } from '../src/lab/presets.ts';
-import { EmulatedLink } from '../src/lab/link.ts';
-import { defaultBobSeed } from '../src/lab/alice.ts';
+import { linkWithSource } from '../src/testkit/source.ts';
 import { decoyModel } from '../src/lab/theory.ts';
 import { AlicePostProcessor, BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockResult } from '../src/node/postprocess.ts';
-import { aliceChoicesAt } from '../src/node/alice.ts';
 import { siftMapping, toSiftChannels } from '../src/node/detections.ts';
 import { prepareCodes } from '../src/core/ldpc.ts';
 import { aliceSift, bobAnnounce, channelMap, errorsByIntensity, extractSifted } from '../src/core/sift.ts';
@@ -51,7 +49,9 @@ const EPS = { epsSec: 1e-10, epsCor: 1e-15, qberAbort: 0.11 };
 /** `n` detections (sorted by pulse) and the pulses they span. */
 function detections(seed: bigint, n: number, presetName = 'reference-decoy', km = KM) {
   const preset = loadLinkPreset(presetName, { distanceKm: km });
-  const link = new EmulatedLink(preset, { seed });
+  // Alice is a source RNG as in a run; her node's read-back is stood in for by the RNG itself.
+  const src = linkWithSource(preset, { seed });
+  const link = src.link;
   let pulse = new Float64Array(n + (1 << 20));
   let channel = new Uint8Array(pulse.length);
   let k = 0;
@@ -70,13 +70,13 @@ function detections(seed: bigint, n: number, presetName = 'reference-decoy', km 
   // Tags come in time order; the core wants pulse order (stable on ties).
   const order = Array.from({ length: k }, (_, i) => i).sort((a, b) => pulse[a] - pulse[b] || a - b);
   const p = Float64Array.from(order, (i) => pulse[i]);
-  const c = toSiftChannels(preset, defaultBobSeed(seed), p, Uint8Array.from(order, (i) => channel[i]));
-  return { preset, pulse: p, channel: c, pulses };
+  const c = toSiftChannels(preset, src.bobBasesAt(p), Uint8Array.from(order, (i) => channel[i]));
+  return { preset, pulse: p, channel: c, pulses, aliceChoicesAt: src.aliceChoicesAt };
 }
 
 /** Both parties' sifting of a block (no reconciliation): counts and errors per intensity. */
-function siftCounts(d: ReturnType<typeof detections>, seed: bigint): BlockCounts & { mZ: Triple } {
-  const choicesAt = aliceChoicesAt(d.preset, seed);
+function siftCounts(d: ReturnType<typeof detections>, _seed: bigint): BlockCounts & { mZ: Triple } {
+  const choicesAt = d.aliceChoicesAt;
   const map = channelMap(siftMapping(d.preset));
   const add = (a: Triple, b: readonly number[]): void => { for (let k = 0; k < 3; k++) a[k] += b[k]; };
   const c = { nZ: [0, 0, 0] as Triple, nX: [0, 0, 0] as Triple, mX: [0, 0, 0] as Triple, mZ: [0, 0, 0] as Triple };
@@ -137,7 +137,7 @@ export async function run(): Promise<BenchResult[]> {
   const wall: number[] = [], cpu: number[] = [], ell: number[] = [], f: number[] = [];
   let last: BlockResult | undefined;
   for (let r = 0; r < REPEATS; r++) {
-    const alice = new AlicePostProcessor({ config, choicesAt: aliceChoicesAt(preset, seed), authBitsConsumed: () => 0, onOutput: () => undefined });
+    const alice = new AlicePostProcessor({ config, choicesAt: d.aliceChoicesAt, authBitsConsumed: () => 0, onOutput: () => undefined });
     const bob = new BobPostProcessor({ config, mapping: siftMapping(preset), request: async (type, p) => alice.handle(type, p) });
     const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();

@@ -17,7 +17,7 @@
  * when done. Bases, announcements, replies and intensities are public.
  */
 import { randomBytes } from 'node:crypto';
-import type { DetectorMapping } from '../lab/types.ts';
+import type { DetectorMapping } from '../protocol/choices.ts';
 import { native } from './native.ts';
 import { callNative } from './native-call.ts';
 
@@ -88,7 +88,7 @@ export function bobAnnounce(det: PulseDetections, mapping: readonly DetectorMapp
   };
 }
 
-/** Alice: `choices[p - firstPulse]` is her packed choice byte for pulse p (src/lab/types.ts). */
+/** Alice: `choices[p - firstPulse]` is her packed choice byte for pulse p (src/protocol/choices.ts). */
 export function aliceMatch(announcement: Uint8Array, choices: Uint8Array, firstPulse = 0): AliceMatchResult {
   const r = callNative(() => native().siftAliceMatch(announcement, choices, firstPulse));
   return { reply: r.reply, events: { count: r.count, bits: r.bits, bases: r.bases }, matched: r.matched };
@@ -138,13 +138,4 @@ export function extractSifted(events: PartyEvents, reply: Uint8Array): Sifted {
 /** Errors per intensity between two same-basis strings of `intensity.length` bits (X disclosure). */
 export function errorsByIntensity(a: Uint8Array, b: Uint8Array, intensity: Uint8Array): [number, number, number] {
   return callNative(() => native().siftErrorsByIntensity(a, b, intensity)) as [number, number, number];
-}
-
-/**
- * The emulated lab's choices of Alice (packed bytes, src/lab/types.ts) at the listed pulses: the
- * same bits as src/lab/alice.ts `aliceChoiceFast`, natively (≈ 30× faster; it is on Alice's
- * sifting path). Keys from `seedKeys`, thresholds from `aliceThresholds`.
- */
-export function emulatedAliceChoicesAt(keys: { k0: number; k1: number }, th: { basisZ: number; signal: number; decoy: number }, pulses: Float64Array): Uint8Array {
-  return callNative(() => native().emulatedAliceChoicesAt(keys.k0, keys.k1, th.basisZ, th.signal, th.decoy, pulses));
 }

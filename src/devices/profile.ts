@@ -84,8 +84,23 @@ export interface DeviceProfile {
   /** Prefix of a refusal reply (`ERR -222,Data out of range`). */
   errorPrefix?: string;
   parameters: Record<string, ParameterSpec>;
+  /**
+   * Photon source: binary read-back of its RNG record (docs/devices.md, "Photon source
+   * read-back"): query headers that take a pulse list block and answer a block (`choices`: 4 bits
+   * per pulse, `classes`: 2 bits per pulse), the emission counter query (`emitted`), the longest
+   * list one query may carry, and the timeout of one read-back.
+   */
+  readback?: ReadbackSpec;
   /** Where it was loaded from (for error messages). */
   file: string;
+}
+
+export interface ReadbackSpec {
+  choices: string;
+  classes: string;
+  emitted: string;
+  maxPulses: number;
+  timeoutMs: number;
 }
 
 /** Parameters each device kind must declare (the typed methods of types.ts are built on them). */
@@ -179,6 +194,11 @@ export const PROFILE_SCHEMA: Schema = {
     setAck: nonEmpty,
     errorPrefix: nonEmpty,
     parameters: { type: 'object', properties: {}, additionalProperties: parameterSchema },
+    readback: {
+      type: 'object', required: ['choices', 'classes', 'emitted', 'maxPulses', 'timeoutMs'],
+      properties: { choices: nonEmpty, classes: nonEmpty, emitted: nonEmpty, maxPulses: { type: 'number', integer: true, minimum: 1 }, timeoutMs: { type: 'number', minimum: 1 } },
+      additionalProperties: false,
+    },
   },
   additionalProperties: false,
 };

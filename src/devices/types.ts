@@ -16,7 +16,14 @@
  * line went away, a `ProtocolError` when the reply is malformed and a `DeviceError` when the value
  * is out of the capability's range or the device refused. None of them hangs.
  */
-import type { TagBatch } from '../lab/types.ts';
+
+/** A batch of raw time tags as a time-tagger delivers them (Bob's clock). */
+export interface TagBatch {
+  /** Time of each tag in picoseconds on the tagger's own clock. */
+  timePs: BigInt64Array;
+  /** Input channel of each tag. */
+  channel: Uint8Array;
+}
 
 export type DeviceKind = 'photon-source' | 'spad-detector' | 'time-tagger';
 
@@ -96,13 +103,24 @@ export interface PhotonSource extends Device {
   setIntensity(level: 0 | 1 | 2, meanPhotonNumber: number): Promise<void>;
   intensity(level: 0 | 1 | 2): Promise<number>;
   /**
-   * Modulation pattern source: 0 = internal QRNG seeded by `seed` (the emulated lab's
-   * `aliceChoices(preset, seed, …)`), 1 = external pattern. The seed is secret: it is sent to the
-   * device but never logged or returned in errors.
+   * Modulation pattern source: 0 = the source's internal RNG (keyed inside the device; its record
+   * of what it applied to each pulse is read back below), 1 = external pattern.
    */
-  setPattern(mode: 0 | 1, seed?: bigint): Promise<void>;
+  setPattern(mode: 0 | 1): Promise<void>;
+  /** Probabilities of the internal RNG's choices (signal, decoy; basis Z). Before switching on. */
+  setPatternProbabilities(p: { signal: number; decoy: number; basisZ: number }): Promise<void>;
   setEnabled(on: boolean): Promise<void>;
   enabled(): Promise<boolean>;
+  /** Pulses emitted since the internal pattern started: the source's emission horizon. */
+  emittedPulses(): Promise<number>;
+  /**
+   * Read-back of the RNG's record: the packed choice byte (bit | basis << 1 | intensity << 2,
+   * src/protocol/choices.ts) of each listed pulse, in the order given. Pulses must be emitted.
+   * Secret (bits and bases): the caller wipes the result when done.
+   */
+  readChoices(pulses: Float64Array): Promise<Uint8Array>;
+  /** Read-back of the intensity class (0 signal, 1 decoy, 2 vacuum) of each listed pulse only. */
+  readClasses(pulses: Float64Array): Promise<Uint8Array>;
 }
 
 /** One single-photon avalanche detector (gated or free-running) with its cooler and counters. */
@@ -219,6 +237,11 @@ export interface LineTransport {
   write(command: string, shown?: string): Promise<void>;
   /** Sends a query (`DEADTIME:TIME?`) and resolves with its reply line, delimiter stripped. */
   query(command: string, timeoutMs?: number, shown?: string): Promise<string>;
+  /**
+   * Binary read-back: sends `command` with `payload` as an IEEE 488.2 definite-length block and
+   * resolves with the reply block's bytes, or with the reply line if the device answered text.
+   */
+  queryBlock?(command: string, payload: Uint8Array | undefined, timeoutMs?: number): Promise<Uint8Array | string>;
   /** 'close' is emitted when the line goes away without `close()` being called (unplugged). */
   on(event: 'close', listener: (err?: Error) => void): this;
   off(event: 'close', listener: (err?: Error) => void): this;

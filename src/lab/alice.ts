@@ -149,6 +149,19 @@ export function bobBasisChoices(preset: LinkPreset, bobSeed: bigint, firstPulse:
   return res;
 }
 
+/** Bob's modulator basis at the listed pulses (integers in [0, 2^53)). */
+export function bobBasisChoicesAt(preset: LinkPreset, bobSeed: bigint, pulses: Float64Array): Uint8Array {
+  const keys = seedKeys(bobSeed, DOMAIN_BOB);
+  const th = bobThreshold(preset);
+  const out = new Uint8Array(pulses.length);
+  for (let i = 0; i < pulses.length; i++) {
+    const p = pulses[i];
+    if (!(p >= 0) || !Number.isSafeInteger(p)) throw new RangeError(`pulses[${i}] = ${p} is not a pulse index (integer in [0, 2^53))`);
+    out[i] = bobBasisFast(keys, th, p);
+  }
+  return out;
+}
+
 /** Bob's active-modulator basis for one pulse. */
 export function bobBasisChoice(preset: LinkPreset, bobSeed: bigint, pulse: number): number {
   checkRange(pulse, 1);

@@ -63,8 +63,17 @@ export interface LinkOptions {
   eveFraction?: number;
   /** Seed of Bob's active basis choice; defaults to defaultBobSeed(seed). */
   bobSeed?: bigint;
-  /** Seed of Alice's choices when her source was programmed with its own (PATTERN:SEED); default `seed`. */
-  aliceSeed?: bigint;
+  /**
+   * Alice's choices from her source device's own RNG (the emulated PS-1: a keyed CSPRNG whose key
+   * never leaves it). Without it the lab draws a stand-in pattern from `seed` (lab tests and
+   * calibration on the emulated lab; never what a node reads).
+   */
+  alice?: AliceChoiceSource;
+}
+
+/** The record of Alice's source: her packed choice byte at each listed pulse (ascending). */
+export interface AliceChoiceSource {
+  choicesAt(pulses: Float64Array): Uint8Array;
 }
 
 export interface LinkBatch {
@@ -144,6 +153,9 @@ export class EmulatedLink {
   private readonly bobKeys: SeedKeys;
   private bobTh: number;
   private readonly rng: Xoshiro128;
+  /** With a source device: photon candidates are drawn ahead per batch from their own stream. */
+  private readonly alice: AliceChoiceSource | undefined;
+  private readonly rngSkip: Xoshiro128;
   private sourceEnabled = true;
 
   // derived parameters (recomputed by derive())
@@ -191,11 +203,13 @@ export class EmulatedLink {
     this.seed = opts.seed;
     this.bobSeed = opts.bobSeed ?? defaultBobSeed(opts.seed);
     this.T = presetPeriodPs(this.preset);
-    this.aliceKeys = seedKeys(opts.aliceSeed ?? this.seed, DOMAIN_ALICE);
+    this.aliceKeys = seedKeys(this.seed, DOMAIN_ALICE);
+    this.alice = opts.alice;
     this.aliceTh = aliceThresholds(this.preset);
     this.bobKeys = seedKeys(this.bobSeed, DOMAIN_BOB);
     this.bobTh = bobThreshold(this.preset);
     this.rng = new Xoshiro128(this.seed, 0x4c_41_42_21);
+    this.rngSkip = new Xoshiro128(this.seed, 0x53_4b_49_50);
     this.nDet = this.preset.detectors.length;
     this.detChannel = new Uint8Array(this.nDet);
     this.detByBasisBit = new Int8Array(4).fill(-1);
@@ -286,7 +300,10 @@ export class EmulatedLink {
 
   private redraw(): void {
     const from = this.nextPulse;
-    this.nextPhoton = from + this.geometric(this.logqPhoton, this.pPhotonMax);
+    if (this.alice) {
+      const p = this.pPhotonMax;
+      this.nextPhoton = p <= 0 ? Infinity : p >= 1 ? from : from + Math.floor(Math.log(this.rngSkip.uniform()) / this.logqPhoton);
+    } else this.nextPhoton = from + this.geometric(this.logqPhoton, this.pPhotonMax);
     for (let d = 0; d < this.nDet; d++) this.drawDark(d, from);
     this.needRedraw = false;
   }
@@ -342,16 +359,38 @@ export class EmulatedLink {
       }
     };
     findOther();
+    // With a source device, the batch's photon candidates are drawn first (their own stream) and
+    // her choices for all of them fetched in one call: one native call per batch, not per pulse.
+    let cand: Float64Array | undefined;
+    let candChoice: Uint8Array | undefined;
+    let ci = 0;
+    let afterCand = Infinity;
+    if (this.alice && this.nextPhoton < P1) {
+      const list: number[] = [];
+      let k = this.nextPhoton;
+      while (k < P1) {
+        list.push(k);
+        k = k + 1 + Math.floor(Math.log(this.rngSkip.uniform()) / this.logqPhoton);
+      }
+      afterCand = k;
+      cand = Float64Array.from(list);
+      candChoice = this.alice.choicesAt(cand);
+    }
     for (;;) {
       const k = this.nextPhoton;
       const photonTau = k < P1 ? k * T : Infinity;
       if (photonTau === Infinity && otherTau === Infinity) break;
       if (photonTau <= otherTau) {
         const apBefore = this.apScheduled;
-        this.photonCandidate(k, photonTau);
-        // geometric skip inlined (p_max > 0 here, else nextPhoton would be Infinity); with
-        // p_max = 1, log(1 − p) = −Infinity and the skip is 0 as it should be
-        this.nextPhoton = k + 1 + Math.floor(Math.log(this.rng.uniform()) / this.logqPhoton);
+        if (cand) {
+          this.photonCandidate(k, photonTau, candChoice![ci]);
+          this.nextPhoton = ++ci < cand.length ? cand[ci] : afterCand;
+        } else {
+          this.photonCandidate(k, photonTau, choiceAt(this.aliceKeys, this.aliceTh, k));
+          // geometric skip inlined (p_max > 0 here, else nextPhoton would be Infinity); with
+          // p_max = 1, log(1 − p) = −Infinity and the skip is 0 as it should be
+          this.nextPhoton = k + 1 + Math.floor(Math.log(this.rng.uniform()) / this.logqPhoton);
+        }
         if (this.apScheduled !== apBefore) findOther();
       } else {
         const d = otherDet;
@@ -371,9 +410,8 @@ export class EmulatedLink {
 
   private apScheduled = 0;
 
-  private photonCandidate(k: number, tau: number): void {
+  private photonCandidate(k: number, tau: number, c: number): void {
     const rng = this.rng;
-    const c = choiceAt(this.aliceKeys, this.aliceTh, k);
     const intensity = (c >> 2) & 3;
     // Thinning: the pulse detects a photon with probability p_click(i) = ratio·p_max. Given
     // acceptance, u/ratio is again uniform on (0, 1): reuse it to draw the photon number.

@@ -8,17 +8,12 @@
  *
  * Loading is synchronous and touches only the file system; call it at start-up, not on a hot path.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { ConfigError } from '../errors.ts';
 import type { DetectorMapping } from './types.ts';
+import {
+  fieldChecks, LINK_DIR, listLinks, readLinkFile, validateProtocolSettings, type IntensitySet, type ProtocolSettings,
+} from '../protocol/settings.ts';
 
-export interface IntensitySet {
-  signal: number;
-  decoy: number;
-  vacuum: number;
-}
+export type { IntensitySet };
 
 export interface DetectorParams {
   /** Per-detector dead time after any click (photon, dark or afterpulse); clicks inside it are lost. */
@@ -46,21 +41,12 @@ export interface ClockParams {
   jitterPs: number;
 }
 
-export interface LinkPreset {
-  name: string;
+/**
+ * A link: its protocol settings (src/protocol/settings.ts: node configuration, read by the lab
+ * like by the nodes) and the physics of its emulation.
+ */
+export interface LinkPreset extends ProtocolSettings {
   description: string;
-  /** Alice's pulse repetition rate in Hz; 1e12 / repRateHz must be an integer number of ps. */
-  repRateHz: number;
-  /** Mean photon numbers per pulse (Poisson). */
-  intensities: IntensitySet;
-  /** Probabilities of choosing each intensity; sum to 1. */
-  intensityProbs: IntensitySet;
-  /** Probability that Alice prepares in Z (basis 0). */
-  aliceBasisProbZ: number;
-  /** Probability that Bob measures in Z: beam-splitter ratio (passive) or his RNG bias (active). */
-  bobBasisProbZ: number;
-  /** 'passive': beam splitter and 4 detectors; 'active': modulator driven by Bob's RNG, 2 detectors. */
-  bobBasisChoice: 'passive' | 'active';
   fibreLossDbPerKm: number;
   distanceKm: number;
   /** Bob's optics transmittance times detector efficiency. */
@@ -73,12 +59,6 @@ export interface LinkPreset {
   clock: ClockParams;
   /** Fixed delay of each tagger channel, indexed by channel number (what delay calibration finds). */
   channelDelaysPs: number[];
-  /**
-   * Channel → (basis, bit). Passive: 4 detectors, one per (basis, bit). Active: 2 detectors, one
-   * per bit; their `basis` field is ignored because the basis is that of Bob's modulator for the
-   * pulse (see bobBasisChoice() in ./alice.ts).
-   */
-  detectors: DetectorMapping[];
   /** Fraction of pulses an intercept-resend eavesdropper attacks (0 = no Eve). */
   eveFraction: number;
 }
@@ -93,15 +73,11 @@ export type LinkPresetOverrides = {
 };
 
 /** Directory holding the preset files (hw-profiles/links/ at the repository root). */
-export const LINK_PRESET_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../hw-profiles/links');
+export const LINK_PRESET_DIR = LINK_DIR;
 
 /** Names of the presets shipped in hw-profiles/links/, sorted. */
 export function listLinkPresets(): string[] {
-  if (!existsSync(LINK_PRESET_DIR)) return [];
-  return readdirSync(LINK_PRESET_DIR)
-    .filter((f) => f.endsWith('.json'))
-    .map((f) => f.slice(0, -5))
-    .sort();
+  return listLinks();
 }
 
 /**
@@ -111,20 +87,7 @@ export function listLinkPresets(): string[] {
  * LINK_PRESET_INVALID) naming the file, the field and what was expected.
  */
 export function loadLinkPreset(nameOrPath: string, overrides?: LinkPresetOverrides | Partial<LinkPreset>): LinkPreset {
-  const isPath = nameOrPath.includes('/') || nameOrPath.includes('\\') || nameOrPath.endsWith('.json');
-  const file = isPath ? resolve(nameOrPath) : join(LINK_PRESET_DIR, `${nameOrPath}.json`);
-  if (!existsSync(file)) {
-    const known = listLinkPresets();
-    throw new ConfigError('LINK_PRESET_NOT_FOUND',
-      `link preset '${nameOrPath}' not found (looked for ${file}); known presets: ${known.join(', ') || 'none'}. ` +
-      'Pass one of those names or a path to a preset JSON file.');
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (cause) {
-    throw new ConfigError('LINK_PRESET_PARSE', `${file}: not valid JSON (${(cause as Error).message}); fix the file.`, { cause });
-  }
+  const { file, raw } = readLinkFile(nameOrPath);
   const merged = overrides ? deepMerge(raw, overrides) : raw;
   return validateLinkPreset(merged, file);
 }
@@ -148,62 +111,14 @@ function deepMerge(base: unknown, over: unknown): unknown {
  * a fresh, frozen-free copy. `source` names the file (or 'overrides') in error messages.
  */
 export function validateLinkPreset(x: unknown, source = '<preset>'): LinkPreset {
-  const fail = (field: string, expected: string, got: unknown): never => {
-    throw new ConfigError('LINK_PRESET_INVALID',
-      `${source}: field '${field}' must be ${expected}, got ${JSON.stringify(got)}. Fix the preset file or the override.`);
-  };
-  const obj = (v: unknown, field: string): Record<string, unknown> => (isPlainObject(v) ? v : fail(field, 'an object', v));
-  const num = (o: Record<string, unknown>, key: string, prefix: string, min: number, max: number, what?: string): number => {
-    const v = o[key];
-    const field = prefix + key;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
-      fail(field, what ?? `a number in [${min}, ${max}]`, v);
-    }
-    return v as number;
-  };
-  const str = (o: Record<string, unknown>, key: string, allowed?: string[]): string => {
-    const v = o[key];
-    if (typeof v !== 'string' || v.length === 0 || (allowed && !allowed.includes(v))) {
-      fail(key, allowed ? `one of ${allowed.map((a) => `'${a}'`).join(', ')}` : 'a non-empty string', v);
-    }
-    return v as string;
-  };
-  const noExtra = (o: Record<string, unknown>, prefix: string, allowed: string[]): void => {
-    for (const k of Object.keys(o)) {
-      if (!allowed.includes(k)) fail(prefix + k, `absent (unknown field; known: ${allowed.join(', ')})`, o[k]);
-    }
-  };
+  const { fail, obj, num, str, noExtra } = fieldChecks(source);
 
   const o = obj(x, '<root>');
   noExtra(o, '', ['name', 'description', 'repRateHz', 'intensities', 'intensityProbs', 'aliceBasisProbZ', 'bobBasisProbZ',
     'bobBasisChoice', 'fibreLossDbPerKm', 'distanceKm', 'etaBob', 'y0', 'misalignment', 'detector', 'clock',
     'channelDelaysPs', 'detectors', 'eveFraction', '$comment']);
-  const name = str(o, 'name');
+  const { name, repRateHz, intensities, intensityProbs, aliceBasisProbZ, bobBasisProbZ, bobBasisChoice, detectors } = validateProtocolSettings(o, source);
   const description = str(o, 'description');
-  const repRateHz = num(o, 'repRateHz', '', 1e3, 1e11, 'a rate in Hz in [1e3, 1e11]');
-  const periodPs = 1e12 / repRateHz;
-  if (Math.abs(periodPs - Math.round(periodPs)) > 1e-9 * periodPs) {
-    fail('repRateHz', 'a rate whose period 1e12/repRateHz is an integer number of picoseconds', repRateHz);
-  }
-  const trio = (key: string, min: number, max: number): IntensitySet => {
-    const t = obj(o[key], key);
-    noExtra(t, `${key}.`, ['signal', 'decoy', 'vacuum']);
-    return {
-      signal: num(t, 'signal', `${key}.`, min, max),
-      decoy: num(t, 'decoy', `${key}.`, min, max),
-      vacuum: num(t, 'vacuum', `${key}.`, min, max),
-    };
-  };
-  const intensities = trio('intensities', 0, 100);
-  if (!(intensities.signal > intensities.decoy && intensities.decoy >= intensities.vacuum)) {
-    fail('intensities', 'ordered signal > decoy >= vacuum >= 0', o.intensities);
-  }
-  const intensityProbs = trio('intensityProbs', 0, 1);
-  const psum = intensityProbs.signal + intensityProbs.decoy + intensityProbs.vacuum;
-  if (Math.abs(psum - 1) > 1e-9) fail('intensityProbs', `probabilities summing to 1 (sum is ${psum})`, o.intensityProbs);
-  const aliceBasisProbZ = num(o, 'aliceBasisProbZ', '', 0, 1);
-  const bobBasisProbZ = num(o, 'bobBasisProbZ', '', 0, 1);
-  const bobBasisChoice = str(o, 'bobBasisChoice', ['passive', 'active']) as 'passive' | 'active';
   const fibreLossDbPerKm = num(o, 'fibreLossDbPerKm', '', 0, 10, 'a loss in dB/km in [0, 10]');
   const distanceKm = num(o, 'distanceKm', '', 0, 1000, 'a distance in km in [0, 1000]');
   const etaBob = num(o, 'etaBob', '', 0, 1);
@@ -234,31 +149,6 @@ export function validateLinkPreset(x: unknown, source = '<preset>'): LinkPreset 
     jitterPs: num(c, 'jitterPs', 'clock.', 0, 1e6, 'a time in ps in [0, 1e6]'),
   };
 
-  if (!Array.isArray(o.detectors)) fail('detectors', 'an array of {channel, basis, bit}', o.detectors);
-  const detectors: DetectorMapping[] = (o.detectors as unknown[]).map((m, i) => {
-    const mo = obj(m, `detectors[${i}]`);
-    noExtra(mo, `detectors[${i}].`, ['channel', 'basis', 'bit']);
-    const channel = num(mo, 'channel', `detectors[${i}].`, 0, 255, 'an integer channel in [0, 255]');
-    if (!Number.isInteger(channel)) fail(`detectors[${i}].channel`, 'an integer channel in [0, 255]', channel);
-    const basis = mo.basis;
-    const bit = mo.bit;
-    if (basis !== 0 && basis !== 1) fail(`detectors[${i}].basis`, '0 (Z) or 1 (X)', basis);
-    if (bit !== 0 && bit !== 1) fail(`detectors[${i}].bit`, '0 or 1', bit);
-    return { channel, basis: basis as 0 | 1, bit: bit as 0 | 1 };
-  });
-  const channels = new Set(detectors.map((m) => m.channel));
-  if (channels.size !== detectors.length) fail('detectors', 'distinct channels', o.detectors);
-  if (bobBasisChoice === 'passive') {
-    const combos = new Set(detectors.map((m) => m.basis * 2 + m.bit));
-    if (detectors.length !== 4 || combos.size !== 4) {
-      fail('detectors', "4 detectors covering each (basis, bit) once when bobBasisChoice is 'passive'", o.detectors);
-    }
-  } else {
-    const bits = new Set(detectors.map((m) => m.bit));
-    if (detectors.length !== 2 || bits.size !== 2) {
-      fail('detectors', "2 detectors, one per bit value, when bobBasisChoice is 'active'", o.detectors);
-    }
-  }
   if (!Array.isArray(o.channelDelaysPs)) fail('channelDelaysPs', 'an array of delays in ps indexed by channel', o.channelDelaysPs);
   const channelDelaysPs = (o.channelDelaysPs as unknown[]).map((v, i) => {
     if (typeof v !== 'number' || !Number.isFinite(v) || Math.abs(v) > 1e9) fail(`channelDelaysPs[${i}]`, 'a delay in ps in [-1e9, 1e9]', v);

@@ -1,23 +1,42 @@
 /**
- * Alice's node in an emulated run: her source's choices (regenerated from her seed, as her QRNG
- * record would be read back), the answering side of the post-processing dialogue, and her
- * delivery node. She never sees Bob's raw detections, only what he announces.
+ * Alice's node: her record of what her source sent is her source's own (its RNG's record, read
+ * back over its wire protocol: src/devices/drivers/scpi.ts `readChoices`), never a seed. The
+ * answering side of the post-processing dialogue and her delivery node sit on top. She never sees
+ * Bob's raw detections, only what he announces.
  */
-import { aliceThresholds, seedKeys, DOMAIN_ALICE } from '../lab/alice.ts';
-import { emulatedAliceChoicesAt } from '../core/sift.ts';
-import type { LinkPreset } from '../lab/presets.ts';
+import type { PhotonSource } from '../devices/types.ts';
 import { AlicePostProcessor, type BlockConfig, type BlockResult } from './postprocess.ts';
+import { SourceHealth } from './source-health.ts';
 
-/** Alice's packed choice bytes at the listed pulses, from her seed (native; same bits as aliceChoiceFast). */
-export function aliceChoicesAt(preset: LinkPreset, seed: bigint): (pulses: Float64Array) => Uint8Array {
-  const keys = seedKeys(seed, DOMAIN_ALICE);
-  const th = aliceThresholds(preset);
-  return (pulses) => emulatedAliceChoicesAt(keys, th, pulses);
+/** Where Alice's choices come from: her source's read-back (async: a round trip to the device). */
+export interface AliceRecord {
+  /** Packed choice bytes (src/protocol/choices.ts) of the listed pulses, ascending. Secret: wipe. */
+  choicesAt(pulses: Float64Array): Promise<Uint8Array>;
+}
+
+/**
+ * Her record from her source, through the health tests: a read-back that fails them throws
+ * SOURCE_RNG_FAILED (the block aborts) and so does every later one (key production stops).
+ */
+export function sourceRecord(source: PhotonSource, health: SourceHealth, onFailure?: (reason: string) => void): AliceRecord {
+  return {
+    async choicesAt(pulses) {
+      health.assertHealthy();
+      const c = await source.readChoices(pulses);
+      try {
+        health.check(c);
+      } catch (err) {
+        c.fill(0);
+        onFailure?.(health.state.reason ?? 'failed');
+        throw err;
+      }
+      return c;
+    },
+  };
 }
 
 export function createAlicePostProcessor(opts: {
-  preset: LinkPreset;
-  seed: bigint;
+  record: AliceRecord;
   config: BlockConfig;
   authBitsConsumed(blockId: number): number;
   onOutput(blockId: number, result: BlockResult): void | Promise<void>;
@@ -25,7 +44,7 @@ export function createAlicePostProcessor(opts: {
   let lastQberZ: number | undefined;
   return new AlicePostProcessor({
     config: opts.config,
-    choicesAt: aliceChoicesAt(opts.preset, opts.seed),
+    choicesAt: (pulses) => opts.record.choicesAt(pulses),
     authBitsConsumed: opts.authBitsConsumed,
     onOutput: opts.onOutput,
     qberHint: () => lastQberZ,

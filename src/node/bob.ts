@@ -15,8 +15,8 @@
  * slower than the link, emulated time falls behind and rates are reported per emulated second.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadLinkPreset, type LinkPreset } from '../lab/presets.ts';
-import { defaultBobSeed } from '../lab/alice.ts';
+import { loadProtocolSettings, type ProtocolSettings } from '../protocol/settings.ts';
+import { ConfigError } from '../errors.ts';
 import { EmulatedLab } from '../devices/emulated/lab.ts';
 import { EmulatedUsbTagger } from '../devices/emulated/usb-tagger.ts';
 import { EmulatedPhotonSource } from '../devices/emulated/instruments.ts';
@@ -26,7 +26,7 @@ import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
 import { StreamConsumer, view64 } from '../stream/consumer.ts';
 import { ClockSync, type SyncState } from '../timing/sync.ts';
-import { remotePattern } from './pattern-link.ts';
+import { remotePattern, revealHoldbackPs, FIBRE_PS_PER_KM, HOLDBACK_MARGIN_PS, SYNC_MAX_OFFSET_PS } from './pattern-link.ts';
 import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockResult, type PeerRequest } from './postprocess.ts';
 import { siftMapping, toSiftChannels } from './detections.ts';
 import type { NodeRunConfig } from './config.ts';
@@ -40,11 +40,12 @@ export interface BobCallbacks {
   log(level: 'info' | 'warn' | 'error', msg: string, fields?: Record<string, unknown>): void;
 }
 
-export function linkPresetOf(cfg: NodeRunConfig): LinkPreset {
-  return loadLinkPreset(cfg.lab.preset, { distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction });
+/** The link's protocol settings (node configuration; the emulated lab reads the same file). */
+export function linkPresetOf(cfg: NodeRunConfig): ProtocolSettings {
+  return loadProtocolSettings(cfg.lab.preset);
 }
 
-export function blockConfigOf(cfg: NodeRunConfig, preset: LinkPreset): BlockConfig {
+export function blockConfigOf(cfg: NodeRunConfig, preset: ProtocolSettings): BlockConfig {
   const ip = preset.intensityProbs;
   return {
     ...DEFAULT_BLOCK_CONFIG,
@@ -129,7 +130,7 @@ async function drainUntil(consumer: StreamConsumer, ended: Promise<unknown>): Pr
 }
 
 export class BobNode {
-  readonly preset: LinkPreset;
+  readonly preset: ProtocolSettings;
   /** The emulated physics (absent when the node drives a real time-tagger). */
   private readonly lab: EmulatedLab | undefined;
   private readonly tagger: TimeTaggerDriver;
@@ -141,7 +142,6 @@ export class BobNode {
     return this.sync.windowPs;
   }
   private readonly post: BobPostProcessor;
-  private readonly bobSeed: bigint;
   private stopping = false;
   // Block ids stay unique across restarts (the channel's ledger remembers committed ones).
   private blockId = Math.floor(Date.now() / 1000) * 1000;
@@ -163,24 +163,37 @@ export class BobNode {
   constructor(private readonly cfg: NodeRunConfig, request: PeerRequest, private readonly cb: BobCallbacks, devices?: NodeDevices) {
     this.preset = linkPresetOf(cfg);
     const seed = BigInt(cfg.lab.seed);
-    // Bob's own basis record (his modulator's RNG; used with an active basis choice only).
-    this.bobSeed = defaultBobSeed(seed);
-    if (devices?.tagger) this.tagger = devices.tagger;
-    else {
-      this.lab = new EmulatedLab({ preset: this.preset, seed, distanceKm: cfg.lab.distanceKm, awaitSourceSeed: cfg.lab.sourceTty !== undefined });
+    if (devices?.tagger) {
+      this.tagger = devices.tagger;
+      if (this.preset.bobBasisChoice === 'active') {
+        throw new ConfigError('RUN_NO_MODULATOR', `link ${this.preset.name} has an active basis choice, but Bob's node drives no basis modulator whose record it could read (only the emulated lab has one): use a passive-basis link with a real tagger.`);
+      }
+    } else {
+      // The emulated lab hosts Alice's source (her node drives it over the tty) and Bob's modulator.
+      this.lab = new EmulatedLab({ preset: cfg.lab.preset, seed, distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction, awaitSource: cfg.lab.sourceTty !== undefined });
       this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
     }
     // Alice's intensity pattern comes from her node over the authenticated channel, as between two
     // hosts (pattern-link.ts); a check every second rather than 10/s keeps its MAC cost ≈ 256 bit/s,
-    // and each check asks 2 ms after its sample, beyond Alice's 1 ms hold-back.
+    // and each check asks 1 ms after Alice's hold-back (fibre delay + sync window + margin) has
+    // passed over its sample.
     const mu = [this.preset.intensities.signal, this.preset.intensities.decoy, this.preset.intensities.vacuum];
     this.calibration = cfg.calibration ? syncCalibration(cfg.calibration, this.preset.name) : undefined;
     const c = this.calibration;
+    // The sync accepts offsets within ±SYNC_MAX_OFFSET_PS of its prior. Alice's hold-back covers
+    // a prior up to the fibre delay + margin; a calibration prior further out would let the sync
+    // accept a delay longer than the hold-back, so it is not used.
+    let prior = c?.expectedOffsetPs;
+    if (prior !== undefined && Math.abs(prior) > cfg.lab.distanceKm * FIBRE_PS_PER_KM + HOLDBACK_MARGIN_PS) {
+      cb.log('warn', 'calibration not applied: sync prior beyond the fibre delay + margin that Alice\'s hold-back covers', { expectedOffsetPs: prior });
+      prior = undefined;
+    }
     this.sync = new ClockSync({
-      repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12, verifyDelayPs: 2e9,
+      repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12,
+      verifyDelayPs: revealHoldbackPs(cfg.lab.distanceKm) + 1e9, maxOffsetPs: SYNC_MAX_OFFSET_PS,
       ...(c?.channelDelaysPs ? { channelDelaysPs: c.channelDelaysPs } : {}),
       ...(c?.windowPs ? { windowPs: c.windowPs } : {}),
-      ...(c?.expectedOffsetPs !== undefined ? { expectedOffsetPs: c.expectedOffsetPs } : {}),
+      ...(prior !== undefined ? { expectedOffsetPs: prior } : {}),
     });
     this.post = new BobPostProcessor({ config: blockConfigOf(cfg, this.preset), mapping: siftMapping(this.preset), request });
   }
@@ -305,7 +318,8 @@ export class BobNode {
           const { pulse, channel: ch } = buf.take();
           const pulsesInBlock = pulse[pulse.length - 1] - firstPulse + 1;
           firstPulse = -1;
-          const sc = toSiftChannels(this.preset, this.bobSeed, pulse, ch);
+          // An active basis choice: the modulator's record for these pulses, from the device.
+          const sc = toSiftChannels(this.preset, this.preset.bobBasisChoice === 'active' ? this.lab!.bobBasesAt(pulse) : undefined, ch);
           await settle();
           const id = ++this.blockId;
           inFlight = (async () => {

@@ -4,20 +4,19 @@
  * profile (a mismatch refuses the start: fail closed), and the ones the run drives are returned.
  *
  * Alice's photon source: configured for the link (repetition rate, the three mean photon
- * numbers), given a fresh secret pattern seed (PATTERN:SEED: her choices are a function of it, so
- * the seed is her record; it never leaves her node otherwise, and the driver shows it as
- * `<secret>` in every message), then switched on. Its emission start is her clock for what she
- * may reveal of her intensity pattern (pattern-link.ts).
+ * numbers, the probabilities of its internal RNG's choices), internal pattern mode, then switched
+ * on. Its RNG is keyed inside the device; what it applied to each pulse is Alice's record, read
+ * back over its wire protocol (binary blocks: `readChoices`, `readClasses`) and its pulse counter
+ * is her emission horizon (pattern-link.ts). The node never programs or derives a seed.
  *
  * Bob's time-tagger: a real one replaces the emulated lab (his node then has no physics at all).
  */
-import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../errors.ts';
 import { DeviceSet, type DeviceEntry } from '../devices/config.ts';
 import { loadProfile } from '../devices/profile.ts';
 import type { DeviceIdentity, PhotonSource } from '../devices/types.ts';
 import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
-import type { LinkPreset } from '../lab/presets.ts';
+import type { ProtocolSettings } from '../protocol/settings.ts';
 
 export interface OpenedDevice {
   id: string;
@@ -30,8 +29,8 @@ export interface OpenedDevice {
 export interface NodeDevices {
   /** Every real device opened, with its identity (for the status and the device-info metric). */
   readonly info: OpenedDevice[];
-  /** Alice: her source, switched on with `patternSeed`; `emissionStart` in performance.now() ms. */
-  source?: { device: PhotonSource; patternSeed: bigint; emissionStart: number };
+  /** Alice: her source, switched on (internal RNG); her record is its read-back. */
+  source?: { device: PhotonSource };
   /** Bob: his real time-tagger (not opened: BobNode opens it). */
   tagger?: TimeTaggerDriver;
   close(): Promise<void>;
@@ -43,7 +42,7 @@ export function realEntries(devices: DeviceEntry[] | undefined): DeviceEntry[] {
 }
 
 /** Opens and checks the real devices of a node; switches Alice's source on. */
-export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntry[] | undefined, preset: LinkPreset, file: string): Promise<NodeDevices> {
+export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntry[] | undefined, preset: ProtocolSettings, file: string): Promise<NodeDevices> {
   const real = realEntries(devices);
   const set = new DeviceSet({ devices: real, file }, { persist: false });
   const info: OpenedDevice[] = [];
@@ -66,18 +65,19 @@ export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntr
       }
       info.push({ id: e.id, kind: profile.kind, model: `${id.vendor} ${id.model}`, firmware: id.firmware, allowedFirmware: profile.firmware });
       if (role === 'alice' && profile.kind === 'photon-source') {
+        if (!profile.readback) {
+          throw new ConfigError('RUN_DEVICE_OPEN', `${file}: device '${e.id}' (${e.profile}) has no read-back of its RNG record ("readback" in the profile): Alice's node cannot learn what it sent. Use a source whose profile declares it.`);
+        }
         const src = dev as PhotonSource;
         await src.setEnabled(false);
         await src.setRepetitionRateHz(preset.repRateHz);
         await src.setIntensity(0, preset.intensities.signal);
         await src.setIntensity(1, preset.intensities.decoy);
         await src.setIntensity(2, preset.intensities.vacuum);
-        const seedBytes = randomBytes(8);
-        const patternSeed = seedBytes.readBigUInt64LE(0);
-        seedBytes.fill(0);
-        await src.setPattern(0, patternSeed);
+        await src.setPatternProbabilities({ signal: preset.intensityProbs.signal, decoy: preset.intensityProbs.decoy, basisZ: preset.aliceBasisProbZ });
+        await src.setPattern(0);
         await src.setEnabled(true);
-        out.source = { device: src, patternSeed, emissionStart: performance.now() };
+        out.source = { device: src };
       }
     }
     const closeAll = out.close;

@@ -29,7 +29,7 @@ import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.
 import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
 import { wipe } from '../core/native-call.ts';
-import type { DetectorMapping } from '../lab/types.ts';
+import type { DetectorMapping } from '../protocol/choices.ts';
 import { concatBits, decodePulseList, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
 
 /** Sends one request to the peer and resolves with its reply (authenticated by the transport). */
@@ -152,8 +152,8 @@ interface AliceBlock {
 
 export interface AliceOptions {
   config: BlockConfig;
-  /** Alice's packed choice byte (src/lab/types.ts) for each listed pulse. */
-  choicesAt(pulses: Float64Array): Uint8Array;
+  /** Alice's packed choice byte (src/protocol/choices.ts) for each listed pulse (her source's read-back). */
+  choicesAt(pulses: Float64Array): Uint8Array | Promise<Uint8Array>;
   /** MAC key bits the classical channel consumed for this block so far. */
   authBitsConsumed(blockId: number): number;
   /** Called with the block's output when Alice has amplified it. */
@@ -189,7 +189,7 @@ export class AlicePostProcessor {
     const id = num(p.block, 'block');
     try {
       switch (type) {
-        case 'sift': return this.sift(id, p);
+        case 'sift': return await this.sift(id, p);
         case 'estimate': return await this.estimate(id, p);
         case 'reveal': return this.reveal(id, p);
         case 'verify': return this.verify(id, p);
@@ -205,18 +205,20 @@ export class AlicePostProcessor {
       // Parameter estimation's verdicts (PE_ABORT_BOUNDS, PE_IMPOSSIBLE_COUNTS, ...) are block
       // outcomes too: Bob must report their code, not a failed remote handler.
       if (e instanceof QkdError && e.code.startsWith('PE_')) return { abort: `${e.code}: ${e.message}` };
+      // So is a source whose RNG failed its health test: the block ends, the reason is Bob's too.
+      if (e instanceof QkdError && e.code === 'SOURCE_RNG_FAILED') return { abort: `${e.code}: ${e.message}` };
       throw e;
     }
   }
 
-  private sift(id: number, p: Record<string, unknown>): Record<string, unknown> {
+  private async sift(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
     const part = num(p.part ?? 0, 'part');
     const parts = num(p.parts ?? 1, 'parts');
     if (part === 0) this.abort(id);
     const b = this.block(id, part === 0);
     if (part !== (b.siftParts?.length ?? 0)) throw new ProtocolError('BAD_MESSAGE', `sift part ${part} of block ${id} arrived out of order`);
     const pulses = decodePulseList(u8(p.pulses, 'pulses'), num(p.count, 'count'));
-    const choices = this.opts.choicesAt(pulses);
+    const choices = await this.opts.choicesAt(pulses);
     // One pass: her reply to Bob and her own sifted strings together.
     const m = aliceSift(u8(p.announcement, 'announcement'), choices, 0);
     wipe(choices);

@@ -17,13 +17,14 @@ import { toSupervisor, stopRequested } from './children.ts';
 import { openClassicalLink, type ClassicalLink } from './link.ts';
 import { channelKeys } from './channel-credentials.ts';
 import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
-import { createAlicePostProcessor } from './alice.ts';
+import { createAlicePostProcessor, sourceRecord } from './alice.ts';
+import { SourceHealth } from './source-health.ts';
 import { SummaryBuilder } from './summary.ts';
-import { patternServer, type PatternServerStats } from './pattern-link.ts';
-import { alicePatternFromSeed } from '../timing/emulated.ts';
+import { patternServer, revealHoldbackPs, type PatternServerStats } from './pattern-link.ts';
 import { openNodeDevices, type NodeDevices } from './devices.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { LinkPreset } from '../lab/presets.ts';
+import type { ProtocolSettings } from '../protocol/settings.ts';
+import { ConfigError } from '../errors.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
 
@@ -37,14 +38,14 @@ export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const devices = await openNodeDevices(cfg.role, cfg.devices, preset, 'node configuration');
   try {
     for (const d of devices.info) log.info('device ready', { ...d });
-    if (devices.source) log.info("Alice's source programmed with a fresh secret pattern seed and switched on", { device: devices.info.find((d) => d.kind === 'photon-source')?.id });
+    if (devices.source) log.info("Alice's source programmed (internal RNG, keyed inside the device; its record is read back) and switched on", { device: devices.info.find((d) => d.kind === 'photon-source')?.id });
     return await runNode(cfg, log, preset, devices);
   } finally {
     await devices.close();
   }
 }
 
-async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devices: NodeDevices): Promise<number> {
+async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings, devices: NodeDevices): Promise<number> {
   const blockCfg = blockConfigOf(cfg, preset);
   const t0 = Date.now();
 
@@ -57,7 +58,9 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devi
     key: readFileSync(cfg.delivery.tls.key, 'utf8'),
   };
   let link: ClassicalLink | undefined;
-  let patterns: { answer(p: Record<string, unknown>): Record<string, unknown>; stats: PatternServerStats } | undefined;
+  let patterns: { answer(p: Record<string, unknown>): Promise<Record<string, unknown>>; stats: PatternServerStats } | undefined;
+  // Alice: SP 800-90B health tests on her source's read-back record (a failure stops key production).
+  const sourceHealth = cfg.role === 'alice' ? new SourceHealth(preset.aliceBasisProbZ) : undefined;
   const delivery: DeliveryNode = await startDeliveryNode({
     role: cfg.role === 'alice' ? 'source' : 'destination',
     nodeId: cfg.nodeId,
@@ -128,12 +131,17 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devi
   const held = new Map<number, BlockResult>();
   const outcomeWaiters = new Map<number, (committed: boolean) => void>();
   if (cfg.role === 'alice') {
-    // Her record: the seed her source was programmed with (a real or tty-attached source), or the
-    // emulated lab's seed when her source is part of the emulated lab in Bob's process.
-    const aliceSeed = devices.source?.patternSeed ?? BigInt(cfg.lab.seed);
+    // Her record is her source's: the RNG's choices read back over its wire protocol, never a seed.
+    const source = devices.source?.device;
+    if (!source) {
+      throw new ConfigError('RUN_NO_SOURCE', "Alice's node has no photon source to read her record from: give her node file a photon-source entry with its \"port\" (a real source, or the emulated PS-1 on one end of a pty pair whose other end is Bob's \"lab.sourceTty\"; `qkd run --emulated` sets both up).");
+    }
+    const health = sourceHealth!;
     const alice = createAlicePostProcessor({
-      preset,
-      seed: aliceSeed,
+      record: sourceRecord(source, health, (reason) => {
+        log.error("Alice's source RNG failed its health test: key production stopped", { reason });
+        toSupervisor({ type: 'alarm', source: 'source-rng', alarm: { kind: 'source-rng-failed', severity: 'critical', message: reason } });
+      }),
       config: blockCfg,
       authBitsConsumed: (id) => link!.authBitsConsumed(id),
       // Hold a block's output until Bob commits the block over the channel (both hold the key).
@@ -153,16 +161,19 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devi
       void deliver(r, lastBlockAt).then(() => (lastBlockAt = Date.now()), (err: unknown) => log.error('delivery of a block failed', err as Error));
     });
     for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
-    // Bob's clock sync asks for her intensity pattern. Her source's emission clock: the moment her
-    // node switched it on; with the source inside the emulated lab (in Bob's process), the channel's
-    // hello (Bob's lab starts after it). The emulated physics runs at most `speed` times wall time,
-    // so this bound is never behind it (see pattern-link.ts).
-    let emissionStart = devices.source?.emissionStart ?? Infinity;
-    if (!devices.source) void link.ready().then(() => (emissionStart = performance.now()), () => undefined);
+    // Bob's clock sync asks for her intensity pattern: her source's read-back of its classes,
+    // revealed only for pulses older than the longest delay the link accepts (pattern-link.ts),
+    // measured on the source's own pulse counter.
     patterns = patternServer({
-      record: alicePatternFromSeed(preset, aliceSeed),
+      record: {
+        readClasses: (pulses) => {
+          health.assertHealthy();
+          return source.readClasses(pulses);
+        },
+        emittedPulses: () => source.emittedPulses(),
+      },
       repRateHz: preset.repRateHz,
-      emittedPulses: () => Math.max(0, Math.floor(((performance.now() - emissionStart) / 1000) * cfg.speed * preset.repRateHz)),
+      holdbackPs: revealHoldbackPs(cfg.lab.distanceKm),
     });
     link.handle('pattern', async (p) => patterns!.answer(p));
   } else {
@@ -235,6 +246,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: LinkPreset, devi
       counters: c,
       summary: c ? summaryNow() : undefined,
       randomness: randomness.snapshot(),
+      sourceHealth: sourceHealth?.state,
       devices: [...(bob?.device ? [bob.device] : []), ...devices.info.map(({ id, model, firmware, allowedFirmware }) => ({ id, model, firmware, allowedFirmware }))],
       detectors: bob ? [...bob.channelTags].map(([channel, tags]) => ({ channel, tags })) : undefined,
       timing: bob ? [...bob.histograms].map(([channel, h]) => ({ channel, ...BobNode.HIST, counts: Array.from(h),

@@ -3,7 +3,7 @@
  * counts, error counts, bounds, lengths) and from the ingest counters. This is the shape of
  * `qkd run --json` and of the live view; names are fixed by issue 7.
  */
-import type { LinkPreset } from '../lab/presets.ts';
+import type { ProtocolSettings } from '../protocol/settings.ts';
 import type { Triple } from '../core/estimate.ts';
 import type { BlockReport } from './postprocess.ts';
 import { binaryEntropy } from '../core/ldpc.ts';
@@ -64,7 +64,7 @@ export class SummaryBuilder {
   keysDelivered = { alice: 0, bob: 0 };
   sync: Record<string, unknown> | null = null;
 
-  constructor(private readonly preset: LinkPreset, private readonly distanceKm: number, private readonly eveFraction: number) {}
+  constructor(private readonly preset: ProtocolSettings, private readonly distanceKm: number, private readonly eveFraction: number) {}
 
   addPulses(pulses: number, detections: number): void {
     this.pulses += pulses;

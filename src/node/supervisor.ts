@@ -24,6 +24,7 @@ import type { NodeRunConfig } from './config.ts';
 import { provisionEmulatedChannel, type EmulatedChannel } from './channel-credentials.ts';
 import type { LinkSummary } from './summary.ts';
 import type { FiniteKeyAnalysis } from '../core/estimate.ts';
+import { startSourceLine, type SourceLine } from './source-tty.ts';
 
 export interface RunOptions {
   stateDir: string;
@@ -137,6 +138,7 @@ export class EmulatedRun {
   manifest!: Manifest;
   pki!: Pki;
   private lockFile?: string;
+  private sourceLine?: SourceLine;
 
   constructor(readonly opts: RunOptions) {}
 
@@ -218,8 +220,11 @@ export class EmulatedRun {
       bob: o.externalKms?.bob ?? `https://127.0.0.1:${pKmsB}`,
     };
     const sessionId = randomBytes(8).toString('hex');
+    // Alice's emulated source sits in Bob's lab behind a serial line her node drives (source-tty.ts).
+    this.sourceLine = await startSourceLine(dir);
+    const sourceTty = { alice: this.sourceLine.alice, lab: this.sourceLine.lab };
     const nodeCfg = (role: 'alice' | 'bob') => nodeRunConfig(role, {
-      dir, opts: o, channel, spoolKeyFile: spoolKey, sessionId, channelPort: pChan, nodePort: { A: pNodeA, B: pNodeB },
+      dir, opts: o, sourceTty, channel, spoolKeyFile: spoolKey, sessionId, channelPort: pChan, nodePort: { A: pNodeA, B: pNodeB },
       kmsUrl: { A: kmsUrl.alice, B: kmsUrl.bob }, tls: o.insecureHttp ? undefined : { ca: this.pki.caPath, ids: this.pki.ids },
     });
     const kmsCfg = (side: 'A' | 'B') => referenceKmsConfig(side, {
@@ -228,9 +233,11 @@ export class EmulatedRun {
     for (const role of ['alice', 'bob'] as const) writeFileSync(join(dir, `node-${role}.json`), JSON.stringify(nodeCfg(role), null, 2));
     for (const side of ['A', 'B'] as const) writeFileSync(join(dir, `kms${side}.json`), JSON.stringify(kmsCfg(side), null, 2));
 
-    const alice = this.spawn('node-alice', ['_node', '--config', join(dir, 'node-alice.json')]);
+    // Bob first: his emulated lab serves Alice's source on its line before her node opens it.
     const bob = this.spawn('node-bob', ['_node', '--config', join(dir, 'node-bob.json')]);
-    await Promise.all([alice.waitFor('ready', 60_000), bob.waitFor('ready', 60_000)]);
+    await bob.waitFor('ready', 60_000);
+    const alice = this.spawn('node-alice', ['_node', '--config', join(dir, 'node-alice.json')]);
+    await alice.waitFor('ready', 60_000);
     if (!o.externalKms) {
       const ka = this.spawn('kms-alice', ['kms', '--config', join(dir, 'kmsA.json')]);
       const kb = this.spawn('kms-bob', ['kms', '--config', join(dir, 'kmsB.json')]);
@@ -275,6 +282,7 @@ export class EmulatedRun {
       await c.exited;
     }
     await Promise.all([...this.children.values()].map((c) => c.stop()));
+    await this.sourceLine?.close();
     for (const l of this.logs.values()) l.end();
     if (this.lockFile) rmSync(this.lockFile, { force: true });
     return { node: summaries };
@@ -298,6 +306,11 @@ export interface LinkConfigParams {
   kmsUrl: { A: string; B: string };
   /** Mutual TLS material (CA and identities nodeA/nodeB); none with insecureHttp. */
   tls?: { ca: string; ids: Pki['ids'] };
+  /**
+   * The serial line of Alice's emulated source (source-tty.ts): Alice's node drives `alice` as
+   * her photon source's port; Bob's emulated lab serves the source on `lab`.
+   */
+  sourceTty?: { alice: string; lab: string };
 }
 
 /**
@@ -313,7 +326,7 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
     role,
     nodeId: `node${side}`,
     peerNodeId: role === 'alice' ? 'nodeB' : 'nodeA',
-    lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString() },
+    lab: { preset: o.preset, distanceKm: o.distanceKm, eveFraction: o.eveFraction, seed: o.seed.toString(), ...(p.sourceTty && role === 'bob' ? { sourceTty: p.sourceTty.lab } : {}) },
     channel: { endpoint: `tcp://127.0.0.1:${p.channelPort}`, pskFile: p.channel.pskFile[role], sessionId: p.sessionId,
       curveKeyFile: p.channel.curve[role].keyFile, peerPublicKey: p.channel.curve[role === 'alice' ? 'bob' : 'alice'].publicKey },
     stream: { endpoint: `ipc://${join(p.dir, `stream-${process.pid}-${p.channelPort}.ipc`)}` },
@@ -328,6 +341,7 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
     block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort, analysis: o.finiteKey },
     speed: o.speed,
     statusEveryMs: 1000,
+    ...(p.sourceTty && role === 'alice' ? { devices: [{ id: 'alice-source', profile: 'emulab-ps1', port: p.sourceTty.alice }] } : {}),
   };
 }
 

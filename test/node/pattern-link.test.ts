@@ -12,7 +12,17 @@ import { EmulatedLink } from '../../src/lab/link.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
 import { ClockSync } from '../../src/timing/sync.ts';
-import { MAX_PATTERN_PULSES, f64Bytes, packClasses, patternServer, remotePattern, unpackClasses } from '../../src/node/pattern-link.ts';
+import { MAX_PATTERN_PULSES, f64Bytes, packClasses, patternServer, remotePattern, revealHoldbackPs, unpackClasses, FIBRE_PS_PER_KM, SYNC_MAX_OFFSET_PS } from '../../src/node/pattern-link.ts';
+import type { AlicePattern } from '../../src/timing/pattern.ts';
+
+/** A source's read-back as the pattern server reads it, from a pattern and an emission counter. */
+const recordOf = (pattern: AlicePattern, emitted: () => number) => ({
+  readClasses: async (pulses: Float64Array) => {
+    if (pulses.length && pulses[pulses.length - 1] >= emitted()) throw new Error('the server asked the source for a pulse not yet emitted');
+    return pattern.intensitiesAt!(pulses);
+  },
+  emittedPulses: async () => emitted(),
+});
 import { seededRandom } from '../../src/testkit/ldpc.ts';
 
 t.test('2-bit packing round-trips classes 0-2 and maps everything else to unknown (random lengths)', async (t) => {
@@ -36,28 +46,46 @@ const record = alicePatternFromSeed(preset, 5n);
 
 t.test('pulses newer than the hold-back behind the emission horizon are withheld', async (t) => {
   let emitted = 10_000_000;
-  const srv = patternServer({ record, repRateHz: 1e9, emittedPulses: () => emitted, holdbackS: 1e-3 });
+  const srv = patternServer({ record: recordOf(record, () => emitted), repRateHz: 1e9, holdbackPs: 1e9 });
   // Horizon 1e7, hold-back 1e6 pulses: pulses >= 9e6 are secret.
-  const r = unpackClasses(srv.answer({ kind: 'range', first: 8_900_000, count: 200_000 }).classes as Uint8Array, 200_000);
+  const r = unpackClasses((await srv.answer({ kind: 'range', first: 8_900_000, count: 200_000 })).classes as Uint8Array, 200_000);
   const truth = record.intensities(8_900_000, 100_000);
   t.same(Buffer.from(r.subarray(0, 100_000)).equals(Buffer.from(truth)), true, 'the old half is Alice\'s record');
   t.ok(r.subarray(100_000).every((c) => c === 255), 'the newer half is unknown');
   t.equal(srv.stats.pulsesWithheld, 100_000);
   const at = Float64Array.from([-5, 0, 1.5, 8_999_999, 9_000_000, 2e9]);
-  const a = unpackClasses(srv.answer({ kind: 'at', pulses: f64Bytes(at) }).classes as Uint8Array, at.length);
+  const a = unpackClasses((await srv.answer({ kind: 'at', pulses: f64Bytes(at) })).classes as Uint8Array, at.length);
   t.same([...a], [255, record.intensities(0, 1)[0], 255, record.intensities(8_999_999, 1)[0], 255, 255], 'negative, fractional and too-new indices are unknown');
   emitted = 20_000_000;
-  const later = unpackClasses(srv.answer({ kind: 'at', pulses: f64Bytes(Float64Array.from([9_000_000])) }).classes as Uint8Array, 1);
+  const later = unpackClasses((await srv.answer({ kind: 'at', pulses: f64Bytes(Float64Array.from([9_000_000])) })).classes as Uint8Array, 1);
   t.equal(later[0], record.intensities(9_000_000, 1)[0], 'revealed once the horizon has moved on');
 });
 
 t.test('malformed requests get a clear error', async (t) => {
-  const srv = patternServer({ record, repRateHz: 1e9, emittedPulses: () => 1e12 });
-  t.throws(() => srv.answer({ kind: 'range', first: 0 }), { code: 'BAD_PATTERN_REQUEST', message: /integer `first` and `count`/ });
-  t.throws(() => srv.answer({ kind: 'range', first: 0, count: MAX_PATTERN_PULSES + 1 }), { code: 'BAD_PATTERN_REQUEST', message: /exceeds the limit/ });
-  t.throws(() => srv.answer({ kind: 'at', pulses: [1, 2] }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
-  t.throws(() => srv.answer({ kind: 'at', pulses: new Uint8Array(12) }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
-  t.throws(() => srv.answer({ kind: 'bits' }), { code: 'BAD_PATTERN_REQUEST', message: /'range' or 'at'/ });
+  const srv = patternServer({ record: recordOf(record, () => 1e12), repRateHz: 1e9, holdbackPs: 1e9 });
+  await t.rejects(srv.answer({ kind: 'range', first: 0 }), { code: 'BAD_PATTERN_REQUEST', message: /integer `first` and `count`/ });
+  await t.rejects(srv.answer({ kind: 'range', first: 0, count: MAX_PATTERN_PULSES + 1 }), { code: 'BAD_PATTERN_REQUEST', message: /exceeds the limit/ });
+  await t.rejects(srv.answer({ kind: 'at', pulses: [1, 2] }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
+  await t.rejects(srv.answer({ kind: 'at', pulses: new Uint8Array(12) }), { code: 'BAD_PATTERN_REQUEST', message: /bytes of little-endian f64/ });
+  await t.rejects(srv.answer({ kind: 'bits' }), { code: 'BAD_PATTERN_REQUEST', message: /'range' or 'at'/ });
+});
+
+t.test('decoy security of the sync: nothing is revealed before the longest delay the link accepts', async (t) => {
+  // 25 km: 122 µs of fibre + the sync's ±1.5 ms window + 0.5 ms margin.
+  const hb = revealHoldbackPs(25);
+  t.equal(hb, Math.ceil(25 * FIBRE_PS_PER_KM) + SYNC_MAX_OFFSET_PS + 0.5e9);
+  t.ok(hb > SYNC_MAX_OFFSET_PS + 25 * FIBRE_PS_PER_KM, 'longer than any delay Bob\'s sync would still lock to (an eavesdropper\'s delay line included)');
+  const horizon = 50_000_000;
+  const srv = patternServer({ record: recordOf(record, () => horizon), repRateHz: 1e9, holdbackPs: hb });
+  const hbPulses = Math.ceil(hb / 1000);
+  // A pulse held by Eve for 1.5 ms + fibre (the most the sync accepts) is still unrevealed.
+  const delayed = horizon - Math.round((SYNC_MAX_OFFSET_PS + 25 * FIBRE_PS_PER_KM) / 1000);
+  const at = Float64Array.of(horizon - hbPulses - 1, horizon - hbPulses, delayed, horizon - 1_000_000, horizon - 1);
+  const got = unpackClasses((await srv.answer({ kind: 'at', pulses: f64Bytes(at) })).classes as Uint8Array, at.length);
+  t.equal(got[0], record.intensities(horizon - hbPulses - 1, 1)[0], 'older than the hold-back: revealed');
+  t.same([...got.subarray(1)], [255, 255, 255, 255], 'at the hold-back, within the sync window or in flight (1 ms, the old hold-back): withheld');
+  // Only announced pulses are read back from the source (the answer to an `at` request is exactly them).
+  t.equal(srv.stats.pulsesWithheld, 4);
 });
 
 // lagPulses: Alice's emission clock behind the physics (a late start). delayPs: how long after its
@@ -80,7 +108,7 @@ for (const [lagPulses, delayPs] of [[0, 2e9], [20_000_000, 22e9], [20_000_000, 2
   // Alice's emission horizon is the physics' own pulse count: the server must never be asked
   // beyond what it may reveal for the labels to match.
   let emitted = 0;
-  const srv = patternServer({ record: alicePatternFromSeed(link.preset, seed), repRateHz: p.repRateHz, emittedPulses: () => emitted });
+  const srv = patternServer({ record: recordOf(alicePatternFromSeed(link.preset, seed), () => emitted), repRateHz: p.repRateHz, holdbackPs: 1e9 });
   alice.handle('pattern', async (q: Record<string, unknown>) => srv.answer(q));
   const mu = [p.intensities.signal, p.intensities.decoy, p.intensities.vacuum];
   const remote = new ClockSync({ repRateHz: p.repRateHz, pattern: remotePattern((type, payload) => bob.request(type, payload), mu), verifyEveryPs: 1e11, verifyDelayPs: delayPs });

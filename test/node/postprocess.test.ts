@@ -6,17 +6,16 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
-import { EmulatedLink } from '../../src/lab/link.ts';
-import { defaultBobSeed } from '../../src/lab/alice.ts';
+import { linkWithSource } from '../../src/testkit/source.ts';
 import { AlicePostProcessor, BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockResult } from '../../src/node/postprocess.ts';
-import { aliceChoicesAt } from '../../src/node/alice.ts';
 import { siftMapping, toSiftChannels } from '../../src/node/detections.ts';
 import { concatBits, decodePulseList, encodePulseList, hammingDistance } from '../../src/node/bits.ts';
 import { getBit } from '../../src/core/reference.ts';
 
 function detections(eveFraction: number, pulses: number, seed: bigint) {
   const preset = loadLinkPreset('reference-decoy', { distanceKm: 0, eveFraction });
-  const link = new EmulatedLink(preset, { seed });
+  const src = linkWithSource(preset, { seed });
+  const link = src.link;
   const P: number[] = [];
   const C: number[] = [];
   for (let done = 0; done < pulses; done += 1e7) {
@@ -28,11 +27,11 @@ function detections(eveFraction: number, pulses: number, seed: bigint) {
   }
   const order = P.map((_, i) => i).sort((a, b) => P[a] - P[b]);
   const pulse = Float64Array.from(order.map((i) => P[i]));
-  const channel = toSiftChannels(preset, defaultBobSeed(seed), pulse, Uint8Array.from(order.map((i) => C[i])));
-  return { preset, pulse, channel };
+  const channel = toSiftChannels(preset, src.bobBasesAt(pulse), Uint8Array.from(order.map((i) => C[i])));
+  return { preset, pulse, channel, aliceChoicesAt: src.aliceChoicesAt };
 }
 
-function pair(preset: ReturnType<typeof loadLinkPreset>, seed: bigint, tamper?: (type: string, p: Record<string, unknown>) => void) {
+function pair(preset: ReturnType<typeof loadLinkPreset>, choicesAt: (pulses: Float64Array) => Uint8Array, tamper?: (type: string, p: Record<string, unknown>) => void) {
   const config = {
     ...DEFAULT_BLOCK_CONFIG,
     frameBits: 58983,
@@ -41,7 +40,7 @@ function pair(preset: ReturnType<typeof loadLinkPreset>, seed: bigint, tamper?: 
     settings: { mu: [0.5, 0.1, 0] as [number, number, number], pMu: [preset.intensityProbs.signal, preset.intensityProbs.decoy, preset.intensityProbs.vacuum] as [number, number, number] },
   };
   let aliceResult: BlockResult | undefined;
-  const alice = new AlicePostProcessor({ config, choicesAt: aliceChoicesAt(preset, seed), authBitsConsumed: () => 1024, onOutput: (_id, r) => void (aliceResult = r) });
+  const alice = new AlicePostProcessor({ config, choicesAt, authBitsConsumed: () => 1024, onOutput: (_id, r) => void (aliceResult = r) });
   const bob = new BobPostProcessor({
     config, mapping: siftMapping(preset),
     request: async (type, p) => {
@@ -56,7 +55,7 @@ function pair(preset: ReturnType<typeof loadLinkPreset>, seed: bigint, tamper?: 
 t.test('Alice and Bob end a block with the same key of the planned length', async (t) => {
   const seed = 4242n;
   const d = detections(0, 1.2e8, seed);
-  const { bob, alice } = pair(d.preset, seed);
+  const { bob, alice } = pair(d.preset, d.aliceChoicesAt);
   const r = await bob.processBlock(1, d.pulse, d.channel);
   t.ok(r.report.verified, `verified (${r.report.abortReason ?? 'ok'})`);
   t.ok(r.report.qberZ! > 0.02 && r.report.qberZ! < 0.05, `Z QBER ${r.report.qberZ} near e_d = 3.3 %`);
@@ -77,7 +76,7 @@ t.test('Alice and Bob end a block with the same key of the planned length', asyn
 t.test('an intercept-resend eavesdropper: QBER near 25 %, block aborted with the reason, no output', async (t) => {
   const seed = 99n;
   const d = detections(1, 1.5e7, seed);
-  const { bob, alice } = pair(d.preset, seed);
+  const { bob, alice } = pair(d.preset, d.aliceChoicesAt);
   const r = await bob.processBlock(2, d.pulse, d.channel);
   t.notOk(r.report.verified);
   t.match(r.report.abortReason, /^PE_ABORT_QBER: X-basis QBER 2\d\.\d\d %/);
@@ -91,7 +90,7 @@ t.test('a dialogue that does not add up fails closed', async (t) => {
   const d = detections(0, 1e7, seed);
   // Bob's X bits altered in transit (the MAC would catch it on the wire; here the protocol must
   // still not produce a key from inconsistent views): the counts differ, so does the key.
-  const flip = pair(d.preset, seed, (type, p) => {
+  const flip = pair(d.preset, d.aliceChoicesAt, (type, p) => {
     if (type === 'verify') (p.keep as Uint8Array).fill(1);
     if (type === 'sift' && p.part === 0) {
       const a = p.announcement as Uint8Array;

@@ -1,20 +1,50 @@
-//! The emulated lab's per-pulse choice generator (src/lab/alice.ts), bit for bit: a keyed hash of
-//! the pulse index built from the `lowbias32` mixer. Alice's node regenerates her choices at the
-//! pulses Bob announces from it (the stand-in for reading back her QRNG record), so it sits on the
-//! sifting path: ~30 ns per pulse in TypeScript, ~1 ns here (and split across threads).
+//! The emulated photon source's random choices (bit, basis, intensity per pulse): a ChaCha20
+//! keystream (D. J. Bernstein, "ChaCha, a variant of Salsa20", 2008; the IETF form of RFC 8439,
+//! §2.3 block function) keyed with 256 bits the device draws from the OS CSPRNG and never lets go
+//! of. The keystream is read with random access by pulse index, so the device answers a read-back
+//! of any emitted pulse ("what did your RNG apply to pulse k?") without storing a record.
 //!
-//! NOT a cryptographic PRF and not key randomness: an emulation device (see docs/run.md, Limits).
+//! Layout (fixed; the TypeScript slow reference src/core/source-rng-reference.ts is bit-exact):
+//!
+//! ```text
+//!  pulse k (integer < 2^53)  ->  block b = k >> 2, lane = k & 3
+//!  ChaCha20 block (RFC 8439 §2.3): key K, counter = b mod 2^32,
+//!                                  nonce = u32le(b >> 32) || "qkd-src0" (12 bytes)
+//!  64-byte block = 4 lanes of 16 bytes; lane = w0 w1 w2 w3 (u32 little-endian)
+//!    basis     = w0 < basisZ ? 0 (Z) : 1 (X)
+//!    intensity = w1 < signal ? 0 : w1 < decoy ? 1 : 2
+//!    bit       = w2 & 1                      (w3 unused)
+//!  choice byte = bit | basis << 1 | intensity << 2       (src/protocol/choices.ts)
+//! ```
+//!
+//! A cryptographic PRF of (K, k): revealing the intensity classes of many pulses says nothing
+//! about the bases and bits of others, unlike the 32-bit mixing hash this replaced.
+//! Key material: the key lives in a zeroising wrapper; so does the cipher state.
 
 use crate::CoreError;
+use chacha20::cipher::{KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
+use chacha20::ChaChaCore;
+use chacha20::cipher::consts::U10;
+use zeroize::{Zeroize, Zeroizing};
 
-/// The two 32-bit keys the TypeScript `seedKeys(seed, domain)` derives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChoiceKeys {
-    pub k0: u32,
-    pub k1: u32,
+/// Domain bytes 4..12 of the nonce: keeps this use of a key apart from any other.
+pub const NONCE_DOMAIN: [u8; 8] = *b"qkd-src0";
+
+/// The device's 256-bit key (zeroised on drop).
+pub struct ChoiceKey(Zeroizing<[u8; 32]>);
+
+impl ChoiceKey {
+    pub fn new(bytes: &[u8]) -> Result<Self, CoreError> {
+        if bytes.len() != 32 {
+            return Err(CoreError::new("SOURCE_KEY", format!("the source key must be 32 bytes (256 bits); got {}", bytes.len())));
+        }
+        let mut k = Zeroizing::new([0u8; 32]);
+        k.copy_from_slice(bytes);
+        Ok(ChoiceKey(k))
+    }
 }
 
-/// Thresholds a uniform 32-bit word is compared against (`aliceThresholds`); up to 2^32.
+/// Thresholds a uniform 32-bit word is compared against; up to 2^32.
 #[derive(Clone, Copy, Debug)]
 pub struct ChoiceThresholds {
     pub basis_z: u64,
@@ -22,53 +52,71 @@ pub struct ChoiceThresholds {
     pub decoy: u64,
 }
 
-#[inline(always)]
-pub fn mix32(mut x: u32) -> u32 {
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x7feb_352d);
-    x ^= x >> 15;
-    x = x.wrapping_mul(0x846c_a68b);
-    x ^= x >> 16;
-    x
+/// One ChaCha20 block (RFC 8439 §2.3) for a 32-bit block counter and a 96-bit nonce.
+pub fn chacha20_block(key: &[u8; 32], counter: u32, nonce: &[u8; 12], out: &mut [u8; 64]) {
+    let mut core = ChaChaCore::<U10>::new(key.into(), nonce.into());
+    core.set_block_pos(counter);
+    let mut block = Default::default();
+    core.write_keystream_block(&mut block);
+    out.copy_from_slice(&block);
+    block.zeroize();
 }
 
-pub fn seed_keys(seed: u64, domain: u32) -> ChoiceKeys {
-    let (lo, hi) = (seed as u32, (seed >> 32) as u32);
-    let k0 = mix32(lo ^ mix32(domain ^ 0x3c6e_f372));
-    let k1 = mix32(hi ^ mix32(k0 ^ domain ^ 0xa54f_f53a));
-    ChoiceKeys { k0, k1 }
+/// Counter and nonce of keystream block `b` (< 2^51).
+#[inline]
+fn block_address(b: u64) -> (u32, [u8; 12]) {
+    let mut nonce = [0u8; 12];
+    nonce[..4].copy_from_slice(&((b >> 32) as u32).to_le_bytes());
+    nonce[4..].copy_from_slice(&NONCE_DOMAIN);
+    (b as u32, nonce)
 }
 
-#[inline(always)]
-pub fn pulse_hash(k: ChoiceKeys, pulse: u64) -> u32 {
-    let a = mix32((pulse as u32) ^ k.k0);
-    mix32((a ^ k.k1).wrapping_add(((pulse >> 32) as u32 ^ 0x9e37_79b9).wrapping_mul(0x85eb_ca6b)))
-}
-
-/// Alice's packed choice (bit | basis << 1 | intensity << 2) of one pulse.
-#[inline(always)]
-pub fn alice_choice(k: ChoiceKeys, th: ChoiceThresholds, pulse: u64) -> u8 {
-    let h = pulse_hash(k, pulse);
-    let w_basis = mix32(h ^ 0x68e3_1da4) as u64;
-    let w_int = mix32(h.wrapping_add(0xb529_7a4d)) as u64;
-    let bit = (mix32(h ^ 0x1b56_c4e9) >> 31) as u8;
-    let basis = u8::from(w_basis >= th.basis_z);
-    let intensity = if w_int < th.signal { 0 } else if w_int < th.decoy { 1 } else { 2 };
+#[inline]
+fn choice_from_lane(lane: &[u8], th: ChoiceThresholds) -> u8 {
+    let w = |i: usize| u32::from_le_bytes([lane[4 * i], lane[4 * i + 1], lane[4 * i + 2], lane[4 * i + 3]]) as u64;
+    let basis = u8::from(w(0) >= th.basis_z);
+    let w1 = w(1);
+    let intensity = if w1 < th.signal { 0 } else if w1 < th.decoy { 1 } else { 2 };
+    let bit = (w(2) & 1) as u8;
     bit | (basis << 1) | (intensity << 2)
 }
 
-/// Choices at the listed pulses (integers in [0, 2^53)); in parallel for long lists.
-pub fn alice_choices_at(k: ChoiceKeys, th: ChoiceThresholds, pulses: &[f64]) -> Result<Vec<u8>, CoreError> {
+/// The choice byte of one pulse (an integer below 2^53).
+pub fn alice_choice(key: &ChoiceKey, th: ChoiceThresholds, pulse: u64) -> u8 {
+    let mut block = Zeroizing::new([0u8; 64]);
+    let (ctr, nonce) = block_address(pulse >> 2);
+    chacha20_block(&key.0, ctr, &nonce, &mut block);
+    let lane = (pulse & 3) as usize * 16;
+    choice_from_lane(&block[lane..lane + 16], th)
+}
+
+fn check_pulses(pulses: &[f64]) -> Result<(), CoreError> {
     if let Some(&bad) = pulses.iter().find(|&&p| !(p >= 0.0 && p < 9_007_199_254_740_992.0 && p.fract() == 0.0)) {
         return Err(CoreError::new("SIFT_PULSE_RANGE", format!("pulse index {bad} is not an integer in [0, 2^53)")));
     }
+    Ok(())
+}
+
+/// Choices at the listed pulses (any order; integers in [0, 2^53)); in parallel for long lists.
+/// Neighbouring pulses of one keystream block share its computation.
+pub fn alice_choices_at(key: &ChoiceKey, th: ChoiceThresholds, pulses: &[f64]) -> Result<Vec<u8>, CoreError> {
+    check_pulses(pulses)?;
     let mut out = vec![0u8; pulses.len()];
     let run = |(o, p): (&mut [u8], &[f64])| {
+        let mut block = Zeroizing::new([0u8; 64]);
+        let mut have = u64::MAX;
         for (c, &q) in o.iter_mut().zip(p) {
-            *c = alice_choice(k, th, q as u64);
+            let k = q as u64;
+            if k >> 2 != have {
+                have = k >> 2;
+                let (ctr, nonce) = block_address(have);
+                chacha20_block(&key.0, ctr, &nonce, &mut block);
+            }
+            let lane = (k & 3) as usize * 16;
+            *c = choice_from_lane(&block[lane..lane + 16], th);
         }
     };
-    const CHUNK: usize = 1 << 16;
+    const CHUNK: usize = 1 << 14;
     if pulses.len() > 2 * CHUNK {
         use rayon::prelude::*;
         out.par_chunks_mut(CHUNK).zip(pulses.par_chunks(CHUNK)).for_each(run);
@@ -78,29 +126,94 @@ pub fn alice_choices_at(k: ChoiceKeys, th: ChoiceThresholds, pulses: &[f64]) -> 
     Ok(out)
 }
 
+/// Choices of the contiguous pulses [first, first + count) (the device's view of a range).
+pub fn alice_choices_range(key: &ChoiceKey, th: ChoiceThresholds, first: u64, count: usize) -> Result<Vec<u8>, CoreError> {
+    if first.checked_add(count as u64).map_or(true, |e| e > 1 << 53) {
+        return Err(CoreError::new("SIFT_PULSE_RANGE", format!("pulse range [{first}, +{count}) leaves [0, 2^53)")));
+    }
+    let mut out = vec![0u8; count];
+    let run = |(i, o): (usize, &mut [u8])| {
+        let mut block = Zeroizing::new([0u8; 64]);
+        let mut have = u64::MAX;
+        for (j, c) in o.iter_mut().enumerate() {
+            let k = first + (i * RANGE_CHUNK + j) as u64;
+            if k >> 2 != have {
+                have = k >> 2;
+                let (ctr, nonce) = block_address(have);
+                chacha20_block(&key.0, ctr, &nonce, &mut block);
+            }
+            let lane = (k & 3) as usize * 16;
+            *c = choice_from_lane(&block[lane..lane + 16], th);
+        }
+    };
+    const RANGE_CHUNK: usize = 1 << 16;
+    use rayon::prelude::*;
+    out.par_chunks_mut(RANGE_CHUNK).enumerate().for_each(run);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    // Known answers computed with the TypeScript generator (src/lab/alice.ts); the property test
-    // against it on random input is test/core/emulated-choice.test.ts.
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    // RFC 8439 §2.3.2: the block function test vector.
     #[test]
-    fn known_answers_from_the_typescript_generator() {
-        assert_eq!([mix32(0), mix32(1), mix32(0xdead_beef), mix32(123_456_789)], [0, 0x6889_90c0, 0xe628_c683, 0xa8f1_db88]);
-        let k = seed_keys(0x0123_4567_89ab_cdef, 0x414c_4943);
-        assert_eq!(k, ChoiceKeys { k0: 0x2f92_eb23, k1: 0x9550_b9e8 });
-        let th = ChoiceThresholds { basis_z: 1 << 31, signal: 3_006_477_107, decoy: 3_865_470_566 };
-        let pulses = [0.0, 1.0, 4_294_967_295.0, 4_294_967_296.0, 9_007_199_254_740_991.0];
-        assert_eq!(alice_choices_at(k, th, &pulses).unwrap(), vec![1, 3, 4, 4, 3]);
+    fn rfc8439_block_function() {
+        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+        let nonce: [u8; 12] = hex("000000090000004a00000000").try_into().unwrap();
+        let mut out = [0u8; 64];
+        chacha20_block(&key, 1, &nonce, &mut out);
+        assert_eq!(out.to_vec(), hex("10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4ed2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e"));
+    }
+
+    // RFC 8439 §2.4.2 (keystream of the "sunscreen" encryption, counter 1 and 2) and A.1 #1.
+    #[test]
+    fn rfc8439_encryption_and_appendix() {
+        let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+        let nonce: [u8; 12] = hex("000000000000004a00000000").try_into().unwrap();
+        let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let want = hex("6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0bf91b65c5524733ab8f593dabcd62b3571639d624e65152ab8f530c359f0861d807ca0dbf500d6a6156a38e088a22b65e52bc514d16ccf806818ce91ab77937365af90bbf74a35be6b40b8eedf2785e42874d");
+        let mut ct = Vec::new();
+        for (i, chunk) in pt.chunks(64).enumerate() {
+            let mut ks = [0u8; 64];
+            chacha20_block(&key, 1 + i as u32, &nonce, &mut ks);
+            ct.extend(chunk.iter().zip(ks.iter()).map(|(a, b)| a ^ b));
+        }
+        assert_eq!(ct, want);
+        let mut out = [0u8; 64];
+        chacha20_block(&[0u8; 32], 0, &[0u8; 12], &mut out);
+        assert_eq!(out.to_vec(), hex("76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586"));
     }
 
     #[test]
-    fn choices_reject_bad_pulses() {
-        let k = seed_keys(1, 0x414c_4943);
+    fn sparse_range_and_single_agree() {
+        let key = ChoiceKey::new(&[7u8; 32]).unwrap();
+        let th = ChoiceThresholds { basis_z: 1 << 31, signal: 3_006_477_107, decoy: 3_865_470_566 };
+        let first = (1u64 << 34) - 100_000; // crosses block 2^32 (pulse 2^34), where the nonce word changes
+        let range = alice_choices_range(&key, th, first, 200_000).unwrap();
+        let pulses: Vec<f64> = (0..200_000u64).map(|i| (first + i) as f64).collect();
+        assert_eq!(alice_choices_at(&key, th, &pulses).unwrap(), range);
+        for i in [0usize, 1, 99_999, 100_000, 199_999] {
+            assert_eq!(alice_choice(&key, th, first + i as u64), range[i]);
+        }
+        // The top of the range.
+        let top = (1u64 << 53) - 1;
+        assert_eq!(alice_choices_at(&key, th, &[top as f64]).unwrap()[0], alice_choice(&key, th, top));
+    }
+
+    #[test]
+    fn choices_reject_bad_input() {
+        let key = ChoiceKey::new(&[1u8; 32]).unwrap();
         let th = ChoiceThresholds { basis_z: 1 << 31, signal: 1 << 31, decoy: 3 << 30 };
-        assert!(alice_choices_at(k, th, &[1.5]).is_err());
-        assert!(alice_choices_at(k, th, &[-1.0]).is_err());
-        assert!(alice_choices_at(k, th, &[f64::NAN]).is_err());
-        assert_eq!(alice_choices_at(k, th, &[0.0, 7.0]).unwrap().len(), 2);
+        assert!(alice_choices_at(&key, th, &[1.5]).is_err());
+        assert!(alice_choices_at(&key, th, &[-1.0]).is_err());
+        assert!(alice_choices_at(&key, th, &[f64::NAN]).is_err());
+        assert!(alice_choices_range(&key, th, (1 << 53) - 1, 2).is_err());
+        assert!(ChoiceKey::new(&[0u8; 16]).is_err());
+        assert_eq!(alice_choices_at(&key, th, &[0.0, 7.0]).unwrap().len(), 2);
     }
 }

@@ -564,19 +564,82 @@ pub fn toeplitz_hash(key: Uint8Array, key_bits: f64, seed: Uint8Array, out_bits:
     Ok(AsyncTask::new(ToeplitzTask { x, t, l, o, reference }))
 }
 
-/// The emulated lab's choices of Alice at the listed pulses (src/lab/alice.ts, bit for bit):
-/// keys k0, k1 from `seedKeys`, thresholds from `aliceThresholds` (each ≤ 2^32).
-#[napi(catch_unwind)]
-pub fn emulated_alice_choices_at(k0: u32, k1: u32, basis_z: f64, signal: f64, decoy: f64, pulses: Float64Array) -> Result<Buffer> {
-    guard("emulatedAliceChoicesAt", || {
-        let t = |x: f64, what: &str| -> Result<u64> {
-            if !(x >= 0.0 && x <= 4_294_967_296.0 && x.fract() == 0.0) {
-                return Err(bad("CORE_BAD_ARG", format!("threshold {what} must be an integer in [0, 2^32]; got {x}")));
-            }
-            Ok(x as u64)
-        };
-        use qkd_core::emulated_choice::{alice_choices_at, ChoiceKeys, ChoiceThresholds};
-        let th = ChoiceThresholds { basis_z: t(basis_z, "basisZ")?, signal: t(signal, "signal")?, decoy: t(decoy, "decoy")? };
-        Ok(alice_choices_at(ChoiceKeys { k0, k1 }, th, &pulses).map_err(core_err)?.into())
-    })
+/// The emulated photon source's random-number generator (qkd_core::emulated_choice: ChaCha20 with
+/// random access by pulse index). The 256-bit key is copied into zeroising Rust memory when the
+/// object is made and never handed back: JS can ask for choices, not for the key.
+#[napi]
+pub struct SourceRng {
+    key: std::sync::Arc<qkd_core::emulated_choice::ChoiceKey>,
+    th: qkd_core::emulated_choice::ChoiceThresholds,
+}
+
+fn threshold(x: f64, what: &str) -> Result<u64> {
+    if !(x >= 0.0 && x <= 4_294_967_296.0 && x.fract() == 0.0) {
+        return Err(bad("CORE_BAD_ARG", format!("threshold {what} must be an integer in [0, 2^32]; got {x}")));
+    }
+    Ok(x as u64)
+}
+
+pub struct SourceChoicesTask {
+    key: std::sync::Arc<qkd_core::emulated_choice::ChoiceKey>,
+    th: qkd_core::emulated_choice::ChoiceThresholds,
+    pulses: Vec<f64>,
+}
+
+impl Task for SourceChoicesTask {
+    type Output = Vec<u8>;
+    type JsValue = Buffer;
+    fn compute(&mut self) -> Result<Vec<u8>> {
+        match catch_unwind(AssertUnwindSafe(|| qkd_core::emulated_choice::alice_choices_at(&self.key, self.th, &self.pulses))) {
+            Ok(r) => r.map_err(core_err),
+            Err(_) => Err(Error::new(Status::GenericFailure, "CORE_PANIC: internal error in SourceRng.choicesAtAsync")),
+        }
+    }
+    fn resolve(&mut self, _env: Env, out: Vec<u8>) -> Result<Buffer> {
+        Ok(out.into())
+    }
+}
+
+#[napi]
+impl SourceRng {
+    /// `key`: 32 bytes (the caller draws them from the OS CSPRNG and wipes its copy right after);
+    /// thresholds as in `aliceThresholds` (each an integer in [0, 2^32]).
+    #[napi(constructor)]
+    pub fn new(key: Uint8Array, basis_z: f64, signal: f64, decoy: f64) -> Result<SourceRng> {
+        use qkd_core::emulated_choice::{ChoiceKey, ChoiceThresholds};
+        let th = ChoiceThresholds { basis_z: threshold(basis_z, "basisZ")?, signal: threshold(signal, "signal")?, decoy: threshold(decoy, "decoy")? };
+        Ok(SourceRng { key: std::sync::Arc::new(ChoiceKey::new(&key).map_err(core_err)?), th })
+    }
+
+    /// Packed choice bytes (bit | basis << 1 | intensity << 2) at the listed pulses.
+    #[napi]
+    pub fn choices_at(&self, pulses: Float64Array) -> Result<Buffer> {
+        guard("SourceRng.choicesAt", || Ok(qkd_core::emulated_choice::alice_choices_at(&self.key, self.th, &pulses).map_err(core_err)?.into()))
+    }
+
+    /// The same off the JS thread (libuv pool + rayon); the pulses are copied first.
+    #[napi]
+    pub fn choices_at_async(&self, pulses: Float64Array) -> AsyncTask<SourceChoicesTask> {
+        AsyncTask::new(SourceChoicesTask { key: self.key.clone(), th: self.th, pulses: pulses.to_vec() })
+    }
+
+    /// Choice bytes of the pulses [first, first + count).
+    #[napi]
+    pub fn choices_range(&self, first: f64, count: f64) -> Result<Buffer> {
+        guard("SourceRng.choicesRange", || {
+            let f = count_of(first, "first")? as u64;
+            let n = count_of(count, "count")?;
+            Ok(qkd_core::emulated_choice::alice_choices_range(&self.key, self.th, f, n).map_err(core_err)?.into())
+        })
+    }
+}
+
+/// One ChaCha20 block (RFC 8439 §2.3), for the known-answer tests of the TypeScript reference.
+#[napi]
+pub fn chacha20_block(key: Uint8Array, counter: u32, nonce: Uint8Array) -> Result<Buffer> {
+    let k: [u8; 32] = key.as_ref().try_into().map_err(|_| bad("CORE_BAD_ARG", "key must be 32 bytes"))?;
+    let n: [u8; 12] = nonce.as_ref().try_into().map_err(|_| bad("CORE_BAD_ARG", "nonce must be 12 bytes"))?;
+    let mut out = [0u8; 64];
+    qkd_core::emulated_choice::chacha20_block(&k, counter, &n, &mut out);
+    Ok(out.to_vec().into())
 }

@@ -4,6 +4,8 @@
  * from the profile; this file only knows the grammar `{ch}`/`{value}` and the refusal prefix.
  */
 import { DeviceError, ProtocolError } from '../../errors.ts';
+import { encodePulseList } from '../../protocol/pulse-list.ts';
+import { unpackChoiceNibbles, unpackClasses } from '../../protocol/choices.ts';
 import type { DeviceProfile, ParameterSpec } from '../profile.ts';
 import type { DeviceIdentity, LineTransport, PhotonSource, SpadDetector } from '../types.ts';
 import { checkValue, DeviceBase, type DriverOptions, type ParamRef } from './base.ts';
@@ -125,9 +127,81 @@ export class PhotonSourceDriver extends ScpiDevice implements PhotonSource {
   intensity(level: 0 | 1 | 2) {
     return this.get(PhotonSourceDriver.LEVEL[level]);
   }
-  async setPattern(mode: 0 | 1, seed?: bigint): Promise<void> {
-    if (seed !== undefined) await this.setSecret('pattern_seed', seed);
+  async setPattern(mode: 0 | 1): Promise<void> {
     await this.set('pattern_mode', mode);
+  }
+  async setPatternProbabilities(p: { signal: number; decoy: number; basisZ: number }): Promise<void> {
+    await this.set('prob_signal', p.signal);
+    await this.set('prob_decoy', p.decoy);
+    await this.set('prob_basis_z', p.basisZ);
+  }
+  async emittedPulses(): Promise<number> {
+    const rb = this.readbackSpec();
+    const reply = await this.transport.query(rb.emitted);
+    const v = Number(reply.trim());
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new ProtocolError('BAD_REPLY', `${this.where}: reply to '${rb.emitted}' is not a pulse count (got ${JSON.stringify(reply.slice(0, 80))}).`);
+    }
+    return v;
+  }
+  readChoices(pulses: Float64Array): Promise<Uint8Array> {
+    return this.readBack('choices', pulses);
+  }
+  readClasses(pulses: Float64Array): Promise<Uint8Array> {
+    return this.readBack('classes', pulses);
+  }
+
+  private readbackSpec() {
+    const rb = this.spec.readback;
+    if (!rb || !this.transport.queryBlock) {
+      throw new DeviceError('NO_READBACK', `${this.where}: profile ${this.spec.name} declares no binary read-back of the source's RNG record ("readback"), so the node cannot learn what it sent. Use a source (and profile) with read-back.`);
+    }
+    return rb;
+  }
+
+  /**
+   * One read-back: the pulses go out sorted and distinct (LEB128 deltas) in lists of at most the
+   * profile's `maxPulses`; the answer comes back in the caller's order. A reply of the wrong
+   * length is refused (a short block would shift every later pulse's choice).
+   */
+  private async readBack(what: 'choices' | 'classes', pulses: Float64Array): Promise<Uint8Array> {
+    const rb = this.readbackSpec();
+    this.requireReady(`read back ${what}`);
+    const n = pulses.length;
+    let sorted = true;
+    for (let i = 1; i < n && sorted; i++) sorted = pulses[i] > pulses[i - 1];
+    const order = sorted ? undefined : Array.from({ length: n }, (_, i) => i).sort((a, b) => pulses[a] - pulses[b]);
+    const distinct: number[] = [];
+    const slot = new Uint32Array(n);
+    if (order) {
+      for (const i of order) {
+        if (!distinct.length || pulses[i] !== distinct[distinct.length - 1]) distinct.push(pulses[i]);
+        slot[i] = distinct.length - 1;
+      }
+    }
+    const list = order ? Float64Array.from(distinct) : pulses;
+    const values = new Uint8Array(list.length);
+    const perByte = what === 'choices' ? 2 : 4;
+    for (let at = 0; at < list.length; at += rb.maxPulses) {
+      const part = list.subarray(at, Math.min(list.length, at + rb.maxPulses));
+      const header = what === 'choices' ? rb.choices : rb.classes;
+      const reply = await this.transport.queryBlock!(header, encodePulseList(part), rb.timeoutMs);
+      if (typeof reply === 'string') {
+        if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw new DeviceError('DEVICE_REFUSED', `${this.where} refused the read-back of ${part.length} pulses (${header}): ${reply.slice(0, 120)}.`);
+        throw new ProtocolError('BAD_READBACK', `${this.where}: read-back ${header} answered a text line, not a block (${JSON.stringify(reply.slice(0, 80))}).`);
+      }
+      const want = Math.ceil(part.length / perByte);
+      if (reply.length !== want) {
+        throw new ProtocolError('SHORT_READBACK', `${this.where}: read-back ${header} of ${part.length} pulses answered ${reply.length} bytes, expected ${want}. The record cannot be aligned with the pulses: check the line and the source's firmware.`);
+      }
+      values.set(what === 'choices' ? unpackChoiceNibbles(reply, part.length) : unpackClasses(reply, part.length), at);
+      reply.fill(0);
+    }
+    if (!order) return values;
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = values[slot[i]];
+    values.fill(0);
+    return out;
   }
   setEnabled(on: boolean) {
     return this.set('enable', on ? 1 : 0);

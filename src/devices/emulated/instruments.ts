@@ -5,68 +5,154 @@
  * shared EmulatedLab.
  */
 import type { EmulatedLab } from './lab.ts';
-import { ScpiInstrument, type EmulatedIdentity, type InstrumentState, type Register } from './scpi.ts';
+import { ScpiInstrument, type EmulatedIdentity, type InstrumentState, type Register, type ScpiReply } from './scpi.ts';
+import { createSourceRng, type SourceRng } from '../../core/source-rng.ts';
+import { choiceThresholds, packChoiceNibbles, packClasses } from '../../protocol/choices.ts';
+import { decodePulseList } from '../../protocol/pulse-list.ts';
+import { blockHeader } from '../transports/scpi-frames.ts';
 
-/** Pulsed laser + intensity and polarisation modulators (Alice). */
+/** Faults of the source's random-number generator, for the health-test tests. */
+export type RngFault = 'none' | 'stuck' | 'biased';
+
+/** Largest number of pulses one read-back command may list. */
+export const MAX_READBACK_PULSES = 1 << 22;
+
+/**
+ * Pulsed laser + intensity and polarisation modulators (Alice), with an internal random-number
+ * generator that drives the modulators and keeps the record of what it applied to each pulse.
+ *
+ * The RNG is a ChaCha20 keystream read with random access by pulse index (src/core/source-rng.ts)
+ * under 256 bits of fresh OS entropy drawn when the output is first switched on in internal
+ * pattern mode (pulse 0 is the first pulse after that). The key never leaves the device: no
+ * register, reply or snapshot holds it. The host reads back only what the protocol needs, over
+ * the wire (docs/devices.md, "Photon source read-back"):
+ *
+ * ```text
+ *   PATTERN:CHOICES? #<d><len><pulse list>   ->  #<d><len><choices, 4 bits per pulse, low nibble first>
+ *   PATTERN:CLASSES? #<d><len><pulse list>   ->  #<d><len><intensity classes, 2 bits per pulse, LSB first>
+ *   PULSE:COUNT?                             ->  pulses emitted so far (the emission horizon)
+ *   pulse list = strictly increasing pulse indices as LEB128 deltas (src/protocol/pulse-list.ts)
+ * ```
+ *
+ * A pulse not yet emitted, a malformed list or one longer than MAX_READBACK_PULSES is refused
+ * (`ERR -222` / `ERR -224` / `ERR -223`). With an EmulatedLab attached, the lab's physics takes its
+ * Alice from this RNG (the device's own simulation of its optics) and the lab's pulse counter is
+ * the emission horizon; without one, the horizon follows the wall clock since the output went on.
+ */
 export class EmulatedPhotonSource extends ScpiInstrument {
   readonly identity: EmulatedIdentity;
-  private state = { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1 };
-  /** The pattern seed is secret: kept, never readable, never in snapshots. */
-  private seed: bigint | undefined;
+  private state = { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1, pSignal: 0.6, pDecoy: 0.3, pZ: 0.6 };
+  private rng: SourceRng | undefined;
+  /** Wall-clock emission start (ms) and pulses before it, for a source without a lab. */
+  private emitting: { sinceMs: number; before: number } | undefined;
+  private pulsesOff = 0;
+  /** Fault injection: the RNG's output stuck at one choice, or biased towards signal/Z/0. */
+  rngFault: RngFault = 'none';
+  /** Fault injection on the read-back: a block one byte short, or without its delimiter. */
+  readbackFault: 'none' | 'short' | 'unterminated' = 'none';
   protected readonly registers: Record<string, Register>;
 
-  constructor(private readonly lab?: EmulatedLab, serial = 'PS1-0001', firmware = '1.2.0') {
+  constructor(private readonly lab?: EmulatedLab, serial = 'PS1-0001', firmware = '1.3.0') {
     super();
     this.identity = { vendor: 'EmuLab', model: 'PS-1', serial, firmware };
     if (lab) {
       const p = lab.preset;
-      Object.assign(this.state, { freq: p.repRateHz, signal: p.intensities.signal, decoy: p.intensities.decoy, vacuum: p.intensities.vacuum });
+      Object.assign(this.state, { freq: p.repRateHz, signal: p.intensities.signal, decoy: p.intensities.decoy, vacuum: p.intensities.vacuum,
+        pSignal: p.intensityProbs.signal, pDecoy: p.intensityProbs.decoy, pZ: p.aliceBasisProbZ });
     }
+    this.state.output = lab ? 0 : 1;
     const s = this.state;
     const push = () => this.lab?.update({ enabled: s.output === 1, repRateHz: s.freq, intensities: { signal: s.signal, decoy: s.decoy, vacuum: s.vacuum } });
+    // Probabilities are fixed once the RNG has drawn its key (its record must stay what it was).
+    const prob = (set: (v: number) => void) => (v: number) => {
+      if (this.rng) throw new Error('pattern running');
+      set(v);
+    };
     this.registers = {
       'SOURCE:FREQUENCY': { min: 1e6, max: 2.5e9, get: () => s.freq, set: (v) => ((s.freq = v), push()) },
       'INTENSITY:SIGNAL': { min: 0, max: 2, get: () => s.signal, set: (v) => ((s.signal = v), push()) },
       'INTENSITY:DECOY': { min: 0, max: 2, get: () => s.decoy, set: (v) => ((s.decoy = v), push()) },
       'INTENSITY:VACUUM': { min: 0, max: 0.1, get: () => s.vacuum, set: (v) => ((s.vacuum = v), push()) },
       'PATTERN:MODE': { min: 0, max: 1, integer: true, get: () => s.mode, set: (v) => (s.mode = v) },
-      'PATTERN:SEED': { min: 0, max: 2 ** 64, integer: true, set: (v) => this.setSeed(BigInt(v)) },
-      'OUTPUT:STATE': { min: 0, max: 1, integer: true, get: () => s.output, set: (v) => ((s.output = v), push()) },
+      'PATTERN:PROB:SIGNAL': { min: 0, max: 1, get: () => s.pSignal, set: prob((v) => (s.pSignal = v)) },
+      'PATTERN:PROB:DECOY': { min: 0, max: 1, get: () => s.pDecoy, set: prob((v) => (s.pDecoy = v)) },
+      'PATTERN:PROB:BASISZ': { min: 0, max: 1, get: () => s.pZ, set: prob((v) => (s.pZ = v)) },
+      'PULSE:COUNT': { min: 0, max: 2 ** 53, get: () => this.emittedPulses() },
+      'OUTPUT:STATE': { min: 0, max: 1, integer: true, get: () => s.output, set: (v) => this.setOutput(v, push) },
     };
   }
 
-  private setSeed(v: bigint): void {
-    this.seed = v;
-    this.lab?.setPatternSeed(v);
-  }
-
-  /** The seed as received (tests check it arrived; never exposed on the wire). */
-  get patternSeed(): bigint | undefined {
-    return this.seed;
-  }
-
-  override handleLine(line: string): string | null {
-    // 64-bit seeds do not survive a trip through a double: parse them exactly.
-    const m = /^\s*PATTERN:SEED\s+(\d{1,20})\s*$/i.exec(line);
-    if (m) {
-      this.log.push('PATTERN:SEED');
-      const v = BigInt(m[1]);
-      if (v >= 1n << 64n) return 'ERR -222,Data out of range';
-      this.setSeed(v);
-      return this.ackSets ? 'OK' : null;
+  private setOutput(v: number, push: () => void): void {
+    const s = this.state;
+    if (v === 1 && s.mode === 0 && !this.rng) {
+      if (s.pSignal + s.pDecoy > 1 + 1e-12) throw new Error('probabilities sum above 1');
+      this.rng = createSourceRng(choiceThresholds({ intensityProbs: { signal: s.pSignal, decoy: s.pDecoy }, aliceBasisProbZ: s.pZ }));
+      this.lab?.attachSource({ choicesAt: (pulses) => this.choicesAt(pulses) });
     }
-    return super.handleLine(line);
+    if (v === 1 && s.output !== 1) this.emitting = { sinceMs: performance.now(), before: this.pulsesOff };
+    if (v === 0 && s.output === 1) this.pulsesOff = this.emittedPulses();
+    s.output = v;
+    push();
+  }
+
+  /** The RNG's record at the listed pulses, with the injected fault applied. */
+  private choicesAt(pulses: Float64Array): Uint8Array {
+    const c = this.rng!.choicesAt(pulses);
+    return this.applyFault(c);
+  }
+
+  private applyFault(c: Uint8Array): Uint8Array {
+    if (this.rngFault === 'stuck') c.fill(c[0] ?? 0);
+    else if (this.rngFault === 'biased') for (let i = 0; i < c.length; i++) if (i % 4) c[i] = 0; // 3 in 4: bit 0, Z, signal
+    return c;
+  }
+
+  /** Pulses emitted so far: the lab's pulse counter, or the wall clock without a lab. */
+  emittedPulses(): number {
+    if (!this.rng) return 0;
+    if (this.lab) return this.lab.pulsesEmitted;
+    if (this.state.output !== 1 || !this.emitting) return this.pulsesOff;
+    return this.emitting.before + Math.floor(((performance.now() - this.emitting.sinceMs) / 1000) * this.state.freq);
+  }
+
+  override handleBlock(header: string, _args: string, payload: Buffer): ScpiReply | Promise<ScpiReply> {
+    this.log.push(header);
+    if (header !== 'PATTERN:CHOICES?' && header !== 'PATTERN:CLASSES?') return `ERR -113,Undefined header ${header.slice(0, 40)}`;
+    if (!this.rng) return 'ERR -200,No pattern record (output never on in internal mode)';
+    let pulses: Float64Array;
+    try {
+      pulses = decodePulseList(payload);
+    } catch {
+      return 'ERR -224,Illegal pulse list';
+    }
+    if (pulses.length > MAX_READBACK_PULSES) return `ERR -223,Too much data (at most ${MAX_READBACK_PULSES} pulses)`;
+    if (pulses.length && pulses[pulses.length - 1] >= this.emittedPulses()) return 'ERR -222,Pulse not yet emitted';
+    // Off the JS thread: a read-back of 2^20 pulses is ~0.1 s of ChaCha20.
+    return this.rng.choicesAtAsync(pulses).then((c) => {
+      this.applyFault(c);
+      let out: Uint8Array;
+      if (header === 'PATTERN:CHOICES?') out = packChoiceNibbles(c);
+      else {
+        for (let i = 0; i < c.length; i++) c[i] = (c[i] >> 2) & 3;
+        out = packClasses(c);
+      }
+      c.fill(0);
+      const block = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+      if (this.readbackFault === 'short') return block.subarray(0, Math.max(0, block.length - 1));
+      if (this.readbackFault === 'unterminated') return { raw: Buffer.concat([blockHeader(block.length), block, Buffer.from('X')]) };
+      return block;
+    });
   }
 
   reset(): void {
-    Object.assign(this.state, { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1 });
-    this.seed = undefined;
+    Object.assign(this.state, { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: this.lab ? 0 : 1 });
   }
   snapshot(): InstrumentState {
-    return { ...this.state };
+    const { pSignal: _a, pDecoy: _b, pZ: _c, ...rest } = this.state;
+    return { ...rest };
   }
   restore(state: InstrumentState): void {
-    for (const k of Object.keys(this.state) as (keyof typeof this.state)[]) if (typeof state[k] === 'number') this.state[k] = state[k];
+    for (const k of ['freq', 'signal', 'decoy', 'vacuum', 'mode'] as const) if (typeof state[k] === 'number') this.state[k] = state[k];
     this.lab?.update({ enabled: this.state.output === 1, repRateHz: this.state.freq, intensities: { signal: this.state.signal, decoy: this.state.decoy, vacuum: this.state.vacuum } });
   }
 }

@@ -13,10 +13,11 @@
  * dead-time change on any emulated detector applies to all; the repetition rate is fixed by the
  * preset (a rate change is stored and read back but does not re-time the pulses).
  */
-import type { TagBatch } from '../../lab/types.ts';
+import type { TagBatch } from '../types.ts';
 import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
 import { decoyModel } from '../../lab/theory.ts';
-import { EmulatedLink } from '../../lab/link.ts';
+import { EmulatedLink, type AliceChoiceSource } from '../../lab/link.ts';
+import { bobBasisChoicesAt, defaultBobSeed } from '../../lab/alice.ts';
 
 /** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
 export interface PulseTagSource {
@@ -115,15 +116,17 @@ export interface EmulatedLabOptions {
   preset?: string | LinkPreset;
   seed?: bigint;
   distanceKm?: number;
+  /** Fraction of pulses an intercept-resend eavesdropper attacks (overrides the preset's). */
+  eveFraction?: number;
   /** Tag source: 'link' (default, the EmulatedLink physics), 'synthetic', or a factory (tests). */
   source?: 'link' | 'synthetic' | ((lab: EmulatedLab) => PulseTagSource);
   /**
-   * Alice's source is driven by her own node (over a serial line to the emulated PS-1): no pulse
-   * exists until it has received its pattern seed and its output is on; pulse 0 is the first pulse
-   * after that, and Alice's choices come from that seed (the physics "knows" them, her node keeps
-   * the seed; Bob's node never sees it).
+   * Alice's source is a device of this lab (the emulated PS-1, driven by her node over a serial
+   * line): no pulse exists until it has drawn its RNG key and its output is on; pulse 0 is the
+   * first pulse after that, and the physics takes Alice's choices from the source's RNG (the
+   * device's own simulation of its optics; no node ever sees its key).
    */
-  awaitSourceSeed?: boolean;
+  awaitSource?: boolean;
 }
 
 /**
@@ -140,10 +143,11 @@ export class EmulatedLab {
   /** Tags delivered per channel and pulses covered, for the detectors' count-rate registers. */
   private counted = { pulses: 0, perChannel: new Map<number, number>() };
   private readonly awaitSeed: boolean;
-  private patternSeed: bigint | undefined;
+  private alice: AliceChoiceSource | undefined;
 
   constructor(opts: EmulatedLabOptions = {}) {
-    this.preset = typeof opts.preset === 'object' ? opts.preset : loadLinkPreset(opts.preset ?? 'reference-decoy');
+    this.preset = typeof opts.preset === 'object' ? opts.preset
+      : loadLinkPreset(opts.preset ?? 'reference-decoy', { distanceKm: opts.distanceKm, eveFraction: opts.eveFraction });
     this.seed = opts.seed ?? 1n;
     this.distanceKm = opts.distanceKm ?? this.preset.distanceKm;
     this.settings = {
@@ -153,11 +157,11 @@ export class EmulatedLab {
       efficiencyScale: 1,
       deadTimePs: this.preset.detector.deadTimePs,
     };
-    this.awaitSeed = opts.awaitSourceSeed ?? false;
+    this.awaitSeed = opts.awaitSource ?? false;
     const src = opts.source ?? 'link';
     this.makeSource =
       src === 'synthetic' ? (lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm)
-      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, aliceSeed: lab.patternSeed, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
+      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, alice: lab.alice, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
       : src;
   }
 
@@ -179,18 +183,35 @@ export class EmulatedLab {
     this.pushToLink();
   }
 
-  /** The emulated source received a pattern seed (PATTERN:SEED). Takes effect at pulse 0 only. */
-  setPatternSeed(seed: bigint): void {
-    if (this.source) return; // a running pattern is not re-seeded (documented in docs/run.md)
-    this.patternSeed = seed;
+  /**
+   * The lab's emulated source started its RNG: the physics takes Alice's choices from it. Takes
+   * effect at pulse 0 only (a running link keeps the record it started with).
+   */
+  attachSource(alice: AliceChoiceSource): void {
+    if (this.source) return;
+    this.alice = alice;
+  }
+
+  /**
+   * Bob's active basis modulator's record: the basis (0 Z, 1 X) it applied to each listed pulse.
+   * The modulator is part of the emulated optics; its RNG is the lab's (a function of the lab's
+   * seed, which only the lab holds). Bob's node reads this record, never a seed.
+   */
+  bobBasesAt(pulses: Float64Array): Uint8Array {
+    return bobBasisChoicesAt(this.preset, this.link?.bobSeed ?? defaultBobSeed(this.seed), pulses);
+  }
+
+  /** Pulses emitted so far (the source's emission horizon). */
+  get pulsesEmitted(): number {
+    return this.counted.pulses;
   }
 
   ready(): boolean {
-    return !this.awaitSeed || this.source !== undefined || (this.patternSeed !== undefined && this.settings.enabled);
+    return !this.awaitSeed || this.source !== undefined || (this.alice !== undefined && this.settings.enabled);
   }
 
   nextPulses(pulses: number): { tags: TagBatch } {
-    if (!this.ready()) throw new Error('EmulatedLab: no pulses before the source has its pattern seed and output on (check ready()).');
+    if (!this.ready()) throw new Error('EmulatedLab: no pulses before the source has started its RNG and switched its output on (check ready()).');
     this.source ??= this.makeSource(this);
     const out = this.source.nextPulses(pulses);
     this.counted.pulses += pulses;

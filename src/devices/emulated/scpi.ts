@@ -9,10 +9,15 @@
  * - `HEADER value` -> `OK`, or `ERR <code>,<text>` (SCPI error codes: -113 undefined header,
  *   -222 data out of range, -224 illegal parameter value, -200 execution error)
  *
+ * - `HEADER? #<d><len><bytes>` -> `#<d><len><bytes>`: binary read-back with an IEEE 488.2
+ *   definite-length block each way (the photon source's choice record; framing drawn in
+ *   transports/scpi-frames.ts); instruments that have such commands implement `handleBlock`.
+ *
  * Faults (for the bad-input tests): 'garbage' answers with non-text bytes, 'truncate' sends half
  * a reply without the delimiter, 'silent' does not answer, 'slow' answers after `slowMs`.
  */
 import { randomBytes } from 'node:crypto';
+import { blockHeader, MAX_BLOCK_BYTES } from '../transports/scpi-frames.ts';
 
 export type FaultMode = 'none' | 'garbage' | 'truncate' | 'silent' | 'slow';
 
@@ -35,6 +40,12 @@ export interface Register {
   /** Integer registers reject fractions (-224). */
   integer?: boolean;
 }
+
+/**
+ * A reply: a text line, a binary block (Buffer), raw bytes as they are (`{raw}`, for fault
+ * injection), or null for none.
+ */
+export type ScpiReply = string | Buffer | { raw: Buffer } | null;
 
 /** Persistable state of an emulated instrument (register name -> value). */
 export type InstrumentState = Record<string, number>;
@@ -89,6 +100,15 @@ export abstract class ScpiInstrument {
     return this.ackSets ? 'OK' : null;
   }
 
+  /**
+   * A command that carried a binary block (`header` upper-cased, `args` the text between the
+   * header and the block). Instruments without block commands refuse it.
+   */
+  handleBlock(header: string, _args: string, _payload: Buffer): ScpiReply | Promise<ScpiReply> {
+    this.log.push(header);
+    return `ERR -113,Undefined header ${header.slice(0, 40)}`;
+  }
+
   /** Back to power-on values. */
   abstract reset(): void;
   abstract snapshot(): InstrumentState;
@@ -105,7 +125,14 @@ export function formatNumber(v: number): string {
  * replies into bytes (with the fault applied). `send` pushes bytes to the host.
  */
 export class ScpiEndpoint {
-  private buf = '';
+  private buf: Buffer = Buffer.alloc(0);
+  /** While a long block arrives: its chunks, gathered without copying until `need` bytes are in. */
+  private chunks: Buffer[] = [];
+  private have = 0;
+  private need = 0;
+  /** Replies still being computed (block commands may answer asynchronously); replies keep order. */
+  private tail: Promise<void> = Promise.resolve();
+  private busy = 0;
   constructor(
     readonly instrument: ScpiInstrument,
     private readonly send: (bytes: Buffer) => void,
@@ -113,19 +140,84 @@ export class ScpiEndpoint {
   ) {}
 
   receive(bytes: Buffer): void {
-    this.buf += bytes.toString('latin1');
-    for (;;) {
-      const i = this.buf.indexOf('\n');
-      if (i < 0) break;
-      const line = this.buf.slice(0, i).replace(/\r$/, '');
-      this.buf = this.buf.slice(i + 1);
-      const reply = this.instrument.handleLine(line);
-      if (reply !== null) this.reply(reply);
+    if (this.need) {
+      this.chunks.push(Buffer.from(bytes));
+      this.have += bytes.length;
+      if (this.have < this.need) return;
+      this.buf = Buffer.concat(this.chunks);
+      this.chunks = [];
+      this.need = 0;
+    } else {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, bytes]) : Buffer.from(bytes);
     }
-    if (this.buf.length > 4096) this.buf = '';
+    for (;;) {
+      const nl = this.buf.indexOf(0x0a);
+      // A block argument (` #<d><len>`) before the end of the line: its bytes may hold newlines.
+      const hash = this.buf.indexOf(' #');
+      if (hash >= 0 && (nl < 0 || hash < nl)) {
+        const h = hash + 2;
+        if (this.buf.length < h + 1) return;
+        const d = this.buf[h] - 0x30;
+        if (d >= 1 && d <= 9) {
+          if (this.buf.length < h + 1 + d) return;
+          const len = Number(this.buf.subarray(h + 1, h + 1 + d).toString('latin1'));
+          if (Number.isSafeInteger(len) && len <= MAX_BLOCK_BYTES) {
+            const end = h + 1 + d + len;
+            if (this.buf.length < end + 1) {
+              this.need = end + 1;
+              this.chunks = [this.buf];
+              this.have = this.buf.length;
+              this.buf = Buffer.alloc(0);
+              return;
+            }
+            const text = this.buf.subarray(0, hash).toString('latin1').trim();
+            const payload = Buffer.from(this.buf.subarray(h + 1 + d, end));
+            const terminated = this.buf[end] === 0x0a || (this.buf[end] === 0x0d && this.buf[end + 1] === 0x0a);
+            this.buf = this.buf.subarray(end + (this.buf[end] === 0x0d ? 2 : 1));
+            if (!terminated) {
+              this.queue('ERR -160,Block data error');
+              continue;
+            }
+            const sp = text.indexOf(' ');
+            const header = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
+            this.queue(this.instrument.handleBlock(header, sp < 0 ? '' : text.slice(sp + 1).trim(), payload));
+            continue;
+          }
+        }
+      }
+      if (nl < 0) break;
+      const line = this.buf.subarray(0, nl).toString('latin1').replace(/\r$/, '');
+      this.buf = this.buf.subarray(nl + 1);
+      this.queue(this.instrument.handleLine(line));
+    }
+    if (this.buf.length > 4096 && this.buf.indexOf(' #') < 0) this.buf = Buffer.alloc(0);
   }
 
-  private reply(text: string): void {
+  /** Replies in command order: at once when nothing is pending, else after what is. */
+  private queue(r: ScpiReply | Promise<ScpiReply>): void {
+    if (!this.busy && !(r instanceof Promise)) {
+      if (r !== null) this.reply(r);
+      return;
+    }
+    this.busy++;
+    this.tail = this.tail.then(async () => {
+      let v: ScpiReply;
+      try {
+        v = await r;
+      } catch {
+        v = 'ERR -200,Execution error';
+      }
+      this.busy--;
+      if (v !== null) this.reply(v);
+    });
+  }
+
+  private reply(r: Exclude<ScpiReply, null>): void {
+    if (typeof r === 'object' && !Buffer.isBuffer(r)) {
+      this.send(r.raw);
+      return;
+    }
+    const body = Buffer.isBuffer(r) ? Buffer.concat([blockHeader(r.length), r]) : Buffer.from(r, 'latin1');
     switch (this.instrument.fault) {
       case 'silent':
         return;
@@ -136,13 +228,13 @@ export class ScpiEndpoint {
         return;
       }
       case 'slow':
-        setTimeout(() => this.send(Buffer.from(text + this.delimiter, 'latin1')), this.instrument.slowMs);
+        setTimeout(() => this.send(Buffer.concat([body, Buffer.from(this.delimiter, 'latin1')])), this.instrument.slowMs);
         return;
       case 'truncate':
-        this.send(Buffer.from(text.slice(0, Math.max(1, text.length >> 1)), 'latin1'));
+        this.send(body.subarray(0, Math.max(1, body.length >> 1)));
         return;
       default:
-        this.send(Buffer.from(text + this.delimiter, 'latin1'));
+        this.send(Buffer.concat([body, Buffer.from(this.delimiter, 'latin1')]));
     }
   }
 }

@@ -13,6 +13,9 @@
  * - No reply within `timeoutMs`: TimeoutError ('NO_REPLY'). Any partial line received so far
  *   (a truncated reply) is discarded, so it cannot prefix the next reply, and the message says
  *   how many bytes of it arrived.
+ * - Binary read-back (`queryBlock`): the command may carry an IEEE 488.2 definite-length block
+ *   (`HEADER? #<d><len><bytes>`) and the reply is one (framing in scpi-frames.ts); a reply that
+ *   is a text line instead (an `ERR ...` refusal) is handed back as a string for the driver.
  * - Lines nobody asked for (a late reply after a timeout, unsolicited output) are discarded and
  *   counted in `strayLines`. After a timeout the next query first waits one timeout period with
  *   nothing pending, so a reply up to twice the timeout late is dropped, never handed to it.
@@ -24,7 +27,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { SerialPortStream } from '@serialport/stream';
-import { DelimiterParser } from '@serialport/parser-delimiter';
+import { ScpiFrameParser, blockHeader, type ScpiFrame } from './scpi-frames.ts';
 import { ProtocolError, TimeoutError, TransportError } from '../../errors.ts';
 import type { LineTransport } from '../types.ts';
 import type { SerialSettings } from '../profile.ts';
@@ -49,7 +52,9 @@ export type BindingOpenOptions = Parameters<BindingInterface['open']>[0];
 interface Pending {
   /** The command as it may appear in messages (secrets replaced). */
   command: string;
-  resolve: (line: string) => void;
+  /** What the query waits for: a text line, or a block (a text line then is a refusal). */
+  expect: 'line' | 'block';
+  resolve: (reply: string | Buffer) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -63,10 +68,9 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   /** Reply lines that arrived when no query was waiting (discarded). */
   strayLines = 0;
   private port: SerialPortStream | undefined;
-  private parser: DelimiterParser | undefined;
+  private parser: ScpiFrameParser | undefined;
   private pending: Pending | undefined;
   private queue: Promise<unknown> = Promise.resolve();
-  private partialBytes = 0;
   private closing = false;
   /** Set by a timeout: the next query first waits out a quiet period (see `query`). */
   private resyncMs = 0;
@@ -106,12 +110,6 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       this.failPending(new TransportError('DISCONNECTED', `${this.opts.path} went away${cause ? ` (${cause.message})` : ''} while waiting for the reply to '${this.pending?.command ?? ''}'. The driver will try to reconnect.`, { cause }));
       if (!this.closing) this.emit('close', cause);
     });
-    // Raw byte count since the last delimiter: what a truncated reply left behind.
-    const delim = Buffer.from(this.opts.settings.delimiter);
-    port.on('data', (b: Buffer) => {
-      const last = b.lastIndexOf(delim);
-      this.partialBytes = last < 0 ? this.partialBytes + b.length : b.length - last - delim.length;
-    });
     this.attachParser();
   }
 
@@ -121,14 +119,13 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       this.port.unpipe(this.parser);
       this.parser.removeAllListeners('data');
     }
-    const delimiter = this.opts.settings.delimiter;
-    const parser = new DelimiterParser({ delimiter, includeDelimiter: false });
-    parser.on('data', (line: Buffer) => this.onLine(line));
+    const parser = new ScpiFrameParser(this.opts.settings.delimiter);
+    parser.on('data', (f: ScpiFrame) => this.onFrame(f));
     this.port.pipe(parser);
     this.parser = parser;
   }
 
-  private onLine(line: Buffer): void {
+  private onFrame(f: ScpiFrame): void {
     const p = this.pending;
     if (!p) {
       this.strayLines++;
@@ -136,6 +133,16 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     }
     this.pending = undefined;
     clearTimeout(p.timer);
+    if (f.kind === 'bad-block') {
+      p.reject(new ProtocolError('BAD_BLOCK', `reply to '${p.command}' on ${this.opts.path} is a malformed binary block: ${f.reason}. Check the line and the device firmware; retry.`));
+      return;
+    }
+    if (f.kind === 'block') {
+      if (p.expect === 'block') p.resolve(f.bytes);
+      else p.reject(new ProtocolError('UNEXPECTED_BLOCK', `reply to '${p.command}' on ${this.opts.path} is a binary block (${f.bytes.length} bytes) where a text line was expected. Check the profile.`));
+      return;
+    }
+    const line = f.bytes;
     const text = line.toString('latin1').replace(/\r$/, '');
     if (!TEXT.test(text)) {
       const bad = [...text].findIndex((c) => !TEXT.test(c));
@@ -160,9 +167,13 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     return this.port;
   }
 
-  private async send(port: SerialPortStream, command: string, shown: string): Promise<void> {
+  private send(port: SerialPortStream, command: string, shown: string): Promise<void> {
+    return this.sendBytes(port, Buffer.from(command + this.opts.settings.delimiter, 'latin1'), shown);
+  }
+
+  private async sendBytes(port: SerialPortStream, bytes: Buffer, shown: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      port.write(command + this.opts.settings.delimiter, (err) => (err ? reject(new TransportError('WRITE_FAILED', `writing '${shown}' to ${this.opts.path} failed: ${err.message}.`, { cause: err })) : resolve()));
+      port.write(bytes, (err) => (err ? reject(new TransportError('WRITE_FAILED', `writing '${shown}' to ${this.opts.path} failed: ${err.message}.`, { cause: err })) : resolve()));
     });
   }
 
@@ -178,6 +189,23 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   }
 
   query(command: string, timeoutMs = this.opts.settings.timeoutMs, shown = command): Promise<string> {
+    return this.request(Buffer.from(command + this.opts.settings.delimiter, 'latin1'), 'line', timeoutMs, shown) as Promise<string>;
+  }
+
+  /**
+   * Sends `command` with an optional binary block (`command #<d><len><payload>`) and resolves with
+   * the reply block's bytes, or with the reply line when the device answered text (a refusal).
+   * `timeoutMs` covers the whole reply (a large block takes its transfer time).
+   */
+  queryBlock(command: string, payload: Uint8Array | undefined, timeoutMs = this.opts.settings.timeoutMs): Promise<Buffer | string> {
+    const d = this.opts.settings.delimiter;
+    const bytes = payload
+      ? Buffer.concat([Buffer.from(`${command} `, 'latin1'), blockHeader(payload.length), payload, Buffer.from(d, 'latin1')])
+      : Buffer.from(command + d, 'latin1');
+    return this.request(bytes, 'block', timeoutMs, payload ? `${command} <${payload.length} bytes>` : command);
+  }
+
+  private request(bytes: Buffer, expect: 'line' | 'block', timeoutMs: number, shown: string): Promise<string | Buffer> {
     return this.exclusive(async () => {
       this.ensureOpen(shown);
       if (this.resyncMs) {
@@ -189,23 +217,22 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
         await new Promise((r) => setTimeout(r, wait));
       }
       const port = this.ensureOpen(shown);
-      const reply = new Promise<string>((resolve, reject) => {
+      const reply = new Promise<string | Buffer>((resolve, reject) => {
         const timer = setTimeout(() => {
           if (this.pending?.timer !== timer) return;
           this.pending = undefined;
-          const partial = this.partialBytes;
+          const partial = this.parser?.pendingBytes() ?? 0;
           // Drop whatever partial line the parser holds: a truncated reply must not prefix the next one.
-          this.partialBytes = 0;
           this.attachParser();
           this.resyncMs = timeoutMs;
           reject(new TimeoutError('NO_REPLY', partial
             ? `reply to '${shown}' on ${this.opts.path} was truncated: ${partial} byte(s) without the line delimiter within ${timeoutMs} ms. The partial reply was discarded; check the line and retry.`
             : `no reply to '${shown}' from ${this.opts.path} within ${timeoutMs} ms. Check that the device is powered, connected and speaks this profile's protocol.`));
         }, timeoutMs);
-        this.pending = { command: shown, resolve, reject, timer };
+        this.pending = { command: shown, expect, resolve, reject, timer };
       });
       try {
-        await this.send(port, command, shown);
+        await this.sendBytes(port, bytes, shown);
       } catch (err) {
         this.failPending(err as Error);
       }
