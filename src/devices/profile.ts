@@ -66,6 +66,11 @@ export interface ParameterSpec extends Capability {
   control?: { request: number; format: 'i32' | 'i64' | 'f64' };
   /** Value is secret (e.g. a pattern seed): never logged, never echoed in errors. */
   secret?: boolean;
+  /**
+   * Kept and applied by the driver, not the device (e.g. the TDC1 has no input delay: the
+   * driver adds it to tag times). Needs no wire template or control request.
+   */
+  host?: boolean;
 }
 
 export interface DeviceProfile {
@@ -142,6 +147,7 @@ const parameterSchema: Schema = {
     decimals: { type: 'number', integer: true, minimum: 0, maximum: 15 },
     control: { type: 'object', required: ['request', 'format'], properties: { request: u8, format: { type: 'string', enum: ['i32', 'i64', 'f64'] } }, additionalProperties: false },
     secret: { type: 'boolean' },
+    host: { type: 'boolean' },
   },
   additionalProperties: false,
 };
@@ -273,7 +279,7 @@ function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): strin
       errs.push(`field "identity.pattern": expected a valid regular expression, got ${show(p.identity.pattern)}`);
     }
   }
-  if (p.kind === 'time-tagger' && serial) errs.push(`field "transport.type": expected "usb" for a time-tagger (tags arrive in bulk transfers), got "serial"`);
+  // A serial time-tagger streams its tags on the same line as its commands (S-Fifteen TDC1).
   if (p.kind !== 'time-tagger' && !serial) errs.push(`field "transport.type": expected "serial" for a ${p.kind}, got "usb"`);
   if (p.transport.type === 'usb' && p.transport.transferBytes !== undefined && p.transport.transferBytes % 16) {
     errs.push(`field "transport.transferBytes": expected a multiple of 16 (whole tag records), got ${p.transport.transferBytes}`);
@@ -301,7 +307,9 @@ function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): strin
         errs.push(`field "${f}.reply": expected a valid regular expression, got ${show(s.reply)}`);
       }
     }
-    if (serial) {
+    if (s.host) {
+      if (s.get || s.set || s.control) errs.push(`field "${f}": expected no get/set template or control request on a "host" parameter (the driver keeps it)`);
+    } else if (serial) {
       if (!s.get && !s.secret) errs.push(`field "${f}.get": expected a query template for a serial device, got nothing`);
       if (!s.readonly && !s.set) errs.push(`field "${f}.set": expected a set template (or "readonly": true), got nothing`);
       if (s.control) errs.push(`field "${f}.control": expected no USB control request on a serial device`);

@@ -55,7 +55,9 @@ t.test('malformed profiles: errors name file, field and expectation', async (t) 
   bad(t, 'name-mismatch', (p) => void (p.name = 'something-else'), /field "name": expected the file's base name "name-mismatch"/);
   bad(t, 'no-firmware', (p) => void (p.firmware = []), /field "firmware": expected at least 1 item/);
   bad(t, 'identity-groups', (p) => void (p.identity.pattern = '^(.*)$'), /field "identity\.pattern": expected a named group \(\?<vendor>/);
-  bad(t, 'tagger-on-serial', (p) => void (p.kind = 'time-tagger'), /expected "usb" for a time-tagger/);
+  // A serial time-tagger is fine (the S-Fifteen TDC1) but must still declare what a tagger needs.
+  bad(t, 'tagger-on-serial', (p) => void (p.kind = 'time-tagger'), /field "parameters\.delay": expected it to be present \(a time-tagger needs it\)/);
+  bad(t, 'host-with-template', (p) => void (p.parameters.threshold.host = true), /field "parameters\.threshold": expected no get\/set template or control request on a "host" parameter/);
   bad(t, 'channels-without-ch', (p) => void (p.parameters.threshold.channels = [0, 1]), /expected the template "DISCRIMINATOR:THRESHOLD\?" to contain \{ch\}/);
 });
 

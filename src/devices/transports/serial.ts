@@ -59,6 +59,24 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * The line handed to a binary stream (a time-tagger's timestamp mode, e.g. the S-Fifteen TDC1):
+ * bytes as they arrive, with back-pressure (the port is paused while more than the high-water
+ * mark waits unread). One reader at a time; `query` is refused while it is open, `write` is not
+ * (a stream is stopped by a command). `close()` hands the line back to line mode.
+ */
+export interface RawReader {
+  /**
+   * Up to `maxBytes` of what has arrived; waits for at least one byte. Rejects with
+   * TimeoutError('NO_DATA') after `timeoutMs` of silence, TransportError('DISCONNECTED') when the
+   * line goes away, TransportError('CLOSED') after close().
+   */
+  read(maxBytes: number, timeoutMs: number): Promise<Buffer>;
+  /** Bytes received and not read yet. */
+  readonly buffered: number;
+  close(): void;
+}
+
 /** Printable ASCII plus tab: what an SCPI reply may contain. */
 const TEXT = /^[\x20-\x7e\t]*$/;
 
@@ -74,6 +92,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   private closing = false;
   /** Set by a timeout: the next query first waits out a quiet period (see `query`). */
   private resyncMs = 0;
+  private raw: { fail(err: Error): void } | undefined;
 
   constructor(private readonly opts: SerialTransportOptions) {
     super();
@@ -108,6 +127,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       this.parser = undefined;
       const cause = err ?? (this.closing ? undefined : new Error('port closed'));
       this.failPending(new TransportError('DISCONNECTED', `${this.opts.path} went away${cause ? ` (${cause.message})` : ''} while waiting for the reply to '${this.pending?.command ?? ''}'. The driver will try to reconnect.`, { cause }));
+      this.raw?.fail(new TransportError(this.closing ? 'CLOSED' : 'DISCONNECTED', `${this.opts.path} ${this.closing ? 'was closed' : 'went away'} during a binary stream${cause ? ` (${cause.message})` : ''}.`, { cause }));
       if (!this.closing) this.emit('close', cause);
     });
     this.attachParser();
@@ -208,6 +228,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   private request(bytes: Buffer, expect: 'line' | 'block', timeoutMs: number, shown: string): Promise<string | Buffer> {
     return this.exclusive(async () => {
       this.ensureOpen(shown);
+      if (this.raw) throw new TransportError('RAW_MODE', `${this.opts.path} carries a binary stream; stop it before sending '${shown}'.`);
       if (this.resyncMs) {
         // SCPI replies carry no sequence number: a reply that comes after its query timed out
         // would be taken for the next query's. So after a timeout, wait one timeout period with
@@ -238,6 +259,82 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       }
       return reply;
     });
+  }
+
+  /** Hands the line to a binary stream (see RawReader); `highWaterBytes` default 4 MiB. */
+  rawReader(highWaterBytes = 4 << 20): RawReader {
+    const port = this.ensureOpen('a binary stream');
+    if (this.raw) throw new TransportError('RAW_MODE', `${this.opts.path} already carries a binary stream.`);
+    if (this.parser) {
+      port.unpipe(this.parser);
+      this.parser.removeAllListeners('data');
+      this.parser = undefined;
+    }
+    const queue: Buffer[] = [];
+    let queued = 0;
+    let failed: Error | undefined;
+    let waiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+    const onData = (b: Buffer) => {
+      queue.push(b);
+      queued += b.length;
+      // Back-pressure: stop reading the tty; the device's own buffer (and flow control) holds the rest.
+      if (queued > highWaterBytes) port.pause();
+      const w = waiter;
+      waiter = undefined;
+      w?.resolve();
+    };
+    port.on('data', onData);
+    // Unpiping the parser left the stream paused; a 'data' listener alone does not resume it.
+    port.resume();
+    const fail = (err: Error) => {
+      failed ??= err;
+      const w = waiter;
+      waiter = undefined;
+      w?.reject(err);
+    };
+    this.raw = { fail };
+    const path = this.opts.path;
+    const reader: RawReader = {
+      get buffered() {
+        return queued;
+      },
+      read: async (maxBytes, timeoutMs) => {
+        while (!queued) {
+          if (failed) throw failed;
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => {
+              waiter = undefined;
+              reject(new TimeoutError('NO_DATA', `no data from ${path} for ${timeoutMs} ms during a binary stream.`));
+            }, timeoutMs);
+            waiter = { resolve: () => (clearTimeout(timer), resolve()), reject: (e) => (clearTimeout(timer), reject(e)) };
+          });
+        }
+        const parts: Buffer[] = [];
+        let n = 0;
+        while (queue.length && n < maxBytes) {
+          const head = queue[0];
+          const k = Math.min(head.length, maxBytes - n);
+          parts.push(k === head.length ? head : head.subarray(0, k));
+          if (k === head.length) queue.shift();
+          else queue[0] = head.subarray(k);
+          n += k;
+        }
+        queued -= n;
+        if (queued <= highWaterBytes / 2 && port.isPaused()) port.resume();
+        return parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
+      },
+      close: () => {
+        if (this.raw?.fail !== fail) return;
+        port.off('data', onData);
+        fail(new TransportError('CLOSED', `the binary stream on ${path} was closed.`));
+        this.raw = undefined;
+        queue.length = 0;
+        queued = 0;
+        if (port.isPaused()) port.resume();
+        this.attachParser();
+      },
+    };
+    return reader;
   }
 
   async close(): Promise<void> {
