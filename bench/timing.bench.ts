@@ -7,7 +7,7 @@
  */
 import { EmulatedLink } from '../src/lab/link.ts';
 import { loadLinkPreset } from '../src/lab/presets.ts';
-import { alicePatternFromSeed } from '../src/timing/emulated.ts';
+import { alicePatternFromSeed } from '../src/lab/pattern.ts';
 import { ClockSync } from '../src/timing/sync.ts';
 import type { TagBatch } from '../src/lab/types.ts';
 import { median, medianSeconds, type BenchResult } from './stats.ts';

@@ -210,7 +210,8 @@ export async function sourceConformance(t: Asserts, s: PhotonSource): Promise<vo
   await s.setEnabled(!on);
   t.equal(await s.enabled(), !on, 'enable toggles');
   await s.setEnabled(on);
-  await t.rejects(s.get('pattern_seed'), DeviceError, 'the pattern seed is write-only');
+  await t.rejects(s.set('pulse_count', 1), DeviceError, 'the pulse counter is read-only');
+  await t.rejects(s.get('pattern_seed'), DeviceError, 'no pattern seed: the source keys its RNG itself');
 }
 
 export async function taggerConformance(t: Asserts, tt: TimeTagger, tags = 20_000): Promise<void> {

@@ -10,7 +10,7 @@
  */
 import { DeviceError } from '../errors.ts';
 import type { PhotonSource, TagStream, TagStreamBatch, TimeTagger } from '../devices/types.ts';
-import type { TagBatch } from '../lab/types.ts';
+import type { TagBatch } from '../devices/types.ts';
 import type { CalibrationRig, DeviceInfo } from './calibrate.ts';
 import type { AlicePattern } from './pattern.ts';
 import { tagTimesToNumbers } from './times.ts';

@@ -23,7 +23,7 @@
  * push that completes the acquisition buffer. Cancellation: drop the object.
  */
 import { ConfigError } from '../errors.ts';
-import type { TagBatch } from '../lab/types.ts';
+import type { TagBatch } from '../devices/types.ts';
 import { acquireFrequency, acquireOffsetSteps, modelFromFrequency, type AcquireOptions, type ClockModel } from './acquire.ts';
 import { runSteps, runStepsAsync, scoreTable, classFrequencies, type AlicePattern, type PatternSteps, type RemoteAlicePattern, type ScoreTable } from './pattern.ts';
 import { tagTimesToNumbers } from './times.ts';

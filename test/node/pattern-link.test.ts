@@ -10,7 +10,7 @@ import { Authenticator } from '../../src/core/auth.ts';
 import { AuthChannel } from '../../src/channel/channel.ts';
 import { EmulatedLink } from '../../src/lab/link.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
-import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
+import { alicePatternFromSeed } from '../../src/lab/pattern.ts';
 import { ClockSync } from '../../src/timing/sync.ts';
 import { MAX_PATTERN_PULSES, f64Bytes, packClasses, patternServer, remotePattern, revealHoldbackPs, unpackClasses, FIBRE_PS_PER_KM, SYNC_MAX_OFFSET_PS } from '../../src/node/pattern-link.ts';
 import type { AlicePattern } from '../../src/timing/pattern.ts';

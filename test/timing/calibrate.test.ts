@@ -1,6 +1,7 @@
 // Each calibration step recovers the value injected into the emulated lab within a stated tolerance.
 import t from 'tap';
-import { afterpulseFromIntervals, emulatedRig, runStep } from '../../src/timing/calibrate.ts';
+import { afterpulseFromIntervals, runStep } from '../../src/timing/calibrate.ts';
+import { emulatedRig } from '../../src/lab/calibration-rig.ts';
 import { chooseWindow, histogram, peakStats } from '../../src/timing/histogram.ts';
 import { svgPlot, terminalPlot } from '../../src/timing/plot.ts';
 

@@ -5,7 +5,7 @@ import t from 'tap';
 import { EmulatedLink } from '../../src/lab/link.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import type { PhotonSource, TagStream, TagStreamBatch, TimeTagger } from '../../src/devices/types.ts';
-import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
+import { alicePatternFromSeed } from '../../src/lab/pattern.ts';
 import { deviceRig } from '../../src/timing/device-rig.ts';
 import { runStep } from '../../src/timing/calibrate.ts';
 

@@ -3,7 +3,7 @@
 // the source and dark counts off in the gaps); the tracking filter must bridge every gap.
 import t from 'tap';
 import { SparseLink } from '../../src/testkit/timing.ts';
-import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
+import { alicePatternFromSeed } from '../../src/lab/pattern.ts';
 import { ClockSync } from '../../src/timing/sync.ts';
 
 class Checker {

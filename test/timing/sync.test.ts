@@ -3,7 +3,7 @@
 import t from 'tap';
 import { EmulatedLink } from '../../src/lab/link.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
-import { alicePatternFromSeed } from '../../src/timing/emulated.ts';
+import { alicePatternFromSeed } from '../../src/lab/pattern.ts';
 import { ClockSync } from '../../src/timing/sync.ts';
 import { tagTimesToNumbers } from '../../src/timing/times.ts';
 

@@ -6,7 +6,8 @@
 import { createRequire } from 'node:module';
 import { ConfigError } from '../../errors.ts';
 import { numberOption, parseOptions } from '../args.ts';
-import { CALIBRATION_STEPS, emulatedRig, runStep, type CalibrationStep } from '../../timing/calibrate.ts';
+import { CALIBRATION_STEPS, runStep, type CalibrationStep } from '../../timing/calibrate.ts';
+import { emulatedRig } from '../../lab/calibration-rig.ts';
 import { svgPlot, terminalPlot } from '../../timing/plot.ts';
 import { makeRecord, writeRecord, loadCalibration } from '../../timing/records.ts';
 

@@ -35,13 +35,6 @@ export async function run(args: string[]): Promise<number> {
     await dev.open();
     const caps = dev.capabilities();
     if (verb === 'set') {
-      const c0 = caps[param.split(':')[0]];
-      if (c0?.secret) {
-        if (!/^\d{1,20}$/.test(raw) || !('setSecret' in dev)) throw new ConfigError('BAD_VALUE', `${param} takes an unsigned 64-bit decimal integer.`);
-        await (dev as { setSecret(p: string, v: bigint): Promise<void> }).setSecret(param, BigInt(raw));
-        process.stdout.write(`${id} ${param} set (secret: not shown, not readable)\n`);
-        return 0;
-      }
       const value = Number(raw);
       if (raw.trim() === '' || !Number.isFinite(value)) throw new ConfigError('BAD_VALUE', `'${raw}' is not a number; ${param} takes ${formatRange(caps[param.split(':')[0]] ?? { min: 0, max: 0, step: 0, unit: '' })}.`);
       await dev.set(param, value);

@@ -93,15 +93,6 @@ export abstract class ScpiDevice extends DeviceBase {
     await this.send(this.fill(ref.spec.set, ref, wire), ref.spec.secret ? this.fill(ref.spec.set, ref, '<secret>') : undefined);
   }
 
-  /** Sets a secret 64-bit parameter (a pattern seed) exactly; the value never appears in errors. */
-  async setSecret(param: string, value: bigint): Promise<void> {
-    const ref = this.resolve(param);
-    if (!ref.spec.secret || !ref.spec.set) throw new DeviceError('NOT_SECRET', `${this.where}: '${ref.name}' is not a secret parameter; use set().`);
-    if (value < 0n || value > 0xffff_ffff_ffff_ffffn) throw new DeviceError('OUT_OF_RANGE', `${this.where}: ${ref.name} must be an unsigned 64-bit value.`);
-    this.requireReady(`set ${param}`);
-    await this.send(this.fill(ref.spec.set, ref, value.toString()), this.fill(ref.spec.set, ref, '<secret>'));
-  }
-
   /** Sends a set command; `shown` replaces the command in messages when it carries a secret. */
   private async send(command: string, shown = command): Promise<void> {
     if (this.spec.setAck === undefined) return this.transport.write(command, shown);

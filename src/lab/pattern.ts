@@ -1,12 +1,15 @@
 /**
- * Glue between the emulated lab (src/lab/) and the timing layer: Alice's intensity pattern
- * regenerated from her seed, and a tag source reading an EmulatedLink.
+ * The emulated lab as the timing layer's tests, benches and calibration read it: Alice's intensity
+ * pattern of a standalone lab (its own stand-in pattern, regenerated from the lab's seed: tests
+ * and calibration on the emulated lab only; a node's Alice reads her source's record instead), and
+ * a tag source reading an EmulatedLink. The lab provides these to timing, not the other way round.
  */
-import { aliceChoiceFast, aliceThresholds, DOMAIN_ALICE, seedKeys } from '../lab/alice.ts';
-import type { EmulatedLink } from '../lab/link.ts';
-import type { LinkPreset } from '../lab/presets.ts';
-import type { TagBatch } from '../lab/types.ts';
-import type { AlicePattern } from './pattern.ts';
+import { aliceChoiceFast, aliceThresholds, DOMAIN_ALICE, seedKeys } from './alice.ts';
+import type { EmulatedLink } from './link.ts';
+import type { LinkPreset } from './presets.ts';
+import type { TagBatch } from './types.ts';
+import type { AlicePattern } from '../timing/pattern.ts';
+import type { TagSource } from '../timing/calibrate.ts';
 
 /**
  * Alice's intensity classes regenerated from her seed (what her node would send as sync pattern).
@@ -30,13 +33,7 @@ export function alicePatternFromSeed(preset: LinkPreset, seed: bigint): AlicePat
   };
 }
 
-/** A pull source of tag batches: the shape calibration reads (emulated link, replay, or a tagger adapter). */
-export interface TagSource {
-  /** Next batch, or null at the end of the stream. */
-  next(): Promise<TagBatch | null>;
-  /** Pulse period in ps of the source that the tags refer to. */
-  readonly periodPs: number;
-}
+export type { TagSource };
 
 /** Reads `totalPulses` pulses from an EmulatedLink in batches of `batchPulses`. */
 export function linkTagSource(link: EmulatedLink, totalPulses: number, batchPulses = 1e7): TagSource {
