@@ -23,16 +23,18 @@
  * (`DeviceSet.close()`), so `qkd device bob-detector-0 set dead_time 100` is seen by the next
  * `qkd device bob-detector-0 get dead_time`. Delete the file to return to power-on values.
  */
-import { mkdirSync, readFileSync, writeFileSync, existsSync, renameSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, renameSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
-import { loadProfile, validateSchema, type DeviceProfile, type Schema } from './profile.ts';
+import { loadProfile, validateSchema, type DeviceProfile, type Schema, type SerialSettings } from './profile.ts';
 import type { AnyDevice } from './types.ts';
 import { EmulatedLab } from './emulated/lab.ts';
 import { EmulatedPhotonSource, EmulatedSpadDetector } from './emulated/instruments.ts';
 import { EmulatedSerialBinding } from './emulated/serial-binding.ts';
 import { EmulatedUsbTagger } from './emulated/usb-tagger.ts';
+import { EmulatedTdc1, startTdc1OnPty, type Tdc1Pty } from './emulated/tdc1.ts';
+import { Tdc1Driver } from './drivers/tdc1.ts';
 import type { ScpiInstrument } from './emulated/scpi.ts';
 import { SerialLineTransport } from './transports/serial.ts';
 import { openUsbBulkDevice } from './transports/usb.ts';
@@ -182,7 +184,7 @@ export interface DeviceSlot {
   profile?: DeviceProfile;
   device?: AnyDevice;
   /** Emulated back end (instrument or USB tagger), for state persistence and fault injection. */
-  emulator?: ScpiInstrument | EmulatedUsbTagger;
+  emulator?: ScpiInstrument | EmulatedUsbTagger | EmulatedTdc1;
   /** Why the device could not be built (bad profile, …). */
   error?: Error;
   transport: string;
@@ -232,6 +234,7 @@ export class DeviceSet {
     }
     const reconnect = this.opts.reconnect;
     const common = { id: entry.id, reconnect, applyDefaults: entry.applyDefaults };
+    if (profile.transport.type === 'serial' && profile.kind === 'time-tagger') return this.buildSerialTagger(entry, profile, saved, common);
     if (profile.transport.type === 'serial') {
       let path = entry.port ?? '';
       let emulator: ScpiInstrument | undefined;
@@ -253,6 +256,33 @@ export class DeviceSet {
     }
     const device = new TimeTaggerDriver({ ...common, profile, device: () => openUsbBulkDevice(usbSettings.vendorId, usbSettings.productId) });
     return { entry, profile, device, transport: `usb ${usbSettings.vendorId.toString(16).padStart(4, '0')}:${usbSettings.productId.toString(16).padStart(4, '0')}` };
+  }
+
+  /** Run at close (emulated units on ptys: socat and its folder). */
+  private readonly cleanups: (() => Promise<void>)[] = [];
+
+  /**
+   * A time-tagger on a serial line (the S-Fifteen TDC1): real on `port`, or emulated on a socat
+   * pty pair started when the driver first connects (so listing the set starts nothing), fed by
+   * this set's emulated lab, so the real transport and driver run against it.
+   */
+  private buildSerialTagger(entry: DeviceEntry, profile: DeviceProfile, saved: Record<string, number> | undefined, common: { id: string; reconnect?: Partial<ReconnectPolicy>; applyDefaults?: boolean }): DeviceSlot {
+    const settings = profile.transport as SerialSettings;
+    if (!entry.emulated) {
+      const transport = new SerialLineTransport({ path: entry.port!, settings });
+      return { entry, profile, device: new Tdc1Driver({ ...common, profile, transport }), transport: `serial ${entry.port}` };
+    }
+    const emulator = new EmulatedTdc1(this.lab!, { serial: `TDC1-${entry.id}` });
+    if (saved) emulator.restore(saved);
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-tdc1-'));
+    let pty: Promise<Tdc1Pty> | undefined;
+    this.cleanups.push(async () => {
+      await pty?.then((p) => p.close(), () => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const transport = new SerialLineTransport({ path: join(dir, 'tdc1-A'), settings });
+    const device = new Tdc1Driver({ ...common, profile, transport, prepare: async () => void (await (pty ??= startTdc1OnPty(emulator, dir))) });
+    return { entry, profile, device, emulator, transport: 'serial (emulated, pty)' };
   }
 
   /** The device by id; ConfigError listing the ids when unknown. */
@@ -288,5 +318,6 @@ export class DeviceSet {
   async close(): Promise<void> {
     for (const s of this.slots.values()) await s.device?.close().catch(() => undefined);
     if (this.opts.persist) this.saveState();
+    for (const c of this.cleanups.splice(0)) await c().catch(() => undefined);
   }
 }

@@ -22,6 +22,7 @@ import { EmulatedUsbTagger } from '../devices/emulated/usb-tagger.ts';
 import { EmulatedPhotonSource } from '../devices/emulated/instruments.ts';
 import { attachInstrumentToTty, type TtyAttachment } from '../devices/emulated/pty.ts';
 import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
+import type { TimeTagger } from '../devices/types.ts';
 import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
 import { StreamConsumer, view64 } from '../stream/consumer.ts';
@@ -133,7 +134,7 @@ export class BobNode {
   readonly preset: ProtocolSettings;
   /** The emulated physics (absent when the node drives a real time-tagger). */
   private readonly lab: EmulatedLab | undefined;
-  private readonly tagger: TimeTaggerDriver;
+  private readonly tagger: TimeTagger;
   /** Identity read at connect, with the firmware versions the profile allows (for the alarm). */
   device: { id: string; model: string; firmware: string; allowedFirmware: string[] } | undefined;
   private readonly sync: ClockSync;

@@ -14,8 +14,7 @@
 import { ConfigError } from '../errors.ts';
 import { DeviceSet, type DeviceEntry } from '../devices/config.ts';
 import { loadProfile } from '../devices/profile.ts';
-import type { DeviceIdentity, PhotonSource } from '../devices/types.ts';
-import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
+import type { DeviceIdentity, PhotonSource, TimeTagger } from '../devices/types.ts';
 import type { ProtocolSettings } from '../protocol/settings.ts';
 
 export interface OpenedDevice {
@@ -31,8 +30,8 @@ export interface NodeDevices {
   readonly info: OpenedDevice[];
   /** Alice: her source, switched on (internal RNG); her record is its read-back. */
   source?: { device: PhotonSource };
-  /** Bob: his real time-tagger (not opened: BobNode opens it). */
-  tagger?: TimeTaggerDriver;
+  /** Bob: his real time-tagger, USB (TimeTaggerDriver) or serial (S-Fifteen TDC1); not opened: BobNode opens it. */
+  tagger?: TimeTagger;
   close(): Promise<void>;
 }
 
@@ -60,7 +59,7 @@ export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntr
       if (role === 'bob' && profile.kind === 'time-tagger') {
         // Checked here (fail fast); the node's tag stream opens it again and reports its identity.
         await dev.close();
-        out.tagger = dev as TimeTaggerDriver;
+        out.tagger = dev as TimeTagger;
         continue;
       }
       info.push({ id: e.id, kind: profile.kind, model: `${id.vendor} ${id.model}`, firmware: id.firmware, allowedFirmware: profile.firmware });
