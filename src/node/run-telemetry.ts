@@ -167,6 +167,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       randomness: rnd && rnd.sampledBlocks > 0 ? { healthy: rnd.healthy, reason: rnd.reason } : undefined,
       calibrationAgeSeconds: calibratedAtMs !== undefined ? (Date.now() - calibratedAtMs) / 1000 : undefined,
       devices: devices.length ? devices : undefined,
+      sourceRng: (run.status('node-alice')?.sourceHealth as { healthy: boolean; reason?: string } | undefined) ?? undefined,
     });
     alarms.exportTo(metrics);
   }, 1000);

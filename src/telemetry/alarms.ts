@@ -6,7 +6,8 @@
  * Each alarm names its likely cause and the runbook section (docs/runbook.md#<kind>) with the
  * checks and actions. Alarm kinds, one runbook section each:
  *   qber-high, detector-saturation, detector-silent, sync-lost, kms-unreachable, spool-filling,
- *   calibration-stale, firmware-mismatch, randomness-failed, classical-rtt-high.
+ *   calibration-stale, firmware-mismatch, randomness-failed, classical-rtt-high, no-key,
+ *   source-rng-failed.
  * Per-subject kinds (detector channel, KMS, device) get ids like `detector-silent/ch2`.
  *
  * Usage: call `evaluate(inputs, nowMs)` whenever fresh signals are at hand (e.g. once a second and
@@ -22,7 +23,8 @@ export const SEVERITIES: Severity[] = ['critical', 'major', 'minor', 'warning'];
 
 export type AlarmKind =
   | 'qber-high' | 'detector-saturation' | 'detector-silent' | 'sync-lost' | 'kms-unreachable' | 'spool-filling'
-  | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high' | 'no-key';
+  | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high' | 'no-key'
+  | 'source-rng-failed';
 
 interface RuleBase {
   enabled: boolean;
@@ -45,6 +47,8 @@ export interface AlarmConfig {
   classicalRtt: RuleBase & { raiseAboveSeconds: number; clearBelowSeconds: number };
   /** Blocks ending without key because of their statistics (PE_ABORT_BOUNDS, PE_NO_KEY, PE_IMPOSSIBLE_COUNTS). */
   noKey: RuleBase;
+  /** Alice's source RNG failed its SP 800-90B health test on the read-back record (key production stopped). */
+  sourceRng: RuleBase;
   /** How many raise/clear events `recent()` keeps. */
   recentLimit: number;
 }
@@ -72,6 +76,7 @@ export const DEFAULT_ALARM_CONFIG: AlarmConfig = {
   randomness: rule('major'),
   classicalRtt: { ...rule('warning', 30, 30), raiseAboveSeconds: 0.25, clearBelowSeconds: 0.1 },
   noKey: rule('major'),
+  sourceRng: rule('critical'),
   recentLimit: 50,
 };
 
@@ -96,6 +101,8 @@ export interface AlarmInputs {
   /** From RandomnessMonitor.snapshot(). */
   randomness?: { healthy: boolean; reason?: string };
   classicalRttSeconds?: number;
+  /** Health tests on Alice's source's read-back record (src/node/source-health.ts). */
+  sourceRng?: { healthy: boolean; reason?: string };
   /** The last finished block: verified, or its abort reason ("CODE: message"). */
   lastBlock?: { verified: boolean; abortReason?: string };
 }
@@ -136,6 +143,7 @@ const CAUSES: Record<AlarmKind, string> = {
   'firmware-mismatch': 'device firmware updated or replaced with a version the hardware profile does not list',
   'randomness-failed': 'a bug in post-processing output (stuck or repeated bits), or a broken privacy amplification seed',
   'classical-rtt-high': 'congested or rerouted classical network, or an overloaded peer node',
+  'source-rng-failed': "Alice's source random-number generator stuck or biased (hardware fault, failed entropy source, firmware), or a read-back that does not match the pulses (line or firmware fault)",
   'no-key': 'blocks too small for the finite-key bound at this loss and ε, or intensities/probabilities in the configuration that do not match the source (impossible counts)',
 };
 
@@ -254,6 +262,12 @@ export class AlarmEngine {
       step('classical-rtt-high', s, undefined, {
         bad: band(v, s.raiseAboveSeconds, s.clearBelowSeconds), value: v, threshold: s.raiseAboveSeconds,
         message: `classical channel round trip ${(v * 1e3).toFixed(1)} ms, above ${(s.raiseAboveSeconds * 1e3).toFixed(0)} ms: post-processing slows down`,
+      });
+    }
+    if (inputs.sourceRng) {
+      step('source-rng-failed', c.sourceRng, undefined, {
+        bad: !inputs.sourceRng.healthy, value: inputs.sourceRng.reason ?? '',
+        message: `Alice's source RNG failed its health test on the read-back record${inputs.sourceRng.reason ? `: ${inputs.sourceRng.reason}` : ''}; key production stopped`,
       });
     }
     if (inputs.lastBlock) {

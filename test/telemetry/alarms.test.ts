@@ -116,7 +116,7 @@ t.test('no-key alarm: raised by blocks the statistics leave keyless (not by QBER
 t.test('every alarm kind has a runbook section with causes, checks and actions', async (t) => {
   const runbook = readFileSync(new URL('../../docs/runbook.md', import.meta.url), 'utf8');
   const kinds: AlarmKind[] = ['qber-high', 'detector-saturation', 'detector-silent', 'sync-lost', 'kms-unreachable', 'spool-filling',
-    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high', 'no-key'];
+    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high', 'no-key', 'source-rng-failed'];
   for (const k of kinds) {
     // GitHub anchors: "## qber-high: …" → #qber-high-… ; we use explicit <a id> anchors.
     t.ok(runbook.includes(`<a id="${k}"></a>`), `runbook anchor #${k}`);
