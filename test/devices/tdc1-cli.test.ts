@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hasSocat, tempDir } from '../../src/testkit/devices.ts';
@@ -79,6 +79,29 @@ if (!hasSocat()) {
     t.equal(h.header.profile, 's15-tdc1');
     t.equal(h.header.identity.model, 'TDC1');
     t.equal(h.records, 20000);
+  });
+}
+
+if (hasSocat()) {
+  t.test('qkd calibrate --device: the TDC1 as the calibration tagger (counting steps)', async (t) => {
+    const d = tempDir('qkd-tdc1-cal-');
+    t.teardown(() => d.remove());
+    const config = join(d.path, 'node.json');
+    writeFileSync(config, JSON.stringify({
+      emulated: { preset: 'reference-decoy', stateFile: join(d.path, 'state.json') },
+      devices: [{ id: 'alice-source', profile: 'emulab-ps1', emulated: true }, { id: 'bob-tdc1', profile: 's15-tdc1', emulated: true }],
+    }));
+    const run = (...args: string[]) => spawnSync(process.execPath, [bin, 'calibrate', ...args, '--device', 'bob-tdc1', '--config', config, '--out', join(d.path, 'cal'), '--no-plot'], { encoding: 'utf8', cwd: d.path, env: { ...process.env, QKD_STATE_DIR: d.path }, timeout: 120_000 });
+    const r = run('dark-counts', '--seconds', '0.05');
+    t.equal(r.status, 0, r.stderr);
+    t.match(r.stdout, /dark counts: ch0 \d+ \/s .*ch1 \d+ \/s/);
+    const files = readdirSync(join(d.path, 'cal')).filter((f) => f.endsWith('.json'));
+    t.equal(files.length, 1);
+    const rec = JSON.parse(readFileSync(join(d.path, 'cal', files[0]), 'utf8')) as { devices: { id: string; model: string }[] };
+    t.match(rec.devices, [{ id: 'bob-tdc1', model: 's15-tdc1' }, { id: 'alice-source' }], 'the record names the TDC1 it was measured with');
+    const bad = run('delays');
+    t.equal(bad.status, 1);
+    t.match(bad.stderr, /calibrate delays --device bob-tdc1: this step indexes pulses with Alice's intensity pattern.*\[CALIBRATE_DEVICE_STEP\]/);
   });
 }
 

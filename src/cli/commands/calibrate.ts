@@ -10,6 +10,11 @@ import { CALIBRATION_STEPS, runStep, type CalibrationStep } from '../../timing/c
 import { emulatedRig } from '../../lab/calibration-rig.ts';
 import { svgPlot, terminalPlot } from '../../timing/plot.ts';
 import { makeRecord, writeRecord, loadCalibration } from '../../timing/records.ts';
+import { deviceRig } from '../../timing/device-rig.ts';
+import type { AlicePattern } from '../../timing/pattern.ts';
+import type { CalibrationRig } from '../../timing/calibrate.ts';
+import { openConfiguredSet } from '../../devices/cli.ts';
+import type { PhotonSource, TimeTagger } from '../../devices/types.ts';
 
 export const summary = 'measure delays, gate window, sync, dark counts, afterpulsing, jitter or efficiency';
 export const usage = `qkd calibrate <step> [options]
@@ -34,13 +39,21 @@ Options:
   --out <dir>         where records go (default calibration/)
   --no-plot           do not print the terminal plot
 
-Runs against the emulated lab. Real devices: not wired yet (see docs/timing.md).
+  --device <id>       take the tags from this configured time-tagger (e.g. an S-Fifteen TDC1) and
+                      switch/attenuate the configuration's photon source: dark-counts, efficiency,
+                      afterpulsing (the timing steps need Alice's pattern, not available to a
+                      device rig yet)
+  --config <file>     node configuration with that device (default $QKD_NODE_CONFIG, else the
+                      built-in emulated set)
+
+Runs against the emulated lab unless --device is given (docs/timing.md).
 Each run writes <out>/<step>-<UTC time>.json (see calibration/README.md) and the same name .svg.`;
 
 export async function run(args: string[]): Promise<number> {
   const { values, positionals } = parseOptions(args, {
     preset: { type: 'string' }, distance: { type: 'string' }, seed: { type: 'string' }, seconds: { type: 'string' },
     bin: { type: 'string' }, out: { type: 'string' }, 'no-plot': { type: 'boolean' },
+    device: { type: 'string' }, config: { type: 'string' },
   });
   const step = positionals[0];
   const out = values.out ?? 'calibration';
@@ -71,10 +84,16 @@ export async function run(args: string[]): Promise<number> {
     if (tty) process.stderr.write(`\rcalibrate ${step}: [${bar}] ${String(pct).padStart(3)} % ${what.padEnd(12)}`);
     else if (pct % 25 === 0) process.stderr.write(`calibrate ${step}: ${pct} % ${what}\n`);
   };
-  const res = await runStep(step as CalibrationStep, rig, { seconds, binPs, onProgress });
+  const used = values.device ? await deviceCalibrationRig(step as CalibrationStep, values.device, values.config) : { rig, close: async () => undefined };
+  let res: Awaited<ReturnType<typeof runStep>>;
+  try {
+    res = await runStep(step as CalibrationStep, used.rig, { seconds, binPs, onProgress });
+  } finally {
+    await used.close();
+  }
   if (tty) process.stderr.write('\n');
   const pkg = createRequire(import.meta.url)('../../../package.json') as { name: string; version: string };
-  const rec = makeRecord(res, { devices: rig.devices, profiles: rig.profiles, software: { name: pkg.name, version: pkg.version } });
+  const rec = makeRecord(res, { devices: used.rig.devices, profiles: used.rig.profiles, software: { name: pkg.name, version: pkg.version } });
   const svg = svgPlot(res.plot);
   const file = writeRecord(out, rec, svg);
   if (!values['no-plot']) process.stdout.write(terminalPlot(res.plot));
@@ -82,4 +101,46 @@ export async function run(args: string[]): Promise<number> {
   process.stdout.write(`result: ${JSON.stringify(res.result)}\nuncertainty: ${JSON.stringify(res.uncertainty)}\n`);
   process.stdout.write(`wrote ${file} and ${file.replace(/\.json$/, '.svg')}\n`);
   return 0;
+}
+
+/** Steps that only count clicks per channel (with the source on, off or attenuated). */
+const COUNT_STEPS: CalibrationStep[] = ['dark-counts', 'efficiency', 'afterpulsing'];
+
+/**
+ * A calibration rig on configured devices: tags from the time-tagger `id`, source control through
+ * the configuration's photon source. Only the counting steps: the timing steps index pulses with
+ * Alice's intensity pattern, which a device rig does not have.
+ */
+async function deviceCalibrationRig(step: CalibrationStep, id: string, config: string | undefined): Promise<{ rig: CalibrationRig; close(): Promise<void> }> {
+  if (!COUNT_STEPS.includes(step)) {
+    throw new ConfigError('CALIBRATE_DEVICE_STEP', `calibrate ${step} --device ${id}: this step indexes pulses with Alice's intensity pattern, which a device rig does not have; with --device run ${COUNT_STEPS.join(', ')}, or run ${step} on the emulated lab.`);
+  }
+  const set = openConfiguredSet(config, true);
+  try {
+    const tagger = set.get(id);
+    if (tagger.kind !== 'time-tagger') throw new ConfigError('BAD_OPTION', `--device ${id} is a ${tagger.kind}, not a time-tagger.`);
+    const slot = [...set.slots.values()].find((s) => s.device?.kind === 'photon-source');
+    if (!slot?.device) throw new ConfigError('CALIBRATE_NO_SOURCE', `calibrate ${step} switches or attenuates the photon source: add one to ${set.config.file ?? 'the node configuration'}.`);
+    const source = slot.device as PhotonSource;
+    await (tagger as TimeTagger).open();
+    await source.open();
+    const meanPhotons = [await source.intensity(0), await source.intensity(1), await source.intensity(2)];
+    const pattern: AlicePattern = {
+      meanPhotons,
+      intensities() {
+        throw new ConfigError('CALIBRATE_NO_PATTERN', `calibrate ${step}: Alice's intensity pattern is not available to a device rig.`);
+      },
+    };
+    const rig = deviceRig({
+      tagger: tagger as TimeTagger, source, pattern, repRateHz: await source.repetitionRateHz(),
+      profiles: { tagger: tagger.profile, source: source.profile },
+      // Tags read ahead before a source change are dropped; the tagger's and the line's buffers
+      // can hold some 100 ms of clicks, so settle longer than the 1 ms default.
+      settlePs: 2e11,
+    });
+    return { rig, close: async () => { await rig.close(); await set.close(); } };
+  } catch (err) {
+    await set.close();
+    throw err;
+  }
 }
