@@ -9,6 +9,8 @@
  *                              → 200 {sealed, accepted, have, threshold, shares}
  *                              → 400 {code, message} share refused / shares wrong (nothing revealed)
  *   POST /admin/v1/rotate-kek  → 200 {active, rewrapped, retired, resumed, ms} when done
+ *   POST /admin/v1/reshare     body {shares, threshold, outDir} → 200 {files}: new master key,
+ *                              new share files written by the KMS into outDir, old shares revoked
  *
  * The unseal body is read into a Buffer that is zeroed once the native side has copied it; it
  * never becomes a JavaScript string and is never logged.
@@ -74,6 +76,19 @@ export async function startAdmin(kms: Kms, path: string): Promise<AdminServer> {
           }
         }
         if (req.method === 'POST' && url === '/admin/v1/rotate-kek') return send(res, 200, await kms.rotateKek());
+        if (req.method === 'POST' && url === '/admin/v1/reshare') {
+          const body = await readBody(req);
+          let o: { shares?: unknown; threshold?: unknown; outDir?: unknown };
+          try {
+            o = JSON.parse(body?.toString('utf8') ?? '');
+          } catch {
+            return send(res, 400, { code: 'ADMIN_BAD_BODY', message: 'reshare needs a JSON body {shares, threshold, outDir}' });
+          }
+          if (typeof o.outDir !== 'string' || !o.outDir.startsWith('/')) {
+            return send(res, 400, { code: 'ADMIN_BAD_BODY', message: 'outDir must be an absolute path' });
+          }
+          return send(res, 200, { files: kms.reshare(Number(o.shares), Number(o.threshold), o.outDir) });
+        }
         return send(res, 404, { message: `no route ${req.method} ${url}` });
       } catch (err) {
         const code = (err as QkdError).code ?? 'ADMIN_FAILED';

@@ -18,6 +18,7 @@
  *   }
  *
  * `"expiryWarningS": 300` — alarm KEYS_EXPIRING that long before a held key's TTL ends.
+ * `"rotationBatch": 256` — keys re-wrapped per transaction by `qkd kms rotate-kek`.
  *
  * {
  *   "id": "kmsA", "role": "source",

@@ -65,6 +65,8 @@ export interface KmsOptions {
   custody?: { kind: 'software' | 'pkcs11'; token?: TokenConfig; pin?: Uint8Array; unsealTimeoutMs?: number };
   /** Unix socket (0600) of the local admin endpoint (status, unseal, rotate-kek); none if unset. */
   adminSocket?: string;
+  /** Keys re-wrapped per transaction during a KEK rotation (default 256); requests are served between. */
+  rotationBatch?: number;
   /** Alarm KEYS_EXPIRING this long before a held key's TTL ends (default 300 000 ms). */
   expiryWarningMs?: number;
   /** Most keys held at once (503 beyond). */
@@ -209,12 +211,6 @@ export class Kms extends EventEmitter {
         this.log('warn', msg);
       }
     }
-    if (this.store) this.log('info', 'KMS unsealed at start (development keystore)', { custody: this.store.custody() });
-    else {
-      const st = this.unsealer!.status();
-      this.log('warn', `KMS sealed: run qkd kms unseal (${st.threshold} of ${st.shares} shares needed)`, { sealed: true,
-        threshold: st.threshold, shares: st.shares, keystore: st.kind });
-    }
   }
 
   // ------------------------------------------------------------- custody
@@ -286,18 +282,37 @@ export class Kms extends EventEmitter {
    * keeps serving: batches of `batch` keys per transaction, requests in between. Old KEKs are
    * destroyed at the end. One rotation at a time.
    */
-  async rotateKek(batch = 256): Promise<{ active: number; rewrapped: number; retired: number[]; resumed: boolean; ms: number }> {
+  async rotateKek(batch = this.opts.rotationBatch ?? 256): Promise<{ active: number; rewrapped: number; retired: number[]; resumed: boolean; ms: number }> {
     if (!this.store) throw new QkdError('KMS_SEALED', 'KMS sealed: run qkd kms unseal before rotating its KEK');
     if (this.rotating) throw new QkdError('KMS_ROTATING', 'a KEK rotation is already running');
     const run = this.store.rotateKek(this.now, batch);
     this.rotating = run;
     try {
       const r = await run;
-      this.log('info', 'KEK rotated', { active: r.active, rewrapped: r.rewrapped, retired: r.retired, ms: Math.round(r.ms) });
+      this.log('info', 'KEK rotated', { active: r.active, rewrapped: r.rewrapped, retired: r.retired, ms: Math.round(r.ms),
+        started_at_ms: Math.round(Date.now() - r.ms), ended_at_ms: Date.now() });
       return r;
     } finally {
       this.rotating = undefined;
     }
+  }
+
+  /**
+   * A share was lost or exposed: replaces the master key with a new one split into `shares` files
+   * in `outDir` (any `threshold` reconstruct it) and re-seals the keystore; the old shares are
+   * revoked. Then rotate the KEK (docs/runbook.md). Needs an unsealed KMS with custody.
+   */
+  reshare(shares: number, threshold: number, outDir: string): string[] {
+    if (!this.opts.custody) {
+      throw new ConfigError('KMS_CUSTODY', 'a development keystore (wrapKeyFile) has no shares: configure custody and run qkd kms init');
+    }
+    if (!Number.isInteger(shares) || !Number.isInteger(threshold) || threshold < 2 || threshold > shares || shares > 255) {
+      throw new ConfigError('KMS_RESHARE', 'need whole numbers 2 <= threshold <= shares <= 255');
+    }
+    const files = this.unsealedStore().reshare(shares, threshold, outDir, this.id, this.now());
+    this.log('warn', `master key replaced: ${threshold} of ${shares} new shares written; every previous share is revoked`,
+      { shares, threshold, outDir });
+    return files;
   }
 
   /** Verifies the audit log's hash chain. */

@@ -98,6 +98,14 @@ export class KeyStore {
     return { active: st.active, rewrapped: done, retired, resumed: st.resumed, ms: performance.now() - t0 };
   }
 
+  /**
+   * Replaces the master key: `shares` new share files in `outDir` (any `threshold` reconstruct
+   * it), keystore re-sealed; the old shares are revoked. Returns the new files.
+   */
+  reshare(shares: number, threshold: number, outDir: string, kmsId: string, nowMs: number): string[] {
+    return call(() => this.s.reshare(shares, threshold, outDir, kmsId, nowMs));
+  }
+
   /** [active KEK generation, ...other generations still loaded]. */
   kekGenerations(): number[] {
     return call(() => this.s.kekGenerations());

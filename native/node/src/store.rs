@@ -471,6 +471,17 @@ impl KmsStore {
         with(&self.inner, |s| s.finish_rotation(now_ms as i64, rewrapped as u64))
     }
 
+    /// Replaces the master key (a share lost or exposed): writes `shares` new share files into
+    /// `out_dir` (any `threshold` reconstruct it) and re-seals the keystore; old shares are revoked.
+    #[napi]
+    pub fn reshare(&self, shares: u32, threshold: u32, out_dir: String, kms_id: String, now_ms: f64) -> Result<Vec<String>> {
+        if !(2..=255).contains(&shares) || !(2..=255).contains(&threshold) {
+            return Err(Error::new(Status::InvalidArg, "STORE_INVALID: need 2 <= threshold <= shares <= 255"));
+        }
+        let v = with(&self.inner, |s| s.reshare(shares as u8, threshold as u8, Path::new(&out_dir), &kms_id, now_ms as i64))?;
+        Ok(v.into_iter().map(|p| p.display().to_string()).collect())
+    }
+
     /// Active KEK generation and every generation loaded.
     #[napi]
     pub fn kek_generations(&self) -> Result<Vec<u32>> {

@@ -7,13 +7,16 @@
 //!  N share files ──(any K, shamir.rs)──▶ master key MK (32 B, in memory only while unsealed)
 //!     software keystore:  MK ─SHA-256("qkd-kms kek seal v1"‖0‖MK)─▶ seal key ─AES-256-GCM─▶ KEK_g (in the keystore file)
 //!     PKCS#11 keystore:   KEK_g is a non-extractable AES key in the token (label, CKA_ID = g);
-//!                         MK ─SHA-256("qkd-kms inner layer v1"‖0‖MK)─▶ an inner layer under the token's wrap
+//!                         an inner-layer key IK (random, sealed under the seal key in the file)
+//!                         wraps beneath the token's layer
 //!  stored key ──AES-256-GCM under KEK_g (aad = key_stream_id‖0‖index)──▶ keys.wrapped, keys.kek_gen = g
 //! ```
 //!
 //! The keystore file (text, 0600, replaced atomically) names the kind, the share set, the master
 //! key's check value `SHA-256("qkd-kms master check v1"‖0‖MK)` and the KEK generations; it holds no
-//! secret in clear. A development keystore (no shares) uses the 32-byte `wrapKeyFile` as MK and
+//! secret in clear. Everything the master key protects is a sealed record in this file, so
+//! `reshare` (a lost share) replaces the master key by re-sealing the records and writing new
+//! shares; the old shares then reconstruct a key no keystore accepts. A development keystore (no shares) uses the 32-byte `wrapKeyFile` as MK and
 //! generation 0 as "MK itself is the KEK", which is how every store was wrapped before custody.
 //!
 //! ```text
@@ -25,6 +28,7 @@
 //! check <64 hex>
 //! active <g>
 //! kek <g> [<nonce 24 hex> <sealed KEK hex>]     one line per live generation
+//! inner <nonce 24 hex> <sealed IK hex>          PKCS#11 only
 //! ```
 use crate::shamir::{self, Share};
 use crate::{Result, StoreError};
@@ -59,6 +63,8 @@ pub struct KeystoreFile {
     pub check: [u8; 32],
     pub active: u32,
     pub keks: Vec<KekRecord>,
+    /// PKCS#11: the inner-layer key, sealed under the master key.
+    pub inner: Option<([u8; 12], Vec<u8>)>,
 }
 
 fn hex(b: &[u8]) -> String {
@@ -87,6 +93,42 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+const INNER_AAD: &[u8] = b"qkd-kms inner v1";
+
+fn seal_cipher_of(mk: &[u8]) -> Aes256Gcm {
+    Aes256Gcm::new_from_slice(&*derive("qkd-kms kek seal v1", mk)).expect("32-byte key")
+}
+
+/// Opens the inner-layer key of a PKCS#11 keystore with the master key.
+pub fn open_inner(f: &KeystoreFile, mk: &[u8], path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let (n, c) = f.inner.as_ref().ok_or_else(|| StoreError::Custody(format!("keystore {} has no inner-layer key", path.display())))?;
+    gcm_open(&seal_cipher_of(mk), n, INNER_AAD, c)
+        .map_err(|_| StoreError::Custody(format!("keystore {}: the inner-layer key does not unseal (file altered?)", path.display())))
+}
+
+/// The same keystore with every record re-sealed under `new_mk` and the new share set: the
+/// master key changes, the KEKs (and the inner-layer key) do not.
+pub fn reseal_file(f: &KeystoreFile, old_mk: &[u8], new_mk: &[u8; 32], set_id: [u8; 8], k: u8, n: u8, path: &Path) -> Result<KeystoreFile> {
+    let (old, new) = (seal_cipher_of(old_mk), seal_cipher_of(new_mk));
+    let mut out = f.clone();
+    for r in out.keks.iter_mut() {
+        if let Some((nonce, c)) = &r.sealed {
+            let kek = gcm_open(&old, nonce, &kek_aad(r.gen), c)
+                .map_err(|_| StoreError::Custody(format!("keystore {}: KEK generation {} does not unseal", path.display(), r.gen)))?;
+            r.sealed = Some(gcm_seal(&new, &kek_aad(r.gen), &kek)?);
+        }
+    }
+    if f.inner.is_some() {
+        let ik = open_inner(f, old_mk, path)?;
+        out.inner = Some(gcm_seal(&new, INNER_AAD, &ik)?);
+    }
+    out.set_id = Some(set_id);
+    out.threshold = k;
+    out.shares = n;
+    out.check = master_check(new_mk);
+    Ok(out)
+}
+
 fn kek_aad(gen: u32) -> Vec<u8> {
     let mut a = b"qkd-kms kek v1\0".to_vec();
     a.extend_from_slice(&gen.to_be_bytes());
@@ -106,7 +148,7 @@ impl KeystoreFile {
         if lines.next() != Some("qkd-kms-keystore v1") {
             return Err(bad("first line"));
         }
-        let mut ks = KeystoreFile { kind: Kind::Software, set_id: None, threshold: 0, shares: 0, check: [0; 32], active: 0, keks: vec![] };
+        let mut ks = KeystoreFile { kind: Kind::Software, set_id: None, threshold: 0, shares: 0, check: [0; 32], active: 0, keks: vec![], inner: None };
         let mut have_check = false;
         for l in lines.filter(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -134,6 +176,11 @@ impl KeystoreFile {
                     have_check = true;
                 }
                 ("active", 2) => ks.active = f[1].parse().map_err(|_| bad("active"))?,
+                ("inner", 3) => {
+                    let n = unhex(f[1]).filter(|v| v.len() == 12).ok_or_else(|| bad("inner nonce"))?;
+                    let c = unhex(f[2]).ok_or_else(|| bad("inner"))?;
+                    ks.inner = Some((n.try_into().unwrap(), c));
+                }
                 ("kek", 2) => ks.keks.push(KekRecord { gen: f[1].parse().map_err(|_| bad("kek"))?, sealed: None }),
                 ("kek", 4) => {
                     let n = unhex(f[2]).filter(|v| v.len() == 12).ok_or_else(|| bad("kek nonce"))?;
@@ -160,6 +207,9 @@ impl KeystoreFile {
                 Some((n, c)) => s += &format!("kek {} {} {}\n", k.gen, hex(n), hex(c)),
                 None => s += &format!("kek {}\n", k.gen),
             }
+        }
+        if let Some((n, c)) = &self.inner {
+            s += &format!("inner {} {}\n", hex(n), hex(c));
         }
         write_private(path, s.as_bytes(), true)
     }
@@ -209,6 +259,9 @@ pub trait KeyWrapper: Send {
     fn new_generation(&mut self) -> Result<u32>;
     /// Destroys the KEK of generation `gen` (no stored key may still use it).
     fn retire(&mut self, gen: u32) -> Result<()>;
+    /// Replaces the master key: re-seals the keystore file under `new_mk` with the new share set
+    /// (the caller has written the new shares). Not for a development keystore.
+    fn reseal(&mut self, new_mk: &[u8; 32], set_id: [u8; 8], k: u8, n: u8) -> Result<()>;
 }
 
 pub fn random<const N: usize>() -> Result<[u8; N]> {
@@ -279,6 +332,7 @@ impl SoftwareKeystore {
                         check: master_check(&mk),
                         active: 0,
                         keks: vec![KekRecord { gen: 0, sealed: None }],
+                        inner: None,
                     };
                     ks.file = Some((p.to_path_buf(), f));
                 }
@@ -383,6 +437,20 @@ impl KeyWrapper for SoftwareKeystore {
         self.keks.remove(&gen);
         Ok(())
     }
+    fn reseal(&mut self, new_mk: &[u8; 32], set_id: [u8; 8], k: u8, n: u8) -> Result<()> {
+        let Some((path, f)) = &self.file else {
+            return Err(StoreError::Custody("this store has no keystore file".into()));
+        };
+        if f.set_id.is_none() {
+            return Err(StoreError::Custody("a development keystore (wrapKeyFile) has no shares to replace; configure custody and run qkd kms init".into()));
+        }
+        let nf = reseal_file(f, &*self.mk, new_mk, set_id, k, n, path)?;
+        nf.save(path)?;
+        let p = path.clone();
+        self.file = Some((p, nf));
+        self.mk = Zeroizing::new(*new_mk);
+        Ok(())
+    }
 }
 
 /// Collects shares until K valid ones reconstruct the master key (see `master`).
@@ -478,6 +546,39 @@ impl Unsealer {
     }
 }
 
+/// Splits `mk` into `n` shares (any `k` reconstruct it) and writes one 0600 file per share into
+/// `out_dir` (0700, created if needed), refusing to overwrite. Returns the files.
+pub fn write_shares(mk: &[u8; 32], set_id: &[u8; 8], n: u8, k: u8, out_dir: &Path, kms_id: &str) -> Result<Vec<PathBuf>> {
+    let shares = shamir::split(mk, n, k).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(out_dir).map_err(|e| StoreError::Custody(format!("cannot create {}: {e}", out_dir.display())))?;
+    }
+    let mut files = Vec::new();
+    let safe_id: String = kms_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    for s in &shares {
+        let p = out_dir.join(format!("{safe_id}-share-{}-of-{n}-set-{}.txt", s.x, &hex(set_id)[..8]));
+        let line = shamir::format_share(set_id, k, n, s);
+        let text = Zeroizing::new(format!(
+            "# qkd kms master-key share {x} of {n} for KMS {kms_id} (any {k} reconstruct the master key; set {set})\n\
+             # Give it to one custodian. Keep it offline. It is needed to unseal the KMS after every start:\n\
+             #   qkd kms unseal --config <kms.json> <this file>\n\
+             # Never put its contents on a command line, in a configuration or in a ticket.\n{line}\n",
+            x = s.x,
+            set = hex(set_id),
+            line = &*line
+        ));
+        if let Err(e) = write_private(&p, text.as_bytes(), false) {
+            for q in &files {
+                let _ = std::fs::remove_file(q);
+            }
+            return Err(e);
+        }
+        files.push(p);
+    }
+    Ok(files)
+}
+
 /// What `init` made: the share files it wrote.
 pub struct InitResult {
     pub share_files: Vec<PathBuf>,
@@ -507,42 +608,18 @@ pub fn init(
     }
     let mk: Zeroizing<[u8; 32]> = Zeroizing::new(random()?);
     let set_id: [u8; 8] = random()?;
-    let mut f = KeystoreFile { kind, set_id: Some(set_id), threshold: k, shares: n, check: master_check(&*mk), active: 1, keks: vec![] };
+    let mut f = KeystoreFile { kind, set_id: Some(set_id), threshold: k, shares: n, check: master_check(&*mk), active: 1, keks: vec![], inner: None };
     match kind {
         Kind::Software => f.keks.push(SoftwareKeystore::seal_new_kek(&mk, 1)?.0),
         Kind::Pkcs11 => {
             let mk_fn = make_token_key.ok_or_else(|| StoreError::Invalid("PKCS#11 init needs the token".into()))?;
             mk_fn(1)?;
             f.keks.push(KekRecord { gen: 1, sealed: None });
+            let ik: Zeroizing<[u8; 32]> = Zeroizing::new(random()?);
+            f.inner = Some(gcm_seal(&seal_cipher_of(&*mk), INNER_AAD, &*ik)?);
         }
     }
-    let shares = shamir::split(&*mk, n, k).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(out_dir).map_err(|e| StoreError::Custody(format!("cannot create {}: {e}", out_dir.display())))?;
-    }
-    let mut files = Vec::new();
-    let safe_id: String = kms_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    for s in &shares {
-        let p = out_dir.join(format!("{safe_id}-share-{}-of-{n}.txt", s.x));
-        let line = shamir::format_share(&set_id, k, n, s);
-        let text = Zeroizing::new(format!(
-            "# qkd kms master-key share {x} of {n} for KMS {kms_id} (any {k} reconstruct the master key; set {set})\n\
-             # Give it to one custodian. Keep it offline. It is needed to unseal the KMS after every start:\n\
-             #   qkd kms unseal --config <kms.json> <this file>\n\
-             # Never put its contents on a command line, in a configuration or in a ticket.\n{line}\n",
-            x = s.x,
-            set = hex(&set_id),
-            line = &*line
-        ));
-        if let Err(e) = write_private(&p, text.as_bytes(), false) {
-            for q in &files {
-                let _ = std::fs::remove_file(q);
-            }
-            return Err(e);
-        }
-        files.push(p);
-    }
+    let files = write_shares(&mk, &set_id, n, k, out_dir, kms_id)?;
     f.save(path)?;
     Ok(InitResult { share_files: files })
 }

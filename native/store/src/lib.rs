@@ -684,6 +684,30 @@ impl Store {
         Ok(old)
     }
 
+    /// Replaces the master key after a share was lost or exposed: a new master key, split into
+    /// `n` new share files in `out_dir` (any `k` reconstruct it), and the keystore re-sealed under
+    /// it. The old shares reconstruct a key this keystore no longer accepts. Follow with a KEK
+    /// rotation, so that an old copy of the keystore file opened with old shares wraps nothing.
+    pub fn reshare(&mut self, n: u8, k: u8, out_dir: &std::path::Path, kms_id: &str, now_ms: i64) -> Result<Vec<std::path::PathBuf>> {
+        if k < 2 || k > n {
+            return Err(StoreError::Invalid(format!("need 2 <= threshold <= shares <= 255, got threshold {k} of {n}")));
+        }
+        let mk: Zeroizing<[u8; 32]> = Zeroizing::new(keystore::random()?);
+        let set_id: [u8; 8] = keystore::random()?;
+        // Shares first: if the keystore cannot be re-sealed, the old shares still work and the
+        // new files are removed.
+        let files = keystore::write_shares(&mk, &set_id, n, k, out_dir, kms_id)?;
+        if let Err(e) = self.wrapper.reseal(&mk, set_id, k, n) {
+            for f in &files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e);
+        }
+        Self::audit_tx(&self.conn, now_ms, "*", -1, "master-key-reshared",
+            &format!("new master key, {k} of {n} shares (set {}); previous shares revoked", set_id.iter().map(|b| format!("{b:02x}")).collect::<String>()))?;
+        Ok(files)
+    }
+
     /// Checkpoints the WAL into the database file and truncates it (erased ciphertexts' old
     /// page images leave the WAL).
     pub fn checkpoint(&self) -> Result<()> {
@@ -1078,6 +1102,22 @@ mod tests {
         let items: Vec<(u32, [u8; 32])> = c.iter().map(|c| (c.index, c.digest)).collect();
         s.reserve("s", &items, "h", 3, true).unwrap();
         assert_eq!(&s.take("k7", "h", 4).unwrap().unwrap().key[..], canary, "unwrapped in the token after rotation");
+        // a lost share: reshare; the old shares no longer unseal, the new ones do, keys intact
+        let newf = s.reshare(4, 3, &d.join("shares2"), "kmsT", 5).unwrap();
+        assert_eq!(newf.len(), 4);
+        drop(s);
+        let mut old = keystore::Unsealer::load(&ksp).unwrap();
+        let e = old.add(&std::fs::read(&r.share_files[0]).unwrap()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("another share set"), "{e}");
+        let mut nu = keystore::Unsealer::load(&ksp).unwrap();
+        for f in &newf[1..] {
+            nu.add(&std::fs::read(f).unwrap()).unwrap();
+        }
+        let mk2 = nu.master().unwrap();
+        assert!(pkcs11::TokenKeystore::open(&cfg, b"1234", &mk, &ksp, f()).is_err(), "the old master key opens nothing");
+        let tk = pkcs11::TokenKeystore::open(&cfg, b"1234", &mk2, &ksp, f()).unwrap();
+        let mut s = Store::open_with(path, Box::new(tk), 1000).unwrap();
+        assert_eq!(&s.take("k9", "h", 6).unwrap().unwrap().key[..], &[9u8; 32], "keys intact after reshare");
         drop(s);
         // the same rows with the token but shares of another master key: the inner layer refuses
         let d2 = tmpdir("hsm2");
@@ -1086,10 +1126,8 @@ mod tests {
         u2.add(&std::fs::read(&r2.share_files[0]).unwrap()).unwrap();
         u2.add(&std::fs::read(&r2.share_files[1]).unwrap()).unwrap();
         let other_mk = u2.master().unwrap();
-        let tk = pkcs11::TokenKeystore::open(&cfg, b"1234", &other_mk, &ksp, f()).unwrap();
-        let mut s = Store::open_with(path, Box::new(tk), 1000).unwrap();
-        assert!(matches!(s.take("k8", "h", 5), Err(StoreError::Crypto(_))), "token + PIN without the shares open nothing");
-        drop(s);
+        let e = pkcs11::TokenKeystore::open(&cfg, b"1234", &other_mk, &ksp, f()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("inner-layer key does not unseal"), "token + PIN without the shares open nothing: {e}");
         std::fs::remove_dir_all(&d).ok();
         std::fs::remove_dir_all(&d2).ok();
     }

@@ -4,15 +4,15 @@
 //! `CKM_AES_GCM` inside the token (96-bit IV from the OS, 128-bit tag, associated data
 //! `key_stream_id‖0‖index`).
 //!
-//! Inside the token's layer sits an inner AES-256-GCM layer under a key derived from the master
-//! key that only K custodians' shares reconstruct: a stolen token with its PIN opens nothing
+//! Inside the token's layer sits an inner AES-256-GCM layer under a key sealed in the keystore
+//! file under the master key that only K custodians' shares reconstruct: a stolen token with its PIN opens nothing
 //! without the shares, and stolen shares open nothing without the token. Rotation re-wraps only
 //! the token's layer (`rewrap`), so a stored key never appears in host memory during rotation.
 //!
 //! Every token call goes through one session, used under the store's lock (a `Session` is not
 //! `Sync`). `C_Initialize` runs once per module per process (contexts are cached), because a
 //! second initialisation of the same library fails with CKR_CRYPTOKI_ALREADY_INITIALIZED.
-use crate::keystore::{derive, gcm_open, gcm_seal, random, KekRecord, KeyWrapper, KeystoreFile};
+use crate::keystore::{gcm_open, gcm_seal, open_inner, random, reseal_file, KekRecord, KeyWrapper, KeystoreFile};
 use crate::{Result, StoreError};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -186,6 +186,7 @@ pub struct TokenKeystore {
     token: String,
     keys: BTreeMap<u32, ObjectHandle>,
     inner: Aes256Gcm,
+    mk: Zeroizing<[u8; 32]>,
     path: PathBuf,
     file: KeystoreFile,
 }
@@ -219,9 +220,9 @@ impl TokenKeystore {
         if !keys.contains_key(&file.active) {
             return Err(StoreError::Custody(format!("keystore {} lists no KEK for its active generation {}", path.display(), file.active)));
         }
-        let ik = derive("qkd-kms inner layer v1", mk);
-        let inner = Aes256Gcm::new_from_slice(&*ik).expect("32-byte key");
-        Ok(TokenKeystore { session, cfg: cfg.clone(), token, keys, inner, path: path.to_path_buf(), file })
+        let ik = open_inner(&file, mk, path)?;
+        let inner = Aes256Gcm::new_from_slice(&ik).map_err(|_| StoreError::Custody("bad inner-layer key".into()))?;
+        Ok(TokenKeystore { session, cfg: cfg.clone(), token, keys, inner, mk: Zeroizing::new(*mk), path: path.to_path_buf(), file })
     }
 
     fn token_encrypt(&self, gen: u32, aad: &[u8], plain: &[u8]) -> Result<([u8; 12], Vec<u8>)> {
@@ -297,6 +298,13 @@ impl KeyWrapper for TokenKeystore {
         if let Some(h) = self.keys.remove(&gen) {
             self.session.destroy_object(h).map_err(ck("C_DestroyObject (retired KEK)"))?;
         }
+        Ok(())
+    }
+    fn reseal(&mut self, new_mk: &[u8; 32], set_id: [u8; 8], k: u8, n: u8) -> Result<()> {
+        let nf = reseal_file(&self.file, &*self.mk, new_mk, set_id, k, n, &self.path)?;
+        nf.save(&self.path)?;
+        self.file = nf;
+        self.mk = Zeroizing::new(*new_mk);
         Ok(())
     }
 }

@@ -23,6 +23,7 @@ qkd kms init --shares N --threshold K --config FILE [--out DIR]
 qkd kms unseal --config FILE SHARE_FILE...      (SHARE_FILE "-": read one share from standard input)
 qkd kms status --config FILE
 qkd kms rotate-kek --config FILE
+qkd kms reshare --shares N --threshold K --config FILE [--out DIR]
 qkd kms audit verify --config FILE
 
 Runs the reference KMS described by the JSON file FILE (see src/delivery/config.ts and
@@ -48,6 +49,9 @@ Custody (configuration field "custody", docs/delivery.md):
   status        sealed or not, shares given so far (no share material)
   rotate-kek    re-wraps every stored key under a new KEK while the KMS keeps serving, then
                 destroys the old KEK
+  reshare       a share was lost or exposed: the running, unsealed KMS replaces its master key,
+                writes N new share files (0600) to DIR and revokes every old share; then run
+                rotate-kek (docs/runbook.md, "Custody procedures")
   audit verify  checks the audit log's hash chain (read-only; the KMS may run); exit 1 and names
                 the first broken row if it was altered
 
@@ -74,6 +78,22 @@ const print = (o: object) => process.stdout.write(JSON.stringify(o) + '\n');
 async function custodyCommand(cmd: string, args: string[]): Promise<number> {
   const file = configArg(args, cmd);
   const paths = kmsPaths(file);
+  if (cmd === 'reshare') {
+    const n = intArg(args, '--shares');
+    const k = intArg(args, '--threshold');
+    if (k > n) throw new ConfigError('CLI_USAGE', `--threshold ${k} is larger than --shares ${n}`);
+    const oi = args.indexOf('--out');
+    const outDir = oi >= 0 && args[oi + 1] ? resolve(args[oi + 1]) : join(dirname(resolve(file)), `shares-${paths.id}`);
+    const r = await adminRequest(paths.adminSocket, 'POST', '/admin/v1/reshare',
+      Buffer.from(JSON.stringify({ shares: n, threshold: k, outDir })), 60_000);
+    if (r.status !== 200) {
+      print({ level: 'error', msg: `reshare refused: ${r.body.message}`, code: r.body.code });
+      return 1;
+    }
+    print({ level: 'info', msg: `new master key: any ${k} of these ${n} share files unseal the KMS; every previous share is ` +
+      'revoked. Hand them out, remove them from this host, then run qkd kms rotate-kek', shares: r.body.files });
+    return 0;
+  }
   if (cmd === 'init') {
     if (!paths.custody) {
       throw new ConfigError('CLI_USAGE', `${file} has no 'custody' section (it uses a development wrapKeyFile): add ` +
@@ -159,7 +179,7 @@ async function custodyCommand(cmd: string, args: string[]): Promise<number> {
 
 export async function run(args: string[]): Promise<number> {
   const sub = args[0];
-  if (sub === 'init' || sub === 'unseal' || sub === 'status' || sub === 'rotate-kek' || sub === 'audit') {
+  if (sub === 'init' || sub === 'unseal' || sub === 'status' || sub === 'rotate-kek' || sub === 'reshare' || sub === 'audit') {
     try {
       return await custodyCommand(sub, args.slice(1));
     } catch (err) {
@@ -191,7 +211,15 @@ export async function run(args: string[]): Promise<number> {
   opts.wrapKey?.fill(0);
   kms.on('log', (l) => out(l));
   kms.on('alarm', (a) => out({ level: 'warn', alarm: true, ...a }));
-  out({ level: 'info', msg: 'KMS listening', kms: kms.id, url: kms.url, role: opts.role });
+  out({ level: 'info', msg: 'KMS listening', kms: kms.id, url: kms.url, role: opts.role, sealed: kms.sealed });
+  const ss = kms.sealStatus();
+  if (ss.sealed) {
+    out({ level: 'warn', msg: `KMS sealed: run qkd kms unseal (${ss.threshold} of ${ss.shares} custodians' shares needed); ` +
+      'until then every key request is answered 503', kms: kms.id, threshold: ss.threshold, shares: ss.shares, keystore: ss.kind });
+  } else {
+    out({ level: opts.custody ? 'info' : 'warn', msg: opts.custody ? 'KMS unsealed' : 'KMS unsealed at start: development ' +
+      'keystore (wrapKeyFile); production KMSs use custody (docs/delivery.md)', kms: kms.id, custody: ss.custody });
+  }
   const metricsTimer = setInterval(() => out({ level: 'info', msg: 'metrics', metrics: kms.metrics() }), 30_000);
   metricsTimer.unref();
   let stopped = false;
@@ -210,7 +238,12 @@ export async function run(args: string[]): Promise<number> {
         } catch (err) {
           out({ level: 'warn', msg: 'opening the key stream failed; retrying', attempt,
             code: (err as { code?: string }).code, error: (err as Error).message });
-          await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * attempt)));
+          // A sealed KMS cannot open its stream; retry at once when it is unsealed.
+          await new Promise<void>((r) => {
+            const done = () => { clearTimeout(tm); kms.off('unsealed', done); r(); };
+            const tm = setTimeout(done, Math.min(10_000, 500 * attempt));
+            kms.once('unsealed', done);
+          });
         }
       }
     })();
