@@ -471,6 +471,10 @@ impl Authenticator {
     /// even after a crash. A legacy unwrapped file (magic QKDWCA01) is read once and at once
     /// rewritten wrapped, its clear-text bytes overwritten.
     pub fn load(path: &Path, state_key: &[u8]) -> Result<Self, AuthError> {
+        Self::load_inner(path, state_key, true)
+    }
+
+    fn load_inner(path: &Path, state_key: &[u8], allow_tmp: bool) -> Result<Self, AuthError> {
         let key = state_key_of(state_key)?;
         let raw = Zeroizing::new(fs::read(path).map_err(|e| AuthError::Io(format!("{}: {e}", path.display())))?);
         let is_wrapped = raw.len() >= 8 && &raw[..8] == Self::MAGIC_WRAPPED;
@@ -478,8 +482,8 @@ impl Authenticator {
         if !is_wrapped && !is_legacy {
             // A crash while migrating a legacy file leaves it zeroed beside the complete new one.
             let tmp = path.with_extension("tmp");
-            if raw.iter().all(|&b| b == 0) && tmp.exists() {
-                let mut a = Self::load(&tmp, &key[..])?;
+            if allow_tmp && raw.iter().all(|&b| b == 0) && tmp.exists() {
+                let mut a = Self::load_inner(&tmp, &key[..], false)?;
                 fs::rename(&tmp, path).map_err(|e| AuthError::Io(format!("{}: {e}", path.display())))?;
                 a.state_path = Some(path.to_path_buf());
                 return Ok(a);
@@ -689,6 +693,13 @@ mod tests {
         let b3 = Authenticator::load(&p, &sk).unwrap();
         assert_eq!(b3.next_send_seq(), 3);
         assert_eq!(&fs::read(&p).unwrap()[..8], b"QKDWCA02");
+        // Both zeroed (or empty): refused, without looping over `<path>.tmp`.
+        fs::write(&p, vec![0u8; 64]).unwrap();
+        fs::write(p.with_extension("tmp"), vec![0u8; 64]).unwrap();
+        assert!(matches!(Authenticator::load(&p, &sk), Err(AuthError::BadKey(_))));
+        fs::write(p.with_extension("tmp"), b"").unwrap();
+        fs::write(&p, b"").unwrap();
+        assert!(matches!(Authenticator::load(&p, &sk), Err(AuthError::BadKey(_))));
         fs::remove_dir_all(&dir).unwrap();
     }
 }
