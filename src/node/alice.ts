@@ -5,6 +5,7 @@
  * Bob's raw detections, only what he announces.
  */
 import type { PhotonSource } from '../devices/types.ts';
+import { QkdError } from '../errors.ts';
 import { AlicePostProcessor, type BlockConfig, type BlockResult } from './postprocess.ts';
 import { SourceHealth } from './source-health.ts';
 
@@ -22,7 +23,15 @@ export function sourceRecord(source: PhotonSource, health: SourceHealth, onFailu
   return {
     async choicesAt(pulses) {
       health.assertHealthy();
-      const c = await source.readChoices(pulses);
+      let c: Uint8Array;
+      try {
+        c = await source.readChoices(pulses);
+      } catch (err) {
+        // A device or line fault ends this block (its record is unknown), not the node: the
+        // next block reads again, and the device layer reconnects a line that went away.
+        const e = err as QkdError;
+        throw new QkdError('SOURCE_READBACK_FAILED', `reading back ${pulses.length} choices from Alice's source failed (${e.code ?? 'ERROR'}: ${e.message})`, { cause: err });
+      }
       try {
         health.check(c);
       } catch (err) {

@@ -206,7 +206,7 @@ export class AlicePostProcessor {
       // outcomes too: Bob must report their code, not a failed remote handler.
       if (e instanceof QkdError && e.code.startsWith('PE_')) return { abort: `${e.code}: ${e.message}` };
       // So is a source whose RNG failed its health test: the block ends, the reason is Bob's too.
-      if (e instanceof QkdError && e.code === 'SOURCE_RNG_FAILED') return { abort: `${e.code}: ${e.message}` };
+      if (e instanceof QkdError && (e.code === 'SOURCE_RNG_FAILED' || e.code === 'SOURCE_READBACK_FAILED')) return { abort: `${e.code}: ${e.message}` };
       throw e;
     }
   }

@@ -13,6 +13,7 @@ import { makePki, type Pki } from '../delivery/pki.ts';
 import { freePort, nodeRunConfig, referenceKmsConfig, type LinkConfigParams } from '../node/supervisor.ts';
 import type { NodeRunConfig } from '../node/config.ts';
 import { provisionEmulatedChannel } from '../node/channel-credentials.ts';
+import { startSourceLine, type SourceLine } from '../node/source-tty.ts';
 import type { Test } from 'tap';
 
 const qkd = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
@@ -80,9 +81,11 @@ export const TEST_LINK: LinkConfigParams['opts'] = { preset: 'reference-decoy', 
 /**
  * Writes what two hosts of a link hold: a PKI, the pre-shared channel secret and spool key, one
  * node configuration per role (`edit` may change them before they are written) and one reference
- * KMS configuration per side. Returns the files and ports.
+ * KMS configuration per side. Returns the files and ports. With `sourceLine` (default), Alice's
+ * emulated source sits on a socat pty pair (her `devices[].port`, Bob's `lab.sourceTty`): start
+ * Bob's node first, and close the line at the end.
  */
-export async function writeNodeLink(dir: string, edit: (role: 'alice' | 'bob', cfg: NodeRunConfig) => NodeRunConfig = (_r, c) => c): Promise<{ pki: Pki; files: { alice: string; bob: string; kmsA: string; kmsB: string }; kmsPort: { A: number; B: number } }> {
+export async function writeNodeLink(dir: string, edit: (role: 'alice' | 'bob', cfg: NodeRunConfig) => NodeRunConfig = (_r, c) => c, opts: { sourceLine?: boolean } = {}): Promise<{ pki: Pki; files: { alice: string; bob: string; kmsA: string; kmsB: string }; kmsPort: { A: number; B: number }; sourceLine?: SourceLine }> {
   const pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
   mkdirSync(join(dir, 'secrets'), { mode: 0o700 });
   const spoolKeyFile = join(dir, 'secrets', 'spool.key');
@@ -92,13 +95,15 @@ export async function writeNodeLink(dir: string, edit: (role: 'alice' | 'bob', c
   const kmsPort = { A: await freePort(), B: await freePort() };
   const p: LinkConfigParams = { dir, opts: TEST_LINK, channel, spoolKeyFile, sessionId: randomBytes(8).toString('hex'), channelPort: await freePort(), nodePort,
     kmsUrl: { A: `https://127.0.0.1:${kmsPort.A}`, B: `https://127.0.0.1:${kmsPort.B}` }, tls: { ca: pki.caPath, ids: pki.ids } };
+  const sourceLine = opts.sourceLine === false ? undefined : await startSourceLine(dir);
+  if (sourceLine) p.sourceTty = { alice: sourceLine.alice, lab: sourceLine.lab };
   const files = { alice: join(dir, 'alice.json'), bob: join(dir, 'bob.json'), kmsA: join(dir, 'kmsA.json'), kmsB: join(dir, 'kmsB.json') };
   writeFileSync(files.alice, JSON.stringify(edit('alice', nodeRunConfig('alice', p))));
   writeFileSync(files.bob, JSON.stringify(edit('bob', { ...nodeRunConfig('bob', p),
     devices: [{ id: 'bob-tagger', profile: 'emulab-tt8', emulated: true }, { id: 'bob-spad-0', profile: 'emulab-spad1', emulated: true, channel: 0 }] })));
   const nodeUrl = { A: `https://127.0.0.1:${nodePort.A}`, B: `https://127.0.0.1:${nodePort.B}` };
   for (const side of ['A', 'B'] as const) writeFileSync(files[`kms${side}`], JSON.stringify(referenceKmsConfig(side, { dir, pki, kmsPort, nodeUrl })));
-  return { pki, files, kmsPort };
+  return { pki, files, kmsPort, sourceLine };
 }
 
 /** Two keys through the SAE pair of a PKI written by makePki (saeA at KMS A, saeB at KMS B). */

@@ -14,7 +14,7 @@ t.setTimeout(900_000);
 t.test('a real device that is not there stops the start, naming it and the cause', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-run-config-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const { files } = await writeNodeLink(dir);
+  const { files } = await writeNodeLink(dir, undefined, { sourceLine: false });
   const bob = JSON.parse(readFileSync(files.bob, 'utf8'));
   bob.devices[0] = { id: 'lab-tagger', profile: 'emulab-tt8' };
   writeFileSync(files.bob, JSON.stringify(bob));
@@ -32,16 +32,20 @@ t.test('a real device that is not there stops the start, naming it and the cause
 
 t.test('two nodes from their own configuration files, each with its own KMS, produce matching keys', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-run-config-'));
-  const { pki, files, kmsPort } = await writeNodeLink(dir);
+  const { pki, files, kmsPort, sourceLine } = await writeNodeLink(dir);
   const procs = [qkdProcess(['kms', '--config', files.kmsB]), qkdProcess(['kms', '--config', files.kmsA])];
-  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
+  // Bob first: his host's emulated lab serves Alice's source on its line before her node opens it.
   const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
-  procs.push(alice, bob);
-  t.teardown(() => {
+  procs.push(bob);
+  t.teardown(async () => {
     if (!t.passing()) t.comment(`bob said:\n${bob.lines.filter((l) => !l.startsWith('{')).slice(-10).join('\n')}`);
     for (const p of procs) p.p.kill('SIGKILL');
+    await sourceLine?.close();
     rmSync(dir, { recursive: true, force: true });
   });
+  await until('Bob\'s lab on the source line', () => bob.lines.find((l) => /source is on a tty/.test(l)), 120_000);
+  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
+  procs.push(alice);
   await until('Bob\'s first verified block', () => bob.lines.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
   t.ok(alice.lines.some((l) => /^\[qkd run alice\] node nodeA ready: ETSI 004 at https:/.test(l)), 'Alice says where her node listens');
 

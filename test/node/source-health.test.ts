@@ -105,3 +105,24 @@ if (!hasSocat()) {
     t.match(ev[0]?.alarm.message, /key production stopped/);
   });
 }
+
+t.test('a read-back the line garbles ends the block (SOURCE_READBACK_FAILED), not the node', async (t) => {
+  const { emulatedSource } = await import('../../src/testkit/devices.ts');
+  const rig = emulatedSource();
+  t.teardown(() => rig.driver.close());
+  await rig.driver.open();
+  await rig.driver.setPattern(0);
+  await rig.driver.setEnabled(true);
+  rig.lab.nextPulses(1_000_000);
+  const record = sourceRecord(rig.driver, new SourceHealth(0.6));
+  const alice = new AlicePostProcessor({
+    config: { ...DEFAULT_BLOCK_CONFIG, settings: { mu: [0.5, 0.1, 0], pMu: [0.6, 0.3, 0.1] } },
+    choicesAt: (p) => record.choicesAt(p), authBitsConsumed: () => 0, onOutput: () => void t.fail('no output'),
+  });
+  rig.instrument.readbackFault = 'short';
+  const sift = { block: 8, part: 0, parts: 1, count: 3, pulses: encodePulseList(Float64Array.of(1, 2, 3)), announcement: new Uint8Array(8) };
+  const r = await alice.handle('sift', sift);
+  t.match(String(r.abort), /^SOURCE_READBACK_FAILED: .*SHORT_READBACK/, 'the block aborts, naming the read-back fault');
+  rig.instrument.readbackFault = 'none';
+  t.equal((await record.choicesAt(Float64Array.of(1, 2, 3))).length, 3, 'the next read-back works (no latch: the RNG did not fail)');
+});
