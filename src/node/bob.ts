@@ -222,7 +222,11 @@ export class BobNode {
     return this.sync.state();
   }
 
+  /** Set by stop(): the pipeline ends because it was asked to, not because a stage failed. */
+  private stopRequested = false;
+
   stop(): void {
+    this.stopRequested = true;
     this.stopping = true;
   }
 
@@ -270,9 +274,14 @@ export class BobNode {
       await sleep(500);
       consumer.close();
     }
-    await Promise.allSettled([produce, consume]);
+    const settled = await Promise.allSettled([produce, consume]);
     await this.tagger.close();
     await this.sourceTty?.close();
+    // A stage that failed on its own (not at a requested stop) fails the pipeline: its error must
+    // reach the node's log and exit code, not end the run as if it had been stopped.
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed && !this.stopRequested) throw failed.reason;
+    if (!this.stopRequested) this.cb.log('warn', `pipeline ended without a stop request: the ${first === 'produce' ? 'tag stream' : 'detection consumer'} finished first`);
   }
 
   private async consume(consumer: StreamConsumer): Promise<void> {
