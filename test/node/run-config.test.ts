@@ -38,7 +38,12 @@ t.test('two nodes from their own configuration files, each with its own KMS, pro
   const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
   procs.push(bob);
   t.teardown(async () => {
-    if (!t.passing()) t.comment(`bob said:\n${bob.lines.filter((l) => !l.startsWith('{')).slice(-10).join('\n')}`);
+    if (!t.passing()) {
+      const said = (p: typeof bob) => p.lines.filter((l) => /^\[qkd run|"level":"(warn|error)"/.test(l)).slice(-15).join('\n');
+      t.comment(`bob said:\n${said(bob)}`);
+      const alice = procs[3];
+      if (alice) t.comment(`alice said:\n${said(alice)}`);
+    }
     for (const p of procs) p.p.kill('SIGKILL');
     await sourceLine?.close();
     rmSync(dir, { recursive: true, force: true });
