@@ -128,7 +128,9 @@ export class PhotonSourceDriver extends ScpiDevice implements PhotonSource {
   }
   async emittedPulses(): Promise<number> {
     const rb = this.readbackSpec();
-    const reply = await this.transport.query(rb.emitted);
+    // The horizon belongs to the read-back: it gets the read-back's deadline, not the settings'
+    // 500 ms (an emulated source served by a loaded host missed it and stopped Bob's pipeline).
+    const reply = await this.transport.query(rb.emitted, rb.timeoutMs);
     const v = Number(reply.trim());
     if (!Number.isSafeInteger(v) || v < 0) {
       throw new ProtocolError('BAD_REPLY', `${this.where}: reply to '${rb.emitted}' is not a pulse count (got ${JSON.stringify(reply.slice(0, 80))}).`);
