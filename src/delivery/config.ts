@@ -70,10 +70,30 @@ export interface KmsPaths {
 }
 
 function readJson(file: string): KmsFileConfig {
+  let v: unknown;
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as KmsFileConfig;
+    v = JSON.parse(readFileSync(file, 'utf8'));
   } catch (cause) {
     throw new ConfigError('CONFIG_KMS', `cannot read KMS configuration ${file}: ${(cause as Error).message}`, { cause });
+  }
+  // Found by fuzzing: `null` or a list threw a TypeError instead of naming the file.
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ConfigError('CONFIG_KMS', `${file}: expected a JSON object (the KMS configuration)`);
+  return v as KmsFileConfig;
+}
+
+/** A path field must be a string (found by fuzzing: other types threw a TypeError). */
+function pathField(file: string, field: string, v: unknown, optional = false): void {
+  if (!(typeof v === 'string' && v !== '') && !(optional && v === undefined)) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field '${field}' must be a file path (a non-empty string)`);
+  }
+}
+
+/** Reads a file the configuration names; a missing one is a ConfigError naming the field. */
+function readNamed(file: string, field: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (cause) {
+    throw new ConfigError('CONFIG_KMS', `${file}: ${field} ${path}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`, { cause });
   }
 }
 
@@ -87,6 +107,10 @@ export function kmsPaths(file: string): KmsPaths {
   }
   const dbPath = p(cfg.dbPath);
   const c = cfg.custody;
+  if (c !== undefined && (typeof c !== 'object' || c === null)) throw new ConfigError('CONFIG_KMS', `${file}: field 'custody' must be an object`);
+  pathField(file, 'wrapKeyFile', cfg.wrapKeyFile, true);
+  pathField(file, 'custody.keystoreFile', c?.keystoreFile, true);
+  pathField(file, 'custody.adminSocket', c?.adminSocket, true);
   if (c && cfg.wrapKeyFile) {
     throw new ConfigError('CONFIG_KMS', `${file}: give either 'wrapKeyFile' (development keystore, starts unsealed) or ` +
       "'custody' (sealed until K shares unseal it), not both");
@@ -101,17 +125,18 @@ export function kmsPaths(file: string): KmsPaths {
     }
     if (c.keystore === 'pkcs11') {
       const k = c.pkcs11;
-      if (!k || typeof k.module !== 'string' || typeof k.keyLabel !== 'string' || (k.tokenLabel === undefined && k.slot === undefined)) {
+      if (!k || typeof k !== 'object' || typeof k.module !== 'string' || typeof k.keyLabel !== 'string' || (k.tokenLabel === undefined && k.slot === undefined)) {
         throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11 needs module, keyLabel and tokenLabel (or slot)`);
       }
       if ('pin' in (k as object)) {
         throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11.pin: the PIN never goes into the configuration; put ` +
           "it in an environment variable ('pinEnv') or a file readable by the KMS's user only ('pinFile')");
       }
-      if (!!k.pinEnv === !!k.pinFile) {
+      if (!!k.pinEnv === !!k.pinFile || (k.pinEnv !== undefined && typeof k.pinEnv !== 'string')) {
         throw new ConfigError('CONFIG_KMS', `${file}: custody.pkcs11 needs exactly one of 'pinEnv' (environment variable ` +
           "name) or 'pinFile' (a 0600 file)");
       }
+      pathField(file, 'custody.pkcs11.pinFile', k.pinFile, true);
       token = { module: k.module, tokenLabel: k.tokenLabel, slot: k.slot, keyLabel: k.keyLabel,
         pinSource: k.pinEnv ? `environment variable ${k.pinEnv}` : `file ${p(k.pinFile!)}` };
     }
@@ -175,8 +200,10 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
       'experiment without authentication)');
   }
   const paths = kmsPaths(file);
-  const tls = cfg.tls ? { ca: readFileSync(p(cfg.tls.ca), 'utf8'), cert: readFileSync(p(cfg.tls.cert), 'utf8'),
-    key: readFileSync(p(cfg.tls.key), 'utf8') } : undefined;
+  if (cfg.tls && typeof cfg.tls !== 'object') throw new ConfigError('CONFIG_KMS', `${file}: field 'tls' must be an object {ca, cert, key}`);
+  for (const k of ['ca', 'cert', 'key'] as const) if (cfg.tls) pathField(file, `tls.${k}`, cfg.tls[k]);
+  const tls = cfg.tls ? { ca: readNamed(file, 'tls.ca', p(cfg.tls.ca)), cert: readNamed(file, 'tls.cert', p(cfg.tls.cert)),
+    key: readNamed(file, 'tls.key', p(cfg.tls.key)) } : undefined;
   const { wrapKeyFile, openStream, custody, expiryWarningS, ...rest } = cfg;
   const opts: KmsOptions = { ...rest, tls, dbPath: p(cfg.dbPath), keystoreFile: paths.keystoreFile,
     adminSocket: paths.adminSocket, expiryWarningMs: expiryWarningS !== undefined ? expiryWarningS * 1000 : undefined };

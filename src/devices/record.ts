@@ -26,6 +26,8 @@ import { TimeTaggerDriver } from './drivers/tagger.ts';
 
 const MAGIC = Buffer.from('QKDTAG1\0', 'latin1');
 export const RECORDING_VERSION = 1;
+/** Largest JSON header a recording may have (they are a few hundred bytes). */
+const MAX_HEADER_BYTES = 1 << 20;
 
 export interface RecordingHeader {
   deviceId: string;
@@ -116,6 +118,11 @@ export async function readRecordingHeader(file: string): Promise<{ header: Recor
     const version = head.readUInt32LE(8);
     if (version !== RECORDING_VERSION) throw new ConfigError('BAD_RECORDING', `${file}: recording version ${version}, this build reads version ${RECORDING_VERSION}.`);
     const len = head.readUInt32LE(12);
+    const size = (await fh.stat()).size;
+    // Found by fuzzing: a length over 2^31 aborted the process inside fs.read (not an exception).
+    if (len > Math.min(size - 16, MAX_HEADER_BYTES)) {
+      throw new ConfigError('BAD_RECORDING', `${file}: header length ${len} bytes is more than the file holds (${size - 16}) or over ${MAX_HEADER_BYTES} (truncated or not a recording).`);
+    }
     const json = Buffer.alloc(len);
     await fh.read(json, 0, len, 16);
     let header: RecordingHeader;
@@ -124,7 +131,6 @@ export async function readRecordingHeader(file: string): Promise<{ header: Recor
     } catch (cause) {
       throw new ConfigError('BAD_RECORDING', `${file}: header is not valid JSON.`, { cause });
     }
-    const size = (await fh.stat()).size;
     const dataOffset = 16 + len;
     if ((size - dataOffset) % TAG_RECORD_BYTES) throw new ConfigError('BAD_RECORDING', `${file}: ${size - dataOffset} data bytes is not a whole number of 16-byte records (truncated file?).`);
     return { header, dataOffset, records: (size - dataOffset) / TAG_RECORD_BYTES };

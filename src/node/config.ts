@@ -102,6 +102,36 @@ export function checkNodeDevices(cfg: NodeRunConfig, file: string): void {
   }
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The types of the fields this reader touches (found by fuzzing: a section or path of the wrong
+ * type threw a TypeError instead of naming the field). Deeper values are checked by their users.
+ */
+function checkShape(cfg: NodeRunConfig, file: string): void {
+  const c = cfg as unknown as Record<string, Record<string, unknown>>;
+  const fail = (field: string, what: string) => {
+    throw new ConfigError('NODE_CONFIG', `${file}: field '${field}' must be ${what}`);
+  };
+  for (const k of ['lab', 'channel', 'stream', 'delivery', 'block'] as const) if (!isObject(c[k])) fail(k, 'an object');
+  const str = (v: unknown, field: string, optional = false) => {
+    if (!(typeof v === 'string' || (optional && v === undefined))) fail(field, 'a string');
+  };
+  str(cfg.nodeId, 'nodeId');
+  str(c.channel.pskFile, 'channel.pskFile');
+  str(c.delivery.spoolDir, 'delivery.spoolDir');
+  str(c.delivery.spoolKeyFile, 'delivery.spoolKeyFile');
+  str(c.lab.sourceTty, 'lab.sourceTty', true);
+  str(cfg.calibration, 'calibration', true);
+  const tls = c.delivery.tls;
+  if (tls !== undefined) {
+    if (!isObject(tls)) fail('delivery.tls', 'an object {ca, cert, key}');
+    for (const k of ['ca', 'cert', 'key']) str((tls as Record<string, unknown>)[k], `delivery.tls.${k}`);
+  }
+  if (cfg.devices !== undefined && !Array.isArray(cfg.devices)) fail('devices', 'a list of device entries');
+  if (Array.isArray(cfg.devices)) cfg.devices.forEach((d, i) => str(isObject(d) ? d.port : undefined, `devices[${i}].port`, true));
+}
+
 /** Makes the file paths of a hand-written configuration absolute (relative to the file). */
 function resolvePaths(cfg: NodeRunConfig, file: string): void {
   const base = dirname(resolve(file));
@@ -123,9 +153,11 @@ export function readNodeConfig(file: string): NodeRunConfig {
   } catch (cause) {
     throw new ConfigError('NODE_CONFIG', `cannot read node configuration ${file}: ${(cause as Error).message}`, { cause });
   }
+  if (!isObject(cfg)) throw new ConfigError('NODE_CONFIG', `${file}: expected a JSON object (the node configuration), got ${JSON.stringify(cfg)?.slice(0, 40)}`);
   for (const k of ['role', 'nodeId', 'lab', 'channel', 'stream', 'delivery', 'block'] as const) {
     if (cfg[k] === undefined) throw new ConfigError('NODE_CONFIG', `${file}: field '${k}' is required`);
   }
+  checkShape(cfg, file);
   if (cfg.role !== 'alice' && cfg.role !== 'bob') throw new ConfigError('NODE_CONFIG', `${file}: role must be "alice" or "bob"`);
   if (cfg.block.analysis !== undefined && !FINITE_KEY_ANALYSES.includes(cfg.block.analysis)) {
     throw new ConfigError('NODE_CONFIG', `${file}: block.analysis must be one of ${FINITE_KEY_ANALYSES.map((a) => `"${a}"`).join(', ')}; got ${JSON.stringify(cfg.block.analysis)}`);

@@ -83,6 +83,11 @@ export function encodeHeader(h: FrameHeader): Buffer {
 
 const toNum = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : (v as number));
 const toBig = (v: unknown): bigint => (typeof v === 'bigint' ? v : BigInt(v as number));
+/** A whole number msgpack may deliver as number or bigint (int64 fields). */
+const isInt = (v: unknown): boolean => typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v));
+const isCount = (v: unknown): boolean => isInt(v) && toNum(v) >= 0 && Number.isSafeInteger(toNum(v));
+/** [type, index, channel, timePs, missed]: all whole numbers (found by fuzzing: null times threw a TypeError). */
+const isEvent = (e: unknown): e is unknown[] => Array.isArray(e) && e.length === 5 && e.every(isInt) && isCount(e[1]) && isCount(e[4]);
 
 /**
  * Decodes and checks a header. Throws ProtocolError with code STREAM_SCHEMA_VERSION for a
@@ -103,13 +108,15 @@ export function decodeHeader(buf: Uint8Array): FrameHeader {
       `Detection batch schema version ${a[0]} is not supported by this consumer (it reads version ${STREAM_SCHEMA_VERSION}); ` +
       'run producer and consumer from the same release or upgrade the consumer.');
   }
-  if (a.length !== 10 || typeof a[1] !== 'string' || !Array.isArray(a[9])) {
+  if (a.length !== 10 || typeof a[1] !== 'string' || !Array.isArray(a[9]) || ![a[2], a[5], a[7], a[8]].every(isCount) || !isInt(a[3]) || !isInt(a[4])) {
     throw new ProtocolError('STREAM_BAD_FRAME', `Detection batch header v1 has ${a.length} fields (expected 10) or wrong types.`);
   }
   const layout = toNum(a[6]);
   if (layout !== 1 && layout !== 2 && layout !== 3) {
     throw new ProtocolError('STREAM_BAD_FRAME', `Unknown detection batch layout ${layout} (known: 1 tags, 2 pulses f64, 3 pulses u64).`);
   }
+  const bad = (a[9] as unknown[]).findIndex((e) => !isEvent(e));
+  if (bad >= 0) throw new ProtocolError('STREAM_BAD_FRAME', `Detection batch header: event ${bad} is not [type, index, channel, timePs, missed] of whole numbers.`);
   const events: TagEvent[] = (a[9] as unknown[][]).map((e) => ({
     type: toNum(e[0]) as TagEvent['type'], index: toNum(e[1]), channel: toNum(e[2]), timePs: toBig(e[3]), missedEvents: toNum(e[4]),
   }));
