@@ -43,6 +43,14 @@ import { TimeTaggerDriver } from './drivers/tagger.ts';
 import type { ReconnectPolicy } from './drivers/base.ts';
 import { ReplayTagger } from './replay.ts';
 import { RECORDING_FORMATS, type RecordingFormat } from '../core/records.ts';
+import { EmulatedId900 } from './emulated/idq-id900.ts';
+import { EmulatedSqSnspd } from './emulated/sq-snspd.ts';
+import { EmulatedSpdcBoard, startInstrumentOnPty, type InstrumentPty } from './emulated/s15-spdc.ts';
+import { ZmqScpiTransport } from './transports/zmq.ts';
+import { TcpJsonTransport, type TcpJsonAddress } from './transports/tcp-json.ts';
+import { Id900Driver } from './drivers/idq-id900.ts';
+import { SqSnspdDriver } from './drivers/sq-snspd.ts';
+import { SpdcBoardDriver } from './drivers/s15-spdc.ts';
 
 export interface DeviceEntry {
   id: string;
@@ -50,6 +58,11 @@ export interface DeviceEntry {
   emulated?: boolean;
   /** Serial device path for a real serial device (or a pty link). */
   port?: string;
+  /**
+   * Network address of a real network instrument (ZeroMQ or TCP profiles: IDQ Time Controller,
+   * Single Quantum controller): `192.168.1.10`, or `host:port` to override the profile's port.
+   */
+  host?: string;
   /** Tagger channel a detector feeds. */
   channel?: number;
   /** Apply the profile's defaults when opened. */
@@ -108,6 +121,7 @@ const CONFIG_SCHEMA: Schema = {
           profile: { type: 'string', minLength: 1 },
           emulated: { type: 'boolean' },
           port: { type: 'string', minLength: 1 },
+          host: { type: 'string', minLength: 1 },
           channel: { type: 'number', integer: true, minimum: 0, maximum: 255 },
           applyDefaults: { type: 'boolean' },
           replay: { type: 'string', minLength: 1 },
@@ -147,8 +161,10 @@ export function parseNodeConfig(raw: unknown, file: string): NodeDeviceConfig {
           /* reported when opened */
         }
         if (p?.transport.type === 'serial') errs.push(`field "devices[${i}].port": expected a serial port path (or "emulated": true) for ${d.id}, got nothing`);
+        if ((p?.transport.type === 'zmq' || p?.transport.type === 'tcp') && d.host === undefined) errs.push(`field "devices[${i}].host": expected the instrument's network address (or "emulated": true) for ${d.id}, got nothing`);
       }
       if (d.emulated && d.port !== undefined) errs.push(`field "devices[${i}]": expected either "emulated": true or "port", not both`);
+      if (d.emulated && d.host !== undefined) errs.push(`field "devices[${i}]": expected either "emulated": true or "host", not both`);
     });
     if (cfg.emulated?.seed !== undefined && !/^\d+$/.test(cfg.emulated.seed)) errs.push(`field "emulated.seed": expected a decimal integer string, got ${JSON.stringify(cfg.emulated.seed)}`);
   }
@@ -184,7 +200,7 @@ export interface DeviceSlot {
   profile?: DeviceProfile;
   device?: AnyDevice;
   /** Emulated back end (instrument or USB tagger), for state persistence and fault injection. */
-  emulator?: ScpiInstrument | EmulatedUsbTagger | EmulatedTdc1;
+  emulator?: ScpiInstrument | EmulatedUsbTagger | EmulatedTdc1 | EmulatedId900 | EmulatedSqSnspd;
   /** Why the device could not be built (bad profile, …). */
   error?: Error;
   transport: string;
@@ -235,6 +251,7 @@ export class DeviceSet {
     const reconnect = this.opts.reconnect;
     const common = { id: entry.id, reconnect, applyDefaults: entry.applyDefaults };
     if (profile.transport.type === 'serial' && profile.kind === 'time-tagger') return this.buildSerialTagger(entry, profile, saved, common);
+    if (profile.transport.type === 'zmq' || profile.transport.type === 'tcp' || profile.kind === 'laser') return this.buildInstrument(entry, profile, saved, common);
     if (profile.transport.type === 'serial') {
       let path = entry.port ?? '';
       let emulator: ScpiInstrument | undefined;
@@ -248,6 +265,7 @@ export class DeviceSet {
       return { entry, profile, device, emulator, transport: entry.emulated ? `serial (emulated)` : `serial ${path}` };
     }
     const usbSettings = profile.transport;
+    if (usbSettings.type !== 'usb') return { entry, profile, error: new ConfigError('BAD_PROFILE', `${profile.file}: no driver for a ${profile.kind} on ${usbSettings.type}.`), transport: '-' };
     if (entry.emulated) {
       const emulator = new EmulatedUsbTagger(this.lab!);
       if (saved) emulator.restore(saved);
@@ -282,6 +300,62 @@ export class DeviceSet {
     });
     const transport = new SerialLineTransport({ path: join(dir, 'tdc1-A'), settings });
     const device = new Tdc1Driver({ ...common, profile, transport, prepare: async () => void (await (pty ??= startTdc1OnPty(emulator, dir))) });
+    return { entry, profile, device, emulator, transport: 'serial (emulated, pty)' };
+  }
+
+  /**
+   * The lab instruments beside the key path (docs/devices.md): an IDQ Time Controller (SCPI over
+   * ZeroMQ), a Single Quantum SNSPD controller (JSON over TCP), an S-Fifteen SPDC board (serial).
+   * Emulated ones start on first connect, on real sockets (ephemeral ports on 127.0.0.1) or a
+   * socat pty pair, so the real transports and drivers run against them.
+   */
+  private buildInstrument(entry: DeviceEntry, profile: DeviceProfile, saved: Record<string, number> | undefined, common: { id: string; reconnect?: Partial<ReconnectPolicy>; applyDefaults?: boolean }): DeviceSlot {
+    const t = profile.transport;
+    const hostPort = (defaultPort: number) => {
+      const [h, p] = (entry.host ?? '').split(':');
+      return { host: h, port: p ? Number(p) : defaultPort };
+    };
+    if (t.type === 'zmq') {
+      if (!entry.emulated) {
+        const a = hostPort(t.port);
+        const transport = new ZmqScpiTransport({ endpoint: `tcp://${a.host}:${a.port}`, timeoutMs: t.timeoutMs });
+        return { entry, profile, device: new Id900Driver({ ...common, profile, transport }), transport: `zmq ${a.host}:${a.port}` };
+      }
+      const emulator = new EmulatedId900({ serial: `ID900-${entry.id}` });
+      if (saved) emulator.restore(saved);
+      let started: Promise<string> | undefined;
+      this.cleanups.push(async () => void (started && (await emulator.stop())));
+      const transport = new ZmqScpiTransport({ endpoint: () => (started ??= emulator.start()), timeoutMs: t.timeoutMs });
+      return { entry, profile, device: new Id900Driver({ ...common, profile, transport }), emulator, transport: 'zmq (emulated, 127.0.0.1)' };
+    }
+    if (t.type === 'tcp') {
+      if (!entry.emulated) {
+        const a = hostPort(t.port);
+        const transport = new TcpJsonTransport({ address: { host: a.host, port: a.port, countsPort: t.countsPort }, frameEnd: t.frameEnd, timeoutMs: t.timeoutMs });
+        return { entry, profile, device: new SqSnspdDriver({ ...common, profile, transport }), transport: `tcp ${a.host}:${a.port}` };
+      }
+      const emulator = new EmulatedSqSnspd({ detectors: profile.parameters.bias_current?.channels?.length ?? 4 });
+      if (saved) emulator.restore(saved);
+      let started: Promise<TcpJsonAddress> | undefined;
+      this.cleanups.push(async () => void (started && (await emulator.stop())));
+      const transport = new TcpJsonTransport({ address: () => (started ??= emulator.start()), frameEnd: t.frameEnd, timeoutMs: t.timeoutMs });
+      return { entry, profile, device: new SqSnspdDriver({ ...common, profile, transport }), emulator, transport: 'tcp (emulated, 127.0.0.1)' };
+    }
+    if (t.type !== 'serial') return { entry, profile, error: new ConfigError('BAD_PROFILE', `${profile.file}: a ${profile.kind} needs a serial transport.`), transport: '-' };
+    if (!entry.emulated) {
+      const transport = new SerialLineTransport({ path: entry.port!, settings: t });
+      return { entry, profile, device: new SpdcBoardDriver({ ...common, profile, transport }), transport: `serial ${entry.port}` };
+    }
+    const emulator = new EmulatedSpdcBoard({ serial: `SPDC-${entry.id}` });
+    if (saved) emulator.restore(saved);
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-spdc-'));
+    let pty: Promise<InstrumentPty> | undefined;
+    this.cleanups.push(async () => {
+      await pty?.then((p) => p.close(), () => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    });
+    const transport = new SerialLineTransport({ path: join(dir, 'spdc-A'), settings: t });
+    const device = new SpdcBoardDriver({ ...common, profile, transport, prepare: async () => void (await (pty ??= startInstrumentOnPty(emulator, dir))) });
     return { entry, profile, device, emulator, transport: 'serial (emulated, pty)' };
   }
 

@@ -48,6 +48,29 @@ export interface UsbSettings {
   requests: { identity: number; start: number; stop: number };
 }
 
+/** SCPI text over a ZeroMQ REQ socket: one request message per command, one reply message each (IDQ Time Controllers). */
+export interface ZmqSettings {
+  type: 'zmq';
+  /** TCP port of the device's REP socket (5555 on the ID900/ID1000). */
+  port: number;
+  timeoutMs: number;
+}
+
+/**
+ * JSON commands on a TCP control port, replies/broadcasts framed by `frameEnd`, and count lines
+ * (CSV) on a second port (Single Quantum SNSPD controllers: 12000 and 12345, frames end 0x17).
+ */
+export interface TcpJsonSettings {
+  type: 'tcp';
+  port: number;
+  countsPort: number;
+  /** Byte that ends each frame the device sends (default "\u0017"). */
+  frameEnd: string;
+  timeoutMs: number;
+}
+
+export type TransportSettings = SerialSettings | UsbSettings | ZmqSettings | TcpJsonSettings;
+
 /** `step: 0` means continuous: any value in [min, max]. */
 export interface ParameterSpec extends Capability {
   /** Value applied when the device is opened (per channel for per-channel parameters). */
@@ -71,6 +94,15 @@ export interface ParameterSpec extends Capability {
    * driver adds it to tag times). Needs no wire template or control request.
    */
   host?: boolean;
+  /**
+   * Text devices: the word the device speaks for each enumeration value (index = value - min),
+   * e.g. ["OFF", "ON"] or ["RISING", "FALLING"]; replies are matched against them.
+   */
+  words?: string[];
+  /** TCP JSON devices: the label that carries the value (an array for per-channel parameters, index = channel - 1). */
+  label?: string;
+  /** TCP JSON devices: the command that sets it (the whole array for per-channel parameters). */
+  command?: string;
 }
 
 export interface DeviceProfile {
@@ -81,7 +113,7 @@ export interface DeviceProfile {
   description?: string;
   /** Allowed firmware versions; `*` matches any run of characters (`1.4.*`). */
   firmware: string[];
-  transport: SerialSettings | UsbSettings;
+  transport: TransportSettings;
   /** Serial identity query and its reply pattern (named groups vendor, model, serial, firmware). */
   identity?: { query: string; pattern: string };
   /** Reply a device sends to an accepted set command; omitted = sets get no reply. */
@@ -113,6 +145,19 @@ export const REQUIRED_PARAMETERS: Record<DeviceKind, string[]> = {
   'photon-source': ['rep_rate', 'intensity_signal', 'intensity_decoy', 'intensity_vacuum', 'pattern_mode', 'enable'],
   'spad-detector': ['efficiency', 'bias_voltage', 'dead_time', 'threshold', 'temperature_setpoint', 'temperature', 'ready', 'count_rate'],
   'time-tagger': ['delay', 'trigger_level', 'edge', 'reference_clock'],
+  'time-controller': ['threshold', 'edge', 'enable', 'count_integration'],
+  'snspd-controller': ['bias_current', 'trigger_level', 'enable', 'measurement_period'],
+  laser: ['enable'],
+};
+
+/** Transports each kind may use (its driver speaks only these). */
+export const KIND_TRANSPORTS: Record<DeviceKind, TransportSettings['type'][]> = {
+  'photon-source': ['serial'],
+  'spad-detector': ['serial'],
+  'time-tagger': ['serial', 'usb'],
+  'time-controller': ['zmq'],
+  'snspd-controller': ['tcp'],
+  laser: ['serial'],
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -131,6 +176,7 @@ const num: Schema = { type: 'number' };
 const nonEmpty: Schema = { type: 'string', minLength: 1 };
 const u8: Schema = { type: 'number', integer: true, minimum: 0, maximum: 255 };
 const u16: Schema = { type: 'number', integer: true, minimum: 0, maximum: 0xffff };
+const tcpPort: Schema = { type: 'number', integer: true, minimum: 1, maximum: 0xffff };
 
 const parameterSchema: Schema = {
   type: 'object',
@@ -148,6 +194,9 @@ const parameterSchema: Schema = {
     control: { type: 'object', required: ['request', 'format'], properties: { request: u8, format: { type: 'string', enum: ['i32', 'i64', 'f64'] } }, additionalProperties: false },
     secret: { type: 'boolean' },
     host: { type: 'boolean' },
+    words: { type: 'array', items: nonEmpty, minItems: 1 },
+    label: nonEmpty,
+    command: nonEmpty,
   },
   additionalProperties: false,
 };
@@ -158,7 +207,7 @@ export const PROFILE_SCHEMA: Schema = {
   properties: {
     $schema: { type: 'string' },
     name: nonEmpty,
-    kind: { type: 'string', enum: ['photon-source', 'spad-detector', 'time-tagger'] },
+    kind: { type: 'string', enum: ['photon-source', 'spad-detector', 'time-tagger', 'time-controller', 'snspd-controller', 'laser'] },
     vendor: nonEmpty,
     model: nonEmpty,
     description: { type: 'string' },
@@ -194,10 +243,29 @@ export const PROFILE_SCHEMA: Schema = {
           },
           additionalProperties: false,
         },
+        zmq: {
+          type: 'object',
+          required: ['type', 'port', 'timeoutMs'],
+          properties: { type: { type: 'string', enum: ['zmq'] }, port: tcpPort, timeoutMs: { type: 'number', integer: true, minimum: 1, maximum: 60_000 } },
+          additionalProperties: false,
+        },
+        tcp: {
+          type: 'object',
+          required: ['type', 'port', 'countsPort', 'timeoutMs'],
+          properties: {
+            type: { type: 'string', enum: ['tcp'] },
+            port: tcpPort,
+            countsPort: tcpPort,
+            frameEnd: { type: 'string', minLength: 1 },
+            timeoutMs: { type: 'number', integer: true, minimum: 1, maximum: 60_000 },
+          },
+          additionalProperties: false,
+        },
       },
     },
     identity: { type: 'object', required: ['query', 'pattern'], properties: { query: nonEmpty, pattern: nonEmpty }, additionalProperties: false },
-    setAck: nonEmpty,
+    // "" for devices whose every command gets a reply and an accepted set's is empty (ZeroMQ REQ/REP).
+    setAck: { type: 'string' },
     errorPrefix: nonEmpty,
     parameters: { type: 'object', properties: {}, additionalProperties: parameterSchema },
     readback: {
@@ -269,8 +337,10 @@ export function firmwareAllowed(profile: Pick<DeviceProfile, 'firmware'>, v: str
 function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): string[] {
   const errs: string[] = [];
   if (p.name !== fileBase) errs.push(`field "name": expected the file's base name ${JSON.stringify(fileBase)}, got ${show(p.name)}`);
-  const serial = p.transport.type === 'serial';
-  if (serial && !p.identity) errs.push(`field "identity": expected {query, pattern} for a serial device, got nothing`);
+  // SCPI-like text (a serial line or ZeroMQ messages): command templates and an identity query.
+  const serial = p.transport.type === 'serial' || p.transport.type === 'zmq';
+  const json = p.transport.type === 'tcp';
+  if (serial && !p.identity) errs.push(`field "identity": expected {query, pattern} for a ${p.transport.type} device, got nothing`);
   if (p.identity) {
     try {
       const re = new RegExp(p.identity.pattern);
@@ -280,7 +350,9 @@ function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): strin
     }
   }
   // A serial time-tagger streams its tags on the same line as its commands (S-Fifteen TDC1).
-  if (p.kind !== 'time-tagger' && !serial) errs.push(`field "transport.type": expected "serial" for a ${p.kind}, got "usb"`);
+  const allowed = KIND_TRANSPORTS[p.kind];
+  if (!allowed.includes(p.transport.type)) errs.push(`field "transport.type": expected ${allowed.map((a) => JSON.stringify(a)).join(' or ')} for a ${p.kind}, got ${JSON.stringify(p.transport.type)}`);
+  if (p.transport.type === 'tcp' && p.transport.frameEnd !== undefined && p.transport.frameEnd.length !== 1) errs.push(`field "transport.frameEnd": expected one character, got ${show(p.transport.frameEnd)}`);
   if (p.transport.type === 'usb' && p.transport.transferBytes !== undefined && p.transport.transferBytes % 16) {
     errs.push(`field "transport.transferBytes": expected a multiple of 16 (whole tag records), got ${p.transport.transferBytes}`);
   }
@@ -294,6 +366,7 @@ function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): strin
       else if (s.default < s.min || s.default > s.max) errs.push(`field "${f}.default": expected a value in [${s.min}, ${s.max}], got ${s.default}`);
     }
     if (s.labels && s.labels.length !== s.max - s.min + 1) errs.push(`field "${f}.labels": expected ${s.max - s.min + 1} labels (one per value from min to max), got ${s.labels.length}`);
+    if (s.words && (s.step !== 1 || s.words.length !== s.max - s.min + 1)) errs.push(`field "${f}.words": expected ${s.max - s.min + 1} words (one per value from min to max, step 1), got ${s.words.length}`);
     const chTemplates = [s.get, s.set].filter((x): x is string => !!x);
     for (const t of chTemplates) {
       if (s.channels && !t.includes('{ch}')) errs.push(`field "${f}": expected the template ${show(t)} to contain {ch} (the parameter is per channel)`);
@@ -309,6 +382,10 @@ function semanticErrors(p: Omit<DeviceProfile, 'file'>, fileBase: string): strin
     }
     if (s.host) {
       if (s.get || s.set || s.control) errs.push(`field "${f}": expected no get/set template or control request on a "host" parameter (the driver keeps it)`);
+    } else if (json) {
+      if (!s.label) errs.push(`field "${f}.label": expected the JSON label that carries the value, got nothing`);
+      if (!s.readonly && !s.command) errs.push(`field "${f}.command": expected the command that sets it (or "readonly": true), got nothing`);
+      if (s.get || s.set || s.control) errs.push(`field "${f}": expected "label"/"command", not get/set templates or a control request, on a tcp (JSON) device`);
     } else if (serial) {
       if (!s.get && !s.secret) errs.push(`field "${f}.get": expected a query template for a serial device, got nothing`);
       if (!s.readonly && !s.set) errs.push(`field "${f}.set": expected a set template (or "readonly": true), got nothing`);
@@ -333,7 +410,9 @@ export function parseProfile(raw: unknown, file: string): DeviceProfile {
   if (p.transport.type === 'serial') {
     const t: Partial<SerialSettings> = p.transport;
     p.transport = { ...p.transport, dataBits: t.dataBits ?? 8, parity: t.parity ?? 'none', stopBits: t.stopBits ?? 1 };
-  } else {
+  } else if (p.transport.type === 'tcp') {
+    p.transport = { ...p.transport, frameEnd: p.transport.frameEnd ?? '\u0017' };
+  } else if (p.transport.type === 'usb') {
     const t: Partial<UsbSettings> = p.transport;
     p.transport = { ...p.transport, interface: t.interface ?? 0, transferBytes: t.transferBytes ?? 65536 };
   }

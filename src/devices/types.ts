@@ -25,7 +25,14 @@ export interface TagBatch {
   channel: Uint8Array;
 }
 
-export type DeviceKind = 'photon-source' | 'spad-detector' | 'time-tagger';
+/**
+ * The kinds the node's protocol builds on (source, SPAD, tagger) and the lab instruments that
+ * stand beside them: a time controller with on-board counters and histograms (IDQ ID900/ID1000),
+ * an SNSPD controller (Single Quantum), a laser or pair source that is only set and switched
+ * (S-Fifteen SPDC board). The last three have no role in key production; they are listed,
+ * configured and read through `qkd devices` / `qkd device`.
+ */
+export type DeviceKind = 'photon-source' | 'spad-detector' | 'time-tagger' | 'time-controller' | 'snspd-controller' | 'laser';
 
 /**
  * What a device accepts for one parameter, stated as data (like ID120 `*:CAPABILITY?` queries and
@@ -214,7 +221,61 @@ export interface TimeTagger extends Device {
   startStream(options?: TagStreamOptions): TagStream;
 }
 
-export type AnyDevice = PhotonSource | SpadDetector | TimeTagger;
+/** One counter reading of several inputs over one integration period. */
+export interface CountSample {
+  /** Counts per second of each input, index = position in `channels`. */
+  ratesPerSec: number[];
+  /** The inputs, as the device numbers them. */
+  channels: number[];
+  /** Integration period the counts were taken over (ms). */
+  integrationMs: number;
+  /** The device's own time stamp of the reading, when it sends one (ms since the Unix epoch). */
+  deviceTimeMs?: number;
+}
+
+/** A start-stop histogram as a device computed it (bin i covers [firstBinPs + i*binPs, +binPs)). */
+export interface DeviceHistogram {
+  binPs: number;
+  firstBinPs: number;
+  counts: number[];
+}
+
+/**
+ * A time controller with on-board counters and histograms (IDQ ID900/ID1000, SCPI over ZeroMQ).
+ * Inputs are numbered as on the front panel (1..4). Tag streaming is not offered (the vendor's
+ * streaming goes through a separate service, not the SCPI port).
+ */
+export interface TimeController extends Device {
+  readonly kind: 'time-controller';
+  inputs(): number[];
+  /** Counts per second of every input over the counters' integration time (`count_integration`). */
+  countRates(): Promise<CountSample>;
+  /** The on-board histogram `n` (1-based), as configured by the `hist_*` parameters. */
+  histogram(n: number): Promise<DeviceHistogram>;
+}
+
+/** A superconducting nanowire detector controller (Single Quantum): bias, trigger level, counters. */
+export interface SnspdController extends Device {
+  readonly kind: 'snspd-controller';
+  /** Detector channels, from 1. */
+  channels(): number[];
+  setBiasCurrentUa(channel: number, microamps: number): Promise<void>;
+  setTriggerLevelMv(channel: number, millivolts: number): Promise<void>;
+  /** Biases (true) or unbiases all detectors. */
+  setEnabled(on: boolean): Promise<void>;
+  enabled(): Promise<boolean>;
+  /** The next count line the controller sends (one per measurement period). */
+  countRates(timeoutMs?: number): Promise<CountSample>;
+}
+
+/** A laser or photon-pair source that is set and switched, without modulators (S-Fifteen SPDC board). */
+export interface Laser extends Device {
+  readonly kind: 'laser';
+  setEnabled(on: boolean): Promise<void>;
+  enabled(): Promise<boolean>;
+}
+
+export type AnyDevice = PhotonSource | SpadDetector | TimeTagger | TimeController | SnspdController | Laser;
 
 // ---------------------------------------------------------------------------------------------
 // Transports
@@ -225,7 +286,8 @@ export type AnyDevice = PhotonSource | SpadDetector | TimeTagger;
  * mock binding). One query at a time; `query` rejects with TimeoutError after `timeoutMs`.
  */
 export interface LineTransport {
-  readonly kind: 'serial';
+  /** 'serial' for a serial line or pty; 'zmq' for SCPI over a ZeroMQ REQ socket (one message per command). */
+  readonly kind: 'serial' | 'zmq';
   readonly description: string;
   readonly isOpen: boolean;
   open(): Promise<void>;

@@ -48,8 +48,9 @@ t.test('malformed profiles: errors name file, field and expectation', async (t) 
   bad(t, 'missing-param', (p) => void delete p.parameters.count_rate, /field "parameters\.count_rate": expected it to be present \(a spad-detector needs it\)/);
   bad(t, 'set-without-value', (p) => void (p.parameters.threshold.set = 'DISCRIMINATOR:THRESHOLD'), /field "parameters\.threshold\.set": expected the template to contain \{value\}/);
   bad(t, 'unknown-field', (p) => void (p.parameters.threshold.maxx = 3), /field "parameters\.threshold\.maxx": expected no such field/);
-  bad(t, 'bad-kind', (p) => void (p.kind = 'laser'), /field "kind": expected one of "photon-source", "spad-detector", "time-tagger", got "laser"/);
-  bad(t, 'bad-transport', (p) => void (p.transport.type = 'ethernet'), /field "transport\.type": expected one of "serial", "usb", got "ethernet"/);
+  bad(t, 'bad-kind', (p) => void (p.kind = 'kettle'), /field "kind": expected one of "photon-source", "spad-detector", "time-tagger", "time-controller", "snspd-controller", "laser", got "kettle"/);
+  bad(t, 'bad-transport', (p) => void (p.transport.type = 'ethernet'), /field "transport\.type": expected one of "serial", "usb", "zmq", "tcp", got "ethernet"/);
+  bad(t, 'wrong-kind-transport', (p) => void (p.transport = { type: 'zmq', port: 5555, timeoutMs: 100 }), /field "transport\.type": expected "serial" for a spad-detector, got "zmq"/);
   bad(t, 'bad-baud', (p) => void (p.transport.baudRate = 11.5), /field "transport\.baudRate": expected a whole number/);
   bad(t, 'bad-regex', (p) => void (p.parameters.threshold.reply = '(unclosed'), /field "parameters\.threshold\.reply": expected a valid regular expression/);
   bad(t, 'name-mismatch', (p) => void (p.name = 'something-else'), /field "name": expected the file's base name "name-mismatch"/);
@@ -79,6 +80,31 @@ t.test('malformed USB (time-tagger) profiles', async (t) => {
     writeFileSync(file, JSON.stringify(p));
     t.throws(() => loadProfileFile(file), { code: 'BAD_PROFILE', message: re }, name);
   }
+});
+
+t.test('malformed network instrument profiles (ZeroMQ SCPI, TCP JSON)', async (t) => {
+  const copy = (name: string) => JSON.parse(JSON.stringify(loadProfile(name), (k, v) => (k === 'file' ? undefined : v)));
+  const cases: [string, string, (p: any) => void, RegExp][] = [
+    ['id-words', 'idq-id900', (p) => void (p.parameters.edge.words = ['RISING']), /field "parameters\.edge\.words": expected 2 words/],
+    ['id-port', 'idq-id900', (p) => void (p.transport.port = 0), /field "transport\.port": expected a number >= 1/],
+    ['id-no-identity', 'idq-id900', (p) => void delete p.identity, /field "identity": expected \{query, pattern\} for a zmq device/],
+    ['id-kind', 'idq-id900', (p) => void (p.transport = { type: 'tcp', port: 1, countsPort: 2, timeoutMs: 100 }), /expected "zmq" for a time-controller, got "tcp"/],
+    ['sq-no-label', 'sq-snspd', (p) => void delete p.parameters.bias_current.label, /field "parameters\.bias_current\.label": expected the JSON label/],
+    ['sq-no-command', 'sq-snspd', (p) => void delete p.parameters.enable.command, /field "parameters\.enable\.command": expected the command that sets it/],
+    ['sq-template', 'sq-snspd', (p) => void (p.parameters.enable.get = 'ENABLE?'), /expected "label"\/"command", not get\/set templates/],
+    ['sq-frame-end', 'sq-snspd', (p) => void (p.transport.frameEnd = 'ab'), /field "transport\.frameEnd": expected one character/],
+    ['sq-counts-port', 'sq-snspd', (p) => void delete p.transport.countsPort, /field "transport\.countsPort": expected it to be present/],
+    ['spdc-no-enable', 's15-spdc', (p) => void delete p.parameters.enable, /field "parameters\.enable": expected it to be present \(a laser needs it\)/],
+  ];
+  for (const [name, base, mutate, re] of cases) {
+    const p = copy(base);
+    p.name = name;
+    mutate(p);
+    const file = join(dir.path, `${name}.json`);
+    writeFileSync(file, JSON.stringify(p));
+    t.throws(() => loadProfileFile(file), { code: 'BAD_PROFILE', message: re }, name);
+  }
+  for (const name of ['idq-id900', 'sq-snspd', 's15-spdc']) t.doesNotThrow(() => loadProfile(name), `${name} loads`);
 });
 
 t.test('a missing profile names what exists', async (t) => {

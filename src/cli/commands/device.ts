@@ -7,6 +7,8 @@ export const summary = 'read or change one device setting, checked against its p
 export const usage = `qkd device <id> get [<param>] [--config <node.json>] [--json]
 qkd device <id> set <param> <value> [--config <node.json>]
 qkd device <id> stream [--tags <n>] [--record <file>] [--config <node.json>]   (time-taggers)
+qkd device <id> counts [--json] [--config <node.json>]       (time controllers, SNSPD controllers)
+qkd device <id> histogram <n> [--json] [--config <node.json>]  (time controllers: on-board histogram n)
 
 get without <param> lists every parameter with its value, limits and unit; per-channel
 parameters are addressed as <name>:<channel> (e.g. delay:1). set checks the value against the
@@ -18,6 +20,8 @@ Examples:
   qkd device bob-detector-0 set efficiency 0.15
   qkd device bob-tagger set delay:1 1200
   qkd device bob-tagger stream --tags 1000000 --record run1.qkdtags
+  qkd device lab-snspd set bias_current:2 12.5
+  qkd device lab-id900 counts --json
 
 stream reads <n> tags (default 100000) through the driver and prints the totals per channel and
 the in-band overflow / missed-event counts; --record also writes them to a recording that
@@ -26,8 +30,9 @@ openReplayTagger() plays back through the same TimeTagger interface.`;
 export async function run(args: string[]): Promise<number> {
   const { values, positionals } = parseOptions(args, { config: { type: 'string' }, json: { type: 'boolean' }, tags: { type: 'string' }, record: { type: 'string' } });
   const [id, verb, param, raw] = positionals;
-  if (!id || (verb !== 'get' && verb !== 'set' && verb !== 'stream')) throw new ConfigError('BAD_USAGE', `expected 'qkd device <id> get|set|stream ...'. See 'qkd device --help'.`);
+  if (!id || !['get', 'set', 'stream', 'counts', 'histogram'].includes(verb)) throw new ConfigError('BAD_USAGE', `expected 'qkd device <id> get|set|stream|counts|histogram ...'. See 'qkd device --help'.`);
   if (verb === 'stream') return stream(id, values);
+  if (verb === 'counts' || verb === 'histogram') return readings(id, verb, param, values);
   if (verb === 'set' && (param === undefined || raw === undefined)) throw new ConfigError('BAD_USAGE', `expected 'qkd device ${id} set <param> <value>'.`);
   const set = openConfiguredSet(values.config, true);
   try {
@@ -113,6 +118,36 @@ async function stream(id: string, values: { config?: string; json?: boolean; tag
       process.stdout.write(`  per channel: ${Object.entries(summary.perChannel).map(([c, n]) => `${c}: ${n}`).join(', ')}\n`);
       process.stdout.write(`  in band: ${summary.overflows} overflow(s), ${summary.missedEvents} missed event(s), ${summary.errors} error record(s)\n`);
       if (values.record) process.stdout.write(`  recorded to ${values.record}\n`);
+    }
+    return 0;
+  } finally {
+    await set.close();
+  }
+}
+
+/** Counter readings (time and SNSPD controllers) and on-board histograms (time controllers). */
+async function readings(id: string, verb: 'counts' | 'histogram', which: string | undefined, values: { config?: string; json?: boolean }): Promise<number> {
+  const set = openConfiguredSet(values.config, true);
+  try {
+    const dev = set.get(id);
+    if (verb === 'counts') {
+      if (dev.kind !== 'time-controller' && dev.kind !== 'snspd-controller') throw new ConfigError('BAD_USAGE', `${id} is a ${dev.kind}; counts are read from time controllers and SNSPD controllers (a time-tagger: 'qkd device ${id} stream').`);
+      await dev.open();
+      const c = await dev.countRates();
+      if (values.json) process.stdout.write(JSON.stringify({ device: id, ...c }) + '\n');
+      else process.stdout.write(formatTable([['CHANNEL', 'RATE'], ...c.channels.map((ch, i) => [String(ch), `${c.ratesPerSec[i]} /s`])]) + `\n  over ${c.integrationMs} ms\n`);
+      return 0;
+    }
+    if (dev.kind !== 'time-controller') throw new ConfigError('BAD_USAGE', `${id} is a ${dev.kind}; on-board histograms are read from time controllers (a time-tagger's: 'qkd histogram --device ${id}').`);
+    const n = Number(which ?? '1');
+    if (!Number.isInteger(n) || n < 1 || n > 4) throw new ConfigError('BAD_USAGE', `expected 'qkd device ${id} histogram <n>' with n = 1..4, got '${which}'.`);
+    await dev.open();
+    const h = await dev.histogram(n);
+    if (values.json) process.stdout.write(JSON.stringify({ device: id, histogram: n, ...h }) + '\n');
+    else {
+      const peak = h.counts.indexOf(Math.max(...h.counts));
+      const total = h.counts.reduce((a, b) => a + b, 0);
+      process.stdout.write(`${id} histogram ${n}: ${h.counts.length} bins of ${h.binPs} ps from ${h.firstBinPs} ps, ${total} events, peak ${h.counts[peak] ?? 0} at ${h.firstBinPs + peak * h.binPs} ps\n`);
     }
     return 0;
   } finally {

@@ -32,8 +32,8 @@ export abstract class ScpiDevice extends DeviceBase {
 
   constructor(opts: ScpiDriverOptions) {
     super(opts);
-    if (opts.profile.transport.type !== 'serial') {
-      throw new DeviceError('WRONG_TRANSPORT', `${opts.id}: profile ${opts.profile.name} is for ${opts.profile.transport.type}, not serial.`);
+    if (opts.profile.transport.type !== 'serial' && opts.profile.transport.type !== 'zmq') {
+      throw new DeviceError('WRONG_TRANSPORT', `${opts.id}: profile ${opts.profile.name} is for ${opts.profile.transport.type}, not serial or zmq (SCPI text).`);
     }
     this.transport = opts.transport;
   }
@@ -76,6 +76,7 @@ export abstract class ScpiDevice extends DeviceBase {
     const command = this.fill(ref.spec.get, ref);
     const reply = await this.transport.query(command);
     if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw this.refused(command, reply);
+    if (ref.spec.words) return this.fromWord(command, ref, reply);
     const m = (ref.spec.reply ? new RegExp(ref.spec.reply) : NUMBER).exec(reply);
     const v = m ? Number(m[1]) : NaN;
     if (!Number.isFinite(v)) {
@@ -89,8 +90,19 @@ export abstract class ScpiDevice extends DeviceBase {
     if (ref.spec.readonly || !ref.spec.set) throw new DeviceError('READ_ONLY', `${this.where}: '${ref.name}' is a measured value and cannot be set.`);
     checkValue(this.where, param, ref.spec, value, ref.spec.secret);
     this.requireReady(`set ${param}`);
-    const wire = (value * (ref.spec.scale ?? 1)).toFixed(decimalsFor(ref.spec));
+    const wire = ref.spec.words ? ref.spec.words[value - ref.spec.min] : (value * (ref.spec.scale ?? 1)).toFixed(decimalsFor(ref.spec));
     await this.send(this.fill(ref.spec.set, ref, wire), ref.spec.secret ? this.fill(ref.spec.set, ref, '<secret>') : undefined);
+  }
+
+  /** An enumeration the device speaks as words (`ON`/`OFF`): its value, matched without case. */
+  private fromWord(command: string, ref: ParamRef, reply: string): number {
+    const m = ref.spec.reply ? new RegExp(ref.spec.reply).exec(reply) : undefined;
+    const said = (m ? m[1] : reply).trim().toUpperCase();
+    const i = ref.spec.words!.findIndex((w) => w.toUpperCase() === said);
+    if (i < 0) {
+      throw new ProtocolError('BAD_REPLY', `${this.where}: reply to '${command}' is none of ${ref.spec.words!.join(', ')} (got ${JSON.stringify(reply.slice(0, 80))}). The device or the profile's "words" are wrong.`);
+    }
+    return ref.spec.min + i;
   }
 
   /** Sends a set command; `shown` replaces the command in messages when it carries a secret. */
