@@ -32,6 +32,8 @@ import { ConfigError, ProtocolError, QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
 import { deriveKeyId } from './keyid.ts';
+import { parseKeyIds, parseKeyRequest, Refusal, type KeyRequest, type Limits } from './etsi014.ts';
+import { chunksNeeded, planKeys, type ReformatPlan } from './reformat.ts';
 import { indexRanges, type Alarm } from './node.ts';
 import { startAdmin, type AdminServer } from './admin.ts';
 import { digestOf, KeyStore, probeToken, Unsealer, type TokenConfig, type UnsealProgress } from './store.ts';
@@ -82,6 +84,10 @@ export interface KmsOptions {
   /** QoS requested at open-connect (null fields: the node chooses). */
   qos?: QosRequest;
   maxKeysPerRequest?: number;
+  /** Largest ETSI 014 key size in bits (default the larger of the chunk size and 4096). */
+  maxKeySizeBits?: number;
+  /** Most SAEs in `additional_slave_SAE_IDs` (multicast; ETSI 014 max_SAE_ID_count, default 8). */
+  maxSaeIdCount?: number;
   /**
    * Keys each SAE may take per second (enc_keys and dec_keys together), with a burst allowance:
    * one application cannot drain the link's whole store. Beyond it: 429 with Retry-After.
@@ -618,8 +624,40 @@ export class Kms extends EventEmitter {
       }
       const mismatched = this.mismatches(sid, items);
       if (mismatched.length) return { status: 409, body: { reserved: [], mismatched } };
-      const reserved = this.store!.reserve(sid, items, holder, this.now(), true);
-      return { status: 200, body: { reserved } };
+      if (b.slaves === undefined) {
+        const reserved = this.store!.reserve(sid, items, holder, this.now(), true);
+        return { status: 200, body: { reserved } };
+      }
+      // Reformatted and/or multicast keys: the same plan as the releasing KMS, from the same list.
+      const slaves = b.slaves;
+      const { local, remote } = this.opts.saes;
+      if (!Array.isArray(slaves) || !slaves.length || !slaves.every((x) => typeof x === 'string' && local.includes(x)) ||
+        typeof b.master !== 'string' || !remote.includes(b.master) || holder !== `${b.master}>${slaves[0]}` ||
+        !Number.isInteger(b.number) || !Number.isInteger(b.size) || (b.size as number) % 8 !== 0 || (b.size as number) <= 0 ||
+        (b.number as number) <= 0) {
+        return { status: 400, body: { message: 'reserve with slaves needs master, slaves (SAEs of this KMS), number and size' } };
+      }
+      const s = this.streams.get(sid)!;
+      const number = b.number as number;
+      const size = b.size as number;
+      if (chunksNeeded(number, size / 8, s.qos.key_chunk_size) !== items.length) {
+        return { status: 400, body: { message: `reserve: ${items.length} chunks do not make ${number} keys of ${size} bits` } };
+      }
+      const plan = planKeys(sid, items.map((i) => i.index), s.qos.key_chunk_size, number, size / 8);
+      const multicast = slaves.length > 1;
+      const outputs = plan.keyIds.flatMap((keyId, key) => (slaves as string[]).map((sl) => ({
+        keyId: multicast ? `${keyId}#${sl}` : keyId, holder: `${b.master}>${sl}`, key })));
+      const ok = this.store!.reformat(sid, items, null, plan.sizes, outputs,
+        reformatMeta(sid, plan, { number, size, slaves: slaves as string[] }), this.now());
+      return { status: 200, body: { reserved: ok ? items.map((i) => i.index) : [] } };
+    }
+    if (req.path === '/api/v1/kms-peer/held' && req.method === 'POST') {
+      const sid = typeof b.key_stream_id === 'string' ? b.key_stream_id.toLowerCase() : '';
+      const eps = b.max_epsilon;
+      if (!this.streams.has(sid) || (eps !== null && eps !== undefined && typeof eps !== 'number')) {
+        return { status: 400, body: { message: 'held needs a known key_stream_id (and max_epsilon a number or null)' } };
+      }
+      return { status: 200, body: { ranges: this.store!.heldRanges(sid, this.now(), (eps as number | null) ?? undefined) } };
     }
     return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
   }
@@ -645,74 +683,102 @@ export class Kms extends EventEmitter {
     return s ? s.qos.key_chunk_size * 8 : 256;
   }
 
+  private limits(): Limits {
+    const bits = this.chunkBits();
+    return { keySizeBits: bits, minKeySizeBits: 8, maxKeySizeBits: this.opts.maxKeySizeBits ?? Math.max(bits, 4096),
+      maxKeysPerRequest: this.opts.maxKeysPerRequest ?? 128, maxSaeIdCount: this.opts.maxSaeIdCount ?? 8 };
+  }
+
   private async etsi014(req: Req, saeId: string, op: 'status' | 'enc_keys' | 'dec_keys'): Promise<Res> {
+    try {
+      return await this.etsi014Checked(req, saeId, op);
+    } catch (err) {
+      if (err instanceof Refusal) return { status: err.status, body: err.body };
+      throw err;
+    }
+  }
+
+  private async etsi014Checked(req: Req, saeId: string, op: 'status' | 'enc_keys' | 'dec_keys'): Promise<Res> {
     const caller = req.clientId;
     const { local, remote } = this.opts.saes;
     if (caller === null || !local.includes(caller)) {
       return { status: 401, body: { message: `client '${caller ?? '(no certificate)'}' is not an SAE of KMS ${this.id}` } };
     }
+    const allowed = op === 'status' ? ['GET'] : ['GET', 'POST'];
+    if (!allowed.includes(req.method)) {
+      return { status: 405, headers: { allow: allowed.join(', ') }, body: { message: `${op} takes ${allowed.join(' or ')}` } };
+    }
     if (!remote.includes(saeId)) {
       return { status: 400, body: { message: `SAE '${saeId}' is not reachable through this KMS's peer` } };
     }
-    const b = (req.body && typeof req.body === 'object' ? req.body : {}) as Record<string, unknown>;
-    if (op !== 'status') {
-      const wait = this.rateLimited(caller, op === 'enc_keys' ? Number(b.number ?? req.query.get('number') ?? 1) :
-        (Array.isArray(b.key_IDs) ? b.key_IDs.length : req.query.getAll('key_ID').length));
-      if (wait > 0) {
-        const sec = Math.ceil(wait / 1000);
-        this.log('warn', 'SAE over its key rate limit', { sae: caller, retryAfterS: sec });
-        return { status: 429, headers: { 'retry-after': String(sec) }, body: { message: `SAE '${caller}' is over its ` +
-          `limit of ${this.opts.rateLimit?.keysPerSecond ?? DEFAULT_RATE.keysPerSecond} keys/s; retry after ${sec} s` } };
-      }
-    }
-    const bits = this.chunkBits();
-    const maxPer = this.opts.maxKeysPerRequest ?? 128;
+    const lim = this.limits();
     if (op === 'status') {
-      const c = this.store!.counts();
       return { status: 200, body: { source_KME_ID: this.id, target_KME_ID: this.opts.peer?.id ?? '',
-        master_SAE_ID: caller, slave_SAE_ID: saeId, key_size: bits, stored_key_count: c.held,
-        max_key_count: this.opts.capacity ?? 1_000_000, max_key_per_request: maxPer, max_key_size: bits,
-        min_key_size: bits, max_SAE_ID_count: 0 } };
+        master_SAE_ID: caller, slave_SAE_ID: saeId, key_size: lim.keySizeBits, stored_key_count: await this.deliverable(),
+        max_key_count: this.opts.capacity ?? 1_000_000, max_key_per_request: lim.maxKeysPerRequest,
+        max_key_size: lim.maxKeySizeBits, min_key_size: lim.minKeySizeBits, max_SAE_ID_count: lim.maxSaeIdCount } };
     }
-    if (op === 'enc_keys') {
-      const number = Number(b.number ?? req.query.get('number') ?? 1);
-      const size = Number(b.size ?? req.query.get('size') ?? bits);
-      if (!Number.isInteger(number) || number < 1 || number > maxPer) {
-        return { status: 400, body: { message: `number must be 1..${maxPer}` } };
-      }
-      if (size !== bits) {
-        return { status: 400, body: { message: `size must be ${bits} bits (the stream's key_chunk_size); ` +
-          'other sizes are not offered' } };
-      }
-      const run = this.encChain.then(() => this.encKeys(caller, saeId, number));
+    const kr = op === 'enc_keys' ? parseKeyRequest(req.method, req.body, req.query, saeId, remote, lim) : undefined;
+    const ids = op === 'dec_keys' ? parseKeyIds(req.method, req.body, req.query, lim.maxKeysPerRequest) : [];
+    const wait = this.rateLimited(caller, kr ? kr.number : ids.length);
+    if (wait > 0) {
+      const sec = Math.ceil(wait / 1000);
+      this.log('warn', 'SAE over its key rate limit', { sae: caller, retryAfterS: sec });
+      return { status: 429, headers: { 'retry-after': String(sec) }, body: { message: `SAE '${caller}' is over its ` +
+        `limit of ${this.opts.rateLimit?.keysPerSecond ?? DEFAULT_RATE.keysPerSecond} keys/s; retry after ${sec} s` } };
+    }
+    if (kr) {
+      const run = this.encChain.then(() => this.encKeys(caller, kr));
       this.encChain = run.catch(() => undefined);
       return run;
     }
-    // dec_keys: the caller is the slave, saeId the master.
-    let ids: string[] = [];
-    if (Array.isArray(b.key_IDs)) ids = (b.key_IDs as { key_ID?: unknown }[]).map((k) => String(k?.key_ID ?? ''));
-    else if (req.query.has('key_ID')) ids = req.query.getAll('key_ID');
-    if (!ids.length || ids.length > maxPer || !ids.every(isUuid)) {
-      return { status: 400, body: { message: `give 1..${maxPer} key_IDs (UUIDs)` } };
-    }
+    // dec_keys: the caller is the slave, saeId the master. All or nothing: one bad key_ID refuses
+    // the request and every key stays reserved for the pair.
     const holder = `${saeId}>${caller}`;
-    const keys: { key_ID: string; key: string }[] = [];
-    const missing: string[] = [];
-    const taken = await this.store!.takeMany(ids.map((id) => id.toLowerCase()), holder, this.now());
-    taken.forEach((t, i) => {
-      if (!t) {
-        missing.push(ids[i]);
-        return;
+    const r = await this.store!.takeAll(ids, holder, `#${caller}`, this.now());
+    if (r.refused.length) {
+      const foreign = r.refused.filter((x) => x.reason === 'foreign').map((x) => ids[x.pos]);
+      const unknown = r.refused.filter((x) => x.reason === 'unknown').map((x) => ids[x.pos]);
+      if (foreign.length) {
+        this.log('warn', 'dec_keys for key_IDs released to another SAE pair', { sae: caller, master: saeId, count: foreign.length });
+        return { status: 401, body: { message: `SAE '${caller}' is not a slave SAE of key_ID(s) ${foreign.join(', ')} ` +
+          `(master ${saeId}); nothing was handed out`, details: [{ key_IDs_unauthorized: foreign }] } };
       }
-      keys.push({ key_ID: ids[i], key: t.key.toString('base64') });
+      return { status: 400, body: { message: `key_ID(s) ${unknown.join(', ')} unknown, expired or already handed out ` +
+        `for the pair ${saeId} -> ${caller}; nothing was handed out (the request's other keys are kept)`,
+      details: [{ key_IDs_unknown: unknown }] } };
+    }
+    const keys = r.keys.map((t, i) => {
+      const k = { key_ID: ids[i], key: t.key.toString('base64') };
       t.key.fill(0);
+      return k;
     });
     this.m.delivered += keys.length;
-    if (missing.length) {
-      return { status: 400, body: { message: `key_ID(s) ${missing.join(', ')} unknown, not for the pair ` +
-        `${saeId} -> ${caller}, or already handed out` + (keys.length ? `; ${keys.length} other key(s) were erased` : '') } };
-    }
     return { status: 200, body: { keys } };
+  }
+
+  /**
+   * Keys of `key_size` this KME could deliver now: held here and at the peer (index ranges
+   * compared), so keys the peer has not received yet are not counted. 0 if the peer is unreachable.
+   */
+  private async deliverable(maxEpsilon?: number): Promise<number> {
+    if (!this.peerClient) return 0;
+    let n = 0;
+    for (const s of this.streams.values()) {
+      const mine = this.store!.heldRanges(s.keyStreamId, this.now(), maxEpsilon);
+      if (!mine.length) continue;
+      let theirs: [number, number][];
+      try {
+        const r = await this.peerClient.request('POST', '/api/v1/kms-peer/held', { key_stream_id: s.keyStreamId,
+          max_epsilon: maxEpsilon ?? null }, this.opts.requestTimeoutMs ?? 5000);
+        if (r.status !== 200 || !Array.isArray(r.body?.ranges)) continue;
+        theirs = r.body.ranges as [number, number][];
+      } catch {
+        continue;
+      }
+      n += overlap(mine, theirs);
+    }
+    return n;
   }
 
   /**
@@ -735,26 +801,33 @@ export class Kms extends EventEmitter {
   }
 
   /**
-   * Releases `number` keys to the master SAE: reserve them here, have the peer KMS reserve the same
-   * indices after comparing digests, then hand them out. The source-side KMS draws from the oldest
-   * keys, the destination side from the newest, so SAEs asking on both sides at once rarely collide;
-   * when they do, the loser undoes its reservation and answers 503 (retry).
+   * Releases keys to the master SAE: reserve chunks here, have the peer KMS check the same
+   * indices' digests and reserve (or reformat) them for the slave(s), then hand them out. Keys of
+   * the stream's chunk size for one slave are the chunks themselves; any other size, or several
+   * slaves (multicast), are reformatted from the chunks on both sides alike (reformat.ts). The
+   * source-side KMS draws from the oldest keys, the destination side from the newest, so SAEs
+   * asking on both sides at once rarely collide; when they do, the loser undoes its reservation
+   * and answers 503 (retry).
    */
-  private async encKeys(master: string, slave: string, number: number): Promise<Res> {
+  private async encKeys(master: string, kr: KeyRequest): Promise<Res> {
     if (!this.peerClient) return { status: 503, body: { message: 'no peer KMS configured' } };
     const nowMs = this.now();
-    const holder = `${master}>${slave}`;
+    const holder = `${master}>${kr.slaves[0]}`;
+    const sizeBytes = kr.size / 8;
     for (const s of this.streams.values()) {
-      const cands = this.store!.candidates(s.keyStreamId, number, nowMs, this.opts.role === 'destination');
-      if (cands.length < number) continue;
+      const chunkBytes = s.qos.key_chunk_size;
+      const reformat = sizeBytes !== chunkBytes || kr.slaves.length > 1;
+      const need = reformat ? chunksNeeded(kr.number, sizeBytes, chunkBytes) : kr.number;
+      const cands = this.store!.candidates(s.keyStreamId, need, nowMs, this.opts.role === 'destination', kr.maxEpsilon);
+      if (cands.length < need) continue;
       const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
       const mine = this.store!.reserve(s.keyStreamId, items, holder, nowMs, true);
-      if (mine.length !== number) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
+      if (mine.length !== need) return { status: 503, body: { message: 'keys changed while reserving; retry' } };
       const undo = () => this.store!.unreserve(s.keyStreamId, mine, holder, this.now());
       let r;
       try {
         r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
-          items, holder });
+          items, holder, ...(reformat ? { master, slaves: kr.slaves, number: kr.number, size: kr.size } : {}) });
       } catch (err) {
         undo();
         this.log('warn', 'peer KMS unreachable for key confirmation', { code: (err as QkdError).code });
@@ -767,22 +840,31 @@ export class Kms extends EventEmitter {
           message: `the peer KMS reports different keys under indices ${indexRanges(bad)} of stream ${s.keyStreamId}` });
         return { status: 503, body: { message: 'the peer KMS does not hold the same keys; not released' } };
       }
-      if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== number) {
+      if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== need) {
         undo();
         return { status: 503, body: { message: 'the peer KMS does not hold these keys yet (or they are taken); ' +
           'retry shortly' } };
       }
-      const keys: { key_ID: string; key: string }[] = [];
-      const taken = await this.store!.takeMany(cands.map((c) => c.keyId), holder, this.now());
-      taken.forEach((t, i) => {
-        if (!t) return;
-        keys.push({ key_ID: cands[i].keyId, key: t.key.toString('base64') });
+      let keyIds = cands.map((c) => c.keyId);
+      if (reformat) {
+        const plan = planKeys(s.keyStreamId, items.map((i) => i.index), chunkBytes, kr.number, sizeBytes);
+        keyIds = plan.keyIds;
+        const ok = this.store!.reformat(s.keyStreamId, items, holder, plan.sizes,
+          plan.keyIds.map((keyId, key) => ({ keyId, holder, key })), reformatMeta(s.keyStreamId, plan, kr), this.now());
+        if (!ok) return { status: 503, body: { message: 'keys expired while being released; retry' } };
+      }
+      const taken = await this.store!.takeAll(keyIds, holder, '', this.now());
+      const keys = taken.keys.map((t, i) => {
+        const k = { key_ID: keyIds[i], key: t.key.toString('base64') };
         t.key.fill(0);
+        return k;
       });
+      if (taken.refused.length) return { status: 503, body: { message: 'keys expired while being released; retry' } };
       this.m.delivered += keys.length;
       return { status: 200, body: { keys } };
     }
-    return { status: 503, body: { message: `fewer than ${number} confirmed keys available; retry shortly` } };
+    return { status: 503, body: { message: `fewer than ${kr.number} confirmed keys of ${kr.size} bits` +
+      (kr.maxEpsilon !== undefined ? ` at epsilon <= ${kr.maxEpsilon}` : '') + ' available; retry shortly' } };
   }
 
   async close(): Promise<void> {
@@ -797,6 +879,27 @@ export class Kms extends EventEmitter {
     await this.rotating?.catch(() => undefined);
     this.store?.close();
   }
+}
+
+/** Audit/provenance label of reformatted keys (no key bytes). */
+function reformatMeta(sid: string, plan: ReformatPlan, kr: { number: number; size: number; slaves: string[] }): string {
+  return JSON.stringify({ reformatted_from: sid, chunks: plan.chunks, size_bits: kr.size, number: kr.number,
+    slaves: kr.slaves, discarded_bytes: plan.discardedBytes });
+}
+
+/** Number of indices in both sorted, disjoint range lists. */
+export function overlap(a: [number, number][], b: [number, number][]): number {
+  let i = 0;
+  let j = 0;
+  let n = 0;
+  while (i < a.length && j < b.length) {
+    const lo = Math.max(a[i][0], b[j][0]);
+    const hi = Math.min(a[i][1], b[j][1]);
+    if (hi >= lo) n += hi - lo + 1;
+    if (a[i][1] < b[j][1]) i++;
+    else j++;
+  }
+  return n;
 }
 
 export async function startKms(opts: KmsOptions): Promise<Kms> {

@@ -163,9 +163,10 @@ export class KeyStore {
     });
   }
 
-  candidates(sid: string, limit: number, nowMs: number, descending = false) {
+  /** Held keys of a stream; with `maxEpsilon` only those labelled with an ε at most that. */
+  candidates(sid: string, limit: number, nowMs: number, descending = false, maxEpsilon?: number) {
     try {
-      return this.s.candidates(sid, limit, nowMs, descending);
+      return this.s.candidates(sid, limit, nowMs, descending, maxEpsilon);
     } catch (e) {
       mapErr(e);
     }
@@ -201,6 +202,39 @@ export class KeyStore {
     } catch (e) {
       mapErr(e);
     }
+  }
+
+  /**
+   * All or nothing: the keys named by `keyIds` reserved for `holder` (a multicast copy is the row
+   * `id + suffix`), erased in one transaction; if any is not available nothing is taken and
+   * `refused` names each bad position with 'unknown' (unknown, gone) or 'foreign' (reserved for
+   * another SAE pair).
+   */
+  async takeAll(keyIds: string[], holder: string, suffix: string, nowMs: number): Promise<{
+    keys: { index: number; keyId: string; key: Buffer }[]; refused: { pos: number; reason: 'unknown' | 'foreign' }[] }> {
+    try {
+      const r = await this.s.takeAll(keyIds, holder, suffix, nowMs);
+      return { keys: r.keys, refused: r.refused.map(([pos, why]) => ({ pos, reason: why === 2 ? 'foreign' : 'unknown' })) };
+    } catch (e) {
+      mapErr(e);
+    }
+  }
+
+  /**
+   * Reformats chunks of `sid` (held with these digests, or reserved for `fromHolder`) into keys
+   * of `sizesBytes`: the chunks' bytes in the given order, cut in turn (no byte twice, the rest
+   * discarded); each output `{keyId, holder, key}` becomes a row reserved for `holder`; the chunks
+   * are erased. False (nothing changed) unless every chunk is available.
+   */
+  reformat(sid: string, items: { index: number; digest: string }[], fromHolder: string | null, sizesBytes: number[],
+    outputs: { keyId: string; holder: string; key: number }[], meta: string, nowMs: number): boolean {
+    return call(() => this.s.reformat(sid, items.map((i) => i.index), items.map((i) => i.digest), fromHolder, sizesBytes,
+      outputs.map((o) => o.keyId), outputs.map((o) => o.holder), outputs.map((o) => o.key), meta, nowMs));
+  }
+
+  /** `[first, last]` index ranges of the held keys of a stream (optionally at a security level). */
+  heldRanges(sid: string, nowMs: number, maxEpsilon?: number): [number, number][] {
+    return call(() => this.s.heldRanges(sid, nowMs, maxEpsilon)) as [number, number][];
   }
 
   expire(nowMs: number) {

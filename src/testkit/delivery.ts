@@ -13,7 +13,7 @@ import { startDeliveryNode, type DeliveryNode, type DeliveryNodeOptions } from '
 import { startKms, type Kms, type KmsOptions } from '../delivery/kms.ts';
 import { makePki, type Pki } from './pki.ts';
 
-export const IDS = ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB', 'saeStranger'];
+export const IDS = ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB', 'saeC', 'saeStranger'];
 
 export interface Link {
   dir: string;
@@ -82,10 +82,10 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
   const kmsOpts = {
     A: { id: 'kmsA', role: 'source', tls: pki.tls('kmsA'), dbPath: join(dir, 'kmsA.db'), wrapKey,
       node: { url: nodes.A.url, id: 'nodeA' }, peerNodeId: 'nodeB', peer: { url: 'https://127.0.0.1:1', id: 'kmsB' },
-      saes: { local: ['saeA', 'saeStranger'], remote: ['saeB'] }, ...o.kms } as KmsOptions,
+      saes: { local: ['saeA', 'saeStranger'], remote: ['saeB', 'saeC'] }, ...o.kms } as KmsOptions,
     B: { id: 'kmsB', role: 'destination', tls: pki.tls('kmsB'), dbPath: join(dir, 'kmsB.db'), wrapKey,
       node: { url: nodes.B.url, id: 'nodeB' }, peerNodeId: 'nodeA', peer: { url: 'https://127.0.0.1:1', id: 'kmsA' },
-      saes: { local: ['saeB'], remote: ['saeA', 'saeStranger'] }, ...o.kms } as KmsOptions,
+      saes: { local: ['saeB', 'saeC'], remote: ['saeA', 'saeStranger'] }, ...o.kms } as KmsOptions,
   };
   let kmsA = await startKms(kmsOpts.A);
   let kmsB = await startKms(kmsOpts.B);

@@ -77,6 +77,21 @@ t.test('two qkd kms processes deliver a canary end to end', async (t) => {
   t.equal(enc.status, 200);
   const dec = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
   t.ok(Buffer.from(dec.body.keys[0].key, 'base64').equals(canary), 'the canary arrived at both SAEs');
+  // Reformat on supply across the two processes: split (3 x 128 bits from 2 chunks) and merge
+  // (1 x 512 bits from 2 chunks); each process derives the key_IDs and cuts the bytes itself.
+  const more = randomBytes(32 * 4);
+  await Promise.all([A.offer(more, {}), B.offer(more, {})]);
+  await until(() => A.metrics().acked === 5 && B.metrics().acked === 5, 15_000, 'acks of 4 more chunks');
+  const split = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 3, size: 128 });
+  const merged = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 1, size: 512 });
+  t.equal(split.status, 200);
+  t.equal(merged.status, 200);
+  const encKeys = [...split.body.keys, ...merged.body.keys] as { key_ID: string; key: string }[];
+  const decR = await saeB.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: encKeys.map((k) => ({ key_ID: k.key_ID })) });
+  t.equal(decR.status, 200, 'the peer process derived the same key_IDs');
+  t.same(decR.body.keys.map((k: { key: string }) => k.key), encKeys.map((k) => k.key), 'and cut the same bytes');
+  t.same(encKeys.map((k) => Buffer.from(k.key, 'base64')), [more.subarray(0, 16), more.subarray(16, 32), more.subarray(32, 48),
+    more.subarray(64, 128)], 'consecutive bytes of the chunks; the rest of the split chunk discarded');
   for (const k of [ka, kb]) {
     k.proc.kill('SIGTERM');
     await new Promise((r) => k.proc.once('exit', r));

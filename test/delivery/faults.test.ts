@@ -215,7 +215,7 @@ t.test('wrong client certificates and a push for another node\'s stream are refu
   t.equal(stranger.status, 400, 'saeStranger is not an SAE of Bob\'s side');
   const bobWrongMaster = await L.sae('saeB', L.kmsB).req('POST', '/api/v1/keys/saeStranger/dec_keys',
     { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
-  t.equal(bobWrongMaster.status, 400, 'reserved for saeA -> saeB, not saeStranger -> saeB');
+  t.equal(bobWrongMaster.status, 401, 'reserved for saeA -> saeB, not saeStranger -> saeB: not entitled (ETSI 014 401)');
   const ok = await L.sae('saeB', L.kmsB).req('POST', '/api/v1/keys/saeA/dec_keys',
     { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
   t.ok(Buffer.from(ok.body.keys[0].key, 'base64').equals(bytes));

@@ -67,7 +67,7 @@ t.test('happy path: identical keys at both KMSs, matching keys for the SAE pair,
   t.equal(empty.status, 503, 'no key left: 503, retry later');
 
   // ETSI 014 refusals
-  t.equal((await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1, size: 128 })).status, 400, 'unsupported size');
+  t.equal((await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1, size: 129 })).status, 400, 'size not a multiple of 8');
   t.equal((await saeA.req('GET', '/api/v1/keys/saeZ/status')).status, 400, 'unknown slave SAE');
   const node = L.sae('nodeA', L.kmsA);
   t.equal((await node.req('GET', '/api/v1/keys/saeB/status')).status, 401, 'a node certificate is not an SAE');

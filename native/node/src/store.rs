@@ -419,6 +419,37 @@ impl Task for TakeTask {
     }
 }
 
+pub struct TakeAllTask {
+    store: Shared,
+    key_ids: Vec<String>,
+    holder: String,
+    suffix: String,
+    now_ms: i64,
+}
+
+#[napi(object)]
+pub struct StoreTakeAll {
+    pub keys: Vec<StoreTaken>,
+    pub refused: Vec<Vec<u32>>,
+}
+
+impl Task for TakeAllTask {
+    type Output = qkd_store::TakeAll;
+    type JsValue = StoreTakeAll;
+    fn compute(&mut self) -> Result<Self::Output> {
+        let ids: Vec<&str> = self.key_ids.iter().map(|s| s.as_str()).collect();
+        let (h, x, n) = (&self.holder, &self.suffix, self.now_ms);
+        with(&self.store, |s| s.take_all(&ids, h, x, n))
+    }
+    fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<StoreTakeAll> {
+        // The Buffers copy the keys out of the zeroising Vecs, which are wiped when `o` drops.
+        Ok(StoreTakeAll {
+            keys: o.keys.iter().map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) }).collect(),
+            refused: o.refused.iter().map(|(p, r)| vec![*p, *r as u32]).collect(),
+        })
+    }
+}
+
 /// The KMS key store. One per KMS process; methods may be called from the JS thread at any time
 /// (a mutex serialises them with the background put/take tasks).
 #[napi]
@@ -581,8 +612,9 @@ impl KmsStore {
 
     /// Held, unreserved, unexpired keys of a stream in index order, ascending or descending (digests, never keys).
     #[napi]
-    pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64, descending: bool) -> Result<Vec<StoreCandidate>> {
-        let v = with(&self.inner, |s| s.candidates(&key_stream_id, limit, now_ms as i64, descending))?;
+    /// With `max_epsilon`, only keys whose provenance states an epsilon at most that.
+    pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<StoreCandidate>> {
+        let v = with(&self.inner, |s| s.candidates_at_level(&key_stream_id, limit, now_ms as i64, descending, max_epsilon))?;
         Ok(v.into_iter().map(|c| StoreCandidate { index: c.index, key_id: c.key_id, digest: hex(&c.digest) }).collect())
     }
 
@@ -620,6 +652,42 @@ impl KmsStore {
     #[napi(ts_return_type = "Promise<Array<StoreTaken | null>>")]
     pub fn take_many(&self, key_ids: Vec<String>, holder: String, now_ms: f64) -> AsyncTask<TakeTask> {
         AsyncTask::new(TakeTask { store: self.inner.clone(), key_ids, holder, now_ms: now_ms as i64 })
+    }
+
+    /// All or nothing: unwraps, erases and returns the keys reserved for `holder` (a row named
+    /// `id` or `id + suffix`), in one transaction; if any key_ID is not available, nothing is
+    /// taken and `refused` lists `[position, 1 unknown | 2 reserved for another pair]`.
+    #[napi(ts_return_type = "Promise<{ keys: StoreTaken[]; refused: number[][] }>")]
+    pub fn take_all(&self, key_ids: Vec<String>, holder: String, suffix: String, now_ms: f64) -> AsyncTask<TakeAllTask> {
+        AsyncTask::new(TakeAllTask { store: self.inner.clone(), key_ids, holder, suffix, now_ms: now_ms as i64 })
+    }
+
+    /// Reformats the chunks `(indices, digests)` of a stream (held, or reserved for `from_holder`)
+    /// into keys of `sizes` bytes; `outputs` are `[key_id, holder, key number]` rows of the pseudo
+    /// stream `<stream>/r`, reserved for their holders. False (nothing changed) unless every
+    /// chunk is available. See qkd-store `Store::reformat`.
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn reformat(&self, key_stream_id: String, indices: Vec<u32>, digests: Vec<String>, from_holder: Option<String>,
+        sizes: Vec<u32>, out_key_ids: Vec<String>, out_holders: Vec<String>, out_keys: Vec<u32>, meta: String, now_ms: f64) -> Result<bool> {
+        if indices.len() != digests.len() || out_key_ids.len() != out_holders.len() || out_key_ids.len() != out_keys.len() {
+            return Err(Error::new(Status::InvalidArg, "STORE_INVALID: reformat arrays differ in length"));
+        }
+        let mut items = Vec::with_capacity(indices.len());
+        for (i, d) in indices.iter().zip(&digests) {
+            let d = unhex32(d).ok_or_else(|| Error::new(Status::InvalidArg, "STORE_INVALID: digest must be 64 hex digits"))?;
+            items.push((*i, d));
+        }
+        let outs: Vec<(String, String, u32)> =
+            out_key_ids.into_iter().zip(out_holders).zip(out_keys).map(|((k, h), j)| (k, h, j)).collect();
+        with(&self.inner, |s| s.reformat(&key_stream_id, &items, from_holder.as_deref(), &sizes, &outs, &meta, now_ms as i64))
+    }
+
+    /// `[first, last]` index ranges of the held (unreserved, unexpired) keys of a stream.
+    #[napi]
+    pub fn held_ranges(&self, key_stream_id: String, now_ms: f64, max_epsilon: Option<f64>) -> Result<Vec<Vec<u32>>> {
+        let v = with(&self.inner, |s| s.held_ranges(&key_stream_id, now_ms as i64, max_epsilon))?;
+        Ok(v.into_iter().map(|(a, b)| vec![a, b]).collect())
     }
 
     /// Erases every key whose expiry is at or before `now_ms`; returns them.

@@ -89,6 +89,16 @@ pub struct PutItem {
     pub expires_ms: i64,
 }
 
+/// `take_all` refusal reasons.
+pub const TAKE_UNKNOWN: u8 = 1;
+pub const TAKE_FOREIGN: u8 = 2;
+
+/// Result of `take_all`: every key, or (nothing taken) the refused positions with their reason.
+pub struct TakeAll {
+    pub keys: Vec<TakenKey>,
+    pub refused: Vec<(u32, u8)>,
+}
+
 /// A key taken out of the store. Zeroised on drop.
 pub struct TakenKey {
     pub index: u32,
@@ -428,14 +438,21 @@ impl Store {
     /// `descending` draws from the newest end: the two KMSs of a link draw from opposite ends so
     /// that SAEs on both sides asking at once rarely pick the same keys.
     pub fn candidates(&self, sid: &str, limit: u32, now_ms: i64, descending: bool) -> Result<Vec<Candidate>> {
+        self.candidates_at_level(sid, limit, now_ms, descending, None)
+    }
+
+    /// `candidates` restricted to keys whose provenance states an `epsilon` (the composable
+    /// security parameter of the block they came from) of at most `max_epsilon`; keys without an
+    /// ε label never qualify when a level is asked for.
+    pub fn candidates_at_level(&self, sid: &str, limit: u32, now_ms: i64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<Candidate>> {
         let mut st = self.conn.prepare_cached(if descending {
             "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             ORDER BY idx DESC LIMIT ?3"
+             AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx DESC LIMIT ?3"
         } else {
             "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             ORDER BY idx LIMIT ?3"
+             AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx LIMIT ?3"
         })?;
-        let rows = st.query_map(params![sid, now_ms, limit as i64], |r| {
+        let rows = st.query_map(params![sid, now_ms, limit as i64, max_epsilon], |r| {
             let dg: Vec<u8> = r.get(2)?;
             let mut digest = [0u8; 32];
             if dg.len() == 32 {
@@ -551,16 +568,180 @@ impl Store {
                 out.push(None);
                 continue;
             };
-            let a = aad(&sid, idx as u32);
-            let plain = self.wrapper.unwrap(gen as u32, &nonce, &a, &wrapped)?;
-            wrapped.zeroize();
-            Self::erase(&tx, &sid, idx, STATE_DELIVERED)?;
-            Self::audit_tx(&tx, now_ms, &sid, idx, "delivered", &format!("handed out to {holder}"))?;
-            Self::audit_tx(&tx, now_ms, &sid, idx, "destroyed", "wrapped bytes erased (secure_delete)")?;
+            let plain = Self::hand_out(self.wrapper.as_mut(), &tx, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
             out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain }));
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Hands out the reserved keys named by `key_ids` to `holder`, all or nothing, in ONE
+    /// transaction: if any key_ID is not available to `holder`, nothing is erased and the refusals
+    /// are returned instead (so a request naming one bad key_ID does not cost the pair its good
+    /// keys). A row whose key_id is `id` or `id + suffix` matches (multicast copies carry the
+    /// slave SAE as suffix). Two concurrent calls for one key_ID: the store's lock serialises them
+    /// and the second finds the ciphertext gone.
+    pub fn take_all(&mut self, key_ids: &[&str], holder: &str, suffix: &str, now_ms: i64) -> Result<TakeAll> {
+        let tx = self.conn.transaction()?;
+        let mut keys = Vec::with_capacity(key_ids.len());
+        let mut refused = Vec::new();
+        for (pos, key_id) in key_ids.iter().enumerate() {
+            let alt = format!("{key_id}{suffix}");
+            let row: Option<(String, i64, Vec<u8>, Vec<u8>, i64, String)> = tx
+                .query_row(
+                    "SELECT stream_id, idx, nonce, wrapped, kek_gen, key_id FROM keys
+                     WHERE key_id IN (?1, ?3) AND state=1 AND holder=?2 AND wrapped IS NOT NULL AND expires_ms>?4",
+                    params![key_id, holder, alt, now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                )
+                .optional()?;
+            let Some((sid, idx, nonce, mut wrapped, gen, _)) = row else {
+                // Reserved for another pair (or a copy for another slave): the caller is not
+                // entitled (401); anything else is unknown or gone (400).
+                // A copy this holder had (already handed out or expired) is "gone", not foreign.
+                let own: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE key_id IN (?1, ?3) AND holder=?2",
+                    params![key_id, holder, alt], |r| r.get(0))?;
+                let foreign: i64 = if own > 0 { 0 } else {
+                    tx.query_row(
+                        "SELECT COUNT(*) FROM keys WHERE (key_id=?1 OR substr(key_id, 1, length(?1) + 1)=?1 || '#') AND state=1",
+                        params![key_id],
+                        |r| r.get(0),
+                    )?
+                };
+                refused.push((pos as u32, if foreign > 0 { TAKE_FOREIGN } else { TAKE_UNKNOWN }));
+                continue;
+            };
+            if !refused.is_empty() {
+                wrapped.zeroize();
+                continue;
+            }
+            let plain = Self::hand_out(self.wrapper.as_mut(), &tx, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
+            keys.push(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain });
+        }
+        if !refused.is_empty() {
+            drop(tx); // rolls back: every key stays reserved
+            return Ok(TakeAll { keys: Vec::new(), refused });
+        }
+        tx.commit()?;
+        Ok(TakeAll { keys, refused })
+    }
+
+    /// Reformats stored key material to the requested sizes, in ONE transaction: the chunks
+    /// `items` of `sid` (held with the given digests, or reserved for `from_holder`) are unwrapped
+    /// and concatenated in the given order; output key j is the next `sizes[j]` bytes of that
+    /// string (no byte used twice; a remainder is discarded). Each output `(key_id, holder, j)`
+    /// becomes a new row of the pseudo stream `<sid>/r`, wrapped like any key and reserved for
+    /// `holder` (a key for several slaves is several rows); the chunks are erased. Returns false
+    /// (nothing changed) unless every chunk is available.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reformat(
+        &mut self,
+        sid: &str,
+        items: &[(u32, [u8; 32])],
+        from_holder: Option<&str>,
+        sizes: &[u32],
+        outputs: &[(String, String, u32)],
+        meta: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let need: u64 = sizes.iter().map(|s| *s as u64).sum();
+        if sizes.iter().any(|s| *s == 0) || outputs.iter().any(|o| o.2 as usize >= sizes.len()) {
+            return Err(StoreError::Invalid("reformat: empty size or output naming no key".into()));
+        }
+        let tx = self.conn.transaction()?;
+        let mut material: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
+        let mut expires = i64::MAX;
+        for (idx, dg) in items {
+            let row: Option<(Vec<u8>, i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, i64, i64)> = tx
+                .query_row(
+                    "SELECT digest, state, holder, nonce, wrapped, kek_gen, expires_ms FROM keys
+                     WHERE stream_id=?1 AND idx=?2 AND expires_ms>?3",
+                    params![sid, *idx as i64, now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+                )
+                .optional()?;
+            let Some((d, state, holder, Some(nonce), Some(mut wrapped), gen, exp)) = row else {
+                return Ok(false);
+            };
+            let ok = match from_holder {
+                Some(h) => state == STATE_RESERVED && holder.as_deref() == Some(h),
+                None => state == STATE_HELD,
+            };
+            if !ok || !ct_eq(&d, dg) {
+                wrapped.zeroize();
+                return Ok(false);
+            }
+            let plain = self.wrapper.unwrap(gen as u32, &nonce, &aad(sid, *idx), &wrapped)?;
+            wrapped.zeroize();
+            material.extend_from_slice(&plain);
+            expires = expires.min(exp);
+        }
+        if need > material.len() as u64 {
+            return Err(StoreError::Invalid(format!("reformat: {need} bytes asked from {} bytes of chunks", material.len())));
+        }
+        let rsid = format!("{sid}/r");
+        let mut next: i64 = tx.query_row("SELECT COALESCE(MAX(idx), -1) + 1 FROM keys WHERE stream_id=?1", params![rsid], |r| r.get(0))?;
+        let mut offs = Vec::with_capacity(sizes.len());
+        let mut o = 0usize;
+        for s in sizes {
+            offs.push(o);
+            o += *s as usize;
+        }
+        for (key_id, holder, j) in outputs {
+            let (off, len) = (offs[*j as usize], sizes[*j as usize] as usize);
+            let key = &material[off..off + len];
+            let index = next as u32;
+            let d = digest(&rsid, index, key);
+            let (nonce, wrapped) = self.wrapper.wrap(&aad(&rsid, index), key)?;
+            tx.execute(
+                "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
+                   stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,1,?11,?12)",
+                params![rsid, next, key_id, &d[..], &nonce[..], wrapped, len as i64, meta, now_ms, expires, holder,
+                    self.wrapper.active() as i64],
+            )?;
+            Self::audit_tx(&tx, now_ms, &rsid, next, "reformatted",
+                &format!("key_id={key_id} size={len} from {sid} bytes {off}..{} of the chunks; reserved for {holder}", off + len))?;
+            next += 1;
+        }
+        for (idx, _) in items {
+            Self::erase(&tx, sid, *idx as i64, STATE_DELIVERED)?;
+            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "reformatted", &format!("consumed into {} key(s) of {rsid}", sizes.len()))?;
+            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased (secure_delete)")?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Index ranges `[first, last]` of the held (unreserved, unexpired) keys of `sid`, ascending:
+    /// what this KMS could still confirm with its peer (ETSI 014 counts deliverable keys only).
+    pub fn held_ranges(&self, sid: &str, now_ms: i64, max_epsilon: Option<f64>) -> Result<Vec<(u32, u32)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT idx FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+             AND (?3 IS NULL OR json_extract(meta, '$.epsilon') <= ?3) ORDER BY idx",
+        )?;
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        let rows = st.query_map(params![sid, now_ms, max_epsilon], |r| r.get::<_, i64>(0))?;
+        for r in rows {
+            let i = r? as u32;
+            match out.last_mut() {
+                Some(last) if last.1.checked_add(1) == Some(i) => last.1 = i,
+                _ => out.push((i, i)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Unwraps one reserved key, erases its row and audits the delivery (inside the caller's
+    /// transaction); `wrapped` is zeroised.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_out(wrapper: &mut dyn KeyWrapper, tx: &Connection, sid: &str, idx: i64, nonce: &[u8], wrapped: &mut Vec<u8>, gen: i64,
+        holder: &str, now_ms: i64) -> Result<Zeroizing<Vec<u8>>> {
+        let plain = wrapper.unwrap(gen as u32, nonce, &aad(sid, idx as u32), wrapped)?;
+        wrapped.zeroize();
+        Self::erase(tx, sid, idx, STATE_DELIVERED)?;
+        Self::audit_tx(tx, now_ms, sid, idx, "delivered", &format!("handed out to {holder}"))?;
+        Self::audit_tx(tx, now_ms, sid, idx, "destroyed", "wrapped bytes erased (secure_delete)")?;
+        Ok(plain)
     }
 
     /// Erases every key whose `expires_ms <= now_ms`. Returns `(stream_id, index)` of each.
@@ -810,6 +991,93 @@ mod tests {
         assert_eq!(many, one);
         use PutOutcome::*;
         assert_eq!(many, vec![Stored, Stored, Duplicate, Conflict, Stored, Full]);
+    }
+
+    #[test]
+    fn take_all_is_all_or_nothing_and_names_foreign_keys() {
+        let mut s = Store::open(":memory:", &kek(), 10).unwrap();
+        for i in 0..3u32 {
+            s.put("s", i, &format!("k{i}"), &[i as u8 + 1; 4], "{}", 0, 1000).unwrap();
+        }
+        let c = s.candidates("s", 3, 0, false).unwrap();
+        s.reserve("s", &[(0, c[0].digest), (1, c[1].digest)], "a>b", 1, true).unwrap();
+        s.reserve("s", &[(2, c[2].digest)], "a>x", 1, true).unwrap();
+        // one unknown key_ID: nothing taken, both good keys kept
+        let r = s.take_all(&["k0", "nope", "k1"], "a>b", "#b", 2).unwrap();
+        assert!(r.keys.is_empty());
+        assert_eq!(r.refused, vec![(1, TAKE_UNKNOWN)]);
+        // a key reserved for another pair: foreign
+        let r = s.take_all(&["k2"], "a>b", "#b", 2).unwrap();
+        assert_eq!(r.refused, vec![(0, TAKE_FOREIGN)]);
+        let r = s.take_all(&["k0", "k1"], "a>b", "#b", 2).unwrap();
+        assert!(r.refused.is_empty());
+        assert_eq!(r.keys.iter().map(|k| k.key[0]).collect::<Vec<_>>(), vec![1, 2]);
+        // handed out once
+        assert_eq!(s.take_all(&["k0"], "a>b", "#b", 3).unwrap().refused, vec![(0, TAKE_UNKNOWN)]);
+    }
+
+    #[test]
+    fn reformat_splits_and_merges_without_reusing_a_byte() {
+        // Two stores with the same chunks reformat alike (as the two KMSs do).
+        let chunk = |i: u32| (0..8u8).map(|b| i as u8 * 16 + b).collect::<Vec<u8>>();
+        let mut a = Store::open(":memory:", &kek(), 100).unwrap();
+        for i in 0..4u32 {
+            a.put("s", i, &format!("k{i}"), &chunk(i), r#"{"epsilon":1e-10}"#, 0, 1000 + i as i64).unwrap();
+        }
+        let c = a.candidates("s", 4, 0, false).unwrap();
+        // chunks 2, 0, 1 in that order: 24 bytes -> keys of 4, 12 and 6 bytes (2 discarded)
+        let items = [(2, c[2].digest), (0, c[0].digest), (1, c[1].digest)];
+        let outs = vec![("x0".to_string(), "a>b".to_string(), 0), ("x1".into(), "a>b".into(), 1),
+            ("x2#b".into(), "a>b".into(), 2), ("x2#c".into(), "a>c".into(), 2)];
+        // a wrong digest changes nothing
+        let bad = [(2, c[2].digest), (0, [0u8; 32])];
+        assert!(!a.reformat("s", &bad, None, &[4], &outs[..1], "{}", 1).unwrap());
+        assert_eq!(a.counts(Some("s")).unwrap().held, 4);
+        assert!(a.reformat("s", &items, None, &[4, 12, 6], &outs, "{}", 1).unwrap());
+        // the chunks are gone (and cannot be reformatted again), chunk 3 is untouched
+        assert!(!a.reformat("s", &items, None, &[4], &outs[..1], "{}", 2).unwrap());
+        assert_eq!(a.counts(Some("s")).unwrap().held, 1);
+        assert_eq!(a.counts(Some("s")).unwrap().delivered, 3);
+        let cat: Vec<u8> = [chunk(2), chunk(0), chunk(1)].concat();
+        let r = a.take_all(&["x0", "x1", "x2"], "a>b", "#b", 3).unwrap();
+        assert!(r.refused.is_empty());
+        assert_eq!(&r.keys[0].key[..], &cat[0..4]);
+        assert_eq!(&r.keys[1].key[..], &cat[4..16]);
+        assert_eq!(&r.keys[2].key[..], &cat[16..22]);
+        // the multicast copy for the other slave is still there, for it only
+        assert_eq!(a.take_all(&["x2"], "a>b", "#b", 3).unwrap().refused, vec![(0, TAKE_UNKNOWN)]);
+        let r = a.take_all(&["x2"], "a>c", "#c", 3).unwrap();
+        assert_eq!(&r.keys[0].key[..], &cat[16..22]);
+        // reformatted keys expire with their earliest chunk
+        a.put("s", 9, "k9", &chunk(9), "{}", 0, 1000).unwrap();
+        let c9 = a.candidates("s", 1, 0, true).unwrap();
+        assert!(a.reformat("s", &[(9, c9[0].digest)], None, &[8], &[("y".into(), "a>b".into(), 0)], "{}", 4).unwrap());
+        assert_eq!(a.expire(1000).unwrap().iter().filter(|(s, _)| s == "s/r").count(), 1);
+        assert!(a.verify_audit().unwrap().broken.is_none());
+    }
+
+    #[test]
+    fn reformat_from_a_reservation_and_security_levels() {
+        let mut a = Store::open(":memory:", &kek(), 100).unwrap();
+        a.put("s", 0, "k0", &[1; 8], r#"{"epsilon":1e-12}"#, 0, 1000).unwrap();
+        a.put("s", 1, "k1", &[2; 8], r#"{"epsilon":1e-6}"#, 0, 1000).unwrap();
+        a.put("s", 2, "k2", &[3; 8], "{}", 0, 1000).unwrap();
+        a.put("s", 4, "k4", &[3; 8], "{}", 0, 1000).unwrap();
+        // an unlabelled key never meets a requested level
+        assert_eq!(a.candidates_at_level("s", 9, 0, false, Some(1e-9)).unwrap().iter().map(|c| c.index).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(a.candidates_at_level("s", 9, 0, false, Some(1e-5)).unwrap().len(), 2);
+        assert_eq!(a.held_ranges("s", 0, None).unwrap(), vec![(0, 2), (4, 4)]);
+        assert_eq!(a.held_ranges("s", 0, Some(1e-5)).unwrap(), vec![(0, 1)]);
+        let c = a.candidates("s", 1, 0, false).unwrap();
+        a.reserve("s", &[(0, c[0].digest)], "a>b", 1, true).unwrap();
+        // held-only reformat refuses a reserved chunk; the reservation's holder may reformat it
+        assert!(!a.reformat("s", &[(0, c[0].digest)], None, &[4], &[("z".into(), "a>b".into(), 0)], "{}", 2).unwrap());
+        assert!(!a.reformat("s", &[(0, c[0].digest)], Some("a>x"), &[4], &[("z".into(), "a>b".into(), 0)], "{}", 2).unwrap());
+        assert!(a.reformat("s", &[(0, c[0].digest)], Some("a>b"), &[4], &[("z".into(), "a>b".into(), 0)], "{}", 2).unwrap());
+        assert_eq!(&a.take_all(&["z"], "a>b", "#b", 3).unwrap().keys[0].key[..], &[1; 4]);
+        // asking for more bytes than the chunks hold is a caller error
+        let c1 = a.candidates("s", 1, 0, false).unwrap();
+        assert!(a.reformat("s", &[(1, c1[0].digest)], None, &[9], &[("w".into(), "a>b".into(), 0)], "{}", 2).is_err());
     }
 
     #[test]
