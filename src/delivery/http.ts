@@ -128,7 +128,8 @@ export async function startServer(opts: Transport & { host?: string; port?: numb
           const out = Buffer.from(JSON.stringify(r.body));
           headers['content-type'] = 'application/json';
           headers['content-length'] = String(out.length);
-          res.writeHead(r.status, headers).end(out);
+          // Why wiped after the write: an ETSI 014 key response carries key bytes (base64).
+          res.writeHead(r.status, headers).end(out, () => out.fill(0));
         }
       };
       if (bad) {

@@ -345,7 +345,7 @@ pub struct PutTask {
     sid: String,
     index: u32,
     key_id: String,
-    key: Zeroizing<Vec<u8>>,
+    key: qkd_store::secmem::SecretBuf,
     meta: String,
     now_ms: i64,
     expires_ms: i64,
@@ -414,7 +414,7 @@ impl Task for TakeTask {
     fn resolve(&mut self, _env: Env, o: Self::Output) -> Result<Vec<Option<StoreTaken>>> {
         // The Buffer copies the key out of the zeroising Vec, which is wiped when `o` drops.
         Ok(o.iter()
-            .map(|t| t.as_ref().map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) }))
+            .map(|t| t.as_ref().map(|t| StoreTaken { index: t.index, key_id: t.key_id.clone(), key: Buffer::from(t.key.to_vec()) })) // into JS: the HTTPS body needs the bytes; kms.ts wipes them
             .collect())
     }
 }
@@ -559,7 +559,7 @@ impl KmsStore {
             sid: key_stream_id,
             index,
             key_id,
-            key: Zeroizing::new(key.to_vec()),
+            key: qkd_store::secmem::SecretBuf::from_slice(&key),
             meta: meta_json,
             now_ms: now_ms as i64,
             expires_ms: expires_ms as i64,
@@ -601,7 +601,7 @@ impl KmsStore {
                 sid: sids.next().unwrap_or_default(),
                 index,
                 key_id: kids.next().unwrap_or_default(),
-                key: Zeroizing::new(keys[off..off + len].to_vec()),
+                key: qkd_store::secmem::SecretBuf::from_slice(&keys[off..off + len]),
                 meta: metas.next().unwrap_or_default(),
                 expires_ms: exp as i64,
             });

@@ -30,9 +30,10 @@
 //! kek <g> [<nonce 24 hex> <sealed KEK hex>]     one line per live generation
 //! inner <nonce 24 hex> <sealed IK hex>          PKCS#11 only
 //! ```
+use crate::secmem::SecretBuf;
 use crate::shamir::{self, Share};
 use crate::{Result, StoreError};
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -249,7 +250,8 @@ pub trait KeyWrapper: Send {
     /// Wraps `key` under the active KEK: returns (nonce, ciphertext‖tag).
     fn wrap(&mut self, aad: &[u8], key: &[u8]) -> Result<([u8; 12], Vec<u8>)>;
     /// Unwraps what `wrap` made under generation `gen`.
-    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>>;
+    /// The plaintext key is returned in protected memory (crate::secmem: locked, guarded pages).
+    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<SecretBuf>;
     /// Re-wraps under the active KEK (the PKCS#11 keystore does it without the key in host memory).
     fn rewrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<([u8; 12], Vec<u8>)> {
         let k = self.unwrap(gen, nonce, aad, wrapped)?;
@@ -276,6 +278,19 @@ pub(crate) fn gcm_seal(c: &Aes256Gcm, aad: &[u8], plain: &[u8]) -> Result<([u8; 
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
         .map_err(|_| StoreError::Crypto("wrap failed".into()))?;
     Ok((nonce, ct))
+}
+
+/// Opens a wrapped stored key straight into protected memory: the ciphertext is copied into the
+/// locked pages and decrypted in place, so the plaintext never sits in an ordinary heap buffer.
+pub(crate) fn gcm_open_secret(c: &Aes256Gcm, nonce: &[u8], aad: &[u8], ct: &[u8]) -> Result<SecretBuf> {
+    if nonce.len() != 12 || ct.len() < 16 {
+        return Err(StoreError::Crypto("a wrapped key has a malformed nonce or is too short".into()));
+    }
+    let (body, tag) = ct.split_at(ct.len() - 16);
+    let mut out = SecretBuf::from_slice(body);
+    c.decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut out, aes_gcm::Tag::from_slice(tag))
+        .map_err(|_| StoreError::Crypto("a wrapped key failed to authenticate (wrong KEK or tampered row)".into()))?;
+    Ok(out)
 }
 
 pub(crate) fn gcm_open(c: &Aes256Gcm, nonce: &[u8], aad: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
@@ -402,9 +417,9 @@ impl KeyWrapper for SoftwareKeystore {
         let c = self.keks.get(&self.active()).ok_or_else(|| StoreError::Custody("the active KEK is not loaded".into()))?;
         gcm_seal(c, aad, key)
     }
-    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<SecretBuf> {
         let c = self.keks.get(&gen).ok_or_else(|| StoreError::Crypto(format!("no KEK of generation {gen} in this keystore")))?;
-        gcm_open(c, nonce, aad, wrapped)
+        gcm_open_secret(c, nonce, aad, wrapped)
     }
     fn new_generation(&mut self) -> Result<u32> {
         let Some((path, f)) = &self.file else {

@@ -25,6 +25,7 @@
 //! truncates the WAL.
 pub mod keystore;
 pub mod pkcs11;
+pub mod secmem;
 pub mod shamir;
 
 use keystore::{KeyWrapper, SoftwareKeystore};
@@ -79,12 +80,13 @@ pub enum PutOutcome {
     Full,
 }
 
-/// One key to store (see `Store::put_many`). The key is zeroised on drop.
+/// One key to store (see `Store::put_many`). The key is in protected memory (secmem), zeroised
+/// on drop.
 pub struct PutItem {
     pub sid: String,
     pub index: u32,
     pub key_id: String,
-    pub key: Zeroizing<Vec<u8>>,
+    pub key: secmem::SecretBuf,
     pub meta: String,
     pub expires_ms: i64,
 }
@@ -99,11 +101,12 @@ pub struct TakeAll {
     pub refused: Vec<(u32, u8)>,
 }
 
-/// A key taken out of the store. Zeroised on drop.
+/// A key taken out of the store, in protected memory (secmem: locked, guarded, not dumped);
+/// zeroised on drop.
 pub struct TakenKey {
     pub index: u32,
     pub key_id: String,
-    pub key: Zeroizing<Vec<u8>>,
+    pub key: secmem::SecretBuf,
 }
 
 pub struct Candidate {
@@ -377,7 +380,7 @@ impl Store {
             sid: sid.to_string(),
             index,
             key_id: key_id.to_string(),
-            key: Zeroizing::new(key.to_vec()),
+            key: secmem::SecretBuf::from_slice(key),
             meta: meta_json.to_string(),
             expires_ms,
         };
@@ -735,7 +738,7 @@ impl Store {
     /// transaction); `wrapped` is zeroised.
     #[allow(clippy::too_many_arguments)]
     fn hand_out(wrapper: &mut dyn KeyWrapper, tx: &Connection, sid: &str, idx: i64, nonce: &[u8], wrapped: &mut Vec<u8>, gen: i64,
-        holder: &str, now_ms: i64) -> Result<Zeroizing<Vec<u8>>> {
+        holder: &str, now_ms: i64) -> Result<secmem::SecretBuf> {
         let plain = wrapper.unwrap(gen as u32, nonce, &aad(sid, idx as u32), wrapped)?;
         wrapped.zeroize();
         Self::erase(tx, sid, idx, STATE_DELIVERED)?;
@@ -981,7 +984,7 @@ mod tests {
             sid: "s".into(),
             index: i,
             key_id: format!("k{i}"),
-            key: Zeroizing::new(vec![k; 4]),
+            key: secmem::SecretBuf::from_slice(&[k; 4]),
             meta: "{}".into(),
             expires_ms: 100,
         };
@@ -1099,6 +1102,8 @@ mod tests {
         assert_eq!(s.reserve("s", &[(5, c[0].digest)], "a>b", 2, true).unwrap(), vec![5]);
         let k = s.take("k5", "a>b", 2).unwrap().unwrap();
         assert_eq!(&k.key[..], b"abcdef");
+        // Unwrapped straight into protected memory (secmem's own tests check the pages).
+        assert!(k.key.is_locked(), "a taken key is not in mlock'd pages");
         assert!(s.take("k5", "a>b", 3).unwrap().is_none());
         // still a duplicate / conflict after erasure
         assert_eq!(s.put("s", 5, "k5", b"abcdef", "{}", 4, 1000).unwrap(), PutOutcome::Duplicate);

@@ -12,7 +12,7 @@
 //! Every token call goes through one session, used under the store's lock (a `Session` is not
 //! `Sync`). `C_Initialize` runs once per module per process (contexts are cached), because a
 //! second initialisation of the same library fails with CKR_CRYPTOKI_ALREADY_INITIALIZED.
-use crate::keystore::{gcm_open, gcm_seal, open_inner, random, reseal_file, KekRecord, KeyWrapper, KeystoreFile};
+use crate::keystore::{gcm_open_secret, gcm_seal, open_inner, random, reseal_file, KekRecord, KeyWrapper, KeystoreFile};
 use crate::{Result, StoreError};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -261,12 +261,12 @@ impl KeyWrapper for TokenKeystore {
         mid.extend_from_slice(&c);
         self.token_encrypt(self.file.active, aad, &mid)
     }
-    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    fn unwrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<crate::secmem::SecretBuf> {
         let mid = self.token_decrypt(gen, nonce, aad, wrapped)?;
         if mid.len() < 12 + 16 {
             return Err(StoreError::Crypto("a wrapped key is too short".into()));
         }
-        gcm_open(&self.inner, &mid[..12], aad, &mid[12..])
+        gcm_open_secret(&self.inner, &mid[..12], aad, &mid[12..])
     }
     fn rewrap(&mut self, gen: u32, nonce: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<([u8; 12], Vec<u8>)> {
         // Only the token's layer changes: the inner layer (under the master key) stays sealed.
