@@ -52,6 +52,8 @@ function runTarget(name: string): Promise<string | undefined> {
     let still = 0;
     const watch = setInterval(() => {
       const c = Atomics.load(head, 0);
+      // No input yet: the target is still setting up (servers, certificates), not hanging.
+      if (c === 0) return;
       if (c !== lastCount) {
         lastCount = c;
         still = 0;
