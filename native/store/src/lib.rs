@@ -652,7 +652,9 @@ impl Store {
             return Err(StoreError::Invalid("reformat: empty size or output naming no key".into()));
         }
         let tx = self.conn.transaction()?;
-        let mut material: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::new());
+        // Each chunk's plaintext stays in its own protected buffer; they are joined once the total
+        // is known (a growing Vec would leave unzeroised copies behind at every reallocation).
+        let mut plains: Vec<secmem::SecretBuf> = Vec::with_capacity(items.len());
         let mut expires = i64::MAX;
         for (idx, dg) in items {
             let row: Option<(Vec<u8>, i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, i64, i64)> = tx
@@ -676,8 +678,14 @@ impl Store {
             }
             let plain = self.wrapper.unwrap(gen as u32, &nonce, &aad(sid, *idx), &wrapped)?;
             wrapped.zeroize();
-            material.extend_from_slice(&plain);
+            plains.push(plain);
             expires = expires.min(exp);
+        }
+        let mut material = secmem::SecretBuf::zeroed(plains.iter().map(|p| p.len()).sum());
+        let mut at = 0usize;
+        for p in plains.drain(..) {
+            material[at..at + p.len()].copy_from_slice(&p);
+            at += p.len();
         }
         if need > material.len() as u64 {
             return Err(StoreError::Invalid(format!("reformat: {need} bytes asked from {} bytes of chunks", material.len())));
