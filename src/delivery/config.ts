@@ -19,6 +19,9 @@
  *
  * `"expiryWarningS": 300` — alarm KEYS_EXPIRING that long before a held key's TTL ends.
  * `"rotationBatch": 256` — keys re-wrapped per transaction by `qkd kms rotate-kek`.
+ * `"commitments": {"node": "nodeA.commit.pub", "peerNode": "nodeB.commit.pub"}` — Ed25519 public
+ *   keys (PEM) of the nodes' commitment keys: keys are released only if both nodes signed them.
+ * `"maxKeySizeBits"`, `"maxSaeIdCount"`, `"watermarks"` — see KmsOptions in kms.ts.
  *
  * {
  *   "id": "kmsA", "role": "source",
@@ -47,7 +50,9 @@ export interface CustodyFileConfig {
 }
 
 export interface KmsFileConfig extends Omit<KmsOptions, 'tls' | 'wrapKey' | 'custody' | 'keystoreFile' | 'adminSocket' |
-  'expiryWarningMs'> {
+  'expiryWarningMs' | 'commitments'> {
+  /** Files holding the Ed25519 public keys (PEM) of our node's and the peer node's commitment keys. */
+  commitments?: { node: string; peerNode: string };
   tls?: { ca: string; cert: string; key: string };
   /** Development keystore (unsealed at start). Exclusive with `custody`. */
   wrapKeyFile?: string;
@@ -204,8 +209,14 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
   for (const k of ['ca', 'cert', 'key'] as const) if (cfg.tls) pathField(file, `tls.${k}`, cfg.tls[k]);
   const tls = cfg.tls ? { ca: readNamed(file, 'tls.ca', p(cfg.tls.ca)), cert: readNamed(file, 'tls.cert', p(cfg.tls.cert)),
     key: readNamed(file, 'tls.key', p(cfg.tls.key)) } : undefined;
-  const { wrapKeyFile, openStream, custody, expiryWarningS, ...rest } = cfg;
+  const { wrapKeyFile, openStream, custody, expiryWarningS, commitments, ...rest } = cfg;
+  if (commitments !== undefined && (typeof commitments !== 'object' || commitments === null)) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'commitments' must be an object {node, peerNode} of public key files`);
+  }
+  for (const k of ['node', 'peerNode'] as const) if (commitments) pathField(file, `commitments.${k}`, commitments[k]);
   const opts: KmsOptions = { ...rest, tls, dbPath: p(cfg.dbPath), keystoreFile: paths.keystoreFile,
+    commitments: commitments && { node: readNamed(file, 'commitments.node', p(commitments.node)),
+      peerNode: readNamed(file, 'commitments.peerNode', p(commitments.peerNode)) },
     adminSocket: paths.adminSocket, expiryWarningMs: expiryWarningS !== undefined ? expiryWarningS * 1000 : undefined };
   if (custody) {
     opts.custody = { kind: custody.keystore, token: paths.token,

@@ -7,6 +7,7 @@ export { startDeliveryNode, DeliveryNode, indexRanges, type DeliveryNodeOptions,
 export { startKms, Kms, type KmsOptions, type KmsMetrics } from './kms.ts';
 export { loadKmsConfig, readKeyFile, type KmsFileConfig } from './config.ts';
 export { makePki, type Pki, type Identity } from './pki.ts';
-export { deriveKeyId } from './keyid.ts';
+export { deriveKeyId, deriveReformattedKeyId } from './keyid.ts';
+export { commit, checkCommitment, keyDigest } from './commitment.ts';
 export { STATUS, type Qos, type QosRequest, type Provenance } from './types.ts';
 export type { TlsConfig, Endpoint } from './http.ts';

@@ -27,11 +27,13 @@
  * are plain numbers (`metrics()`).
  */
 import { EventEmitter } from 'node:events';
+import type { KeyObject } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { ConfigError, ProtocolError, QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
 import { deriveKeyId } from './keyid.ts';
+import { checkCommitment, keyDigest, verifyingKey } from './commitment.ts';
 import { parseKeyIds, parseKeyRequest, Refusal, type KeyRequest, type Limits } from './etsi014.ts';
 import { chunksNeeded, planKeys, type ReformatPlan } from './reformat.ts';
 import { indexRanges, type Alarm } from './node.ts';
@@ -86,6 +88,19 @@ export interface KmsOptions {
   maxKeysPerRequest?: number;
   /** Largest ETSI 014 key size in bits (default the larger of the chunk size and 4096). */
   maxKeySizeBits?: number;
+  /**
+   * Ed25519 public keys (PEM) of our node and the peer node (commitment.ts). With them, every
+   * push must carry our node's valid commitment, and a key is released only when the peer node's
+   * commitment over the same digest checks out: both nodes produced it.
+   */
+  commitments?: { node: string | Buffer; peerNode: string | Buffer };
+  /**
+   * Storage thresholds per SAE pair: keys available to the pair (held, unreserved, unexpired, at
+   * its security level) are compared with the watermarks every expiry tick; crossing below
+   * `lowKeys` raises KEYS_LOW, above `highKeys` KEYS_HIGH, back between them KEYS_LEVEL_OK (one
+   * alarm per crossing). `maxEpsilon` is the pair's level (only keys with ε at most that count).
+   */
+  watermarks?: { master: string; slave: string; lowKeys: number; highKeys: number; maxEpsilon?: number }[];
   /** Most SAEs in `additional_slave_SAE_IDs` (multicast; ETSI 014 max_SAE_ID_count, default 8). */
   maxSaeIdCount?: number;
   /**
@@ -124,7 +139,11 @@ export interface KmsMetrics {
   sealed: number;
   /** Requests answered 503 because the KMS was sealed. */
   refusedSealed: number;
+  /** Per SAE pair `master>slave` with watermarks: keys available to it and where that stands. */
+  watermarks: Record<string, { availableKeys: number; lowKeys: number; highKeys: number; state: WatermarkState }>;
 }
+
+export type WatermarkState = 'low' | 'ok' | 'high';
 
 const DEFAULT_RATE = { keysPerSecond: 500, burst: 2048 };
 
@@ -142,6 +161,7 @@ export class Kms extends EventEmitter {
   private rotating?: Promise<unknown>;
   private admin?: AdminServer;
   private readonly nodeClient: JsonClient;
+  private readonly commitKeys?: { node: KeyObject; peerNode: KeyObject };
   private readonly peerClient?: JsonClient;
   private readonly streams = new Map<string, KmsStream>();
   /** A stream opened on our node whose peer side or registration has not succeeded yet. */
@@ -152,6 +172,7 @@ export class Kms extends EventEmitter {
   private readonly lat = new Recent();
   /** Token bucket per SAE: keys it may still take now, refilled at rateLimit.keysPerSecond. */
   private readonly buckets = new Map<string, { tokens: number; atMs: number }>();
+  private readonly levels = new Map<string, { availableKeys: number; state: WatermarkState }>();
   private readonly m = { pushed: 0, acked: 0, duplicates: 0, conflicts: 0, full: 0, rejected: 0, dropped: 0,
     delivered: 0, refusedSealed: 0 };
 
@@ -183,6 +204,10 @@ export class Kms extends EventEmitter {
       this.store = KeyStore.open(opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000, ksFile);
     }
     this.nodeClient = new JsonClient(opts.node, opts);
+    if (opts.commitments) {
+      this.commitKeys = { node: verifyingKey(opts.commitments.node, `node ${opts.node.id}`),
+        peerNode: verifyingKey(opts.commitments.peerNode, `node ${opts.peerNodeId}`) };
+    }
     if (opts.peer) this.peerClient = new JsonClient(opts.peer, opts);
     const sf = `${opts.dbPath}.streams.json`;
     if (existsSync(sf)) {
@@ -364,6 +389,7 @@ export class Kms extends EventEmitter {
     if (!this.store) return;
     try {
       this.warnExpiring();
+      this.checkWatermarks();
       const gone = this.store.expire(this.now());
       if (!gone.length) return;
       this.m.dropped += gone.length;
@@ -375,6 +401,32 @@ export class Kms extends EventEmitter {
       }
     } catch (err) {
       this.log('error', 'TTL expiry failed', { error: (err as Error).message });
+    }
+  }
+
+  /** Compares each SAE pair's available keys with its watermarks; one alarm per crossing. */
+  checkWatermarks(): void {
+    for (const w of this.opts.watermarks ?? []) {
+      const pair = `${w.master}>${w.slave}`;
+      let n = 0;
+      for (const s of this.streams.values()) {
+        for (const [a, b] of this.store!.heldRanges(s.keyStreamId, this.now(), w.maxEpsilon)) n += b - a + 1;
+      }
+      const state: WatermarkState = n < w.lowKeys ? 'low' : n > w.highKeys ? 'high' : 'ok';
+      const before = this.levels.get(pair)?.state ?? 'ok';
+      this.levels.set(pair, { availableKeys: n, state });
+      if (state === before) continue;
+      const level = w.maxEpsilon !== undefined ? ` at epsilon <= ${w.maxEpsilon}` : '';
+      if (state === 'low') {
+        this.alarm({ code: 'KEYS_LOW', message: `SAE pair ${pair}: ${n} key(s)${level} available, below the low watermark ` +
+          `${w.lowKeys}; its applications may soon get 503` });
+      } else if (state === 'high') {
+        this.alarm({ code: 'KEYS_HIGH', message: `SAE pair ${pair}: ${n} key(s)${level} available, above the high watermark ` +
+          `${w.highKeys}; keys are produced faster than used (they expire at their TTL)` });
+      } else {
+        this.alarm({ code: 'KEYS_LEVEL_OK', message: `SAE pair ${pair}: ${n} key(s)${level} available, between the watermarks ` +
+          `${w.lowKeys} and ${w.highKeys} again` });
+      }
     }
   }
 
@@ -399,8 +451,14 @@ export class Kms extends EventEmitter {
 
   metrics(): KmsMetrics {
     const c = this.store?.counts() ?? { held: 0, reserved: 0 };
+    const watermarks: KmsMetrics['watermarks'] = {};
+    for (const w of this.opts.watermarks ?? []) {
+      const pair = `${w.master}>${w.slave}`;
+      const l = this.levels.get(pair) ?? { availableKeys: 0, state: 'ok' as const };
+      watermarks[pair] = { ...l, lowKeys: w.lowKeys, highKeys: w.highKeys };
+    }
     return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()),
-      sealed: this.store ? 0 : 1 };
+      sealed: this.store ? 0 : 1, watermarks };
   }
 
   /** The append-only audit trail of a stream (or of one key). No key bytes. */
@@ -553,10 +611,18 @@ export class Kms extends EventEmitter {
       return bad(400, STATUS.INSUFFICIENT_KEY, `key_buffer holds ${key.length} bytes; the stream's key_chunk_size is ` +
         `${s.qos.key_chunk_size}`);
     }
+    if (this.commitKeys && !checkCommitment(this.commitKeys.node, s.nodeId, keyDigest(sid, index, key), buf.commitment)) {
+      key.fill(0);
+      this.alarm({ code: 'NODE_COMMITMENT_INVALID', security: true, key_stream_id: sid, index, message: `a push for index ` +
+        `${index} of stream ${sid} carries no valid commitment of node ${s.nodeId}; refused (a client with the node's TLS ` +
+        'identity but not its commitment key, or a misconfigured node)' });
+      return bad(400, STATUS.NO_QKD_CONNECTION, `metadata.buffer.commitment must be node ${s.nodeId}'s Ed25519 commitment ` +
+        'to this key (docs/delivery.md, "Key commitments")');
+    }
     const nowMs = this.now();
     const prov: Record<string, unknown> = {};
-    for (const k of ['block_id', 'qber', 'epsilon', 'acquired_from_ms', 'acquired_to_ms', 'offered_at_ms', 'pushed_at_ms',
-      'node_id']) if (k in buf) prov[k] = buf[k];
+    for (const k of ['block_id', 'qber', 'epsilon', 'eps_sec', 'eps_cor', 'analysis', 'acquired_from_ms', 'acquired_to_ms',
+      'offered_at_ms', 'pushed_at_ms', 'node_id', 'commitment']) if (k in buf) prov[k] = buf[k];
     const keyId = deriveKeyId(sid, index);
     let outcome;
     try {
@@ -624,9 +690,12 @@ export class Kms extends EventEmitter {
       }
       const mismatched = this.mismatches(sid, items);
       if (mismatched.length) return { status: 409, body: { reserved: [], mismatched } };
+      const uncommitted = this.uncommitted(sid, items, (b.commitments ?? []) as unknown[]);
+      if (uncommitted.length) return { status: 409, body: { reserved: [], mismatched: [], uncommitted } };
+      const commitments = this.commitKeys ? items.map((i) => this.commitmentOf(sid, i.index)) : undefined;
       if (b.slaves === undefined) {
         const reserved = this.store!.reserve(sid, items, holder, this.now(), true);
-        return { status: 200, body: { reserved } };
+        return { status: 200, body: { reserved, commitments } };
       }
       // Reformatted and/or multicast keys: the same plan as the releasing KMS, from the same list.
       const slaves = b.slaves;
@@ -649,7 +718,7 @@ export class Kms extends EventEmitter {
         keyId: multicast ? `${keyId}#${sl}` : keyId, holder: `${b.master}>${sl}`, key })));
       const ok = this.store!.reformat(sid, items, null, plan.sizes, outputs,
         reformatMeta(sid, plan, { number, size, slaves: slaves as string[] }), this.now());
-      return { status: 200, body: { reserved: ok ? items.map((i) => i.index) : [] } };
+      return { status: 200, body: { reserved: ok ? items.map((i) => i.index) : [], commitments } };
     }
     if (req.path === '/api/v1/kms-peer/held' && req.method === 'POST') {
       const sid = typeof b.key_stream_id === 'string' ? b.key_stream_id.toLowerCase() : '';
@@ -660,6 +729,30 @@ export class Kms extends EventEmitter {
       return { status: 200, body: { ranges: this.store!.heldRanges(sid, this.now(), (eps as number | null) ?? undefined) } };
     }
     return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
+  }
+
+  /** Our node's commitment stored with (sid, index). */
+  private commitmentOf(sid: string, index: number): string | undefined {
+    const m = this.store!.metaOf(sid, index);
+    if (!m) return undefined;
+    const c = (JSON.parse(m) as { commitment?: unknown }).commitment;
+    return typeof c === 'string' ? c : undefined;
+  }
+
+  /**
+   * With commitments configured: the indices whose peer-node commitment (in `commitments`, by
+   * position) is not that node's signature over the digest; raises a security alarm.
+   */
+  private uncommitted(sid: string, items: { index: number; digest: string }[], commitments: unknown[]): number[] {
+    if (!this.commitKeys) return [];
+    const bad = items.filter((it, i) => !checkCommitment(this.commitKeys!.peerNode, this.opts.peerNodeId, it.digest,
+      commitments[i])).map((it) => it.index);
+    if (bad.length) {
+      this.alarm({ code: 'PEER_COMMITMENT_INVALID', security: true, key_stream_id: sid, ranges: indexRanges(bad),
+        message: `no valid commitment of node ${this.opts.peerNodeId} for indices ${indexRanges(bad)} of stream ${sid}: ` +
+          'nothing proves that node produced these keys; not released' });
+    }
+    return bad;
   }
 
   /** Indices we hold (in any state) whose digest differs from the peer's: raises a security alarm. */
@@ -826,24 +919,35 @@ export class Kms extends EventEmitter {
       const undo = () => this.store!.unreserve(s.keyStreamId, mine, holder, this.now());
       let r;
       try {
+        const commitments = this.commitKeys ? cands.map((c) => (JSON.parse(c.meta) as { commitment?: string }).commitment) : undefined;
         r = await this.peerClient.request('POST', '/api/v1/kms-peer/reserve', { key_stream_id: s.keyStreamId,
-          items, holder, ...(reformat ? { master, slaves: kr.slaves, number: kr.number, size: kr.size } : {}) });
+          items, holder, commitments, ...(reformat ? { master, slaves: kr.slaves, number: kr.number, size: kr.size } : {}) });
       } catch (err) {
         undo();
         this.log('warn', 'peer KMS unreachable for key confirmation', { code: (err as QkdError).code });
         return { status: 503, body: { message: `the peer KMS ${this.opts.peer!.id} is unreachable; retry later` } };
       }
-      if (r.status === 409) {
+      if (r.status === 409 && !(Array.isArray(r.body?.uncommitted) && r.body.uncommitted.length)) {
         undo();
         const bad = (r.body?.mismatched ?? []) as number[];
         this.alarm({ code: 'PEER_KEY_MISMATCH', security: true, key_stream_id: s.keyStreamId, ranges: indexRanges(bad),
           message: `the peer KMS reports different keys under indices ${indexRanges(bad)} of stream ${s.keyStreamId}` });
         return { status: 503, body: { message: 'the peer KMS does not hold the same keys; not released' } };
       }
+      if (r.status === 409 && Array.isArray(r.body?.uncommitted) && r.body.uncommitted.length) {
+        undo();
+        return { status: 503, body: { message: 'the peer KMS found no valid commitment of our node for these keys; not released' } };
+      }
       if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== need) {
         undo();
         return { status: 503, body: { message: 'the peer KMS does not hold these keys yet (or they are taken); ' +
           'retry shortly' } };
+      }
+      // Before handing out: the peer node signed the digest of our copy (the peer KMS holds these
+      // keys reserved until their TTL if we stop here; they are never handed out on this side).
+      if (this.uncommitted(s.keyStreamId, items, Array.isArray(r.body.commitments) ? r.body.commitments : []).length) {
+        undo();
+        return { status: 503, body: { message: `no valid commitment of node ${this.opts.peerNodeId} for these keys; not released` } };
       }
       let keyIds = cands.map((c) => c.keyId);
       if (reformat) {

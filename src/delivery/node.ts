@@ -15,7 +15,8 @@
  * DeliveryEvents). Events and metrics carry ids, indices and counts, never key bytes.
  */
 import { EventEmitter } from 'node:events';
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
+import { commit, signingKey } from './commitment.ts';
 import { QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
@@ -55,6 +56,11 @@ export interface DeliveryNodeOptions {
   spoolDir: string;
   /** 32-byte AES-256-GCM key sealing the spool at rest (from config or a key file). */
   spoolKey: Uint8Array;
+  /**
+   * Ed25519 private key (PEM) this node signs every pushed chunk's digest with (commitment.ts):
+   * lets both KMSs check that both nodes produced a key. Keep it apart from the TLS key.
+   */
+  commitKey?: string | Buffer;
   /** Most chunks held unacknowledged; `offer` refuses beyond (DELIVERY_SPOOL_FULL). */
   spoolMaxChunks?: number;
   /** Most bytes waiting for a stream (or for a whole chunk); `offer` refuses beyond. Default 16 MiB. */
@@ -136,6 +142,7 @@ export class DeliveryNode extends EventEmitter {
   private readonly client: JsonClient;
   private readonly spool: Spool;
   private readonly opts: DeliveryNodeOptions;
+  private readonly commitKey?: KeyObject;
   private readonly caps: Capabilities;
   private readonly defaults: Qos;
   private readonly now: () => number;
@@ -162,6 +169,7 @@ export class DeliveryNode extends EventEmitter {
   constructor(opts: DeliveryNodeOptions) {
     super();
     this.opts = opts;
+    if (opts.commitKey) this.commitKey = signingKey(opts.commitKey);
     this.role = opts.role;
     this.nodeId = opts.nodeId;
     this.caps = { ...DEFAULT_CAPS, ...(opts.capabilities ?? {}) };
@@ -382,6 +390,7 @@ export class DeliveryNode extends EventEmitter {
     const { chunk } = cs;
     const buffer: KeyProvenanceBuffer = { ...chunk.provenance, key_stream_id: chunk.keyStreamId, index: chunk.index,
       node_id: this.nodeId, offered_at_ms: chunk.offeredAtMs, pushed_at_ms: this.now() };
+    if (this.commitKey) buffer.commitment = commit(this.commitKey, this.nodeId, chunk.keyStreamId, chunk.index, chunk.key);
     const body: KeyMaterial = { status: STATUS.OK, index: chunk.index, key_buffer: chunk.key.toString('base64'),
       metadata: { size: JSON.stringify(buffer).length, buffer } };
     this.m.pushed++;

@@ -182,6 +182,11 @@ export class KeyStore {
   }
 
   /** Hands out (and erases) one key reserved for `holder`, or null. */
+  /** Provenance JSON of (stream, index) (labels, the node's commitment), or null. */
+  metaOf(sid: string, index: number): string | null {
+    return call(() => this.s.metaOf(sid, index)) ?? null;
+  }
+
   /** Returns keys reserved for `holder` to the held pool. */
   unreserve(sid: string, indices: number[], holder: string, nowMs: number): number[] {
     try {

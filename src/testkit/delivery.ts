@@ -46,6 +46,11 @@ export class Sae {
 export interface LinkOptions {
   node?: Partial<DeliveryNodeOptions>;
   kms?: Partial<KmsOptions>;
+  /** Per side, applied after `node` / `kms`. */
+  nodeA?: Partial<DeliveryNodeOptions>;
+  nodeB?: Partial<DeliveryNodeOptions>;
+  kmsA?: Partial<KmsOptions>;
+  kmsB?: Partial<KmsOptions>;
   /** Do not open a stream (tests that drive open-connect themselves). */
   noStream?: boolean;
 }
@@ -68,10 +73,10 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
   const nodeOpts = {
     A: { role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), kms: { url: 'https://127.0.0.1:1', id: 'kmsA' },
       spoolDir: join(dir, 'spoolA'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 10_000,
-      ...o.node } as DeliveryNodeOptions,
+      ...o.node, ...o.nodeA } as DeliveryNodeOptions,
     B: { role: 'destination', nodeId: 'nodeB', tls: pki.tls('nodeB'), kms: { url: 'https://127.0.0.1:1', id: 'kmsB' },
       spoolDir: join(dir, 'spoolB'), spoolKey, retry: { baseMs: 20, maxMs: 200 }, requestTimeoutMs: 10_000,
-      ...o.node } as DeliveryNodeOptions,
+      ...o.node, ...o.nodeB } as DeliveryNodeOptions,
   };
   const nodes: Record<'A' | 'B', DeliveryNode | undefined> = { A: undefined, B: undefined };
   nodeOpts.A.peer = { nodeId: 'nodeB', streamOpened: (id) => !!nodes.B?.hasStream(id) };
@@ -82,10 +87,10 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
   const kmsOpts = {
     A: { id: 'kmsA', role: 'source', tls: pki.tls('kmsA'), dbPath: join(dir, 'kmsA.db'), wrapKey,
       node: { url: nodes.A.url, id: 'nodeA' }, peerNodeId: 'nodeB', peer: { url: 'https://127.0.0.1:1', id: 'kmsB' },
-      saes: { local: ['saeA', 'saeStranger'], remote: ['saeB', 'saeC'] }, ...o.kms } as KmsOptions,
+      saes: { local: ['saeA', 'saeStranger'], remote: ['saeB', 'saeC'] }, ...o.kms, ...o.kmsA } as KmsOptions,
     B: { id: 'kmsB', role: 'destination', tls: pki.tls('kmsB'), dbPath: join(dir, 'kmsB.db'), wrapKey,
       node: { url: nodes.B.url, id: 'nodeB' }, peerNodeId: 'nodeA', peer: { url: 'https://127.0.0.1:1', id: 'kmsA' },
-      saes: { local: ['saeB', 'saeC'], remote: ['saeA', 'saeStranger'] }, ...o.kms } as KmsOptions,
+      saes: { local: ['saeB', 'saeC'], remote: ['saeA', 'saeStranger'] }, ...o.kms, ...o.kmsB } as KmsOptions,
   };
   let kmsA = await startKms(kmsOpts.A);
   let kmsB = await startKms(kmsOpts.B);

@@ -44,6 +44,8 @@ pub struct StoreCandidate {
     pub key_id: String,
     /// Hex SHA-256 digest (domain-separated, see qkd-store), never the key.
     pub digest: String,
+    /// Provenance JSON (labels, the node's commitment; never key bytes).
+    pub meta: String,
 }
 
 #[napi(object)]
@@ -615,7 +617,7 @@ impl KmsStore {
     /// With `max_epsilon`, only keys whose provenance states an epsilon at most that.
     pub fn candidates(&self, key_stream_id: String, limit: u32, now_ms: f64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<StoreCandidate>> {
         let v = with(&self.inner, |s| s.candidates_at_level(&key_stream_id, limit, now_ms as i64, descending, max_epsilon))?;
-        Ok(v.into_iter().map(|c| StoreCandidate { index: c.index, key_id: c.key_id, digest: hex(&c.digest) }).collect())
+        Ok(v.into_iter().map(|c| StoreCandidate { index: c.index, key_id: c.key_id, digest: hex(&c.digest), meta: c.meta }).collect())
     }
 
     /// Reserves the listed `(index, hex digest)` keys for `holder` where this store holds the same
@@ -631,6 +633,12 @@ impl KmsStore {
             items.push((*i, d));
         }
         with(&self.inner, |s| s.reserve(&key_stream_id, &items, &holder, now_ms as i64, all_or_nothing))
+    }
+
+    /// Provenance JSON of `(stream, index)` or null.
+    #[napi]
+    pub fn meta_of(&self, key_stream_id: String, index: u32) -> Result<Option<String>> {
+        with(&self.inner, |s| s.meta_of(&key_stream_id, index))
     }
 
     /// Returns keys reserved for `holder` to the held pool; resolves the indices released.

@@ -113,6 +113,8 @@ pub struct Candidate {
     pub index: u32,
     pub key_id: String,
     pub digest: [u8; 32],
+    /// The key's provenance (JSON, no key bytes): labels, the node's commitment.
+    pub meta: String,
 }
 
 /// Result of `verify_audit`: rows checked, the chain head, and the first broken row if any.
@@ -449,10 +451,10 @@ impl Store {
     /// ε label never qualify when a level is asked for.
     pub fn candidates_at_level(&self, sid: &str, limit: u32, now_ms: i64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<Candidate>> {
         let mut st = self.conn.prepare_cached(if descending {
-            "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+            "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
              AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx DESC LIMIT ?3"
         } else {
-            "SELECT idx, key_id, digest FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+            "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
              AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx LIMIT ?3"
         })?;
         let rows = st.query_map(params![sid, now_ms, limit as i64, max_epsilon], |r| {
@@ -461,9 +463,17 @@ impl Store {
             if dg.len() == 32 {
                 digest.copy_from_slice(&dg);
             }
-            Ok(Candidate { index: r.get::<_, i64>(0)? as u32, key_id: r.get(1)?, digest })
+            Ok(Candidate { index: r.get::<_, i64>(0)? as u32, key_id: r.get(1)?, digest, meta: r.get(3)? })
         })?;
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// The provenance (JSON) of `(sid, index)`, if this store ever held it.
+    pub fn meta_of(&self, sid: &str, index: u32) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT meta FROM keys WHERE stream_id=?1 AND idx=?2", params![sid, index as i64], |r| r.get(0))
+            .optional()?)
     }
 
     /// Digest of a held key, if this store holds `(sid, index)` with its ciphertext.
