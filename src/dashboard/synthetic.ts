@@ -250,6 +250,13 @@ export function createSyntheticSource(opts: SyntheticOptions = {}): SyntheticSou
         secretBits: totals.secret,
         secretKeyRate: { perPulse: totals.pulses ? totals.secret / totals.pulses : 0, perSecond: sec ? totals.secret / sec : 0 },
         keysDelivered: { ...totals.delivered },
+        // Made-up pipeline figures (display only): a link at 1.4x real time.
+        realTimeFactor: 1.4,
+        stages: {
+          acquire: { detectionsPerSecond: 1.2e8, occupancy: 0.35 },
+          postProcess: { detectionsPerSecond: 9.0e6, occupancy: 0.62 },
+          delivery: { detectionsPerSecond: 4.0e8, occupancy: 0.03 },
+        },
       },
     };
   };

@@ -86,6 +86,10 @@ export interface SummaryPanel {
   secretBits?: number | null;
   secretKeyRate?: { perPulse?: number | null; perSecond?: number | null };
   keysDelivered?: { alice?: number | null; bob?: number | null };
+  /** Emulated seconds per wall second (issue 15). */
+  realTimeFactor?: number | null;
+  /** Bob's pipeline stages: detections per busy second and occupancy (0..1). */
+  stages?: Record<string, { detectionsPerSecond: number | null; occupancy: number }> | null;
 }
 
 export interface DashboardState {

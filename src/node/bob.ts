@@ -27,6 +27,7 @@ import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
 import { StreamConsumer, view64 } from '../stream/consumer.ts';
 import { ClockSync, type SyncState } from '../timing/sync.ts';
+import { residualHistogram, sortByPulse } from '../timing/native-sync.ts';
 import { remotePattern, revealHoldbackPs, FIBRE_PS_PER_KM, HOLDBACK_MARGIN_PS, SYNC_MAX_OFFSET_PS } from './pattern-link.ts';
 import { BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockConfig, type BlockResult, type PeerRequest } from './postprocess.ts';
 import { siftMapping, toSiftChannels } from './detections.ts';
@@ -87,23 +88,11 @@ class DetectionBuffer {
     this.channel.set(c, this.n);
     this.n += p.length;
   }
-  /** Takes the contents sorted by pulse (insertion sort: the input is nearly sorted). */
+  /** Takes the contents sorted by pulse (native stable insertion sort: the input is nearly sorted). */
   take(): { pulse: Float64Array; channel: Uint8Array } {
     const p = this.pulse.slice(0, this.n);
     const c = this.channel.slice(0, this.n);
-    for (let i = 1; i < p.length; i++) {
-      if (p[i] >= p[i - 1]) continue;
-      const vp = p[i];
-      const vc = c[i];
-      let j = i - 1;
-      while (j >= 0 && p[j] > vp) {
-        p[j + 1] = p[j];
-        c[j + 1] = c[j];
-        j--;
-      }
-      p[j + 1] = vp;
-      c[j + 1] = vc;
-    }
+    sortByPulse(p, c);
     this.n = 0;
     return { pulse: p, channel: c };
   }
@@ -150,10 +139,28 @@ export class BobNode {
   private detections = 0;
   private emulatedPs = 0;
   private tainted = 0;
-  /** Tags per tagger channel, and timing residual histograms (10 ps bins, ±500 ps) per channel. */
-  readonly channelTags = new Map<number, number>();
-  readonly histograms = new Map<number, Uint32Array>();
+  /** Timing residual histograms (10 ps bins, ±500 ps), 256 channels x bins, filled natively. */
   static readonly HIST = { startPs: -500, binWidthPs: 10, bins: 100 };
+  private readonly hist = new Uint32Array(256 * BobNode.HIST.bins);
+  /** Tags per tagger channel seen so far (channels with tags only). */
+  get channelTags(): Map<number, number> {
+    const per = this.sync.tagsPerChannel();
+    const m = new Map<number, number>();
+    for (let c = 0; c < 256; c++) if (per[c] > 0) m.set(c, per[c]);
+    return m;
+  }
+  /** Residual histogram per channel that has tags (copies). */
+  get histograms(): Map<number, Uint32Array> {
+    const { bins } = BobNode.HIST;
+    const m = new Map<number, Uint32Array>();
+    for (const c of this.channelTags.keys()) m.set(c, this.hist.slice(c * bins, (c + 1) * bins));
+    return m;
+  }
+  /** Pattern requests to Alice that failed (treated as unknown pulses: skipped checks, retried acquisitions). */
+  private patternFailures = 0;
+  /** Per-stage work: detections through the stage and wall time it was busy (for rates and occupancy). */
+  private readonly stages = { acquire: new StageMeter(), postProcess: new StageMeter(), delivery: new StageMeter() };
+  private startedAtMs = 0;
   private paceFrom: number | undefined;
 
   /** Bob's tagger as the node configuration names it (emulated; default EmuLab TT-8). */
@@ -190,7 +197,10 @@ export class BobNode {
       prior = undefined;
     }
     this.sync = new ClockSync({
-      repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu), verifyEveryPs: 1e12,
+      repRateHz: this.preset.repRateHz, pattern: remotePattern(request, mu, (f) => {
+        this.patternFailures++;
+        cb.log('warn', "pattern request to Alice's node failed: the sync treats those pulses as unknown (check skipped or acquisition retried)", { kind: f.kind, pulses: f.pulses, error: f.error instanceof Error ? f.error.message : String(f.error), failures: this.patternFailures });
+      }), verifyEveryPs: 1e12,
       verifyDelayPs: revealHoldbackPs(cfg.lab.distanceKm) + 1e9, maxOffsetPs: SYNC_MAX_OFFSET_PS,
       ...(c?.channelDelaysPs ? { channelDelaysPs: c.channelDelaysPs } : {}),
       ...(c?.windowPs ? { windowPs: c.windowPs } : {}),
@@ -288,23 +298,40 @@ export class BobNode {
     const buf = new DetectionBuffer();
     let firstPulse = -1;
     let lastReport = 0;
-    // One block is post-processed while the next one accumulates (the two use different cores:
-    // acquisition runs here, the core's stages on native threads and in Alice's process). Blocks
-    // still finish, commit and deliver in order: a new block waits for the one in flight.
-    let inFlight: Promise<void> = Promise.resolve();
+    this.startedAtMs = performance.now();
+    // Three stages overlap (issue 15): while block n+1 accumulates here (sync, on this thread),
+    // block n is post-processed (native threads and Alice's process) and block n-1 is committed
+    // and delivered. Each stage keeps block order: a block's post-processing waits for the
+    // previous one's, its delivery for the previous delivery.
+    let posting: Promise<void> = Promise.resolve();
+    let delivering: Promise<void> = Promise.resolve();
     let failure: unknown;
-    const settle = async () => {
-      await inFlight;
+    const fail = (err: unknown) => {
+      failure ??= err;
+    };
+    const settlePost = async () => {
+      await posting;
       if (failure !== undefined) throw failure;
+    };
+    const deliver = (result: BlockResult, pulsesInBlock: number, detections: number) => {
+      delivering = delivering.then(async () => {
+        const t0 = performance.now();
+        try {
+          await this.cb.onBlock(result, pulsesInBlock);
+        } finally {
+          this.stages.delivery.add(detections, performance.now() - t0);
+        }
+      }).catch(fail);
     };
     try {
       for await (const b of consumer) {
         if (this.stopping) break;
+        const t0 = performance.now();
         const times = view64(BigInt64Array, b.data);
         const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
         const det = await this.sync.pushAsync({ timePs: times, channel });
-        for (let i = 0; i < channel.length; i++) this.channelTags.set(channel[i], (this.channelTags.get(channel[i]) ?? 0) + 1);
-        this.histogram(det.channel, det.residualPs);
+        const { startPs, binWidthPs, bins } = BobNode.HIST;
+        if (det.channel.length) residualHistogram(det.channel, det.residualPs, startPs, binWidthPs, bins, this.hist);
         if (times.length) this.emulatedPs = Number(times[times.length - 1]);
         if (b.tainted) {
           // An overflow, gap or stall: the detections around it are incomplete. Discard the block
@@ -312,10 +339,11 @@ export class BobNode {
           this.tainted++;
           if (buf.n) {
             buf.take();
-            await settle();
-            await this.cb.onBlock({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0);
+            await settlePost();
+            deliver({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0, 0);
           }
           firstPulse = -1;
+          this.stages.acquire.add(det.pulseIndex.length, performance.now() - t0);
           continue;
         }
         if (det.pulseIndex.length) {
@@ -324,21 +352,22 @@ export class BobNode {
           this.detections += det.pulseIndex.length;
           this.pulses = Math.max(this.pulses, det.pulseIndex[det.pulseIndex.length - 1] + 1);
         }
+        this.stages.acquire.add(det.pulseIndex.length, performance.now() - t0);
         if (buf.n >= this.cfg.block.detections) {
           const { pulse, channel: ch } = buf.take();
           const pulsesInBlock = pulse[pulse.length - 1] - firstPulse + 1;
           firstPulse = -1;
           // An active basis choice: the modulator's record for these pulses, from the device.
           const sc = toSiftChannels(this.preset, this.preset.bobBasisChoice === 'active' ? this.lab!.bobBasesAt(pulse) : undefined, ch);
-          await settle();
+          await settlePost();
           const id = ++this.blockId;
-          inFlight = (async () => {
+          posting = (async () => {
+            const t1 = performance.now();
             const result = await this.post.processBlock(id, pulse, sc);
+            this.stages.postProcess.add(pulse.length, performance.now() - t1);
             result.report.detections = pulse.length;
-            await this.cb.onBlock(result, pulsesInBlock);
-          })().catch((err: unknown) => {
-            failure = err;
-          });
+            deliver(result, pulsesInBlock, pulse.length);
+          })().catch(fail);
         }
         const now = performance.now();
         if (now - lastReport > this.cfg.statusEveryMs) {
@@ -347,24 +376,50 @@ export class BobNode {
         }
       }
     } finally {
-      // Stopping (or the stream ended): the block in flight is finished (committed and
+      // Stopping (or the stream ended): the blocks in flight are finished (committed and
       // delivered, or aborted) before the node goes on to close its link.
-      await inFlight;
+      await posting;
+      await delivering;
     }
     if (failure !== undefined) throw failure;
   }
 
-  private histogram(ch: Uint8Array, res: Float32Array): void {
-    const { startPs, binWidthPs, bins } = BobNode.HIST;
-    for (let i = 0; i < ch.length; i++) {
-      let h = this.histograms.get(ch[i]);
-      if (!h) this.histograms.set(ch[i], (h = new Uint32Array(bins)));
-      const b = Math.floor((res[i] - startPs) / binWidthPs);
-      if (b >= 0 && b < bins) h[b]++;
-    }
+  get counters(): { pulses: number; detections: number; emulatedSeconds: number; taintedBatches: number; patternFailures: number; wallSeconds: number; realTimeFactor: number | null; stages: Record<StageName, StageFigures> } {
+    const wallMs = this.startedAtMs ? performance.now() - this.startedAtMs : 0;
+    const emulatedSeconds = this.emulatedPs / 1e12;
+    return {
+      pulses: this.pulses, detections: this.detections, emulatedSeconds, taintedBatches: this.tainted, patternFailures: this.patternFailures,
+      wallSeconds: wallMs / 1000,
+      realTimeFactor: wallMs > 0 ? emulatedSeconds / (wallMs / 1000) : null,
+      stages: { acquire: this.stages.acquire.figures(wallMs), postProcess: this.stages.postProcess.figures(wallMs), delivery: this.stages.delivery.figures(wallMs) },
+    };
   }
+}
 
-  get counters(): { pulses: number; detections: number; emulatedSeconds: number; taintedBatches: number } {
-    return { pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, taintedBatches: this.tainted };
+export type StageName = 'acquire' | 'postProcess' | 'delivery';
+
+/** One pipeline stage's figures: detections through it, per busy second, and its occupancy. */
+export interface StageFigures {
+  detections: number;
+  busySeconds: number;
+  /** Detections per second of the stage's busy time (what it sustains), null before any work. */
+  detectionsPerSecond: number | null;
+  /** Busy time / wall time since the pipeline started (0..1). */
+  occupancy: number;
+}
+
+class StageMeter {
+  private detections = 0;
+  private busyMs = 0;
+  add(detections: number, ms: number): void {
+    this.detections += detections;
+    this.busyMs += ms;
+  }
+  figures(wallMs: number): StageFigures {
+    return {
+      detections: this.detections, busySeconds: this.busyMs / 1000,
+      detectionsPerSecond: this.busyMs > 0 ? this.detections / (this.busyMs / 1000) : null,
+      occupancy: wallMs > 0 ? Math.min(1, this.busyMs / wallMs) : 0,
+    };
   }
 }

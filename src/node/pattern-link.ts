@@ -139,13 +139,34 @@ export function patternServer(o: PatternServerOptions): { answer(p: Record<strin
   };
 }
 
-/** Bob's side: the sync's pattern, asked of Alice's node through `request`. */
-export function remotePattern(request: PeerRequest, meanPhotons: readonly number[]): RemoteAlicePattern {
+/** What a failed pattern request did (for the node's log and counters). */
+export interface PatternFailure {
+  kind: PatternNeed['kind'];
+  pulses: number;
+  error: unknown;
+}
+
+/**
+ * Bob's side: the sync's pattern, asked of Alice's node through `request`.
+ *
+ * A request that fails (timeout, channel down, Alice's handler refused) is not fatal: the sync
+ * gets every asked pulse as unknown (255), which is "no information" everywhere it scores — a
+ * pattern check is skipped (`checksSkipped`), an acquisition finds no peak and is retried on the
+ * next data — and `onFailure` reports it. A malformed answer (peer software mismatch) still
+ * throws: that is not transient.
+ */
+export function remotePattern(request: PeerRequest, meanPhotons: readonly number[], onFailure?: (f: PatternFailure) => void): RemoteAlicePattern {
   return {
     meanPhotons,
     async fetch(need: PatternNeed): Promise<Uint8Array> {
       const n = need.kind === 'range' ? need.count : need.pulses.length;
-      const r = await request('pattern', need.kind === 'range' ? { kind: 'range', first: need.first, count: need.count } : { kind: 'at', pulses: f64Bytes(need.pulses) });
+      let r: Record<string, unknown>;
+      try {
+        r = await request('pattern', need.kind === 'range' ? { kind: 'range', first: need.first, count: need.count } : { kind: 'at', pulses: f64Bytes(need.pulses) });
+      } catch (error) {
+        onFailure?.({ kind: need.kind, pulses: n, error });
+        return new Uint8Array(n).fill(255);
+      }
       if (!(r.classes instanceof Uint8Array)) throw new ProtocolError('BAD_PATTERN_ANSWER', "Alice's node answered a pattern request without `classes`: peer software mismatch.");
       return unpackClasses(r.classes, n);
     },

@@ -63,6 +63,10 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     slis,
     qberAbortThreshold: opts.qberAbort,
   });
+  // Issue 15: how the link keeps up with the light, and what each of Bob's stages sustains.
+  const rtfGauge = metrics.registry.gauge({ name: 'qkd_real_time_factor', help: 'Emulated seconds per wall second of the link (>= 1: real time)', labelNames: [] });
+  const stageRate = metrics.registry.gauge({ name: 'qkd_stage_detections_per_second', help: 'Detections per busy second sustained by a pipeline stage of Bob', labelNames: ['stage'] });
+  const stageOccupancy = metrics.registry.gauge({ name: 'qkd_stage_occupancy_ratio', help: 'Fraction of wall time a pipeline stage of Bob was busy', labelNames: ['stage'] });
   const dash: Dashboard = await startDashboard({ port: opts.dashboardPort, getState: () => view.build(), metrics: metrics.registry, logger: log });
   // Calibration records (calibration/): the emulated lab does not need them (the sync finds
   // offset, drift and delays itself), but their state is reported, never silently used.
@@ -104,7 +108,12 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       metrics.classicalRtt.observe(rttS);
     }
     // Detector count rates per channel (per emulated second) and timing histograms.
-    const counters = bob?.counters as { emulatedSeconds: number } | undefined;
+    const counters = bob?.counters as { emulatedSeconds: number; realTimeFactor?: number | null; stages?: LinkSummary['stages'] } | undefined;
+    if (counters?.realTimeFactor != null) rtfGauge.set(counters.realTimeFactor);
+    for (const [stage, f] of Object.entries(counters?.stages ?? {})) {
+      if (f.detectionsPerSecond != null) stageRate.set({ stage }, f.detectionsPerSecond);
+      stageOccupancy.set({ stage }, f.occupancy);
+    }
     const dets = bob?.detectors as { channel: number; tags: number }[] | undefined;
     const rates: Record<string, number> = {};
     if (dets && counters && counters.emulatedSeconds > lastEmulatedS) {
@@ -134,6 +143,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       if (s.pulses > lastPulses) metrics.pulses.inc(s.pulses - lastPulses);
       lastPulses = Math.max(lastPulses, s.pulses);
       s.keysDelivered = { alice: deliveryOf('node-alice')?.acked ?? 0, bob: deliveryOf('node-bob')?.acked ?? 0 };
+      s.stages = counters?.stages ?? s.stages ?? null;
       view.setSummary(s);
       view.setStatus(s.blocks.verified > 0 ? 'running' : 'starting');
     }
@@ -204,8 +214,10 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       const dA = (nodeSummaries['node-alice']?.delivery ?? deliveryOf('node-alice')) as DeliveryStatus | undefined;
       const dB = (nodeSummaries['node-bob']?.delivery ?? deliveryOf('node-bob')) as DeliveryStatus | undefined;
       const base = bob ?? ({} as LinkSummary);
+      const counters = (nodeSummaries['node-bob']?.counters ?? run.status('node-bob')?.counters) as { stages?: LinkSummary['stages'] } | undefined;
       return {
         ...base,
+        stages: counters?.stages ?? base.stages ?? null,
         keysDelivered: { alice: dA?.acked ?? 0, bob: dB?.acked ?? 0 },
         stopReason: run.reason,
         delivery: { alice: dA ?? null, bob: dB ?? null },

@@ -18,6 +18,10 @@ export interface LinkSummary {
   link: { preset: string; distanceKm: number; eveFraction: number; repRateHz: number };
   emulatedSeconds: number;
   wallSeconds: number;
+  /** Emulated seconds per wall second (>= 1: the link keeps up with the light); null before any time passed. */
+  realTimeFactor: number | null;
+  /** Bob's pipeline stages: detections per busy second each sustained, and occupancy (issue 15). */
+  stages: Record<'acquire' | 'postProcess' | 'delivery', { detections: number; busySeconds: number; detectionsPerSecond: number | null; occupancy: number }> | null;
   pulses: number;
   detections: number;
   siftedBits: number;
@@ -127,6 +131,8 @@ export class SummaryBuilder {
       link: { preset: p.name, distanceKm: this.distanceKm, eveFraction: this.eveFraction, repRateHz: p.repRateHz },
       emulatedSeconds,
       wallSeconds,
+      realTimeFactor: ratio(emulatedSeconds, wallSeconds),
+      stages: null,
       pulses: this.pulses,
       detections: this.detections,
       siftedBits: this.siftedBits,

@@ -88,6 +88,8 @@ const skip = chromiumAvailable() ? false : `no Chromium at ${CHROMIUM_PATH}: apt
     }
     t.equal(await text('summary-verified'), String(st.summary!.blocks!.verified));
     t.match(await text('summary-aborted'), `${st.summary!.blocks!.aborted} (qber ${st.summary!.blocks!.aborted})`);
+    t.equal(await text('summary-rtf'), '1.40 emulated s / s', 'real-time factor shown');
+    t.equal(await text('summary-stage-postProcess'), '9.00 Mdet/s · busy 62 %', 'post-processing stage rate and occupancy shown');
 
     // Screenshot.
     const dir = mkdtempSync(join(tmpdir(), 'qkd-dash-'));

@@ -136,3 +136,34 @@ for (const [lagPulses, delayPs] of [[0, 2e9], [20_000_000, 22e9], [20_000_000, 2
   else t.equal(remote.state().stats.checksSkipped, 0, 'every pattern check had its answer');
   t.throws(() => remote.push(link.nextPulses(1e6).tags), { code: 'ASYNC_PATTERN' }, 'the synchronous push refuses a remote pattern');
 });
+
+t.test('a failed pattern request does not end the sync: the acquisition is retried and checks are skipped', async (t) => {
+  const seed = 43n;
+  const p = loadLinkPreset('reference-decoy', { clock: { offsetPs: -4e8, driftPpm: 8, jitterPs: 5 } });
+  const link = new EmulatedLink(p, { seed, distanceKm: 25 });
+  const srv = patternServer({ record: recordOf(alicePatternFromSeed(link.preset, seed), () => Number.MAX_SAFE_INTEGER), repRateHz: p.repRateHz, holdbackPs: 0 });
+  // The first acquisition's requests and every third request after it fail (a timeout, the
+  // channel down): as the channel's request would reject.
+  let calls = 0;
+  const request = async (_type: string, payload: Record<string, unknown>) => {
+    calls++;
+    if (calls <= 2 || calls % 3 === 0) throw new Error('TIMEOUT: no answer from the peer within 20000 ms');
+    return srv.answer(payload);
+  };
+  const failures: string[] = [];
+  const mu = [p.intensities.signal, p.intensities.decoy, p.intensities.vacuum];
+  const sync = new ClockSync({ repRateHz: p.repRateHz, pattern: remotePattern(request, mu, (f) => failures.push(`${f.kind} ${f.pulses}`)), verifyEveryPs: 2e10 });
+  let labelled = 0;
+  for (let done = 0; done < 0.8e9; done += 3e7) labelled += (await sync.pushAsync(link.nextPulses(3e7).tags)).pulseIndex.length;
+  const s = sync.state();
+  t.ok(failures.length >= 3, `failures reported: ${failures.slice(0, 4).join(', ')}${failures.length > 4 ? ', ...' : ''}`);
+  t.ok(s.stats.acquisitions >= 2, `${s.stats.acquisitions} acquisitions (the first one had no pattern)`);
+  t.ok(s.locked && labelled > 1e5, `locked, ${labelled} detections labelled`);
+  t.ok(s.stats.checksSkipped >= 1, `${s.stats.checksSkipped} checks skipped`);
+  t.equal(s.stats.lockLosses, 0, 'no lock lost to a failed request');
+});
+
+t.test('a malformed pattern answer still fails closed', async (t) => {
+  const rp = remotePattern(async () => ({ nothing: true }), [0.5, 0.1, 0]);
+  await t.rejects(rp.fetch({ kind: 'range', first: 0, count: 4 }), { code: 'BAD_PATTERN_ANSWER' });
+});

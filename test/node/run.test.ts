@@ -111,6 +111,8 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   t.match(metrics, /qkd_qber_ratio\{basis="Z"\} 0\.0[23]/, 'Prometheus exposes the QBER');
   t.match(metrics, /qkd_secret_bits_total [1-9]/, 'Prometheus counts secret bits');
   t.match(metrics, /qkd_pulses_total [1-9]/, 'Prometheus counts emitted pulses in a live run');
+  t.match(metrics, /qkd_real_time_factor 0?\.?\d/, 'Prometheus exposes the real-time factor');
+  t.match(metrics, /qkd_stage_occupancy_ratio\{stage="acquire"\} /, 'Prometheus exposes the stages\' occupancy');
 
   run.kill('SIGINT');
   const { code, stdout } = await run.done;
@@ -127,6 +129,8 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   t.ok(s.secretBits > 0, `${s.secretBits} secret bits`);
   t.ok(s.keysDelivered.alice >= 2 && s.keysDelivered.alice === s.keysDelivered.bob, `keys delivered ${JSON.stringify(s.keysDelivered)}`);
   t.ok(s.sync.locked, 'clock sync locked');
+  t.ok(s.realTimeFactor > 0 && Math.abs(s.realTimeFactor - s.emulatedSeconds / s.wallSeconds) < 1e-9, `real-time factor ${s.realTimeFactor} = emulated / wall seconds`);
+  for (const stage of ['acquire', 'postProcess', 'delivery']) t.ok(s.stages?.[stage]?.detectionsPerSecond > 0 && s.stages[stage].occupancy > 0, `stage ${stage}: ${JSON.stringify(s.stages?.[stage])}`);
 
   // Figures against the decoy-state model (Ma et al. 2005) of the preset at this distance.
   const m = decoyModel(loadLinkPreset('reference-decoy'), DISTANCE);

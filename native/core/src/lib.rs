@@ -23,6 +23,7 @@ pub mod gf64;
 pub mod reference;
 pub mod rng;
 pub mod sift;
+pub mod sync_track;
 pub mod toeplitz;
 pub mod verify;
 

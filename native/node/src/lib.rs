@@ -10,6 +10,7 @@ mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplificat
 mod records; // qkd-records: time-tagger recordings (PTU, quTAG, a1), histograms
 mod store; // qkd-store: reference KMS key store
 mod stream; // detection-batch ingest (zero-copy from ZeroMQ frames)
+mod sync; // qkd-core sync_track: per-click clock sync tracking and pulse indexing
 
 /// Version of the native core, to check the addon loaded is the one built.
 #[napi]

@@ -427,9 +427,16 @@ function renderSummary(st) {
     ['errorrate', 'Error rate μ / ν / ω', triple(s.errorRate, (x) => fmtPct(x, 1))],
     ['decoy', 'Y₁ ≥ / e₁ ≤', s.decoy ? `${sci(s.decoy.singlePhotonYieldLower)} / ${fmtPct(s.decoy.singlePhotonErrorUpper, 1)}` : '–'],
     ['delivered', 'Keys delivered A / B', `${fmtCount(s.keysDelivered?.alice)} / ${fmtCount(s.keysDelivered?.bob)}`],
+    ['rtf', 'Real-time factor', s.realTimeFactor == null ? '–' : `${s.realTimeFactor.toFixed(2)} emulated s / s`],
   ];
+  // Bob's pipeline stages (issue 15): detections per busy second and occupancy.
+  const stageNames = { acquire: 'Stage: acquire', postProcess: 'Stage: post-process', delivery: 'Stage: delivery' };
+  for (const [k, label] of Object.entries(stageNames)) {
+    const f = s.stages?.[k];
+    rows.push([`stage-${k}`, label, f ? `${fmtSi(f.detectionsPerSecond, 'det/s', 2)} · busy ${fmtPct(f.occupancy, 0)}` : '–']);
+  }
   for (const [id, label, value] of rows) {
-    if (value === '–' && ['frames', 'gain', 'errorrate', 'decoy'].includes(id)) continue; // not reported by this node
+    if (value === '–' && ['frames', 'gain', 'errorrate', 'decoy', 'rtf', 'stage-acquire', 'stage-postProcess', 'stage-delivery'].includes(id)) continue; // not reported by this node
     dl.append(el('dt', { text: label }), el('dd', { 'data-testid': `summary-${id}`, text: value }));
   }
 }
