@@ -51,6 +51,70 @@ async function once(maxInFlight: number, chunk = CHUNK): Promise<Run> {
   }
 }
 
+interface AppsRun {
+  keysPerS: number;
+  p50: number;
+  p99: number;
+}
+
+/**
+ * `apps` applications at once, each its own SAE pair of connections (saeA at Alice's KMS, saeB at
+ * Bob's), each looping enc_keys (one key of `sizeBits`) then dec_keys of that key, until `keys`
+ * keys are at both ends. Latency: one enc_keys + dec_keys round (SAE -> KMS -> SAE). The store is
+ * filled first, so this measures serving, not production. Sizes other than the chunk are
+ * reformatted on supply.
+ */
+export async function apps(n: number, sizeBits = CHUNK * 8, keys = 600): Promise<AppsRun> {
+  const L = await startLink({ kms: { rateLimit: { keysPerSecond: 0, burst: 0 } } });
+  try {
+    const chunks = Math.ceil((keys * sizeBits) / 8 / CHUNK);
+    const bytes = randomBytes(CHUNK * chunks);
+    await Promise.all([L.nodeA.offer(bytes, {}), L.nodeB.offer(bytes, {})]);
+    await until(() => L.kmsA.metrics().acked === chunks && L.kmsB.metrics().acked === chunks, 300_000, 'acks');
+    const lat: number[] = [];
+    let left = keys;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: n }, async () => {
+      const a = L.sae('saeA', L.kmsA);
+      const b = L.sae('saeB', L.kmsB);
+      while (left > 0) {
+        left--;
+        const s = performance.now();
+        const enc = await a.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1, size: sizeBits });
+        if (enc.status === 503) { // two releases raced for the same chunks: retry, as an SAE would
+          left++;
+          continue;
+        }
+        if (enc.status !== 200) throw new Error(`enc_keys answered ${enc.status}`);
+        const dec = await b.req('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
+        if (dec.status !== 200) throw new Error(`dec_keys answered ${dec.status}`);
+        lat.push(performance.now() - s);
+      }
+    }));
+    const s = (performance.now() - t0) / 1000;
+    lat.sort((x, y) => x - y);
+    return { keysPerS: keys / s, p50: lat[Math.floor(lat.length * 0.5)], p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))] };
+  } finally {
+    await L.close();
+  }
+}
+
+export async function appsResults(): Promise<BenchResult[]> {
+  const out: BenchResult[] = [];
+  for (const [n, bits] of [[1, 256], [8, 256], [64, 256], [8, 128]] as const) {
+    const rs: AppsRun[] = [];
+    for (let i = 0; i < 3; i++) rs.push(await apps(n, bits, 300));
+    const params = { applications: n, keyBits: bits, chunkBytes: CHUNK, keysPerRun: 300, repeats: 3,
+      reformatted: bits !== CHUNK * 8 };
+    const tag = `apps${n}${bits !== CHUNK * 8 ? `.bits${bits}` : ''}`;
+    out.push({ name: `delivery.sae_to_sae.${tag}.keys_per_s`, value: median(rs.map((r) => r.keysPerS)), unit: 'keys/s',
+      better: 'higher', params });
+    out.push({ name: `delivery.sae_to_sae.${tag}.latency_p50`, value: median(rs.map((r) => r.p50)), unit: 'ms', better: 'lower', params });
+    out.push({ name: `delivery.sae_to_sae.${tag}.latency_p99`, value: median(rs.map((r) => r.p99)), unit: 'ms', better: 'lower', params });
+  }
+  return out;
+}
+
 export async function run(): Promise<BenchResult[]> {
   const fast: Run[] = [];
   const slow: Run[] = [];
@@ -83,5 +147,6 @@ export async function run(): Promise<BenchResult[]> {
       baseline: med(slow, (r) => r.lat.p90) },
     { name: 'delivery.ack_latency.p99', value: med(fast, (r) => r.lat.p99), unit: 'ms', better: 'lower', params,
       baseline: med(slow, (r) => r.lat.p99) },
+    ...(await appsResults()),
   ];
 }
