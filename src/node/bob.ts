@@ -19,8 +19,8 @@ import { loadProtocolSettings, type ProtocolSettings } from '../protocol/setting
 import { ConfigError } from '../errors.ts';
 import { EmulatedLab } from '../devices/emulated/lab.ts';
 import { EmulatedUsbTagger } from '../devices/emulated/usb-tagger.ts';
-import { EmulatedPhotonSource } from '../devices/emulated/instruments.ts';
-import { attachInstrumentToTty, type TtyAttachment } from '../devices/emulated/pty.ts';
+import { attachSourceWorkerToTty } from '../devices/emulated/source-worker.ts';
+import type { TtyAttachment } from '../devices/emulated/pty.ts';
 import { TimeTaggerDriver } from '../devices/drivers/tagger.ts';
 import type { TimeTagger } from '../devices/types.ts';
 import { loadProfile } from '../devices/profile.ts';
@@ -224,7 +224,10 @@ export class BobNode {
       for (const p of c.problems) this.cb.log('warn', `calibration not applied: ${p}`);
     }
     if (!this.lab || !this.cfg.lab.sourceTty || this.sourceTty) return;
-    this.sourceTty = await attachInstrumentToTty(new EmulatedPhotonSource(this.lab), this.cfg.lab.sourceTty);
+    // On its own worker thread: its read-back answers must not wait for this thread's event loop.
+    this.sourceTty = await attachSourceWorkerToTty(this.lab, this.cfg.lab.sourceTty, {
+      onError: (err) => this.cb.log('error', `emulated source stopped answering on its tty: ${err.message}`),
+    });
     this.cb.log('info', "emulated lab: Alice's source is on a tty; no pulses until her node programs and switches it on", { tty: this.cfg.lab.sourceTty });
   }
 

@@ -17,6 +17,7 @@ pub mod bits;
 pub mod block;
 pub mod clmul;
 pub mod emulated_choice;
+pub mod emulated_record;
 pub mod finite_key;
 pub mod gf2x_fft;
 pub mod gf64;

@@ -5,6 +5,7 @@
 use napi_derive::napi;
 
 mod auth; // qkd-auth: Wegman-Carter MAC (classical channel)
+mod lab; // qkd-core: the emulated lab (source device and record, physics)
 mod ldpc; // qkd-ldpc: reconciliation
 mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key
 mod records; // qkd-records: time-tagger recordings (PTU, quTAG, a1), histograms

@@ -4,15 +4,30 @@
  * register map and firmware limits, and forward the settings that change the physics to the
  * shared EmulatedLab.
  */
-import type { EmulatedLab } from './lab.ts';
+import type { EmulatedLab, LabSettings } from './lab.ts';
 import { ScpiInstrument, type EmulatedIdentity, type InstrumentState, type Register, type ScpiReply } from './scpi.ts';
-import { createSourceRng, type SourceRng } from '../../core/source-rng.ts';
+import { createSourceDevice, type SourceDevice } from '../../core/source-device.ts';
+import type { LinkPreset } from '../../lab/presets.ts';
 import { choiceThresholds, packChoiceNibbles, packClasses } from '../../protocol/choices.ts';
 import { decodePulseList } from '../../protocol/pulse-list.ts';
 import { blockHeader } from '../transports/scpi-frames.ts';
 
 /** Faults of the source's random-number generator, for the health-test tests. */
 export type RngFault = 'none' | 'stuck' | 'biased';
+
+/**
+ * What the emulated source needs of its lab: the preset it starts from, a way to pass its settings
+ * to the physics, to hand the optics its RNG, and the lab's pulse counter (the emission horizon).
+ * An EmulatedLab on the same thread is one; a worker-hosted source (source-worker.ts) gets a
+ * proxy that posts to the lab's thread.
+ */
+export interface SourceLabPort {
+  readonly preset: Pick<LinkPreset, 'repRateHz' | 'intensities' | 'intensityProbs' | 'aliceBasisProbZ'>;
+  update(patch: Partial<LabSettings>): void;
+  /** The optics take Alice's choices from `device` (applyAt, which records what it applied). */
+  attachSourceDevice(device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array): void;
+  readonly pulsesEmitted: number;
+}
 
 /** Largest number of pulses one read-back command may list. */
 export const MAX_READBACK_PULSES = 1 << 22;
@@ -21,10 +36,12 @@ export const MAX_READBACK_PULSES = 1 << 22;
  * Pulsed laser + intensity and polarisation modulators (Alice), with an internal random-number
  * generator that drives the modulators and keeps the record of what it applied to each pulse.
  *
- * The RNG is a ChaCha20 keystream read with random access by pulse index (src/core/source-rng.ts)
+ * The RNG is a ChaCha20 keystream read with random access by pulse index (src/core/source-device.ts)
  * under 256 bits of fresh OS entropy drawn when the output is first switched on in internal
  * pattern mode (pulse 0 is the first pulse after that). The key never leaves the device: no
- * register, reply or snapshot holds it. The host reads back only what the protocol needs, over
+ * register, reply or snapshot holds it. The device records the choices it applied to the pulses
+ * the lab's optics looked at (its photon candidates), so a read-back of detected pulses is mostly
+ * a lookup; other pulses (dark counts) come from the keystream, which gave the recorded values. The host reads back only what the protocol needs, over
  * the wire (docs/devices.md, "Photon source read-back"):
  *
  * ```text
@@ -42,7 +59,7 @@ export const MAX_READBACK_PULSES = 1 << 22;
 export class EmulatedPhotonSource extends ScpiInstrument {
   readonly identity: EmulatedIdentity;
   private state = { freq: 1e9, signal: 0.5, decoy: 0.1, vacuum: 0, mode: 0, output: 1, pSignal: 0.6, pDecoy: 0.3, pZ: 0.6 };
-  private rng: SourceRng | undefined;
+  private rng: SourceDevice | undefined;
   /** Wall-clock emission start (ms) and pulses before it, for a source without a lab. */
   private emitting: { sinceMs: number; before: number } | undefined;
   private pulsesOff = 0;
@@ -52,7 +69,7 @@ export class EmulatedPhotonSource extends ScpiInstrument {
   readbackFault: 'none' | 'short' | 'unterminated' = 'none';
   protected readonly registers: Record<string, Register>;
 
-  constructor(private readonly lab?: EmulatedLab, serial = 'PS1-0001', firmware = '1.3.0') {
+  constructor(private readonly lab?: SourceLabPort, serial = 'PS1-0001', firmware = '1.3.0') {
     super();
     this.identity = { vendor: 'EmuLab', model: 'PS-1', serial, firmware };
     if (lab) {
@@ -86,19 +103,14 @@ export class EmulatedPhotonSource extends ScpiInstrument {
     const s = this.state;
     if (v === 1 && s.mode === 0 && !this.rng) {
       if (s.pSignal + s.pDecoy > 1 + 1e-12) throw new Error('probabilities sum above 1');
-      this.rng = createSourceRng(choiceThresholds({ intensityProbs: { signal: s.pSignal, decoy: s.pDecoy }, aliceBasisProbZ: s.pZ }));
-      this.lab?.attachSource({ choicesAt: (pulses) => this.choicesAt(pulses) });
+      const rng = createSourceDevice(choiceThresholds({ intensityProbs: { signal: s.pSignal, decoy: s.pDecoy }, aliceBasisProbZ: s.pZ }));
+      this.rng = rng;
+      this.lab?.attachSourceDevice(rng, (pulses) => this.applyFault(rng.applyAt(pulses)));
     }
     if (v === 1 && s.output !== 1) this.emitting = { sinceMs: performance.now(), before: this.pulsesOff };
     if (v === 0 && s.output === 1) this.pulsesOff = this.emittedPulses();
     s.output = v;
     push();
-  }
-
-  /** The RNG's record at the listed pulses, with the injected fault applied. */
-  private choicesAt(pulses: Float64Array): Uint8Array {
-    const c = this.rng!.choicesAt(pulses);
-    return this.applyFault(c);
   }
 
   private applyFault(c: Uint8Array): Uint8Array {
@@ -127,8 +139,9 @@ export class EmulatedPhotonSource extends ScpiInstrument {
     }
     if (pulses.length > MAX_READBACK_PULSES) return `ERR -223,Too much data (at most ${MAX_READBACK_PULSES} pulses)`;
     if (pulses.length && pulses[pulses.length - 1] >= this.emittedPulses()) return 'ERR -222,Pulse not yet emitted';
-    // Off the JS thread: a read-back of 2^20 pulses is ~0.1 s of ChaCha20.
-    return this.rng.choicesAtAsync(pulses).then((c) => {
+    // Mostly a lookup in the record (a merge walk, a few ns per pulse); dark counts' pulses and
+    // any the record no longer holds from the keystream (~110 ns each), off the JS thread.
+    return this.rng.recordAtAsync(pulses).then((c) => {
       this.applyFault(c);
       let out: Uint8Array;
       if (header === 'PATTERN:CHOICES?') out = packChoiceNibbles(c);

@@ -18,6 +18,7 @@ import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
 import { decoyModel } from '../../lab/theory.ts';
 import { EmulatedLink, type AliceChoiceSource } from '../../lab/link.ts';
 import { bobBasisChoicesAt, defaultBobSeed } from '../../lab/alice.ts';
+import type { SourceDevice } from '../../core/source-device.ts';
 
 /** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
 export interface PulseTagSource {
@@ -193,6 +194,26 @@ export class EmulatedLab {
   }
 
   /**
+   * The same for the emulated source (instruments.ts SourceLabPort): `choicesAt` is its optics'
+   * view of `device` (which records what it applied).
+   */
+  attachSourceDevice(_device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array): void {
+    this.attachSource({ choicesAt });
+  }
+
+  private pulseCounter: BigInt64Array | undefined;
+
+  /**
+   * The pulse counter (pulses emitted so far) in shared memory, for a source served on another
+   * thread: element 0, read with Atomics.load; updated after each nextPulses().
+   */
+  sharedPulseCounter(): SharedArrayBuffer {
+    this.pulseCounter ??= new BigInt64Array(new SharedArrayBuffer(8));
+    Atomics.store(this.pulseCounter, 0, BigInt(this.counted.pulses));
+    return this.pulseCounter.buffer as SharedArrayBuffer;
+  }
+
+  /**
    * Bob's active basis modulator's record: the basis (0 Z, 1 X) it applied to each listed pulse.
    * The modulator is part of the emulated optics; its RNG is the lab's (a function of the lab's
    * seed, which only the lab holds). Bob's node reads this record, never a seed.
@@ -215,6 +236,7 @@ export class EmulatedLab {
     this.source ??= this.makeSource(this);
     const out = this.source.nextPulses(pulses);
     this.counted.pulses += pulses;
+    if (this.pulseCounter) Atomics.store(this.pulseCounter, 0, BigInt(this.counted.pulses));
     const ch = out.tags.channel;
     for (let i = 0; i < ch.length; i++) this.counted.perChannel.set(ch[i], (this.counted.perChannel.get(ch[i]) ?? 0) + 1);
     return out;

@@ -4,6 +4,8 @@
  * answers what the driver writes on the other end. The driver side is then byte-for-byte what it
  * would be with a USB-serial instrument.
  */
+import { closeSync, constants, open } from 'node:fs';
+import { isatty, ReadStream, WriteStream } from 'node:tty';
 import { SerialPortStream } from '@serialport/stream';
 import { TransportError } from '../../errors.ts';
 import { ttyBinding } from '../transports/tty-binding.ts';
@@ -29,5 +31,45 @@ export async function attachInstrumentToTty(instrument: ScpiInstrument, path: st
   return {
     path,
     close: () => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())),
+  };
+}
+
+/**
+ * The same with Node's own tty streams instead of the serialport binding, for an instrument served
+ * from a worker thread: @serialport/bindings-cpp is not safe in a worker (its poller calls into
+ * the main thread's environment and aborts the process). The emulator's end of a socat pty pair
+ * needs no line settings (socat made it raw; baud rates mean nothing on a pty), so plain reads and
+ * writes do. A hang-up of the other end ends the reads (EIO), as unplugging a device would.
+ */
+export async function attachInstrumentToPtyStreams(instrument: ScpiInstrument, path: string): Promise<TtyAttachment> {
+  let fd: number;
+  try {
+    fd = await new Promise<number>((resolve, reject) =>
+      open(path, constants.O_RDWR | constants.O_NOCTTY, (err, f) => (err ? reject(err) : resolve(f))));
+  } catch (err) {
+    throw new TransportError('OPEN_FAILED', `emulator cannot open ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!isatty(fd)) {
+    closeSync(fd);
+    throw new TransportError('OPEN_FAILED', `emulator: ${path} is not a tty (expected one end of a socat pty pair)`);
+  }
+  const input = new ReadStream(fd);
+  const output = new WriteStream(fd);
+  input.on('error', () => {});
+  output.on('error', () => {});
+  const endpoint = new ScpiEndpoint(instrument, (bytes) => {
+    if (!output.destroyed) output.write(bytes);
+  });
+  input.on('data', (b: Buffer) => endpoint.receive(b));
+  let closed = false;
+  return {
+    path,
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      input.destroy();
+      await new Promise<void>((resolve) => output.end(() => resolve()));
+      output.destroy(); // the tty streams own the fd (libuv re-opens a pty's slave onto it)
+    },
   };
 }
