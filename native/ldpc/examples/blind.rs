@@ -39,7 +39,16 @@ fn main() {
         None => (a[5].parse::<f64>().unwrap() * k as f64 * h2(q)).ceil() as usize,
     };
     let common::Frames { alice, fills, bob, synd } = common::make_frames(&fp, q, nf, env("SEED", 1));
-    let opts = DecodeOptions { max_iter: maxit, ..DecodeOptions::default() };
+    // STALL=from,every,drop‰ sets the early give-up rule (`decoder::Stall`); STALL=off disables it.
+    let stall = match std::env::var("STALL").ok().as_deref() {
+        None => DecodeOptions::default().stall,
+        Some("off") => None,
+        Some(v) => {
+            let x: Vec<u32> = v.split(',').map(|t| t.parse().unwrap()).collect();
+            Some(qkd_ldpc::decoder::Stall { from: x[0], every: x[1], min_drop_per_mille: x[2] })
+        }
+    };
+    let opts = DecodeOptions { max_iter: maxit, stall, ..DecodeOptions::default() };
     let c0 = cpu();
     let t0 = std::time::Instant::now();
     let mut leak = vec![fp.base_leak(); nf];
@@ -48,6 +57,7 @@ fn main() {
     let mut wrong = 0usize;
     let mut first_fail = 0usize;
     let mut iters_first = 0u64;
+    let mut round_its: Vec<(usize, u64, u64)> = Vec::new();
     for round in 0..=max_rounds {
         let count = round * step;
         if count > fp.punctured + fp.key_bits() || pending.is_empty() {
@@ -59,6 +69,9 @@ fn main() {
             pending.iter().enumerate().map(|(j, &i)| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &rev[j] }).collect();
         let res = decode_batch(&fp, q, &frames, count, opts).unwrap();
         let mut next = Vec::new();
+        let it_round: u64 = res.iter().map(|r| r.iterations as u64).sum();
+        let it_fail: u64 = res.iter().filter(|r| !r.converged).map(|r| r.iterations as u64).sum();
+        round_its.push((pending.len(), it_round, it_fail));
         for (j, &i) in pending.iter().enumerate() {
             leak[i] = res[j].leak_bits;
             if round == 0 {
@@ -105,6 +118,14 @@ fn main() {
         }
     }
     let dt = t0.elapsed().as_secs_f64();
+    let total: u64 = round_its.iter().map(|r| r.1).sum();
+    let failed: u64 = round_its.iter().map(|r| r.2).sum();
+    println!(
+        "frame-iterations per frame {:.1} (in decodes that failed: {:.1}); per round (frames, iterations, of which failing): {:?}",
+        total as f64 / nf as f64,
+        failed as f64 / nf as f64,
+        round_its
+    );
     let dcpu = cpu() - c0;
     let hk = k as f64 * h2(q);
     let fmean = leak.iter().sum::<usize>() as f64 / (nf as f64 * hk);

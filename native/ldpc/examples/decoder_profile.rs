@@ -52,7 +52,7 @@ fn main() {
     }
     let frames: Vec<BobFrame> = (0..nf).map(|i| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &[] }).collect();
     let _ = family::code(fp.code); // build outside the timing
-    let opts = DecodeOptions { max_iter, kernel };
+    let opts = DecodeOptions { max_iter, kernel, stall: None };
     let run = || match mode.as_str() {
         "w8" => decode_batch_width::<8>(&fp, q, &frames, 0, opts),
         "w16" => decode_batch_width::<16>(&fp, q, &frames, 0, opts),

@@ -163,6 +163,71 @@ pub(crate) fn slot_mask(w: usize, s: usize) -> u64 {
 
 /// Runs the grouped engine on the calling thread.
 ///
+/// Swept rows and their schedule for one (code, frozen set, slot count).
+pub(crate) struct Built {
+    row_ptr: Vec<u32>,
+    row_idx: Vec<u32>,
+    sch: std::sync::Arc<Schedule>,
+}
+
+impl Built {
+    fn bytes(&self) -> usize {
+        4 * (self.row_ptr.len() + self.row_idx.len() + self.sch.idx.len()) + self.sch.groups.len() * std::mem::size_of::<Group>()
+    }
+}
+
+/// The swept rows and schedule of (code, frozen set, slots), built once and shared: both engines
+/// of a `decode_batch` need the same one, and the blind plan asks for the same (parameters,
+/// revealed count) in every block. Building them took ≈ 50–60 ms of CPU per engine per call at
+/// 2^18 (`examples/overhead.rs`; `Schedule::build` ≈ half of a one-frame call, 5 % of a blind
+/// plan's CPU), paid again by every retry round. The frozen set is public (shortened and revealed
+/// positions), so the cache holds no secret. At most `CACHE_BYTES` are kept (least recently used
+/// out first); a key is (hash of the code's rows, slots, FNV-1a of the frozen positions).
+pub(crate) fn cached_schedule(code: &Code, frozen: &[bool], slots: usize) -> std::sync::Arc<Built> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    const CACHE_BYTES: usize = 160 << 20;
+    type Slot = Arc<OnceLock<Arc<Built>>>;
+    static CACHE: Mutex<Vec<((u64, usize, u64), Slot)>> = Mutex::new(Vec::new());
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (v, &f) in frozen.iter().enumerate() {
+        if f {
+            h = (h ^ v as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    // The code's identity: a multiply–xor hash of its rows (≈ 1 ms at 2^18; `Code::checksum`,
+    // a byte-wise FNV over both views, costs more than the schedule it would save).
+    let mut hc = (code.n as u64) << 32 ^ code.m as u64 ^ code.spec.seed;
+    for w in code.row_idx.chunks(4) {
+        for &x in w {
+            hc = (hc ^ x as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+    }
+    let key = (hc, slots, h ^ frozen.len() as u64);
+    let slot = {
+        let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match c.iter().position(|(k, _)| *k == key) {
+            Some(i) => c.remove(i).1,
+            None => Arc::new(OnceLock::new()),
+        };
+        c.push((key, slot.clone())); // most recently used last
+        slot
+    };
+    let built = slot
+        .get_or_init(|| {
+            let (row_ptr, row_idx) = swept_rows(code, frozen);
+            let sch = Schedule::build(&Rows { ptr: &row_ptr, idx: &row_idx }, code.m, code.n, slots);
+            Arc::new(Built { row_ptr, row_idx, sch: Arc::new(sch) })
+        })
+        .clone();
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut total: usize = c.iter().filter_map(|(_, s)| s.get().map(|b| b.bytes())).sum();
+    while total > CACHE_BYTES && c.len() > 1 {
+        let (_, old) = c.remove(0);
+        total -= old.get().map(|b| b.bytes()).unwrap_or(0);
+    }
+    built
+}
+
 /// # Safety
 /// The CPU must support AVX-512F, AVX-512BW and BMI2.
 #[cfg(target_arch = "x86_64")]
@@ -172,13 +237,13 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
     frozen: &[bool],
     src: &dyn FrameSource,
     frames: Frames<'_>,
-    max_iter: u32,
+    lim: crate::decoder::Limits,
 ) {
     assert!(matches!(W, 8 | 16 | 32 | 64), "the grouped engine needs W in 8, 16, 32, 64");
-    let (row_ptr, row_idx) = swept_rows(code, frozen);
-    let rows = Rows { ptr: &row_ptr, idx: &row_idx };
     let slots = 64 / W;
-    let sch = Schedule::build(&rows, code.m, code.n, slots);
+    let built = cached_schedule(code, frozen, slots);
+    let rows = Rows { ptr: &built.row_ptr, idx: &built.row_idx };
+    let sch = built.sch.clone();
     let masks: Vec<u64> = (0..slots).map(|s| slot_mask(W, s)).collect();
     let d = sch.max_deg.max(1);
     let mut eng = avx512::Grouped::<W> {
@@ -206,7 +271,7 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
             .collect(),
         sch,
     };
-    drive::<W, _>(code, frozen, &rows, src, frames, max_iter, &mut eng);
+    drive::<W, _>(code, frozen, &rows, src, frames, lim, &mut eng);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -215,7 +280,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     pub(crate) struct Grouped<const W: usize> {
-        pub sch: Schedule,
+        pub sch: std::sync::Arc<Schedule>,
         /// Syndrome parity per group in P order (bit set: the check's syndrome bit is 1).
         pub gsynd: Vec<u64>,
         /// Edge messages, one 64-byte line per group edge, P order.

@@ -125,11 +125,19 @@ pub fn reveal(fp: &FrameParams, key: &[u8], fill: &[u8], from: usize, count: usi
 pub struct DecodeOptions {
     pub max_iter: u32,
     pub kernel: Kernel,
+    /// Early give-up of stalled frames (`decoder::Stall`); `None` = the iteration budget only.
+    pub stall: Option<decoder::Stall>,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_iter: 60, kernel: Kernel::Auto }
+        DecodeOptions { max_iter: 60, kernel: Kernel::Auto, stall: None }
+    }
+}
+
+impl DecodeOptions {
+    fn limits(&self) -> decoder::Limits {
+        decoder::Limits { max_iter: self.max_iter, stall: self.stall }
     }
 }
 
@@ -238,10 +246,10 @@ pub fn decode_batch(
     (0..engines).into_par_iter().for_each(|_| {
         let feed = || decoder::Frames::Shared { next: &next, end: nf };
         match w {
-            64 => decoder::decode_from::<64>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
-            32 => decoder::decode_from::<32>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
-            16 => decoder::decode_from::<16>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
-            _ => decoder::decode_from::<8>(&code, &src.frozen, &src, feed(), per, opts.max_iter, opts.kernel),
+            64 => decoder::decode_from::<64>(&code, &src.frozen, &src, feed(), per, opts.limits(), opts.kernel),
+            32 => decoder::decode_from::<32>(&code, &src.frozen, &src, feed(), per, opts.limits(), opts.kernel),
+            16 => decoder::decode_from::<16>(&code, &src.frozen, &src, feed(), per, opts.limits(), opts.kernel),
+            _ => decoder::decode_from::<8>(&code, &src.frozen, &src, feed(), per, opts.limits(), opts.kernel),
         }
     });
     Ok(src.finish())
@@ -260,7 +268,7 @@ pub fn decode_batch_width<const W: usize>(
     validate(fp, frames, revealed_count, qber)?;
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
     let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
-    decoder::decode_frames::<W>(&code, &src.frozen, &src, 0..frames.len(), opts.max_iter, opts.kernel);
+    decoder::decode_frames::<W>(&code, &src.frozen, &src, 0..frames.len(), opts.limits(), opts.kernel);
     Ok(src.finish())
 }
 

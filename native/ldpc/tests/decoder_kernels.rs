@@ -48,7 +48,7 @@ fn decode_w<const W: usize>(fp: &FrameParams, q: f64, fs: &Frames, revealed: &[V
     let frames: Vec<BobFrame> = (0..fs.bob.len())
         .map(|i| BobFrame { frame: &fs.bob[i], syndrome: &fs.synd[i], revealed: &revealed[i] })
         .collect();
-    decode_batch_width::<W>(fp, q, &frames, count, DecodeOptions { max_iter: 30, kernel }).unwrap()
+    decode_batch_width::<W>(fp, q, &frames, count, DecodeOptions { max_iter: 30, kernel, stall: None }).unwrap()
 }
 
 fn assert_same(a: &[FrameResult], b: &[FrameResult], what: &str) -> (usize, usize) {

@@ -102,8 +102,8 @@ fn portable_and_simd_kernels_are_bit_identical() {
     for (q, f, seed) in [(0.03, 1.5, 21u64), (0.06, 1.02, 22)] {
         let fp = choose(q, 4000, Some(f));
         let fs = make_frames(&fp, q, 20, seed);
-        let a = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Auto }).unwrap();
-        let b = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Portable }).unwrap();
+        let a = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Auto, stall: None }).unwrap();
+        let b = decode_batch(&fp, q, &bob_frames(&fs), 0, DecodeOptions { max_iter: 40, kernel: Kernel::Portable, stall: None }).unwrap();
         for (x, y) in a.iter().zip(b.iter()) {
             assert_eq!(*x.corrected, *y.corrected);
             assert_eq!((x.converged, x.iterations), (y.converged, y.iterations));

@@ -247,7 +247,7 @@ impl DecodeBatchTask {
                 .map_err(from_ldpc)?
         } else {
             let kernel = if self.portable { Kernel::Portable } else { Kernel::Auto };
-            l::decode_batch(&fp, self.qber, &frames, self.revealed_count as usize, l::DecodeOptions { max_iter: self.max_iter, kernel })
+            l::decode_batch(&fp, self.qber, &frames, self.revealed_count as usize, l::DecodeOptions { max_iter: self.max_iter, kernel, stall: None })
                 .map_err(from_ldpc)?
         };
         let mut out = DecodeOut {

@@ -41,6 +41,7 @@ pub fn make_frames(fp: &FrameParams, q: f64, count: usize, seed: u64) -> Frames 
 }
 
 /// User + system CPU seconds of this process.
+#[allow(dead_code)]
 pub fn cpu() -> f64 {
     let st = std::fs::read_to_string("/proc/self/stat").unwrap();
     let f: Vec<&str> = st[st.rfind(')').unwrap() + 2..].split(' ').collect();
