@@ -353,7 +353,13 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
   }
 }
 
-/** Reads until the line is quiet for 100 ms (or `capMs` passed); returns the bytes seen. */
+/**
+ * Reads until the line is quiet for `QUIET_MS` (or `capMs` passed); returns the bytes seen.
+ * 100 ms of quiet was not enough on a loaded host: a pty (or USB CDC buffer) can hold the tail
+ * of the stream back longer than that, and those binary words then reached the next text
+ * command as a garbled reply (seen in CI: 11 605 bytes after `abort`).
+ */
+const QUIET_MS = 300;
 async function drain(reader: RawReader, capMs: number, onBytes?: (b: Buffer) => void): Promise<number> {
   const until = performance.now() + capMs;
   let n = 0;
@@ -361,7 +367,7 @@ async function drain(reader: RawReader, capMs: number, onBytes?: (b: Buffer) => 
     const left = until - performance.now();
     if (left <= 0) return n;
     try {
-      const b = await reader.read(1 << 20, Math.min(100, left));
+      const b = await reader.read(1 << 20, Math.min(QUIET_MS, left));
       n += b.length;
       onBytes?.(b);
     } catch (err) {
