@@ -43,6 +43,12 @@ export interface NodeRunConfig {
     kms: { url: string; id: string };
     spoolDir: string;
     spoolKeyFile: string;
+    /**
+     * This node's Ed25519 commitment key (PKCS#8 PEM, mode 0600): every key it pushes carries its
+     * signature, and the KMSs release a key only when both nodes' commitments check out
+     * (docs/delivery.md, "Key commitments"). None: pushes carry no commitment.
+     */
+    commitKeyFile?: string;
   };
   /**
    * Post-processing: detections per block, LDPC frame size, security parameters, and the
@@ -121,6 +127,7 @@ function checkShape(cfg: NodeRunConfig, file: string): void {
   str(c.channel.pskFile, 'channel.pskFile');
   str(c.delivery.spoolDir, 'delivery.spoolDir');
   str(c.delivery.spoolKeyFile, 'delivery.spoolKeyFile');
+  str(c.delivery.commitKeyFile, 'delivery.commitKeyFile', true);
   str(c.lab.sourceTty, 'lab.sourceTty', true);
   str(cfg.calibration, 'calibration', true);
   const tls = c.delivery.tls;
@@ -140,6 +147,7 @@ function resolvePaths(cfg: NodeRunConfig, file: string): void {
   if (typeof cfg.channel.curveKeyFile === 'string') cfg.channel.curveKeyFile = abs(cfg.channel.curveKeyFile);
   cfg.delivery.spoolDir = abs(cfg.delivery.spoolDir);
   cfg.delivery.spoolKeyFile = abs(cfg.delivery.spoolKeyFile);
+  if (cfg.delivery.commitKeyFile) cfg.delivery.commitKeyFile = abs(cfg.delivery.commitKeyFile);
   if (cfg.lab.sourceTty) cfg.lab.sourceTty = abs(cfg.lab.sourceTty);
   if (cfg.calibration) cfg.calibration = abs(cfg.calibration);
   for (const d of cfg.devices ?? []) if (d?.port && !d.port.startsWith('/dev/')) d.port = abs(d.port);

@@ -52,6 +52,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
   // The peer's stream state, learnt over the classical link (ETSI 004 status 3 until both opened).
   const peerStreams = new Set<string>();
   const spoolKey = readFileSync(cfg.delivery.spoolKeyFile);
+  const commitKey = cfg.delivery.commitKeyFile ? readFileSync(cfg.delivery.commitKeyFile) : undefined;
   const tls = cfg.delivery.tls && {
     ca: readFileSync(cfg.delivery.tls.ca, 'utf8'),
     cert: readFileSync(cfg.delivery.tls.cert, 'utf8'),
@@ -84,8 +85,10 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     kms: cfg.delivery.kms,
     spoolDir: cfg.delivery.spoolDir,
     spoolKey,
+    commitKey,
   });
   spoolKey.fill(0);
+  commitKey?.fill(0);
   delivery.on('alarm', (a) => {
     log.warn('delivery alarm', { alarm: a });
     toSupervisor({ type: 'alarm', source: 'delivery', alarm: a });

@@ -14,7 +14,7 @@
  * state directory (default ./run); secrets are files with mode 0600.
  */
 import { createServer } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, writeFileSync, readFileSync, rmSync, createWriteStream, type WriteStream } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { QkdError } from '../errors.ts';
@@ -120,6 +120,22 @@ function pidAlive(pid: number): boolean {
 function secretFile(path: string, bytes = 32): string {
   if (!existsSync(path)) writeFileSync(path, randomBytes(bytes), { mode: 0o600 });
   return path;
+}
+
+/**
+ * Node `nodeId`'s Ed25519 commitment key pair, created once in the state directory and reused:
+ * the private key (PKCS#8 PEM, 0600) stays with the node, the public key goes to both KMSs.
+ */
+export function commitmentKeyFiles(dir: string, nodeId: string): { key: string; pub: string } {
+  const key = join(dir, 'secrets', `${nodeId}.commit.key`);
+  const pub = join(dir, 'secrets', `${nodeId}.commit.pub`);
+  if (!existsSync(key) || !existsSync(pub)) {
+    mkdirSync(join(dir, 'secrets'), { recursive: true, mode: 0o700 });
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    writeFileSync(pub, publicKey.export({ type: 'spki', format: 'pem' }), { mode: 0o600 });
+    writeFileSync(key, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  }
+  return { key, pub };
 }
 
 /** Children the supervisor restarts after a crash (durable state), and how often it tries. */
@@ -337,6 +353,7 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
       kms: { url: p.kmsUrl[side], id: `kms${side}` },
       spoolDir: join(p.dir, `spool${side}`),
       spoolKeyFile: p.spoolKeyFile,
+      commitKeyFile: commitmentKeyFiles(p.dir, `node${side}`).key,
     },
     block: { detections: o.blockDetections, frameBits: o.frameBits, epsSec: o.epsSec, epsCor: o.epsCor, qberAbort: o.qberAbort, analysis: o.finiteKey },
     speed: o.speed,
@@ -350,7 +367,9 @@ export function nodeRunConfig(role: 'alice' | 'bob', p: LinkConfigParams): NodeR
  * identities kmsA/kmsB from the PKI in `pki`, database and wrapping key in `dir`, Alice's side
  * (A) opens the key stream on its node. Also used to start reference KMSs as external ones.
  */
-export function referenceKmsConfig(side: 'A' | 'B', p: { dir: string; pki: Pki; kmsPort: { A: number; B: number }; nodeUrl: { A: string; B: string } }) {
+export function referenceKmsConfig(side: 'A' | 'B', p: { dir: string; pki: Pki; kmsPort: { A: number; B: number }; nodeUrl: { A: string; B: string };
+  /** The state directory of the run whose nodes push to this KMS (their commitment keys); default `dir`. */
+  nodeKeysDir?: string }) {
   const other = side === 'A' ? 'B' : 'A';
   const id = p.pki.ids[`kms${side}`];
   mkdirSync(join(p.dir, 'secrets'), { recursive: true, mode: 0o700 });
@@ -366,6 +385,8 @@ export function referenceKmsConfig(side: 'A' | 'B', p: { dir: string; pki: Pki; 
     peer: { url: `https://127.0.0.1:${p.kmsPort[other]}`, id: `kms${other}` },
     saes: { local: [`sae${side}`], remote: [`sae${other}`] },
     openStream: side === 'A',
+    // Both nodes must have produced every released key (docs/delivery.md, "Key commitments").
+    commitments: { node: commitmentKeyFiles(p.nodeKeysDir ?? p.dir, `node${side}`).pub, peerNode: commitmentKeyFiles(p.nodeKeysDir ?? p.dir, `node${other}`).pub },
   };
 }
 

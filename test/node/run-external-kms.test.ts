@@ -42,7 +42,7 @@ t.test('external KMSs: started after the run, they open the stream, receive the 
   const nodeUrl = { A: new URL(manifest.nodes.alice.etsi004).origin, B: new URL(manifest.nodes.bob.etsi004).origin };
   for (const side of ['B', 'A'] as const) {
     const file = join(kmsDir, `kms${side}.json`);
-    writeFileSync(file, JSON.stringify(referenceKmsConfig(side, { dir: kmsDir, pki, kmsPort, nodeUrl })));
+    writeFileSync(file, JSON.stringify(referenceKmsConfig(side, { dir: kmsDir, pki, kmsPort, nodeUrl, nodeKeysDir: state })));
     kmss.push(qkdProcess(['kms', '--config', file]));
   }
   await until('the key stream opened by the external KMS', () => kmss[1].lines.find((l) => l.includes('key stream opened')), 60_000);

@@ -4,12 +4,13 @@
 // decoy-state model of the preset. A second run with an intercept-resend eavesdropper on every
 // pulse must show a QBER near 25 % and deliver nothing.
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { JsonClient } from '../../src/delivery/http.ts';
+import { checkCommitment, verifyingKey } from '../../src/delivery/commitment.ts';
 import { loadLinkPreset } from '../../src/lab/presets.ts';
 import { decoyModel } from '../../src/lab/theory.ts';
 import { chromiumAvailable, launchChromium } from '../../src/dashboard/screenshot.ts';
@@ -129,6 +130,17 @@ t.test('qkd run --emulated: verified keys, matching keys for an SAE pair over ET
   t.ok(s.secretBits > 0, `${s.secretBits} secret bits`);
   t.ok(s.keysDelivered.alice >= 2 && s.keysDelivered.alice === s.keysDelivered.bob, `keys delivered ${JSON.stringify(s.keysDelivered)}`);
   t.ok(s.sync.locked, 'clock sync locked');
+  // Key commitments are on in a run: every stored key carries its node's valid Ed25519 commitment.
+  for (const side of ['A', 'B'] as const) {
+    const rows = spawnSync('python3', ['-c', `import sqlite3, json, sys
+c = sqlite3.connect(sys.argv[1])
+print(json.dumps([[r[0], r[1], r[2].hex(), r[3]] for r in c.execute('SELECT stream_id, idx, digest, meta FROM keys LIMIT 50')]))`,
+    join(run.dir, 'state', `kms${side}.db`)], { encoding: 'utf8' });
+    const keys = JSON.parse(rows.stdout || '[]') as [string, number, string, string][];
+    const pub = verifyingKey(readFileSync(join(run.dir, 'state', 'secrets', `node${side}.commit.pub`)), `node${side}`);
+    const bad = keys.filter(([, , digest, meta]) => !checkCommitment(pub, `node${side}`, Buffer.from(digest, 'hex'), JSON.parse(meta).commitment));
+    t.ok(keys.length > 0 && bad.length === 0, `KMS ${side}: ${keys.length} stored keys carry node${side}'s valid commitment (${bad.length} do not)`);
+  }
   t.ok(s.realTimeFactor > 0 && Math.abs(s.realTimeFactor - s.emulatedSeconds / s.wallSeconds) < 1e-9, `real-time factor ${s.realTimeFactor} = emulated / wall seconds`);
   for (const stage of ['acquire', 'postProcess', 'delivery']) t.ok(s.stages?.[stage]?.detectionsPerSecond > 0 && s.stages[stage].occupancy > 0, `stage ${stage}: ${JSON.stringify(s.stages?.[stage])}`);
 
