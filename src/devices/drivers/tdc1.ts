@@ -234,7 +234,9 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     await this.transport.write(mode).catch((err) => Promise.reject(this.named(err)));
     let reply: string;
     try {
-      reply = await this.transport.query('counts?', (gateMs || 1) + this.settings.timeoutMs);
+      // The unit answers at the end of its gate; the margin covers a busy host (a loaded CI machine
+      // missed 500 ms) while a dead unit is still reported within a few seconds.
+      reply = await this.transport.query('counts?', (gateMs || 1) + Math.max(this.settings.timeoutMs, 3000));
     } catch (err) {
       throw this.named(err);
     }
