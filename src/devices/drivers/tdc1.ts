@@ -14,8 +14,9 @@
  * Tdc1Decoder (roll-overs, time-keeping words, 2-byte slips marked in band). Back-pressure: the
  * next read is taken only when the consumer asks for the next batch; the transport pauses the
  * tty beyond its high-water mark (the unit's own buffer holds the rest). `stop()` / `break`
- * sends `abort` and drains what is still on the line (decoded and counted in `drainedTags`,
- * not delivered: the consumer asked to stop), then the line returns to text mode. A unit that
+ * sends `abort` and re-synchronises the line (below); what was still on the line is decoded and
+ * counted in `drainedTags`, not delivered (the consumer asked to stop), then the line returns to
+ * text mode. A unit that
  * sends nothing for `streamTimeoutMs` (it sends a time-keeping word at least every 134 ms while
  * streaming) ends the stream with TimeoutError('NO_DATA'); a line that goes away with
  * TransportError('DISCONNECTED') (and the reconnect loop of drivers/base.ts).
@@ -24,8 +25,15 @@
  * re-ordered, holding back those a later read could still precede) and `edge` (read-only: the
  * threshold's sign decides it). Channels are inputs - 1 (0..3).
  *
- * On open the driver first sends `abort` and drains the line: a unit left streaming by a
- * crashed program would otherwise answer `*IDN?` with timestamp words.
+ * Re-synchronising the line after `abort` (`resync`): text replies and stream words share the
+ * line and carry no framing, so "quiet for a while" does not prove the stream's tail is over (a
+ * loaded host or a full USB/pty buffer can hold it back longer than any quiet period; seen in CI).
+ * The driver drains until quiet, then sends a sentinel query (`*IDN?`) and discards everything up
+ * to a complete, clean text line that matches the profile's identity pattern: the unit answers in
+ * order, so nothing of the stream can follow that reply. No such line (a tail mixed into the
+ * reply, nothing at all) is retried once. It runs on open (a unit left streaming by a crashed
+ * program would otherwise answer `*IDN?` with timestamp words), at the end of every stream, and
+ * when a text query gets a garbled reply: one re-sync and one retry instead of an error.
  */
 import { DeviceError, ProtocolError, TimeoutError, TransportError } from '../../errors.ts';
 import type { ParameterSpec, SerialSettings } from '../profile.ts';
@@ -91,14 +99,61 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     await this.transport.close();
   }
 
-  /** `abort`, then drops whatever is still arriving (up to 2 s) so that the line is quiet. */
-  private async quiesce(): Promise<number> {
-    await this.transport.write('abort');
-    const reader = this.transport.rawReader();
+  /**
+   * On open: re-synchronises the line (a wrong or silent device is left to `connectIdentity`,
+   * which names what it found).
+   */
+  private async quiesce(): Promise<void> {
+    await this.resync();
+  }
+
+  /**
+   * `abort`, drain until quiet, sentinel `*IDN?`, discard up to its reply (see the file comment);
+   * one retry when the reply was not found in a clean line. Uses `reader` (a stream's) or a raw
+   * reader of its own. Bytes before the sentinel's reply go to `onStale`. Returns the last
+   * attempt's outcome: 'identity' (in step), 'other-text' (a clean line, not a TDC1 identity),
+   * 'silent' (nothing came back), 'garbled' (no clean line: still out of step).
+   */
+  private async resync(reader?: RawReader, onStale?: (b: Buffer) => void): Promise<SettleOutcome> {
+    const own = !reader;
+    const r = reader ?? this.transport.rawReader();
+    const identity = new RegExp(this.spec.identity!.pattern);
+    const replyMs = Math.max(this.settings.timeoutMs, 500) * 2;
+    let outcome: SettleOutcome = 'garbled';
     try {
-      return await drain(reader, 2000);
+      for (let attempt = 0; attempt < 2; attempt++) {
+        outcome = await settle(this.transport, r, identity, replyMs, onStale);
+        this.resyncStats.attempts++;
+        if (outcome === 'identity' || outcome === 'other-text') break;
+        // A silent line on open: nothing to re-synchronise; the identity query reports it.
+        if (outcome === 'silent' && own && this.state !== 'ready') break;
+      }
     } finally {
-      reader.close();
+      if (own) r.close();
+    }
+    if (outcome !== 'identity') this.resyncStats.failed++;
+    return outcome;
+  }
+
+  /** Re-synchronisations of the line (attempts of `resync`, and those that did not end in step). */
+  readonly resyncStats = { attempts: 0, failed: 0, garbledReplies: 0 };
+
+  /**
+   * A text query; a garbled reply (stream words still on the line) triggers one re-sync and one
+   * retry of `run` instead of an error.
+   */
+  private async withResync<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof ProtocolError && err.code === 'GARBLED_REPLY') || this.active) throw this.named(err);
+      this.resyncStats.garbledReplies++;
+      const outcome = await this.resync().catch(() => 'garbled' as const);
+      try {
+        return await run();
+      } catch (again) {
+        throw this.named(again, `A re-sync of the line (abort, drain, '*IDN?') did not help (${outcome}): check the baud rate and cable, power-cycle the TDC1, then open it again.`);
+      }
     }
   }
 
@@ -106,7 +161,7 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     const idn = this.spec.identity!;
     let reply: string;
     try {
-      reply = await this.transport.query(idn.query);
+      reply = await this.withResync(() => this.transport.query(idn.query));
     } catch (err) {
       throw this.named(err, `Is a TDC1 on ${this.transport.description}, powered and free (no other program streaming from it)?`);
     }
@@ -121,6 +176,7 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
   /** Prefixes a transport/protocol error with this device, keeping its class and code. */
   private named(err: unknown, hint = ''): Error {
     if (!(err instanceof TimeoutError || err instanceof ProtocolError || err instanceof TransportError)) return err as Error;
+    if (err.message.startsWith(this.where)) return hint ? new (err.constructor as new (code: string, message: string, options?: { cause?: unknown }) => Error)(err.code, `${err.message} ${hint}`, { cause: err }) : err;
     const Cls = err.constructor as new (code: string, message: string, options?: { cause?: unknown }) => Error;
     return new Cls(err.code, `${this.where}: ${err.message}${hint ? ' ' + hint : ''}`, { cause: err });
   }
@@ -148,7 +204,7 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     const command = this.fill(ref.spec.get!, ref);
     let reply: string;
     try {
-      reply = await this.transport.query(command);
+      reply = await this.withResync(() => this.transport.query(command));
     } catch (err) {
       throw this.named(err);
     }
@@ -231,12 +287,15 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     this.requireReady(`count ${mode}`);
     if (this.active) throw new DeviceError('STREAM_BUSY', `${this.where} is streaming; stop the stream before counting.`);
     const gateMs = await this.get('integration_time');
-    await this.transport.write(mode).catch((err) => Promise.reject(this.named(err)));
     let reply: string;
     try {
       // The unit answers at the end of its gate; the margin covers a busy host (a loaded CI machine
-      // missed 500 ms) while a dead unit is still reported within a few seconds.
-      reply = await this.transport.query('counts?', (gateMs || 1) + Math.max(this.settings.timeoutMs, 3000));
+      // missed 500 ms) while a dead unit is still reported within a few seconds. A garbled reply
+      // re-synchronises the line and counts again (the re-sync's `abort` ends the count).
+      reply = await this.withResync(async () => {
+        await this.transport.write(mode);
+        return this.transport.query('counts?', (gateMs || 1) + Math.max(this.settings.timeoutMs, 3000));
+      });
     } catch (err) {
       throw this.named(err);
     }
@@ -273,11 +332,11 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
       (finishing ??= (async () => {
         let drainedTags = 0;
         if (reader) {
-          // Stop the unit, then take what is still on the line: decoded, counted, not delivered.
-          await t.write('abort').catch(() => undefined);
+          // Stop the unit and re-synchronise the line; what was still on it is decoded, counted,
+          // not delivered. Out of step after two attempts: the next text query re-syncs again.
           try {
             const bytes: Buffer[] = [];
-            await drain(reader, 2000, (b) => bytes.push(b));
+            await self.resync(reader, (b) => bytes.push(b));
             drainedTags = decoder.push(Buffer.concat(bytes)).timePs.length + decoder.flush().timePs.length;
           } catch {
             /* line gone: nothing to drain */
@@ -357,11 +416,10 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
 
 /**
  * Reads until the line is quiet for `QUIET_MS` (or `capMs` passed); returns the bytes seen.
- * 100 ms of quiet was not enough on a loaded host: a pty (or USB CDC buffer) can hold the tail
- * of the stream back longer than that, and those binary words then reached the next text
- * command as a garbled reply (seen in CI: 11 605 bytes after `abort`).
+ * Quiet does not prove the stream is over (see `settle`); it only keeps the sentinel's reply
+ * from being buried in a long tail.
  */
-const QUIET_MS = 300;
+const QUIET_MS = 100;
 async function drain(reader: RawReader, capMs: number, onBytes?: (b: Buffer) => void): Promise<number> {
   const until = performance.now() + capMs;
   let n = 0;
@@ -377,6 +435,64 @@ async function drain(reader: RawReader, capMs: number, onBytes?: (b: Buffer) => 
       throw err;
     }
   }
+}
+
+export type SettleOutcome = 'identity' | 'other-text' | 'silent' | 'garbled';
+
+/** Printable ASCII plus tab (a clean reply line). */
+const TEXT_LINE = /^[\x20-\x7e\t]*$/;
+
+/**
+ * One re-sync attempt on a raw line: `abort`, drain until quiet, `*IDN?`, then read until a
+ * complete clean text line matches `identity` (in step: the unit answers in order, so no stream
+ * word follows it), or the line is quiet after the last byte / `replyMs` passed. Then: the last
+ * complete line was clean text and nothing follows it: 'other-text' (a device that is not a
+ * TDC1, left to the identity check); nothing came back: 'silent'; else 'garbled'. Everything
+ * before the matched line goes to `onStale`.
+ */
+export async function settle(t: { write(command: string): Promise<void> }, reader: RawReader, identity: RegExp, replyMs: number, onStale?: (b: Buffer) => void): Promise<SettleOutcome> {
+  await t.write('abort');
+  await drain(reader, 2000, onStale);
+  await t.write('*IDN?');
+  const until = performance.now() + replyMs;
+  let tail = Buffer.alloc(0);
+  let seen = 0;
+  let lastClean = false;
+  for (;;) {
+    const left = until - performance.now();
+    if (left <= 0) break;
+    let b: Buffer;
+    try {
+      b = await reader.read(1 << 20, seen ? Math.min(QUIET_MS, left) : left);
+    } catch (err) {
+      if (err instanceof TimeoutError) break;
+      throw err;
+    }
+    seen += b.length;
+    let buf = tail.length ? Buffer.concat([tail, b]) : b;
+    let from = 0;
+    for (let nl = buf.indexOf(0x0a); nl >= 0; nl = buf.indexOf(0x0a, from)) {
+      const text = buf.toString('latin1', from, nl).replace(/\r$/, '');
+      lastClean = TEXT_LINE.test(text) && text.length > 0;
+      if (lastClean && identity.test(text)) {
+        onStale?.(buf.subarray(0, from));
+        return 'identity';
+      }
+      from = nl + 1;
+    }
+    onStale?.(buf.subarray(0, from));
+    buf = buf.subarray(from);
+    if (buf.length) lastClean = false;
+    // A line longer than any reply is stream data: keep only its end for the next read.
+    if (buf.length > 4096) {
+      onStale?.(buf.subarray(0, buf.length - 4096));
+      buf = buf.subarray(buf.length - 4096);
+    }
+    tail = Buffer.from(buf);
+  }
+  if (tail.length) onStale?.(tail);
+  if (!seen) return 'silent';
+  return lastClean && !tail.length ? 'other-text' : 'garbled';
 }
 
 /**
