@@ -26,6 +26,7 @@ import type { TimeTagger } from '../devices/types.ts';
 import { loadProfile } from '../devices/profile.ts';
 import { StreamPublisher } from '../stream/publisher.ts';
 import { StreamConsumer, view64 } from '../stream/consumer.ts';
+import { describeTaint } from '../stream/frame.ts';
 import { ClockSync, type SyncState } from '../timing/sync.ts';
 import { residualHistogram, sortByPulse } from '../timing/native-sync.ts';
 import { remotePattern, revealHoldbackPs, FIBRE_PS_PER_KM, HOLDBACK_MARGIN_PS, SYNC_MAX_OFFSET_PS } from './pattern-link.ts';
@@ -246,9 +247,12 @@ export class BobNode {
   /** Runs until stop(): produce tags, sync, cut blocks, post-process. */
   async run(): Promise<void> {
     // Back-pressure by design: while a block is post-processed and the next one is full, the
-    // consumer does not read, and the tagger waits (its batches are marked BACKPRESSURE, never
-    // dropped). At stop, closing the socket ends a pending send.
-    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0` });
+    // consumer does not read, and the tagger waits (its batches are marked BACKPRESSURE) or, with
+    // stream.onBackpressure 'drop', batches are dropped and the next one says how many: the block
+    // is then refused (STREAM_TAINTED) and the detections-lost alarm raised. At stop, closing the
+    // socket ends a pending send.
+    const publisher = await StreamPublisher.open({ endpoint: this.cfg.stream.endpoint, streamId: `${this.cfg.nodeId}/tagger0`,
+      onBackpressure: this.cfg.stream.onBackpressure, sendHighWaterMark: this.cfg.stream.highWaterMark });
     const consumer = await StreamConsumer.open({ endpoint: this.cfg.stream.endpoint, ingest: null });
     const ident = await this.tagger.open();
     const profile = loadProfile(this.tagger.profile);
@@ -340,10 +344,13 @@ export class BobNode {
           // An overflow, gap or stall: the detections around it are incomplete. Discard the block
           // being accumulated rather than mix it; report it as aborted.
           this.tainted++;
+          const why = describeTaint({ seq: b.seq, flags: b.flags, missingBefore: b.missingBefore, droppedBefore: b.header.droppedBefore });
+          this.cb.log('warn', `detection stream: ${why}; the block being accumulated is refused`, { detectionsDiscarded: buf.n });
           if (buf.n) {
+            const discarded = buf.n;
             buf.take();
             await settlePost();
-            deliver({ report: { blockId: ++this.blockId, verified: false, abortReason: 'STREAM_TAINTED: overflow, gap or back-pressure in the detection stream', detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0, 0);
+            deliver({ report: { blockId: ++this.blockId, verified: false, abortReason: `STREAM_TAINTED: ${why}; the block's ${discarded} detections were discarded, no key from them`, detections: 0, siftedZ: 0, siftedX: 0, doubleClicks: 0 } }, 0, 0);
           }
           firstPulse = -1;
           this.stages.acquire.add(det.pulseIndex.length, performance.now() - t0);

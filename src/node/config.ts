@@ -33,8 +33,14 @@ export interface NodeRunConfig {
    * `peerPublicKey`: the peer node's CURVE public key (Z85), the only one the transport accepts.
    */
   channel: { endpoint: string; pskFile: string; sessionId: string; curveKeyFile: string; peerPublicKey: string };
-  /** Detection-event stream inside Bob's host (tagger -> post-processing). */
-  stream: { endpoint: string };
+  /**
+   * Detection-event stream inside Bob's host (tagger -> post-processing). When post-processing
+   * falls behind and `highWaterMark` batches (default 8) are queued: `onBackpressure` 'wait'
+   * (default) holds the tagger's reader (a real tagger's own buffer then overflows, marked in
+   * band), 'drop' discards batches in the host and marks the next one. Either way the block with
+   * the loss is refused and the detections-lost alarm says why.
+   */
+  stream: { endpoint: string; onBackpressure?: 'wait' | 'drop'; highWaterMark?: number };
   /** ETSI 004 push mode: this node's server and the KMS it pushes to. */
   delivery: {
     listenPort: number;
@@ -128,6 +134,10 @@ function checkShape(cfg: NodeRunConfig, file: string): void {
   str(c.delivery.spoolDir, 'delivery.spoolDir');
   str(c.delivery.spoolKeyFile, 'delivery.spoolKeyFile');
   str(c.delivery.commitKeyFile, 'delivery.commitKeyFile', true);
+  const bp = (c.stream as Record<string, unknown>).onBackpressure;
+  if (bp !== undefined && bp !== 'wait' && bp !== 'drop') fail('stream.onBackpressure', "'wait' or 'drop'");
+  const hwm = (c.stream as Record<string, unknown>).highWaterMark;
+  if (hwm !== undefined && !(Number.isInteger(hwm) && (hwm as number) >= 1)) fail('stream.highWaterMark', 'an integer ≥ 1 (batches)');
   str(c.lab.sourceTty, 'lab.sourceTty', true);
   str(cfg.calibration, 'calibration', true);
   const tls = c.delivery.tls;

@@ -55,6 +55,24 @@ export const FLAG = {
 export const TAINT_FLAGS = FLAG.OVERFLOW | FLAG.MISSED_EVENTS | FLAG.TAGGER_ERROR | FLAG.DROPPED_BEFORE |
   FLAG.GAP | FLAG.REORDERED | FLAG.ORDER_VIOLATION | FLAG.RESTART;
 
+/**
+ * Why a batch is unfit for a block, in words an operator can act on (for the block's abort reason,
+ * the log and the alarm): each taint flag set, with the counts the batch carries.
+ */
+export function describeTaint(b: { seq: number; flags: number; missingBefore?: number; droppedBefore?: number }): string {
+  const f = b.flags;
+  const why: string[] = [];
+  if (f & FLAG.OVERFLOW) why.push('the tagger overflowed (tags lost inside the device)');
+  if (f & FLAG.MISSED_EVENTS) why.push('the tagger reported missed events');
+  if (f & FLAG.TAGGER_ERROR) why.push('the tagger reported an error record');
+  if (f & FLAG.DROPPED_BEFORE) why.push(`the producer dropped ${b.droppedBefore ?? '?'} batch(es) because post-processing fell behind (back-pressure)`);
+  if (f & FLAG.GAP) why.push(`${b.missingBefore ?? '?'} batch(es) missing before it (dropped or lost in transit)`);
+  if (f & FLAG.REORDERED) why.push('it arrived out of order or twice');
+  if (f & FLAG.ORDER_VIOLATION) why.push('its events are out of time order');
+  if (f & FLAG.RESTART) why.push('the stream restarted');
+  return why.length ? `batch ${b.seq}: ${why.join('; ')}` : `batch ${b.seq}: clean`;
+}
+
 export interface FrameHeader {
   version: number;
   streamId: string;

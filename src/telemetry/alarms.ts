@@ -7,7 +7,7 @@
  * checks and actions. Alarm kinds, one runbook section each:
  *   qber-high, detector-saturation, detector-silent, sync-lost, kms-unreachable, spool-filling,
  *   calibration-stale, firmware-mismatch, randomness-failed, classical-rtt-high, no-key,
- *   source-rng-failed.
+ *   source-rng-failed, detections-lost.
  * Per-subject kinds (detector channel, KMS, device) get ids like `detector-silent/ch2`.
  *
  * Usage: call `evaluate(inputs, nowMs)` whenever fresh signals are at hand (e.g. once a second and
@@ -24,7 +24,7 @@ export const SEVERITIES: Severity[] = ['critical', 'major', 'minor', 'warning'];
 export type AlarmKind =
   | 'qber-high' | 'detector-saturation' | 'detector-silent' | 'sync-lost' | 'kms-unreachable' | 'spool-filling'
   | 'calibration-stale' | 'firmware-mismatch' | 'randomness-failed' | 'classical-rtt-high' | 'no-key'
-  | 'source-rng-failed';
+  | 'source-rng-failed' | 'detections-lost';
 
 interface RuleBase {
   enabled: boolean;
@@ -49,6 +49,8 @@ export interface AlarmConfig {
   noKey: RuleBase;
   /** Alice's source RNG failed its SP 800-90B health test on the read-back record (key production stopped). */
   sourceRng: RuleBase;
+  /** A block refused because its detection stream lost or disordered data (STREAM_TAINTED). */
+  detectionsLost: RuleBase;
   /** How many raise/clear events `recent()` keeps. */
   recentLimit: number;
 }
@@ -77,6 +79,7 @@ export const DEFAULT_ALARM_CONFIG: AlarmConfig = {
   classicalRtt: { ...rule('warning', 30, 30), raiseAboveSeconds: 0.25, clearBelowSeconds: 0.1 },
   noKey: rule('major'),
   sourceRng: rule('critical'),
+  detectionsLost: rule('major'),
   recentLimit: 50,
 };
 
@@ -144,6 +147,7 @@ const CAUSES: Record<AlarmKind, string> = {
   'randomness-failed': 'a bug in post-processing output (stuck or repeated bits), or a broken privacy amplification seed',
   'classical-rtt-high': 'congested or rerouted classical network, or an overloaded peer node',
   'source-rng-failed': "Alice's source random-number generator stuck or biased (hardware fault, failed entropy source, firmware), or a read-back that does not match the pulses (line or firmware fault)",
+  'detections-lost': 'post-processing slower than the detection rate (back-pressure dropped batches), a tagger overflow (count rate above its USB/serial throughput), or a tagger restart',
   'no-key': 'blocks too small for the finite-key bound at this loss and ε, or intensities/probabilities in the configuration that do not match the source (impossible counts)',
 };
 
@@ -277,6 +281,12 @@ export class AlarmEngine {
       step('no-key', c.noKey, undefined, {
         bad: inputs.lastBlock.verified ? false : keyless ? true : undefined, value: code || 'verified',
         message: `blocks end without key: ${inputs.lastBlock.abortReason ?? ''}`,
+      });
+      // Lost detections are never mixed into a block; the operator must know blocks are refused.
+      const lost = !inputs.lastBlock.verified && code === 'STREAM_TAINTED';
+      step('detections-lost', c.detectionsLost, undefined, {
+        bad: inputs.lastBlock.verified ? false : lost ? true : undefined, value: code || 'verified',
+        message: `a block was refused because detections were lost or disordered: ${inputs.lastBlock.abortReason ?? ''}`,
       });
     }
     return out;

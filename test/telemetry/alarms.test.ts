@@ -1,4 +1,5 @@
 import t from 'tap';
+import { describeTaint, FLAG, TAINT_FLAGS } from '../../src/stream/frame.ts';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -113,10 +114,34 @@ t.test('no-key alarm: raised by blocks the statistics leave keyless (not by QBER
   t.equal(cleared[0]?.type, 'cleared');
 });
 
+t.test('detections-lost alarm: raised by a block refused for a tainted stream, cleared by a verified block', async (t) => {
+  const e = new AlarmEngine();
+  t.same(e.evaluate({ lastBlock: { verified: false, abortReason: 'PE_ABORT_QBER: X-basis QBER 25 %' } }, 0), [], 'QBER aborts are not lost detections');
+  const reason = `STREAM_TAINTED: ${describeTaint({ seq: 41, flags: FLAG.DROPPED_BEFORE | FLAG.GAP, missingBefore: 3, droppedBefore: 3 })}`;
+  const raised = e.evaluate({ lastBlock: { verified: false, abortReason: reason } }, 1000);
+  t.equal(raised.length, 1);
+  t.equal(raised[0].alarm.kind, 'detections-lost');
+  t.equal(raised[0].alarm.severity, 'major');
+  t.match(raised[0].alarm.message, /batch 41: the producer dropped 3 batch\(es\) because post-processing fell behind \(back-pressure\); 3 batch\(es\) missing/);
+  t.equal(raised[0].alarm.runbook, 'docs/runbook.md#detections-lost');
+  t.same(e.evaluate({ lastBlock: { verified: false, abortReason: 'COMMIT_FAILED: peer gone' } }, 2000), [], 'other aborts leave it as it is');
+  t.equal(e.evaluate({ lastBlock: { verified: true } }, 3000)[0]?.type, 'cleared');
+});
+
+t.test('describeTaint names every taint flag, and a clean batch as clean', async (t) => {
+  t.equal(describeTaint({ seq: 7, flags: 0 }), 'batch 7: clean');
+  t.match(describeTaint({ seq: 7, flags: FLAG.OVERFLOW }), /overflowed/);
+  t.match(describeTaint({ seq: 7, flags: FLAG.RESTART | FLAG.REORDERED | FLAG.ORDER_VIOLATION | FLAG.MISSED_EVENTS | FLAG.TAGGER_ERROR }),
+    /missed events; .*error record; .*out of order or twice; .*out of time order; the stream restarted/);
+  for (const [name, bit] of Object.entries(FLAG)) {
+    if (TAINT_FLAGS & bit) t.not(describeTaint({ seq: 1, flags: bit }), 'batch 1: clean', `${name} is described`);
+  }
+});
+
 t.test('every alarm kind has a runbook section with causes, checks and actions', async (t) => {
   const runbook = readFileSync(new URL('../../docs/runbook.md', import.meta.url), 'utf8');
   const kinds: AlarmKind[] = ['qber-high', 'detector-saturation', 'detector-silent', 'sync-lost', 'kms-unreachable', 'spool-filling',
-    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high', 'no-key', 'source-rng-failed'];
+    'calibration-stale', 'firmware-mismatch', 'randomness-failed', 'classical-rtt-high', 'no-key', 'source-rng-failed', 'detections-lost'];
   for (const k of kinds) {
     // GitHub anchors: "## qber-high: …" → #qber-high-… ; we use explicit <a id> anchors.
     t.ok(runbook.includes(`<a id="${k}"></a>`), `runbook anchor #${k}`);
