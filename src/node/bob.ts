@@ -262,7 +262,10 @@ export class BobNode {
       try {
         for await (const batch of stream) {
           if (this.stopping) break;
-          await publisher.sendTags(0n, batch.timePs, batch.channel, batch.events);
+          const sent = await publisher.sendTags(0n, batch.timePs, batch.channel, batch.events);
+          // A dropped batch means the consumer (on this thread) is behind: let it run, or a
+          // producer that never waits would starve it and drop everything.
+          if (sent === 'dropped') await new Promise((r) => setImmediate(r));
           const last = batch.timePs.length ? Number(batch.timePs[batch.timePs.length - 1]) : 0;
           // Pace an emulated lab: emulated seconds may lead wall seconds (since its first pulse)
           // by at most the speed factor. A real tagger paces itself.
