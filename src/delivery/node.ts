@@ -152,6 +152,8 @@ export class DeliveryNode extends EventEmitter {
   private pending: Buffer = Buffer.alloc(0);
   private pendingProv: Provenance = {};
   private pendingAtMs = 0;
+  /** Tag of the newest offer the spool holds (see `offer`), durable with the spooled bytes. */
+  private lastTag: number | undefined;
   private inFlight = 0;
   private timer?: NodeJS.Timeout;
   private sweeper?: NodeJS.Timeout;
@@ -189,6 +191,7 @@ export class DeliveryNode extends EventEmitter {
       this.pending = p.bytes;
       this.pendingProv = p.provenance;
       this.pendingAtMs = p.offeredAtMs;
+      this.lastTag = p.lastTag;
     }
     this.windowStartMs = this.now();
   }
@@ -259,14 +262,23 @@ export class DeliveryNode extends EventEmitter {
    * once everything is durable in the spool. The caller keeps ownership of `keyBytes` (copied)
    * and should zero it. Throws DELIVERY_SPOOL_FULL (taking nothing) when the spool is full.
    */
-  offer(keyBytes: Uint8Array, provenance: Provenance = {}): Promise<{ keyStreamId?: string; indices: number[] }> {
+  offer(keyBytes: Uint8Array, provenance: Provenance = {}, tag?: number): Promise<{ keyStreamId?: string; indices: number[] }> {
     const copy = Buffer.from(keyBytes);
-    const run = this.offerChain.then(() => this.doOffer(copy, provenance));
+    const run = this.offerChain.then(() => this.doOffer(copy, provenance, tag));
     this.offerChain = run.catch(() => undefined);
     return run;
   }
 
-  private async doOffer(bytes: Buffer, provenance: Provenance): Promise<{ keyStreamId?: string; indices: number[] }> {
+  /**
+   * The tag of the newest offer already in the spool (durably, with its bytes): an offer made
+   * with `tag` (the node gives its block id; tags increase) is in the spool once this is ≥ tag,
+   * after a crash too, so a caller replaying offers never offers the same bytes twice.
+   */
+  lastOfferTag(): number | undefined {
+    return this.lastTag;
+  }
+
+  private async doOffer(bytes: Buffer, provenance: Provenance, tag?: number): Promise<{ keyStreamId?: string; indices: number[] }> {
     if (this.closed) throw new QkdError('DELIVERY_CLOSED', 'the delivery node is closed; offer keys to a running node');
     const nowMs = this.now();
     const s = this.activeStream();
@@ -295,7 +307,7 @@ export class DeliveryNode extends EventEmitter {
     this.m.offeredBytes += bytes.length;
     const made: SpooledChunk[] = [];
     const rest: Remainder = { bytes: Buffer.from(all.subarray(n * size)), provenance: n > 0 ? provenance : startProv,
-      offeredAtMs: n > 0 ? nowMs : startAt };
+      offeredAtMs: n > 0 ? nowMs : startAt, lastTag: tag ?? this.lastTag };
     if (s && n > 0) {
       for (let i = 0; i < n; i++) {
         const index = s.nextIndex + i;
@@ -318,7 +330,8 @@ export class DeliveryNode extends EventEmitter {
       this.m.chunksAssigned += n;
     }
     all.fill(0);
-    if (rest.bytes.length !== this.pending.length || n > 0) this.spool.putPending(rest);
+    if (rest.bytes.length !== this.pending.length || n > 0 || rest.lastTag !== this.lastTag) this.spool.putPending(rest);
+    this.lastTag = rest.lastTag;
     this.pending.fill(0);
     this.pending = rest.bytes;
     this.pendingProv = rest.provenance;

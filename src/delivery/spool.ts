@@ -56,7 +56,8 @@ export interface StreamRecord {
   exhausted: boolean;
 }
 
-function u32(v: number): Buffer {
+/** `v` as 4 big-endian bytes (the length prefixes of sealed files; block-seal.ts too). */
+export function u32(v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(v >>> 0);
   return b;
@@ -67,6 +68,11 @@ export interface Remainder {
   bytes: Buffer;
   provenance: Provenance;
   offeredAtMs: number;
+  /**
+   * The caller's tag of the newest offer these bytes include (the node: its block id), written
+   * in the same file as the bytes: after a crash it tells which offers the spool already holds.
+   */
+  lastTag?: number;
 }
 
 export class Spool {
@@ -149,7 +155,7 @@ export class Spool {
         expiresAtMs: ch.expiresAtMs }));
       parts.push(u32(ch.index), u32(header.length), header, u32(ch.key.length), ch.key);
     }
-    const th = Buffer.from(JSON.stringify({ seq: ++this.seq, provenance: rest.provenance, offeredAtMs: rest.offeredAtMs }));
+    const th = Buffer.from(JSON.stringify({ seq: ++this.seq, provenance: rest.provenance, offeredAtMs: rest.offeredAtMs, lastTag: rest.lastTag }));
     parts.push(u32(th.length), th, u32(rest.bytes.length), rest.bytes);
     const plain = Buffer.concat(parts);
     const name = `${first}-${last}.batch`;
@@ -214,7 +220,7 @@ export class Spool {
         const th = JSON.parse(plain.subarray(off, off + thl).toString('utf8')) as Remainder & { seq: number };
         off += thl;
         const rl = next();
-        this.offerRemainder({ seq: th.seq, provenance: th.provenance, offeredAtMs: th.offeredAtMs,
+        this.offerRemainder({ seq: th.seq, provenance: th.provenance, offeredAtMs: th.offeredAtMs, lastTag: th.lastTag,
           bytes: Buffer.from(plain.subarray(off, off + rl)) });
         plain.fill(0);
         this.track(sid, f, idx);
@@ -237,7 +243,7 @@ export class Spool {
   /** Bytes offered but not yet a whole chunk, with the provenance and time of the first offer. */
   putPending(rest: Remainder): void {
     const header = Buffer.from(JSON.stringify({ seq: ++this.seq, provenance: rest.provenance,
-      offeredAtMs: rest.offeredAtMs }));
+      offeredAtMs: rest.offeredAtMs, lastTag: rest.lastTag }));
     const plain = Buffer.concat([u32(header.length), header, rest.bytes]);
     this.writeAtomic(join(this.dir, 'pending.bin'), this.seal('pending', plain));
     plain.fill(0);
@@ -253,13 +259,13 @@ export class Spool {
       const plain = this.open('pending', readFileSync(p), 'pending.bin');
       const hl = plain.readUInt32BE(0);
       const h = JSON.parse(plain.subarray(4, 4 + hl).toString('utf8')) as Remainder & { seq: number };
-      this.offerRemainder({ seq: h.seq ?? 0, provenance: h.provenance, offeredAtMs: h.offeredAtMs,
+      this.offerRemainder({ seq: h.seq ?? 0, provenance: h.provenance, offeredAtMs: h.offeredAtMs, lastTag: h.lastTag,
         bytes: Buffer.from(plain.subarray(4 + hl)) });
       plain.fill(0);
     }
     const r = this.newest;
     this.newest = undefined;
-    return r && { bytes: r.bytes, provenance: r.provenance, offeredAtMs: r.offeredAtMs };
+    return r && { bytes: r.bytes, provenance: r.provenance, offeredAtMs: r.offeredAtMs, lastTag: r.lastTag };
   }
 
   saveStreams(streams: StreamRecord[]): void {

@@ -68,14 +68,10 @@ export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntr
           throw new ConfigError('RUN_DEVICE_OPEN', `${file}: device '${e.id}' (${e.profile}) has no read-back of its RNG record ("readback" in the profile): Alice's node cannot learn what it sent. Use a source whose profile declares it.`);
         }
         const src = dev as PhotonSource;
-        await src.setEnabled(false);
-        await src.setRepetitionRateHz(preset.repRateHz);
-        await src.setIntensity(0, preset.intensities.signal);
-        await src.setIntensity(1, preset.intensities.decoy);
-        await src.setIntensity(2, preset.intensities.vacuum);
-        await src.setPatternProbabilities({ signal: preset.intensityProbs.signal, decoy: preset.intensityProbs.decoy, basisZ: preset.aliceBasisProbZ });
-        await src.setPattern(0);
-        await src.setEnabled(true);
+        // A node restarted after a crash finds its source still emitting, its RNG running: it
+        // takes it over as it is (reprogramming would be refused, and restarting the RNG would
+        // cut the record the peer's sync is locked on) once it has the link's settings.
+        if (!(await takeOverSource(src, preset))) await programSource(src, preset);
         out.source = { device: src };
       }
     }
@@ -89,6 +85,34 @@ export async function openNodeDevices(role: 'alice' | 'bob', devices: DeviceEntr
     await set.close().catch(() => undefined);
     throw err;
   }
+}
+
+/** Configures Alice's source for the link (internal RNG) and switches it on. */
+export async function programSource(src: PhotonSource, preset: ProtocolSettings): Promise<void> {
+  await src.setEnabled(false);
+  await src.setRepetitionRateHz(preset.repRateHz);
+  await src.setIntensity(0, preset.intensities.signal);
+  await src.setIntensity(1, preset.intensities.decoy);
+  await src.setIntensity(2, preset.intensities.vacuum);
+  await src.setPatternProbabilities({ signal: preset.intensityProbs.signal, decoy: preset.intensityProbs.decoy, basisZ: preset.aliceBasisProbZ });
+  await src.setPattern(0);
+  await src.setEnabled(true);
+}
+
+/**
+ * True when the source is already on with the link's repetition rate and intensities (a node
+ * restarted while its source kept running): nothing is changed. False when it is off (then it
+ * is programmed). On but with other settings: refused, since switching a running source to new
+ * settings would start a record the peer does not expect.
+ */
+export async function takeOverSource(src: PhotonSource, preset: ProtocolSettings): Promise<boolean> {
+  if (!(await src.enabled())) return false;
+  const rate = await src.repetitionRateHz();
+  const mu = [await src.intensity(0), await src.intensity(1), await src.intensity(2)];
+  const want = [preset.intensities.signal, preset.intensities.decoy, preset.intensities.vacuum];
+  const close = (a: number, b: number) => Math.abs(a - b) <= 1e-6 * Math.max(1, Math.abs(b));
+  if (close(rate, preset.repRateHz) && mu.every((m, i) => close(m, want[i]))) return true;
+  throw new ConfigError('RUN_SOURCE_BUSY', `Alice's source is already on with other settings (${rate} Hz, intensities ${mu.join('/')}; the link wants ${preset.repRateHz} Hz, ${want.join('/')}): another run drives it, or it was left on. Switch it off (\`qkd device <id> set output 0\`) and start again.`);
 }
 
 /** Device kinds each role's node may drive for real. */

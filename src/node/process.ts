@@ -7,7 +7,8 @@
  * sealed and pushes it). Both buffers are wiped here right after use. Nothing key-derived goes to
  * the logger or to the supervisor: block messages carry the public report only.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createLogger } from '../telemetry/logger.ts';
 import { RandomnessMonitor } from '../telemetry/randomness.ts';
 import { startDeliveryNode, type DeliveryNode } from '../delivery/node.ts';
@@ -27,6 +28,9 @@ import type { ProtocolSettings } from '../protocol/settings.ts';
 import { ConfigError } from '../errors.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
+import { BlockReleaser, SealedBlocks } from './block-seal.ts';
+import { channelStateDir } from './channel-credentials.ts';
+import { programSource } from './devices.ts';
 
 export async function runNodeProcess(cfg: NodeRunConfig): Promise<number> {
   const log = createLogger({ component: `node-${cfg.role}` });
@@ -87,6 +91,8 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     spoolKey,
     commitKey,
   });
+  // Block outputs are sealed here before their commit and released once after it (block-seal.ts).
+  const sealed = new SealedBlocks(join(dirname(cfg.delivery.spoolDir), `sealed-${cfg.role}`), spoolKey);
   spoolKey.fill(0);
   commitKey?.fill(0);
   delivery.on('alarm', (a) => {
@@ -101,15 +107,21 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
 
   // Health check on sampled output blocks: P-values only, the bytes are not kept.
   const randomness = new RandomnessMonitor({ sampleEvery: 1 });
-  const deliver = async (r: BlockResult, acquiredFromMs: number): Promise<void> => {
+  const releaser = new BlockReleaser(sealed, {
+    replenishedBits: () => Number(link!.stats().replenishedBits),
+    replenish: (bytes, bits) => link!.replenish(bytes, bits),
+    lastOfferTag: () => delivery.lastOfferTag(),
+    offer: (bytes, provenance, tag) => delivery.offer(bytes, provenance, tag),
+    sample: (bytes, bits) => randomness.offer(bytes, bits),
+  }, (blockId, err) => log.error('release of a committed block failed: its output stays sealed and is replayed at the next start', { blockId, err }));
+  /** Seals a verified block's output (before its commit) and wipes the in-memory copy. */
+  const seal = (r: BlockResult, acquiredFromMs: number): boolean => {
     const out = r.output;
-    if (!out) return;
+    if (!out) return false;
     try {
-      if (out.deliverableBits >= 1024) randomness.offer(out.deliverable, out.deliverableBits);
-      if (out.replenishBits > 0) link!.replenish(out.replenish, out.replenishBits);
-      if (out.deliverableBits >= 8) {
-        const bytes = out.deliverable.subarray(0, out.deliverableBits >> 3);
-        await delivery.offer(bytes, {
+      sealed.seal({
+        blockId: r.report.blockId, replenish: out.replenish, replenishBits: out.replenishBits, deliverable: out.deliverable, deliverableBits: out.deliverableBits,
+        provenance: {
           block_id: r.report.blockId,
           qber: r.report.qberZ ?? r.report.qberX,
           epsilon: out.statement.epsSec + out.statement.epsCor,
@@ -119,19 +131,48 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
           acquired_from_ms: acquiredFromMs,
           acquired_to_ms: Date.now(),
           link: `${preset.name}@${cfg.lab.distanceKm}km`,
-        });
-      }
+        },
+      });
     } finally {
       wipe(out.replenish, out.deliverable);
     }
+    return true;
   };
+  // Replay after a crash: what the ledger committed is released, what it aborted is erased; a
+  // block whose commit was in flight waits for the channel to settle it (blockCommitted/Aborted).
+  const ledgerPath = join(channelStateDir(cfg.delivery.spoolDir, cfg.role), 'ledger.json');
+  const ledger = existsSync(ledgerPath) ? JSON.parse(readFileSync(ledgerPath, 'utf8')) as { committed?: number[]; aborted?: number[]; prepared?: number | null } : {};
+  const unsettled = new Set<number>();
+  for (const id of sealed.list()) {
+    if (ledger.committed?.includes(id)) {
+      log.warn('replaying a committed block sealed before a restart', { blockId: id });
+      void releaser.release(id).catch(() => undefined);
+    } else if (ledger.aborted?.includes(id) || (cfg.role === 'bob' && ledger.prepared !== id)) {
+      // Bob prepares (records) a commit before asking for it: one he never prepared was never committed.
+      log.warn('erasing the sealed output of a block that was not committed', { blockId: id });
+      releaser.discard(id);
+    } else unsettled.add(id);
+  }
+  link.onBlockOutcome((id, committed) => {
+    if (committed) {
+      // Commits come in block order: a sealed block older than a committed one never will be.
+      for (const old of [...unsettled]) if (old < id) {
+        unsettled.delete(old);
+        releaser.discard(old);
+      }
+    }
+    if (!unsettled.delete(id)) return;
+    if (committed) void releaser.release(id).catch(() => undefined);
+    else releaser.discard(id);
+  });
 
   const summary = new SummaryBuilder(preset, cfg.lab.distanceKm, cfg.lab.eveFraction);
   let bob: BobNode | undefined;
   // Alice has no pipeline of her own: she answers until stopped.
   let runDone: Promise<void> = new Promise(() => undefined);
   let lastBlockAt = Date.now();
-  const held = new Map<number, BlockResult>();
+  let sourceWatch: NodeJS.Timeout | undefined;
+  let sourceCheck: Promise<void> | undefined;
   const outcomeWaiters = new Map<number, (committed: boolean) => void>();
   if (cfg.role === 'alice') {
     // Her record is her source's: the RNG's choices read back over its wire protocol, never a seed.
@@ -147,22 +188,23 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
       }),
       config: blockCfg,
       authBitsConsumed: (id) => link!.authBitsConsumed(id),
-      // Hold a block's output until Bob commits the block over the channel (both hold the key).
+      // Seal a block's output before answering 'amplify' (so before Bob can commit it); it is
+      // released when Bob commits the block over the channel (both hold the key).
       onOutput: (id, r) => {
-        held.set(id, r);
+        if (seal(r, lastBlockAt)) unsettled.add(id);
+        lastBlockAt = Date.now();
       },
     });
-    link.onBlockOutcome((id, committed) => {
-      const r = held.get(id);
-      if (!r) return;
-      held.delete(id);
-      if (!committed) {
-        if (r.output) wipe(r.output.replenish, r.output.deliverable);
-        log.warn('block aborted before commit: output discarded', { blockId: id });
-        return;
-      }
-      void deliver(r, lastBlockAt).then(() => (lastBlockAt = Date.now()), (err: unknown) => log.error('delivery of a block failed', err as Error));
-    });
+    // Bob's restart gives his emulated lab a fresh source (off): switch it on again. A real
+    // source that lost power is noticed the same way.
+    sourceWatch = setInterval(() => {
+      if (sourceCheck) return;
+      sourceCheck = (async () => {
+        if (await source.enabled()) return;
+        log.warn("Alice's source is off (power cycle or the lab restarted): programming it and switching it on again");
+        await programSource(source, preset);
+      })().catch((err: unknown) => log.warn("checking Alice's source failed", { err: err as Error })).finally(() => (sourceCheck = undefined));
+    }, 2000);
     for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
     // Bob's clock sync asks for her intensity pattern: her source's read-back of its classes,
     // revealed only for pulses older than the longest delay the link accepts (pattern-link.ts),
@@ -185,13 +227,14 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
         const { stageMs, ...report } = r.report;
         log.info('block', { blockId: report.blockId, verified: report.verified, reason: report.abortReason, qberZ: report.qberZ, qberX: report.qberX, secretBits: report.statement?.deliverableBits ?? 0, stageMs });
         if (report.verified) {
+          if (seal(r, lastBlockAt)) unsettled.add(report.blockId);
           try {
             await link!.commitBlock(report.blockId);
           } catch (err) {
             const code = (err as { code?: string }).code;
             if (code === 'BLOCK_ABORTED') {
               log.warn('block not committed by the peer: output discarded', { blockId: report.blockId, err: err as Error });
-              if (r.output) wipe(r.output.replenish, r.output.deliverable);
+              if (unsettled.delete(report.blockId)) releaser.discard(report.blockId);
               report.verified = false;
               report.abortReason = `COMMIT_FAILED: ${(err as Error).message}`;
               summary.addBlock(report, pulsesInBlock);
@@ -204,7 +247,6 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
             log.warn('block commit undecided: output held until the channel settles it', { blockId: report.blockId, err: err as Error });
             const committed = await new Promise<boolean>((resolve) => outcomeWaiters.set(report.blockId, resolve));
             if (!committed) {
-              if (r.output) wipe(r.output.replenish, r.output.deliverable);
               report.verified = false;
               report.abortReason = 'COMMIT_FAILED: the peer did not commit the block';
               summary.addBlock(report, pulsesInBlock);
@@ -215,15 +257,19 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
         }
         summary.addBlock(report, pulsesInBlock);
         toSupervisor({ type: 'block', report });
-        await deliver(r, lastBlockAt);
+        // Committed: release it (the channel's event may have started that already; once only).
+        unsettled.delete(report.blockId);
+        await releaser.release(report.blockId);
         lastBlockAt = Date.now();
       },
       onProgress: () => undefined,
       log: (level, msg, fields) => log[level](msg, fields),
     }, devices);
     link.onBlockOutcome((id, committed) => {
-      outcomeWaiters.get(id)?.(committed);
+      // The in-flight commit settled by the channel: onBlock above releases or discards it.
+      const w = outcomeWaiters.get(id);
       outcomeWaiters.delete(id);
+      w?.(committed);
     });
     // The emulated physics (Alice's source included) starts once both nodes are up: Alice's
     // emission clock for the sync pattern starts at the same hello (pattern-link.ts).
@@ -276,6 +322,9 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     bob.stop();
     await runDone.catch(() => undefined);
   }
+  clearInterval(sourceWatch);
+  await sourceCheck;
+  await releaser.settled();
   // Give the delivery node a moment to push what is spooled; what is left stays sealed on disk.
   const deadline = Date.now() + 10_000;
   while (delivery.metrics().spoolDepth > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

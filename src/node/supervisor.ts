@@ -25,6 +25,7 @@ import { provisionEmulatedChannel, type EmulatedChannel } from './channel-creden
 import type { LinkSummary } from './summary.ts';
 import type { FiniteKeyAnalysis } from '../core/estimate.ts';
 import { startSourceLine, type SourceLine } from './source-tty.ts';
+import { RestartPolicy } from './restart-policy.ts';
 
 export interface RunOptions {
   stateDir: string;
@@ -138,14 +139,18 @@ export function commitmentKeyFiles(dir: string, nodeId: string): { key: string; 
   return { key, pub };
 }
 
-/** Children the supervisor restarts after a crash (durable state), and how often it tries. */
-const RESTARTABLE = /^kms-/;
-const MAX_RESTARTS = 5;
-const RESTART_WINDOW_MS = 120_000;
+/**
+ * Children the supervisor restarts after a crash: every one keeps what must survive on disk (a
+ * KMS its database and streams; a node its sealed spool, channel state and block ledger), so a
+ * restart resumes rather than starts over. How often: restart-policy.ts.
+ */
+const RESTARTABLE = /^(kms|node)-/;
 
 export class EmulatedRun {
   readonly children = new Map<string, Child>();
-  private readonly restarts = new Map<string, number[]>();
+  private readonly restartPolicy = new RestartPolicy();
+  /** Restarts per child so far (the run's summary and the chaos test read them). */
+  readonly restartCounts = new Map<string, number>();
   private readonly logs = new Map<string, WriteStream>();
   private lastStatus = new Map<string, ChildMessage>();
   private stopReason = '';
@@ -185,25 +190,26 @@ export class EmulatedRun {
       if (this.stopReason || this.children.get(name) !== c) return;
       this.opts.say(`${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); see ${join(dir, `${name}.log`)}`);
       if (!RESTARTABLE.test(name)) return this.requestStop(`${name} exited`);
-      // A reference KMS keeps its keys in a durable database and its streams on disk: restart it
-      // (with backoff) while the nodes spool; give up after too many crashes in a short time.
-      const now = Date.now();
-      const recent = (this.restarts.get(name) ?? []).filter((t) => now - t < RESTART_WINDOW_MS);
-      if (recent.length >= MAX_RESTARTS) {
-        this.opts.say(`${name} crashed ${recent.length + 1} times within ${RESTART_WINDOW_MS / 1000} s: giving up`);
+      // A reference KMS keeps its keys in a durable database and its streams on disk; a node
+      // its sealed spool, channel state and block ledger (a block in flight is aborted on both
+      // sides, a sealed one is settled by the ledger and replayed): restart it, with backoff,
+      // while the others spool; give up on a crash loop.
+      const d = this.restartPolicy.onCrash(name, Date.now());
+      if (!d.restart) {
+        const message = `${name} crashed ${d.crashes} times within ${d.windowMs / 1000} s: giving up (see its log)`;
+        this.opts.say(message);
+        this.onAlarm?.(name, { type: 'alarm', alarm: { kind: 'process-crash-loop', severity: 'critical', subject: name, message } });
         return this.requestStop(`${name} exited`);
       }
-      recent.push(now);
-      this.restarts.set(name, recent);
-      const delayMs = Math.min(8000, 500 * 2 ** (recent.length - 1));
+      this.restartCounts.set(name, (this.restartCounts.get(name) ?? 0) + 1);
       this.onAlarm?.(name, { type: 'alarm', alarm: { kind: 'process-restarted', severity: 'major', subject: name,
-        message: `${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); restart ${recent.length} of ` +
-          `${MAX_RESTARTS} in ${delayMs} ms; keys are spooled meanwhile` } });
+        message: `${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); restart ${d.attempt} of ` +
+          `${d.ofMax} in ${d.delayMs} ms; ${name.startsWith('kms-') ? 'keys are spooled meanwhile' : 'its block in flight is aborted on both sides'}` } });
       setTimeout(() => {
         if (this.stopReason) return;
         this.opts.say(`restarting ${name}`);
         this.spawn(name, args);
-      }, delayMs);
+      }, d.delayMs);
     });
     this.children.set(name, c);
     return c;

@@ -131,6 +131,30 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       if (!this.closing) this.emit('close', cause);
     });
     this.attachParser();
+    await this.drainStale(port);
+  }
+
+  /** Bytes discarded at open (the tail of a reply to a process that went away). */
+  staleBytes = 0;
+
+  /**
+   * Discards what the line still carries when it is opened: a node killed in the middle of a
+   * long reply (a read-back block) leaves its tail in the line, which the next process would
+   * otherwise read as the start of its first reply. Waits until the line has been quiet for
+   * 150 ms (at most 5 s), then starts the parser afresh.
+   */
+  private async drainStale(port: SerialPortStream): Promise<void> {
+    const quietMs = 150;
+    let last = Date.now();
+    const onData = (b: Buffer) => {
+      this.staleBytes += b.length;
+      last = Date.now();
+    };
+    port.on('data', onData);
+    const t0 = Date.now();
+    while (Date.now() - last < quietMs && Date.now() - t0 < 5000 && port.isOpen) await new Promise((r) => setTimeout(r, 25));
+    port.off('data', onData);
+    if (this.staleBytes) this.attachParser();
   }
 
   private attachParser(): void {
