@@ -4,6 +4,7 @@
  * the numbers. Progress goes to stderr.
  */
 import { createRequire } from 'node:module';
+import { basename } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { numberOption, parseOptions } from '../args.ts';
 import { CALIBRATION_STEPS, runStep, type CalibrationStep } from '../../timing/calibrate.ts';
@@ -15,6 +16,7 @@ import type { AlicePattern } from '../../timing/pattern.ts';
 import type { CalibrationRig } from '../../timing/calibrate.ts';
 import { openConfiguredSet } from '../../devices/cli.ts';
 import type { PhotonSource, TimeTagger } from '../../devices/types.ts';
+import { asRecorded, replayCalibrationRig, replayDelays, REPLAY_STEPS } from './calibrate-replay.ts';
 
 export const summary = 'measure delays, gate window, sync, dark counts, afterpulsing, jitter or efficiency';
 export const usage = `qkd calibrate <step> [options]
@@ -46,14 +48,21 @@ Options:
   --config <file>     node configuration with that device (default $QKD_NODE_CONFIG, else the
                       built-in emulated set)
 
-Runs against the emulated lab unless --device is given (docs/timing.md).
+  --replay <file>     measure on a recording instead (PicoQuant .ptu, quTAG .qutag/.bin, qcrypto
+                      .a1/.a1x; --format ptu|qutag|a1|a1-legacy when the name does not tell):
+                      ${REPLAY_STEPS.join(', ')} (delays: T3 recordings, against their sync).
+                      A recording cannot switch its source: dark-counts must be a recording taken
+                      with the source off. --seconds: the first s of it (default: all of it)
+  --channels <list>   recording channels to calibrate, e.g. 1,2 (default: all with events)
+
+Runs against the emulated lab unless --device or --replay is given (docs/timing.md, docs/devices.md).
 Each run writes <out>/<step>-<UTC time>.json (see calibration/README.md) and the same name .svg.`;
 
 export async function run(args: string[]): Promise<number> {
   const { values, positionals } = parseOptions(args, {
     preset: { type: 'string' }, distance: { type: 'string' }, seed: { type: 'string' }, seconds: { type: 'string' },
     bin: { type: 'string' }, out: { type: 'string' }, 'no-plot': { type: 'boolean' },
-    device: { type: 'string' }, config: { type: 'string' },
+    device: { type: 'string' }, config: { type: 'string' }, replay: { type: 'string' }, format: { type: 'string' }, channels: { type: 'string' },
   });
   const step = positionals[0];
   const out = values.out ?? 'calibration';
@@ -84,12 +93,31 @@ export async function run(args: string[]): Promise<number> {
     if (tty) process.stderr.write(`\rcalibrate ${step}: [${bar}] ${String(pct).padStart(3)} % ${what.padEnd(12)}`);
     else if (pct % 25 === 0) process.stderr.write(`calibrate ${step}: ${pct} % ${what}\n`);
   };
-  const used = values.device ? await deviceCalibrationRig(step as CalibrationStep, values.device, values.config) : { rig, close: async () => undefined };
+  if (values.replay !== undefined && values.device !== undefined) throw new ConfigError('BAD_OPTION', 'give --replay <file> or --device <id>, not both.');
+  let used: { rig: Pick<CalibrationRig, 'devices' | 'profiles'> & Partial<CalibrationRig>; close(): Promise<void> };
   let res: Awaited<ReturnType<typeof runStep>>;
-  try {
-    res = await runStep(step as CalibrationStep, used.rig, { seconds, binPs, onProgress });
-  } finally {
-    await used.close();
+  if (values.replay !== undefined && step === 'delays') {
+    const file = values.replay;
+    const d = await replayDelays(file, { format: values.format, channels: values.channels, binPs });
+    res = asRecorded(d.res, file, d.scan, Number(d.scan.lastPs - d.scan.firstPs) / 1e12);
+    used = { rig: { devices: [{ id: `replay:${basename(file)}`, kind: 'time-tagger', model: 'replay', emulated: false }], profiles: { tagger: 'replay', recording: basename(file) } }, close: async () => undefined };
+  } else if (values.replay !== undefined) {
+    const file = values.replay;
+    const r = await replayCalibrationRig(step as CalibrationStep, file, { format: values.format, channels: values.channels, seconds });
+    used = r;
+    try {
+      res = asRecorded(await runStep(step as CalibrationStep, r.rig, { seconds: r.seconds, binPs, onProgress, ...r.opts }), file, r.scan, r.seconds);
+    } finally {
+      await r.close();
+    }
+  } else {
+    const dev = values.device ? await deviceCalibrationRig(step as CalibrationStep, values.device, values.config) : { rig, close: async () => undefined };
+    used = dev;
+    try {
+      res = await runStep(step as CalibrationStep, dev.rig, { seconds, binPs, onProgress });
+    } finally {
+      await dev.close();
+    }
   }
   if (tty) process.stderr.write('\n');
   const pkg = createRequire(import.meta.url)('../../../package.json') as { name: string; version: string };
