@@ -92,6 +92,9 @@ async function runOneNode(file: string, o: OneNodeOptions): Promise<number> {
 export const privateFiles = true;
 export const summary = 'run the node: an emulated Alice–Bob link into the reference KMSs (--emulated)';
 export const usage = `qkd run --emulated [options]
+qkd run --emulated --topology FILE [options]
+                                      a trusted-node network: one emulated link per link of
+                                      FILE, one site KMS per site relaying keys (docs/network.md)
 qkd run --config NODE.json [--json] [--dashboard-port P] [--alarms FILE] [--calibration DIR]
                                       one node (Alice's or Bob's) on this host, its real devices
                                       or emulated ones as the file says (docs/run.md)
@@ -101,6 +104,8 @@ channel), the two reference KMSs (ETSI 004 push mode in, ETSI 014 out, mutual TL
 dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
 
   --emulated              use the emulated lab (photon source, fibre, detectors, tagger)
+  --topology FILE         several sites and links (JSON, docs/network.md); SAEs at any two sites
+                          get keys relayed through the sites between them
   --duration S            stop cleanly after S seconds of wall time (default: run until stopped)
   --link NAME             link preset from hw-profiles/links (default reference-decoy)
   --distance-km KM        fibre length (default: the preset's)
@@ -135,6 +140,7 @@ function finiteKeyOption(v: string | undefined): FiniteKeyAnalysis | undefined {
 export async function run(args: string[]): Promise<number> {
   const { values: v } = parseOptions(args, {
     emulated: { type: 'boolean' },
+    topology: { type: 'string' },
     config: { type: 'string' },
     duration: { type: 'string' },
     link: { type: 'string' },
@@ -200,6 +206,7 @@ export async function run(args: string[]): Promise<number> {
     const { loadLinkPreset } = await import('../../lab/presets.ts');
     opts.distanceKm = loadLinkPreset(opts.preset).distanceKm;
   }
+  if (v.topology) return (await import('../../network/cli.ts')).runTopology(v.topology, opts, !!v.json);
   const runner = new EmulatedRun(opts);
   const onSignal = (sig: string) => {
     say(`${sig}: finishing the block in flight and stopping cleanly (again to force)`);
