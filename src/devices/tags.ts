@@ -21,6 +21,8 @@
  */
 import { endianness } from 'node:os';
 import { ProtocolError } from '../errors.ts';
+import { native } from '../core/native.ts';
+import { callNative } from '../core/native-call.ts';
 import { TAG_TYPE, type TagEvent, type TagStreamBatch, type TagType } from './types.ts';
 
 export const TAG_RECORD_BYTES = 16;
@@ -111,6 +113,15 @@ export class TagRecordDecoder {
   private carry = new Uint8Array(0);
   private seq = 0;
   private scratch = new Uint8Array(0);
+  private readonly useNative: boolean;
+
+  /**
+   * `native` (default true): decode in Rust (native/core/src/lab_tagger.rs, one call per push);
+   * false: the TypeScript loop below (the reference of test/devices/tags-native.test.ts).
+   */
+  constructor(opts: { native?: boolean } = {}) {
+    this.useNative = opts.native ?? true;
+  }
 
   /** Bytes of an incomplete record waiting for the next transfer. */
   get pendingBytes(): number {
@@ -130,6 +141,7 @@ export class TagRecordDecoder {
   }
 
   private decode(bytes: Uint8Array): TagStreamBatch {
+    if (this.useNative) return { seq: this.seq++, ...decodeTagRecordsNative(bytes) };
     const n = bytes.length / TAG_RECORD_BYTES;
     // Int32 views need 4-byte alignment; USB buffers usually are, a subarray after a carry may not be.
     if (bytes.byteOffset % 8 || !LITTLE) {
@@ -177,4 +189,19 @@ export class TagRecordDecoder {
       events,
     };
   }
+}
+
+/** Whole records decoded in Rust: the tags and the in-band events (as TagRecordDecoder). */
+export function decodeTagRecordsNative(bytes: Uint8Array): Omit<TagStreamBatch, 'seq'> {
+  const d = callNative(() => native().tagRecordsDecode(bytes));
+  const events: TagEvent[] = [];
+  for (let i = 0; i < d.evType.length; i++) {
+    events.push({ type: d.evType[i] as TagEvent['type'], index: d.evIndex[i], channel: d.evChannel[i], timePs: d.evTimePs[i], missedEvents: d.evMissed[i] });
+  }
+  return { timePs: d.timePs, channel: d.channel, events };
+}
+
+/** Plain time-tag records of `timePs[i] + delayPs` on `channel[i]`, encoded in Rust. */
+export function encodeTimeTagsNative(timePs: BigInt64Array, channel: Uint8Array, delayPs = 0n): Uint8Array {
+  return callNative(() => native().tagRecordsEncodeTimeTags(timePs, channel, delayPs));
 }

@@ -39,6 +39,7 @@ import {
   type ClockParams, type DetectorParams, type IntensitySet, type LinkPreset,
 } from './presets.ts';
 import { Xoshiro128 } from './rng.ts';
+import { nativeLinkPhysics, type NativeLinkPhysics } from './native-physics.ts';
 import { transmittance } from './theory.ts';
 import type { TagBatch } from './types.ts';
 
@@ -69,6 +70,22 @@ export interface LinkOptions {
    * calibration on the emulated lab; never what a node reads).
    */
   alice?: AliceChoiceSource;
+  /**
+   * Where the per-click loops run: 'native' (Rust, native/core/src/lab_link.rs) or 'ts' (this
+   * file, the reference). Both give the same tags bit for bit (test/lab/physics-native.test.ts).
+   * Default: the environment's QKD_LAB_PHYSICS, else 'ts'.
+   */
+  physics?: LabPhysics;
+}
+
+export type LabPhysics = 'ts' | 'native';
+
+/** The default of LinkOptions.physics: QKD_LAB_PHYSICS ('ts' or 'native'), else 'ts'. */
+export function defaultLabPhysics(): LabPhysics {
+  const v = process.env.QKD_LAB_PHYSICS;
+  if (v === undefined || v === '') return 'ts';
+  if (v !== 'ts' && v !== 'native') throw new RangeError(`QKD_LAB_PHYSICS must be 'ts' or 'native'; got '${v}'`);
+  return v;
 }
 
 /** The record of Alice's source: her packed choice byte at each listed pulse (ascending). */
@@ -193,6 +210,10 @@ export class EmulatedLink {
   private apSlot: number[][];
   private needRedraw = true;
   private pending = new Columns(1 << 12);
+  /** The Rust physics (physics: 'native'); the fields above then only hold the parameters. */
+  private readonly engine: NativeLinkPhysics | undefined;
+  /** Which implementation runs the per-click loops. */
+  readonly physics: LabPhysics;
 
   constructor(preset: LinkPreset, opts: LinkOptions) {
     if (typeof opts?.seed !== 'bigint') throw new TypeError('EmulatedLink: opts.seed must be a bigint');
@@ -228,7 +249,26 @@ export class EmulatedLink {
     this.apSlot = Array.from({ length: this.nDet }, () => []);
     this.drift = this.preset.clock.driftPpm * 1e-6;
     this.clockPhase = this.preset.clock.offsetPs;
+    this.physics = opts.physics ?? defaultLabPhysics();
     this.derive();
+    if (this.physics === 'native') {
+      this.engine = nativeLinkPhysics(this.nativeParams(), this.rng.state(), this.rngSkip.state(), this.alice !== undefined);
+    }
+  }
+
+  /** The derived parameters the native physics reads (what derive() and setClock() computed). */
+  private nativeParams() {
+    return {
+      periodPs: this.T, ratio: [...this.ratio], poisCdf: this.poisCdf.map((c) => [...c]),
+      logqPhoton: this.logqPhoton, pPhotonMax: this.pPhotonMax, pDark: this.pDark, logqDark: this.logqDark,
+      fibreDelay: this.fibreDelay, clockPhase: this.clockPhase, drift: this.drift, jitterSigma: this.jitterSigma,
+      detChannel: [...this.detChannel], delays: [...this.delays], detByBasisBit: [...this.detByBasisBit],
+      passive: this.passive, freeRunning: this.freeRunning, deadTime: this.deadTime, apProb: this.apProb,
+      apDecay: this.apDecay, ed: this.ed, eveFraction: this.eveFraction,
+      aliceK0: this.aliceKeys.k0, aliceK1: this.aliceKeys.k1,
+      aliceBasisZ: this.aliceTh.basisZ, aliceSignal: this.aliceTh.signal, aliceDecoy: this.aliceTh.decoy,
+      bobK0: this.bobKeys.k0, bobK1: this.bobKeys.k1, bobThreshold: this.bobTh,
+    };
   }
 
   /** Pulse period in ps. */
@@ -276,6 +316,7 @@ export class EmulatedLink {
     this.eveFraction = p.eveFraction;
     this.updateJitter();
     this.needRedraw = true;
+    this.engine?.setParams(this.nativeParams());
   }
 
   private updateJitter(): void {
@@ -325,6 +366,7 @@ export class EmulatedLink {
       throw new RangeError(`nextPulses(${pulses}) would produce ~${expectedTags.toExponential(1)} tags at once; ` +
         `call it with at most ~${ok.toExponential(1)} pulses per batch`);
     }
+    if (this.engine) return this.nextPulsesNative(P0, pulses, P1);
     if (this.needRedraw) this.redraw();
     const start = this.pending.n;
     this.simulate(P1);
@@ -339,7 +381,21 @@ export class EmulatedLink {
    * a drain() followed by more nextPulses().
    */
   drain(): LinkBatch {
+    if (this.engine) return batchOf(this.nextPulse, 0, this.engine.drain());
     return this.emit(this.nextPulse, 0, Infinity);
+  }
+
+  /** nextPulses on the Rust physics: one call for the candidates (with a source device), one for the batch. */
+  private nextPulsesNative(P0: number, pulses: number, P1: number): LinkBatch {
+    const e = this.engine!;
+    let choices: Uint8Array | undefined;
+    if (this.alice) {
+      const cand = e.candidates(P1);
+      if (cand.length) choices = this.alice.choicesAt(cand);
+    }
+    const b = e.nextPulses(P1, choices);
+    this.nextPulse = P1;
+    return batchOf(P0, pulses, b);
   }
 
   private simulate(P1: number): void {
@@ -558,6 +614,7 @@ export class EmulatedLink {
     this.drift = this.preset.clock.driftPpm * 1e-6;
     this.clockPhase += (oldDrift - this.drift) * t + (this.preset.clock.offsetPs - oldOffset);
     this.updateJitter();
+    this.engine?.setClock(this.drift, this.clockPhase, this.jitterSigma);
   }
 
   /** Per-channel delays (indexed by channel number). */
@@ -583,6 +640,13 @@ export class EmulatedLink {
     }, 'setChannel');
     this.derive();
   }
+}
+
+function batchOf(firstPulse: number, pulses: number, b: ReturnType<NativeLinkPhysics['drain']>): LinkBatch {
+  return {
+    firstPulse, pulses, tags: { timePs: b.timePs, channel: b.channel },
+    truthPulse: b.truthPulse, truthKind: b.truthKind, truthSlot: b.truthSlot,
+  };
 }
 
 /** CDF of Poisson(λ) conditioned on >= 1, indexed from m = 1: cdf[m−1] = P(M <= m | M >= 1). */

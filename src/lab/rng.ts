@@ -25,6 +25,11 @@ export class Xoshiro128 {
     if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1;
   }
 
+  /** The four state words (unsigned): the native physics starts its copy of the stream from them. */
+  state(): Uint32Array {
+    return Uint32Array.from(this.s, (x) => x >>> 0);
+  }
+
   /** Next uniform 32-bit word (unsigned). */
   nextU32(): number {
     const s = this.s;

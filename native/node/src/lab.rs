@@ -145,3 +145,229 @@ impl EmulatedSourceDevice {
         SourceRecordStats { hits: s.hits as f64, misses: s.misses as f64, entries: self.dev.record_len() as f64 }
     }
 }
+
+// ---- the emulated link's per-click physics (qkd_core::lab_link; reference src/lab/link.ts) ----
+
+use qkd_core::lab_link::{Emitted, LinkEngine, LinkParams};
+use qkd_core::lab_rng::{AliceThresholds, SeedKeys};
+
+/// What `EmulatedLink.derive()` computes (see src/lab/link.ts for each field).
+#[napi(object)]
+pub struct LabLinkParams {
+    pub period_ps: f64,
+    pub ratio: Vec<f64>,
+    pub pois_cdf: Vec<Vec<f64>>,
+    pub logq_photon: f64,
+    pub p_photon_max: f64,
+    pub p_dark: f64,
+    pub logq_dark: f64,
+    pub fibre_delay: f64,
+    pub clock_phase: f64,
+    pub drift: f64,
+    pub jitter_sigma: f64,
+    pub det_channel: Vec<u32>,
+    pub delays: Vec<f64>,
+    pub det_by_basis_bit: Vec<i32>,
+    pub passive: bool,
+    pub free_running: bool,
+    pub dead_time: f64,
+    pub ap_prob: f64,
+    pub ap_decay: f64,
+    pub ed: f64,
+    pub eve_fraction: f64,
+    pub alice_k0: u32,
+    pub alice_k1: u32,
+    pub alice_basis_z: f64,
+    pub alice_signal: f64,
+    pub alice_decoy: f64,
+    pub bob_k0: u32,
+    pub bob_k1: u32,
+    pub bob_threshold: f64,
+}
+
+fn link_params(j: LabLinkParams) -> Result<LinkParams> {
+    let n = j.det_channel.len();
+    if n == 0 || n > 32 || j.delays.len() != n {
+        return Err(bad("LAB_BAD_PARAMS", format!("1 to 32 detectors with one delay each expected; got {n} channels and {} delays", j.delays.len())));
+    }
+    if j.ratio.len() != 3 || j.pois_cdf.len() != 3 || j.pois_cdf.iter().any(|c| c.is_empty()) || j.det_by_basis_bit.len() != 4 {
+        return Err(bad("LAB_BAD_PARAMS", "ratio and poisCdf need 3 entries (non-empty CDFs), detByBasisBit 4"));
+    }
+    if j.det_by_basis_bit.iter().any(|&d| d < 0 || d as usize >= n) || j.det_channel.iter().any(|&c| c > 255) {
+        return Err(bad("LAB_BAD_PARAMS", "every basis/bit needs a detector index below the detector count, channels 0-255"));
+    }
+    let mut cdf = j.pois_cdf.into_iter();
+    Ok(LinkParams {
+        period_ps: j.period_ps,
+        ratio: [j.ratio[0], j.ratio[1], j.ratio[2]],
+        pois_cdf: [cdf.next().unwrap(), cdf.next().unwrap(), cdf.next().unwrap()],
+        logq_photon: j.logq_photon,
+        p_photon_max: j.p_photon_max,
+        p_dark: j.p_dark,
+        logq_dark: j.logq_dark,
+        fibre_delay: j.fibre_delay,
+        clock_phase: j.clock_phase,
+        drift: j.drift,
+        jitter_sigma: j.jitter_sigma,
+        det_channel: j.det_channel.iter().map(|&c| c as u8).collect(),
+        delays: j.delays,
+        det_by_basis_bit: [j.det_by_basis_bit[0] as i8, j.det_by_basis_bit[1] as i8, j.det_by_basis_bit[2] as i8, j.det_by_basis_bit[3] as i8],
+        passive: j.passive,
+        free_running: j.free_running,
+        dead_time: j.dead_time,
+        ap_prob: j.ap_prob,
+        ap_decay: j.ap_decay,
+        ed: j.ed,
+        eve_fraction: j.eve_fraction,
+        alice_keys: SeedKeys { k0: j.alice_k0, k1: j.alice_k1 },
+        alice_th: AliceThresholds {
+            basis_z: threshold(j.alice_basis_z, "aliceBasisZ")?,
+            signal: threshold(j.alice_signal, "aliceSignal")?,
+            decoy: threshold(j.alice_decoy, "aliceDecoy")?,
+        },
+        bob_keys: SeedKeys { k0: j.bob_k0, k1: j.bob_k1 },
+        bob_th: threshold(j.bob_threshold, "bobThreshold")?,
+    })
+}
+
+fn state4(a: &Uint32Array, what: &str) -> Result<[u32; 4]> {
+    if a.len() != 4 {
+        return Err(bad("LAB_BAD_PARAMS", format!("{what}: 4 state words expected, got {}", a.len())));
+    }
+    Ok([a[0], a[1], a[2], a[3]])
+}
+
+/// One batch of tags with their truth (as `LinkBatch` in src/lab/link.ts).
+#[napi(object)]
+pub struct LabLinkBatch {
+    pub time_ps: BigInt64Array,
+    pub channel: Uint8Array,
+    pub truth_pulse: Float64Array,
+    pub truth_kind: Uint8Array,
+    pub truth_slot: Float64Array,
+}
+
+fn batch_js(e: Emitted) -> LabLinkBatch {
+    LabLinkBatch {
+        time_ps: BigInt64Array::new(e.time_ps),
+        channel: Uint8Array::new(e.channel),
+        truth_pulse: Float64Array::new(e.truth_pulse),
+        truth_kind: Uint8Array::new(e.truth_kind),
+        truth_slot: Float64Array::new(e.truth_slot),
+    }
+}
+
+/// The link's physics state (random streams, schedules, dead time, afterpulses, held-back tags).
+/// JS thread only; each call holds it for one batch.
+#[napi]
+pub struct LabLinkPhysics {
+    e: LinkEngine,
+}
+
+#[napi]
+impl LabLinkPhysics {
+    /// `rngState`, `rngSkipState`: the initial words of the two xoshiro128** streams (rng.ts);
+    /// `withSource`: Alice's choices come from her source device (see `candidates`).
+    #[napi(constructor)]
+    pub fn new(params: LabLinkParams, rng_state: Uint32Array, rng_skip_state: Uint32Array, with_source: bool) -> Result<Self> {
+        let p = link_params(params)?;
+        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source) })
+    }
+
+    #[napi]
+    pub fn set_params(&mut self, params: LabLinkParams) -> Result<()> {
+        let p = link_params(params)?;
+        guard("LabLinkPhysics.setParams", || {
+            self.e.set_params(p);
+            Ok(())
+        })
+    }
+
+    #[napi]
+    pub fn set_clock(&mut self, drift: f64, clock_phase: f64, jitter_sigma: f64) {
+        self.e.set_clock(drift, clock_phase, jitter_sigma);
+    }
+
+    /// Photon candidates of pulses up to `endPulse` (with a source device), for its choices.
+    #[napi]
+    pub fn candidates(&mut self, end_pulse: f64) -> Result<Float64Array> {
+        guard("LabLinkPhysics.candidates", || Ok(Float64Array::new(self.e.candidates(end_pulse).to_vec())))
+    }
+
+    /// Emulates pulses up to `endPulse` (exclusive); `choices`: Alice's at the candidates.
+    #[napi]
+    pub fn next_pulses(&mut self, end_pulse: f64, choices: Option<Uint8Array>) -> Result<LabLinkBatch> {
+        if !(end_pulse >= self.e.pulses_done() && end_pulse <= 9007199254740991.0 && end_pulse.fract() == 0.0) {
+            return Err(bad("LAB_BAD_ARG", format!("endPulse must be an integer from {} to 2^53; got {end_pulse}", self.e.pulses_done())));
+        }
+        guard("LabLinkPhysics.nextPulses", || {
+            let e = self.e.next_pulses(end_pulse, choices.as_deref()).map_err(|m| bad("LAB_BAD_ARG", m))?;
+            Ok(batch_js(e))
+        })
+    }
+
+    #[napi]
+    pub fn drain(&mut self) -> Result<LabLinkBatch> {
+        guard("LabLinkPhysics.drain", || Ok(batch_js(self.e.drain())))
+    }
+}
+
+/// Number of entries of each channel value (256 counts) in `channel`.
+#[napi]
+pub fn lab_count_channels(channel: Uint8Array) -> Float64Array {
+    let mut c = [0u64; 256];
+    for &x in channel.iter() {
+        c[x as usize] += 1;
+    }
+    Float64Array::new(c.iter().map(|&v| v as f64).collect())
+}
+
+/// `Math.log` as the lab's Rust physics computes it (for the property test against V8's).
+#[napi]
+pub fn lab_js_log(x: Float64Array) -> Float64Array {
+    Float64Array::new(x.iter().map(|&v| qkd_core::lab_rng::js_log(v)).collect())
+}
+
+// ---- tag records of the USB tagger path (qkd_core::lab_tagger; reference src/devices/tags.ts) ----
+
+/// Decoded records: tags and the in-band events as columns (tags.ts builds TagEvents from them).
+#[napi(object)]
+pub struct TagRecordsJs {
+    pub time_ps: BigInt64Array,
+    pub channel: Uint8Array,
+    pub ev_type: Uint8Array,
+    pub ev_index: Uint32Array,
+    pub ev_channel: Int32Array,
+    pub ev_time_ps: BigInt64Array,
+    pub ev_missed: Uint16Array,
+}
+
+/// Decodes whole 16-byte tag records (`bytes.length` a multiple of 16).
+#[napi]
+pub fn tag_records_decode(bytes: Uint8Array) -> Result<TagRecordsJs> {
+    guard("tagRecordsDecode", || {
+        let d = qkd_core::lab_tagger::decode_records(&bytes).map_err(|m| bad("TRUNCATED_TAG_RECORD", m))?;
+        Ok(TagRecordsJs {
+            time_ps: BigInt64Array::new(d.time_ps),
+            channel: Uint8Array::new(d.channel),
+            ev_type: Uint8Array::new(d.ev_type),
+            ev_index: Uint32Array::new(d.ev_index),
+            ev_channel: Int32Array::new(d.ev_channel),
+            ev_time_ps: BigInt64Array::new(d.ev_time_ps),
+            ev_missed: Uint16Array::new(d.ev_missed),
+        })
+    })
+}
+
+/// Plain time-tag records for `timePs[i] + delayPs` on `channel[i]`.
+#[napi]
+pub fn tag_records_encode_time_tags(time_ps: BigInt64Array, channel: Uint8Array, delay_ps: BigInt) -> Result<Buffer> {
+    if time_ps.len() != channel.len() {
+        return Err(bad("TAG_BAD_ARG", format!("timePs and channel differ in length ({} vs {})", time_ps.len(), channel.len())));
+    }
+    let (d, lossless) = delay_ps.get_i64();
+    if !lossless {
+        return Err(bad("TAG_BAD_ARG", "delayPs must fit in 64 bits"));
+    }
+    guard("tagRecordsEncodeTimeTags", || Ok(qkd_core::lab_tagger::encode_time_tags(&time_ps, &channel, d).into()))
+}

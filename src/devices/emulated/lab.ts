@@ -17,6 +17,7 @@ import type { TagBatch } from '../types.ts';
 import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
 import { decoyModel } from '../../lab/theory.ts';
 import { EmulatedLink, type AliceChoiceSource } from '../../lab/link.ts';
+import { countChannels } from '../../lab/native-physics.ts';
 import { bobBasisChoicesAt, defaultBobSeed } from '../../lab/alice.ts';
 import type { SourceDevice } from '../../core/source-device.ts';
 
@@ -237,8 +238,8 @@ export class EmulatedLab {
     const out = this.source.nextPulses(pulses);
     this.counted.pulses += pulses;
     if (this.pulseCounter) Atomics.store(this.pulseCounter, 0, BigInt(this.counted.pulses));
-    const ch = out.tags.channel;
-    for (let i = 0; i < ch.length; i++) this.counted.perChannel.set(ch[i], (this.counted.perChannel.get(ch[i]) ?? 0) + 1);
+    const counts = countChannels(out.tags.channel);
+    for (let c = 0; c < 256; c++) if (counts[c]) this.counted.perChannel.set(c, (this.counted.perChannel.get(c) ?? 0) + counts[c]);
     return out;
   }
 

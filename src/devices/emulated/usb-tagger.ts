@@ -20,7 +20,7 @@
  * 65535 per record, several records if more).
  */
 import { TAG_TYPE, type UsbBulkDevice } from '../types.ts';
-import { encodeTagRecords, encodeTimeTags, TAG_RECORD_BYTES, type TagRecord } from '../tags.ts';
+import { encodeTagRecords, encodeTimeTags, encodeTimeTagsNative, TAG_RECORD_BYTES, type TagRecord } from '../tags.ts';
 import type { PulseTagSource } from './lab.ts';
 
 export const EMU_TAGGER_VID = 0x1209;
@@ -47,6 +47,8 @@ export interface EmulatedTaggerOptions {
   realtime?: { speed?: number; fifoRecords?: number; now?: () => number };
   /** Pulse rate used by real-time pacing (default: the source's lab settings, else 1 GHz). */
   repRateHz?: number;
+  /** Encode the records in Rust (default true; false: the TypeScript encoder, for comparison). */
+  nativeRecords?: boolean;
 }
 
 class Stall extends Error {
@@ -87,6 +89,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   private rtPulses = 0;
   private lostPerChannel = new Map<number, number>();
   private pendingBulk: { reject: (e: Error) => void } | undefined;
+  private readonly nativeRecords: boolean;
 
   constructor(
     private readonly source: PulseTagSource,
@@ -98,6 +101,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.level = Array.from({ length: this.channelCount }, () => 0.5);
     this.edge = Array.from({ length: this.channelCount }, () => 0);
     this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
+    this.nativeRecords = opts.nativeRecords ?? true;
     if (opts.realtime) {
       this.realtime = { speed: opts.realtime.speed ?? 1, fifoRecords: opts.realtime.fifoRecords ?? 1 << 20, now: opts.realtime.now ?? (() => performance.now()) };
     }
@@ -393,18 +397,22 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     if (eff.every((d) => d === eff[0])) {
       // Same delay everywhere: order is kept, shift and encode directly.
       this.flushHeld();
-      const d = eff[0];
-      let t = times;
-      if (d !== 0n) {
-        t = new BigInt64Array(times.length);
-        for (let i = 0; i < t.length; i++) t[i] = times[i] + d;
-      }
-      const bytes = new Uint8Array(t.length * TAG_RECORD_BYTES);
-      encodeTimeTags(t, chans, 0, t.length, bytes);
-      this.push(bytes);
+      this.push(this.nativeRecords ? encodeTimeTagsNative(times, chans, eff[0]) : this.encodeShifted(times, chans, eff[0]));
       return;
     }
     this.mergeDelayed(times, chans, eff);
+  }
+
+  /** The TypeScript encoder (reference of encodeTimeTagsNative): shift by `d`, then encode. */
+  private encodeShifted(times: BigInt64Array, chans: Uint8Array, d: bigint): Uint8Array {
+    let t = times;
+    if (d !== 0n) {
+      t = new BigInt64Array(times.length);
+      for (let i = 0; i < t.length; i++) t[i] = times[i] + d;
+    }
+    const bytes = new Uint8Array(t.length * TAG_RECORD_BYTES);
+    encodeTimeTags(t, chans, 0, t.length, bytes);
+    return bytes;
   }
 
   /**

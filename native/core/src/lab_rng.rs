@@ -1,0 +1,263 @@
+//! The emulated lab's random streams, defined exactly as the TypeScript reference defines them
+//! (src/lab/rng.ts, src/lab/alice.ts), so that the Rust physics (lab_link.rs) draws the same
+//! numbers in the same order and produces the same tags bit for bit.
+//!
+//! - [`Xoshiro128`]: xoshiro128** (Blackman and Vigna, ACM TOMS 47, 2021) on 32-bit words;
+//!   `uniform()` = (u32 + 0.5)·2^-32 (exact in f64), `gauss()` Marsaglia's polar method truncated
+//!   at ±6 with the spare value cached, as rng.ts.
+//! - [`js_log`]: the natural logarithm as V8's `Math.log` computes it (fdlibm's `__ieee754_log`,
+//!   which V8 ships as `base::ieee754::log`). The platform's `ln` may differ in the last bit, and
+//!   one bit of difference in a geometric skip moves a click to another pulse.
+//! - [`mix32`], [`pulse_hash`], [`alice_choice`], [`bob_basis`]: the counter-based choice
+//!   generator of alice.ts (lowbias32 mixer). Emulation only, never key material.
+//!
+//! Everything here is plain IEEE-754 double arithmetic without fused multiply-add (Rust does not
+//! contract), evaluated in the same order as the TypeScript.
+
+/// xoshiro128** with the TypeScript class's seeding (the caller passes the four state words).
+#[derive(Clone, Debug)]
+pub struct Xoshiro128 {
+    s: [u32; 4],
+    spare: f64,
+    has_spare: bool,
+}
+
+const INV32: f64 = 1.0 / 4294967296.0;
+
+impl Xoshiro128 {
+    /// From the state words (as `Xoshiro128.state()` in rng.ts returns them); all-zero becomes s0 = 1.
+    pub fn from_state(s: [u32; 4]) -> Self {
+        let mut s = s;
+        if s == [0; 4] {
+            s[0] = 1;
+        }
+        Xoshiro128 { s, spare: 0.0, has_spare: false }
+    }
+
+    #[inline]
+    pub fn next_u32(&mut self) -> u32 {
+        let [s0, s1, s2, s3] = self.s;
+        let r = s1.wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s1 << 9;
+        let n2 = s2 ^ s0;
+        let n3 = s3 ^ s1;
+        self.s = [s0 ^ n3, s1 ^ n2, n2 ^ t, n3.rotate_left(11)];
+        r
+    }
+
+    /// Uniform in the open interval (0, 1).
+    #[inline]
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u32() as f64 + 0.5) * INV32
+    }
+
+    /// Standard normal truncated at ±6 (polar method, spare cached), as rng.ts.
+    #[inline]
+    pub fn gauss(&mut self) -> f64 {
+        if self.has_spare {
+            self.has_spare = false;
+            return self.spare;
+        }
+        loop {
+            let u = 2.0 * self.uniform() - 1.0;
+            let v = 2.0 * self.uniform() - 1.0;
+            let s = u * u + v * v;
+            if s >= 1.0 || s == 0.0 {
+                continue;
+            }
+            let f = ((-2.0 * js_log(s)) / s).sqrt();
+            let z0 = u * f;
+            let z1 = v * f;
+            if z0.abs() > 6.0 || z1.abs() > 6.0 {
+                continue;
+            }
+            self.spare = z1;
+            self.has_spare = true;
+            return z0;
+        }
+    }
+}
+
+const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEE0_0000);
+const LN2_LO: f64 = f64::from_bits(0x3DEA_39EF_3579_3C76);
+const TWO54: f64 = f64::from_bits(0x4350_0000_0000_0000);
+const LG1: f64 = f64::from_bits(0x3FE5_5555_5555_5593);
+const LG2: f64 = f64::from_bits(0x3FD9_9999_9997_FA04);
+const LG3: f64 = f64::from_bits(0x3FD2_4924_9422_9359);
+const LG4: f64 = f64::from_bits(0x3FCC_71C5_1D8E_78AF);
+const LG5: f64 = f64::from_bits(0x3FC7_4664_96CB_03DE);
+const LG6: f64 = f64::from_bits(0x3FC3_9A09_D078_C69F);
+const LG7: f64 = f64::from_bits(0x3FC2_F112_DF3E_5244);
+
+/// `Math.log` as V8 computes it: fdlibm's __ieee754_log (e_log.c), transcribed.
+pub fn js_log(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let mut hx = (bits >> 32) as i32;
+    let lx = bits as u32;
+    let mut x = x;
+    let mut k: i32 = 0;
+    if hx < 0x0010_0000 {
+        if ((hx & 0x7fff_ffff) as u32 | lx) == 0 {
+            return f64::NEG_INFINITY;
+        }
+        if hx < 0 {
+            return f64::NAN;
+        }
+        k -= 54;
+        x *= TWO54;
+        hx = (x.to_bits() >> 32) as i32;
+    }
+    if hx >= 0x7ff0_0000 {
+        return x + x;
+    }
+    k += (hx >> 20) - 1023;
+    hx &= 0x000f_ffff;
+    let i = (hx.wrapping_add(0x95f64)) & 0x0010_0000;
+    let hi = (hx | (i ^ 0x3ff0_0000)) as u32;
+    x = f64::from_bits(((hi as u64) << 32) | (x.to_bits() & 0xffff_ffff));
+    k += i >> 20;
+    let f = x - 1.0;
+    if (0x000f_ffff & (2 + hx)) < 3 {
+        if f == 0.0 {
+            if k == 0 {
+                return 0.0;
+            }
+            let dk = k as f64;
+            return dk * LN2_HI + dk * LN2_LO;
+        }
+        let r = f * f * (0.5 - 0.333_333_333_333_333_3 * f);
+        if k == 0 {
+            return f - r;
+        }
+        let dk = k as f64;
+        return dk * LN2_HI - ((r - dk * LN2_LO) - f);
+    }
+    let s = f / (2.0 + f);
+    let dk = k as f64;
+    let z = s * s;
+    let mut i = hx - 0x6147a;
+    let w = z * z;
+    let j = 0x6b851 - hx;
+    let t1 = w * (LG2 + w * (LG4 + w * LG6));
+    let t2 = z * (LG1 + w * (LG3 + w * (LG5 + w * LG7)));
+    i |= j;
+    let r = t2 + t1;
+    if i > 0 {
+        let hfsq = 0.5 * f * f;
+        if k == 0 {
+            f - (hfsq - s * (hfsq + r))
+        } else {
+            dk * LN2_HI - ((hfsq - (s * (hfsq + r) + dk * LN2_LO)) - f)
+        }
+    } else if k == 0 {
+        f - s * (f - r)
+    } else {
+        dk * LN2_HI - ((s * (f - r) - dk * LN2_LO) - f)
+    }
+}
+
+/// `Math.round` (halves towards +∞) for finite doubles.
+#[inline]
+pub fn js_round(x: f64) -> f64 {
+    let r = x.floor();
+    if x - r >= 0.5 {
+        r + 1.0
+    } else {
+        r
+    }
+}
+
+/// lowbias32 (alice.ts `mix32`).
+#[inline]
+pub fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
+}
+
+/// The two 32-bit keys of alice.ts `seedKeys` (computed there; passed in).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SeedKeys {
+    pub k0: u32,
+    pub k1: u32,
+}
+
+/// alice.ts `pulseHash` of an integer pulse index in [0, 2^53).
+#[inline]
+pub fn pulse_hash(keys: SeedKeys, pulse: f64) -> u32 {
+    let p = pulse as u64;
+    let lo = p as u32;
+    let hi = (p >> 32) as u32;
+    let a = mix32(lo ^ keys.k0);
+    mix32((a ^ keys.k1).wrapping_add((hi ^ 0x9e37_79b9).wrapping_mul(0x85eb_ca6b)))
+}
+
+/// Alice's choice thresholds (alice.ts `aliceThresholds`), each in [0, 2^32].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AliceThresholds {
+    pub basis_z: u64,
+    pub signal: u64,
+    pub decoy: u64,
+}
+
+/// alice.ts `aliceChoiceFast`: packed bit | basis << 1 | intensity << 2.
+#[inline]
+pub fn alice_choice(keys: SeedKeys, th: AliceThresholds, pulse: f64) -> u8 {
+    let h = pulse_hash(keys, pulse);
+    let w_basis = mix32(h ^ 0x68e3_1da4) as u64;
+    let w_int = mix32(h.wrapping_add(0xb529_7a4d)) as u64;
+    let bit = (mix32(h ^ 0x1b56_c4e9) >> 31) as u8;
+    let basis = if w_basis < th.basis_z { 0 } else { 1 };
+    let intensity = if w_int < th.signal { 0 } else if w_int < th.decoy { 1 } else { 2 };
+    bit | (basis << 1) | (intensity << 2)
+}
+
+/// alice.ts `bobBasisFast`: an active Bob's modulator basis (0 Z, 1 X).
+#[inline]
+pub fn bob_basis(keys: SeedKeys, threshold_z: u64, pulse: f64) -> u8 {
+    if (mix32(pulse_hash(keys, pulse) ^ 0x7a3c_5e1f) as u64) < threshold_z {
+        0
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_known_values() {
+        assert_eq!(js_log(1.0), 0.0);
+        assert_eq!(js_log(0.0), f64::NEG_INFINITY);
+        assert!(js_log(-1.0).is_nan());
+        assert_eq!(js_log(std::f64::consts::E), 1.0);
+        assert_eq!(js_log(2.0), std::f64::consts::LN_2);
+        // within one ulp of the platform's log everywhere we use it (0, 1)
+        let mut r = Xoshiro128::from_state([1, 2, 3, 4]);
+        for _ in 0..100_000 {
+            let u = r.uniform();
+            let (a, b) = (js_log(u), u.ln());
+            assert!((a - b).abs() <= 2.0 * f64::EPSILON * b.abs(), "{u}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn xoshiro128_reference_output() {
+        // xoshiro128** from the state [1, 2, 3, 4] (the authors' C code gives 11520, 0, 5927040, 70819200)
+        let mut r = Xoshiro128::from_state([1, 2, 3, 4]);
+        let got: Vec<u32> = (0..4).map(|_| r.next_u32()).collect();
+        assert_eq!(got, vec![11520, 0, 5927040, 70819200]);
+    }
+
+    #[test]
+    fn round_like_js() {
+        assert_eq!(js_round(2.5), 3.0);
+        assert_eq!(js_round(-2.5), -2.0);
+        assert_eq!(js_round(-2.6), -3.0);
+        assert_eq!(js_round(1e15 + 0.5), 1e15 + 1.0);
+    }
+}
