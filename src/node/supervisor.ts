@@ -257,9 +257,9 @@ export class EmulatedRun {
 
     // Bob first: his emulated lab serves Alice's source on its line before her node opens it.
     const bob = this.spawn('node-bob', ['_node', '--config', join(dir, 'node-bob.json')]);
-    await bob.waitFor('ready', 60_000);
+    await bob.waitFor('ready', 300_000);
     const alice = this.spawn('node-alice', ['_node', '--config', join(dir, 'node-alice.json')]);
-    await alice.waitFor('ready', 60_000);
+    await alice.waitFor('ready', 300_000);
     if (!o.externalKms) {
       const ka = this.spawn('kms-alice', ['kms', '--config', join(dir, 'kmsA.json')]);
       const kb = this.spawn('kms-bob', ['kms', '--config', join(dir, 'kmsB.json')]);
