@@ -26,10 +26,17 @@ export function channelStateDir(spoolDir: string, role: Role): string {
 
 /** The 32-byte key wrapping the channel state at rest, derived from the node's at-rest key file. */
 export function channelStateKey(atRestKeyFile: string): Buffer {
-  const ikm = readFileSync(atRestKeyFile);
+  return channelStateKeyFrom(readFileSync(atRestKeyFile), atRestKeyFile);
+}
+
+/**
+ * The same from the at-rest key's bytes (plain, or unsealed in the node's token: custody.ts);
+ * wipes `ikm`.
+ */
+export function channelStateKeyFrom(ikm: Buffer, where = "the node's at-rest key"): Buffer {
   try {
     if (ikm.length < 32) {
-      throw new ConfigError('CHANNEL_STATE_KEY', `${atRestKeyFile} holds ${ikm.length} bytes; the node's at-rest key must be 32 random bytes (\`openssl rand 32 > ${atRestKeyFile}\`).`);
+      throw new ConfigError('CHANNEL_STATE_KEY', `${where} holds ${ikm.length} bytes; the node's at-rest key must be 32 random bytes (\`openssl rand 32 > FILE\`).`);
     }
     return Buffer.from(hkdfSync('sha256', ikm, Buffer.alloc(0), 'qkd-node/channel-state/v1', 32));
   } finally {

@@ -13,6 +13,7 @@ import { loadProfile } from '../devices/profile.ts';
 import type { DeviceEntry } from '../devices/config.ts';
 import { REAL_KINDS } from './devices.ts';
 import { FINITE_KEY_ANALYSES, type FiniteKeyAnalysis } from '../core/estimate.ts';
+import { checkNodeCustody, type NodeCustodyConfig } from './custody.ts';
 
 export interface NodeRunConfig {
   role: 'alice' | 'bob';
@@ -68,6 +69,12 @@ export interface NodeRunConfig {
    * them itself.
    */
   calibration?: string;
+  /**
+   * Custody of the node's at-rest key (`delivery.spoolKeyFile`): with `pkcs11`, that file holds
+   * the key sealed by a non-extractable key in the token (src/node/custody.ts). None: a plain
+   * 0600 file.
+   */
+  custody?: NodeCustodyConfig;
   /** Emulated time may not run ahead of wall time by more than this factor (1 = real time). */
   speed: number;
   /** Milliseconds between status reports to the supervisor. */
@@ -134,6 +141,7 @@ function checkShape(cfg: NodeRunConfig, file: string): void {
   str(c.delivery.spoolDir, 'delivery.spoolDir');
   str(c.delivery.spoolKeyFile, 'delivery.spoolKeyFile');
   str(c.delivery.commitKeyFile, 'delivery.commitKeyFile', true);
+  if (cfg.custody !== undefined) checkNodeCustody(cfg.custody, file);
   const bp = (c.stream as Record<string, unknown>).onBackpressure;
   if (bp !== undefined && bp !== 'wait' && bp !== 'drop') fail('stream.onBackpressure', "'wait' or 'drop'");
   const hwm = (c.stream as Record<string, unknown>).highWaterMark;
@@ -158,6 +166,7 @@ function resolvePaths(cfg: NodeRunConfig, file: string): void {
   cfg.delivery.spoolDir = abs(cfg.delivery.spoolDir);
   cfg.delivery.spoolKeyFile = abs(cfg.delivery.spoolKeyFile);
   if (cfg.delivery.commitKeyFile) cfg.delivery.commitKeyFile = abs(cfg.delivery.commitKeyFile);
+  if (cfg.custody?.pkcs11?.pinFile) cfg.custody.pkcs11.pinFile = abs(cfg.custody.pkcs11.pinFile);
   if (cfg.lab.sourceTty) cfg.lab.sourceTty = abs(cfg.lab.sourceTty);
   if (cfg.calibration) cfg.calibration = abs(cfg.calibration);
   for (const d of cfg.devices ?? []) if (d?.port && !d.port.startsWith('/dev/')) d.port = abs(d.port);

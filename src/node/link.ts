@@ -11,7 +11,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Authenticator } from '../core/auth.ts';
 import { AuthChannel } from '../channel/channel.ts';
-import { channelKeys, channelStateDir, channelStateKey } from './channel-credentials.ts';
+import { channelKeys, channelStateDir, channelStateKeyFrom } from './channel-credentials.ts';
+import { readAtRestKey } from './custody.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { NodeRunConfig } from './config.ts';
 
@@ -42,7 +43,7 @@ export async function openClassicalLink(cfg: NodeRunConfig, log: Logger): Promis
   // The node consumes the pre-shared secret it imports (shredded; its fingerprint registered);
   // afterwards the wrapped state file is the only source, and losing it stops the node rather
   // than reusing pads (src/core/auth.ts).
-  const stateKey = channelStateKey(cfg.delivery.spoolKeyFile);
+  const stateKey = channelStateKeyFrom(readAtRestKey(cfg), cfg.delivery.spoolKeyFile);
   let auth: Authenticator;
   try {
     auth = Authenticator.open({ role: cfg.role, statePath: join(stateDir, 'auth.state'), stateKey, pskPath: cfg.channel.pskFile });

@@ -17,6 +17,7 @@ import { prepareCodes } from '../core/ldpc.ts';
 import { toSupervisor, stopRequested } from './children.ts';
 import { openClassicalLink, type ClassicalLink } from './link.ts';
 import { channelKeys } from './channel-credentials.ts';
+import { readAtRestKey } from './custody.ts';
 import { BobNode, blockConfigOf, linkPresetOf } from './bob.ts';
 import { createAlicePostProcessor, sourceRecord } from './alice.ts';
 import { SourceHealth } from './source-health.ts';
@@ -55,7 +56,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
 
   // The peer's stream state, learnt over the classical link (ETSI 004 status 3 until both opened).
   const peerStreams = new Set<string>();
-  const spoolKey = readFileSync(cfg.delivery.spoolKeyFile);
+  const spoolKey = readAtRestKey(cfg);
   const commitKey = cfg.delivery.commitKeyFile ? readFileSync(cfg.delivery.commitKeyFile) : undefined;
   const tls = cfg.delivery.tls && {
     ca: readFileSync(cfg.delivery.tls.ca, 'utf8'),

@@ -138,7 +138,7 @@ pub struct TokenConfigJs {
     pub pin_source: String,
 }
 
-fn token_cfg(c: &TokenConfigJs) -> TokenConfig {
+pub(crate) fn token_cfg(c: &TokenConfigJs) -> TokenConfig {
     TokenConfig {
         module: c.module.clone(),
         token_label: c.token_label.clone(),
