@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { startLink, until } from '../src/testkit/delivery.ts';
 import { median, type BenchResult } from './stats.ts';
+import { relayResults } from './relay-latency.ts';
 
 const CHUNK = 32;
 const N = 600;
@@ -148,5 +149,6 @@ export async function run(): Promise<BenchResult[]> {
     { name: 'delivery.ack_latency.p99', value: med(fast, (r) => r.lat.p99), unit: 'ms', better: 'lower', params,
       baseline: med(slow, (r) => r.lat.p99) },
     ...(await appsResults()),
+    ...(await relayResults()),
   ];
 }

@@ -73,11 +73,8 @@ export class NetworkRun {
     // emulated labs at once only makes every start slower.
     const linkManifests: NetworkManifest['links'] = {};
     for (const [i, l] of t.links.entries()) {
-      const runner = new EmulatedRun({ ...o, stateDir: join(dir, 'links', l.id), distanceKm: l.distanceKm ?? o.distanceKm,
+      const { runner, m } = await this.startLink(l.id, { ...o, stateDir: join(dir, 'links', l.id), distanceKm: l.distanceKm ?? o.distanceKm,
         seed: o.seed + BigInt(i), externalKms: undefined, manifestPath: undefined, say: (line) => o.say(`[link ${l.id}] ${line}`) });
-      this.links.set(l.id, runner);
-      runner.onBlock = (_n, msg) => this.onBlock?.(l.id, msg);
-      const m = await runner.start();
       void runner.stopped.then(async (why) => {
         if (this.stopReason) return;
         this.linksDown.set(l.id, why);
@@ -118,6 +115,26 @@ export class NetworkRun {
       logs: join(dir, 'logs'),
     };
     return this.manifest;
+  }
+
+  /**
+   * Starts one link; a start that fails (on a loaded host a node may miss its 60 s to report
+   * ready) is stopped and tried again on the same state directory, at most three times.
+   */
+  private async startLink(id: string, ro: RunOptions): Promise<{ runner: EmulatedRun; m: Manifest }> {
+    for (let attempt = 1; ; attempt++) {
+      const runner = new EmulatedRun(ro);
+      this.links.set(id, runner);
+      runner.onBlock = (_n, msg) => this.onBlock?.(id, msg);
+      try {
+        return { runner, m: await runner.start() };
+      } catch (err) {
+        runner.requestStop('start failed');
+        await runner.stop().catch(() => undefined);
+        if (attempt >= 3 || this.stopReason) throw err;
+        ro.say(`start failed (${(err as Error).message}); trying again (${attempt + 1} of 3)`);
+      }
+    }
   }
 
   private spawnSite(site: string, config: string): Child {
