@@ -22,6 +22,7 @@
  * `"commitments": {"node": "nodeA.commit.pub", "peerNode": "nodeB.commit.pub"}` — Ed25519 public
  *   keys (PEM) of the nodes' commitment keys: keys are released only if both nodes signed them.
  * `"maxKeySizeBits"`, `"maxSaeIdCount"`, `"watermarks"` — see KmsOptions in kms.ts.
+ * `"hybrid": {"saeA->saeB": "when-short", "default": "never"}` — hybrid fallback per SAE pair (hybrid.ts).
  *
  * {
  *   "id": "kmsA", "role": "source",
@@ -40,6 +41,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors.ts';
 import type { KmsOptions } from './kms.ts';
 import type { TokenConfig } from './store.ts';
+import { checkHybridConfig } from './hybrid.ts';
 
 export interface CustodyFileConfig {
   keystore: 'software' | 'pkcs11';
@@ -204,6 +206,7 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
     throw new ConfigError('CONFIG_KMS', `${file}: 'tls' {ca, cert, key} is required (or "insecure": true for a local ` +
       'experiment without authentication)');
   }
+  if (cfg.hybrid !== undefined) checkHybridConfig(cfg.hybrid, `${file}: field 'hybrid'`);
   const paths = kmsPaths(file);
   if (cfg.tls && typeof cfg.tls !== 'object') throw new ConfigError('CONFIG_KMS', `${file}: field 'tls' must be an object {ca, cert, key}`);
   for (const k of ['ca', 'cert', 'key'] as const) if (cfg.tls) pathField(file, `tls.${k}`, cfg.tls[k]);

@@ -36,6 +36,7 @@ import { deriveKeyId } from './keyid.ts';
 import { checkCommitment, keyDigest, verifyingKey } from './commitment.ts';
 import { parseKeyIds, parseKeyRequest, Refusal, type KeyRequest, type Limits } from './etsi014.ts';
 import { chunksNeeded, planKeys, type ReformatPlan } from './reformat.ts';
+import { Hybrid, worstEpsilon, type HybridConfig, type QkdOutcome } from './hybrid.ts';
 import { indexRanges, type Alarm } from './node.ts';
 import { startAdmin, type AdminServer } from './admin.ts';
 import { digestOf, KeyStore, probeToken, Unsealer, type TokenConfig, type UnsealProgress } from './store.ts';
@@ -109,6 +110,11 @@ export interface KmsOptions {
    * `keysPerSecond: 0` turns the limit off. Default 500 keys/s, burst 2 048.
    */
   rateLimit?: { keysPerSecond: number; burst: number };
+  /**
+   * Hybrid fallback per SAE pair (hybrid.ts): `{"saeA->saeB": "when-short", "default": "never"}`;
+   * policies never | when-short | always. Off (never) without it.
+   */
+  hybrid?: HybridConfig;
   /** How often TTL expiry runs (ms). */
   expireEveryMs?: number;
   requestTimeoutMs?: number;
@@ -163,6 +169,7 @@ export class Kms extends EventEmitter {
   private readonly nodeClient: JsonClient;
   private readonly commitKeys?: { node: KeyObject; peerNode: KeyObject };
   private readonly peerClient?: JsonClient;
+  private readonly hybrid?: Hybrid;
   private readonly streams = new Map<string, KmsStream>();
   /** A stream opened on our node whose peer side or registration has not succeeded yet. */
   private unconfirmedStreamId?: string;
@@ -209,6 +216,10 @@ export class Kms extends EventEmitter {
         peerNode: verifyingKey(opts.commitments.peerNode, `node ${opts.peerNodeId}`) };
     }
     if (opts.peer) this.peerClient = new JsonClient(opts.peer, opts);
+    if (opts.hybrid) {
+      this.hybrid = new Hybrid(opts.hybrid, { id: opts.id, peerId: opts.peer?.id, peer: this.peerClient, saes: opts.saes,
+        dbPath: opts.dbPath, store: () => this.unsealedStore(), now: () => this.now(), log: (l, m, f) => this.log(l, m, f) });
+    }
     const sf = `${opts.dbPath}.streams.json`;
     if (existsSync(sf)) {
       for (const s of JSON.parse(readFileSync(sf, 'utf8')) as KmsStream[]) this.streams.set(s.keyStreamId, s);
@@ -728,6 +739,7 @@ export class Kms extends EventEmitter {
       }
       return { status: 200, body: { ranges: this.store!.heldRanges(sid, this.now(), (eps as number | null) ?? undefined) } };
     }
+    if (req.path === '/api/v1/kms-peer/hybrid' && req.method === 'POST' && this.hybrid) return this.hybrid.peerExchange(b);
     return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
   }
 
@@ -821,7 +833,8 @@ export class Kms extends EventEmitter {
         `limit of ${this.opts.rateLimit?.keysPerSecond ?? DEFAULT_RATE.keysPerSecond} keys/s; retry after ${sec} s` } };
     }
     if (kr) {
-      const run = this.encChain.then(() => this.encKeys(caller, kr));
+      const run = this.encChain.then(() => this.hybrid ? this.hybrid.encKeys(caller, kr, (k, o) => this.encKeys(caller, k, o))
+        : this.encKeys(caller, kr));
       this.encChain = run.catch(() => undefined);
       return run;
     }
@@ -846,6 +859,7 @@ export class Kms extends EventEmitter {
       t.key.fill(0);
       return k;
     });
+    this.hybrid?.labelDecKeys(saeId, caller, keys);
     this.m.delivered += keys.length;
     return { status: 200, body: { keys } };
   }
@@ -902,7 +916,7 @@ export class Kms extends EventEmitter {
    * asking on both sides at once rarely collide; when they do, the loser undoes its reservation
    * and answers 503 (retry).
    */
-  private async encKeys(master: string, kr: KeyRequest): Promise<Res> {
+  private async encKeys(master: string, kr: KeyRequest, out: QkdOutcome = {}): Promise<Res> {
     if (!this.peerClient) return { status: 503, body: { message: 'no peer KMS configured' } };
     const nowMs = this.now();
     const holder = `${master}>${kr.slaves[0]}`;
@@ -940,6 +954,7 @@ export class Kms extends EventEmitter {
       }
       if (r.status !== 200 || !Array.isArray(r.body?.reserved) || r.body.reserved.length !== need) {
         undo();
+        out.short = true;
         return { status: 503, body: { message: 'the peer KMS does not hold these keys yet (or they are taken); ' +
           'retry shortly' } };
       }
@@ -965,8 +980,10 @@ export class Kms extends EventEmitter {
       });
       if (taken.refused.length) return { status: 503, body: { message: 'keys expired while being released; retry' } };
       this.m.delivered += keys.length;
+      out.epsilon = worstEpsilon(cands.map((c) => c.meta));
       return { status: 200, body: { keys } };
     }
+    out.short = true;
     return { status: 503, body: { message: `fewer than ${kr.number} confirmed keys of ${kr.size} bits` +
       (kr.maxEpsilon !== undefined ? ` at epsilon <= ${kr.maxEpsilon}` : '') + ' available; retry shortly' } };
   }
