@@ -13,7 +13,7 @@
  *   decapsulates, derives the same key_IDs and bytes, checks the confirmation, hands out.
  * - Provenance on every key of a pair whose policy is not `never`, in the Table 11
  *   `key_extension`: `{"provenance": "qkd" | "ml-kem-768" | "hybrid(qkd+ml-kem-768)",
- *   "qkd_epsilon"?: ε}`. A key without QKD key is never labelled as QKD key.
+ *   "direct_qkd_key": bool, "qkd_epsilon"?: ε}`. A key without QKD key is never labelled as QKD key.
  * - A request with a security level (`qkd_max_epsilon`) never gets an ML-KEM key: it is served
  *   from QKD key alone (or refused), whatever the policy.
  * - Multicast requests (additional_slave_SAE_IDs) are served from QKD key only.
@@ -42,7 +42,15 @@ export const PROVENANCE = { qkd: 'qkd', mlkem: 'ml-kem-768', hybrid: 'hybrid(qkd
 
 export interface KeyExtension {
   provenance: (typeof PROVENANCE)[keyof typeof PROVENANCE];
+  /** As in relayed keys' key_extension (src/network/relay.ts): true only for a key that is QKD key alone. */
+  direct_qkd_key: boolean;
   qkd_epsilon?: number;
+}
+
+/** The key_extension of a key made of `provenance`. */
+export function keyExtension(provenance: KeyExtension['provenance'], epsilon?: number | null): KeyExtension {
+  return { provenance, direct_qkd_key: provenance === PROVENANCE.qkd,
+    ...(typeof epsilon === 'number' && provenance !== PROVENANCE.mlkem ? { qkd_epsilon: epsilon } : {}) };
 }
 
 /** What the QKD path reports to the hybrid layer (filled by Kms.encKeys). */
@@ -158,7 +166,7 @@ export class Hybrid {
     if (policy === 'never') return qkd(kr, {});
     const out: QkdOutcome = {};
     const r = await qkd(kr, out);
-    const qkdLabel: KeyExtension = { provenance: PROVENANCE.qkd, ...(typeof out.epsilon === 'number' ? { qkd_epsilon: out.epsilon } : {}) };
+    const qkdLabel = keyExtension(PROVENANCE.qkd, out.epsilon);
     // A security level asked for, or several slaves: QKD key alone, never ML-KEM.
     if (kr.maxEpsilon !== undefined || kr.slaves.length > 1) return withLabels(r, () => qkdLabel);
     if (r.status === 200 && policy === 'when-short') return withLabels(r, () => qkdLabel);
@@ -207,9 +215,7 @@ export class Hybrid {
       return { status: 503, body: { message: 'the peer KMS derived different hybrid keys (key confirmation failed); not released' } };
     }
     this.m.exchanges++;
-    const label: KeyExtension = qkdKeys
-      ? { provenance: PROVENANCE.hybrid, ...(epsilon !== undefined ? { qkd_epsilon: epsilon } : {}) }
-      : { provenance: PROVENANCE.mlkem };
+    const label = keyExtension(qkdKeys ? PROVENANCE.hybrid : PROVENANCE.mlkem, epsilon);
     if (qkdKeys) this.m.hybridKeys += kr.number;
     else this.m.mlkemKeys += kr.number;
     const keys = o.keys.map((k, i) => {
@@ -293,9 +299,8 @@ export class Hybrid {
     let changed = false;
     for (const k of keys) {
       const l = this.labels.get(k.key_ID);
-      (k as { key_extension?: KeyExtension }).key_extension = l
-        ? { provenance: l.provenance, ...(l.qkd_epsilon !== undefined ? { qkd_epsilon: l.qkd_epsilon } : {}) }
-        : { provenance: PROVENANCE.qkd };
+      (k as { key_extension?: KeyExtension }).key_extension = l ? keyExtension(l.provenance, l.qkd_epsilon)
+        : keyExtension(PROVENANCE.qkd);
       changed = this.labels.delete(k.key_ID) || changed;
     }
     if (changed) this.save();

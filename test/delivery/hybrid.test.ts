@@ -120,8 +120,8 @@ t.test('when-short with no QKD key: matching ml-kem-768 keys at both SAEs; a sec
   const r = await saeA.req('POST', ENC, { number: 3, size: 256 });
   t.equal(r.status, 200, r.body?.message ?? 'served');
   t.equal(r.body.keys.length, 3);
-  t.ok(r.body.keys.every((k: { key_extension: unknown }) => (k.key_extension as { provenance: string }).provenance === 'ml-kem-768'),
-    'labelled ml-kem-768, not QKD');
+  t.ok(r.body.keys.every((k: { key_extension: unknown }) => JSON.stringify(k.key_extension) ===
+    JSON.stringify({ provenance: 'ml-kem-768', direct_qkd_key: false })), 'labelled ml-kem-768, not QKD');
   t.ok(r.body.keys.every((k: { key: string }) => Buffer.from(k.key, 'base64').length === 32));
   const d = await saeB.req('POST', DEC, ids(r.body.keys));
   t.equal(d.status, 200);
@@ -143,12 +143,12 @@ t.test('when-short with no QKD key: matching ml-kem-768 keys at both SAEs; a sec
   const bytes = await fill(L, 2);
   const q = await saeA.req('POST', ENC, { number: 1 });
   t.equal(q.status, 200);
-  t.same(q.body.keys[0].key_extension, { provenance: 'qkd', qkd_epsilon: 1e-10 });
+  t.same(q.body.keys[0].key_extension, { provenance: 'qkd', direct_qkd_key: true, qkd_epsilon: 1e-10 });
   const chunks = [0, 1].map((i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64'));
   t.ok(chunks.includes(q.body.keys[0].key), 'a QKD key is the QKD chunk itself');
   const qd = await saeB.req('POST', DEC, ids(q.body.keys));
   t.equal(qd.body.keys[0].key, q.body.keys[0].key);
-  t.same(qd.body.keys[0].key_extension, { provenance: 'qkd' });
+  t.same(qd.body.keys[0].key_extension, { provenance: 'qkd', direct_qkd_key: true });
 });
 
 t.test('policy never: the spec 503 when QKD key runs short, no key_extension', async (t) => {
@@ -175,7 +175,7 @@ t.test('always: QKD key combined in (hybrid label with ε, bytes not the QKD key
   const r = await saeA.req('POST', ENC, { number: 2 });
   t.equal(r.status, 200, r.body?.message ?? 'served');
   t.ok(r.body.keys.every((k: { key_extension: unknown }) => JSON.stringify(k.key_extension) ===
-    JSON.stringify({ provenance: 'hybrid(qkd+ml-kem-768)', qkd_epsilon: 2e-10 })), 'labelled hybrid with the QKD key ε');
+    JSON.stringify({ provenance: 'hybrid(qkd+ml-kem-768)', direct_qkd_key: false, qkd_epsilon: 2e-10 })), 'labelled hybrid with the QKD key ε');
   t.ok(r.body.keys.every((k: { key: string }) => !chunks.includes(k.key)), 'the hybrid key is not the QKD key');
   t.equal(L.kmsA.metrics().held, 2, 'two QKD chunks consumed at A');
   const d = await saeB.req('POST', DEC, ids(r.body.keys));
@@ -185,7 +185,7 @@ t.test('always: QKD key combined in (hybrid label with ε, bytes not the QKD key
   // A security level: QKD key alone.
   const lvl = await saeA.req('POST', ENC, { number: 1, extension_optional: [{ qkd_max_epsilon: 1e-9 }] });
   t.equal(lvl.status, 200);
-  t.same(lvl.body.keys[0].key_extension, { provenance: 'qkd', qkd_epsilon: 2e-10 });
+  t.same(lvl.body.keys[0].key_extension, { provenance: 'qkd', direct_qkd_key: true, qkd_epsilon: 2e-10 });
   t.ok(chunks.includes(lvl.body.keys[0].key));
   // No QKD key left (1 chunk, 2 asked): ML-KEM alone, labelled so.
   const mk = await saeA.req('POST', ENC, { number: 2 });
