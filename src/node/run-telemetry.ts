@@ -116,6 +116,11 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     }
     const dets = bob?.detectors as { channel: number; tags: number }[] | undefined;
     const rates: Record<string, number> = {};
+    // A restarted Bob's node counts again from zero (emulated time and tags): start the deltas afresh.
+    if (dets && counters && (counters.emulatedSeconds < lastEmulatedS || dets.some((d) => d.tags < (lastTags.get(d.channel) ?? 0)))) {
+      lastEmulatedS = 0;
+      lastTags = new Map();
+    }
     if (dets && counters && counters.emulatedSeconds > lastEmulatedS) {
       const dt = counters.emulatedSeconds - lastEmulatedS;
       const panel = dets.map((d) => {
