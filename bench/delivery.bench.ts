@@ -8,9 +8,15 @@
  * Baseline: the same input pushed with one request in flight at a time (no pipelining), the
  * obvious implementation. Median of 3 runs. Chunks of 32 bytes (256-bit keys); bytes/s also with
  * 1024-byte chunks, since the cost is per request (TLS record, JSON, one row) more than per byte.
+ *
+ * The same push and SAE figures on PostgreSQL (`delivery.postgres.*`): a throwaway local cluster
+ * (src/testkit/postgres.ts) with fsync on and synchronous_commit on, one database per KMS, over
+ * TCP loopback with scram-sha-256. Left out, with a note on stderr, when the server binaries are
+ * not installed.
  */
 import { randomBytes } from 'node:crypto';
 import { startLink, until } from '../src/testkit/delivery.ts';
+import { postgresUnavailable, startPostgres, type PgCluster } from '../src/testkit/postgres.ts';
 import { median, type BenchResult } from './stats.ts';
 import { relayResults } from './relay-latency.ts';
 
@@ -24,9 +30,15 @@ interface Run {
   lat: { p50: number; p90: number; p99: number };
 }
 
-async function once(maxInFlight: number, chunk = CHUNK): Promise<Run> {
+/** Per-KMS database options: SQLite (the link's files) without a cluster, fresh PostgreSQL databases with one. */
+function dbs(pg?: PgCluster) {
+  return pg ? { kmsA: { database: pg.createDatabase('bench_a') }, kmsB: { database: pg.createDatabase('bench_b') } } : {};
+}
+
+async function once(maxInFlight: number, chunk = CHUNK, pg?: PgCluster): Promise<Run> {
   // The per-SAE rate limit is policy, not pipeline: off here so the bench measures the path.
-  const L = await startLink({ node: { maxInFlight }, kms: { qos: { key_chunk_size: chunk }, rateLimit: { keysPerSecond: 0, burst: 0 } } });
+  const L = await startLink({ node: { maxInFlight }, kms: { qos: { key_chunk_size: chunk }, rateLimit: { keysPerSecond: 0, burst: 0 } },
+    ...dbs(pg) });
   try {
     const bytes = randomBytes(chunk * N);
     const t0 = performance.now();
@@ -65,8 +77,8 @@ interface AppsRun {
  * filled first, so this measures serving, not production. Sizes other than the chunk are
  * reformatted on supply.
  */
-export async function apps(n: number, sizeBits = CHUNK * 8, keys = 600): Promise<AppsRun> {
-  const L = await startLink({ kms: { rateLimit: { keysPerSecond: 0, burst: 0 } } });
+export async function apps(n: number, sizeBits = CHUNK * 8, keys = 600, pg?: PgCluster): Promise<AppsRun> {
+  const L = await startLink({ kms: { rateLimit: { keysPerSecond: 0, burst: 0 } }, ...dbs(pg) });
   try {
     const chunks = Math.ceil((keys * sizeBits) / 8 / CHUNK);
     const bytes = randomBytes(CHUNK * chunks);
@@ -100,14 +112,15 @@ export async function apps(n: number, sizeBits = CHUNK * 8, keys = 600): Promise
   }
 }
 
-export async function appsResults(): Promise<BenchResult[]> {
+export async function appsResults(pg?: PgCluster): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
-  for (const [n, bits] of [[1, 256], [8, 256], [64, 256], [8, 128]] as const) {
+  const sizes = pg ? [[1, 256], [8, 256], [64, 256]] as const : [[1, 256], [8, 256], [64, 256], [8, 128]] as const;
+  for (const [n, bits] of sizes) {
     const rs: AppsRun[] = [];
-    for (let i = 0; i < 3; i++) rs.push(await apps(n, bits, 300));
+    for (let i = 0; i < 3; i++) rs.push(await apps(n, bits, 300, pg));
     const params = { applications: n, keyBits: bits, chunkBytes: CHUNK, keysPerRun: 300, repeats: 3,
-      reformatted: bits !== CHUNK * 8 };
-    const tag = `apps${n}${bits !== CHUNK * 8 ? `.bits${bits}` : ''}`;
+      reformatted: bits !== CHUNK * 8, database: pg ? 'PostgreSQL (local, fsync on, synchronous_commit on)' : 'SQLite WAL synchronous=FULL' };
+    const tag = `${pg ? 'postgres.' : ''}apps${n}${bits !== CHUNK * 8 ? `.bits${bits}` : ''}`;
     out.push({ name: `delivery.sae_to_sae.${tag}.keys_per_s`, value: median(rs.map((r) => r.keysPerS)), unit: 'keys/s',
       better: 'higher', params });
     out.push({ name: `delivery.sae_to_sae.${tag}.latency_p50`, value: median(rs.map((r) => r.p50)), unit: 'ms', better: 'lower', params });
@@ -150,5 +163,32 @@ export async function run(): Promise<BenchResult[]> {
       baseline: med(slow, (r) => r.lat.p99) },
     ...(await appsResults()),
     ...(await relayResults()),
+    ...(await postgresResults()),
   ];
+}
+
+/** Push rate and the SAE figures with both KMSs on PostgreSQL (see the header). */
+async function postgresResults(): Promise<BenchResult[]> {
+  const why = postgresUnavailable();
+  if (why) {
+    console.error(`bench delivery: PostgreSQL figures left out: ${why}`);
+    return [];
+  }
+  const pg = await startPostgres({ durable: true });
+  try {
+    const fast: Run[] = [];
+    for (let i = 0; i < 3; i++) fast.push(await once(16, CHUNK, pg));
+    const params = { chunkBytes: CHUNK, keys: N, maxInFlight: 16, tls: 'mutual TLS 1.3', repeats: 3,
+      durability: 'PostgreSQL fsync=on synchronous_commit=on (local cluster), spool fsync' };
+    const med = (f: (r: Run) => number) => median(fast.map(f));
+    return [
+      { name: 'delivery.postgres.node_to_kms.keys_per_s', value: N / med((r) => r.pushS), unit: 'keys/s', better: 'higher', params },
+      { name: 'delivery.postgres.node_to_sae.keys_per_s', value: N / med((r) => r.e2eS), unit: 'keys/s', better: 'higher', params },
+      { name: 'delivery.postgres.ack_latency.p50', value: med((r) => r.lat.p50), unit: 'ms', better: 'lower', params },
+      { name: 'delivery.postgres.ack_latency.p99', value: med((r) => r.lat.p99), unit: 'ms', better: 'lower', params },
+      ...(await appsResults(pg)),
+    ];
+  } finally {
+    pg.stop();
+  }
 }

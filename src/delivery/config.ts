@@ -17,6 +17,11 @@
  *     "adminSocket": "kmsA.admin.sock"            // default <dbPath>.admin.sock (0600): unseal, rotate-kek
  *   }
  *
+ * `"database": "postgres://kms:PASSWORD@db.example:5432/kmsa"` — keep the keys in PostgreSQL (the
+ *   production backend) instead of the SQLite file `dbPath` (the embedded default); `dbPath` still
+ *   names the base of the KMS's state files (keystore, admin socket, stream ids). A value that is
+ *   not a postgres:// URL is a SQLite path (relative to this file). docs/delivery.md "Durability
+ *   and storage".
  * `"expiryWarningS": 300` — alarm KEYS_EXPIRING that long before a held key's TTL ends.
  * `"rotationBatch": 256` — keys re-wrapped per transaction by `qkd kms rotate-kek`.
  * `"commitments": {"node": "nodeA.commit.pub", "peerNode": "nodeB.commit.pub"}` — Ed25519 public
@@ -68,12 +73,19 @@ export interface KmsFileConfig extends Omit<KmsOptions, 'tls' | 'wrapKey' | 'cus
 export interface KmsPaths {
   id: string;
   dbPath: string;
+  /** Where the keys are: a postgres:// URL, or the SQLite file (dbPath unless `database` names another). */
+  database: string;
   keystoreFile: string;
   adminSocket: string;
   custody?: CustodyFileConfig;
   /** Resolved PKCS#11 settings (no PIN). */
   token?: TokenConfig;
   dir: string;
+}
+
+/** True when `database` names a PostgreSQL server (the native store decides the same way). */
+export function isPostgresUrl(database: string): boolean {
+  return /^postgres(ql)?:\/\//.test(database);
 }
 
 function readJson(file: string): KmsFileConfig {
@@ -113,6 +125,10 @@ export function kmsPaths(file: string): KmsPaths {
     throw new ConfigError('CONFIG_KMS', `${file}: fields 'id' and 'dbPath' are required`);
   }
   const dbPath = p(cfg.dbPath);
+  if (cfg.database !== undefined && (typeof cfg.database !== 'string' || cfg.database === '')) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'database' must be a postgres:// URL or a SQLite file path`);
+  }
+  const database = cfg.database === undefined ? dbPath : isPostgresUrl(cfg.database) ? cfg.database : p(cfg.database);
   const c = cfg.custody;
   if (c !== undefined && (typeof c !== 'object' || c === null)) throw new ConfigError('CONFIG_KMS', `${file}: field 'custody' must be an object`);
   pathField(file, 'wrapKeyFile', cfg.wrapKeyFile, true);
@@ -148,7 +164,7 @@ export function kmsPaths(file: string): KmsPaths {
         pinSource: k.pinEnv ? `environment variable ${k.pinEnv}` : `file ${p(k.pinFile!)}` };
     }
   }
-  return { id: cfg.id, dbPath, dir: base, custody: c, token,
+  return { id: cfg.id, dbPath, database, dir: base, custody: c, token,
     keystoreFile: c?.keystoreFile ? p(c.keystoreFile) : `${dbPath}.keystore`,
     adminSocket: c?.adminSocket ? p(c.adminSocket) : `${dbPath}.admin.sock` };
 }
@@ -217,7 +233,7 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
     throw new ConfigError('CONFIG_KMS', `${file}: field 'commitments' must be an object {node, peerNode} of public key files`);
   }
   for (const k of ['node', 'peerNode'] as const) if (commitments) pathField(file, `commitments.${k}`, commitments[k]);
-  const opts: KmsOptions = { ...rest, tls, dbPath: p(cfg.dbPath), keystoreFile: paths.keystoreFile,
+  const opts: KmsOptions = { ...rest, tls, dbPath: p(cfg.dbPath), database: paths.database, keystoreFile: paths.keystoreFile,
     commitments: commitments && { node: readNamed(file, 'commitments.node', p(commitments.node)),
       peerNode: readNamed(file, 'commitments.peerNode', p(commitments.peerNode)) },
     adminSocket: paths.adminSocket, expiryWarningMs: expiryWarningS !== undefined ? expiryWarningS * 1000 : undefined };

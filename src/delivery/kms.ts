@@ -52,6 +52,8 @@ export interface KmsOptions {
   insecure?: boolean;
   /** SQLite database file (WAL files sit beside it); a `.streams.json` beside it holds stream ids. */
   dbPath: string;
+  /** Where the keys are instead of dbPath: a postgres:// URL (or another SQLite path). See store.ts. */
+  database?: string;
   /**
    * Development keystore: the 32-byte wrapKeyFile; the KMS starts unsealed. Exclusive with
    * `custody`.
@@ -208,7 +210,7 @@ export class Kms extends EventEmitter {
         throw new ConfigError('KMS_WRAP_KEY', `wrapKey must be 32 bytes (AES-256), got ${opts.wrapKey?.length ?? 'none'}; ` +
           'or configure custody');
       }
-      this.store = KeyStore.open(opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000, ksFile);
+      this.store = KeyStore.open(opts.database ?? opts.dbPath, opts.wrapKey, opts.capacity ?? 1_000_000, ksFile);
     }
     this.nodeClient = new JsonClient(opts.node, opts);
     if (opts.commitments) {
@@ -306,7 +308,7 @@ export class Kms extends EventEmitter {
     clearTimeout(this.unsealTimer);
     this.unsealTimer = undefined;
     try {
-      this.store = u.openStore(this.opts.dbPath, this.opts.capacity ?? 1_000_000, this.opts.custody?.token,
+      this.store = u.openStore(this.opts.database ?? this.opts.dbPath, this.opts.capacity ?? 1_000_000, this.opts.custody?.token,
         this.opts.custody?.pin);
     } catch (err) {
       this.log('error', 'unseal refused', { code: (err as QkdError).code, error: (err as Error).message });

@@ -18,6 +18,8 @@ function mapErr(err: unknown): never {
   if (code === 'STORE_CRYPTO') throw new SecurityError(code, `key store: ${text}`, { cause: err });
   if (code === 'STORE_SEAL') throw new SecurityError(code, text, { cause: err });
   if (code === 'STORE_CUSTODY') throw new ConfigError(code, text, { cause: err });
+  // PostgreSQL unreachable, login refused, database missing: the message says which and what to do.
+  if (code === 'STORE_SERVER') throw new ConfigError(code, `key store: ${text}`, { cause: err });
   if (code === 'STORE_INVALID') throw new ConfigError(code, `key store: ${text}`, { cause: err });
   throw new QkdError(code, `key store: ${text}; check the database path, disk space and permissions`, { cause: err });
 }
@@ -45,12 +47,14 @@ export class KeyStore {
   private constructor(private readonly s: NativeStore) {}
 
   /**
-   * Opens the SQLite database at `path` with a development keystore: `kek` is the 32-byte
-   * wrapKeyFile. With `keystoreFile`, KEK generations made by `rotateKek` persist there.
+   * Opens the key store with a development keystore: `database` is a SQLite file path (the
+   * embedded default) or a postgres:// URL (the production backend; same schema semantics, keys
+   * wrapped the same way). `kek` is the 32-byte wrapKeyFile. With `keystoreFile`, KEK generations
+   * made by `rotateKek` persist there.
    */
-  static open(path: string, kek: Uint8Array, capacity: number, keystoreFile?: string): KeyStore {
+  static open(database: string, kek: Uint8Array, capacity: number, keystoreFile?: string): KeyStore {
     try {
-      return new KeyStore(native().KmsStore.open(path, kek, capacity, keystoreFile));
+      return new KeyStore(native().KmsStore.open(database, kek, capacity, keystoreFile));
     } catch (e) {
       mapErr(e);
     }
@@ -59,6 +63,11 @@ export class KeyStore {
   /** @internal wraps a store the Unsealer opened. */
   static fromNative(s: NativeStore): KeyStore {
     return new KeyStore(s);
+  }
+
+  /** Where the keys are (for logs): "SQLite database PATH" or "PostgreSQL user@host:port/db". */
+  backend(): string {
+    return call(() => this.s.backend());
   }
 
   /** What holds the KEK (for logs). */
@@ -116,6 +125,7 @@ export class KeyStore {
     return call(() => this.s.verifyAudit());
   }
 
+  /** SQLite: moves the WAL into the file and truncates it. PostgreSQL: nothing (VACUUM is the operator's). */
   checkpoint(): void {
     call(() => this.s.checkpoint());
   }
@@ -339,7 +349,7 @@ export interface ChainReport {
   reason?: string | null;
 }
 
-/** Verifies the audit hash chain of the KMS database at `dbPath` (read-only). */
+/** Verifies the audit hash chain of the KMS database `dbPath` (a SQLite file, read-only, or a postgres:// URL). */
 export function verifyAuditChain(dbPath: string): ChainReport {
   return call(() => native().kmsAuditVerify(dbPath));
 }

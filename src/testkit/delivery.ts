@@ -12,6 +12,7 @@ import { JsonClient, type ClientResponse } from '../delivery/http.ts';
 import { startDeliveryNode, type DeliveryNode, type DeliveryNodeOptions } from '../delivery/node.ts';
 import { startKms, type Kms, type KmsOptions } from '../delivery/kms.ts';
 import { makePki, type Pki } from './pki.ts';
+import { testDatabase } from './postgres.ts';
 
 export const IDS = ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB', 'saeC', 'saeStranger'];
 
@@ -84,11 +85,13 @@ export async function startLink(o: LinkOptions = {}): Promise<Link & { keyStream
   nodes.A = await startDeliveryNode(nodeOpts.A);
   nodes.B = await startDeliveryNode(nodeOpts.B);
   const wrapKey = randomBytes(32);
+  // Under backendTap's PostgreSQL pass, each KMS gets a fresh database (undefined: SQLite dbPath).
+  const database = { A: await testDatabase('kmsa'), B: await testDatabase('kmsb') };
   const kmsOpts = {
-    A: { id: 'kmsA', role: 'source', tls: pki.tls('kmsA'), dbPath: join(dir, 'kmsA.db'), wrapKey,
+    A: { id: 'kmsA', role: 'source', tls: pki.tls('kmsA'), dbPath: join(dir, 'kmsA.db'), database: database.A, wrapKey,
       node: { url: nodes.A.url, id: 'nodeA' }, peerNodeId: 'nodeB', peer: { url: 'https://127.0.0.1:1', id: 'kmsB' },
       saes: { local: ['saeA', 'saeStranger'], remote: ['saeB', 'saeC'] }, ...o.kms, ...o.kmsA } as KmsOptions,
-    B: { id: 'kmsB', role: 'destination', tls: pki.tls('kmsB'), dbPath: join(dir, 'kmsB.db'), wrapKey,
+    B: { id: 'kmsB', role: 'destination', tls: pki.tls('kmsB'), dbPath: join(dir, 'kmsB.db'), database: database.B, wrapKey,
       node: { url: nodes.B.url, id: 'nodeB' }, peerNodeId: 'nodeA', peer: { url: 'https://127.0.0.1:1', id: 'kmsA' },
       saes: { local: ['saeB', 'saeC'], remote: ['saeA', 'saeStranger'] }, ...o.kms, ...o.kmsB } as KmsOptions,
   };

@@ -1,10 +1,11 @@
 // `qkd kms` as separate processes (Alice's and Bob's KMS) against in-process delivery nodes:
 // config loading, stream opening between the KMSs, delivery, ETSI 014, JSON-line logs that never
-// show the canary key, clean stop on SIGTERM.
-import t from 'tap';
+// show the canary key, clean stop on SIGTERM. The delivery test runs with the keys in SQLite and
+// in PostgreSQL (`"database": "postgres://..."` in the configuration files).
+import tap from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,6 +13,9 @@ import { JsonClient } from '../../src/delivery/http.ts';
 import { startDeliveryNode } from '../../src/delivery/node.ts';
 import { makePki } from '../../src/testkit/pki.ts';
 import { until } from '../../src/testkit/delivery.ts';
+import { backendTap, currentBackend, testDatabase } from '../../src/testkit/postgres.ts';
+
+const t = backendTap(tap);
 
 const root = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'qkd-kms-cli-'));
@@ -40,22 +44,26 @@ function qkd(args: string[]): { proc: ChildProcess; out: string[] } {
 }
 
 t.test('two qkd kms processes deliver a canary end to end', async (t) => {
-  const mk = qkd(['kms', '--make-pki', join(dir, 'pki'), 'nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
-  await new Promise((r) => mk.proc.once('exit', r));
-  t.equal(mk.proc.exitCode, 0, mk.out.join(''));
+  if (!existsSync(join(dir, 'pki'))) {
+    const mk = qkd(['kms', '--make-pki', join(dir, 'pki'), 'nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']);
+    await new Promise((r) => mk.proc.once('exit', r));
+    t.equal(mk.proc.exitCode, 0, mk.out.join(''));
+  }
+  const be = currentBackend();
+  const database = { A: await testDatabase('clia'), B: await testDatabase('clib') };
   const pki = makePki(join(dir, 'pki'), ['nodeA', 'nodeB', 'kmsA', 'kmsB', 'saeA', 'saeB']); // reuses the files
   const [pA, pB] = [await freePort(), await freePort()];
   const spoolKey = randomBytes(32);
-  const A = await startDeliveryNode({ role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), spoolDir: join(dir, 'sa'),
+  const A = await startDeliveryNode({ role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'), spoolDir: join(dir, `sa-${be}`),
     spoolKey, kms: { url: `https://127.0.0.1:${pA}`, id: 'kmsA' }, peer: { nodeId: 'nodeB' }, retry: { baseMs: 50, maxMs: 300 } });
-  const B = await startDeliveryNode({ role: 'destination', nodeId: 'nodeB', tls: pki.tls('nodeB'), spoolDir: join(dir, 'sb'),
+  const B = await startDeliveryNode({ role: 'destination', nodeId: 'nodeB', tls: pki.tls('nodeB'), spoolDir: join(dir, `sb-${be}`),
     spoolKey, kms: { url: `https://127.0.0.1:${pB}`, id: 'kmsB' }, peer: { nodeId: 'nodeA' }, retry: { baseMs: 50, maxMs: 300 } });
   t.teardown(async () => { await A.close(); await B.close(); });
   writeFileSync(join(dir, 'wrap.hex'), randomBytes(32).toString('hex') + '\n');
   const cfg = (side: 'A' | 'B', port: number, peerPort: number, node: string) => ({
     id: `kms${side}`, role: side === 'A' ? 'source' : 'destination', listen: { host: '127.0.0.1', port },
-    tls: { ca: 'pki/ca.pem', cert: `pki/kms${side}.pem`, key: `pki/kms${side}.key` }, dbPath: `kms${side}.db`,
-    wrapKeyFile: 'wrap.hex', node: { url: node, id: `node${side}` }, peerNodeId: side === 'A' ? 'nodeB' : 'nodeA',
+    tls: { ca: 'pki/ca.pem', cert: `pki/kms${side}.pem`, key: `pki/kms${side}.key` }, dbPath: `kms${side}-${be}.db`,
+    database: database[side], wrapKeyFile: 'wrap.hex', node: { url: node, id: `node${side}` }, peerNodeId: side === 'A' ? 'nodeB' : 'nodeA',
     peer: { url: `https://127.0.0.1:${peerPort}`, id: side === 'A' ? 'kmsB' : 'kmsA' },
     saes: { local: [`sae${side}`], remote: [side === 'A' ? 'saeB' : 'saeA'] }, qos: { key_chunk_size: 32 },
     openStream: side === 'A' });
@@ -106,11 +114,22 @@ t.test('two qkd kms processes deliver a canary end to end', async (t) => {
   }
 });
 
-t.test('configuration errors are reported with what to do', async (t) => {
+tap.test('configuration errors are reported with what to do', async (t) => {
   writeFileSync(join(dir, 'bad.json'), JSON.stringify({ id: 'k', role: 'source', dbPath: 'x.db', wrapKeyFile: 'none',
     node: { url: 'https://127.0.0.1:1', id: 'n' }, peerNodeId: 'p', saes: { local: [], remote: [] } }));
   const k = qkd(['kms', '--config', 'bad.json']);
   await new Promise((r) => k.proc.once('exit', r));
   t.equal(k.proc.exitCode, 1);
   t.match(k.out.join(''), /'tls' \{ca, cert, key\} is required/);
+  // An unreachable PostgreSQL server is a start-up error that says what to check (no server needed).
+  writeFileSync(join(dir, 'nopg.json'), JSON.stringify({ id: 'k', role: 'source', dbPath: 'y.db', insecure: true,
+    database: 'postgres://kms:secret-pw@127.0.0.1:1/kmsa', wrapKeyFile: 'wrap.hex',
+    node: { url: 'https://127.0.0.1:1', id: 'n' }, peerNodeId: 'p', saes: { local: [], remote: [] } }));
+  writeFileSync(join(dir, 'wrap.hex'), randomBytes(32).toString('hex') + '\n');
+  const n = qkd(['kms', '--config', 'nopg.json']);
+  await new Promise((r) => n.proc.once('exit', r));
+  t.equal(n.proc.exitCode, 1);
+  t.match(n.out.join(''), /cannot reach the PostgreSQL server: is it running and listening/);
+  t.match(n.out.join(''), /kms@127\.0\.0\.1:1\/kmsa/, 'names user, host, port and database');
+  t.notMatch(n.out.join(''), /secret-pw/, 'never the password');
 });

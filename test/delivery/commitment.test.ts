@@ -2,7 +2,8 @@
 // digest. The TypeScript digest is checked against the native store's; an impostor with a node's
 // TLS identity but not its commitment key cannot get a chosen key stored, and a peer node whose
 // commitment does not verify stops the release (nothing handed out).
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,9 @@ import { checkCommitment, commit, keyDigest, signingKey } from '../../src/delive
 import { KeyStore } from '../../src/delivery/store.ts';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { startLink, until } from '../../src/testkit/delivery.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 const pair = () => {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');

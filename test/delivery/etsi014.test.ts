@@ -3,9 +3,13 @@
 // all-or-nothing dec_keys, 401 for an SAE that is not a key's slave, sizes other than the chunk
 // (split and merge, no byte reused), multicast keys, security levels, and concurrent dec_keys for
 // one key_ID (exactly one wins).
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
 import { startLink, until } from '../../src/testkit/delivery.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 const CHUNK = 32;
 const ENC = '/api/v1/keys/saeB/enc_keys';

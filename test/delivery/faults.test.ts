@@ -1,13 +1,17 @@
 // Delivery under faults, over real sockets and mutual TLS: a lost 201 and its retry, a conflicting
 // retry (409), the KMS down for a while (with a node restart in between), TTL expiry on the node
 // and in the KMS, wrong client certificates, and a push for another node's stream.
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { startLink, startLossyProxy, until } from '../../src/testkit/delivery.ts';
 import type { Alarm } from '../../src/delivery/node.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 const CHUNK = 32;
 

@@ -2,12 +2,16 @@
 // same bytes under the same (key_stream_id, index) to their KMSs, the KMSs confirm to each other
 // and an SAE pair gets matching keys through ETSI 014; and a canary key pushed through the whole
 // path never shows in any log, event, error, metric or audit output.
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
 import { JsonClient } from '../../src/delivery/http.ts';
 import { deriveKeyId } from '../../src/delivery/keyid.ts';
 import { STATUS } from '../../src/delivery/types.ts';
 import { startLink, until } from '../../src/testkit/delivery.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 const CHUNK = 32;
 

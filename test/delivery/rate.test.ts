@@ -1,9 +1,13 @@
 // QoS rates on the push path: the node stays within max_bps and reports a delivered rate below
 // min_bps, over real mutual TLS against the reference KMS.
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
 import { startLink, until } from '../../src/testkit/delivery.ts';
 import type { Alarm } from '../../src/delivery/node.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 t.test('max_bps bounds the push rate; min_bps shortfalls are reported', async (t) => {
   const chunkBits = 32 * 8;

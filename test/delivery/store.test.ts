@@ -1,6 +1,7 @@
 // The KMS key store (native qkd-store through src/delivery/store.ts), the node spool and key_ID
-// derivation, each checked against a slow obvious reference or a known answer.
-import t from 'tap';
+// derivation, each checked against a slow obvious reference or a known answer. The store's tests
+// run on both backends (`[sqlite]`, `[postgres]`: a throwaway cluster, src/testkit/postgres.ts).
+import tap from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,9 +10,22 @@ import { KeyStore, digestOf } from '../../src/delivery/store.ts';
 import { Spool } from '../../src/delivery/spool.ts';
 import { deriveKeyId } from '../../src/delivery/keyid.ts';
 import { indexRanges } from '../../src/delivery/node.ts';
+import { backendTap, currentBackend, postgresUnavailable, sharedPostgres, testDatabase } from '../../src/testkit/postgres.ts';
+
+const t = backendTap(tap);
 
 const dir = mkdtempSync(join(tmpdir(), 'qkd-store-test-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A fresh database under the running test's backend: a SQLite file in `dir`, or a PostgreSQL URL. */
+async function db(name: string): Promise<string> {
+  return (await testDatabase(name.replace(/\.db$/, ''))) ?? join(dir, name);
+}
+
+/** Where the backend keeps its bytes: the SQLite files, or the whole PostgreSQL cluster (tables, WAL). */
+async function storageDir(): Promise<string> {
+  return currentBackend() === 'postgres' ? (await sharedPostgres()).dir : dir;
+}
 
 /** Reference digest: the construction spelled out byte by byte. */
 function refDigest(sid: string, index: number, key: Buffer): string {
@@ -23,13 +37,14 @@ function refDigest(sid: string, index: number, key: Buffer): string {
 function allFilesContain(d: string, needle: Buffer): boolean {
   const walk = (p: string): boolean => readdirSync(p).some((f) => {
     const q = join(p, f);
-    return statSync(q).isDirectory() ? walk(q) : readFileSync(q).includes(needle);
+    const st = statSync(q);
+    return st.isDirectory() ? walk(q) : st.isFile() && readFileSync(q).includes(needle); // not the server's socket
   });
   return walk(d);
 }
 
 t.test('put: stored, duplicate, conflict, full; digests match the reference', async (t) => {
-  const s = KeyStore.open(join(dir, 'a.db'), randomBytes(32), 3);
+  const s = KeyStore.open(await db('a.db'), randomBytes(32), 3);
   t.teardown(() => s.close());
   const sid = '0b1e7e3a-8a53-4d57-9a2b-6f4e1c2d3b4a';
   const keys = [0, 1, 2].map(() => randomBytes(32));
@@ -48,7 +63,7 @@ t.test('put: stored, duplicate, conflict, full; digests match the reference', as
 });
 
 t.test('reserve is all-or-nothing; take hands a key out once; TTL erases; audit is append-only', async (t) => {
-  const s = KeyStore.open(join(dir, 'b.db'), randomBytes(32), 100);
+  const s = KeyStore.open(await db('b.db'), randomBytes(32), 100);
   t.teardown(() => s.close());
   const sid = 'a0000000-0000-4000-8000-000000000001';
   const k5 = randomBytes(16);
@@ -73,7 +88,7 @@ t.test('reserve is all-or-nothing; take hands a key out once; TTL erases; audit 
 });
 
 t.test('keys are wrapped at rest; a wrong wrapping key fails closed', async (t) => {
-  const p = join(dir, 'c.db');
+  const p = await db('c.db');
   const kek = randomBytes(32);
   const canary = Buffer.from('CANARY-7d1f3b9e-at-rest-key-bytes');
   const sid = 'a0000000-0000-4000-8000-000000000002';
@@ -81,7 +96,7 @@ t.test('keys are wrapped at rest; a wrong wrapping key fails closed', async (t) 
   await s.put(sid, 1, 'k1', canary, '{}', 0, 1e15);
   s.reserve(sid, [{ index: 1, digest: refDigest(sid, 1, canary) }], 'h', 0, true);
   s.close();
-  t.notOk(allFilesContain(dir, canary), 'no database file holds the key in clear');
+  t.notOk(allFilesContain(await storageDir(), canary), 'no database file (or PostgreSQL table, WAL) holds the key in clear');
   s = KeyStore.open(p, randomBytes(32), 10);
   await t.rejects(s.take('k1', 'h', 1), { code: 'STORE_CRYPTO' });
   s.close();
@@ -89,10 +104,11 @@ t.test('keys are wrapped at rest; a wrong wrapping key fails closed', async (t) 
   const got = await s.take('k1', 'h', 1);
   t.ok(got && Buffer.from(got.key).equals(canary), 'survives reopening with the right key');
   s.close();
-  t.throws(() => KeyStore.open(join(dir, 'd.db'), randomBytes(16), 1), { code: 'STORE_CRYPTO' });
+  const d = await db('d.db');
+  t.throws(() => KeyStore.open(d, randomBytes(16), 1), { code: 'STORE_CRYPTO' });
 });
 
-t.test('spool: sealed at rest, round-trips across instances, detects tampering', async (t) => {
+tap.test('spool: sealed at rest, round-trips across instances, detects tampering', async (t) => {
   const d = join(dir, 'spool');
   const key = randomBytes(32);
   const canary = Buffer.from('CANARY-spool-0123456789abcdef0123');
@@ -130,7 +146,7 @@ t.test('spool: sealed at rest, round-trips across instances, detects tampering',
   t.throws(() => new Spool(d, randomBytes(31)), { code: 'DELIVERY_SPOOL_KEY' });
 });
 
-t.test('key_ID: UUIDv8, deterministic, distinct, matches the reference construction', async (t) => {
+tap.test('key_ID: UUIDv8, deterministic, distinct, matches the reference construction', async (t) => {
   const sid = '7596a85c-11e4-4403-a783-131614a9620e';
   const seen = new Set<string>();
   let caseless = 0;
@@ -156,8 +172,8 @@ t.test('key_ID: UUIDv8, deterministic, distinct, matches the reference construct
 
 t.test('group commit: concurrent puts give the outcomes of the same puts one by one', async (t) => {
   const kek = randomBytes(32);
-  const a = KeyStore.open(join(dir, 'g1.db'), kek, 30);
-  const b = KeyStore.open(join(dir, 'g2.db'), kek, 30);
+  const a = KeyStore.open(await db('g1.db'), kek, 30);
+  const b = KeyStore.open(await db('g2.db'), kek, 30);
   t.teardown(() => { a.close(); b.close(); });
   const sid = 'a0000000-0000-4000-8000-000000000003';
   const keys = Array.from({ length: 45 }, () => randomBytes(16));
@@ -175,7 +191,7 @@ t.test('group commit: concurrent puts give the outcomes of the same puts one by 
 });
 
 t.test('takeMany: one transaction, per-key results like take one by one', async (t) => {
-  const s = KeyStore.open(join(dir, 'tm.db'), randomBytes(32), 100);
+  const s = KeyStore.open(await db('tm.db'), randomBytes(32), 100);
   t.teardown(() => s.close());
   const sid = 'a0000000-0000-4000-8000-000000000004';
   const keys = [0, 1, 2, 3].map(() => randomBytes(32));
@@ -187,4 +203,48 @@ t.test('takeMany: one transaction, per-key results like take one by one', async 
   t.same(got.map((g) => g && g.index), [2, null, null, 0, null], 'other holder, unknown and repeated ids get null');
   t.ok(Buffer.from(got[0]!.key).equals(keys[2]) && Buffer.from(got[3]!.key).equals(keys[0]));
   t.same(s.counts(sid), { held: 0, reserved: 2, delivered: 2, expired: 0 });
+});
+
+const noPg = postgresUnavailable() ?? false;
+
+tap.test('postgres: start-up errors say what was wrong and what to do', { skip: noPg }, async (t) => {
+  const pg = await sharedPostgres();
+  const good = pg.createDatabase('errs');
+  const name = new URL(good).pathname.slice(1);
+  const open = (url: string) => () => KeyStore.open(url, randomBytes(32), 10);
+  t.throws(open(pg.url(name, 'qkd', 'wrong-password')), { code: 'STORE_SERVER', message: /authentication failed.*password/ });
+  t.throws(open(pg.url('no_such_db')), { code: 'STORE_SERVER', message: /database does not exist: create it/ });
+  const closed = `postgres://qkd:x@127.0.0.1:${pg.port === 1 ? 2 : 1}/x`;
+  t.throws(open(closed), { code: 'STORE_SERVER', message: /cannot reach the PostgreSQL server: is it running/ });
+  for (const bad of [open(pg.url(name, 'qkd', 'wrong-password')), open(closed)]) {
+    try {
+      bad();
+    } catch (e) {
+      t.notMatch((e as Error).message, /wrong-password/, 'the password is never echoed');
+    }
+  }
+  const s = KeyStore.open(good, randomBytes(32), 10);
+  t.match(s.backend(), new RegExp(`^PostgreSQL qkd@127.0.0.1:${pg.port}/${name}$`), 'backend named without the password');
+  s.close();
+});
+
+tap.test('postgres: two store handles on one database, concurrent takeAll of one key_ID: exactly one wins', { skip: noPg }, async (t) => {
+  const url = (await sharedPostgres()).createDatabase('race');
+  const kek = randomBytes(32);
+  const a = KeyStore.open(url, kek, 1000);
+  const b = KeyStore.open(url, kek, 1000);
+  t.teardown(() => { a.close(); b.close(); });
+  const sid = 'a0000000-0000-4000-8000-000000000005';
+  const keys = Array.from({ length: 20 }, () => randomBytes(32));
+  for (let i = 0; i < keys.length; i++) await a.put(sid, i, `k${i}`, keys[i], '{}', 0, 1e15);
+  t.same(a.reserve(sid, keys.map((k, i) => ({ index: i, digest: refDigest(sid, i, k) })), 'a>b', 0, true).length, keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    const [x, y] = await Promise.all([a.takeAll([`k${i}`], 'a>b', '#saeB', 1), b.takeAll([`k${i}`], 'a>b', '#saeB', 1)]);
+    const won = [x, y].filter((r) => r.keys.length === 1);
+    t.equal(won.length, 1, `k${i}: one winner`);
+    t.ok(Buffer.from(won[0].keys[0].key).equals(keys[i]), `k${i}: the winner has the key`);
+    t.same([x, y].find((r) => r.keys.length === 0)?.refused, [{ pos: 0, reason: 'unknown' }], `k${i}: the loser is told it is gone`);
+  }
+  t.equal(a.verifyAudit().brokenSeq ?? null, null, 'the audit chain written by two connections is unbroken');
+  t.same(b.counts(sid), { held: 0, reserved: 0, delivered: keys.length, expired: 0 });
 });

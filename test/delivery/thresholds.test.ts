@@ -1,8 +1,12 @@
 // Storage thresholds per SAE pair (KmsOptions.watermarks): one alarm per crossing of the low and
 // high watermarks, the pair's security level counted, and the figures in metrics().
-import t from 'tap';
+import tap from 'tap';
+import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
 import { startLink, until } from '../../src/testkit/delivery.ts';
+
+// Every test runs on SQLite and on PostgreSQL (`[postgres]`: a named skip without the server binaries).
+const t = backendTap(tap);
 
 t.test('low/high watermarks per SAE pair: alarms on crossings, metrics, security level', async (t) => {
   const L = await startLink({ kms: { expireEveryMs: 3_600_000, watermarks: [

@@ -1,11 +1,12 @@
 //! napi adapters for qkd-store (the reference KMS's durable key store). See native/store.
 //!
-//! `put` and `take` commit with fsync (WAL, synchronous=FULL), so they run off the JS thread as
+//! The database is a SQLite file path or a `postgres://` URL (qkd-store picks the backend).
+//! `put` and `take` commit durably (SQLite fsync, PostgreSQL synchronous commit), so they run off the JS thread as
 //! `AsyncTask`s; the store sits behind a mutex shared with those tasks. Key bytes come in as a
 //! caller-owned Uint8Array, copied once into a zeroising buffer; `take` hands the key back in a
 //! fresh Buffer the caller owns (and must zero after use). Errors carry a code prefix
 //! (`STORE_DB:`, `STORE_CRYPTO:`, `STORE_INVALID:`, `STORE_CLOSED:`, `STORE_CUSTODY:`,
-//! `STORE_SEAL:`) the TypeScript side maps.
+//! `STORE_SEAL:`, `STORE_SERVER:` PostgreSQL unreachable or refusing) the TypeScript side maps.
 //!
 //! Custody: `KmsUnsealer` collects Shamir shares (raw bytes from the caller, copied into zeroising
 //! buffers; never echoed) and, with K valid ones, opens the store with the software or PKCS#11
@@ -461,7 +462,7 @@ pub struct KmsStore {
 
 #[napi]
 impl KmsStore {
-    /// Opens or creates the database at `path` with a development keystore: `kek` is the 32-byte
+    /// Opens or creates the database at `path` (a SQLite file, or a postgres:// URL) with a development keystore: `kek` is the 32-byte
     /// wrapKeyFile (copied; the caller should zero its array). With `keystore_file`, KEK
     /// generations made by rotation persist there (sealed under `kek`). `capacity` = most keys held.
     #[napi(factory)]
@@ -470,6 +471,12 @@ impl KmsStore {
         let w = SoftwareKeystore::development(&k, keystore_file.as_deref().map(Path::new)).map_err(err)?;
         let s = Store::open_with(&path, Box::new(w), capacity.max(0.0) as u64).map_err(err)?;
         Ok(KmsStore { inner: Arc::new(Mutex::new(Some(s))) })
+    }
+
+    /// Where the keys are: "SQLite database PATH" or "PostgreSQL user@host:port/db" (no password).
+    #[napi]
+    pub fn backend(&self) -> Result<String> {
+        with(&self.inner, |s| Ok(s.backend()))
     }
 
     /// What holds the KEK ("software keystore ...", "PKCS#11 token '...' key '...'").

@@ -1,7 +1,10 @@
 //! qkd-store: the reference KMS's durable key store.
 //!
-//! One SQLite database (rusqlite, `bundled`) in WAL mode with `synchronous=FULL`, so a `put` that
-//! returned has been fsynced: the KMS answers 201 to a key-material push only after `put` returns.
+//! Two backends behind the `db::Db` trait: one SQLite database file (sqlite.rs: rusqlite,
+//! `bundled`, WAL, `synchronous=FULL`), the embedded default, or a PostgreSQL server (pg.rs,
+//! `postgres://` URL, `synchronous_commit=on`), the production backend. Either way a `put` that
+//! returned is durable: the KMS answers 201 to a key-material push only after `put` returns. The
+//! logic below (wrapping, digests, audit chain, erasure, rotation) is the same for both.
 //!
 //! Keys are wrapped at rest with AES-256-GCM (NIST SP 800-38D) under a key-encryption key (KEK)
 //! the KMS loads from its configuration; each row has a fresh 96-bit random nonce and the
@@ -23,13 +26,17 @@
 //! store keeps serving. Erasure: `PRAGMA secure_delete=ON` makes SQLite overwrite the freed
 //! content of an erased ciphertext with zeros in the database file; close checkpoints and
 //! truncates the WAL.
+#[macro_use]
+pub mod db;
 pub mod keystore;
+pub mod pg;
 pub mod pkcs11;
 pub mod secmem;
 pub mod shamir;
+pub mod sqlite;
 
+use db::{Db, Row, Val};
 use keystore::{KeyWrapper, SoftwareKeystore};
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -47,6 +54,9 @@ pub enum StoreError {
     Crypto(String),
     /// Caller passed something invalid (empty key, bad size).
     Invalid(String),
+    /// The PostgreSQL server is unreachable, refused the login, or lacks the database (message
+    /// says what to fix; never the password).
+    Server(String),
     /// Custody set-up: keystore file, PKCS#11 module, token, PIN or key missing or wrong.
     Custody(String),
     /// A share refused, or shares that do not reconstruct the master key (nothing revealed).
@@ -59,16 +69,12 @@ impl std::fmt::Display for StoreError {
             StoreError::Crypto(m) => write!(f, "STORE_CRYPTO: {m}"),
             StoreError::Invalid(m) => write!(f, "STORE_INVALID: {m}"),
             StoreError::Custody(m) => write!(f, "STORE_CUSTODY: {m}"),
+            StoreError::Server(m) => write!(f, "STORE_SERVER: {m}"),
             StoreError::Seal(m) => write!(f, "STORE_SEAL: {m}"),
         }
     }
 }
 impl std::error::Error for StoreError {}
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Db(e.to_string())
-    }
-}
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Outcome of a `put`: results, not errors (the KMS maps them to 201 / 201 / 409 / 503).
@@ -196,101 +202,41 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 pub struct Store {
-    conn: Connection,
+    db: Box<dyn Db>,
     wrapper: Box<dyn KeyWrapper>,
     capacity: u64,
 }
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys(
-       stream_id TEXT NOT NULL, idx INTEGER NOT NULL, key_id TEXT NOT NULL UNIQUE,
-       digest BLOB NOT NULL, nonce BLOB, wrapped BLOB, size INTEGER NOT NULL,
-       meta TEXT NOT NULL, stored_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-       state INTEGER NOT NULL, holder TEXT, kek_gen INTEGER NOT NULL DEFAULT 0,
-       warned INTEGER NOT NULL DEFAULT 0,
-       PRIMARY KEY(stream_id, idx));
-     CREATE INDEX IF NOT EXISTS keys_state ON keys(state, stream_id, idx);
-     CREATE TABLE IF NOT EXISTS audit(
-       seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
-       idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL, hash BLOB);";
-
-const TRIGGERS: &str = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-       BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;
-     CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-       BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;";
-
-fn has_column(conn: &Connection, table: &str, col: &str) -> Result<bool> {
-    let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names = st.query_map([], |r| r.get::<_, String>(1))?.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(names.iter().any(|n| n == col))
+/// Opens the backend `database` names: a PostgreSQL URL (postgres://...) or a SQLite file path.
+pub fn open_db(database: &str) -> Result<Box<dyn Db>> {
+    if db::is_postgres(database) {
+        Ok(Box::new(pg::Pg::connect(database)?))
+    } else {
+        Ok(Box::new(sqlite::Sqlite::open(database)?))
+    }
 }
 
-/// Brings a database made before custody up to the current schema: `kek_gen` (0: wrapped under
-/// the wrapKeyFile itself), `warned`, and the audit hash chain over the existing rows (the
-/// append-only trigger is lifted for that one transaction).
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let tx = conn.transaction()?;
-    if !has_column(&tx, "keys", "kek_gen")? {
-        tx.execute_batch("ALTER TABLE keys ADD COLUMN kek_gen INTEGER NOT NULL DEFAULT 0")?;
+/// Checks the audit hash chain of the database `database` names (a SQLite file is opened
+/// read-only; the KMS may be running).
+pub fn verify_audit_file(database: &str) -> Result<ChainReport> {
+    if db::is_postgres(database) {
+        let mut d = pg::Pg::connect(database)?;
+        return verify_audit_db(&mut d);
     }
-    if !has_column(&tx, "keys", "warned")? {
-        tx.execute_batch("ALTER TABLE keys ADD COLUMN warned INTEGER NOT NULL DEFAULT 0")?;
-    }
-    if !has_column(&tx, "audit", "hash")? {
-        tx.execute_batch("ALTER TABLE audit ADD COLUMN hash BLOB")?;
-    }
-    let unchained: i64 = tx.query_row("SELECT COUNT(*) FROM audit WHERE hash IS NULL", [], |r| r.get(0))?;
-    if unchained > 0 {
-        tx.execute_batch("DROP TRIGGER IF EXISTS audit_no_update")?;
-        let rows: Vec<(i64, i64, String, i64, String, String)> = {
-            let mut st = tx.prepare("SELECT seq, at_ms, stream_id, idx, event, detail FROM audit ORDER BY seq")?;
-            let v = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
-            v.collect::<std::result::Result<Vec<_>, _>>()?
-        };
-        let mut prev = [0u8; 32];
-        for (seq, at, sid, idx, ev, det) in rows {
-            prev = chain_hash(&prev, seq, at, &sid, idx, &ev, &det);
-            tx.execute("UPDATE audit SET hash=?1 WHERE seq=?2", params![&prev[..], seq])?;
-        }
-    }
-    tx.execute_batch(TRIGGERS)?;
-    tx.commit()?;
-    Ok(())
+    verify_audit_db(&mut sqlite::Sqlite::open_read_only(database)?)
 }
 
-fn open_conn(path: &str) -> Result<Connection> {
-    let mut conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // Freed content (an erased ciphertext, a re-wrapped one) is overwritten with zeros.
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)?;
-    migrate(&mut conn)?;
-    Ok(conn)
-}
-
-/// Checks the audit hash chain of the database at `path` (read-only; the KMS may be running).
-pub fn verify_audit_file(path: &str) -> Result<ChainReport> {
-    if !std::path::Path::new(path).exists() {
-        return Err(StoreError::Db(format!("no database at {path}")));
-    }
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    if !has_column(&conn, "audit", "hash")? {
-        return Err(StoreError::Db("this database predates the audit hash chain; open it once with the KMS to chain it".into()));
-    }
-    verify_audit_conn(&conn)
-}
-
-fn verify_audit_conn(conn: &Connection) -> Result<ChainReport> {
-    let mut st = conn.prepare("SELECT seq, at_ms, stream_id, idx, event, detail, hash FROM audit ORDER BY seq")?;
-    let mut rows = st.query([])?;
+fn verify_audit_db(db: &mut dyn Db) -> Result<ChainReport> {
+    let rows = db.query("SELECT seq, at_ms, stream_id, idx, event, detail, hash FROM audit ORDER BY seq", p![])?;
     let mut prev = [0u8; 32];
     let mut last_seq = 0i64;
     let mut n = 0u64;
-    while let Some(r) = rows.next()? {
-        let (seq, at, sid, idx, ev, det): (i64, i64, String, i64, String, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-        let h: Option<Vec<u8>> = r.get(6)?;
+    for r in rows {
+        let mut r = r.into_iter();
+        let mut next = || r.next().unwrap_or(Val::Null);
+        let (seq, at) = (next().i()?, next().i()?);
+        let (sid, idx) = (next().s()?, next().i()?);
+        let (ev, det, h) = (next().s()?, next().s()?, next().ob()?);
         n += 1;
         if seq != last_seq + 1 {
             let why = format!("row(s) {}..{} are missing (deleted)", last_seq + 1, seq - 1);
@@ -310,32 +256,95 @@ fn verify_audit_conn(conn: &Connection) -> Result<ChainReport> {
     Ok(ChainReport { rows: n, head: prev, broken: None })
 }
 
+fn digest32(d: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if d.len() == 32 {
+        out.copy_from_slice(d);
+    }
+    out
+}
+
+/// Appends an audit row chained to the last one (inside the caller's transaction).
+fn audit_tx(db: &mut dyn Db, now_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> Result<()> {
+    let last = db.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", p![])?;
+    let (seq, prev) = match last {
+        Some(mut r) => (r[0].i()? + 1, std::mem::replace(&mut r[1], Val::Null).b()?),
+        None => (1, vec![0u8; 32]),
+    };
+    let h = chain_hash(&prev, seq, now_ms, sid, idx, event, detail);
+    db.exec(
+        "INSERT INTO audit(seq, at_ms, stream_id, idx, event, detail, hash) VALUES(?1,?2,?3,?4,?5,?6,?7)",
+        p![seq, now_ms, sid, idx, event, detail, &h[..]],
+    )?;
+    Ok(())
+}
+
+/// Cryptographic erasure of one row's ciphertext: the wrapped bytes are first overwritten in
+/// place (same length, zeros), then dropped. SQLite (`secure_delete=ON`) zeroes the freed space
+/// in the file; on PostgreSQL old row versions stay until VACUUM (see docs/delivery.md). The
+/// digest stays (duplicate detection).
+fn erase(db: &mut dyn Db, sid: &str, idx: i64, state: i64) -> Result<()> {
+    db.exec(
+        "UPDATE keys SET wrapped=zeroblob(length(wrapped)), nonce=zeroblob(12) WHERE stream_id=?1 AND idx=?2 AND wrapped IS NOT NULL",
+        p![sid, idx],
+    )?;
+    db.exec("UPDATE keys SET state=?3, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2", p![sid, idx, state])?;
+    Ok(())
+}
+
+/// Unwraps one reserved key, erases its row and audits the delivery (inside the caller's
+/// transaction); `wrapped` is zeroised.
+#[allow(clippy::too_many_arguments)]
+fn hand_out(wrapper: &mut dyn KeyWrapper, db: &mut dyn Db, sid: &str, idx: i64, nonce: &[u8], wrapped: &mut Vec<u8>, gen: i64,
+    holder: &str, now_ms: i64) -> Result<secmem::SecretBuf> {
+    let plain = wrapper.unwrap(gen as u32, nonce, &aad(sid, idx as u32), wrapped)?;
+    wrapped.zeroize();
+    erase(db, sid, idx, STATE_DELIVERED)?;
+    audit_tx(db, now_ms, sid, idx, "delivered", &format!("handed out to {holder}"))?;
+    audit_tx(db, now_ms, sid, idx, "destroyed", "wrapped bytes erased")?;
+    Ok(plain)
+}
+
+/// Rows of `(String, u32)`: stream id and index.
+fn sid_idx(rows: Vec<Row>) -> Result<Vec<(String, u32)>> {
+    rows.into_iter()
+        .map(|mut r| {
+            let i = r[1].i()? as u32;
+            Ok((std::mem::replace(&mut r[0], Val::Null).s()?, i))
+        })
+        .collect()
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at `path` (":memory:" for tests) with a
-    /// development keystore: `kek` (32 bytes) is the KEK of generation 0, nothing persisted.
-    /// `capacity` is the most keys held (with ciphertext) at once; beyond it `put` answers `Full`.
-    pub fn open(path: &str, kek: &[u8], capacity: u64) -> Result<Store> {
-        Self::open_with(path, Box::new(SoftwareKeystore::development(kek, None)?), capacity)
+    /// Opens (creating if needed) the database `database` names (a SQLite path, ":memory:" for
+    /// tests, or a postgres:// URL) with a development keystore: `kek` (32 bytes) is the KEK of
+    /// generation 0, nothing persisted. `capacity` is the most keys held (with ciphertext) at
+    /// once; beyond it `put` answers `Full`.
+    pub fn open(database: &str, kek: &[u8], capacity: u64) -> Result<Store> {
+        Self::open_with(database, Box::new(SoftwareKeystore::development(kek, None)?), capacity)
     }
 
     /// Opens the database with any `KeyWrapper` (software keystore or PKCS#11 token).
-    pub fn open_with(path: &str, wrapper: Box<dyn KeyWrapper>, capacity: u64) -> Result<Store> {
-        let conn = open_conn(path)?;
-        let st = Store { conn, wrapper, capacity };
+    pub fn open_with(database: &str, wrapper: Box<dyn KeyWrapper>, capacity: u64) -> Result<Store> {
+        Self::on(open_db(database)?, wrapper, capacity)
+    }
+
+    /// A store on an open backend.
+    pub fn on(db: Box<dyn Db>, wrapper: Box<dyn KeyWrapper>, capacity: u64) -> Result<Store> {
+        let mut st = Store { db, wrapper, capacity };
         // Every row must be unwrappable by a generation the keystore still has: a keystore file
         // restored from an older backup (missing a newer KEK) is caught at start-up.
-        let gens: Vec<i64> = {
-            let mut q = st.conn.prepare("SELECT DISTINCT kek_gen FROM keys WHERE wrapped IS NOT NULL")?;
-            let v = q.query_map([], |r| r.get(0))?.collect::<std::result::Result<Vec<_>, _>>()?;
-            v
-        };
+        let gens = st.db.query("SELECT DISTINCT kek_gen FROM keys WHERE wrapped IS NOT NULL", p![])?;
         let have = st.wrapper.generations();
-        if let Some(g) = gens.iter().find(|g| !have.contains(&(**g as u32))) {
-            return Err(StoreError::Custody(format!(
-                "stored keys are wrapped under KEK generation {g}, which {} does not hold (keystore restored from an older \
-                 backup, or another keystore); restore the matching keystore",
-                st.wrapper.describe()
-            )));
+        for g in gens {
+            let g = g[0].i()?;
+            if !have.contains(&(g as u32)) {
+                return Err(StoreError::Custody(format!(
+                    "stored keys are wrapped under KEK generation {g}, which {} does not hold (keystore restored from an older \
+                     backup, or another keystore); restore the matching keystore",
+                    st.wrapper.describe()
+                )));
+            }
         }
         Ok(st)
     }
@@ -345,25 +354,34 @@ impl Store {
         self.wrapper.describe()
     }
 
-    fn audit_tx(tx: &Connection, now_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> Result<()> {
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let (seq, prev) = match last {
-            Some((s, h)) => (s + 1, h),
-            None => (1, vec![0u8; 32]),
-        };
-        let h = chain_hash(&prev, seq, now_ms, sid, idx, event, detail);
-        tx.execute(
-            "INSERT INTO audit(seq, at_ms, stream_id, idx, event, detail, hash) VALUES(?1,?2,?3,?4,?5,?6,?7)",
-            params![seq, now_ms, sid, idx, event, detail, &h[..]],
-        )?;
-        Ok(())
+    /// Where the keys are (for logs): the SQLite file or the PostgreSQL server, no password.
+    pub fn backend(&self) -> String {
+        self.db.describe()
+    }
+
+    /// Runs `f` in one write transaction: committed when it returns `(value, true)`, rolled back
+    /// when it returns `(value, false)` or an error.
+    fn tx<T>(&mut self, f: impl FnOnce(&mut dyn Db, &mut dyn KeyWrapper) -> Result<(T, bool)>) -> Result<T> {
+        self.db.begin()?;
+        match f(self.db.as_mut(), self.wrapper.as_mut()) {
+            Ok((v, true)) => {
+                self.db.commit()?;
+                Ok(v)
+            }
+            Ok((v, false)) => {
+                self.db.rollback()?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.db.rollback();
+                Err(e)
+            }
+        }
     }
 
     /// Appends an audit record (no key bytes may be passed in `detail`).
-    pub fn audit(&self, now_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> Result<()> {
-        Self::audit_tx(&self.conn, now_ms, sid, idx, event, detail)
+    pub fn audit(&mut self, now_ms: i64, sid: &str, idx: i64, event: &str, detail: &str) -> Result<()> {
+        self.tx(|db, _| audit_tx(db, now_ms, sid, idx, event, detail).map(|_| ((), true)))
     }
 
     /// Stores `key` under `(sid, index)` durably (committed and fsynced when this returns).
@@ -395,104 +413,92 @@ impl Store {
         if items.iter().any(|i| i.key.is_empty()) {
             return Err(StoreError::Invalid("empty key".into()));
         }
-        let tx = self.conn.transaction()?;
-        let mut held: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE state IN (0,1)", [], |r| r.get(0))?;
-        let mut out = Vec::with_capacity(items.len());
-        for it in items {
-            let (sid, index, key) = (it.sid.as_str(), it.index, &it.key[..]);
-            let d = digest(sid, index, key);
-            let existing: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT digest FROM keys WHERE stream_id=?1 AND idx=?2",
-                    params![sid, index as i64],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let outcome = if let Some(old) = existing {
-                if ct_eq(&old, &d) {
-                    Self::audit_tx(&tx, now_ms, sid, index as i64, "duplicate", "same bytes pushed again; kept one copy")?;
-                    PutOutcome::Duplicate
+        let capacity = self.capacity;
+        self.tx(|db, wrapper| {
+            let mut held = db.query_one("SELECT COUNT(*) FROM keys WHERE state IN (0,1)", p![])?[0].i()?;
+            let mut out = Vec::with_capacity(items.len());
+            for it in items {
+                let (sid, index, key) = (it.sid.as_str(), it.index, &it.key[..]);
+                let d = digest(sid, index, key);
+                let existing = db.query_opt("SELECT digest FROM keys WHERE stream_id=?1 AND idx=?2", p![sid, index])?;
+                let outcome = if let Some(mut old) = existing {
+                    if ct_eq(&std::mem::replace(&mut old[0], Val::Null).b()?, &d) {
+                        audit_tx(db, now_ms, sid, index as i64, "duplicate", "same bytes pushed again; kept one copy")?;
+                        PutOutcome::Duplicate
+                    } else {
+                        audit_tx(db, now_ms, sid, index as i64, "conflict", "different bytes under a used index; refused")?;
+                        PutOutcome::Conflict
+                    }
+                } else if held as u64 >= capacity {
+                    PutOutcome::Full
                 } else {
-                    Self::audit_tx(&tx, now_ms, sid, index as i64, "conflict", "different bytes under a used index; refused")?;
-                    PutOutcome::Conflict
-                }
-            } else if held as u64 >= self.capacity {
-                PutOutcome::Full
-            } else {
-                let a = aad(sid, index);
-                let (nonce, wrapped) = self.wrapper.wrap(&a, key)?;
-                tx.execute(
-                    "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
-                       stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,0,NULL,?11)",
-                    params![sid, index as i64, it.key_id, &d[..], &nonce[..], wrapped, key.len() as i64,
-                        it.meta, now_ms, it.expires_ms, self.wrapper.active() as i64],
-                )?;
-                Self::audit_tx(&tx, now_ms, sid, index as i64, "stored",
-                    &format!("generated by the node and stored; size={} key_id={} kek_gen={} provenance={}", key.len(), it.key_id,
-                        self.wrapper.active(), it.meta))?;
-                held += 1;
-                PutOutcome::Stored
-            };
-            out.push(outcome);
-        }
-        tx.commit()?;
-        Ok(out)
+                    let (nonce, wrapped) = wrapper.wrap(&aad(sid, index), key)?;
+                    let gen = wrapper.active();
+                    db.exec(
+                        "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
+                           stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,0,NULL,?11)",
+                        p![sid, index, &it.key_id, &d[..], &nonce[..], wrapped, key.len() as i64, &it.meta, now_ms, it.expires_ms, gen],
+                    )?;
+                    audit_tx(db, now_ms, sid, index as i64, "stored",
+                        &format!("generated by the node and stored; size={} key_id={} kek_gen={gen} provenance={}", key.len(), it.key_id, it.meta))?;
+                    held += 1;
+                    PutOutcome::Stored
+                };
+                out.push(outcome);
+            }
+            Ok((out, true))
+        })
     }
 
     /// Up to `limit` held (not reserved) keys of `sid` in index order, with their digests.
     /// `descending` draws from the newest end: the two KMSs of a link draw from opposite ends so
     /// that SAEs on both sides asking at once rarely pick the same keys.
-    pub fn candidates(&self, sid: &str, limit: u32, now_ms: i64, descending: bool) -> Result<Vec<Candidate>> {
+    pub fn candidates(&mut self, sid: &str, limit: u32, now_ms: i64, descending: bool) -> Result<Vec<Candidate>> {
         self.candidates_at_level(sid, limit, now_ms, descending, None)
     }
 
     /// `candidates` restricted to keys whose provenance states an `epsilon` (the composable
     /// security parameter of the block they came from) of at most `max_epsilon`; keys without an
     /// ε label never qualify when a level is asked for.
-    pub fn candidates_at_level(&self, sid: &str, limit: u32, now_ms: i64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<Candidate>> {
-        let mut st = self.conn.prepare_cached(if descending {
-            "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx DESC LIMIT ?3"
-        } else {
-            "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             AND (?4 IS NULL OR json_extract(meta, '$.epsilon') <= ?4) ORDER BY idx LIMIT ?3"
-        })?;
-        let rows = st.query_map(params![sid, now_ms, limit as i64, max_epsilon], |r| {
-            let dg: Vec<u8> = r.get(2)?;
-            let mut digest = [0u8; 32];
-            if dg.len() == 32 {
-                digest.copy_from_slice(&dg);
-            }
-            Ok(Candidate { index: r.get::<_, i64>(0)? as u32, key_id: r.get(1)?, digest, meta: r.get(3)? })
-        })?;
-        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    pub fn candidates_at_level(&mut self, sid: &str, limit: u32, now_ms: i64, descending: bool, max_epsilon: Option<f64>) -> Result<Vec<Candidate>> {
+        let rows = self.db.query(
+            if descending {
+                "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+                 AND (CAST(?4 AS DOUBLE PRECISION) IS NULL OR json_extract(meta, '$.epsilon') <= CAST(?4 AS DOUBLE PRECISION)) ORDER BY idx DESC LIMIT ?3"
+            } else {
+                "SELECT idx, key_id, digest, meta FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
+                 AND (CAST(?4 AS DOUBLE PRECISION) IS NULL OR json_extract(meta, '$.epsilon') <= CAST(?4 AS DOUBLE PRECISION)) ORDER BY idx LIMIT ?3"
+            },
+            p![sid, now_ms, limit, max_epsilon],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let index = r.next().unwrap_or(Val::Null).i()? as u32;
+                let key_id = r.next().unwrap_or(Val::Null).s()?;
+                let digest = digest32(&r.next().unwrap_or(Val::Null).b()?);
+                Ok(Candidate { index, key_id, digest, meta: r.next().unwrap_or(Val::Null).s()? })
+            })
+            .collect()
     }
 
     /// The provenance (JSON) of `(sid, index)`, if this store ever held it.
-    pub fn meta_of(&self, sid: &str, index: u32) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT meta FROM keys WHERE stream_id=?1 AND idx=?2", params![sid, index as i64], |r| r.get(0))
-            .optional()?)
+    pub fn meta_of(&mut self, sid: &str, index: u32) -> Result<Option<String>> {
+        match self.db.query_opt("SELECT meta FROM keys WHERE stream_id=?1 AND idx=?2", p![sid, index])? {
+            Some(mut r) => Ok(Some(std::mem::replace(&mut r[0], Val::Null).s()?)),
+            None => Ok(None),
+        }
     }
 
     /// Digest of a held key, if this store holds `(sid, index)` with its ciphertext.
-    pub fn held_digest(&self, sid: &str, index: u32) -> Result<Option<([u8; 32], i64)>> {
-        let r: Option<(Vec<u8>, i64)> = self
-            .conn
-            .query_row(
-                "SELECT digest, state FROM keys WHERE stream_id=?1 AND idx=?2",
-                params![sid, index as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(r.map(|(d, s)| {
-            let mut out = [0u8; 32];
-            if d.len() == 32 {
-                out.copy_from_slice(&d);
+    pub fn held_digest(&mut self, sid: &str, index: u32) -> Result<Option<([u8; 32], i64)>> {
+        match self.db.query_opt("SELECT digest, state FROM keys WHERE stream_id=?1 AND idx=?2", p![sid, index])? {
+            Some(mut r) => {
+                let s = r[1].i()?;
+                Ok(Some((digest32(&std::mem::replace(&mut r[0], Val::Null).b()?), s)))
             }
-            (out, s)
-        }))
+            None => Ok(None),
+        }
     }
 
     /// Marks held keys as reserved for `holder` (an SAE pair), in one transaction. Returns the
@@ -506,54 +512,46 @@ impl Store {
         now_ms: i64,
         all_or_nothing: bool,
     ) -> Result<Vec<u32>> {
-        let tx = self.conn.transaction()?;
-        let mut ok = Vec::new();
-        for (idx, dg) in items {
-            let row: Option<(Vec<u8>, i64)> = tx
-                .query_row(
-                    "SELECT digest, state FROM keys WHERE stream_id=?1 AND idx=?2 AND expires_ms>?3",
-                    params![sid, *idx as i64, now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            if let Some((d, STATE_HELD)) = row {
-                if ct_eq(&d, dg) {
-                    tx.execute(
-                        "UPDATE keys SET state=1, holder=?3 WHERE stream_id=?1 AND idx=?2",
-                        params![sid, *idx as i64, holder],
-                    )?;
-                    Self::audit_tx(&tx, now_ms, sid, *idx as i64, "confirmed", &format!("digest confirmed with the peer KMS; reserved for {holder}"))?;
+        self.tx(|db, _| {
+            let mut ok = Vec::new();
+            for (idx, dg) in items {
+                let row = db.query_opt("SELECT digest, state FROM keys WHERE stream_id=?1 AND idx=?2 AND expires_ms>?3", p![sid, *idx, now_ms])?;
+                let Some(mut row) = row else { continue };
+                if row[1].i()? != STATE_HELD {
+                    continue;
+                }
+                if ct_eq(&std::mem::replace(&mut row[0], Val::Null).b()?, dg) {
+                    db.exec("UPDATE keys SET state=1, holder=?3 WHERE stream_id=?1 AND idx=?2", p![sid, *idx, holder])?;
+                    audit_tx(db, now_ms, sid, *idx as i64, "confirmed", &format!("digest confirmed with the peer KMS; reserved for {holder}"))?;
                     ok.push(*idx);
                 } else {
-                    Self::audit_tx(&tx, now_ms, sid, *idx as i64, "mismatch", "peer digest differs; not released")?;
+                    audit_tx(db, now_ms, sid, *idx as i64, "mismatch", "peer digest differs; not released")?;
                 }
             }
-        }
-        if all_or_nothing && ok.len() != items.len() {
-            drop(tx); // rolls back
-            return Ok(Vec::new());
-        }
-        tx.commit()?;
-        Ok(ok)
+            if all_or_nothing && ok.len() != items.len() {
+                return Ok((Vec::new(), false)); // rolls back
+            }
+            Ok((ok, true))
+        })
     }
 
     /// Returns reserved keys of `holder` to the held pool (a release that could not complete on
     /// the peer). Returns the indices released.
     pub fn unreserve(&mut self, sid: &str, indices: &[u32], holder: &str, now_ms: i64) -> Result<Vec<u32>> {
-        let tx = self.conn.transaction()?;
-        let mut out = Vec::new();
-        for idx in indices {
-            let n = tx.execute(
-                "UPDATE keys SET state=0, holder=NULL WHERE stream_id=?1 AND idx=?2 AND state=1 AND holder=?3",
-                params![sid, *idx as i64, holder],
-            )?;
-            if n == 1 {
-                Self::audit_tx(&tx, now_ms, sid, *idx as i64, "unreserved", &format!("release for {holder} did not complete"))?;
-                out.push(*idx);
+        self.tx(|db, _| {
+            let mut out = Vec::new();
+            for idx in indices {
+                let n = db.exec(
+                    "UPDATE keys SET state=0, holder=NULL WHERE stream_id=?1 AND idx=?2 AND state=1 AND holder=?3",
+                    p![sid, *idx, holder],
+                )?;
+                if n == 1 {
+                    audit_tx(db, now_ms, sid, *idx as i64, "unreserved", &format!("release for {holder} did not complete"))?;
+                    out.push(*idx);
+                }
             }
-        }
-        tx.commit()?;
-        Ok(out)
+            Ok((out, true))
+        })
     }
 
     /// Unwraps and erases a reserved key (by key_id) held for `holder`: the ciphertext is
@@ -566,77 +564,75 @@ impl Store {
     /// None where the key is unknown, not reserved for `holder`, or already handed out. If any
     /// wrapped key fails to authenticate, nothing is handed out (the transaction rolls back).
     pub fn take_many(&mut self, key_ids: &[&str], holder: &str, now_ms: i64) -> Result<Vec<Option<TakenKey>>> {
-        let tx = self.conn.transaction()?;
-        let mut out = Vec::with_capacity(key_ids.len());
-        for key_id in key_ids {
-            let row: Option<(String, i64, Vec<u8>, Vec<u8>, i64)> = tx
-                .query_row(
+        self.tx(|db, wrapper| {
+            let mut out = Vec::with_capacity(key_ids.len());
+            for key_id in key_ids {
+                let row = db.query_opt(
                     "SELECT stream_id, idx, nonce, wrapped, kek_gen FROM keys
                      WHERE key_id=?1 AND state=1 AND holder=?2 AND wrapped IS NOT NULL",
-                    params![key_id, holder],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            let Some((sid, idx, nonce, mut wrapped, gen)) = row else {
-                out.push(None);
-                continue;
-            };
-            let plain = Self::hand_out(self.wrapper.as_mut(), &tx, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
-            out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain }));
-        }
-        tx.commit()?;
-        Ok(out)
+                    p![*key_id, holder],
+                )?;
+                let Some(row) = row else {
+                    out.push(None);
+                    continue;
+                };
+                let (sid, idx, nonce, mut wrapped, gen) = wrapped_row(row)?;
+                let plain = hand_out(wrapper, db, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
+                out.push(Some(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain }));
+            }
+            Ok((out, true))
+        })
     }
 
     /// Hands out the reserved keys named by `key_ids` to `holder`, all or nothing, in ONE
     /// transaction: if any key_ID is not available to `holder`, nothing is erased and the refusals
     /// are returned instead (so a request naming one bad key_ID does not cost the pair its good
     /// keys). A row whose key_id is `id` or `id + suffix` matches (multicast copies carry the
-    /// slave SAE as suffix). Two concurrent calls for one key_ID: the store's lock serialises them
-    /// and the second finds the ciphertext gone.
+    /// slave SAE as suffix). Two concurrent calls for one key_ID: write transactions are
+    /// serialised (the store's lock; on PostgreSQL also an advisory lock across connections) and
+    /// the second finds the ciphertext gone.
     pub fn take_all(&mut self, key_ids: &[&str], holder: &str, suffix: &str, now_ms: i64) -> Result<TakeAll> {
-        let tx = self.conn.transaction()?;
-        let mut keys = Vec::with_capacity(key_ids.len());
-        let mut refused = Vec::new();
-        for (pos, key_id) in key_ids.iter().enumerate() {
-            let alt = format!("{key_id}{suffix}");
-            let row: Option<(String, i64, Vec<u8>, Vec<u8>, i64, String)> = tx
-                .query_row(
-                    "SELECT stream_id, idx, nonce, wrapped, kek_gen, key_id FROM keys
+        self.tx(|db, wrapper| {
+            let mut keys = Vec::with_capacity(key_ids.len());
+            let mut refused = Vec::new();
+            for (pos, key_id) in key_ids.iter().enumerate() {
+                let alt = format!("{key_id}{suffix}");
+                let row = db.query_opt(
+                    "SELECT stream_id, idx, nonce, wrapped, kek_gen FROM keys
                      WHERE key_id IN (?1, ?3) AND state=1 AND holder=?2 AND wrapped IS NOT NULL AND expires_ms>?4",
-                    params![key_id, holder, alt, now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-                )
-                .optional()?;
-            let Some((sid, idx, nonce, mut wrapped, gen, _)) = row else {
-                // Reserved for another pair (or a copy for another slave): the caller is not
-                // entitled (401); anything else is unknown or gone (400).
-                // A copy this holder had (already handed out or expired) is "gone", not foreign.
-                let own: i64 = tx.query_row("SELECT COUNT(*) FROM keys WHERE key_id IN (?1, ?3) AND holder=?2",
-                    params![key_id, holder, alt], |r| r.get(0))?;
-                let foreign: i64 = if own > 0 { 0 } else {
-                    tx.query_row(
-                        "SELECT COUNT(*) FROM keys WHERE (key_id=?1 OR substr(key_id, 1, length(?1) + 1)=?1 || '#') AND state=1",
-                        params![key_id],
-                        |r| r.get(0),
-                    )?
+                    p![*key_id, holder, &alt, now_ms],
+                )?;
+                let Some(row) = row else {
+                    // Reserved for another pair (or a copy for another slave): the caller is not
+                    // entitled (401); anything else is unknown or gone (400).
+                    // A copy this holder had (already handed out or expired) is "gone", not foreign.
+                    let own = db.query_one("SELECT COUNT(*) FROM keys WHERE key_id IN (?1, ?3) AND holder=?2", p![*key_id, holder, &alt])?[0].i()?;
+                    let foreign = if own > 0 {
+                        0
+                    } else {
+                        db.query_one(
+                            "SELECT COUNT(*) FROM keys WHERE (key_id=?1 OR substr(key_id, 1, length(?1) + 1)=?1 || '#') AND state=1",
+                            p![*key_id],
+                        )?[0]
+                            .i()?
+                    };
+                    refused.push((pos as u32, if foreign > 0 { TAKE_FOREIGN } else { TAKE_UNKNOWN }));
+                    continue;
                 };
-                refused.push((pos as u32, if foreign > 0 { TAKE_FOREIGN } else { TAKE_UNKNOWN }));
-                continue;
-            };
-            if !refused.is_empty() {
-                wrapped.zeroize();
-                continue;
+                let (sid, idx, nonce, mut wrapped, gen) = wrapped_row(row)?;
+                if !refused.is_empty() {
+                    wrapped.zeroize();
+                    continue;
+                }
+                let plain = hand_out(wrapper, db, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
+                keys.push(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain });
             }
-            let plain = Self::hand_out(self.wrapper.as_mut(), &tx, &sid, idx, &nonce, &mut wrapped, gen, holder, now_ms)?;
-            keys.push(TakenKey { index: idx as u32, key_id: key_id.to_string(), key: plain });
-        }
-        if !refused.is_empty() {
-            drop(tx); // rolls back: every key stays reserved
-            return Ok(TakeAll { keys: Vec::new(), refused });
-        }
-        tx.commit()?;
-        Ok(TakeAll { keys, refused })
+            if !refused.is_empty() {
+                // rolls back: every key stays reserved
+                return Ok((TakeAll { keys: Vec::new(), refused }, false));
+            }
+            Ok((TakeAll { keys, refused }, true))
+        })
     }
 
     /// Reformats stored key material to the requested sizes, in ONE transaction: the chunks
@@ -661,89 +657,88 @@ impl Store {
         if sizes.iter().any(|s| *s == 0) || outputs.iter().any(|o| o.2 as usize >= sizes.len()) {
             return Err(StoreError::Invalid("reformat: empty size or output naming no key".into()));
         }
-        let tx = self.conn.transaction()?;
-        // Each chunk's plaintext stays in its own protected buffer; they are joined once the total
-        // is known (a growing Vec would leave unzeroised copies behind at every reallocation).
-        let mut plains: Vec<secmem::SecretBuf> = Vec::with_capacity(items.len());
-        let mut expires = i64::MAX;
-        for (idx, dg) in items {
-            let row: Option<(Vec<u8>, i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>, i64, i64)> = tx
-                .query_row(
+        self.tx(|db, wrapper| {
+            // Each chunk's plaintext stays in its own protected buffer; they are joined once the
+            // total is known (a growing Vec would leave unzeroised copies behind at every reallocation).
+            let mut plains: Vec<secmem::SecretBuf> = Vec::with_capacity(items.len());
+            let mut expires = i64::MAX;
+            for (idx, dg) in items {
+                let row = db.query_opt(
                     "SELECT digest, state, holder, nonce, wrapped, kek_gen, expires_ms FROM keys
                      WHERE stream_id=?1 AND idx=?2 AND expires_ms>?3",
-                    params![sid, *idx as i64, now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
-                )
-                .optional()?;
-            let Some((d, state, holder, Some(nonce), Some(mut wrapped), gen, exp)) = row else {
-                return Ok(false);
-            };
-            let ok = match from_holder {
-                Some(h) => state == STATE_RESERVED && holder.as_deref() == Some(h),
-                None => state == STATE_HELD,
-            };
-            if !ok || !ct_eq(&d, dg) {
+                    p![sid, *idx, now_ms],
+                )?;
+                let Some(row) = row else { return Ok((false, false)) };
+                let mut r = row.into_iter();
+                let mut next = || r.next().unwrap_or(Val::Null);
+                let (d, state, holder) = (next().b()?, next().i()?, next().os()?);
+                let (nonce, wrapped, gen, exp) = (next().ob()?, next().ob()?, next().i()?, next().i()?);
+                let (Some(nonce), Some(mut wrapped)) = (nonce, wrapped) else { return Ok((false, false)) };
+                let ok = match from_holder {
+                    Some(h) => state == STATE_RESERVED && holder.as_deref() == Some(h),
+                    None => state == STATE_HELD,
+                };
+                if !ok || !ct_eq(&d, dg) {
+                    wrapped.zeroize();
+                    return Ok((false, false));
+                }
+                let plain = wrapper.unwrap(gen as u32, &nonce, &aad(sid, *idx), &wrapped)?;
                 wrapped.zeroize();
-                return Ok(false);
+                plains.push(plain);
+                expires = expires.min(exp);
             }
-            let plain = self.wrapper.unwrap(gen as u32, &nonce, &aad(sid, *idx), &wrapped)?;
-            wrapped.zeroize();
-            plains.push(plain);
-            expires = expires.min(exp);
-        }
-        let mut material = secmem::SecretBuf::zeroed(plains.iter().map(|p| p.len()).sum());
-        let mut at = 0usize;
-        for p in plains.drain(..) {
-            material[at..at + p.len()].copy_from_slice(&p);
-            at += p.len();
-        }
-        if need > material.len() as u64 {
-            return Err(StoreError::Invalid(format!("reformat: {need} bytes asked from {} bytes of chunks", material.len())));
-        }
-        let rsid = format!("{sid}/r");
-        let mut next: i64 = tx.query_row("SELECT COALESCE(MAX(idx), -1) + 1 FROM keys WHERE stream_id=?1", params![rsid], |r| r.get(0))?;
-        let mut offs = Vec::with_capacity(sizes.len());
-        let mut o = 0usize;
-        for s in sizes {
-            offs.push(o);
-            o += *s as usize;
-        }
-        for (key_id, holder, j) in outputs {
-            let (off, len) = (offs[*j as usize], sizes[*j as usize] as usize);
-            let key = &material[off..off + len];
-            let index = next as u32;
-            let d = digest(&rsid, index, key);
-            let (nonce, wrapped) = self.wrapper.wrap(&aad(&rsid, index), key)?;
-            tx.execute(
-                "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
-                   stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,1,?11,?12)",
-                params![rsid, next, key_id, &d[..], &nonce[..], wrapped, len as i64, meta, now_ms, expires, holder,
-                    self.wrapper.active() as i64],
-            )?;
-            Self::audit_tx(&tx, now_ms, &rsid, next, "reformatted",
-                &format!("key_id={key_id} size={len} from {sid} bytes {off}..{} of the chunks; reserved for {holder}", off + len))?;
-            next += 1;
-        }
-        for (idx, _) in items {
-            Self::erase(&tx, sid, *idx as i64, STATE_DELIVERED)?;
-            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "reformatted", &format!("consumed into {} key(s) of {rsid}", sizes.len()))?;
-            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased (secure_delete)")?;
-        }
-        tx.commit()?;
-        Ok(true)
+            let mut material = secmem::SecretBuf::zeroed(plains.iter().map(|p| p.len()).sum());
+            let mut at = 0usize;
+            for p in plains.drain(..) {
+                material[at..at + p.len()].copy_from_slice(&p);
+                at += p.len();
+            }
+            if need > material.len() as u64 {
+                return Err(StoreError::Invalid(format!("reformat: {need} bytes asked from {} bytes of chunks", material.len())));
+            }
+            let rsid = format!("{sid}/r");
+            let mut next = db.query_one("SELECT COALESCE(MAX(idx), -1) + 1 FROM keys WHERE stream_id=?1", p![&rsid])?[0].i()?;
+            let mut offs = Vec::with_capacity(sizes.len());
+            let mut o = 0usize;
+            for s in sizes {
+                offs.push(o);
+                o += *s as usize;
+            }
+            for (key_id, holder, j) in outputs {
+                let (off, len) = (offs[*j as usize], sizes[*j as usize] as usize);
+                let key = &material[off..off + len];
+                let index = next as u32;
+                let d = digest(&rsid, index, key);
+                let (nonce, wrapped) = wrapper.wrap(&aad(&rsid, index), key)?;
+                db.exec(
+                    "INSERT INTO keys(stream_id, idx, key_id, digest, nonce, wrapped, size, meta,
+                       stored_ms, expires_ms, state, holder, kek_gen) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,1,?11,?12)",
+                    p![&rsid, next, key_id, &d[..], &nonce[..], wrapped, len as i64, meta, now_ms, expires, holder, wrapper.active()],
+                )?;
+                audit_tx(db, now_ms, &rsid, next, "reformatted",
+                    &format!("key_id={key_id} size={len} from {sid} bytes {off}..{} of the chunks; reserved for {holder}", off + len))?;
+                next += 1;
+            }
+            for (idx, _) in items {
+                erase(db, sid, *idx as i64, STATE_DELIVERED)?;
+                audit_tx(db, now_ms, sid, *idx as i64, "reformatted", &format!("consumed into {} key(s) of {rsid}", sizes.len()))?;
+                audit_tx(db, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased")?;
+            }
+            Ok((true, true))
+        })
     }
 
     /// Index ranges `[first, last]` of the held (unreserved, unexpired) keys of `sid`, ascending:
     /// what this KMS could still confirm with its peer (ETSI 014 counts deliverable keys only).
-    pub fn held_ranges(&self, sid: &str, now_ms: i64, max_epsilon: Option<f64>) -> Result<Vec<(u32, u32)>> {
-        let mut st = self.conn.prepare_cached(
+    pub fn held_ranges(&mut self, sid: &str, now_ms: i64, max_epsilon: Option<f64>) -> Result<Vec<(u32, u32)>> {
+        let rows = self.db.query(
             "SELECT idx FROM keys WHERE stream_id=?1 AND state=0 AND expires_ms>?2
-             AND (?3 IS NULL OR json_extract(meta, '$.epsilon') <= ?3) ORDER BY idx",
+             AND (CAST(?3 AS DOUBLE PRECISION) IS NULL OR json_extract(meta, '$.epsilon') <= CAST(?3 AS DOUBLE PRECISION)) ORDER BY idx",
+            p![sid, now_ms, max_epsilon],
         )?;
         let mut out: Vec<(u32, u32)> = Vec::new();
-        let rows = st.query_map(params![sid, now_ms, max_epsilon], |r| r.get::<_, i64>(0))?;
         for r in rows {
-            let i = r? as u32;
+            let i = r[0].i()? as u32;
             match out.last_mut() {
                 Some(last) if last.1.checked_add(1) == Some(i) => last.1 = i,
                 _ => out.push((i, i)),
@@ -752,69 +747,41 @@ impl Store {
         Ok(out)
     }
 
-    /// Unwraps one reserved key, erases its row and audits the delivery (inside the caller's
-    /// transaction); `wrapped` is zeroised.
-    #[allow(clippy::too_many_arguments)]
-    fn hand_out(wrapper: &mut dyn KeyWrapper, tx: &Connection, sid: &str, idx: i64, nonce: &[u8], wrapped: &mut Vec<u8>, gen: i64,
-        holder: &str, now_ms: i64) -> Result<secmem::SecretBuf> {
-        let plain = wrapper.unwrap(gen as u32, nonce, &aad(sid, idx as u32), wrapped)?;
-        wrapped.zeroize();
-        Self::erase(tx, sid, idx, STATE_DELIVERED)?;
-        Self::audit_tx(tx, now_ms, sid, idx, "delivered", &format!("handed out to {holder}"))?;
-        Self::audit_tx(tx, now_ms, sid, idx, "destroyed", "wrapped bytes erased (secure_delete)")?;
-        Ok(plain)
-    }
-
     /// Erases every key whose `expires_ms <= now_ms`. Returns `(stream_id, index)` of each.
     pub fn expire(&mut self, now_ms: i64) -> Result<Vec<(String, u32)>> {
-        let tx = self.conn.transaction()?;
-        let gone: Vec<(String, u32)> = {
-            let mut st = tx.prepare(
+        self.tx(|db, _| {
+            let gone = sid_idx(db.query(
                 "SELECT stream_id, idx FROM keys WHERE state IN (0,1) AND expires_ms<=?1 ORDER BY stream_id, idx",
-            )?;
-            let rows = st.query_map(params![now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u32)))?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
-        for (sid, idx) in &gone {
-            Self::erase(&tx, sid, *idx as i64, STATE_EXPIRED)?;
-            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "expired", "TTL reached")?;
-            Self::audit_tx(&tx, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased (secure_delete)")?;
-        }
-        tx.commit()?;
-        Ok(gone)
-    }
-
-    /// Cryptographic erasure of one row's ciphertext: the wrapped bytes are first overwritten
-    /// in place (same length, zeros), then dropped; with `secure_delete=ON` SQLite zeroes the
-    /// freed space in the file. The digest stays (duplicate detection).
-    fn erase(tx: &Connection, sid: &str, idx: i64, state: i64) -> Result<()> {
-        tx.execute(
-            "UPDATE keys SET wrapped=zeroblob(length(wrapped)), nonce=zeroblob(12) WHERE stream_id=?1 AND idx=?2 AND wrapped IS NOT NULL",
-            params![sid, idx],
-        )?;
-        tx.execute("UPDATE keys SET state=?3, wrapped=NULL, nonce=NULL WHERE stream_id=?1 AND idx=?2", params![sid, idx, state])?;
-        Ok(())
+                p![now_ms],
+            )?)?;
+            for (sid, idx) in &gone {
+                erase(db, sid, *idx as i64, STATE_EXPIRED)?;
+                audit_tx(db, now_ms, sid, *idx as i64, "expired", "TTL reached")?;
+                audit_tx(db, now_ms, sid, *idx as i64, "destroyed", "wrapped bytes erased")?;
+            }
+            Ok((gone, true))
+        })
     }
 
     /// Keys (held or reserved) whose TTL ends within `horizon_ms` of `now_ms` and that were not
     /// reported before; marks them reported (one warning per key).
     pub fn expiring(&mut self, now_ms: i64, horizon_ms: i64) -> Result<Vec<Expiring>> {
-        let tx = self.conn.transaction()?;
-        let v: Vec<Expiring> = {
-            let mut st = tx.prepare(
+        self.tx(|db, _| {
+            let rows = db.query(
                 "SELECT stream_id, idx, expires_ms FROM keys WHERE state IN (0,1) AND warned=0 AND expires_ms>?1
                  AND expires_ms<=?2 ORDER BY stream_id, idx",
+                p![now_ms, now_ms.saturating_add(horizon_ms)],
             )?;
-            let rows = st.query_map(params![now_ms, now_ms.saturating_add(horizon_ms)], |r| {
-                Ok(Expiring { key_stream_id: r.get(0)?, index: r.get::<_, i64>(1)? as u32, expires_ms: r.get(2)? })
-            })?;
-            rows.collect::<std::result::Result<Vec<_>, _>>()?
-        };
-        for e in &v {
-            tx.execute("UPDATE keys SET warned=1 WHERE stream_id=?1 AND idx=?2", params![e.key_stream_id, e.index as i64])?;
-        }
-        tx.commit()?;
-        Ok(v)
+            let mut v = Vec::with_capacity(rows.len());
+            for mut r in rows {
+                let (index, expires_ms) = (r[1].i()? as u32, r[2].i()?);
+                v.push(Expiring { key_stream_id: std::mem::replace(&mut r[0], Val::Null).s()?, index, expires_ms });
+            }
+            for e in &v {
+                db.exec("UPDATE keys SET warned=1 WHERE stream_id=?1 AND idx=?2", p![&e.key_stream_id, e.index])?;
+            }
+            Ok((v, true))
+        })
     }
 
     /// KEK generation new keys are wrapped under, and every generation still loaded.
@@ -830,42 +797,36 @@ impl Store {
         let resumed = self.wrapper.generations().len() > 1 || pending > 0;
         if !resumed {
             let g = self.wrapper.new_generation()?;
-            Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotation-started", &format!("new KEK generation {g}; {}", self.wrapper.describe()))?;
+            let d = format!("new KEK generation {g}; {}", self.wrapper.describe());
+            self.audit(now_ms, "*", -1, "kek-rotation-started", &d)?;
         } else {
-            Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotation-resumed", &format!("active KEK generation {}", self.wrapper.active()))?;
+            let d = format!("active KEK generation {}", self.wrapper.active());
+            self.audit(now_ms, "*", -1, "kek-rotation-resumed", &d)?;
         }
         Ok((self.wrapper.active(), self.rotation_pending()?, resumed))
     }
 
-    fn rotation_pending(&self) -> Result<u64> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM keys WHERE wrapped IS NOT NULL AND kek_gen<>?1",
-            params![self.wrapper.active() as i64],
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+    fn rotation_pending(&mut self) -> Result<u64> {
+        let active = self.wrapper.active();
+        Ok(self.db.query_one("SELECT COUNT(*) FROM keys WHERE wrapped IS NOT NULL AND kek_gen<>?1", p![active])?[0].i()? as u64)
     }
 
     /// Re-wraps up to `batch` keys still under an older KEK in one transaction; returns how many
     /// remain. Callers run it in a loop, releasing the store between batches so requests go on.
     pub fn rotate_step(&mut self, batch: u32) -> Result<u64> {
-        let active = self.wrapper.active() as i64;
-        let tx = self.conn.transaction()?;
-        let rows: Vec<(String, i64, Vec<u8>, Vec<u8>, i64)> = {
-            let mut st = tx.prepare(
+        let active = self.wrapper.active();
+        self.tx(|db, wrapper| {
+            let rows = db.query(
                 "SELECT stream_id, idx, nonce, wrapped, kek_gen FROM keys WHERE wrapped IS NOT NULL AND kek_gen<>?1 LIMIT ?2",
+                p![active, batch],
             )?;
-            let v = st.query_map(params![active, batch as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
-            v.collect::<std::result::Result<Vec<_>, _>>()?
-        };
-        for (sid, idx, nonce, wrapped, gen) in rows {
-            let (n, w) = self.wrapper.rewrap(gen as u32, &nonce, &aad(&sid, idx as u32), &wrapped)?;
-            tx.execute(
-                "UPDATE keys SET nonce=?3, wrapped=?4, kek_gen=?5 WHERE stream_id=?1 AND idx=?2",
-                params![sid, idx, &n[..], w, active],
-            )?;
-        }
-        tx.commit()?;
+            for row in rows {
+                let (sid, idx, nonce, wrapped, gen) = wrapped_row(row)?;
+                let (n, w) = wrapper.rewrap(gen as u32, &nonce, &aad(&sid, idx as u32), &wrapped)?;
+                db.exec("UPDATE keys SET nonce=?3, wrapped=?4, kek_gen=?5 WHERE stream_id=?1 AND idx=?2", p![&sid, idx, &n[..], w, active])?;
+            }
+            Ok(((), true))
+        })?;
         self.rotation_pending()
     }
 
@@ -880,7 +841,7 @@ impl Store {
         for g in &old {
             self.wrapper.retire(*g)?;
         }
-        Self::audit_tx(&self.conn, now_ms, "*", -1, "kek-rotated",
+        self.audit(now_ms, "*", -1, "kek-rotated",
             &format!("{rewrapped} key(s) re-wrapped under KEK generation {active}; generation(s) {old:?} destroyed"))?;
         self.checkpoint()?;
         Ok(old)
@@ -905,41 +866,36 @@ impl Store {
             }
             return Err(e);
         }
-        Self::audit_tx(&self.conn, now_ms, "*", -1, "master-key-reshared",
+        self.audit(now_ms, "*", -1, "master-key-reshared",
             &format!("new master key, {k} of {n} shares (set {}); previous shares revoked", set_id.iter().map(|b| format!("{b:02x}")).collect::<String>()))?;
         Ok(files)
     }
 
-    /// Checkpoints the WAL into the database file and truncates it (erased ciphertexts' old
-    /// page images leave the WAL).
-    pub fn checkpoint(&self) -> Result<()> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
+    /// SQLite: checkpoints the WAL into the database file and truncates it (erased ciphertexts'
+    /// old page images leave the WAL). PostgreSQL: nothing (see docs/delivery.md on VACUUM).
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.db.checkpoint()
     }
 
     /// Verifies the audit hash chain (see `verify_audit_file`).
-    pub fn verify_audit(&self) -> Result<ChainReport> {
-        verify_audit_conn(&self.conn)
+    pub fn verify_audit(&mut self) -> Result<ChainReport> {
+        verify_audit_db(self.db.as_mut())
     }
 
     /// The wrapped bytes of a key (tests: show they are gone from the files after erasure).
-    pub fn wrapped_of(&self, key_id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .query_row("SELECT wrapped FROM keys WHERE key_id=?1", params![key_id], |r| r.get::<_, Option<Vec<u8>>>(0))
-            .optional()?
-            .flatten())
+    pub fn wrapped_of(&mut self, key_id: &str) -> Result<Option<Vec<u8>>> {
+        match self.db.query_opt("SELECT wrapped FROM keys WHERE key_id=?1", p![key_id])? {
+            Some(mut r) => std::mem::replace(&mut r[0], Val::Null).ob(),
+            None => Ok(None),
+        }
     }
 
-    pub fn counts(&self, sid: Option<&str>) -> Result<Counts> {
+    pub fn counts(&mut self, sid: Option<&str>) -> Result<Counts> {
         let mut c = Counts::default();
-        let mut st = self.conn.prepare_cached(
-            "SELECT state, COUNT(*) FROM keys WHERE (?1 IS NULL OR stream_id=?1) GROUP BY state",
-        )?;
-        let rows = st.query_map(params![sid], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)))?;
-        for row in rows {
-            let (s, n) = row?;
-            match s {
+        let rows = self.db.query("SELECT state, COUNT(*) FROM keys WHERE (CAST(?1 AS TEXT) IS NULL OR stream_id=?1) GROUP BY state", p![sid])?;
+        for r in rows {
+            let n = r[1].i()? as u64;
+            match r[0].i()? {
                 STATE_HELD => c.held = n,
                 STATE_RESERVED => c.reserved = n,
                 STATE_DELIVERED => c.delivered = n,
@@ -950,34 +906,45 @@ impl Store {
         Ok(c)
     }
 
-    pub fn audit_trail(&self, sid: &str, idx: Option<u32>) -> Result<Vec<AuditRow>> {
-        let mut st = self.conn.prepare_cached(
+    pub fn audit_trail(&mut self, sid: &str, idx: Option<u32>) -> Result<Vec<AuditRow>> {
+        let rows = self.db.query(
             "SELECT seq, at_ms, stream_id, idx, event, detail FROM audit
-             WHERE stream_id=?1 AND (?2 IS NULL OR idx=?2) ORDER BY seq",
+             WHERE stream_id=?1 AND (CAST(?2 AS BIGINT) IS NULL OR idx=?2) ORDER BY seq",
+            p![sid, idx],
         )?;
-        let rows = st.query_map(params![sid, idx.map(|i| i as i64)], |r| {
-            Ok(AuditRow {
-                seq: r.get(0)?,
-                at_ms: r.get(1)?,
-                key_stream_id: r.get(2)?,
-                index: r.get(3)?,
-                event: r.get(4)?,
-                detail: r.get(5)?,
+        rows.into_iter()
+            .map(|r| {
+                let mut r = r.into_iter();
+                let mut next = || r.next().unwrap_or(Val::Null);
+                Ok(AuditRow {
+                    seq: next().i()?,
+                    at_ms: next().i()?,
+                    key_stream_id: next().s()?,
+                    index: next().i()?,
+                    event: next().s()?,
+                    detail: next().s()?,
+                })
             })
-        })?;
-        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+            .collect()
     }
 
     /// Runs raw SQL (tests use it to show the audit trail refuses updates).
-    pub fn exec_raw(&self, sql: &str) -> Result<()> {
-        self.conn.execute_batch(sql)?;
-        Ok(())
+    pub fn exec_raw(&mut self, sql: &str) -> Result<()> {
+        self.db.batch(sql)
     }
+}
+
+/// `(stream_id, idx, nonce, wrapped, kek_gen)` of a row holding a wrapped key.
+fn wrapped_row(row: Row) -> Result<(String, i64, Vec<u8>, Vec<u8>, i64)> {
+    let mut r = row.into_iter();
+    let mut next = || r.next().unwrap_or(Val::Null);
+    Ok((next().s()?, next().i()?, next().b()?, next().b()?, next().i()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::{params, Connection};
 
     fn kek() -> [u8; 32] {
         [7u8; 32]

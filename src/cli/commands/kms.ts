@@ -119,7 +119,7 @@ async function custodyCommand(cmd: string, args: string[]): Promise<number> {
   }
   if (cmd === 'audit') {
     if (args[0] !== 'verify') throw new ConfigError('CLI_USAGE', 'usage: qkd kms audit verify --config FILE');
-    const r = verifyAuditChain(paths.dbPath);
+    const r = verifyAuditChain(paths.database);
     if (r.brokenSeq != null) {
       print({ level: 'error', msg: `audit log broken at row ${r.brokenSeq}: ${r.reason}`, ok: false, rows: r.rows,
         brokenSeq: r.brokenSeq, reason: r.reason, db: paths.dbPath });
