@@ -4,7 +4,8 @@
 //! starts every frame at leak ≈ f_start·k·h(Q) and, while a frame fails, reveals
 //! ⌈step_f·k·h(Q)⌉ more bits (punctured fill first). Prints mean f over frames (every disclosed
 //! bit counted), first-pass FER, final FER, rounds, and the histogram of rounds needed.
-//! Env: MAXIT (iteration budget, default 60), MAXROUNDS (default 40), SEED.
+//! Env: MAXIT (iteration budget, default 60), MAXROUNDS (default 40), SEED, FAMILY (qc|random,
+//! with `plan`); a rate‰ of 1000 + r names the QC code of rate r.
 use qkd_ldpc::family::{code, CodeId, FrameParams};
 use qkd_ldpc::*;
 #[path = "common/mod.rs"]
@@ -16,7 +17,13 @@ fn main() {
     let q: f64 = a[1].parse().unwrap();
     let log2n: u32 = a[2].parse().unwrap();
     let nf: usize = a[3].parse().unwrap();
-    let plan = (a[4] == "plan").then(|| choose_blind(q, (1usize << log2n) - (1usize << log2n) / 10));
+    // FAMILY=qc|random picks the plan's code family (default: `choose_blind`'s choice).
+    let kbits = (1usize << log2n) - (1usize << log2n) / 10;
+    let plan = (a[4] == "plan").then(|| match std::env::var("FAMILY").ok().as_deref() {
+        Some("qc") => qkd_ldpc::family::choose_blind_in(q, kbits, qkd_ldpc::family::Family::Qc),
+        Some("random") => qkd_ldpc::family::choose_blind_in(q, kbits, qkd_ldpc::family::Family::Random),
+        _ => choose_blind(q, kbits),
+    });
     let f0: f64 = plan.map(|p| p.first_efficiency).unwrap_or_else(|| a[4].parse().unwrap());
     let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
     let maxit = env("MAXIT", 60) as u32;

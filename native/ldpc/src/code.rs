@@ -251,7 +251,21 @@ pub fn construct(spec: &CodeSpec) -> Code {
         }
     }
     // Any sockets left over (edges dropped to avoid double edges) are simply not used.
+    assemble(spec, check_adj, var_adj, four_cycles, &mut rng)
+}
 
+/// CSR views, untainted puncturing order and shortening order of a graph given as adjacency
+/// lists (shared by the random construction and the quasi-cyclic lifting in qc.rs; `rng` continues
+/// the construction's stream, so the random family's codes are unchanged by this split).
+pub fn assemble(
+    spec: &CodeSpec,
+    mut check_adj: Vec<Vec<u32>>,
+    mut var_adj: Vec<Vec<u32>>,
+    four_cycles: usize,
+    rng: &mut SplitMix64,
+) -> Code {
+    let (n, m) = (spec.n, spec.m);
+    let e: usize = var_adj.iter().map(|a| a.len()).sum();
     let mut row_ptr = Vec::with_capacity(m + 1);
     let mut row_idx = Vec::with_capacity(e);
     row_ptr.push(0u32);

@@ -162,8 +162,56 @@ pub struct CodeId {
     pub rate_permille: u32,
 }
 
+/// Code families. `Random`: the socket construction of code.rs (the shipped table). `Qc`: the same
+/// degree distributions on a protograph of n/QC_BASE_COLS columns lifted by circulants of size
+/// Z = n/4096 with shifts chosen by QC-PEG (qc.rs). A QC code is named by rate‰ + `QC_TAG` in
+/// `CodeId::rate_permille` (so the parameters that travel with a syndrome need no new field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Random,
+    Qc,
+}
+
+/// Added to the rate‰ of a QC code in `CodeId::rate_permille`.
+pub const QC_TAG: u32 = 1000;
+/// Protograph columns of every QC code (Z = n / QC_BASE_COLS = 64 at 2^18; with 1024 columns and
+/// Z = 256 the high-rate lifts kept girth 6 and decoded worse, docs/ldpc.md).
+pub const QC_BASE_COLS: usize = 4096;
+/// Frame sizes with a QC family (the only one measured).
+pub const QC_LOG2N: [u32; 1] = [18];
+
 impl CodeId {
+    pub fn new(log2n: u32, rate_permille: u32, family: Family) -> CodeId {
+        CodeId { log2n, rate_permille: rate_permille + if family == Family::Qc { QC_TAG } else { 0 } }
+    }
+    pub fn family(&self) -> Family {
+        if self.rate_permille > QC_TAG {
+            Family::Qc
+        } else {
+            Family::Random
+        }
+    }
+    /// The code's design rate in per mille (without the family tag).
+    pub fn rate(&self) -> u32 {
+        self.rate_permille % QC_TAG
+    }
+    /// Lifting factor of a QC code.
+    pub fn lift(&self) -> usize {
+        (1usize << self.log2n) / QC_BASE_COLS
+    }
     pub fn spec(&self) -> CodeSpec {
+        if self.family() == Family::Qc {
+            let n = 1usize << self.log2n;
+            let r = self.rate() as usize;
+            let mb = (QC_BASE_COLS * (1000 - r)).div_ceil(1000);
+            return CodeSpec {
+                n,
+                m: mb * self.lift(),
+                lambda: lambda_for_rate(r as f64 / 1000.0),
+                seed: (SEED_BASE ^ 0x5143_0000) + 1000 * self.log2n as u64 + r as u64,
+                d: n * D_PERMILLE / 1000,
+            };
+        }
         let n = 1usize << self.log2n;
         let m = (n * (1000 - self.rate_permille as usize) + 999) / 1000;
         CodeSpec {
@@ -175,6 +223,9 @@ impl CodeId {
         }
     }
     pub fn is_shipped(&self) -> bool {
+        if self.family() == Family::Qc {
+            return QC_LOG2N.contains(&self.log2n) && RATES_PERMILLE.contains(&self.rate());
+        }
         LOG2N.contains(&self.log2n) && RATES_PERMILLE.contains(&self.rate_permille)
     }
 }
@@ -187,7 +238,13 @@ pub fn code(id: CodeId) -> Arc<Code> {
         map.entry(id).or_insert_with(|| Arc::new(OnceLock::new())).clone()
     };
     // Built outside the map lock so different codes build concurrently.
-    cell.get_or_init(|| Arc::new(construct(&id.spec()))).clone()
+    cell.get_or_init(|| {
+        Arc::new(match id.family() {
+            Family::Random => construct(&id.spec()),
+            Family::Qc => crate::qc::construct_qc(&id.spec(), id.lift()).code,
+        })
+    })
+    .clone()
 }
 
 /// Builds (and caches) every shipped code of length 2^log2n, the rates in parallel on the rayon
@@ -414,8 +471,21 @@ pub struct BlindPlan {
 /// puncturing, which costs efficiency at QBER 1–5 % (2^16, headroom 8 steps instead of 3: f 1.196
 /// vs 1.176 at 1 %, 1.125 vs 1.099 at 3 %).
 pub fn choose_blind(qber: f64, frame_bits: usize) -> BlindPlan {
+    let log2n = frame_log2n(frame_bits);
+    choose_blind_in(qber, frame_bits, default_family(qber, log2n))
+}
+
+/// The family `choose_blind` uses at this QBER and frame size (docs/ldpc.md, "QC codes").
+pub fn default_family(_qber: f64, _log2n: u32) -> Family {
+    Family::Random
+}
+
+/// `choose_blind` within one family (a QC family exists only for `QC_LOG2N`; other sizes fall
+/// back to the random one).
+pub fn choose_blind_in(qber: f64, frame_bits: usize, family: Family) -> BlindPlan {
     let q = qber.clamp(1e-4, 0.2);
     let log2n = frame_log2n(frame_bits);
+    let family = if QC_LOG2N.contains(&log2n) { family } else { Family::Random };
     let n = 1usize << log2n;
     let d = n * D_PERMILLE / 1000;
     let hk = (n - d) as f64 * h2(q);
@@ -423,8 +493,8 @@ pub fn choose_blind(qber: f64, frame_bits: usize) -> BlindPlan {
     let (f0, df) = (sched.first_efficiency, sched.step);
     let t0 = (f0 * hk).ceil() as usize;
     let tmax = ((f0 + sched.headroom) * hk).ceil() as usize;
-    let rate = RATES_PERMILLE.iter().rev().copied().find(|&r| CodeId { log2n, rate_permille: r }.spec().m >= tmax);
-    let id = CodeId { log2n, rate_permille: rate.unwrap_or(RATES_PERMILLE[0]) };
+    let rate = RATES_PERMILLE.iter().rev().copied().find(|&r| CodeId::new(log2n, r, family).spec().m >= tmax);
+    let id = CodeId::new(log2n, rate.unwrap_or(RATES_PERMILLE[0]), family);
     let c = code(id);
     let p = c.m.saturating_sub(t0).min(c.punct_order.len()).min(d);
     let params = FrameParams { code: id, punctured: p, shortened: d - p };

@@ -14,8 +14,10 @@
 //! Key material (frames, fills, decoder state derived from them) lives in `Zeroizing` buffers.
 
 pub mod code;
+pub mod de;
 pub mod decoder;
 pub mod family;
+pub mod qc;
 pub mod reference;
 pub mod rng;
 
