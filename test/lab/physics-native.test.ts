@@ -129,3 +129,4 @@ for (let s = 1; s <= SEEDS; s++) {
 function r2(s: number, i: number): number {
   return rng(s * 31 + i * 7 + 1)();
 }
+
