@@ -74,6 +74,8 @@ export interface DeviceEntry {
   replay?: string;
   /** Format of `replay` when its magic bytes / name do not tell (ptu, qutag, a1, a1-legacy). */
   replayFormat?: RecordingFormat;
+  /** Recording channel -> tagger channel (`{"1": 0, "2": 1}`); only mapped channels are streamed. */
+  replayChannels?: Record<string, number>;
 }
 
 export interface NodeDeviceConfig {
@@ -126,6 +128,7 @@ const CONFIG_SCHEMA: Schema = {
           applyDefaults: { type: 'boolean' },
           replay: { type: 'string', minLength: 1 },
           replayFormat: { type: 'string', enum: RECORDING_FORMATS },
+          replayChannels: { type: 'object', properties: {}, additionalProperties: { type: 'number', integer: true, minimum: 0, maximum: 255 } },
         },
         additionalProperties: false,
       },
@@ -240,7 +243,12 @@ export class DeviceSet {
     if (entry.replay !== undefined) {
       const base = this.config.file && existsSync(this.config.file) ? dirname(resolve(this.config.file)) : process.cwd();
       const file = resolve(base, entry.replay);
-      return { entry, device: new ReplayTagger(file, entry.id, entry.replayFormat ? { format: entry.replayFormat } : {}), transport: `replay ${file}` };
+      try {
+        const device = new ReplayTagger(file, entry.id, { ...(entry.replayFormat ? { format: entry.replayFormat } : {}), ...(entry.replayChannels ? { channelMap: entry.replayChannels } : {}) });
+        return { entry, device, transport: `replay ${file}` };
+      } catch (error) {
+        return { entry, error: error as Error, transport: `replay ${file}` };
+      }
     }
     let profile: DeviceProfile;
     try {

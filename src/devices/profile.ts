@@ -69,7 +69,12 @@ export interface TcpJsonSettings {
   timeoutMs: number;
 }
 
-export type TransportSettings = SerialSettings | UsbSettings | ZmqSettings | TcpJsonSettings;
+/** A recording replayed as a time-tagger (src/devices/replay.ts): the `replay` profile. */
+export interface FileSettings {
+  type: 'file';
+}
+
+export type TransportSettings = SerialSettings | UsbSettings | ZmqSettings | TcpJsonSettings | FileSettings;
 
 /** `step: 0` means continuous: any value in [min, max]. */
 export interface ParameterSpec extends Capability {
@@ -154,7 +159,7 @@ export const REQUIRED_PARAMETERS: Record<DeviceKind, string[]> = {
 export const KIND_TRANSPORTS: Record<DeviceKind, TransportSettings['type'][]> = {
   'photon-source': ['serial'],
   'spad-detector': ['serial'],
-  'time-tagger': ['serial', 'usb'],
+  'time-tagger': ['serial', 'usb', 'file'],
   'time-controller': ['zmq'],
   'snspd-controller': ['tcp'],
   laser: ['serial'],
@@ -249,6 +254,7 @@ export const PROFILE_SCHEMA: Schema = {
           properties: { type: { type: 'string', enum: ['zmq'] }, port: tcpPort, timeoutMs: { type: 'number', integer: true, minimum: 1, maximum: 60_000 } },
           additionalProperties: false,
         },
+        file: { type: 'object', required: ['type'], properties: { type: { type: 'string', enum: ['file'] } }, additionalProperties: false },
         tcp: {
           type: 'object',
           required: ['type', 'port', 'countsPort', 'timeoutMs'],

@@ -4,7 +4,10 @@
  * decoded natively) replay through the same interface `qkd calibrate`, `qkd run --config`,
  * `qkd histogram --device` and the dashboard consume, so anything that reads a live tagger can
  * be pointed at a recording: node configuration `{ "id": "lab-ptu", "replay": "run1.ptu" }`
- * (optional `"replayFormat"`), or `openRecordingTagger(file)`.
+ * (optional `"replayFormat"`, and `"replayChannels": {"1": 0, "2": 1}` to map recording channels
+ * onto the tagger channels the node's detector mapping uses), or `openRecordingTagger(file)`.
+ * Its profile is `replay` (hw-profiles/devices/replay.json); as Bob's tagger in `qkd run
+ * --config`, his node runs from the file and ends when the recording does.
  *
  * What a replay is and is not:
  * - Tags come as fast as the consumer reads them (no wall-clock pacing), in time order, times in
@@ -30,6 +33,13 @@ import { TAG_TYPE, type Capability, type DeviceIdentity, type DeviceState, type 
 
 export interface ReplayTaggerOptions extends OpenRecordingOptions {
   id?: string;
+  /**
+   * Recording channel -> tagger channel (node configuration `replayChannels`, e.g. `{"1": 0,
+   * "2": 1}` for a two-detector recording feeding a node whose detector mapping uses 0 and 1).
+   * Only the mapped channels are streamed (the others are left out, counted in `unmappedTags`);
+   * a mapped channel the recorded instrument does not have is refused at open.
+   */
+  channelMap?: Record<number, number>;
 }
 
 /** Input channels a recording's instrument has (from its header / format), sync included. */
@@ -51,10 +61,27 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
   private active: TagStream | undefined;
   private readonly values = new Map<string, number>();
   private chans: number[] = [];
+  private readonly map: Map<number, number> | undefined;
+  /** Tags of recording channels left out by the channel map (since open). */
+  unmappedTags = 0;
 
-  constructor(readonly file: string, readonly id: string = `replay:${basename(file)}`, private readonly opts: OpenRecordingOptions = {}) {
+  constructor(readonly file: string, readonly id: string = `replay:${basename(file)}`, private readonly opts: OpenRecordingOptions & { channelMap?: Record<number, number> } = {}) {
     super();
-    this.profile = `replay:${opts.format ?? 'auto'}`;
+    // The profile every replay shares (hw-profiles/devices/replay.json); the format is in the identity.
+    this.profile = 'replay';
+    if (opts.channelMap) {
+      this.map = new Map();
+      const targets = new Set<number>();
+      for (const [from, to] of Object.entries(opts.channelMap)) {
+        const f = Number(from);
+        if (!/^\d+$/.test(from) || f > 255 || !Number.isInteger(to) || to < 0 || to > 255 || targets.has(to)) {
+          throw new DeviceError('BAD_CHANNEL_MAP', `${this.where}: replayChannels maps recording channels (0..255) to distinct tagger channels (0..255); '${from}': ${JSON.stringify(to)} is not one. Fix the node configuration.`);
+        }
+        targets.add(to);
+        this.map.set(f, to);
+      }
+      if (!this.map.size) throw new DeviceError('BAD_CHANNEL_MAP', `${this.where}: replayChannels is empty: map at least one recording channel to a tagger channel.`);
+    }
   }
 
   get state(): DeviceState {
@@ -86,7 +113,17 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
       this.setState('closed', (err as Error).message);
       throw err;
     }
-    this.chans = inputChannels(this.rec);
+    const inputs = inputChannels(this.rec);
+    if (this.map) {
+      const missing = [...this.map.keys()].filter((c) => !inputs.includes(c));
+      if (missing.length) {
+        const err = new DeviceError('CHANNEL_NOT_IN_RECORDING', `${this.where}: replayChannels names channel ${missing.join(', ')}, which the recorded instrument (${this.rec.info.description}) does not have; its channels are ${inputs.join(', ')} (0 = sync / start input, inputs from 1). Fix "replayChannels" in the node configuration.`);
+        this.rec = undefined;
+        this.setState('closed', err.message);
+        throw err;
+      }
+      this.chans = [...this.map.values()].sort((a, b) => a - b);
+    } else this.chans = inputs;
     this.setState('ready');
     return this.identityOf(this.rec);
   }
@@ -174,7 +211,9 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
     if (this.active) throw new DeviceError('STREAM_BUSY', `${this.where} is already streaming; stop that stream first.`);
     const rec = this.rec!;
     const wanted = options.channels ? new Set(options.channels) : undefined;
-    const keep = (c: number) => (wanted ? wanted.has(c) : c < MARKER_CHANNEL);
+    const map = this.map;
+    // With a channel map, `channels` are tagger channels (after the map).
+    const keep = map ? (c: number) => { const m = map.get(c); return m !== undefined && (!wanted || wanted.has(m)); } : (c: number) => (wanted ? wanted.has(c) : c < MARKER_CHANNEL);
     const maxTags = options.maxTags ?? Infinity;
     // As many tags per batch as a USB transfer of that size would hold (16-byte records); 64 Ki default.
     const eventsPerChunk = options.transferBytes ? Math.max(4, Math.floor(options.transferBytes / 16)) : 65536;
@@ -198,10 +237,12 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
           if (!all) {
             const idx: number[] = [];
             for (let i = 0; i < n; i++) if (keep(channel[i])) idx.push(i);
+            if (map) for (let i = 0; i < n; i++) if (channel[i] < MARKER_CHANNEL && !map.has(channel[i])) self.unmappedTags++;
             timePs = BigInt64Array.from(idx, (i) => c.timePs[i]);
             channel = Uint8Array.from(idx, (i) => c.channel[i]);
             n = idx.length;
           }
+          if (map) channel = Uint8Array.from(channel, (ch) => map.get(ch)!);
           if (stats.tags + n > maxTags) {
             n = maxTags - stats.tags;
             timePs = timePs.slice(0, n);
@@ -219,7 +260,7 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
           for (const [ch, v] of st.latePerChannel) {
             const d = v - (late.get(ch) ?? 0);
             if (d > 0) {
-              events.push({ type: TAG_TYPE.MISSED_EVENTS, index: n, channel: ch, timePs: at, missedEvents: d });
+              events.push({ type: TAG_TYPE.MISSED_EVENTS, index: n, channel: map ? map.get(ch) ?? -1 : ch, timePs: at, missedEvents: d });
               stats.missedEvents += d;
             }
           }
@@ -254,6 +295,7 @@ export class ReplayTagger extends EventEmitter implements TimeTagger {
 
 /** Opens a recording as a TimeTagger (format from the file unless given). */
 export async function openRecordingTagger(file: string, opts: ReplayTaggerOptions & { format?: RecordingFormat } = {}): Promise<ReplayTagger> {
+  // opts (format, channelMap, ...) go to the tagger; id is its name.
   const t = new ReplayTagger(file, opts.id, opts);
   await t.open();
   return t;

@@ -97,6 +97,8 @@ export function checkNodeDevices(cfg: NodeRunConfig, file: string): void {
   if (!Array.isArray(cfg.devices)) throw new ConfigError('NODE_CONFIG', `${file}: 'devices' must be a list of device entries`);
   const kinds = new Set<string>();
   for (const [i, d] of cfg.devices.entries()) {
+    // A recording as Bob's tagger (src/devices/replay.ts): profile 'replay', path from this file's folder.
+    if (d && typeof d.replay === 'string') Object.assign(d, { profile: d.profile ?? 'replay', replay: resolve(dirname(resolve(file)), d.replay) });
     if (!d || typeof d.id !== 'string' || typeof d.profile !== 'string') {
       throw new ConfigError('NODE_CONFIG', `${file}: devices[${i}] needs "id" and "profile"`);
     }

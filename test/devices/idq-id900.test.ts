@@ -116,3 +116,23 @@ t.test('a wrong identity and nothing listening', async (t) => {
   const none = new Id900Driver({ id: 'lab-id900', profile, transport: new ZmqScpiTransport({ endpoint: `tcp://127.0.0.1:${port}`, timeoutMs: 200 }) });
   await t.rejects(none.open(), { code: 'NO_REPLY', message: /is the device on|Check that the device is on/ });
 });
+
+t.test('time values come back with the time-base unit (1500TB), as IDQ\'s example utilities strip it', async (t) => {
+  const { drv, endpoint } = await rig(t);
+  await drv.open();
+  await drv.set('hist_min:2', 1500);
+  await drv.set('delay:3', 250);
+  const raw = new ZmqScpiTransport({ endpoint, timeoutMs: 400 });
+  t.teardown(() => raw.close());
+  await raw.open();
+  t.equal(await raw.query('HIST2:MIN?'), '1500TB', 'on the wire: the value and its unit');
+  t.equal(await raw.query('INPU3:DELAY?'), '250TB');
+  t.equal(await drv.get('hist_min:2'), 1500, 'the driver reads it through the profile\'s reply pattern');
+  t.equal(await drv.get('delay:3'), 250);
+  t.equal(await drv.get('hist_bin_width:1'), 100);
+  t.equal(await drv.get('count_integration:2'), 1000);
+  for (const p of ['delay', 'count_integration', 'hist_min', 'hist_bin_width']) {
+    t.ok(new RegExp(profile.parameters[p].reply!).exec(' 2.5e11TB ')?.[1] === '2.5e11', `${p}: reply pattern takes a TB suffix`);
+    t.ok(new RegExp(profile.parameters[p].reply!).exec('42')?.[1] === '42', `${p}: and a bare number`);
+  }
+});

@@ -49,7 +49,7 @@ t.test('malformed profiles: errors name file, field and expectation', async (t) 
   bad(t, 'set-without-value', (p) => void (p.parameters.threshold.set = 'DISCRIMINATOR:THRESHOLD'), /field "parameters\.threshold\.set": expected the template to contain \{value\}/);
   bad(t, 'unknown-field', (p) => void (p.parameters.threshold.maxx = 3), /field "parameters\.threshold\.maxx": expected no such field/);
   bad(t, 'bad-kind', (p) => void (p.kind = 'kettle'), /field "kind": expected one of "photon-source", "spad-detector", "time-tagger", "time-controller", "snspd-controller", "laser", got "kettle"/);
-  bad(t, 'bad-transport', (p) => void (p.transport.type = 'ethernet'), /field "transport\.type": expected one of "serial", "usb", "zmq", "tcp", got "ethernet"/);
+  bad(t, 'bad-transport', (p) => void (p.transport.type = 'ethernet'), /field "transport\.type": expected one of "serial", "usb", "zmq", "file", "tcp", got "ethernet"/);
   bad(t, 'wrong-kind-transport', (p) => void (p.transport = { type: 'zmq', port: 5555, timeoutMs: 100 }), /field "transport\.type": expected "serial" for a spad-detector, got "zmq"/);
   bad(t, 'bad-baud', (p) => void (p.transport.baudRate = 11.5), /field "transport\.baudRate": expected a whole number/);
   bad(t, 'bad-regex', (p) => void (p.parameters.threshold.reply = '(unclosed'), /field "parameters\.threshold\.reply": expected a valid regular expression/);

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { ConfigError } from '../../errors.ts';
 import { numberOption, parseOptions } from '../args.ts';
 import { EmulatedRun, assertRunnable, type RunOptions } from '../../node/supervisor.ts';
@@ -33,7 +33,7 @@ function blockLine(r: BlockLineReport): string {
 
 /** One line on what this node's optics are: its real devices, or the emulated lab. */
 function describeOptics(cfg: NodeRunConfig): string {
-  const real = realEntries(cfg.devices).map((d) => `${d.id} (${d.profile}${d.port ? ` on ${d.port}` : ', USB'})`);
+  const real = realEntries(cfg.devices).map((d) => `${d.id} (${d.profile}${d.port ? ` on ${d.port}` : d.replay ? ` of ${basename(d.replay)}` : ', USB'})`);
   const lab = `emulated optics (${cfg.lab.preset}, ${cfg.lab.distanceKm} km)`;
   if (cfg.role === 'alice') return real.length ? `devices: ${real.join(', ')}` : `${lab}: Alice's source is part of the emulated lab on Bob's host`;
   const tagger = cfg.devices?.some((d) => d.emulated !== true && loadProfile(d.profile).kind === 'time-tagger');
@@ -81,7 +81,7 @@ async function runOneNode(file: string, o: OneNodeOptions): Promise<number> {
   } finally {
     await telemetry.close();
   }
-  const result = { role: cfg.role, nodeId: cfg.nodeId, devices: final?.devices ?? [], summary: final?.summary ?? null, delivery: final?.delivery ?? null };
+  const result = { role: cfg.role, nodeId: cfg.nodeId, devices: final?.devices ?? [], summary: final?.summary ?? null, delivery: final?.delivery ?? null, ...(final?.detectors ? { detectors: final.detectors } : {}) };
   if (o.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
   else say(`summary ${JSON.stringify(result)}`);
   setTimeout(() => process.exit(code), 200).unref();

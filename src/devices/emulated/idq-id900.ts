@@ -7,7 +7,8 @@
  * - `*IDN?` -> `ID Quantique,ID900,<serial>,<firmware>`
  * - `INPU<n>:ENAB|EDGE|COUP|MODE|THRE|DELAY|COUN:INTE` with `?` (value) or a value (empty reply),
  *   n = 1..4; words as the manual spells them (ON/OFF, RISING/FALLING, DC/AC, HIRES/LOWRES);
- *   thresholds -2..2 V, delays 0..1e9 ps, integration 1e9..6e13 ps (1 ms..60 s)
+ *   thresholds -2..2 V, delays 0..1e9 ps, integration 1e9..6e13 ps (1 ms..60 s); time values
+ *   are answered with the time-base unit, `1500TB` (IDQ's example utilities strip it: docs/devices.md)
  * - `INPU<n>:COUN?` -> events in the last integration time (rate x time; 0 when the input is
  *   off or its threshold is above the 1 V pulse amplitude)
  * - `HIST<n>:MIN|BWID|BCOU|INPO:REF:LINK|INPO:STOP:LINK` (n = 1..4), `HIST<n>:FLUS`,
@@ -182,9 +183,9 @@ export class EmulatedId900 {
       return '';
     }
     if (what === 'THRE') return this.number(query, arg, -2, 2, () => p.thre, (v) => (p.thre = v), 'V');
-    if (what === 'DELAY') return this.number(query, arg, 0, 1e9, () => p.delay, (v) => (p.delay = Math.round(v)));
+    if (what === 'DELAY') return this.number(query, arg, 0, 1e9, () => p.delay, (v) => (p.delay = Math.round(v)), 'TB');
     // COUN:INTE in time-base units (1 ps); kept in ms.
-    return this.number(query, arg, 1e9, 6e13, () => p.inteMs * 1e9, (v) => (p.inteMs = v / 1e9));
+    return this.number(query, arg, 1e9, 6e13, () => p.inteMs * 1e9, (v) => (p.inteMs = v / 1e9), 'TB');
   }
 
   private hist(h: Hist, what: string, query: boolean, arg: string): string {
@@ -207,13 +208,14 @@ export class EmulatedId900 {
       h[key] = i;
       return '';
     }
-    if (what === 'MIN') return this.number(query, arg, 0, 1e9, () => h.min, (v) => (h.min = Math.round(v)));
-    if (what === 'BWID') return this.number(query, arg, 1, 1e9, () => h.bwid, (v) => (h.bwid = Math.round(v)));
+    if (what === 'MIN') return this.number(query, arg, 0, 1e9, () => h.min, (v) => (h.min = Math.round(v)), 'TB');
+    if (what === 'BWID') return this.number(query, arg, 1, 1e9, () => h.bwid, (v) => (h.bwid = Math.round(v)), 'TB');
     return this.number(query, arg, 1, 16384, () => h.bcou, (v) => (h.bcou = Math.round(v)));
   }
 
+  /** Time values (unit 'TB', the 1 ps time base) are answered with their unit, as IDQ's examples strip it. */
   private number(query: boolean, arg: string, min: number, max: number, get: () => number, set: (v: number) => void, unit = ''): string {
-    if (query) return String(Number(get().toPrecision(12)));
+    if (query) return `${Number(get().toPrecision(12))}${unit === 'TB' ? 'TB' : ''}`;
     const m = /^([-+]?(?:\d+\.?\d*|\.\d+)(?:E[-+]?\d+)?)\s*(MV|V|PS|TB)?$/.exec(arg);
     if (!m) return 'ERROR: -224,"Illegal parameter value"';
     const v = Number(m[1]) * (m[2] === 'MV' && unit === 'V' ? 1e-3 : 1);
