@@ -238,6 +238,8 @@ export class BobNode {
 
   /** Set by stop(): the pipeline ends because it was asked to, not because a stage failed. */
   private stopRequested = false;
+  /** Batches taken from the detection stream (tainted ones included). */
+  private consumedBatches = 0;
 
   stop(): void {
     this.stopRequested = true;
@@ -278,13 +280,17 @@ export class BobNode {
         if (!this.stopping) throw err;
       } finally {
         await stream.stop();
-        // Linger: what is queued is delivered (the consumer drains it) before the socket goes.
-        closeQuietly(() => publisher.close(2000));
       }
     })();
     const consume = this.consume(consumer);
     const first = await Promise.race([produce.then(() => 'produce', () => 'produce'), consume.then(() => 'consume', () => 'consume')]);
+    // A tag stream that ended by itself (a recording's end, a tagger that stopped) still has
+    // batches queued between the sockets: every one that was sent is consumed before the pipeline
+    // stops, however long post-processing takes, unless a stop is requested meanwhile.
+    if (first === 'produce' && !this.stopRequested) await this.untilConsumed(publisher.stats.batches, consume);
     this.stopping = true;
+    // Linger: what is still queued is delivered (the consumer drains it) before the socket goes.
+    closeQuietly(() => publisher.close(2000));
     // No socket may close while a multi-part batch is in flight between them: libzmq then aborts
     // the whole process (session_base.cpp errno assertion, seen twice at stop). So the consumer
     // keeps reading (and discards) until the producer has ended and the stream has been quiet
@@ -302,6 +308,13 @@ export class BobNode {
     const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed && !this.stopRequested) throw failed.reason;
     if (!this.stopRequested) this.cb.log('warn', `pipeline ended without a stop request: the ${first === 'produce' ? 'tag stream' : 'detection consumer'} finished first`);
+  }
+
+  /** Resolves once `batches` batches were consumed, the consumer ended, or a stop was requested. */
+  private async untilConsumed(batches: number, consume: Promise<void>): Promise<void> {
+    let ended = false;
+    void consume.then(() => (ended = true), () => (ended = true));
+    while (!ended && !this.stopRequested && this.consumedBatches < batches) await sleep(20);
   }
 
   private async consume(consumer: StreamConsumer): Promise<void> {
@@ -336,6 +349,7 @@ export class BobNode {
     try {
       for await (const b of consumer) {
         if (this.stopping) break;
+        this.consumedBatches++;
         const t0 = performance.now();
         const times = view64(BigInt64Array, b.data);
         const channel = new Uint8Array(b.channels.buffer, b.channels.byteOffset, b.channels.byteLength);
@@ -388,6 +402,7 @@ export class BobNode {
           this.cb.onProgress({ pulses: this.pulses, detections: this.detections, emulatedSeconds: this.emulatedPs / 1e12, sync: this.sync.state() });
         }
       }
+      if (buf.n) this.cb.log('info', `detection stream ended: the last ${buf.n} detections did not fill a block (${this.cfg.block.detections} needed) and were not post-processed`);
     } finally {
       // Stopping (or the stream ended): the blocks in flight are finished (committed and
       // delivered, or aborted) before the node goes on to close its link.
