@@ -13,6 +13,7 @@ import { startKms } from '../../delivery/kms.ts';
 import { makePki } from '../../delivery/pki.ts';
 import { initCustody, verifyAuditChain } from '../../delivery/store.ts';
 import { redact } from '../../telemetry/redact.ts';
+import { stopRequested } from '../../node/children.ts';
 
 /** State, secrets, keys and configurations it writes are readable by their owner only. */
 export const privateFiles = true;
@@ -248,10 +249,10 @@ export async function run(args: string[]): Promise<number> {
       }
     })();
   }
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  // SIGINT/SIGTERM, or the supervisor's stop message when `qkd run` started this KMS (it used to
+  // be ignored: every run's shutdown waited out the 15 s grace and a SIGTERM).
+  const why = await stopRequested();
+  out({ level: 'info', msg: 'KMS stopping', kms: kms.id, requestedBy: why });
   stopped = true;
   clearInterval(metricsTimer);
   await kms.close();
