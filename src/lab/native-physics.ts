@@ -8,6 +8,8 @@
  */
 import { native } from '../core/native.ts';
 import { callNative } from '../core/native-call.ts';
+import { bobThreshold, DOMAIN_BOB, seedKeys } from './alice.ts';
+import type { LinkPreset } from './presets.ts';
 
 type Addon = ReturnType<typeof native>;
 type Engine = InstanceType<Addon['LabLinkPhysics']>;
@@ -42,4 +44,15 @@ export function countChannels(channel: Uint8Array): Float64Array {
 /** `Math.log` as the Rust physics computes it (fdlibm, as V8): for the property test. */
 export function nativeJsLog(x: Float64Array): Float64Array {
   return callNative(() => native().labJsLog(x));
+}
+
+/**
+ * An active Bob's modulator basis (0 Z, 1 X) at the listed pulses (integers in [0, 2^53)),
+ * natively; the same bytes as bobBasisChoicesAt in ./alice.ts (the reference). A pulse that is not
+ * an index fails with LAB_BAD_PULSE.
+ */
+export function nativeBobBasesAt(preset: LinkPreset, bobSeed: bigint, pulses: Float64Array): Uint8Array {
+  const k = seedKeys(bobSeed, DOMAIN_BOB);
+  const th = bobThreshold(preset);
+  return callNative(() => native().labBobBasesAt(k.k0, k.k1, th, pulses));
 }

@@ -225,6 +225,26 @@ pub fn bob_basis(keys: SeedKeys, threshold_z: u64, pulse: f64) -> u8 {
     }
 }
 
+/// alice.ts `bobBasisChoicesAt`: an active Bob's modulator basis at each listed pulse, into `out`
+/// (same length). A pulse that is not an integer in [0, 2^53) stops the walk: `Err(i)` names the
+/// first such entry (the TypeScript reference throws there).
+pub fn bob_bases_at(keys: SeedKeys, threshold_z: u64, pulses: &[f64], out: &mut [u8]) -> Result<(), usize> {
+    debug_assert_eq!(pulses.len(), out.len());
+    for (i, (&p, o)) in pulses.iter().zip(out.iter_mut()).enumerate() {
+        if !is_pulse_index(p) {
+            return Err(i);
+        }
+        *o = bob_basis(keys, threshold_z, p);
+    }
+    Ok(())
+}
+
+/// `p >= 0 && Number.isSafeInteger(p)`: an integer in [0, 2^53 - 1].
+#[inline]
+pub fn is_pulse_index(p: f64) -> bool {
+    p >= 0.0 && p <= 9_007_199_254_740_991.0 && p.fract() == 0.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +271,28 @@ mod tests {
         let mut r = Xoshiro128::from_state([1, 2, 3, 4]);
         let got: Vec<u32> = (0..4).map(|_| r.next_u32()).collect();
         assert_eq!(got, vec![11520, 0, 5927040, 70819200]);
+    }
+
+    #[test]
+    fn bob_bases_at_checks_indices() {
+        let keys = SeedKeys { k0: 0x1234_5678, k1: 0x9abc_def0 };
+        let th = 1u64 << 31;
+        let pulses = [0.0, 1.0, 9_007_199_254_740_991.0, 4_294_967_296.0];
+        let mut out = [9u8; 4];
+        bob_bases_at(keys, th, &pulses, &mut out).unwrap();
+        for (i, &p) in pulses.iter().enumerate() {
+            assert_eq!(out[i], bob_basis(keys, th, p));
+        }
+        for bad in [-1.0, 0.5, f64::NAN, f64::INFINITY, 9_007_199_254_740_992.0] {
+            let mut o = [0u8; 2];
+            assert_eq!(bob_bases_at(keys, th, &[3.0, bad], &mut o), Err(1), "{bad}");
+        }
+        // threshold 2^32: always Z; 0: always X
+        let mut o = [9u8; 4];
+        bob_bases_at(keys, 1 << 32, &pulses, &mut o).unwrap();
+        assert_eq!(o, [0; 4]);
+        bob_bases_at(keys, 0, &pulses, &mut o).unwrap();
+        assert_eq!(o, [1; 4]);
     }
 
     #[test]

@@ -322,6 +322,20 @@ pub fn lab_count_channels(channel: Uint8Array) -> Float64Array {
     Float64Array::new(c.iter().map(|&v| v as f64).collect())
 }
 
+/// An active Bob's modulator basis (0 Z, 1 X) at each listed pulse (src/lab/alice.ts
+/// `bobBasisChoicesAt`, the reference): keys of his seed (`seedKeys(bobSeed, DOMAIN_BOB)`) and
+/// the Z threshold (`bobThreshold`) as the TypeScript computes them.
+#[napi]
+pub fn lab_bob_bases_at(k0: u32, k1: u32, threshold_z: f64, pulses: Float64Array) -> Result<Uint8Array> {
+    let th = threshold(threshold_z, "thresholdZ")?;
+    guard("labBobBasesAt", || {
+        let mut out = vec![0u8; pulses.len()];
+        qkd_core::lab_rng::bob_bases_at(SeedKeys { k0, k1 }, th, &pulses, &mut out)
+            .map_err(|i| bad("LAB_BAD_PULSE", format!("pulses[{i}] = {} is not a pulse index (integer in [0, 2^53))", pulses[i])))?;
+        Ok(Uint8Array::new(out))
+    })
+}
+
 /// `Math.log` as the lab's Rust physics computes it (for the property test against V8's).
 #[napi]
 pub fn lab_js_log(x: Float64Array) -> Float64Array {
@@ -370,4 +384,47 @@ pub fn tag_records_encode_time_tags(time_ps: BigInt64Array, channel: Uint8Array,
         return Err(bad("TAG_BAD_ARG", "delayPs must fit in 64 bits"));
     }
     guard("tagRecordsEncodeTimeTags", || Ok(qkd_core::lab_tagger::encode_time_tags(&time_ps, &channel, d).into()))
+}
+
+/// The emulated tagger's merge of channels with different delays (qkd_core::lab_tagger::DelayMerger;
+/// reference `DelayMergeTs` in src/devices/emulated/delay-merge.ts). Holds the tags a later pull
+/// could still precede. JS thread only.
+#[napi]
+pub struct TagDelayMerger {
+    m: qkd_core::lab_tagger::DelayMerger,
+}
+
+#[napi]
+impl TagDelayMerger {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        TagDelayMerger { m: qkd_core::lab_tagger::DelayMerger::new() }
+    }
+
+    /// One pull (raw tags in time order, each channel's delay): the records released, in time order.
+    #[napi]
+    pub fn push(&mut self, time_ps: BigInt64Array, channel: Uint8Array, delays_ps: BigInt64Array) -> Result<Buffer> {
+        if time_ps.len() != channel.len() {
+            return Err(bad("TAG_BAD_ARG", format!("timePs and channel differ in length ({} vs {})", time_ps.len(), channel.len())));
+        }
+        guard("TagDelayMerger.push", || Ok(self.m.push(&time_ps, &channel, &delays_ps).into()))
+    }
+
+    /// Every held tag as records.
+    #[napi]
+    pub fn flush(&mut self) -> Result<Buffer> {
+        guard("TagDelayMerger.flush", || Ok(self.m.flush().into()))
+    }
+
+    /// Drops the held tags.
+    #[napi]
+    pub fn clear(&mut self) {
+        self.m.clear();
+    }
+
+    /// Number of held tags.
+    #[napi]
+    pub fn held(&self) -> u32 {
+        self.m.held() as u32
+    }
 }

@@ -16,8 +16,8 @@
 import type { TagBatch } from '../types.ts';
 import { loadLinkPreset, type LinkPreset } from '../../lab/presets.ts';
 import { decoyModel } from '../../lab/theory.ts';
-import { EmulatedLink, type AliceChoiceSource } from '../../lab/link.ts';
-import { countChannels } from '../../lab/native-physics.ts';
+import { defaultLabPhysics, EmulatedLink, type AliceChoiceSource } from '../../lab/link.ts';
+import { countChannels, nativeBobBasesAt } from '../../lab/native-physics.ts';
 import { bobBasisChoicesAt, defaultBobSeed } from '../../lab/alice.ts';
 import type { SourceDevice } from '../../core/source-device.ts';
 
@@ -217,10 +217,13 @@ export class EmulatedLab {
   /**
    * Bob's active basis modulator's record: the basis (0 Z, 1 X) it applied to each listed pulse.
    * The modulator is part of the emulated optics; its RNG is the lab's (a function of the lab's
-   * seed, which only the lab holds). Bob's node reads this record, never a seed.
+   * seed, which only the lab holds). Bob's node reads this record, never a seed. In Rust unless
+   * the lab's physics is the TypeScript reference (QKD_LAB_PHYSICS=ts): the same bytes.
    */
   bobBasesAt(pulses: Float64Array): Uint8Array {
-    return bobBasisChoicesAt(this.preset, this.link?.bobSeed ?? defaultBobSeed(this.seed), pulses);
+    const bobSeed = this.link?.bobSeed ?? defaultBobSeed(this.seed);
+    const physics = this.link?.physics ?? defaultLabPhysics();
+    return physics === 'native' ? nativeBobBasesAt(this.preset, bobSeed, pulses) : bobBasisChoicesAt(this.preset, bobSeed, pulses);
   }
 
   /** Pulses emitted so far (the source's emission horizon). */

@@ -22,6 +22,7 @@
 import { TAG_TYPE, type UsbBulkDevice } from '../types.ts';
 import { encodeTagRecords, encodeTimeTags, encodeTimeTagsNative, TAG_RECORD_BYTES, type TagRecord } from '../tags.ts';
 import type { PulseTagSource } from './lab.ts';
+import { DelayMergeTs, nativeDelayMerge, type DelayMerge } from './delay-merge.ts';
 
 export const EMU_TAGGER_VID = 0x1209;
 export const EMU_TAGGER_PID = 0x0001;
@@ -47,7 +48,7 @@ export interface EmulatedTaggerOptions {
   realtime?: { speed?: number; fifoRecords?: number; now?: () => number };
   /** Pulse rate used by real-time pacing (default: the source's lab settings, else 1 GHz). */
   repRateHz?: number;
-  /** Encode the records in Rust (default true; false: the TypeScript encoder, for comparison). */
+  /** Encode and merge the records in Rust (default true; false: the TypeScript reference, for comparison). */
   nativeRecords?: boolean;
 }
 
@@ -73,12 +74,8 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   /** Encoded records waiting to go out (already in time order). */
   private out: Uint8Array[] = [];
   private outBytes = 0;
-  /** Tags held back because a later pull could still produce an earlier (delayed) tag: output
-   * times relative to the 64-bit base (baseHi * 2^32 + baseLo), sorted. */
-  private heldT = new Float64Array(0);
-  private heldC = new Uint8Array(0);
-  private baseHi = 0;
-  private baseLo = 0;
+  /** Tags held back because a later pull could still produce an earlier (delayed) tag. */
+  private readonly merge: DelayMerge;
   private pulsesPerPull: number;
   private lose = 0;
   private inOverflow = false;
@@ -102,6 +99,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.edge = Array.from({ length: this.channelCount }, () => 0);
     this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
     this.nativeRecords = opts.nativeRecords ?? true;
+    this.merge = this.nativeRecords ? nativeDelayMerge() : new DelayMergeTs();
     if (opts.realtime) {
       this.realtime = { speed: opts.realtime.speed ?? 1, fifoRecords: opts.realtime.fifoRecords ?? 1 << 20, now: opts.realtime.now ?? (() => performance.now()) };
     }
@@ -200,8 +198,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
         this.streaming = false;
         this.out = [];
         this.outBytes = 0;
-        this.heldT = new Float64Array(0);
-        this.heldC = new Uint8Array(0);
+        this.merge.clear();
         return;
       case REQ.DELAY: {
         if (data.length !== 8) throw new Stall('delay needs 8 bytes');
@@ -400,7 +397,8 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       this.push(this.nativeRecords ? encodeTimeTagsNative(times, chans, eff[0]) : this.encodeShifted(times, chans, eff[0]));
       return;
     }
-    this.mergeDelayed(times, chans, eff);
+    // Different delays per channel: tags may swap order (./delay-merge.ts).
+    this.push(this.merge.push(times, chans, eff));
   }
 
   /** The TypeScript encoder (reference of encodeTimeTagsNative): shift by `d`, then encode. */
@@ -431,124 +429,15 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       const k = Math.min(left, 1e9);
       left -= k;
       const { tags } = this.source.nextPulses(k);
-      const room = Math.max(0, rt.fifoRecords - this.outBytes / TAG_RECORD_BYTES - this.heldT.length);
+      const room = Math.max(0, rt.fifoRecords - this.outBytes / TAG_RECORD_BYTES - this.merge.held);
       const fit = Math.min(room, tags.timePs.length);
       if (fit > 0) this.accept(tags.timePs.subarray(0, fit), tags.channel.subarray(0, fit));
       this.loseTags(tags.timePs.subarray(fit), tags.channel.subarray(fit));
     }
   }
 
-  /**
-   * Different delays per channel: tags may swap order. Each channel's tags stay in order (same
-   * shift), so the output is a k-way merge of the per-channel sequences and of the tags held from
-   * the previous pull. Only tags no later pull can precede are released: a later raw tag is
-   * >= the last raw time seen, so its output is >= that + the smallest delay.
-   *
-   * Arithmetic is on doubles relative to a 64-bit base (exact below 2^53 ps of span, i.e. far
-   * beyond one pull) with the base re-set every pull, so no BigInt is made per tag and the times
-   * stay exact however long the run.
-   */
-  private mergeDelayed(times: BigInt64Array, chans: Uint8Array, delays: bigint[]): void {
-    const n = times.length;
-    const t32 = new Int32Array(times.buffer, times.byteOffset, n * 2);
-    const dl = delays.map(Number);
-    // Re-base on the earliest held tag, or on the first new tag.
-    if (this.heldT.length) {
-      const shift = this.heldT[0];
-      this.addToBase(shift);
-      for (let i = 0; i < this.heldT.length; i++) this.heldT[i] -= shift;
-    } else {
-      this.baseHi = t32[1];
-      this.baseLo = t32[0] >>> 0;
-    }
-    const bHi = this.baseHi;
-    const bLo = this.baseLo;
-    // Per-channel output sequences (relative to the base), each sorted.
-    const counts = new Map<number, number>();
-    for (let i = 0; i < n; i++) counts.set(chans[i], (counts.get(chans[i]) ?? 0) + 1);
-    const lists: { t: Float64Array; ch: number; n: number }[] = [];
-    const listOf = new Map<number, { t: Float64Array; ch: number; n: number }>();
-    for (const [c, k] of counts) {
-      const l = { t: new Float64Array(k), ch: c, n: 0 };
-      lists.push(l);
-      listOf.set(c, l);
-    }
-    for (let i = 0, j = 0; i < n; i++, j += 2) {
-      const c = chans[i];
-      const l = listOf.get(c)!;
-      l.t[l.n++] = (t32[j + 1] - bHi) * 4294967296 + ((t32[j] >>> 0) - bLo) + (dl[c] ?? 0);
-    }
-    const lastRaw = (t32[2 * n - 1] - bHi) * 4294967296 + ((t32[2 * n - 2] >>> 0) - bLo);
-    const horizon = lastRaw + Math.min(...dl);
-    // k-way merge (k <= channels + 1): held tags first among equals, then by channel order.
-    const total = n + this.heldT.length;
-    const outT = new Float64Array(total);
-    const outC = new Uint8Array(total);
-    const srcT: Float64Array[] = [this.heldT, ...lists.map((l) => l.t)];
-    const srcC: (Uint8Array | number)[] = [this.heldC, ...lists.map((l) => l.ch)];
-    const pos = new Int32Array(srcT.length);
-    for (let o = 0; o < total; o++) {
-      let best = -1;
-      let bestT = Infinity;
-      for (let k = 0; k < srcT.length; k++) {
-        const p = pos[k];
-        if (p < srcT[k].length && srcT[k][p] < bestT) {
-          bestT = srcT[k][p];
-          best = k;
-        }
-      }
-      const c = srcC[best];
-      outC[o] = typeof c === 'number' ? c : c[pos[best]];
-      outT[o] = bestT;
-      pos[best]++;
-    }
-    let cut = 0;
-    while (cut < total && outT[cut] <= horizon) cut++;
-    this.emitRel(outT, outC, cut);
-    this.heldT = outT.slice(cut);
-    this.heldC = outC.slice(cut);
-  }
-
-  private addToBase(rel: number): void {
-    const hi = Math.floor(rel / 4294967296);
-    let lo = this.baseLo + (rel - hi * 4294967296);
-    let carry = 0;
-    if (lo >= 4294967296) {
-      lo -= 4294967296;
-      carry = 1;
-    }
-    this.baseLo = lo;
-    this.baseHi = (this.baseHi + hi + carry) | 0;
-  }
-
-  /** Encodes the first `count` tags given relative to the base as time-tag records. */
-  private emitRel(rel: Float64Array, ch: Uint8Array, count: number): void {
-    if (!count) return;
-    const bytes = new Uint8Array(count * TAG_RECORD_BYTES);
-    const o32 = new Int32Array(bytes.buffer);
-    const bHi = this.baseHi;
-    const bLo = this.baseLo;
-    for (let i = 0, j = 0; i < count; i++, j += 4) {
-      const r = rel[i];
-      const hi = Math.floor(r / 4294967296);
-      let lo = bLo + (r - hi * 4294967296);
-      let carry = 0;
-      if (lo >= 4294967296) {
-        lo -= 4294967296;
-        carry = 1;
-      }
-      o32[j] = 0;
-      o32[j + 1] = ch[i];
-      o32[j + 2] = lo | 0;
-      o32[j + 3] = (bHi + hi + carry) | 0;
-    }
-    this.push(bytes);
-  }
-
   /** Releases every held tag (delays became equal, an overflow, a stop). */
   private flushHeld(): void {
-    this.emitRel(this.heldT, this.heldC, this.heldT.length);
-    this.heldT = new Float64Array(0);
-    this.heldC = new Uint8Array(0);
+    this.push(this.merge.flush());
   }
 }
