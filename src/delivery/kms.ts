@@ -36,6 +36,7 @@ import { deriveKeyId } from './keyid.ts';
 import { checkCommitment, keyDigest, verifyingKey } from './commitment.ts';
 import { parseKeyIds, parseKeyRequest, Refusal, type KeyRequest, type Limits } from './etsi014.ts';
 import { chunksNeeded, planKeys, type ReformatPlan } from './reformat.ts';
+import { AppSessions, type AppOptions } from './etsi004-app.ts';
 import { Hybrid, worstEpsilon, type HybridConfig, type QkdOutcome } from './hybrid.ts';
 import { indexRanges, type Alarm } from './node.ts';
 import { startAdmin, type AdminServer } from './admin.ts';
@@ -117,6 +118,13 @@ export interface KmsOptions {
    * policies never | when-short | always. Off (never) without it.
    */
   hybrid?: HybridConfig;
+  /**
+   * The link's key rate (bit/s) that ETSI 004 application streams share: the sum of their
+   * admitted min_bps never exceeds it. Without it, the measured inflow of key material.
+   */
+  linkKeyRateBps?: number;
+  /** ETSI 004 for applications (etsi004-app.ts): largest key_chunk_size, reservation ahead. */
+  qkd004?: Pick<AppOptions, 'maxKeyBytes' | 'reserveS' | 'inflowWindowMs'>;
   /** How often TTL expiry runs (ms). */
   expireEveryMs?: number;
   requestTimeoutMs?: number;
@@ -149,6 +157,8 @@ export interface KmsMetrics {
   refusedSealed: number;
   /** Per SAE pair `master>slave` with watermarks: keys available to it and where that stands. */
   watermarks: Record<string, { availableKeys: number; lowKeys: number; highKeys: number; state: WatermarkState }>;
+  /** ETSI 004 application streams: counts, admitted min_bps, link capacity and measured inflow (bit/s). */
+  qkd004: ReturnType<AppSessions['metrics']>;
 }
 
 export type WatermarkState = 'low' | 'ok' | 'high';
@@ -172,6 +182,8 @@ export class Kms extends EventEmitter {
   private readonly commitKeys?: { node: KeyObject; peerNode: KeyObject };
   private readonly peerClient?: JsonClient;
   private readonly hybrid?: Hybrid;
+  /** ETSI 004 application streams (northbound). */
+  readonly apps: AppSessions;
   private readonly streams = new Map<string, KmsStream>();
   /** A stream opened on our node whose peer side or registration has not succeeded yet. */
   private unconfirmedStreamId?: string;
@@ -222,6 +234,17 @@ export class Kms extends EventEmitter {
       this.hybrid = new Hybrid(opts.hybrid, { id: opts.id, peerId: opts.peer?.id, peer: this.peerClient, saes: opts.saes,
         dbPath: opts.dbPath, store: () => this.unsealedStore(), now: () => this.now(), log: (l, m, f) => this.log(l, m, f) });
     }
+    this.apps = new AppSessions({ id: opts.id, coordinator: opts.role === 'source', saes: opts.saes,
+      store: () => this.unsealedStore(), peer: this.peerClient, now: () => this.now(), storedChunks: () => this.m.acked,
+      log: (l, m, f) => this.log(l, m, f),
+      linkStream: () => {
+        const s = [...this.streams.values()].pop();
+        return s && { keyStreamId: s.keyStreamId, chunkBytes: s.qos.key_chunk_size };
+      },
+      ownCommitments: (sid, indices) => this.commitKeys ? indices.map((i) => this.commitmentOf(sid, i)) : undefined,
+      badPeerCommitments: (sid, items, c) => this.uncommitted(sid, items, c),
+      mismatches: (sid, items) => this.mismatches(sid, items),
+    }, { ...opts.qkd004, linkKeyRateBps: opts.linkKeyRateBps, requestTimeoutMs: opts.requestTimeoutMs });
     const sf = `${opts.dbPath}.streams.json`;
     if (existsSync(sf)) {
       for (const s of JSON.parse(readFileSync(sf, 'utf8')) as KmsStream[]) this.streams.set(s.keyStreamId, s);
@@ -403,6 +426,7 @@ export class Kms extends EventEmitter {
     try {
       this.warnExpiring();
       this.checkWatermarks();
+      this.apps.tick();
       const gone = this.store.expire(this.now());
       if (!gone.length) return;
       this.m.dropped += gone.length;
@@ -471,7 +495,7 @@ export class Kms extends EventEmitter {
       watermarks[pair] = { ...l, lowKeys: w.lowKeys, highKeys: w.highKeys };
     }
     return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()),
-      sealed: this.store ? 0 : 1, watermarks };
+      sealed: this.store ? 0 : 1, watermarks, qkd004: this.apps.metrics() };
   }
 
   /** The append-only audit trail of a stream (or of one key). No key bytes. */
@@ -563,9 +587,11 @@ export class Kms extends EventEmitter {
     const m = /^\/api\/v1\/keys\/([^/]+)\/(status|enc_keys|dec_keys)$/.exec(p);
     // Sealed: every key request is refused with a clear 503 (the node keeps its chunks spooled
     // and retries); nothing is read from or written to the store.
-    if (!this.store && (m || p.startsWith('/api/v1/kms-peer/') || p === '/api/v1/qkd/etsi004/key-material')) {
+    if (!this.store && (m || p.startsWith('/api/v1/kms-peer/') || p.startsWith('/api/v1/qkd004/') ||
+      p === '/api/v1/qkd/etsi004/key-material')) {
       return this.sealedAnswer();
     }
+    if (p.startsWith('/api/v1/qkd004/')) return this.apps.handle(req);
     if (p === '/api/v1/qkd/etsi004/key-material' && req.method === 'POST') return this.keyMaterial(req);
     if (p.startsWith('/api/v1/kms-peer/')) return this.peerCall(req);
     if (m) {
@@ -742,6 +768,7 @@ export class Kms extends EventEmitter {
       return { status: 200, body: { ranges: this.store!.heldRanges(sid, this.now(), (eps as number | null) ?? undefined) } };
     }
     if (req.path === '/api/v1/kms-peer/hybrid' && req.method === 'POST' && this.hybrid) return this.hybrid.peerExchange(b);
+    if (req.path === '/api/v1/kms-peer/qkd004' && req.method === 'POST') return this.apps.peerRequest(b);
     return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
   }
 
@@ -992,6 +1019,7 @@ export class Kms extends EventEmitter {
 
   async close(): Promise<void> {
     if (this.expirer) clearInterval(this.expirer);
+    this.apps.close();
     clearTimeout(this.unsealTimer);
     this.unsealer?.reset();
     await this.admin?.close();
