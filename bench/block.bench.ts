@@ -12,7 +12,7 @@
  * No baseline: each stage's own bench carries its reference.
  *
  * Finite-key analyses (issue 13): the chain runs with QKD_BLOCK_BENCH_ANALYSIS (default
- * 'lim2014', the reference); ℓ of the other analysis is recomputed by planBlock on the same kept
+ * 'chernoff2020', the node's default); ℓ of the other analysis is recomputed by planBlock on the same kept
  * counts, counted leak and tag (the security statement is all that changes; PA time is the
  * chain's). Then `block.finite_key.*` rows per preset (reference-decoy 25 km, gated-ingaas-lab
  * 25 km, snspd-metro 50 km) and block size 1e6…1e9 detections, for both analyses. Their counts
@@ -41,7 +41,7 @@ import { median, type BenchResult } from './stats.ts';
 const DETECTIONS = Number(process.env.QKD_BLOCK_BENCH_DETECTIONS ?? 1e7);
 const REPEATS = Number(process.env.QKD_BLOCK_BENCH_REPEATS ?? 3);
 const KM = 25;
-const ANALYSIS = (process.env.QKD_BLOCK_BENCH_ANALYSIS ?? 'lim2014') as FiniteKeyAnalysis;
+const ANALYSIS = (process.env.QKD_BLOCK_BENCH_ANALYSIS ?? 'chernoff2020') as FiniteKeyAnalysis;
 const MODEL_DETECTIONS = Number(process.env.QKD_BLOCK_BENCH_MODEL_DETECTIONS ?? 2e6);
 const ANALYSES: FiniteKeyAnalysis[] = ['lim2014', 'chernoff2020'];
 const EPS = { epsSec: 1e-10, epsCor: 1e-15, qberAbort: 0.11 };

@@ -1,11 +1,12 @@
 /**
  * Parameter estimation and the per-block security statement (native/core/src/finite_key.rs,
  * block.rs): decoy-state bounds with finite-key statistics after Lim, Curty, Walenta, Xu,
- * Zbinden, PRA 89, 022307 (2014), two decoys (default), the same protocol with multiplicative
- * Chernoff bounds (option 'chernoff2020': Yin et al., Sci. Rep. 10, 14312 (2020) for the counts,
- * a Chernoff–Hoeffding sampling bound for the phase error), or Rusca, Boaron, Grünenfelder,
- * Martin, Zbinden, APL 112, 171104 (2018), one decoy; see docs/postprocessing.md for the exact
- * formulas, why these bounds, and the later corrections (Wiesemann et al. 2024).
+ * Zbinden, PRA 89, 022307 (2014), two decoys, with multiplicative Chernoff bounds ('chernoff2020',
+ * the default: Yin et al., Sci. Rep. 10, 14312 (2020) for the counts, a Chernoff–Hoeffding
+ * sampling bound for the phase error) or Lim's Hoeffding bounds ('lim2014'), or Rusca, Boaron,
+ * Grünenfelder, Martin, Zbinden, APL 112, 171104 (2018), one decoy; see docs/postprocessing.md for
+ * the exact formulas, why these bounds (and why not Lim's γ), and the later corrections
+ * (Wiesemann et al. 2024).
  *
  * Counts that contradict the configured intensities/probabilities (bounds with more vacuum +
  * single-photon events than events in a basis) throw SecurityError PE_IMPOSSIBLE_COUNTS, from
@@ -21,14 +22,23 @@ import { QkdError } from '../errors.ts';
 export type Triple = [number, number, number];
 
 /**
- * The finite-key analysis. 'lim2014': Lim et al. 2014 (Hoeffding per basis, their γ for the
- * phase error). 'chernoff2020': the same protocol, decoy equations and ε split with a
- * multiplicative Chernoff bound per intensity (Yin et al. 2020) and a Chernoff–Hoeffding (KL)
- * sampling bound for the phase error; about 2x the key of 'lim2014' at 1e7 detections.
- * 'rusca2018': one decoy (different intensities, see DecoySettings).
+ * The finite-key analysis. 'chernoff2020' (the default): Lim et al. 2014's protocol, decoy
+ * equations and ε split with a multiplicative Chernoff bound per intensity (Yin et al. 2020) and a
+ * Chernoff–Hoeffding (KL) sampling bound for the phase error. 'lim2014': Lim et al. 2014
+ * (Hoeffding per basis) with the same KL phase-error bound in the place of the paper's γ; about
+ * half the key of 'chernoff2020' at 1e7 detections. 'rusca2018': one decoy (different
+ * intensities, see DecoySettings), KL phase error. 'lim2014-paper-gamma' and
+ * 'rusca2018-paper-gamma': the papers as printed, phase error by Lim's γ, an approximation that
+ * fails its ε by up to 1.5e3x at small error counts (docs/postprocessing.md §2, issue 13): for
+ * reproducing the papers only; a node refuses them and their statement says "APPROXIMATE".
  */
-export type FiniteKeyAnalysis = 'lim2014' | 'chernoff2020' | 'rusca2018';
-export const FINITE_KEY_ANALYSES: readonly FiniteKeyAnalysis[] = ['lim2014', 'chernoff2020', 'rusca2018'];
+export type FiniteKeyAnalysis = 'chernoff2020' | 'lim2014' | 'rusca2018' | 'lim2014-paper-gamma' | 'rusca2018-paper-gamma';
+export const FINITE_KEY_ANALYSES: readonly FiniteKeyAnalysis[] = ['chernoff2020', 'lim2014', 'rusca2018', 'lim2014-paper-gamma', 'rusca2018-paper-gamma'];
+/** The analyses whose every statistical step is a strict tail bound: the ones a node may use. */
+export type StrictFiniteKeyAnalysis = 'chernoff2020' | 'lim2014' | 'rusca2018';
+export const STRICT_FINITE_KEY_ANALYSES: readonly StrictFiniteKeyAnalysis[] = ['chernoff2020', 'lim2014', 'rusca2018'];
+/** The analysis used when settings name none (strict, and the tightest of the strict ones). */
+export const DEFAULT_FINITE_KEY_ANALYSIS: StrictFiniteKeyAnalysis = 'chernoff2020';
 
 /**
  * Decoy protocol settings. Two decoys (default, Lim et al. 2014): intensities [mu, nu, omega]
@@ -39,7 +49,7 @@ export interface DecoySettings {
   mu: Triple;
   /** Probability of each intensity (sums to 1). */
   pMu: Triple;
-  /** Which finite-key analysis (default 'lim2014'). */
+  /** Which finite-key analysis (default 'chernoff2020', DEFAULT_FINITE_KEY_ANALYSIS). */
   analysis?: FiniteKeyAnalysis;
   /** Older name of `analysis` (kept for callers that select 'rusca2018' with it); give one. */
   protocol?: FiniteKeyAnalysis;
@@ -118,7 +128,7 @@ export function analysisOf(s: DecoySettings): FiniteKeyAnalysis {
   if (s.analysis && s.protocol && s.analysis !== s.protocol) {
     throw new QkdError('PE_BAD_INPUT', `settings name two finite-key analyses ('${s.analysis}' and protocol '${s.protocol}'); give only 'analysis'`);
   }
-  return s.analysis ?? s.protocol ?? 'lim2014';
+  return s.analysis ?? s.protocol ?? DEFAULT_FINITE_KEY_ANALYSIS;
 }
 
 function estimateInput(s: DecoySettings, c: BlockCounts, sec: SecurityParams) {

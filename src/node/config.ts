@@ -12,7 +12,7 @@ import { ConfigError } from '../errors.ts';
 import { loadProfile } from '../devices/profile.ts';
 import type { DeviceEntry } from '../devices/config.ts';
 import { REAL_KINDS } from './devices.ts';
-import { FINITE_KEY_ANALYSES, type FiniteKeyAnalysis } from '../core/estimate.ts';
+import { FINITE_KEY_ANALYSES, STRICT_FINITE_KEY_ANALYSES, type FiniteKeyAnalysis } from '../core/estimate.ts';
 import { checkNodeCustody, type NodeCustodyConfig } from './custody.ts';
 
 export interface NodeRunConfig {
@@ -59,8 +59,10 @@ export interface NodeRunConfig {
   };
   /**
    * Post-processing: detections per block, LDPC frame size, security parameters, and the
-   * finite-key analysis (`analysis`, default 'lim2014'; 'chernoff2020': multiplicative Chernoff
-   * bounds, about 2x the key at 1e7 detections; docs/postprocessing.md §2).
+   * finite-key analysis (`analysis`, default 'chernoff2020'; 'lim2014': Lim's Hoeffding bounds,
+   * about half the key at 1e7 detections; the '*-paper-gamma' variants are refused: their phase
+   * error is an approximation, not an ε bound; readNodeConfig refuses them at run time;
+   * docs/postprocessing.md §2).
    */
   block: { detections: number; frameBits: number; epsSec: number; epsCor: number; qberAbort: number; analysis?: FiniteKeyAnalysis };
   /**
@@ -188,8 +190,10 @@ export function readNodeConfig(file: string): NodeRunConfig {
   }
   checkShape(cfg, file);
   if (cfg.role !== 'alice' && cfg.role !== 'bob') throw new ConfigError('NODE_CONFIG', `${file}: role must be "alice" or "bob"`);
-  if (cfg.block.analysis !== undefined && !FINITE_KEY_ANALYSES.includes(cfg.block.analysis)) {
-    throw new ConfigError('NODE_CONFIG', `${file}: block.analysis must be one of ${FINITE_KEY_ANALYSES.map((a) => `"${a}"`).join(', ')}; got ${JSON.stringify(cfg.block.analysis)}`);
+  if (cfg.block.analysis !== undefined && !(STRICT_FINITE_KEY_ANALYSES as readonly string[]).includes(cfg.block.analysis)) {
+    const approx = (FINITE_KEY_ANALYSES as readonly string[]).includes(cfg.block.analysis)
+      ? ' (the "-paper-gamma" analyses bound the phase error by the paper\'s approximate gamma, which fails its epsilon at small counts: for reproducing the paper only)' : '';
+    throw new ConfigError('NODE_CONFIG', `${file}: block.analysis must be one of ${STRICT_FINITE_KEY_ANALYSES.map((a) => `"${a}"`).join(', ')} (default "chernoff2020"); got ${JSON.stringify(cfg.block.analysis)}${approx}`);
   }
   cfg.speed ??= 1;
   cfg.statusEveryMs ??= 1000;

@@ -11,35 +11,16 @@
 import t from 'tap';
 import { DEFAULT_SECURITY, estimateBounds, planBlock, type DecoySettings, type BlockCounts, type Triple } from '../../src/core/estimate.ts';
 import { h2Ref, limRef } from '../../src/core/reference.ts';
+import { limGammaRef as limGammaEps, phaseKlRef, worstPhaseFailure as worstFailure } from '../../src/core/phase-reference.ts';
+import { lgamma } from '../../src/telemetry/special.ts';
 import { SecurityError } from '../../src/errors.ts';
 
 // ------------------------------------------------------------------ slow reference
+// The KL phase-error bound's slow reference and the exact hypergeometric tail live in
+// src/core/phase-reference.ts (shared with test/core/finite-key-strict.test.ts).
 const chUp = (x: number, b: number): number => x + b + Math.sqrt(2 * b * x + b * b);
 const chLo = (x: number, b: number): number => Math.max(0, x - b / 2 - Math.sqrt(2 * b * x + (b * b) / 4));
-/** Binary relative entropy in nats, with log1p so that small gaps keep their digits. */
-function kl(a: number, b: number): number {
-  let d = 0;
-  if (a > 0) d += -a * Math.log1p((b - a) / a);
-  if (a < 1) d += -(1 - a) * Math.log1p((a - b) / (1 - a));
-  return d;
-}
-/** max{mu >= lam : k D(lam||mu) <= beta} by bisection on log(1 - mu) (a different route from the core). */
-function klUpper(lam: number, k: number, beta: number): number {
-  if (!(k > 0) || lam >= 1) return 1;
-  let lo = Math.log1p(-lam); // log(1 - mu) at mu = lam
-  let hi = Math.log(1e-300);
-  for (let i = 0; i < 400; i++) {
-    const mid = (lo + hi) / 2;
-    const mu = -Math.expm1(mid);
-    if (k * kl(lam, mu) <= beta) lo = mid; else hi = mid;
-  }
-  return -Math.expm1(hi);
-}
-function phaseRef(lam: number, k: number, n: number, beta: number): number {
-  if (!(k > 0 && n > 0) || lam >= 0.5) return 0.5;
-  const u = klUpper(lam, k, beta);
-  return Math.min(0.5, Math.max(lam, ((n + k) * u - k * lam) / n));
-}
+const phaseRef = phaseKlRef;
 
 interface Ref { sZ0: number; sZ1: number; sX0: number; sX1: number; vX1: number; phiZ: number; ell: number }
 export function chernoffRef(s: DecoySettings, c: BlockCounts, epsSec: number, epsCor: number, leak: number): Ref {
@@ -185,21 +166,9 @@ t.test('the phase-error bound fails with at most e^-beta (exact hypergeometric t
   // Population of n + k single-photon events with E phase errors; the k test events are a uniformly
   // random subset. Failure: the n key events' error rate exceeds the bound computed from the
   // test events' rate. Every E is tried (the worst case over the unknown population).
-  const logC = (n: number, k: number): number => lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
   for (const [n, k, beta] of [[2000, 400, Math.log(1e3)], [3000, 100, Math.log(1e2)], [500, 500, Math.log(1e4)], [20000, 300, Math.log(1e6)]] as const) {
-    let worst = 0;
-    let worstE = 0;
-    for (let E = 0; E <= (n + k) / 2; E++) {
-      let fail = 0;
-      for (let j = Math.max(0, E - n); j <= Math.min(k, E); j++) {
-        const phi = (E - j) / n;
-        if (phi > phaseRef(j / k, k, n, beta) + 1e-12 && phaseRef(j / k, k, n, beta) < 0.5) {
-          fail += Math.exp(logC(E, j) + logC(n + k - E, k - j) - logC(n + k, k));
-        }
-      }
-      if (fail > worst) { worst = fail; worstE = E; }
-    }
-    t.ok(worst <= Math.exp(-beta), `n ${n}, k ${k}, eps ${Math.exp(-beta).toExponential(1)}: worst failure ${worst.toExponential(2)} (at E = ${worstE})`);
+    const w = worstFailure(n, k, 0.5, (l) => phaseRef(l, k, n, beta));
+    t.ok(w.p <= Math.exp(-beta), `n ${n}, k ${k}, eps ${Math.exp(-beta).toExponential(1)}: worst failure ${w.p.toExponential(2)} (at E = ${Math.round(w.rate * (n + k))})`);
   }
 });
 
@@ -265,10 +234,12 @@ t.test('the statement names the analysis and its epsilons; settings are checked'
   const expectEll = c.bounds.sZ0 + c.bounds.sZ1 * (1 - h2Ref(c.bounds.phiZ)) - c.lambdaEc - 6 * Math.log2(21 / c.epsSec) - Math.log2(2 / c.epsCor);
   t.ok(Math.abs(c.ellRaw - expectEll) < 1e-6 * Math.abs(expectEll), 'the key length is Lim Eq. (1) on the new bounds');
   const d = planBlock({ settings: { mu: REF.mu, pMu: REF.pMu }, ...args });
-  t.equal(d.analysis, 'lim2014', 'default analysis is Lim 2014');
-  t.match(d.analysisReference, /Lim, Curty, Walenta, Xu, Zbinden/);
+  t.equal(d.analysis, 'chernoff2020', 'default analysis is chernoff2020 (issue 13: strict)');
+  t.equal(d.ell, c.ell);
+  const g = planBlock({ settings: { mu: REF.mu, pMu: REF.pMu, analysis: 'lim2014-paper-gamma' }, ...args });
+  t.match(g.analysisReference, /^APPROXIMATE .*Lim, Curty, Walenta, Xu, Zbinden/);
   const r = limRef({ mu: REF.mu, pMu: REF.pMu, ...m.counts, epsSec: 1e-10, epsCor: 1e-15 }, args.leakEcBits + 70);
-  t.ok(Math.abs(d.ell - r.ell) <= 1, 'lim2014 unchanged');
+  t.ok(Math.abs(g.ell - r.ell) <= 1, 'lim2014-paper-gamma is the paper as printed');
   t.throws(() => estimateBounds({ ...ch(REF), analysis: 'chernoff2020', protocol: 'lim2014' }, m.counts), { code: 'PE_BAD_INPUT' });
   t.throws(() => estimateBounds({ ...ch(REF), analysis: 'nope' as never }, m.counts), { code: 'PE_BAD_INPUT' });
 });
@@ -294,32 +265,6 @@ function yinGammaU(n: number, k: number, lam: number, eps: number): number {
   const s = (n + k) * (n + k);
   return (((1 - 2 * lam) * A * G) / (n + k) + Math.sqrt((A * A * G * G) / s + 4 * lam * (1 - lam) * G)) / (2 + (2 * A * A * G) / s);
 }
-/** Lim 2014's γ with ε = ε_sec/21 written out (the core clamps λ away from 0; here λ = 0 gives no bound). */
-function limGammaEps(n: number, k: number, lam: number, eps: number): number {
-  if (!(lam > 0 && lam < 0.5)) return Infinity;
-  const v = (((n + k) * (1 - lam) * lam) / (n * k * Math.LN2)) * Math.log2((n + k) / (n * k * (1 - lam) * lam) / (eps * eps));
-  return v > 0 ? Math.sqrt(v) : 0;
-}
-/**
- * Exact worst-case failure probability of a phase-error bound: population of n + k single-photon
- * events with E errors (every E up to cap·(n + k) tried), k test events drawn uniformly; failure =
- * the n key events' error rate exceeds bound(test rate) while the bound is below 0.5.
- */
-function worstFailure(n: number, k: number, cap: number, bound: (lam: number) => number): { p: number; rate: number } {
-  const bnd = Array.from({ length: k + 1 }, (_, j) => bound(j / k));
-  const lgf = Array.from({ length: n + k + 1 }, (_, i) => lgamma(i + 1)); // log i!
-  const logC = (a: number, b: number): number => lgf[a] - lgf[b] - lgf[a - b];
-  let p = 0, rate = 0;
-  for (let E = 0; E <= cap * (n + k); E++) {
-    let fail = 0;
-    for (let j = Math.max(0, E - n); j <= Math.min(k, E); j++) {
-      if (bnd[j] < 0.5 && (E - j) / n > bnd[j] + 1e-12) fail += Math.exp(logC(E, j) + logC(n + k - E, k - j) - logC(n + k, k));
-    }
-    if (fail > p) { p = fail; rate = E / (n + k); }
-  }
-  return { p, rate };
-}
-
 t.test('Yin et al. 2020 phase-error formula (as transcribed) vs exact hypergeometric tails', async (t) => {
   // Measured (population error rate up to 0.5 | up to 0.11), failure probability / ε:
   //   n 500,  k 500, ε 1e-4: Yin 2.49 | 1.28;  ours 0.016;  Lim's γ 52
@@ -363,14 +308,3 @@ t.test('Yin et al. 2020 phase-error formula (as transcribed) vs ours on realisti
   }
 });
 
-/** log Γ(x) (Lanczos, g = 7), accurate to ~1e-15 relative: enough for the tail sums above. */
-function lgamma(x: number): number {
-  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
-    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
-  if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - lgamma(1 - x);
-  x -= 1;
-  let a = c[0];
-  const tt = x + 7.5;
-  for (let i = 1; i < 9; i++) a += c[i] / (x + i);
-  return 0.5 * Math.log(2 * Math.PI) + (x + 0.5) * Math.log(tt) - tt + Math.log(a);
-}

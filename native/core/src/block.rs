@@ -21,7 +21,8 @@ pub struct BlockInput {
 
 #[derive(Clone, Debug)]
 pub struct SecurityStatement {
-    /// The finite-key analysis used ("lim2014", "rusca2018", "chernoff2020") and its reference.
+    /// The finite-key analysis used ("chernoff2020", "lim2014", "rusca2018", or a "*-paper-gamma"
+    /// variant, whose reference starts with "APPROXIMATE") and its reference.
     pub analysis: &'static str,
     pub analysis_reference: &'static str,
     pub eps_sec: f64,

@@ -13,7 +13,8 @@
 //! - single:  s_{Z,1} ≥ τ_1 μ1 [n⁻_{Z,μ2} − n⁺_{Z,μ3} − (μ2² − μ3²)/μ1² (n⁺_{Z,μ1} − s_{Z,0}/τ_0)]
 //!                      / [μ1(μ2 − μ3) − μ2² + μ3²]
 //! - errors:  v_{X,1} ≤ τ_1 (m⁺_{X,μ2} − m⁻_{X,μ3}) / (μ2 − μ3)
-//! - phase:   φ_Z ≤ v_{X,1}/s_{X,1} + γ(ε_sec, v_{X,1}/s_{X,1}, s_{X,1}, s_{Z,1}),
+//! - phase (`lim2014-paper-gamma` only; `lim2014` uses [`phase_error_kl`], see below):
+//!            φ_Z ≤ v_{X,1}/s_{X,1} + γ(ε_sec, v_{X,1}/s_{X,1}, s_{X,1}, s_{Z,1}),
 //!            γ(a,b,c,d) = sqrt( (c+d)(1−b)b / (c d ln 2) · log2( (c+d)/(c d (1−b) b) · 21²/a² ) )
 //! - length:  ℓ = ⌊ s_{Z,0} + s_{Z,1}(1 − h(φ_Z)) − λ_EC − 6 log2(21/ε_sec) − log2(2/ε_cor) ⌋
 //!
@@ -28,8 +29,9 @@
 //! - s_{Z,1} ≥ τ_1 μ1 / (μ2(μ1 − μ2)) [n⁻_{Z,μ2} − μ2²/μ1² n⁺_{Z,μ1} − (μ1² − μ2²)/μ1² s^u_{Z,0}/τ_0]  (A17)
 //! - s_{Z,0} ≥ τ_0 (μ1 n⁻_{Z,μ2} − μ2 n⁺_{Z,μ1}) / (μ1 − μ2)                               (A19)
 //! - v_{X,1} ≤ τ_1 (m⁺_{X,μ1} − m⁻_{X,μ2}) / (μ1 − μ2)                                      (A22)
-//! - φ_Z with Lim's γ, whose 21² we keep (19² would be the paper's split; 21² gives a larger γ,
-//!   so it is the conservative reading).
+//! - φ_Z with Lim's γ in `rusca2018-paper-gamma`, whose 21² we keep (19² would be the paper's
+//!   split; 21² gives a larger γ, so it is the conservative reading); `rusca2018` uses the KL
+//!   sampling bound below with ε = ε_sec/19 instead.
 //! The Z errors per intensity m_{Z,k} come from the reconciliation (the corrected key vs the
 //! raw one), so with one decoy the bound is computed after error correction.
 //! Later corrections (Wiesemann et al. 2024, arXiv:2405.16578) are discussed in
@@ -50,39 +52,78 @@
 //!   distribution (Hoeffding, JASA 58, 13 (1963), Thm. 1 and Sec. 6): with k = s_{X,1},
 //!   n = s_{Z,1}, λ = v_{X,1}/s_{X,1}, μ⁺ = max{μ ≥ λ : k·D(λ‖μ) ≤ β} (D the binary relative
 //!   entropy), φ_Z ≤ ((n + k)·μ⁺ − k·λ)/n. A strict tail bound (Lim's γ is an approximation).
+//!
+//! Strict by default (issue 13). Lim's γ is "based on an approximation technique for the
+//! hypergeometric distribution" (Lim et al.); against the exact tail, maximised over the
+//! population error count, it fails with 52 ε, 9.8 ε and 1.5·10³ ε at small counts (test
+//! `finite_key_phase_bounds_exact_tails`). So every analysis a node may use bounds the phase
+//! error by the KL sampling bound (`chernoff2020`, the default; `lim2014` and `rusca2018`, whose
+//! count bounds stay the papers'), and the paper's γ survives only in the `*-paper-gamma`
+//! variants, which reproduce the papers' figures and call themselves APPROXIMATE.
 //! See docs/postprocessing.md for the derivations and the ε accounting.
 use crate::{CoreError, Result};
 
-/// Which decoy-state bound to use.
+/// Which decoy-state bound to use. The default, and every variant without `PaperGamma`, bounds
+/// the phase error by a strict tail bound ([`phase_error_kl`]); the `PaperGamma` variants keep
+/// Lim et al.'s γ, an approximation that under-covers at small error counts (its failure
+/// probability, exact hypergeometric tail maximised over the population error count, is up to
+/// 1.5·10³ ε; test `finite_key_phase_bounds_exact_tails`). They exist to reproduce the papers;
+/// the node refuses them (src/node/config.ts) and their security statement says "APPROXIMATE".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
-    /// Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014): signal + two decoys.
-    #[default]
+    /// Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014): signal + two decoys, Hoeffding
+    /// count bounds, ε split 21; the phase error by the Chernoff–Hoeffding (KL) sampling bound
+    /// in the place of the paper's γ (its α1 slot, ε = ε_sec/21).
     TwoDecoyLim2014,
+    /// Lim et al. 2014 as printed, with the paper's γ for the phase error (approximate).
+    TwoDecoyLim2014PaperGamma,
     /// Rusca, Boaron, Grünenfelder, Martin, Zbinden, APL 112, 171104 (2018), arXiv:1801.03443:
-    /// signal + one decoy, no vacuum; intensity index 2 unused (probability 0, no counts).
+    /// signal + one decoy, no vacuum; intensity index 2 unused (probability 0, no counts). Phase
+    /// error by the KL sampling bound with ε = ε_sec/19.
     OneDecoyRusca2018,
+    /// Rusca et al. 2018 as printed, with Lim's γ for the phase error (approximate).
+    OneDecoyRusca2018PaperGamma,
     /// Lim et al. 2014's protocol, decoy equations and ε split with multiplicative Chernoff
     /// bounds per intensity (Yin et al., Sci. Rep. 10, 14312 (2020)) and a Chernoff–Hoeffding
-    /// (KL) sampling bound for the phase error (module doc).
+    /// (KL) sampling bound for the phase error (module doc). The default: strict, and the
+    /// tightest of the strict analyses on every preset (docs/postprocessing.md §2).
+    #[default]
     TwoDecoyChernoff2020,
 }
+
+/// Every analysis, for iteration in tests and error messages.
+pub const PROTOCOLS: [Protocol; 5] = [
+    Protocol::TwoDecoyChernoff2020,
+    Protocol::TwoDecoyLim2014,
+    Protocol::OneDecoyRusca2018,
+    Protocol::TwoDecoyLim2014PaperGamma,
+    Protocol::OneDecoyRusca2018PaperGamma,
+];
 
 impl Protocol {
     /// The ε-splitting constant: ε_sec = 21 ε (Lim, Eq. (B4)) or 19 ε (Rusca, Eq. (A24)); it
     /// sets δ(n) = sqrt(n/2 · ln(c/ε_sec)) and the 6·log2(c/ε_sec) term of ℓ.
     pub fn split(self) -> f64 {
-        match self {
-            Protocol::TwoDecoyLim2014 | Protocol::TwoDecoyChernoff2020 => 21.0,
-            Protocol::OneDecoyRusca2018 => 19.0,
-        }
+        if self.one_decoy() { 19.0 } else { 21.0 }
+    }
+
+    /// Signal + one decoy (Rusca et al. 2018).
+    pub fn one_decoy(self) -> bool {
+        matches!(self, Protocol::OneDecoyRusca2018 | Protocol::OneDecoyRusca2018PaperGamma)
+    }
+
+    /// The phase error uses Lim's γ, an approximation, not a tail bound: not an ε-secure analysis.
+    pub fn paper_gamma(self) -> bool {
+        matches!(self, Protocol::TwoDecoyLim2014PaperGamma | Protocol::OneDecoyRusca2018PaperGamma)
     }
 
     /// The name used in settings and in the block's security statement.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::TwoDecoyLim2014 => "lim2014",
+            Protocol::TwoDecoyLim2014PaperGamma => "lim2014-paper-gamma",
             Protocol::OneDecoyRusca2018 => "rusca2018",
+            Protocol::OneDecoyRusca2018PaperGamma => "rusca2018-paper-gamma",
             Protocol::TwoDecoyChernoff2020 => "chernoff2020",
         }
     }
@@ -90,18 +131,30 @@ impl Protocol {
     /// The reference the security statement cites.
     pub fn reference(self) -> &'static str {
         match self {
-            Protocol::TwoDecoyLim2014 => "Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014)",
-            Protocol::OneDecoyRusca2018 => "Rusca, Boaron, Gruenenfelder, Martin, Zbinden, APL 112, 171104 (2018)",
+            Protocol::TwoDecoyLim2014 => "Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014), with a Chernoff-Hoeffding sampling bound for the phase error (Hoeffding, JASA 58, 13 (1963)) in the place of the paper's approximate gamma",
+            Protocol::TwoDecoyLim2014PaperGamma => "APPROXIMATE (not an eps_sec bound: the phase-error term is the paper's gamma, an approximation of the hypergeometric tail; for reproducing the paper only): Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014)",
+            Protocol::OneDecoyRusca2018 => "Rusca, Boaron, Gruenenfelder, Martin, Zbinden, APL 112, 171104 (2018), with a Chernoff-Hoeffding sampling bound for the phase error (Hoeffding, JASA 58, 13 (1963)) in the place of Lim et al.'s approximate gamma",
+            Protocol::OneDecoyRusca2018PaperGamma => "APPROXIMATE (not an eps_sec bound: the phase-error term is Lim et al.'s gamma, an approximation of the hypergeometric tail; for reproducing the paper only): Rusca, Boaron, Gruenenfelder, Martin, Zbinden, APL 112, 171104 (2018)",
             Protocol::TwoDecoyChernoff2020 => "Lim et al., PRA 89, 022307 (2014) with the multiplicative Chernoff bounds of Yin et al., Sci. Rep. 10, 14312 (2020) and a Chernoff-Hoeffding sampling bound for the phase error (Hoeffding, JASA 58, 13 (1963))",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Protocol> {
-        match name {
-            "lim2014" => Some(Protocol::TwoDecoyLim2014),
-            "rusca2018" => Some(Protocol::OneDecoyRusca2018),
-            "chernoff2020" => Some(Protocol::TwoDecoyChernoff2020),
-            _ => None,
+        PROTOCOLS.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Upper bound on the phase-error rate of the `n` key-basis single-photon events from the
+    /// `k` test-basis ones with error rate `lambda`, as this analysis computes it: the KL
+    /// sampling bound with ε = ε_sec/split ([`phase_error_kl`]), or, for the `PaperGamma`
+    /// variants, λ + Lim's γ (approximate). At most 0.5 (0.5 means no key).
+    pub fn phase_error(self, lambda: f64, k: f64, n: f64, eps_sec: f64) -> f64 {
+        if !(k > 0.0 && n > 0.0) || lambda >= 0.5 {
+            return 0.5;
+        }
+        if self.paper_gamma() {
+            (lambda + gamma(eps_sec, lambda, k, n)).min(0.5)
+        } else {
+            phase_error_kl(lambda, k, n, (self.split() / eps_sec).ln())
         }
     }
 }
@@ -263,15 +316,15 @@ pub fn phase_error_kl(lambda: f64, k: f64, n: f64, beta: f64) -> f64 {
 
 pub fn validate(inp: &EstimateInput) -> Result<()> {
     let [m1, m2, m3] = inp.mu;
-    let used = match inp.protocol {
-        Protocol::TwoDecoyLim2014 | Protocol::TwoDecoyChernoff2020 => {
+    let used = match inp.protocol.one_decoy() {
+        false => {
             if !(m3 >= 0.0 && m2 > m3 && m1 > m2 + m3 && m1.is_finite()) {
                 return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
                     "intensities must satisfy mu > nu + omega, nu > omega >= 0 (Lim et al. 2014); got {m1}, {m2}, {m3}")));
             }
             3
         }
-        Protocol::OneDecoyRusca2018 => {
+        true => {
             if !(m2 > 0.0 && m1 > m2 && m1.is_finite()) {
                 return Err(CoreError::new("PE_BAD_INTENSITIES", format!(
                     "one-decoy intensities must satisfy mu > nu > 0 (Rusca et al. 2018); got {m1}, {m2}")));
@@ -305,7 +358,7 @@ pub fn validate(inp: &EstimateInput) -> Result<()> {
 /// events (it enters with a minus sign), which without a vacuum decoy comes from the decoy's
 /// errors: vacuum detections are errors half of the time.
 fn yields_one_decoy(mu: &[f64; 3], p: &[f64; 3], n: &[u64; 3], m: &[u64; 3], eps_sec: f64) -> (f64, f64) {
-    let c = Protocol::OneDecoyRusca2018.split();
+    let c = 19.0; // Rusca's ε split (Protocol::split of the one-decoy analyses)
     let dn = delta_split((n[0] + n[1]) as f64, eps_sec, c);
     let dm = delta_split((m[0] + m[1]) as f64, eps_sec, c);
     let w = |k: usize| mu[k].exp() / p[k];
@@ -348,7 +401,7 @@ fn observed_qber(inp: &EstimateInput) -> (f64, [f64; 3]) {
 
 fn bounds_lim_rusca(inp: &EstimateInput) -> Bounds {
     let (mu, p) = (&inp.mu, &inp.p_mu);
-    let one = inp.protocol == Protocol::OneDecoyRusca2018;
+    let one = inp.protocol.one_decoy();
     let ((s_z0, s_z1), (s_x0, s_x1)) = if one {
         (yields_one_decoy(mu, p, &inp.n_z, &inp.m_z, inp.eps_sec), yields_one_decoy(mu, p, &inp.n_x, &inp.m_x, inp.eps_sec))
     } else {
@@ -363,12 +416,7 @@ fn bounds_lim_rusca(inp: &EstimateInput) -> Bounds {
     // Eq. (A22): mu1, mu2).
     let (hi, lo) = if one { (0, 1) } else { (1, 2) };
     let v_x1 = (t1 * (mp(hi) - mm(lo)) / (mu[hi] - mu[lo])).max(0.0);
-    let phi_z = if s_x1 <= 0.0 || s_z1 <= 0.0 {
-        0.5
-    } else {
-        let b = v_x1 / s_x1;
-        if b >= 0.5 { 0.5 } else { (b + gamma(inp.eps_sec, b, s_x1, s_z1)).min(0.5) }
-    };
+    let phi_z = inp.protocol.phase_error(if s_x1 > 0.0 { v_x1 / s_x1 } else { 0.5 }, s_x1, s_z1, inp.eps_sec);
     let (qber_x, by) = observed_qber(inp);
     Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() }
 }
@@ -392,7 +440,7 @@ fn bounds_chernoff(inp: &EstimateInput) -> Bounds {
     let m_plus = mu[1].exp() / p[1] * chernoff_upper(inp.m_x[1] as f64, beta);
     let m_minus = mu[2].exp() / p[2] * chernoff_lower(inp.m_x[2] as f64, beta);
     let v_x1 = (t1 * (m_plus - m_minus) / (mu[1] - mu[2])).max(0.0);
-    let phi_z = if s_x1 <= 0.0 || s_z1 <= 0.0 { 0.5 } else { phase_error_kl(v_x1 / s_x1, s_x1, s_z1, beta) };
+    let phi_z = inp.protocol.phase_error(if s_x1 > 0.0 { v_x1 / s_x1 } else { 0.5 }, s_x1, s_z1, inp.eps_sec);
     let (qber_x, by) = observed_qber(inp);
     Bounds { s_z0, s_z1, s_x0, s_x1, v_x1, phi_z, qber_x, qber_x_by_intensity: by, n_z_total: inp.n_z.iter().sum() }
 }
@@ -522,6 +570,70 @@ mod tests {
         assert!(a > b && a > c && b > lam && c > lam);
         assert_eq!(phase_error_kl(0.6, 1e5, 1e6, beta), 0.5);
         assert!(phase_error_kl(0.0, 10.0, 10.0, beta) > 0.0);
+    }
+
+    /// Exact worst-case failure probability of a phase-error bound: a population of n + k
+    /// single-photon events with E phase errors (every E up to half the population), the k test
+    /// events a uniformly random subset; failure = the n key events' error rate exceeds the bound
+    /// computed from the test events' rate (while the bound is below 0.5, i.e. a key is made).
+    fn worst_failure(n: usize, k: usize, bound: impl Fn(f64) -> f64) -> f64 {
+        let bnd: Vec<f64> = (0..=k).map(|j| bound(j as f64 / k as f64)).collect();
+        let mut lf = vec![0.0f64; n + k + 1]; // ln i!
+        for i in 1..=n + k {
+            lf[i] = lf[i - 1] + (i as f64).ln();
+        }
+        let lc = |a: usize, b: usize| lf[a] - lf[b] - lf[a - b];
+        let mut worst = 0.0f64;
+        for e in 0..=(n + k) / 2 {
+            let mut fail = 0.0;
+            for j in e.saturating_sub(n)..=k.min(e) {
+                if bnd[j] < 0.5 && (e - j) as f64 / n as f64 > bnd[j] + 1e-12 {
+                    fail += (lc(e, j) + lc(n + k - e, k - j) - lc(n + k, k)).exp();
+                }
+            }
+            worst = worst.max(fail);
+        }
+        worst
+    }
+
+    #[test]
+    fn finite_key_phase_bounds_exact_tails() {
+        // Issue 13: the default analysis (and every analysis a node may select) must fail with at
+        // most its ε per step; the paper-γ variants are kept to reproduce the papers and are
+        // shown to under-cover here (measured with Lim's γ: 52 ε, 9.8 ε, 1.5e3 ε).
+        assert_eq!(Protocol::default(), Protocol::TwoDecoyChernoff2020);
+        for (n, k, eps) in [(500usize, 500usize, 1e-4), (2000, 400, 1e-3), (20000, 300, 1e-6)] {
+            for p in PROTOCOLS {
+                let eps_sec = p.split() * eps;
+                let fail = worst_failure(n, k, |lam| p.phase_error(lam, k as f64, n as f64, eps_sec));
+                eprintln!("n {n}, k {k}, eps {eps:e}: {} fails with {:.3} eps", p.name(), fail / eps);
+                if p.paper_gamma() {
+                    assert!(fail > eps, "{}: the paper's gamma was expected to under-cover ({fail:e})", p.name());
+                } else {
+                    assert!(fail <= eps, "{}: phase-error bound fails with {fail:e} > eps {eps:e} (n {n}, k {k})", p.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finite_key_names_round_trip_and_paper_gamma_is_labelled() {
+        for p in PROTOCOLS {
+            assert_eq!(Protocol::from_name(p.name()), Some(p));
+            assert_eq!(p.reference().starts_with("APPROXIMATE"), p.paper_gamma(), "{}", p.name());
+        }
+        assert_eq!(Protocol::from_name("lim"), None);
+    }
+
+    #[test]
+    fn finite_key_paper_gamma_variants_differ_only_in_the_phase_error() {
+        for (strict, paper) in [(Protocol::TwoDecoyLim2014, Protocol::TwoDecoyLim2014PaperGamma)] {
+            let a = bounds(&model_input(1e10, strict, [0.7, 0.2, 0.1])).unwrap();
+            let b = bounds(&model_input(1e10, paper, [0.7, 0.2, 0.1])).unwrap();
+            assert_eq!((a.s_z0, a.s_z1, a.s_x1, a.v_x1), (b.s_z0, b.s_z1, b.s_x1, b.v_x1));
+            assert_eq!(a.phi_z, phase_error_kl(a.v_x1 / a.s_x1, a.s_x1, a.s_z1, (21.0f64 / 1e-10).ln()));
+            assert_eq!(b.phi_z, b.v_x1 / b.s_x1 + gamma(1e-10, b.v_x1 / b.s_x1, b.s_x1, b.s_z1));
+        }
     }
 
     #[test]

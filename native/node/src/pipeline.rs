@@ -230,10 +230,11 @@ pub struct EstimateInputJs {
     pub eps_sec: f64,
     pub eps_cor: f64,
     pub qber_abort: f64,
-    /// The finite-key analysis: "lim2014" (default: signal + two decoys, Hoeffding),
-    /// "chernoff2020" (the same protocol with multiplicative Chernoff bounds and a KL sampling
-    /// bound for the phase error) or "rusca2018" (signal + one decoy; the third intensity has
-    /// probability 0 and no counts).
+    /// The finite-key analysis: "chernoff2020" (default: signal + two decoys, multiplicative
+    /// Chernoff bounds and a KL sampling bound for the phase error), "lim2014" (the same protocol
+    /// with Hoeffding bounds, KL phase error), "rusca2018" (signal + one decoy; the third
+    /// intensity has probability 0 and no counts), or "lim2014-paper-gamma" /
+    /// "rusca2018-paper-gamma" (the papers' approximate γ: not ε-secure, for reproducing them).
     pub protocol: Option<String>,
     /// Z errors per intensity (after reconciliation); required by "rusca2018", ignored otherwise.
     pub m_z: Option<Vec<f64>>,
@@ -271,13 +272,14 @@ fn est_in(i: &EstimateInputJs) -> Result<EstimateInput> {
         eps_cor: i.eps_cor,
         qber_abort: i.qber_abort,
         protocol: match i.protocol.as_deref() {
-            None => Protocol::TwoDecoyLim2014,
+            None => Protocol::default(),
             Some(name) => Protocol::from_name(name).ok_or_else(|| bad("PE_BAD_INPUT",
-                format!("finite-key analysis {name:?}: use \"lim2014\", \"chernoff2020\" or \"rusca2018\"")))?,
+                format!("finite-key analysis {name:?}: use \"chernoff2020\" (the default), \"lim2014\" or \"rusca2018\" \
+                         (\"lim2014-paper-gamma\", \"rusca2018-paper-gamma\": the papers' approximate phase error, for reproducing them)")))?,
         },
         m_z: match (&i.m_z, i.protocol.as_deref()) {
             (Some(v), _) => three_counts(v, "mZ")?,
-            (None, Some("rusca2018")) => return Err(bad("PE_BAD_INPUT", "the one-decoy bound needs mZ, the Z errors per intensity after reconciliation")),
+            (None, Some("rusca2018" | "rusca2018-paper-gamma")) => return Err(bad("PE_BAD_INPUT", "the one-decoy bound needs mZ, the Z errors per intensity after reconciliation")),
             (None, _) => [0; 3],
         },
     })
@@ -319,7 +321,8 @@ pub struct BlockInputJs {
 
 #[napi(object)]
 pub struct SecurityStatementJs {
-    /// Finite-key analysis used ("lim2014", "chernoff2020", "rusca2018") and its reference.
+    /// Finite-key analysis used ("chernoff2020", "lim2014", "rusca2018", or a "*-paper-gamma"
+    /// variant, whose reference starts with "APPROXIMATE") and its reference.
     pub analysis: String,
     pub analysis_reference: String,
     pub eps_sec: f64,

@@ -14,7 +14,7 @@ import { realEntries } from '../../node/devices.ts';
 import { loadProfile } from '../../devices/profile.ts';
 import { runNodeProcess } from '../../node/process.ts';
 import { setLocalSink, type ChildMessage } from '../../node/children.ts';
-import type { FiniteKeyAnalysis } from '../../core/estimate.ts';
+import type { StrictFiniteKeyAnalysis } from '../../core/estimate.ts';
 
 interface BlockLineReport {
   blockId: number; verified: boolean; abortReason?: string; qberZ?: number; detections?: number;
@@ -115,7 +115,7 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
   --frame-bits N          preferred LDPC frame size in key bits (default 235930)
   --eps-sec E, --eps-cor E  security parameters (default 1e-10, 1e-15)
   --qber-abort Q          abort blocks whose QBER exceeds Q (default 0.11)
-  --finite-key A          finite-key analysis: lim2014 (default), chernoff2020 (about 2x the key at 1e7 detections)
+  --finite-key A          finite-key analysis: chernoff2020 (default), lim2014 (Lim's Hoeffding bounds, about half the key at 1e7 detections)
   --speed X               emulated time may run at most X times faster than wall time (default 1)
   --state-dir DIR         PKI, secrets, spools, KMS databases, logs (default ./run)
   --dashboard-port P      dashboard and /metrics port (default 8080; 0 = any free port)
@@ -129,10 +129,10 @@ dashboard; produces keys until stopped (Ctrl-C) or --duration ends.
 Progress goes to stderr; child process logs (JSON lines) go to <state-dir>/logs/.`;
 
 /** --finite-key: one of the analyses the emulated link's three intensities support. */
-function finiteKeyOption(v: string | undefined): FiniteKeyAnalysis | undefined {
+function finiteKeyOption(v: string | undefined): StrictFiniteKeyAnalysis | undefined {
   if (v === undefined) return undefined;
   if (v !== 'lim2014' && v !== 'chernoff2020') {
-    throw new ConfigError('BAD_OPTION', `--finite-key is lim2014 or chernoff2020 (the presets have three intensities), got ${v}`);
+    throw new ConfigError('BAD_OPTION', `--finite-key is chernoff2020 (the default) or lim2014 (the presets have three intensities), got ${v}`);
   }
   return v;
 }
