@@ -28,6 +28,9 @@
  *   keys (PEM) of the nodes' commitment keys: keys are released only if both nodes signed them.
  * `"maxKeySizeBits"`, `"maxSaeIdCount"`, `"watermarks"` — see KmsOptions in kms.ts.
  * `"hybrid": {"saeA->saeB": "when-short", "default": "never"}` — hybrid fallback per SAE pair (hybrid.ts).
+ * `"linkKeyRateBps": 20000` — the link's key rate ETSI 004 application streams share (the sum of
+ *   their min_bps never exceeds it); without it, the measured inflow. `"qkd004": {"maxKeyBytes":
+ *   512, "reserveS": 2}` — etsi004-app.ts. docs/delivery.md "ETSI GS QKD 004 for applications".
  *
  * {
  *   "id": "kmsA", "role": "source",
@@ -223,6 +226,14 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
       'experiment without authentication)');
   }
   if (cfg.hybrid !== undefined) checkHybridConfig(cfg.hybrid, `${file}: field 'hybrid'`);
+  if (cfg.linkKeyRateBps !== undefined && !(typeof cfg.linkKeyRateBps === 'number' && cfg.linkKeyRateBps >= 0)) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'linkKeyRateBps' must be the link's key rate in bit/s (a number >= 0)`);
+  }
+  const q4 = cfg.qkd004 as Record<string, unknown> | undefined;
+  if (q4 !== undefined && (typeof q4 !== 'object' || q4 === null || Object.entries(q4).some(([k, v]) =>
+    !['maxKeyBytes', 'reserveS', 'inflowWindowMs', 'prefetchGroups'].includes(k) || typeof v !== 'number' || !(v > 0)))) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'qkd004' takes positive numbers maxKeyBytes, reserveS, inflowWindowMs, prefetchGroups`);
+  }
   const paths = kmsPaths(file);
   if (cfg.tls && typeof cfg.tls !== 'object') throw new ConfigError('CONFIG_KMS', `${file}: field 'tls' must be an object {ca, cert, key}`);
   for (const k of ['ca', 'cert', 'key'] as const) if (cfg.tls) pathField(file, `tls.${k}`, cfg.tls[k]);

@@ -35,7 +35,7 @@ import { AppRefusal, admitQos, grouping, parseClose, parseGetKey, parseOpen, qos
 import type { JsonClient, Req, Res } from './http.ts';
 import { deriveKeyId } from './keyid.ts';
 import type { KeyStore } from './store.ts';
-import { STATUS, type Qos } from './types.ts';
+import { STATUS, QOS_FIELDS, isUuid, type Qos } from './types.ts';
 
 export interface AppHost {
   id: string;
@@ -66,6 +66,8 @@ export interface AppOptions {
   maxKeyBytes?: number;
   /** Seconds of min_bps kept reserved ahead per stream (default 2). */
   reserveS?: number;
+  /** Groups assigned ahead when a stream's GET_KEY is the only one waiting (default 8). */
+  prefetchGroups?: number;
   /** Window of the inflow measurement (default 30 000 ms). */
   inflowWindowMs?: number;
   requestTimeoutMs?: number;
@@ -379,7 +381,9 @@ export class AppSessions {
       if (got !== 'ok' || !s.groups.has(group)) return this.short(s, s.qos.timeout > 0 ? 'timeout' : 'short', '');
     }
     const store = this.h.store();
-    if (!s.cut.has(group)) {
+    // Keys the size of the link's chunks are the chunks themselves (no reformat: one commit less).
+    const direct = s.keysPerGroup === 1 && s.chunksPerGroup === 1;
+    if (!direct && !s.cut.has(group)) {
       const items = s.groups.get(group)!;
       const keyIds = Array.from({ length: s.keysPerGroup }, (_, k) => appKeyId(s.id, group * s.keysPerGroup + k));
       const ok = store.reformat(s.sid, items, HOLDER(s.id), keyIds.map(() => s.qos.key_chunk_size),
@@ -391,7 +395,9 @@ export class AppSessions {
       }
       s.cut.add(group);
     }
-    const taken = await store.takeAll([appKeyId(s.id, index)], HOLDER(s.id), '', this.h.now());
+    const keyId = direct ? deriveKeyId(s.sid, s.groups.get(group)![0].index) : appKeyId(s.id, index);
+    const taken = await store.takeAll([keyId], HOLDER(s.id), '', this.h.now());
+    if (direct && !taken.refused.length) s.cut.add(group);
     if (taken.refused.length) {
       return answer(STATUS.INSUFFICIENT_KEY, { message: `index ${index} of key stream ${s.id} was already delivered to ` +
         `'${caller}' (each index is delivered once per application) or expired; ask for index ${Math.max(s.next, index + 1)}` }, 400);
@@ -516,22 +522,27 @@ export class AppSessions {
         continue;
       }
       if (!blocked) {
-        if (w.s.spare.length < w.s.chunksPerGroup) {
-          const got = await this.reservePair(w.s, w.s.chunksPerGroup - w.s.spare.length, true);
+        const cpg = w.s.chunksPerGroup;
+        if (w.s.spare.length < cpg) {
+          const got = await this.reservePair(w.s, cpg - w.s.spare.length, true);
           if (got === 'peer') {
             drop('peer');
             continue;
           }
         }
-        if (w.s.spare.length >= w.s.chunksPerGroup) {
-          const items = w.s.spare.slice(0, w.s.chunksPerGroup);
-          const a = await this.peerCall({ op: 'group', key_stream_ID: w.s.id, group: w.group, items });
+        if (w.s.spare.length >= cpg) {
+          // Alone: assign a few groups ahead (one round trip for several keys); with others waiting, one.
+          const want = unassigned(w.s, w.group, this.waiters.length > 1 ? 1 : this.o.prefetchGroups ?? 8);
+          if (want.length * cpg > w.s.spare.length) await this.reservePair(w.s, want.length * cpg - w.s.spare.length, false);
+          const groups = want.slice(0, Math.floor(w.s.spare.length / cpg)).map((group, k) =>
+            ({ group, items: w.s.spare.slice(k * cpg, (k + 1) * cpg) }));
+          const a = await this.peerCall({ op: 'group', key_stream_ID: w.s.id, groups });
           if (!a || a.status !== 200) {
             drop('peer');
             continue;
           }
-          w.s.spare.splice(0, items.length);
-          w.s.groups.set(w.group, items);
+          w.s.spare.splice(0, groups.length * cpg);
+          for (const g of groups) w.s.groups.set(g.group, g.items);
           drop('ok');
           continue;
         }
@@ -658,6 +669,7 @@ export class AppSessions {
           const src = String(b.source);
           const dst = String(b.destination);
           const side = b.side === 'source' ? 'source' : 'destination';
+          if (id && !isUuid(id)) return bad('open: key_stream_ID must be a UUID or absent');
           if (existing || (id && this.ended.has(id))) {
             return { status: 400, body: { status: STATUS.KSID_IN_USE, message: `key_stream_ID ${id} is already in use` } };
           }
@@ -670,8 +682,8 @@ export class AppSessions {
         }
       }
       case 'sync': {
-        const w = b.stream as WireStream;
-        if (!w || typeof w.id !== 'string' || this.streams.has(w.id)) return bad('sync needs a new stream record');
+        const w = checkWire(b.stream);
+        if (!w || this.streams.has(w.id)) return bad('sync needs a new stream record');
         this.adopt(w);
         return { status: 200, body: {} };
       }
@@ -703,9 +715,11 @@ export class AppSessions {
         return { status: 200, body: {} };
       }
       case 'group': {
-        const items = checkItems(b.items);
-        if (!s || !items || !Number.isInteger(b.group) || items.length !== s.chunksPerGroup) return bad('group needs a known stream, group and its chunks');
-        s.groups.set(b.group as number, items);
+        const gs = Array.isArray(b.groups) ? (b.groups as { group?: unknown; items?: unknown }[]) : [];
+        const ok = gs.map((g) => ({ group: g?.group, items: checkItems(g?.items) }));
+        if (!s || !ok.length || !ok.every((g) => Number.isInteger(g.group) && (g.group as number) >= 0 &&
+          g.items?.length === s.chunksPerGroup)) return bad('group needs a known stream and groups [{group, items}]');
+        for (const g of ok) s.groups.set(g.group as number, g.items!);
         return { status: 200, body: {} };
       }
       case 'close': {
@@ -733,6 +747,24 @@ export class AppSessions {
 function toWire(s: AppStream): WireStream {
   return { id: s.id, source: s.source, destination: s.destination, qos: s.qos, sid: s.sid, chunkBytes: s.chunkBytes,
     ttlLeftMs: s.expiresMs - s.openedMs, connected: s.connected };
+}
+
+/** A stream record from the peer KMS, checked field by field (undefined if malformed). */
+function checkWire(v: unknown): WireStream | undefined {
+  const w = v as WireStream;
+  const pos = (x: unknown) => Number.isInteger(x) && (x as number) > 0;
+  if (!w || typeof w !== 'object' || !isUuid(w.id) || typeof w.source !== 'string' || typeof w.destination !== 'string' ||
+    typeof w.sid !== 'string' || !pos(w.chunkBytes) || typeof w.ttlLeftMs !== 'number' || !w.qos || typeof w.qos !== 'object' ||
+    !pos(w.qos.key_chunk_size) || !QOS_FIELDS.every((f) => f === 'metadata_mimetype' ? typeof w.qos[f] === 'string'
+      : Number.isInteger(w.qos[f])) || !w.connected || typeof w.connected !== 'object') return undefined;
+  return { ...w, id: w.id.toLowerCase(), connected: { source: w.connected.source === true, destination: w.connected.destination === true } };
+}
+
+/** Up to `max` group numbers from `from` on that have no chunks yet. */
+function unassigned(s: AppStream, from: number, max: number): number[] {
+  const out: number[] = [];
+  for (let g = from; out.length < max && g < from + 4 * max; g++) if (!s.groups.has(g)) out.push(g);
+  return out;
 }
 
 function checkItems(v: unknown): Item[] | undefined {

@@ -1,9 +1,10 @@
 /**
  * Fuzz targets for the HTTP bodies the node and the reference KMS parse: ETSI 014 (SAE → KMS),
- * ETSI 004 key-material pushes (node → KMS), KMS↔KMS calls, ETSI 004 open-connect / get-key /
- * close (KMS → node). Real servers with real mutual TLS (src/testkit/delivery.ts); each request
- * is sent with the certificate of the party that may call that route, so a body gets past the
- * identity check into the parser.
+ * ETSI 004 key-material pushes (node → KMS), KMS↔KMS calls (also the ETSI 004 application
+ * streams' `kms-peer/qkd004` operations), ETSI 004 for applications (SAE → KMS: open_connect,
+ * get_key, close), ETSI 004 open-connect / get-key / close (KMS → node). Real servers with real
+ * mutual TLS (src/testkit/delivery.ts); each request is sent with the certificate of the party
+ * that may call that route, so a body gets past the identity check into the parser.
  *
  * Input bytes: `METHOD /path\n` then the raw body (any bytes: not necessarily JSON). A first line
  * that is not a usable request line sends the whole input as the body of a default route.
@@ -28,6 +29,8 @@ const KMS_ROUTES: Route[] = [
   { method: 'POST', path: '/api/v1/keys/saeB/dec_keys' }, { method: 'GET', path: '/api/v1/keys/saeB/status' },
   { method: 'POST', path: '/api/v1/qkd/etsi004/key-material' },
   { method: 'POST', path: '/api/v1/kms-peer/open-stream' }, { method: 'POST', path: '/api/v1/kms-peer/reserve' },
+  { method: 'POST', path: '/api/v1/qkd004/open_connect' }, { method: 'POST', path: '/api/v1/qkd004/get_key' },
+  { method: 'POST', path: '/api/v1/qkd004/close' }, { method: 'POST', path: '/api/v1/kms-peer/qkd004' },
 ];
 const NODE_ROUTES: Route[] = [
   { method: 'POST', path: '/api/v1/kms/etsi004/open-connect' }, { method: 'POST', path: '/api/v1/kms/etsi004/get-key' },
@@ -36,7 +39,7 @@ const NODE_ROUTES: Route[] = [
 
 /** Who may call a path (so the body reaches the parser behind the identity check). */
 function callerOf(path: string): Caller {
-  if (path.startsWith('/api/v1/keys/')) return 'saeA';
+  if (path.startsWith('/api/v1/keys/') || path.startsWith('/api/v1/qkd004/')) return 'saeA';
   if (path.startsWith('/api/v1/qkd/')) return 'nodeA';
   if (path.startsWith('/api/v1/kms-peer/')) return 'kmsB';
   return 'kmsA';
@@ -117,6 +120,14 @@ function kmsBodies(): unknown[] {
     { status: 0, index: 3, key_buffer: Buffer.alloc(32, 1).toString('base64'), metadata: { size: 100, buffer: { key_stream_id: sid } } },
     { key_stream_id: sid, source: 'nodeA', destination: 'nodeB', qos: { key_chunk_size: 32, max_bps: 1000, min_bps: 0, jitter: 0, priority: 0, timeout: 0, ttl: 60 } },
     { key_stream_id: sid, index: 1 }, { key_stream_id: sid, indices: [0, 1], digests: ['00'] },
+    // ETSI 004 for applications, and its KMS<->KMS operations.
+    { source: 'saeA', destination: 'saeB', qos: { key_chunk_size: 16, min_bps: 0, max_bps: 0, priority: 1, timeout: 0, ttl: 60 }, key_stream_ID: null },
+    { key_stream_ID: sid, index: 0, metadata: { size: 200 } }, { key_stream_ID: sid },
+    { op: 'sync', stream: { id: sid, source: 'saeA', destination: 'saeB', sid, chunkBytes: 32, ttlLeftMs: 1000,
+      qos: { key_chunk_size: 32, max_bps: 0, min_bps: 0, jitter: 0, priority: 0, timeout: 0, ttl: 1, metadata_mimetype: 'application/json' },
+      connected: { source: true, destination: false } } },
+    { op: 'open', source: 'saeA', destination: 'saeB', side: 'destination', key_stream_ID: null, qos: {} },
+    { op: 'allocate', key_stream_ID: sid, group: 0, wait_ms: 0 }, { op: 'close', key_stream_ID: sid, cut: [0], spare: [] },
   ];
 }
 function nodeBodies(): unknown[] {

@@ -65,8 +65,8 @@ t.test('open, get and close at both ends: the same bytes for the same index, the
   t.equal(a1.body.index, 1, 'no index: the next one');
   const a2 = await A.req('POST', GET, { key_stream_ID: id });
   t.same(key(a2), key(b2));
-  // Chunks go to indices in the order the indices are first asked for: 0, then 2 (Bob), then 1.
-  t.same([key(a0), key(a2), key(a1)], [0, 1, 2].map((i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)),
+  // Alice's first GET_KEY assigned chunks to the next indices ahead (prefetchGroups), in order.
+  t.same([key(a0), key(a1), key(a2)], [0, 1, 2].map((i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)),
     'keys are the link\'s chunks, each once');
   const again = await A.req('POST', GET, { key_stream_ID: id, index: 0 });
   t.equal(again.status, 400);
