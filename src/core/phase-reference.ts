@@ -84,3 +84,51 @@ export function worstPhaseFailure(n: number, k: number, cap: number, bound: (lam
   }
   return { p, rate };
 }
+
+/** ln x! for integer x ≥ 0: exact sum below 256, Stirling's series above (relative error < 1e-16). */
+const LN_FACT_SMALL = (() => {
+  const t = new Float64Array(256);
+  for (let i = 1; i < 256; i++) t[i] = t[i - 1] + Math.log(i);
+  return t;
+})();
+export function lnFactRef(x: number): number {
+  if (x < 256) return LN_FACT_SMALL[x];
+  const x2 = x * x;
+  return x * Math.log(x) - x + 0.5 * Math.log(2 * Math.PI * x) + 1 / (12 * x) - 1 / (360 * x * x2) + 1 / (1260 * x2 * x2 * x);
+}
+
+/** ln Pr[J ≤ j] for J ~ Hypergeometric(population N, E marked, k drawn), by log-sum-exp of the terms. */
+export function lnHyperCdfRef(j: number, N: number, E: number, k: number): number {
+  const lo = Math.max(0, k - (N - E));
+  if (j < lo) return -Infinity;
+  const hi = Math.min(j, k, E);
+  const c = lnFactRef(E) + lnFactRef(N - E) + lnFactRef(k) + lnFactRef(N - k) - lnFactRef(N);
+  const terms = new Float64Array(hi - lo + 1);
+  let m = -Infinity;
+  for (let i = lo; i <= hi; i++) {
+    terms[i - lo] = c - lnFactRef(i) - lnFactRef(E - i) - lnFactRef(k - i) - lnFactRef(N - E - k + i);
+    m = Math.max(m, terms[i - lo]);
+  }
+  let sum = 0;
+  for (const x of terms) sum += Math.exp(x - m);
+  return m + Math.log(sum);
+}
+
+/**
+ * The exact (Neyman) phase-error bound, for comparison only (no analysis uses it): with j errors
+ * among k test events, the largest population error count E⁺ the lower-tail test at level ε does
+ * not reject (Pr_E[J ≤ j] > ε; that probability falls with E), and φ = (E⁺ − j)/n, at most 0.5.
+ * Failure means E > E⁺(J), i.e. Pr_E[J' ≤ J] ≤ ε, an event of probability ≤ ε: strict, and never
+ * wider than the KL bound (whose Chernoff tail is an upper bound of the same cdf). Integer n, k, j.
+ */
+export function phaseExactRef(j: number, k: number, n: number, eps: number): number {
+  const N = n + k;
+  const lnEps = Math.log(eps);
+  let lo = j; // Pr_E[J ≤ j] = 1 > ε at E = j
+  let hi = N - (k - j) + 1; // exclusive: E must leave k − j unmarked test events
+  while (hi - lo > 1) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (lnHyperCdfRef(j, N, mid, k) > lnEps) lo = mid; else hi = mid;
+  }
+  return Math.min(0.5, (lo - j) / n);
+}
