@@ -314,6 +314,15 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     return built;
   };
   const timer = setInterval(() => toSupervisor(status()), cfg.statusEveryMs);
+  // Acknowledged keys reach the supervisor within 100 ms, not at the next status: a node killed
+  // with SIGKILL takes no more than that much of its count with it (the run's keysDelivered).
+  let ackReport: NodeJS.Timeout | undefined;
+  delivery.on('acked', () => {
+    ackReport ??= setTimeout(() => {
+      ackReport = undefined;
+      toSupervisor({ type: 'delivery', delivery: delivery.metrics() });
+    }, 100);
+  });
   toSupervisor({ type: 'ready', role: cfg.role, etsi004: delivery.url });
   log.info('node ready', { role: cfg.role, etsi004: delivery.url, channel: cfg.channel.endpoint });
 
@@ -330,6 +339,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
   const deadline = Date.now() + 10_000;
   while (delivery.metrics().spoolDepth > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   clearInterval(timer);
+  clearTimeout(ackReport);
   const final = status();
   toSupervisor({ ...final, type: 'summary' });
   await link.close();

@@ -84,6 +84,15 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
   let lastEmulatedS = 0;
 
   const deliveryOf = (name: string): DeliveryStatus | undefined => run.status(name)?.delivery as DeliveryStatus | undefined;
+  // A node restarted by the supervisor counts its acknowledged keys from 0 again: the run's total
+  // carries what earlier incarnations had acknowledged (as of their last status, once a second).
+  const acked = { alice: { carried: 0, seen: 0 }, bob: { carried: 0, seen: 0 } };
+  const ackedTotal = (side: 'alice' | 'bob', d: DeliveryStatus | undefined): number => {
+    if (!d) return acked[side].carried + acked[side].seen;
+    if (d.acked < acked[side].seen) acked[side].carried += acked[side].seen;
+    acked[side].seen = d.acked;
+    return acked[side].carried + d.acked;
+  };
   const summaryOf = (): LinkSummary | undefined => run.status('node-bob')?.summary as LinkSummary | undefined;
 
   const tick = setInterval(() => {
@@ -147,7 +156,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     if (s) {
       if (s.pulses > lastPulses) metrics.pulses.inc(s.pulses - lastPulses);
       lastPulses = Math.max(lastPulses, s.pulses);
-      s.keysDelivered = { alice: deliveryOf('node-alice')?.acked ?? 0, bob: deliveryOf('node-bob')?.acked ?? 0 };
+      s.keysDelivered = { alice: ackedTotal('alice', deliveryOf('node-alice')), bob: ackedTotal('bob', deliveryOf('node-bob')) };
       s.stages = counters?.stages ?? s.stages ?? null;
       view.setSummary(s);
       view.setStatus(s.blocks.verified > 0 ? 'running' : 'starting');
@@ -157,8 +166,9 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
     for (const [side, name] of [['alice', 'node-alice'], ['bob', 'node-bob']] as const) {
       const d = deliveryOf(name);
       if (!d) continue;
-      const newly = d.acked - lastAcked[side];
-      lastAcked = { ...lastAcked, [side]: d.acked };
+      const total = ackedTotal(side, d);
+      const newly = total - lastAcked[side];
+      lastAcked = { ...lastAcked, [side]: total };
       if (newly > 0) metrics.keysDelivered.inc({ kms: side }, newly);
       // Push attempts that failed (retried or refused) since the last tick, for the delivery SLI.
       const failed = (d.retries ?? 0) + (d.rejected ?? 0);
@@ -169,7 +179,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       const reachable = !(newlyFailed > 0 && newly === 0);
       kmsReachable[side] = reachable;
       metrics.spoolDepth.set(d.spoolDepth);
-      kmsPanel.push({ name: side, reachable, keysStored: d.acked, keySizeBits: 256 });
+      kmsPanel.push({ name: side, reachable, keysStored: total, keySizeBits: 256 });
     }
     for (const k of kmsPanel) view.setKms(k);
     slis.recordLinkState(Boolean(sync?.locked));
@@ -223,7 +233,7 @@ export async function startRunTelemetry(run: RunStatusSource, opts: TelemetryOpt
       return {
         ...base,
         stages: counters?.stages ?? base.stages ?? null,
-        keysDelivered: { alice: dA?.acked ?? 0, bob: dB?.acked ?? 0 },
+        keysDelivered: { alice: ackedTotal('alice', dA), bob: ackedTotal('bob', dB) },
         stopReason: run.reason,
         delivery: { alice: dA ?? null, bob: dB ?? null },
       };

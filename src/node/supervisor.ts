@@ -37,7 +37,7 @@ export interface RunOptions {
   blockDetections: number;
   frameBits: number;
   epsSec: number;
-  /** Finite-key analysis of every block (default 'lim2014'; docs/postprocessing.md §2). */
+  /** Finite-key analysis of every block (default 'chernoff2020'; docs/postprocessing.md §2). */
   finiteKey?: FiniteKeyAnalysis;
   epsCor: number;
   qberAbort: number;
@@ -183,6 +183,8 @@ export class EmulatedRun {
     const c = new Child(name, args, (_n, line) => log.write(line + '\n'));
     c.onMessage((m) => {
       if (m.type === 'status' || m.type === 'summary') this.lastStatus.set(name, m);
+      // Between statuses, a node reports its delivery counters as keys are acknowledged.
+      if (m.type === 'delivery') this.lastStatus.set(name, { ...(this.lastStatus.get(name) ?? { type: 'status' }), delivery: m.delivery });
       if (m.type === 'block') this.onBlock?.(name, m);
       if (m.type === 'alarm') this.onAlarm?.(name, m);
     });
