@@ -15,15 +15,24 @@
  * Env: LDPC_BENCH_FRAMES (frames per point, default 256; the docs' final figures use 3000),
  * LDPC_BENCH_SIZES (log2 of the mother length, comma separated, default 18; 20 adds the 2^20
  * frames, run with LDPC_BENCH_FRAMES_20, default 64; empty = throughput only), LDPC_BENCH_MODES (default 'blind'),
- * LDPC_BENCH_QBERS (percent, default 1,2,3,5,8), LDPC_BENCH_THROUGHPUT=0 skips the throughput part.
+ * LDPC_BENCH_QBERS (percent, default 1,2,3,5,8), LDPC_BENCH_THROUGHPUT=0 skips the throughput part,
+ * LDPC_BENCH_BATCH (frames per block, default 64),
+ * LDPC_BENCH_VARIANTS (default 'cold,warm'; also 'cold+stall', 'warm+stall'): how Bob retries —
+ * cold re-decodes a failed frame from the channel values (the reference path), warm resumes from
+ * the previous round's messages (decodeBatch `warm`), +stall adds the early give-up rule
+ * LDPC_BENCH_STALL (from,every,drop‰; default 10,5,100). The variants run block by block on the
+ * same frames, alternating, so a loaded machine slows them alike; each reports f, FERs, round
+ * trips, the median over blocks of Mbit/s of sifted key per wall second (retries included) and
+ * the CPU seconds it used.
  */
 import {
-  binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, type CodeChoice,
+  binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, WarmStore, type CodeChoice,
+  type DecodeOptions,
 } from '../src/core/ldpc.ts';
 import { bsc, randomBits, seededRandom } from '../src/testkit/ldpc.ts';
 import { median, type BenchResult } from './stats.ts';
 
-const BATCH = 64;
+const BATCH = Number(process.env.LDPC_BENCH_BATCH ?? 64);
 const MAX_ROUNDS = 60;
 
 interface Plan { choice: CodeChoice; stepBits: number; rescue: boolean }
@@ -41,15 +50,37 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** One batch: first pass, then retry rounds for the frames still failing. */
-async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) {
-  const { choice, stepBits } = p;
+/** How Bob retries: warm start and/or the stall rule. */
+interface Variant { name: string; warm: boolean; stall?: DecodeOptions['stall'] }
+
+function variant(name: string): Variant {
+  const [from, every, minDropPerMille] = (process.env.LDPC_BENCH_STALL ?? '10,5,100').split(',').map(Number);
+  const v: Variant = { name, warm: name.startsWith('warm'), stall: name.endsWith('+stall') ? { from, every, minDropPerMille } : undefined };
+  if (!['cold', 'warm', 'cold+stall', 'warm+stall'].includes(name)) throw new Error(`LDPC_BENCH_VARIANTS: unknown variant ${name}`);
+  return v;
+}
+
+interface Block { alice: Uint8Array[]; bob: Uint8Array[]; enc: Array<{ syndrome: Uint8Array; fill: Uint8Array }> }
+
+async function makeBlock(p: Plan, q: number, frames: number, seed: number): Promise<Block> {
+  const { choice } = p;
   const rand = seededRandom(seed);
   const alice = Array.from({ length: frames }, () => randomBits(rand, choice.keyBits));
   const bob = alice.map((a) => bsc(rand, a, choice.keyBits, q).out);
-  const enc = await encodeBatch(alice, choice.params);
+  return { alice, bob, enc: await encodeBatch(alice, choice.params) };
+}
+
+/** One block: first pass, then retry rounds for the frames still failing. */
+async function reconcileBatch(p: Plan, q: number, blk: Block, v: Variant) {
+  const { choice, stepBits } = p;
+  const { alice, bob, enc } = blk;
+  const frames = alice.length;
+  const store = v.warm ? new WarmStore() : undefined;
+  const ids = alice.map((_, i) => i);
+  const opts = (sel: number[]) => ({ stall: v.stall, warm: store && { store, frameIds: sel.map((i) => ids[i]) } });
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  const first = await decodeBatch(bob, enc.map((e) => e.syndrome), q, choice.params);
+  const first = await decodeBatch(bob, enc.map((e) => e.syndrome), q, choice.params, opts(ids));
   const leak = first.map((r) => r.leakBits);
   const ok = first.map((r, i) => r.converged && equal(r.corrected, alice[i]));
   const revealed: Uint8Array[] = first.map(() => new Uint8Array(0));
@@ -65,7 +96,7 @@ async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) 
     roundTrips += pending.length;
     const set = p.rescue ? blindRetrySettings(q, round) : { qber: q, kernel: 'auto' as const };
     const res = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => enc[i].syndrome), set.qber, choice.params, {
-      revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]), kernel: set.kernel,
+      revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]), kernel: set.kernel, ...opts(pending),
     });
     pending.forEach((i, j) => {
       leak[i] = res[j].leakBits;
@@ -74,7 +105,10 @@ async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) 
     pending = pending.filter((_, j) => !res[j].converged);
   }
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cu = process.cpuUsage(c0);
+  store?.close();
   return {
+    wallS, cpuS: (cu.user + cu.system) / 1e6,
     leak: leak.reduce((a, b) => a + b, 0),
     firstFails,
     finalFails: ok.filter((x) => !x).length,
@@ -85,36 +119,46 @@ async function reconcileBatch(p: Plan, q: number, frames: number, seed: number) 
   };
 }
 
-async function efficiencyPoint(mode: string, q: number, log2n: number, frames: number): Promise<BenchResult> {
+async function efficiencyPoint(mode: string, q: number, log2n: number, frames: number, variants: Variant[]): Promise<BenchResult[]> {
   const n = 2 ** log2n;
   const p = plan(mode, q, n - Math.floor(n / 10));
   const { choice } = p;
-  const c0 = process.cpuUsage();
-  let leak = 0, firstFails = 0, finalFails = 0, wrong = 0, roundTrips = 0, iterations = 0;
-  const rates: number[] = [];
+  const acc = variants.map(() => ({ leak: 0, firstFails: 0, finalFails: 0, wrong: 0, roundTrips: 0, iterations: 0, wallS: 0, cpuS: 0, rates: [] as number[] }));
   for (let done = 0, b = 0; done < frames; b++) {
     const size = Math.min(BATCH, frames - done);
-    const r = await reconcileBatch(p, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
-    leak += r.leak; firstFails += r.firstFails; finalFails += r.finalFails; wrong += r.wrong; roundTrips += r.roundTrips;
-    iterations += r.iterations;
-    rates.push(r.mbitPerS);
+    const blk = await makeBlock(p, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
+    // Alternate which variant goes first, so a change of load hits each alike.
+    for (let j = 0; j < variants.length; j++) {
+      const k = (j + b) % variants.length;
+      const r = await reconcileBatch(p, q, blk, variants[k]);
+      const a = acc[k];
+      a.leak += r.leak; a.firstFails += r.firstFails; a.finalFails += r.finalFails; a.wrong += r.wrong; a.roundTrips += r.roundTrips;
+      a.iterations += r.iterations; a.wallS += r.wallS; a.cpuS += r.cpuS;
+      a.rates.push(r.mbitPerS);
+    }
     done += size;
   }
-  const cu = process.cpuUsage(c0);
   const hk = choice.keyBits * binaryEntropy(q);
-  const f = leak / (frames * hk);
-  const params = {
-    mode, rescue: p.rescue, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, code: choice.params, stepBits: p.stepBits,
-    fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${firstFails}/${frames}`, finalFer: `${finalFails}/${frames}`,
-    finalFerValue: finalFails / frames, finalWrongConverged: wrong, roundTripsPerFrame: +(roundTrips / frames).toFixed(3),
-    meanIterationsFirstPass: +(iterations / frames).toFixed(1), maxRounds: MAX_ROUNDS,
-    medianThroughputMbitPerS: +median(rates).toFixed(2), cpuSeconds: +((cu.user + cu.system) / 1e6).toFixed(1),
-    loadAverage1m: (await import('node:os')).loadavg()[0],
-    goal: 'f <= 1.05 at final FER <= 1e-3',
-    anchor: 'rate-adaptive LDPC f = 1.08-1.11 at FER <= 1e-3, ~1e6-bit frames (shorter 1.17-1.27); Cascade 1.038',
-  };
-  console.error(`ldpc: ${mode} q=${q} 2^${log2n} f=${f.toFixed(4)} FER1=${firstFails}/${frames} final=${finalFails}/${frames} (wrong ${wrong}) rt/frame=${params.roundTripsPerFrame} ${params.medianThroughputMbitPerS} Mbit/s cpu=${params.cpuSeconds}s`);
-  return { name: `ldpc.efficiency.${mode}.q${(q * 100).toFixed(0)}pct.n2e${log2n}`, value: +f.toFixed(4), unit: 'f (counted leak incl. retries / k·h(Q))', better: 'lower', params };
+  const load = (await import('node:os')).loadavg()[0];
+  return variants.map((v, k) => {
+    const a = acc[k];
+    const f = a.leak / (frames * hk);
+    const params = {
+      mode, variant: v.name, stall: v.stall, rescue: p.rescue, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, framesPerBlock: BATCH,
+      code: choice.params, stepBits: p.stepBits,
+      fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${a.firstFails}/${frames}`, finalFer: `${a.finalFails}/${frames}`,
+      finalFerValue: a.finalFails / frames, finalWrongConverged: a.wrong, roundTripsPerFrame: +(a.roundTrips / frames).toFixed(3),
+      meanIterationsFirstPass: +(a.iterations / frames).toFixed(1), maxRounds: MAX_ROUNDS,
+      medianThroughputMbitPerS: +median(a.rates).toFixed(2),
+      mbitPerCpuSecond: +((frames * choice.keyBits) / a.cpuS / 1e6).toFixed(2),
+      wallSeconds: +a.wallS.toFixed(1), cpuSeconds: +a.cpuS.toFixed(1), loadAverage1m: load,
+      goal: 'f <= 1.05 at final FER <= 1e-3; >= 100 Mbit/s per wall second at 2 % on 2 cores, retries included',
+      anchor: 'rate-adaptive LDPC f = 1.08-1.11 at FER <= 1e-3, ~1e6-bit frames (shorter 1.17-1.27); Cascade 1.038',
+    };
+    console.error(`ldpc: ${mode}/${v.name} q=${q} 2^${log2n} f=${f.toFixed(4)} FER1=${a.firstFails}/${frames} final=${a.finalFails}/${frames} (wrong ${a.wrong}) rt/frame=${params.roundTripsPerFrame} ${params.medianThroughputMbitPerS} Mbit/s (median per block) ${params.mbitPerCpuSecond} Mbit/CPU-s cpu=${params.cpuSeconds}s load=${load.toFixed(1)}`);
+    const tag = v.name === 'cold' ? mode : `${mode}-${v.name.replace('+', '-')}`;
+    return { name: `ldpc.efficiency.${tag}.q${(q * 100).toFixed(0)}pct.n2e${log2n}`, value: +f.toFixed(4), unit: 'f (counted leak incl. retries / k·h(Q))', better: 'lower', params };
+  });
 }
 
 async function timed<T>(fn: () => Promise<T>): Promise<{ wall: number; cpu: number }> {
@@ -160,9 +204,10 @@ export async function run(): Promise<BenchResult[]> {
   const sizes = list(env.LDPC_BENCH_SIZES ?? '18').map(Number);
   const modes = list(env.LDPC_BENCH_MODES ?? 'blind');
   const qbers = list(env.LDPC_BENCH_QBERS ?? '1,2,3,5,8').map((x) => Number(x) / 100);
+  const variants = list(env.LDPC_BENCH_VARIANTS ?? 'cold,warm').map(variant);
   for (const log2n of sizes) {
     for (const mode of modes) {
-      for (const q of qbers) results.push(await efficiencyPoint(mode, q, log2n, log2n >= 20 ? frames20 : frames));
+      for (const q of qbers) results.push(...await efficiencyPoint(mode, q, log2n, log2n >= 20 ? frames20 : frames, variants));
     }
   }
   if (env.LDPC_BENCH_THROUGHPUT !== '0') {

@@ -79,6 +79,45 @@ export interface DecodeOptions {
   /** 'auto' = SIMD dispatch; 'portable' = baseline build of the same kernel (bit-identical);
    *  'reference' = slow f64 sum-product (tests, benchmark baseline). */
   kernel?: Kernel;
+  /** Warm start for blind retries: frames with a state in `store` (left by their last failed
+   *  decode, same params and syndrome, fewer revealed bits) resume belief propagation from it
+   *  instead of restarting; every frame that fails leaves its state there. `frameIds`: one id per
+   *  frame, stable across the rounds of a block. Changes only Bob's decoding (how many rounds a
+   *  frame needs), never what is disclosed. Ignored by the 'reference' kernel. */
+  warm?: { store: WarmStore; frameIds: number[] };
+  /** Early give-up of a stalled frame (native decoder::Stall): from lane iteration `from`, every
+   *  `every` iterations, a frame whose unsatisfied checks fell by less than `minDropPerMille` ‰
+   *  is returned as not converged. Absent: the iteration budget only. With `warm` a stopped
+   *  frame loses no work (its retry resumes). */
+  stall?: { from: number; every: number; minDropPerMille: number };
+}
+
+const warmFinalizer = new FinalizationRegistry<number>((id) => native().ldpcWarmClose(id));
+
+/**
+ * Decoder states of a block's failed frames, held in the native core (they are derived from
+ * Bob's key: zeroised when dropped, never copied to JS). Close it when the block's
+ * reconciliation ends; an unclosed store is closed when garbage-collected.
+ */
+export class WarmStore {
+  readonly id: number;
+  private open = true;
+  constructor() {
+    this.id = native().ldpcWarmOpen();
+    warmFinalizer.register(this, this.id, this);
+  }
+  /** Frames with a state, and the bytes held (one per edge of the mother code each). */
+  size(): { frames: number; bytes: number } {
+    const [frames, bytes] = native().ldpcWarmSize(this.id);
+    return { frames, bytes };
+  }
+  /** Drops every state (zeroised). Idempotent. */
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    warmFinalizer.unregister(this);
+    native().ldpcWarmClose(this.id);
+  }
 }
 
 export interface DecodeResult {
@@ -262,14 +301,19 @@ export async function decodeBatch(
   if (!revealedParts || revealedParts.length !== frames.length) {
     throw new QkdError('LDPC_BAD_LENGTH', `revealedCount ${rc} needs revealedPerFrame with one entry per frame`);
   }
-  const f = concat(frames, kb, 'frame');
   const kernel = opts.kernel ?? 'auto';
+  const warm = kernel === 'reference' ? undefined : opts.warm;
+  if (warm && (warm.frameIds.length !== frames.length || !warm.frameIds.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32))) {
+    throw new QkdError('LDPC_BAD_LENGTH', `warm.frameIds must hold one integer id in [0, 2^32) per frame (${frames.length} frames)`);
+  }
+  const f = concat(frames, kb, 'frame');
   try {
     const s = concat(syndromes, sb, 'syndrome');
     const r = concat(revealedParts, rb, 'revealed bits');
     const out = (await callNativeAsync(() =>
       native().ldpcDecodeBatch(toNative(params), qber, f, s, frames.length, rc, r, opts.maxIterations ?? 60,
-        kernel === 'portable', kernel === 'reference'))) as NativeDecode;
+        kernel === 'portable', kernel === 'reference', warm?.store.id, warm?.frameIds,
+        opts.stall ? [opts.stall.from, opts.stall.every, opts.stall.minDropPerMille] : undefined))) as NativeDecode;
     r.fill(0);
     const corr = split(new Uint8Array(out.corrected.buffer, out.corrected.byteOffset, out.corrected.byteLength), kb, frames.length);
     const pb = Math.ceil(c.params.punctured / 8);

@@ -1,11 +1,12 @@
 // LDPC reconciliation through the TypeScript facade: round trips at several QBERs with the
 // syndrome property, native fast decoder vs the f64 reference, portable vs SIMD kernel, blind
-// retries with counted leak, edge cases, coded errors, and the shipped codes' provenance.
+// retries with counted leak (cold and warm-started), edge cases, coded errors, and the shipped
+// codes' provenance.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import {
   binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
-  reveal, shippedTable,
+  reveal, shippedTable, WarmStore,
 } from '../../src/core/ldpc.ts';
 import { QkdError } from '../../src/errors.ts';
 import { bsc, bytesEqual, randomBits, seededRandom } from '../../src/testkit/ldpc.ts';
@@ -135,6 +136,59 @@ t.test('chooseBlind: first attempt near its f0, retries of stepBits reconcile ev
   }
   const f = leak / (alice.length * b.keyBits * binaryEntropy(q));
   t.ok(f >= b.firstEfficiency && f < b.firstEfficiency + 0.2, `mean f ${f.toFixed(3)} over ${rounds} retries`);
+});
+
+t.test('warm-started blind retries: same disclosures, every frame reconciled, states only for failing frames', async (t) => {
+  // The blind loop as the node runs it, once cold and once warm (WarmStore) on the same frames:
+  // each frame's leak is m − p + its revealed bits, every frame ends on Alice's key, and a store
+  // holds exactly the frames whose last decode failed.
+  const rand = seededRandom(17);
+  const q = 0.02;
+  const b = chooseBlind(q, 15000);
+  const alice = Array.from({ length: 24 }, () => randomBits(rand, b.keyBits));
+  const enc = await encodeBatch(alice, b.params);
+  const bob = alice.map((a) => bsc(rand, a, b.keyBits, q).out);
+  const syn = enc.map((e) => e.syndrome);
+  const run = async (store?: WarmStore) => {
+    const warm = (ids: number[]) => (store ? { warm: { store, frameIds: ids } } : {});
+    const all = alice.map((_, i) => i);
+    let res = await decodeBatch(bob, syn, q, b.params, warm(all));
+    const revealed: Uint8Array[] = alice.map(() => new Uint8Array(0));
+    let pending = all.filter((i) => !res[i].converged);
+    const firstFails = pending.length;
+    if (store) t.equal(store.size().frames, pending.length, 'a state per failed frame');
+    let count = 0;
+    while (pending.length > 0 && count < 40 * b.stepBits) {
+      for (const i of pending) revealed[i] = joinBits(revealed[i], count, reveal(alice[i], enc[i].fill, b.params, count, b.stepBits), b.stepBits);
+      count += b.stepBits;
+      const again = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => syn[i]), q, b.params,
+        { revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]), ...warm(pending) });
+      res = res.slice();
+      pending.forEach((i, j) => { res[i] = again[j]; });
+      pending = pending.filter((_, j) => !again[j].converged);
+      if (store) t.equal(store.size().frames, pending.length, `round ${count / b.stepBits}: states only for the failing frames`);
+    }
+    return { res, firstFails };
+  };
+  const cold = await run();
+  const store = new WarmStore();
+  const warm = await run(store);
+  t.ok(cold.firstFails > 0, `the test needs retries (${cold.firstFails} of 24 failed the first pass)`);
+  t.equal(warm.firstFails, cold.firstFails, 'the first pass is the same decode');
+  let leakWarm = 0, leakCold = 0;
+  for (let i = 0; i < alice.length; i++) {
+    t.ok(warm.res[i].converged && bytesEqual(warm.res[i].corrected, alice[i]), `frame ${i}: warm retries reconcile it`);
+    t.ok(cold.res[i].converged && bytesEqual(cold.res[i].corrected, alice[i]), `frame ${i}: cold retries reconcile it`);
+    t.equal((warm.res[i].leakBits - b.leakBits) % b.stepBits, 0, 'the leak is m − p plus whole steps');
+    leakWarm += warm.res[i].leakBits;
+    leakCold += cold.res[i].leakBits;
+  }
+  t.ok(leakWarm <= leakCold + 2 * b.stepBits, `warm leak ${leakWarm} vs cold ${leakCold} bits`);
+  store.close();
+  store.close();
+  t.same(store.size(), { frames: 0, bytes: 0 }, 'closed: nothing held');
+  await t.rejects(decodeBatch(bob, syn, q, b.params, { warm: { store, frameIds: [1] } }), { code: 'LDPC_BAD_LENGTH' });
+  await t.rejects(decodeBatch(bob.slice(0, 1), syn.slice(0, 1), q, b.params, { warm: { store, frameIds: [0] } }), { code: 'LDPC_BAD_PARAMS', message: /not open/ });
 });
 
 t.test('blindRetrySettings: plain first rounds, then weaker channel LLRs, then the reference; all decode', async (t) => {

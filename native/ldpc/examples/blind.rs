@@ -5,7 +5,7 @@
 //! ⌈step_f·k·h(Q)⌉ more bits (punctured fill first). Prints mean f over frames (every disclosed
 //! bit counted), first-pass FER, final FER, rounds, and the histogram of rounds needed.
 //! Env: MAXIT (iteration budget, default 60), MAXROUNDS (default 40), SEED, FAMILY (qc|random,
-//! with `plan`); a rate‰ of 1000 + r names the QC code of rate r.
+//! with `plan`), WARM=1 (retries resume from the previous round's messages), STALL; a rate‰ of 1000 + r names the QC code of rate r.
 use qkd_ldpc::family::{code, CodeId, FrameParams};
 use qkd_ldpc::*;
 #[path = "common/mod.rs"]
@@ -61,10 +61,14 @@ fn main() {
     let mut leak = vec![fp.base_leak(); nf];
     let mut rounds_needed = vec![0usize; nf];
     let mut pending: Vec<usize> = (0..nf).collect();
+    // WARM=1: retries resume belief propagation from the previous round (`decode_batch_warm`).
+    let warm = std::env::var("WARM").map(|v| v == "1").unwrap_or(false);
+    let mut states: Vec<Option<WarmState>> = (0..nf).map(|_| None).collect();
     let mut wrong = 0usize;
     let mut first_fail = 0usize;
     let mut iters_first = 0u64;
     let mut round_its: Vec<(usize, u64, u64)> = Vec::new();
+    let mut round_ms: Vec<u64> = Vec::new();
     for round in 0..=max_rounds {
         let count = round * step;
         if count > fp.punctured + fp.key_bits() || pending.is_empty() {
@@ -74,7 +78,18 @@ fn main() {
             pending.iter().map(|&i| if count == 0 { vec![] } else { reveal(&fp, &alice[i], &fills[i], 0, count).unwrap() }).collect();
         let frames: Vec<BobFrame> =
             pending.iter().enumerate().map(|(j, &i)| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &rev[j] }).collect();
-        let res = decode_batch(&fp, q, &frames, count, opts).unwrap();
+        let tr = std::time::Instant::now();
+        let res = if warm {
+            let mut st: Vec<Option<WarmState>> = pending.iter().map(|&i| states[i].take()).collect();
+            let r = decode_batch_warm(&fp, q, &frames, count, opts, &mut st).unwrap();
+            for (&i, s) in pending.iter().zip(st) {
+                states[i] = s;
+            }
+            r
+        } else {
+            decode_batch(&fp, q, &frames, count, opts).unwrap()
+        };
+        round_ms.push(tr.elapsed().as_millis() as u64);
         let mut next = Vec::new();
         let it_round: u64 = res.iter().map(|r| r.iterations as u64).sum();
         let it_fail: u64 = res.iter().filter(|r| !r.converged).map(|r| r.iterations as u64).sum();
@@ -133,6 +148,7 @@ fn main() {
         failed as f64 / nf as f64,
         round_its
     );
+    println!("decode wall ms per round: {round_ms:?}");
     let dcpu = cpu() - c0;
     let hk = k as f64 * h2(q);
     let fmean = leak.iter().sum::<usize>() as f64 / (nf as f64 * hk);

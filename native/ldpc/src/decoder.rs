@@ -66,6 +66,35 @@ pub trait FrameSource: Sync {
     fn frames(&self) -> usize;
     fn init(&self, i: usize, llr: &mut [i8], synd: &mut [i8]);
     fn emit(&self, i: usize, bits: &[u8], outcome: LaneOutcome);
+    /// Warm start (blind retries): true when this source resumes frames from earlier decodes;
+    /// then `warm` is asked at every refill and `save` is called before `emit` of every frame
+    /// that did not converge. Messages are in canonical order: one i8 per edge of the full H, in
+    /// `code.row_idx` order (0 on the edges of frozen positions). False (the default) leaves the
+    /// engines exactly as they were (cold start, nothing saved).
+    fn keeps_state(&self) -> bool {
+        false
+    }
+    /// Writes frame i's check-to-variable messages from its previous decode into `msgs` and
+    /// returns true, or returns false to start the frame cold.
+    fn warm(&self, _i: usize, _msgs: &mut [i8]) -> bool {
+        false
+    }
+    /// Frame i's messages after a decode that did not converge (canonical order).
+    fn save(&self, _i: usize, _msgs: &[i8]) {}
+}
+
+/// Canonical edge (index into `code.row_idx`) of every swept edge (`swept_rows` order).
+pub(crate) fn canonical_map(code: &Code, frozen: &[bool]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(code.edges());
+    for c in 0..code.m {
+        let base = code.row_ptr[c];
+        for (j, &v) in code.row(c).iter().enumerate() {
+            if !frozen[v as usize] {
+                out.push(base + j as u32);
+            }
+        }
+    }
+    out
 }
 
 /// When a lane gives up before its iteration budget: at lane iterations `from`, `from + every`,
@@ -284,6 +313,11 @@ pub(crate) const fn hard_word_bytes<const W: usize>() -> usize {
 /// in `synd` is already set); `pass` runs one layered iteration over all lanes.
 pub(crate) trait Engine<const W: usize> {
     fn reset_lane(&mut self, k: usize, synd: &[[i8; W]]);
+    /// After `reset_lane`: lane k's messages from `msgs` (canonical order; `canon` maps each
+    /// swept edge of `rows` to its canonical edge).
+    fn load_lane(&mut self, k: usize, rows: &Rows<'_>, canon: &[u32], msgs: &[i8]);
+    /// Lane k's messages into `msgs` (canonical order; edges not swept are left as they are).
+    fn save_lane(&mut self, k: usize, rows: &Rows<'_>, canon: &[u32], msgs: &mut [i8]);
     fn pass(&mut self, lanes: &mut Lanes<W>);
     /// Bit k: lane k (of `active`) satisfies every check (see `syndrome_ok`).
     #[inline(always)]
@@ -333,6 +367,11 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     let mut lane_iter = [0u32; W];
     let mut sweep_start = 0usize;
     let frozen_list: Vec<u32> = (0..n as u32).filter(|&v| frozen[v as usize]).collect();
+    // Warm start: the swept → canonical edge map, a frame's messages, per-position sums.
+    let warm_on = src.keeps_state();
+    let canon: Vec<u32> = if warm_on { canonical_map(code, frozen) } else { Vec::new() };
+    let mut s_msgs: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; if warm_on { code.edges() } else { 0 }]);
+    let mut s_acc: Zeroizing<Vec<i32>> = Zeroizing::new(vec![0i32; if warm_on { n } else { 0 }]);
     loop {
         // Refill free lanes.
         for k in 0..W {
@@ -364,6 +403,23 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                     *b = (*b & !(1u64 << k)) | u64::from(s[k] != 0) << k;
                 }
                 eng.reset_lane(k, synd);
+                if warm_on && src.warm(next, &mut s_msgs) {
+                    // Resume: the layered decoder keeps L_v = channel + Σ (messages into v)
+                    // (exact until a posterior reaches ±LMAX), so the posteriors are rebuilt
+                    // from the saved messages on the edges still swept. Edges of positions
+                    // frozen since (revealed) are dropped: their value is in the syndrome.
+                    s_acc.fill(0);
+                    for (&v, &r) in code.row_idx.iter().zip(s_msgs.iter()) {
+                        s_acc[v as usize] += r as i32;
+                    }
+                    let llr = lanes.llr.rows_mut::<W>();
+                    for v in 0..n {
+                        if !frozen[v] {
+                            llr[v][k] = (s_llr[v] as i32 + s_acc[v]).clamp(-(LMAX as i32), LMAX as i32) as i16;
+                        }
+                    }
+                    eng.load_lane(k, rows, &canon, &s_msgs);
+                }
                 lane_frame[k] = Some(next);
                 lane_iter[k] = 0;
                 lane_unsat[k] = u32::MAX;
@@ -430,6 +486,11 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
                     for v in 0..n {
                         s_bits[v] = (hb[v * sz + byte] >> bit) & 1;
                     }
+                    if warm_on && !sat {
+                        s_msgs.fill(0);
+                        eng.save_lane(k, rows, &canon, &mut s_msgs);
+                        src.save(i, &s_msgs);
+                    }
                     src.emit(i, &s_bits, LaneOutcome { iterations: lane_iter[k], converged: sat });
                     lane_frame[k] = None;
                     finished = true;
@@ -495,6 +556,16 @@ impl<const W: usize> Engine<W> for Serial<'_, W> {
     fn reset_lane(&mut self, k: usize, _synd: &[[i8; W]]) {
         for e in self.r.iter_mut() {
             e[k] = 0;
+        }
+    }
+    fn load_lane(&mut self, k: usize, _rows: &Rows<'_>, canon: &[u32], msgs: &[i8]) {
+        for (e, &c) in self.r.iter_mut().zip(canon) {
+            e[k] = msgs[c as usize];
+        }
+    }
+    fn save_lane(&mut self, k: usize, _rows: &Rows<'_>, canon: &[u32], msgs: &mut [i8]) {
+        for (e, &c) in self.r.iter().zip(canon) {
+            msgs[c as usize] = e[k];
         }
     }
     #[inline(always)]

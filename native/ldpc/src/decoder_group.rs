@@ -252,6 +252,8 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
         scratch: Rows64::new(d * 64 * 5),
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
         fresh: 0,
+        refilled: false,
+        gmap: Vec::new(),
         slot_masks: masks,
         vbmi: std::is_x86_feature_detected!("avx512vbmi") && !crate::decoder::NO_VBMI.load(std::sync::atomic::Ordering::Relaxed),
         slot_runs: (0..slots)
@@ -291,12 +293,39 @@ mod avx512 {
         pub nbuf: zeroize::Zeroizing<Vec<u64>>,
         /// Lanes (P order) refilled since the last pass: their stored messages count as zero.
         pub fresh: u64,
+        /// A lane was refilled since the last pass (its syndrome bits must be regrouped).
+        pub refilled: bool,
+        /// Warm start: canonical edge of each (group edge, slot), u32::MAX for padding; built
+        /// on first use.
+        pub gmap: Vec<u32>,
         pub slot_masks: Vec<u64>,
         /// Per slot: P positions of its lanes among slot-major lanes 0..32, among 32..64, and
         /// how many lanes fall in the first run.
         pub slot_runs: Vec<(u64, u64, u32)>,
         /// The CPU has AVX-512 VBMI (table-driven box-plus).
         pub vbmi: bool,
+    }
+
+    impl<const W: usize> Grouped<W> {
+        fn build_gmap(&mut self, rows: &Rows<'_>, canon: &[u32]) {
+            if !self.gmap.is_empty() {
+                return;
+            }
+            let slots = self.sch.slots;
+            let mut gmap = vec![u32::MAX; self.sch.group_edges() * slots];
+            for g in &self.sch.groups {
+                for s in 0..slots {
+                    if g.check[s] == u32::MAX {
+                        continue;
+                    }
+                    let base = rows.ptr[g.check[s] as usize] as usize;
+                    for j in 0..g.deg[s] as usize {
+                        gmap[(g.e0 as usize + j) * slots + s] = canon[base + j];
+                    }
+                }
+            }
+            self.gmap = gmap;
+        }
     }
 
     impl<const W: usize> Engine<W> for Grouped<W> {
@@ -308,6 +337,39 @@ mod avx512 {
             // are regrouped once before that pass, for every refilled lane at once.
             for s in 0..slots {
                 self.fresh |= 1u64 << p_pos(s * W + k);
+            }
+            self.refilled = true;
+        }
+
+        fn load_lane(&mut self, k: usize, rows: &Rows<'_>, canon: &[u32], msgs: &[i8]) {
+            self.build_gmap(rows, canon);
+            let slots = self.sch.slots;
+            let r = self.r.as_mut_ptr();
+            for (ge, m) in self.gmap.chunks(slots).enumerate() {
+                for (s, &c) in m.iter().enumerate() {
+                    let x = if c == u32::MAX { 0 } else { msgs[c as usize] };
+                    // SAFETY: ge < group_edges, one 64-byte line each; p_pos < 64.
+                    unsafe { *r.add(ge * 64 + p_pos(s * W + k)) = x as u8 };
+                }
+            }
+            for s in 0..slots {
+                self.fresh &= !(1u64 << p_pos(s * W + k));
+            }
+        }
+
+        fn save_lane(&mut self, k: usize, rows: &Rows<'_>, canon: &[u32], msgs: &mut [i8]) {
+            self.build_gmap(rows, canon);
+            let slots = self.sch.slots;
+            // A lane refilled and not yet passed holds messages that count as zero.
+            let fresh = self.fresh & (1u64 << p_pos(k)) != 0;
+            let r = self.r.as_mut_ptr();
+            for (ge, m) in self.gmap.chunks(slots).enumerate() {
+                for (s, &c) in m.iter().enumerate() {
+                    if c != u32::MAX {
+                        // SAFETY: as in `load_lane`.
+                        msgs[c as usize] = if fresh { 0 } else { unsafe { *r.add(ge * 64 + p_pos(s * W + k)) as i8 } };
+                    }
+                }
             }
         }
 
@@ -329,9 +391,10 @@ mod avx512 {
 
         #[inline(always)]
         fn pass(&mut self, lanes: &mut Lanes<W>) {
-            if self.fresh != 0 {
+            if self.refilled {
                 // SAFETY: `decode_from` checked BMI2 before building this engine.
                 unsafe { regroup_syndrome(self, &lanes.synd_bits) };
+                self.refilled = false;
             }
             // SAFETY: this engine is only built inside `run_avx512`, whose caller checked that
             // the CPU has AVX-512F/BW; all indices are bounded as commented in `pass_groups`.

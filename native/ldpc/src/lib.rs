@@ -221,10 +221,83 @@ pub fn decode_batch(
     revealed_count: usize,
     opts: DecodeOptions,
 ) -> Result<Vec<FrameResult>, LdpcError> {
+    decode_batch_in(fp, qber, frames, revealed_count, opts, None)
+}
+
+/// A frame's decoder state after a decode that did not converge: its check-to-variable messages
+/// (one i8 per edge of the mother code's H). Derived from Bob's key: zeroised on drop, never
+/// sent. Valid only for the same frame, syndrome and parameters.
+pub struct WarmState {
+    params: FrameParams,
+    msgs: Zeroizing<Vec<i8>>,
+}
+
+impl std::fmt::Debug for WarmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmState").field("params", &self.params).field("edges", &self.msgs.len()).finish()
+    }
+}
+
+impl WarmState {
+    /// Bytes held (one per edge).
+    pub fn bytes(&self) -> usize {
+        self.msgs.len()
+    }
+}
+
+/// `decode_batch` with warm start (blind retries; Martinez-Mateo, Elkouss, Martin 2012 re-run
+/// belief propagation from scratch each round, this resumes it). `states[i]` belongs to
+/// `frames[i]`: when it holds the state of an earlier decode of the same frame (same syndrome,
+/// same parameters, fewer revealed bits), belief propagation resumes from its messages with the
+/// positions revealed since then frozen to their values; when `None`, the frame starts cold.
+/// On return `states[i]` holds the frame's new state if it did not converge, else `None`.
+/// What is disclosed does not change (the caller reveals the same bits as with `decode_batch`);
+/// only how many rounds a frame needs may. Not bit-identical to `decode_batch` for resumed
+/// frames (that is the point); frames without a state decode exactly as in `decode_batch`.
+pub fn decode_batch_warm(
+    fp: &FrameParams,
+    qber: f64,
+    frames: &[BobFrame<'_>],
+    revealed_count: usize,
+    opts: DecodeOptions,
+    states: &mut [Option<WarmState>],
+) -> Result<Vec<FrameResult>, LdpcError> {
+    if states.len() != frames.len() {
+        return Err(LdpcError {
+            code: "LDPC_BAD_LENGTH",
+            message: format!("{} warm states for {} frames; pass one (or None) per frame", states.len(), frames.len()),
+        });
+    }
+    let code = check_params(fp).map_err(bad_params)?;
+    for s in states.iter().flatten() {
+        if s.params != *fp || s.msgs.len() != code.edges() {
+            return Err(LdpcError {
+                code: "LDPC_BAD_PARAMS",
+                message: "a warm state was saved under other frame parameters; start that frame cold (None)".to_string(),
+            });
+        }
+    }
+    let cells: Vec<std::sync::Mutex<Option<WarmState>>> = states.iter_mut().map(|s| std::sync::Mutex::new(s.take())).collect();
+    let res = decode_batch_in(fp, qber, frames, revealed_count, opts, Some(&cells));
+    for (s, c) in states.iter_mut().zip(cells) {
+        *s = c.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+    res
+}
+
+fn decode_batch_in(
+    fp: &FrameParams,
+    qber: f64,
+    frames: &[BobFrame<'_>],
+    revealed_count: usize,
+    opts: DecodeOptions,
+    warm: Option<&[std::sync::Mutex<Option<WarmState>>]>,
+) -> Result<Vec<FrameResult>, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, frames, revealed_count, qber)?;
     let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
-    let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
+    let mut src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
+    src.warm = warm;
     let nf = frames.len();
     // No more engines than needed to give each at least 8 frames: an engine has at least 8
     // lanes and a pass costs the same however many of them hold a frame, so two engines with 4
@@ -286,6 +359,8 @@ struct Src<'a> {
     frozen: Vec<bool>,
     m: usize,
     out: Vec<std::sync::Mutex<Option<FrameResult>>>,
+    /// Warm start: one cell per frame, read at refill, written for frames that fail.
+    warm: Option<&'a [std::sync::Mutex<Option<WarmState>>]>,
 }
 
 impl<'a> Src<'a> {
@@ -302,7 +377,7 @@ impl<'a> Src<'a> {
             frozen[v as usize] = true;
         }
         let out = (0..frames.len()).map(|_| std::sync::Mutex::new(None)).collect();
-        Src { lay, ch, revealed_count, fp, frames, base, frozen, m: code.m, out }
+        Src { lay, ch, revealed_count, fp, frames, base, frozen, m: code.m, out, warm: None }
     }
 
     fn finish(self) -> Vec<FrameResult> {
@@ -340,6 +415,26 @@ impl decoder::FrameSource for Src<'_> {
             for (j, s) in s8.iter_mut().enumerate() {
                 *s = -(((byte >> j) & 1) as i8);
             }
+        }
+    }
+    fn keeps_state(&self) -> bool {
+        self.warm.is_some()
+    }
+    fn warm(&self, i: usize, msgs: &mut [i8]) -> bool {
+        let Some(cells) = self.warm else { return false };
+        // Taken (and zeroised on drop): the decode that follows writes the frame's new state.
+        match cells[i].lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(st) => {
+                msgs.copy_from_slice(&st.msgs);
+                true
+            }
+            None => false,
+        }
+    }
+    fn save(&self, i: usize, msgs: &[i8]) {
+        if let Some(cells) = self.warm {
+            let st = WarmState { params: *self.fp, msgs: Zeroizing::new(msgs.to_vec()) };
+            *cells[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(st);
         }
     }
     fn emit(&self, i: usize, bits: &[u8], o: LaneOutcome) {

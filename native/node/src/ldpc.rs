@@ -186,6 +186,44 @@ pub struct DecodeBatchTask {
     max_iter: u32,
     portable: bool,
     reference: bool,
+    /// Warm start: the store and each frame's id in it.
+    warm: Option<(u32, Vec<u32>)>,
+    stall: Option<l::decoder::Stall>,
+}
+
+/// Warm-start stores (`ldpcWarmOpen`): per store, the decoder state of each frame (by the
+/// caller's frame id) that failed its last decode. Held here, not in JS: the state is derived
+/// from Bob's key (zeroised when dropped, never copied out).
+type WarmMap = std::collections::HashMap<u32, l::WarmState>;
+static WARM: std::sync::Mutex<Option<std::collections::HashMap<u32, WarmMap>>> = std::sync::Mutex::new(None);
+static WARM_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+fn warm_stores() -> std::sync::MutexGuard<'static, Option<std::collections::HashMap<u32, WarmMap>>> {
+    WARM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens a warm-start store for one block's blind retries; returns its id.
+#[napi]
+pub fn ldpc_warm_open() -> u32 {
+    let id = WARM_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    warm_stores().get_or_insert_with(Default::default).insert(id, WarmMap::new());
+    id
+}
+
+/// Drops (and zeroises) every state of a store; unknown ids are ignored.
+#[napi]
+pub fn ldpc_warm_close(id: u32) {
+    if let Some(m) = warm_stores().as_mut() {
+        m.remove(&id);
+    }
+}
+
+/// Frames with a state in the store, and the bytes they hold.
+#[napi]
+pub fn ldpc_warm_size(id: u32) -> Vec<u32> {
+    let g = warm_stores();
+    let m = g.as_ref().and_then(|m| m.get(&id));
+    vec![m.map_or(0, |m| m.len() as u32), m.map_or(0, |m| m.values().map(|s| s.bytes()).sum::<usize>() as u32)]
 }
 
 pub struct DecodeOut {
@@ -247,8 +285,34 @@ impl DecodeBatchTask {
                 .map_err(from_ldpc)?
         } else {
             let kernel = if self.portable { Kernel::Portable } else { Kernel::Auto };
-            l::decode_batch(&fp, self.qber, &frames, self.revealed_count as usize, l::DecodeOptions { max_iter: self.max_iter, kernel, stall: None })
-                .map_err(from_ldpc)?
+            let opts = l::DecodeOptions { max_iter: self.max_iter, kernel, stall: self.stall };
+            match &self.warm {
+                None => l::decode_batch(&fp, self.qber, &frames, self.revealed_count as usize, opts).map_err(from_ldpc)?,
+                Some((store, ids)) => {
+                    if ids.len() != n {
+                        return Err(coded("LDPC_BAD_LENGTH", format!("{} warm-start frame ids for {n} frames; pass one id per frame", ids.len())));
+                    }
+                    // Take this batch's states out of the store (other batches may run meanwhile).
+                    let mut states: Vec<Option<l::WarmState>> = {
+                        let mut g = warm_stores();
+                        let Some(m) = g.as_mut().and_then(|m| m.get_mut(store)) else {
+                            return Err(coded("LDPC_BAD_PARAMS", format!("warm-start store {store} is not open (closed already?); open one with ldpcWarmOpen")));
+                        };
+                        ids.iter().map(|id| m.remove(id)).collect()
+                    };
+                    let res = l::decode_batch_warm(&fp, self.qber, &frames, self.revealed_count as usize, opts, &mut states);
+                    let mut g = warm_stores();
+                    // A store closed while this batch ran: its states are dropped here.
+                    if let Some(m) = g.as_mut().and_then(|m| m.get_mut(store)) {
+                        for (id, st) in ids.iter().zip(states) {
+                            if let Some(st) = st {
+                                m.insert(*id, st);
+                            }
+                        }
+                    }
+                    res.map_err(from_ldpc)?
+                }
+            }
         };
         let mut out = DecodeOut {
             corrected: Vec::with_capacity(n * kb),
@@ -271,7 +335,11 @@ impl DecodeBatchTask {
 /// Bob, many frames decoded concurrently (SIMD lanes × rayon threads), off the JS thread.
 /// `revealed` holds `revealedCount` bits per frame (ceil/8 bytes each, back to back).
 /// `portable` forces the baseline (non-SIMD-dispatched) kernel; `reference` runs the slow f64
-/// sum-product reference instead (tests and benchmark baseline).
+/// sum-product reference instead (tests and benchmark baseline). `warmStore` (from
+/// `ldpcWarmOpen`) with `warmIds` (one id per frame): frames with a state in the store resume
+/// from it, and every frame that fails leaves its state there (ignored with `reference`).
+/// `stall` = [from, every, minDropPerMille]: the early give-up rule of `decoder::Stall` (absent:
+/// the iteration budget only).
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn ldpc_decode_batch(
@@ -285,6 +353,9 @@ pub fn ldpc_decode_batch(
     max_iter: u32,
     portable: bool,
     reference: bool,
+    warm_store: Option<u32>,
+    warm_ids: Option<Vec<u32>>,
+    stall: Option<Vec<u32>>,
 ) -> AsyncTask<DecodeBatchTask> {
     AsyncTask::new(DecodeBatchTask {
         params,
@@ -297,6 +368,8 @@ pub fn ldpc_decode_batch(
         max_iter,
         portable,
         reference,
+        warm: warm_store.map(|s| (s, warm_ids.unwrap_or_default())),
+        stall: stall.filter(|v| v.len() == 3).map(|v| l::decoder::Stall { from: v[0], every: v[1], min_drop_per_mille: v[2] }),
     })
 }
 
