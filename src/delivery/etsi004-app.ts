@@ -465,6 +465,12 @@ export class AppSessions {
           await this.pass();
         } catch (err) {
           this.h.log('error', 'qkd004 allocation failed', { error: (err as Error).message });
+          // A pass that keeps failing must not hold requests past their timeout.
+          const nowMs = this.h.now();
+          for (const w of this.waiters.filter((x) => nowMs >= x.deadlineMs)) {
+            this.waiters.splice(this.waiters.indexOf(w), 1);
+            w.done('short');
+          }
         }
       } while (this.again);
     })().finally(() => {
