@@ -231,8 +231,8 @@ export function loadKmsConfig(file: string): { opts: KmsOptions; openStream: boo
   }
   const q4 = cfg.qkd004 as Record<string, unknown> | undefined;
   if (q4 !== undefined && (typeof q4 !== 'object' || q4 === null || Object.entries(q4).some(([k, v]) =>
-    !['maxKeyBytes', 'reserveS', 'inflowWindowMs', 'prefetchGroups'].includes(k) || typeof v !== 'number' || !(v > 0)))) {
-    throw new ConfigError('CONFIG_KMS', `${file}: field 'qkd004' takes positive numbers maxKeyBytes, reserveS, inflowWindowMs, prefetchGroups`);
+    !['maxKeyBytes', 'reserveS', 'inflowWindowMs', 'prefetchGroups', 'maxStreamsPerSae'].includes(k) || typeof v !== 'number' || !(v > 0)))) {
+    throw new ConfigError('CONFIG_KMS', `${file}: field 'qkd004' takes positive numbers maxKeyBytes, reserveS, inflowWindowMs, prefetchGroups, maxStreamsPerSae`);
   }
   const paths = kmsPaths(file);
   if (cfg.tls && typeof cfg.tls !== 'object') throw new ConfigError('CONFIG_KMS', `${file}: field 'tls' must be an object {ca, cert, key}`);

@@ -66,6 +66,11 @@ export interface AppOptions {
   maxKeyBytes?: number;
   /** Seconds of min_bps kept reserved ahead per stream (default 2). */
   reserveS?: number;
+  /**
+   * Most streams one application may have open (default 16): each can hold key reserved, so one
+   * application must not lock up the link's store by opening many.
+   */
+  maxStreamsPerSae?: number;
   /** Groups assigned ahead when a stream's GET_KEY is the only one waiting (default 8). */
   prefetchGroups?: number;
   /** Window of the inflow measurement (default 30 000 ms). */
@@ -245,6 +250,11 @@ export class AppSessions {
     }
     const existing = r.keyStreamId ? this.streams.get(r.keyStreamId) : undefined;
     if (existing) return this.join(existing, side, r);
+    const cap = this.o.maxStreamsPerSae ?? 16;
+    if ([...this.streams.values()].filter((s) => s.source === caller || s.destination === caller).length >= cap) {
+      throw new AppRefusal(503, STATUS.NO_QKD_CONNECTION, `application '${caller}' has ${cap} key streams open, the most ` +
+        'allowed (qkd004.maxStreamsPerSae): close one first');
+    }
     if (r.keyStreamId && this.ended.has(r.keyStreamId)) {
       throw new AppRefusal(400, STATUS.KSID_IN_USE, `key_stream_ID ${r.keyStreamId} was used by a stream that ${this.ended.get(r.keyStreamId)}; ` +
         'open a new stream without key_stream_ID');

@@ -124,7 +124,7 @@ export interface KmsOptions {
    */
   linkKeyRateBps?: number;
   /** ETSI 004 for applications (etsi004-app.ts): largest key_chunk_size, reservation ahead. */
-  qkd004?: Pick<AppOptions, 'maxKeyBytes' | 'reserveS' | 'inflowWindowMs' | 'prefetchGroups'>;
+  qkd004?: Pick<AppOptions, 'maxKeyBytes' | 'reserveS' | 'inflowWindowMs' | 'prefetchGroups' | 'maxStreamsPerSae'>;
   /** How often TTL expiry runs (ms). */
   expireEveryMs?: number;
   requestTimeoutMs?: number;

@@ -196,7 +196,7 @@ t.test('priority: when key is short, the higher priority is served first', async
   const pLow = A.req('POST', GET, { key_stream_ID: low }).then((r) => { order.push('low'); return r; });
   await new Promise((r) => setTimeout(r, 100));
   const pHigh = A.req('POST', GET, { key_stream_ID: high }).then((r) => { order.push('high'); return r; });
-  await new Promise((r) => setTimeout(r, 100));
+  await until(() => L.kmsA.metrics().qkd004.waiting === 2, 5000, 'both requests waiting');
   const first = await fill(L, 1);
   const h = await pHigh;
   t.same(key(h), first, 'the later but higher-priority request got the key');
