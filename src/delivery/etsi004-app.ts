@@ -24,13 +24,15 @@
  * arrival. max_bps bounds each side's GET_KEY rate. TTL ends a stream: both KMSs erase its unused
  * keys and return its never-used reserved chunks to the link's pool.
  *
- * Not persisted: a KMS restart ends its application streams (their reserved chunks stay out of
- * use until the link chunks' TTL).
+ * A KMS restart ends its application streams: each tick notes what they hold reserved
+ * (`stateFile`), and the next start releases it (unused reserved chunks back to the pool, keys cut
+ * but not handed out erased).
  *
  * Concurrency: per stream, one GET_KEY at a time on each side (a promise chain); the
  * coordinator's allocation runs one pass at a time (`pumping`).
  */
 import { randomUUID } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { AppRefusal, admitQos, grouping, parseClose, parseGetKey, parseOpen, qosCompatible, type QosLimits } from './etsi004-qos.ts';
 import type { JsonClient, Req, Res } from './http.ts';
 import { deriveKeyId } from './keyid.ts';
@@ -73,6 +75,8 @@ export interface AppOptions {
   maxStreamsPerSae?: number;
   /** Groups assigned ahead when a stream's GET_KEY is the only one waiting (default 8). */
   prefetchGroups?: number;
+  /** Where the streams' reservations are noted for a restart (none: a restart leaves them to the TTL). */
+  stateFile?: string;
   /** Window of the inflow measurement (default 30 000 ms). */
   inflowWindowMs?: number;
   requestTimeoutMs?: number;
@@ -110,6 +114,8 @@ interface AppStream extends StreamBase {
   groups: Map<number, Item[]>;
   /** Groups cut into keys in this store. */
   cut: Set<number>;
+  /** Keys handed out here per cut group (a group all handed out needs no erasing). */
+  taken: Map<number, number>;
   /** Next index for a GET_KEY without one (this side). */
   next: number;
   /** Coordinator: chunks reserved at both KMSs, not yet in a group. */
@@ -148,6 +154,9 @@ export class AppSessions {
   private again = false;
   private pumpTimer?: NodeJS.Timeout;
   private readonly inflow: { atMs: number; chunks: number }[] = [];
+  private recovered = false;
+  /** The state file last written held streams. */
+  private saved = true;
   readonly m = { opened: 0, refusedQos: 0, delivered: 0, short: 0, timedOut: 0, closed: 0, expired: 0 };
 
   constructor(private readonly h: AppHost, private readonly o: AppOptions = {}) {}
@@ -309,7 +318,7 @@ export class AppSessions {
     const g = grouping(qos.key_chunk_size, link.chunkBytes);
     const s: AppStream = { id: id ?? randomUUID(), source, destination, qos, sid: link.keyStreamId,
       chunkBytes: link.chunkBytes, ...g, openedMs: nowMs, expiresMs: nowMs + qos.ttl * 1000,
-      connected: { source: side === 'source', destination: side === 'destination' }, groups: new Map(), cut: new Set(),
+      connected: { source: side === 'source', destination: side === 'destination' }, groups: new Map(), cut: new Set(), taken: new Map(),
       next: 0, spare: [], bucket: { bits: 0, atMs: nowMs }, chain: Promise.resolve() };
     this.resetBucket(s);
     const wire = toWire(s);
@@ -329,7 +338,7 @@ export class AppSessions {
     const g = grouping(w.qos.key_chunk_size, w.chunkBytes);
     const s: AppStream = { id: w.id, source: w.source, destination: w.destination, qos: w.qos, sid: w.sid,
       chunkBytes: w.chunkBytes, ...g, openedMs: nowMs, expiresMs: nowMs + w.ttlLeftMs, connected: { ...w.connected },
-      groups: new Map(), cut: new Set(), next: 0, spare: [], bucket: { bits: 0, atMs: nowMs }, chain: Promise.resolve() };
+      groups: new Map(), cut: new Set(), taken: new Map(), next: 0, spare: [], bucket: { bits: 0, atMs: nowMs }, chain: Promise.resolve() };
     this.resetBucket(s);
     this.streams.set(s.id, s);
     this.m.opened++;
@@ -414,6 +423,7 @@ export class AppSessions {
     }
     s.bucket.bits -= bits;
     s.next = Math.max(s.next, index + 1);
+    s.taken.set(group, (s.taken.get(group) ?? 0) + 1);
     const key = taken.keys[0].key;
     const kb = key.toString('base64');
     key.fill(0);
@@ -439,7 +449,7 @@ export class AppSessions {
     if (this.h.coordinator) await this.end(s, `was closed by '${caller}'`);
     else {
       const a = await this.peerCall({ op: 'close-request', key_stream_ID: id, by: caller });
-      if (!a || a.status !== 200) this.finish(s, new Set(s.cut), [], `was closed by '${caller}'`);
+      if (!a || a.status !== 200) this.finish(s, (g) => s.cut.has(g), [], `was closed by '${caller}'`);
     }
     return answer(STATUS.OK, { key_stream_ID: id });
   }
@@ -542,7 +552,7 @@ export class AppSessions {
         if (w.s.spare.length < cpg) {
           const got = await this.reservePair(w.s, cpg - w.s.spare.length, true);
           if (got === 'peer') {
-            drop('peer');
+            drop(this.streams.has(w.s.id) ? 'peer' : 'closed');
             continue;
           }
         }
@@ -554,7 +564,8 @@ export class AppSessions {
             ({ group, items: w.s.spare.slice(k * cpg, (k + 1) * cpg) }));
           const a = await this.peerCall({ op: 'group', key_stream_ID: w.s.id, groups });
           if (!a || a.status !== 200) {
-            drop('peer');
+            if (a?.status === 404) await this.end(w.s, 'was ended by the peer KMS (it restarted)');
+            drop(a?.status === 404 ? 'closed' : 'peer');
             continue;
           }
           w.s.spare.splice(0, groups.length * cpg);
@@ -584,8 +595,9 @@ export class AppSessions {
     const undo = () => store.unreserve(s.sid, mine, HOLDER(s.id), this.h.now());
     const commitments = this.h.ownCommitments(s.sid, mine);
     const a = await this.peerCall({ op: 'reserve', key_stream_ID: s.id, items, commitments });
-    if (!a) {
+    if (!a || a.status === 404) {
       undo();
+      if (a) await this.end(s, 'was ended by the peer KMS (it restarted)');
       return 'peer';
     }
     const reserved = a.body?.reserved;
@@ -608,17 +620,17 @@ export class AppSessions {
   private async end(s: AppStream, why: string): Promise<void> {
     if (!this.streams.has(s.id)) return;
     this.streams.delete(s.id);
-    const a = await this.peerCall({ op: 'close', key_stream_ID: s.id, cut: [...s.cut], spare: s.spare, why });
-    const theirs = Array.isArray(a?.body?.cut) ? (a!.body.cut as number[]) : [];
+    const a = await this.peerCall({ op: 'close', key_stream_ID: s.id, cut: toRanges(s.cut), spare: s.spare, why });
+    const theirs = checkRanges(a?.body?.cut);
     if (!a) this.h.log('warn', 'qkd004 close: peer KMS unreachable; its copy ends at the TTL', { key_stream_ID: s.id });
-    this.finish(s, new Set([...s.cut, ...theirs]), s.spare, why);
+    this.finish(s, (g) => s.cut.has(g) || inRanges(theirs, g), s.spare, why);
   }
 
   /**
    * Ends a stream here: groups cut into keys at either KMS are erased (their application may hold
    * keys of them), groups never cut and spare chunks go back to the link's pool.
    */
-  private finish(s: AppStream, cutAnywhere: Set<number>, spare: Item[], why: string): void {
+  private finish(s: AppStream, cutAnywhere: (group: number) => boolean, spare: Item[], why: string): void {
     this.streams.delete(s.id);
     this.ended.set(s.id, why);
     if (this.ended.size > 10_000) this.ended.delete(this.ended.keys().next().value!);
@@ -629,7 +641,7 @@ export class AppSessions {
     for (const [g, items] of s.groups) {
       if (s.cut.has(g)) {
         for (let k = 0; k < s.keysPerGroup; k++) erase.push(appKeyId(s.id, g * s.keysPerGroup + k));
-      } else if (cutAnywhere.has(g)) {
+      } else if (cutAnywhere(g)) {
         for (const i of items) erase.push(deriveKeyId(s.sid, i.index));
       } else back.push(...items.map((i) => i.index));
     }
@@ -643,21 +655,69 @@ export class AppSessions {
       erased: erase.length });
   }
 
-  /** Every expiry tick: inflow sample, TTL, standing reservations. */
+  /**
+   * What a restart must release, written every tick while streams are open (`stateFile`): per
+   * stream the chunks reserved for it here (spare, groups not cut) and the groups cut here whose
+   * keys are not all handed out. Not the keys themselves.
+   */
+  private save(): void {
+    const f = this.o.stateFile;
+    if (!f || (!this.streams.size && !this.saved)) return;
+    const list = [...this.streams.values()].map((s) => ({ id: s.id, sid: s.sid, keysPerGroup: s.keysPerGroup,
+      chunksPerGroup: s.chunksPerGroup, spare: s.spare, groups: [...s.groups].filter(([g]) => !s.cut.has(g)),
+      cut: toRanges(s.cut), pending: [...s.cut].filter((g) => (s.taken.get(g) ?? 0) < s.keysPerGroup) }));
+    writeFileSync(`${f}.tmp`, JSON.stringify(list));
+    renameSync(`${f}.tmp`, f);
+    this.saved = list.length > 0;
+  }
+
+  /** After a restart: the streams of the previous run are ended, their reserved chunks released. */
+  private recover(): void {
+    this.recovered = true;
+    const f = this.o.stateFile;
+    if (!f || !existsSync(f)) return;
+    let list: Leftover[];
+    try {
+      list = JSON.parse(readFileSync(f, 'utf8')) as Leftover[];
+      if (!Array.isArray(list)) throw new Error('not a list');
+    } catch (err) {
+      this.h.log('warn', `qkd004: ${f} unreadable; streams of the previous run keep their chunks until the TTL`,
+        { error: (err as Error).message });
+      return;
+    }
+    for (const l of list) {
+      const s = { id: l.id, sid: l.sid, keysPerGroup: l.keysPerGroup, chunksPerGroup: l.chunksPerGroup,
+        groups: new Map([...l.groups, ...l.pending.map((g) => [g, []] as [number, Item[]])]), cut: new Set(l.pending) } as AppStream;
+      this.finish(s, (g) => inRanges(l.cut, g), l.spare, 'was ended when its KMS restarted');
+      // The peer KMS ends it too (best effort: else it ends at the TTL or at its next call here).
+      void this.peerCall({ op: 'close', key_stream_ID: l.id, cut: l.cut, spare: [], why: 'was ended when the peer KMS restarted' });
+    }
+    this.saved = true;
+    this.save();
+  }
+
+  /** Every expiry tick: inflow sample, TTL, standing reservations, the state file. */
   tick(): void {
+    if (!this.recovered) this.recover();
     const nowMs = this.h.now();
     this.inflow.push({ atMs: nowMs, chunks: this.h.storedChunks() });
     const win = this.o.inflowWindowMs ?? 30_000;
     while (this.inflow.length > 2 && this.inflow[0].atMs < nowMs - win) this.inflow.shift();
     for (const s of [...this.streams.values()]) {
       if (nowMs < s.expiresMs) continue;
-      this.m.expired++;
       const why = `reached its TTL of ${s.qos.ttl} s`;
       // The destination side waits a little for the coordinator's close, then ends alone.
       if (this.h.coordinator) void this.end(s, why);
-      else if (nowMs >= s.expiresMs + 5000) this.finish(s, new Set(s.cut), [], why);
+      else if (nowMs >= s.expiresMs + 5000) this.finish(s, (g) => s.cut.has(g), [], why);
+      else continue;
+      this.m.expired++;
     }
     if (this.h.coordinator && this.streams.size) this.pump();
+    try {
+      this.save();
+    } catch (err) {
+      this.h.log('error', `qkd004: cannot write ${this.o.stateFile}`, { error: (err as Error).message });
+    }
   }
 
   // ------------------------------------------------------------- KMS <-> KMS
@@ -677,6 +737,10 @@ export class AppSessions {
     const bad = (message: string): Res => ({ status: 400, body: { message } });
     const id = typeof b.key_stream_ID === 'string' ? b.key_stream_ID.toLowerCase() : '';
     const s = this.streams.get(id);
+    // A stream this KMS no longer has (it restarted, or ended it): the coordinator ends it too.
+    if (!s && ['connected', 'reserve', 'unreserve', 'group'].includes(String(b.op))) {
+      return { status: 404, body: { message: `unknown key stream ${id}` } };
+    }
     switch (b.op) {
       case 'open': {
         if (!this.h.coordinator) return bad('open goes to the coordinator (source-side KMS)');
@@ -740,10 +804,10 @@ export class AppSessions {
       }
       case 'close': {
         if (!s) return { status: 200, body: { cut: [] } };
-        const theirs = Array.isArray(b.cut) ? (b.cut as unknown[]).filter(Number.isInteger) as number[] : [];
+        const theirs = checkRanges(b.cut);
         const mine = [...s.cut];
-        this.finish(s, new Set([...mine, ...theirs]), checkItems(b.spare) ?? [], String(b.why ?? 'was closed'));
-        return { status: 200, body: { cut: mine } };
+        this.finish(s, (g) => s.cut.has(g) || inRanges(theirs, g), checkItems(b.spare) ?? [], String(b.why ?? 'was closed'));
+        return { status: 200, body: { cut: toRanges(mine) } };
       }
       case 'close-request':
         if (!this.h.coordinator) return bad('close-request goes to the coordinator');
@@ -756,6 +820,11 @@ export class AppSessions {
 
   close(): void {
     clearTimeout(this.pumpTimer);
+    try {
+      if (this.recovered) this.save();
+    } catch {
+      /* the next start releases what the last tick's file names */
+    }
     for (const w of this.waiters.splice(0)) w.done('closed');
   }
 }
@@ -781,6 +850,40 @@ function unassigned(s: AppStream, from: number, max: number): number[] {
   const out: number[] = [];
   for (let g = from; out.length < max && g < from + 4 * max; g++) if (!s.groups.has(g)) out.push(g);
   return out;
+}
+
+/** One stream of a previous run, as `save` wrote it. */
+interface Leftover {
+  id: string;
+  sid: string;
+  keysPerGroup: number;
+  chunksPerGroup: number;
+  spare: Item[];
+  groups: [number, Item[]][];
+  /** Every group cut here, as [first, last] ranges. */
+  cut: [number, number][];
+  /** Cut groups with keys not handed out yet (erased at the restart). */
+  pending: number[];
+}
+
+/** Sorted [first, last] ranges of a set of group numbers (what a close tells the peer: compact). */
+function toRanges(xs: Iterable<number>): [number, number][] {
+  const out: [number, number][] = [];
+  for (const x of [...xs].sort((a, b) => a - b)) {
+    const last = out[out.length - 1];
+    if (last && x === last[1] + 1) last[1] = x;
+    else if (!last || x > last[1]) out.push([x, x]);
+  }
+  return out;
+}
+
+function inRanges(r: [number, number][], x: number): boolean {
+  return r.some(([a, b]) => x >= a && x <= b);
+}
+
+function checkRanges(v: unknown): [number, number][] {
+  return Array.isArray(v) ? v.filter((p): p is [number, number] => Array.isArray(p) && p.length === 2 &&
+    Number.isInteger(p[0]) && Number.isInteger(p[1])) : [];
 }
 
 function checkItems(v: unknown): Item[] | undefined {

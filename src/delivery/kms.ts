@@ -244,7 +244,8 @@ export class Kms extends EventEmitter {
       ownCommitments: (sid, indices) => this.commitKeys ? indices.map((i) => this.commitmentOf(sid, i)) : undefined,
       badPeerCommitments: (sid, items, c) => this.uncommitted(sid, items, c),
       mismatches: (sid, items) => this.mismatches(sid, items),
-    }, { ...opts.qkd004, linkKeyRateBps: opts.linkKeyRateBps, requestTimeoutMs: opts.requestTimeoutMs });
+    }, { ...opts.qkd004, linkKeyRateBps: opts.linkKeyRateBps, requestTimeoutMs: opts.requestTimeoutMs,
+      stateFile: `${opts.dbPath}.qkd004.json` });
     const sf = `${opts.dbPath}.streams.json`;
     if (existsSync(sf)) {
       for (const s of JSON.parse(readFileSync(sf, 'utf8')) as KmsStream[]) this.streams.set(s.keyStreamId, s);

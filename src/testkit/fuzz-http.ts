@@ -127,7 +127,7 @@ function kmsBodies(): unknown[] {
       qos: { key_chunk_size: 32, max_bps: 0, min_bps: 0, jitter: 0, priority: 0, timeout: 0, ttl: 1, metadata_mimetype: 'application/json' },
       connected: { source: true, destination: false } } },
     { op: 'open', source: 'saeA', destination: 'saeB', side: 'destination', key_stream_ID: null, qos: {} },
-    { op: 'allocate', key_stream_ID: sid, group: 0, wait_ms: 0 }, { op: 'close', key_stream_ID: sid, cut: [0], spare: [] },
+    { op: 'allocate', key_stream_ID: sid, group: 0, wait_ms: 0 }, { op: 'close', key_stream_ID: sid, cut: [[0, 2]], spare: [] },
   ];
 }
 function nodeBodies(): unknown[] {

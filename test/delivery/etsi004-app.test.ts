@@ -224,6 +224,24 @@ t.test('min_bps reserves key ahead; TTL ends the stream and returns what it did 
     'ETSI 014 can use them');
 });
 
+t.test('a KMS restart ends its streams at both KMSs and releases what they held reserved', async (t) => {
+  const { L, A, B } = await link(t, { kms: { expireEveryMs: 100 } });
+  await fill(L, 6);
+  const id = await pair(t, A, B, { min_bps: 512 });
+  await until(() => L.kmsA.metrics().reserved === 4 && L.kmsB.metrics().reserved === 4, 5000, 'standing reservation');
+  const a0 = await A.req('POST', GET, { key_stream_ID: id });
+  t.equal(a0.body.status, 0);
+  await new Promise((r) => setTimeout(r, 300)); // a tick notes the reservations in the state file
+  await L.restartKms('A');
+  await until(() => L.kmsA.metrics().reserved === 0 && L.kmsB.metrics().reserved === 0, 5000, 'reservations released');
+  t.equal(L.kmsA.metrics().held, 5, 'Alice\'s KMS: the chunk handed out is gone, the others are back');
+  t.equal(L.kmsB.metrics().held, 5, 'Bob\'s KMS: the twin of the key Alice\'s application got is erased');
+  const b = await B.req('POST', GET, { key_stream_ID: id, index: 0 });
+  t.match([b.status, b.body.status, b.body.message], [404, 4, /was ended when the peer KMS restarted/]);
+  t.equal((await L.sae('saeA', L.kmsA).req('POST', '/api/v1/keys/saeB/enc_keys', { number: 5 })).status, 200,
+    'ETSI 014 can use the released chunks');
+});
+
 t.test('no byte is served twice across ETSI 014 and 004', async (t) => {
   const { L, A, B } = await link(t);
   const bytes = await fill(L, 10);
