@@ -867,7 +867,7 @@ interface Leftover {
 }
 
 /** Sorted [first, last] ranges of a set of group numbers (what a close tells the peer: compact). */
-function toRanges(xs: Iterable<number>): [number, number][] {
+export function toRanges(xs: Iterable<number>): [number, number][] {
   const out: [number, number][] = [];
   for (const x of [...xs].sort((a, b) => a - b)) {
     const last = out[out.length - 1];
@@ -877,7 +877,7 @@ function toRanges(xs: Iterable<number>): [number, number][] {
   return out;
 }
 
-function inRanges(r: [number, number][], x: number): boolean {
+export function inRanges(r: [number, number][], x: number): boolean {
   return r.some(([a, b]) => x >= a && x <= b);
 }
 
