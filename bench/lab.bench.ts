@@ -4,8 +4,13 @@
  * 1 GHz, 50 km; target >= 5 M tags/s), with the TypeScript physics (physics: 'ts', the bit-exact
  * reference) on the same preset and seed in the same run as baseline; the slow per-pulse reference
  * emulator (src/lab/reference.ts) in params; and Alice's choice regeneration rate (pulses/s).
+ * Also two per-click steps of Bob's path, Rust vs the TypeScript reference in the same run: an
+ * active Bob's modulator bases at a block's detections (EmulatedLab.bobBasesAt) and the emulated
+ * tagger's merge of channels with unequal delays (src/devices/emulated/delay-merge.ts).
  */
-import { aliceChoices } from '../src/lab/alice.ts';
+import { aliceChoices, bobBasisChoicesAt } from '../src/lab/alice.ts';
+import { nativeBobBasesAt } from '../src/lab/native-physics.ts';
+import { DelayMergeTs, nativeDelayMerge, type DelayMerge } from '../src/devices/emulated/delay-merge.ts';
 import { EmulatedLink } from '../src/lab/link.ts';
 import { loadLinkPreset } from '../src/lab/presets.ts';
 import { referenceClicks } from '../src/lab/reference.ts';
@@ -62,5 +67,53 @@ export async function run(): Promise<BenchResult[]> {
   const out = new Uint8Array(1e7);
   const s = await medianSeconds(() => aliceChoices(preset, 1n, 0, out.length, out), 5);
   results.push({ name: 'lab.alice_choices_per_sec', value: Math.round(out.length / s), unit: 'pulses/s', better: 'higher', params: { preset: 'reference-decoy' } });
+  results.push(await bobBases(), await delayMerge());
   return results;
+}
+
+/** xorshift32 in [0, 1): the bench's own reproducible randomness. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 2 ** 32; };
+}
+
+/** Rust vs TypeScript on the same input in the same run: wall and CPU medians, both ways. */
+async function versus(items: number, nat: () => unknown, ts: () => unknown, repeats: number) {
+  const natS = await medianSeconds(nat, repeats), natCpu = medianCpuSeconds(nat, repeats);
+  const tsS = await medianSeconds(ts, repeats), tsCpu = medianCpuSeconds(ts, repeats);
+  return {
+    value: Math.round(items / natS), baseline: Math.round(items / tsS),
+    params: { perCpuSecond: Math.round(items / natCpu), baselinePerCpuSecond: Math.round(items / tsCpu), speedupCpu: tsCpu / natCpu, speedupWall: tsS / natS },
+  };
+}
+
+/** An active Bob's bases at 10^6 detected pulses (one block's worth at 25 km, sorted, ~230 pulses apart). */
+async function bobBases(): Promise<BenchResult> {
+  const preset = loadLinkPreset('reference-decoy');
+  const r = rng(7);
+  const pulses = new Float64Array(1e6);
+  for (let i = 0, p = 1e12; i < pulses.length; i++) pulses[i] = p += 1 + Math.floor(r() * 460);
+  const v = await versus(pulses.length, () => nativeBobBasesAt(preset, 99n, pulses), () => bobBasisChoicesAt(preset, 99n, pulses), 9);
+  return { name: 'lab.bob_bases_per_sec', value: v.value, unit: 'detections/s', better: 'higher', baseline: v.baseline,
+    params: { preset: 'reference-decoy', detections: pulses.length, rust: 'lab_rng.rs bob_bases_at', reference: 'bobBasisChoicesAt (src/lab/alice.ts)', ...v.params } };
+}
+
+/** The tagger's merge: 10^6 tags of 2 channels (delays 0 and 1.2 ns, ~230 ps apart) in pulls of 10^5, then a flush. */
+async function delayMerge(): Promise<BenchResult> {
+  const r = rng(11);
+  const n = 1e6, pull = 1e5;
+  const times = new BigInt64Array(n), ch = new Uint8Array(n);
+  for (let i = 0, t = 5_000_000_000_000; i < n; i++) {
+    times[i] = BigInt(t += Math.floor(r() * 460));
+    ch[i] = r() < 0.5 ? 0 : 1;
+  }
+  const delays = [0n, 1200n];
+  const run = (m: DelayMerge) => {
+    let bytes = 0;
+    for (let at = 0; at < n; at += pull) bytes += m.push(times.subarray(at, at + pull), ch.subarray(at, at + pull), delays).length;
+    return bytes + m.flush().length;
+  };
+  const v = await versus(n, () => run(nativeDelayMerge()), () => run(new DelayMergeTs()), 7);
+  return { name: 'lab.tagger_delay_merge_tags_per_sec', value: v.value, unit: 'tags/s', better: 'higher', baseline: v.baseline,
+    params: { tags: n, tagsPerPull: pull, delaysPs: delays.map(Number), rust: 'lab_tagger.rs DelayMerger', reference: 'DelayMergeTs (src/devices/emulated/delay-merge.ts)', ...v.params } };
 }

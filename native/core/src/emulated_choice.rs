@@ -73,11 +73,17 @@ fn block_address(b: u64) -> (u32, [u8; 12]) {
 
 #[inline]
 fn choice_from_lane(lane: &[u8], th: ChoiceThresholds) -> u8 {
-    let w = |i: usize| u32::from_le_bytes([lane[4 * i], lane[4 * i + 1], lane[4 * i + 2], lane[4 * i + 3]]) as u64;
-    let basis = u8::from(w(0) >= th.basis_z);
-    let w1 = w(1);
+    let w = |i: usize| u32::from_le_bytes([lane[4 * i], lane[4 * i + 1], lane[4 * i + 2], lane[4 * i + 3]]);
+    choice_from_words(w(0), w(1), w(2), th)
+}
+
+/// The choice byte from a lane's first three little-endian words (layout in the module doc).
+#[inline]
+fn choice_from_words(w0: u32, w1: u32, w2: u32, th: ChoiceThresholds) -> u8 {
+    let basis = u8::from(w0 as u64 >= th.basis_z);
+    let w1 = w1 as u64;
     let intensity = if w1 < th.signal { 0 } else if w1 < th.decoy { 1 } else { 2 };
-    let bit = (w(2) & 1) as u8;
+    let bit = (w2 & 1) as u8;
     bit | (basis << 1) | (intensity << 2)
 }
 
@@ -98,24 +104,13 @@ fn check_pulses(pulses: &[f64]) -> Result<(), CoreError> {
 }
 
 /// Choices at the listed pulses (any order; integers in [0, 2^53)); in parallel for long lists.
-/// Neighbouring pulses of one keystream block share its computation.
+/// Neighbouring pulses of one keystream block share its computation; the blocks of
+/// `lab_chacha::LANES` runs are computed together (sparse lists: one block per pulse).
 pub fn alice_choices_at(key: &ChoiceKey, th: ChoiceThresholds, pulses: &[f64]) -> Result<Vec<u8>, CoreError> {
     check_pulses(pulses)?;
     let mut out = vec![0u8; pulses.len()];
-    let run = |(o, p): (&mut [u8], &[f64])| {
-        let mut block = Zeroizing::new([0u8; 64]);
-        let mut have = u64::MAX;
-        for (c, &q) in o.iter_mut().zip(p) {
-            let k = q as u64;
-            if k >> 2 != have {
-                have = k >> 2;
-                let (ctr, nonce) = block_address(have);
-                chacha20_block(&key.0, ctr, &nonce, &mut block);
-            }
-            let lane = (k & 3) as usize * 16;
-            *c = choice_from_lane(&block[lane..lane + 16], th);
-        }
-    };
+    let kw = Zeroizing::new(crate::lab_chacha::key_words(&key.0));
+    let run = |(o, p): (&mut [u8], &[f64])| choices_at_lanes(&kw, th, p, o);
     const CHUNK: usize = 1 << 14;
     if pulses.len() > 2 * CHUNK {
         use rayon::prelude::*;
@@ -124,6 +119,46 @@ pub fn alice_choices_at(key: &ChoiceKey, th: ChoiceThresholds, pulses: &[f64]) -
         run((&mut out[..], pulses));
     }
     Ok(out)
+}
+
+/// alice_choices_at's loop: runs of pulses in one keystream block, `LANES` runs per ChaCha20 call.
+fn choices_at_lanes(kw: &[u32; 8], th: ChoiceThresholds, p: &[f64], o: &mut [u8]) {
+    use crate::lab_chacha::{chacha20_blocks, LANES};
+    let tail = [u32::from_le_bytes(NONCE_DOMAIN[..4].try_into().unwrap()), u32::from_le_bytes(NONCE_DOMAIN[4..].try_into().unwrap())];
+    let mut ks = Zeroizing::new([[0u32; 16]; LANES]);
+    let (n, mut j) = (p.len(), 0);
+    while j < n {
+        // Up to LANES runs of equal block index from j; unused lanes repeat the first block.
+        let mut start = [j; LANES + 1];
+        let mut ctr = [0u32; LANES];
+        let mut n0 = [0u32; LANES];
+        let mut m = 0;
+        let mut q = j;
+        while q < n && m < LANES {
+            let b = (p[q] as u64) >> 2;
+            start[m] = q;
+            ctr[m] = b as u32;
+            n0[m] = (b >> 32) as u32;
+            m += 1;
+            q += 1;
+            while q < n && (p[q] as u64) >> 2 == b {
+                q += 1;
+            }
+        }
+        start[m] = q;
+        for l in m..LANES {
+            ctr[l] = ctr[0];
+            n0[l] = n0[0];
+        }
+        chacha20_blocks(kw, &ctr, &n0, tail, &mut ks);
+        for l in 0..m {
+            for t in start[l]..start[l + 1] {
+                let w = &ks[l][((p[t] as u64) & 3) as usize * 4..];
+                o[t] = choice_from_words(w[0], w[1], w[2], th);
+            }
+        }
+        j = q;
+    }
 }
 
 /// Choices of the contiguous pulses [first, first + count) (the device's view of a range).
@@ -203,6 +238,40 @@ mod tests {
         // The top of the range.
         let top = (1u64 << 53) - 1;
         assert_eq!(alice_choices_at(&key, th, &[top as f64]).unwrap()[0], alice_choice(&key, th, top));
+    }
+
+    #[test]
+    fn sparse_lists_equal_single_choices() {
+        // Lists as the lab gives them (sorted, sparse), unsorted ones, repeats, runs in one block,
+        // lengths around the lane count and the parallel threshold, across block 2^32.
+        let key = ChoiceKey::new(&core::array::from_fn::<u8, 32, _>(|i| (i * 29 + 3) as u8)).unwrap();
+        let th = ChoiceThresholds { basis_z: 1 << 31, signal: 3_006_477_107, decoy: 3_865_470_566 };
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for case in 0..60 {
+            let n = [0, 1, 7, 8, 9, 17, 1000, 40_000][case % 8];
+            let mut p = (1u64 << 34) - 20_000 * (case as u64 % 3);
+            let mut pulses: Vec<f64> = (0..n)
+                .map(|_| {
+                    p += match next() % 4 { 0 => 0, 1 => 1 + next() % 3, 2 => 1 + next() % 400, _ => next() % 100_000 };
+                    p.min((1 << 53) - 1) as f64
+                })
+                .collect();
+            if case % 5 == 4 {
+                for i in (1..pulses.len()).rev() {
+                    pulses.swap(i, (next() % (i as u64 + 1)) as usize);
+                }
+            }
+            let got = alice_choices_at(&key, th, &pulses).unwrap();
+            for (i, &q) in pulses.iter().enumerate() {
+                assert_eq!(got[i], alice_choice(&key, th, q as u64), "case {case}, pulse {q}");
+            }
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod emulated_record;
 pub mod finite_key;
 pub mod gf2x_fft;
 pub mod gf64;
+pub mod lab_chacha;
 pub mod lab_link;
 pub mod lab_rng;
 pub mod lab_tagger;
