@@ -469,6 +469,8 @@ export class AppSessions {
     const a = await this.peerCall({ op: 'allocate', key_stream_ID: s.id, group, wait_ms: waitMs }, waitMs);
     if (!a) return 'peer';
     const r = a.body?.result;
+    const items = checkItems(a.body?.items);
+    if (r === 'ok' && !s.groups.has(group) && items?.length === s.chunksPerGroup) s.groups.set(group, items);
     return r === 'ok' || r === 'short' || r === 'closed' ? r : 'peer';
   }
 
@@ -562,14 +564,18 @@ export class AppSessions {
           if (want.length * cpg > w.s.spare.length) await this.reservePair(w.s, want.length * cpg - w.s.spare.length, false);
           const groups = want.slice(0, Math.floor(w.s.spare.length / cpg)).map((group, k) =>
             ({ group, items: w.s.spare.slice(k * cpg, (k + 1) * cpg) }));
-          const a = await this.peerCall({ op: 'group', key_stream_ID: w.s.id, groups });
-          if (!a || a.status !== 200) {
-            if (a?.status === 404) await this.end(w.s, 'was ended by the peer KMS (it restarted)');
-            drop(a?.status === 404 ? 'closed' : 'peer');
-            continue;
-          }
+          // The coordinator's assignment is final once made: the peer learns it now or, if this
+          // message is lost, in the answer to its own allocate (never a second, different one).
           w.s.spare.splice(0, groups.length * cpg);
           for (const g of groups) w.s.groups.set(g.group, g.items);
+          const a = await this.peerCall({ op: 'group', key_stream_ID: w.s.id, groups });
+          if (a?.status === 404) {
+            await this.end(w.s, 'was ended by the peer KMS (it restarted)');
+            drop('closed');
+            continue;
+          }
+          if (a && a.status !== 200) this.h.log('error', 'qkd004: the peer KMS refused a group assignment', { key_stream_ID: w.s.id,
+            status: a.status, message: a.body?.message });
           drop('ok');
           continue;
         }
@@ -777,7 +783,8 @@ export class AppSessions {
         const g = b.group;
         const waitMs = typeof b.wait_ms === 'number' ? Math.min(Math.max(0, b.wait_ms), 60_000) : 0;
         if (!Number.isInteger(g) || (g as number) < 0) return bad('allocate needs a group number');
-        return { status: 200, body: { result: await this.allocate(s, g as number, this.h.now() + waitMs) } };
+        const result = await this.allocate(s, g as number, this.h.now() + waitMs);
+        return { status: 200, body: { result, items: result === 'ok' ? s.groups.get(g as number) : undefined } };
       }
       case 'reserve': {
         const items = checkItems(b.items);
@@ -799,6 +806,14 @@ export class AppSessions {
         const ok = gs.map((g) => ({ group: g?.group, items: checkItems(g?.items) }));
         if (!s || !ok.length || !ok.every((g) => Number.isInteger(g.group) && (g.group as number) >= 0 &&
           g.items?.length === s.chunksPerGroup)) return bad('group needs a known stream and groups [{group, items}]');
+        // Idempotent: the same assignment again is fine; another one for a group is a bug or an attack.
+        const key = (items: Item[]) => items.map((i) => `${i.index}:${i.digest}`).join(',');
+        const clash = ok.filter((g) => s.groups.has(g.group as number) && key(s.groups.get(g.group as number)!) !== key(g.items!));
+        if (clash.length) {
+          this.h.log('error', 'qkd004: the coordinator assigned other chunks to groups already assigned; refused',
+            { key_stream_ID: s.id, groups: clash.map((g) => g.group) });
+          return { status: 409, body: { message: `groups ${clash.map((g) => g.group).join(', ')} already have other chunks` } };
+        }
         for (const g of ok) s.groups.set(g.group as number, g.items!);
         return { status: 200, body: {} };
       }

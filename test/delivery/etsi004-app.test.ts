@@ -107,6 +107,23 @@ t.test('key sizes other than the chunk: split and merged, same bytes at both end
   t.same(all, Buffer.concat([C(0), C(1).subarray(0, 16), C(2), C(3), C(4), C(5), C(6).subarray(0, 16)]));
 });
 
+t.test('a lost group assignment: the peer KMS learns it in the answer to its allocate', async (t) => {
+  const { L, A, B } = await link(t);
+  await fill(L, 3);
+  const id = await pair(t, A, B);
+  const apps = L.kmsB.apps;
+  const orig = apps.peerRequest.bind(apps);
+  let lost = 0;
+  apps.peerRequest = async (b) => (b.op === 'group' && lost++ === 0 ? { status: 503, body: { message: 'lost' } } : orig(b));
+  const a = [await A.req('POST', GET, { key_stream_ID: id }), await A.req('POST', GET, { key_stream_ID: id })];
+  t.equal(lost, 1, 'the assignment of groups 0..2 never reached Bob\'s KMS');
+  for (const i of [0, 1]) {
+    const b = await B.req('POST', GET, { key_stream_ID: id, index: i });
+    t.equal(b.body.status, 0);
+    t.same(key(b), key(a[i]), `index ${i}: the same bytes`);
+  }
+});
+
 t.test('the destination side can open first; both ends get the same keys', async (t) => {
   const { L, A, B } = await link(t);
   await fill(L, 2);
