@@ -5,7 +5,7 @@
 // across ETSI 014 and 004. No key bytes in any log line.
 import tap, { type Test } from 'tap';
 import { backendTap } from '../../src/testkit/postgres.ts';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { startLink, until, type LinkOptions, type Sae } from '../../src/testkit/delivery.ts';
 
 const t = backendTap(tap);
@@ -257,6 +257,30 @@ t.test('a KMS restart ends its streams at both KMSs and releases what they held 
   t.match([b.status, b.body.status, b.body.message], [404, 4, /was ended when the peer KMS restarted/]);
   t.equal((await L.sae('saeA', L.kmsA).req('POST', '/api/v1/keys/saeB/enc_keys', { number: 5 })).status, 200,
     'ETSI 014 can use the released chunks');
+});
+
+t.test('node commitments: keys both nodes signed are served; a peer-node commitment that fails stops them', async (t) => {
+  const ed = () => generateKeyPairSync('ed25519');
+  const pem = (k: ReturnType<typeof ed>) => ({ priv: k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    pub: k.publicKey.export({ type: 'spki', format: 'pem' }) as string });
+  const [nA, nB, wrong] = [pem(ed()), pem(ed()), pem(ed())];
+  for (const good of [true, false]) {
+    const { L, A, B } = await link(t, { nodeA: { commitKey: nA.priv }, nodeB: { commitKey: nB.priv },
+      kmsA: { commitments: { node: nA.pub, peerNode: good ? nB.pub : wrong.pub } }, kmsB: { commitments: { node: nB.pub, peerNode: nA.pub } } });
+    const alarms: string[] = [];
+    L.kmsA.on('alarm', (a) => alarms.push(a.code));
+    await fill(L, 2);
+    const id = await pair(t, A, B);
+    const a = await A.req('POST', GET, { key_stream_ID: id });
+    if (good) {
+      t.equal(a.body.status, 0, 'committed by both nodes: served');
+      t.same(key(await B.req('POST', GET, { key_stream_ID: id })), key(a));
+    } else {
+      t.equal(a.body.status, 2, 'node B\'s commitment does not verify at Alice\'s KMS: not served');
+      t.ok(alarms.includes('PEER_COMMITMENT_INVALID'));
+      t.equal(L.kmsA.metrics().reserved + L.kmsB.metrics().reserved, 0, 'nothing left reserved');
+    }
+  }
 });
 
 t.test('no byte is served twice across ETSI 014 and 004', async (t) => {
