@@ -159,6 +159,8 @@ export interface KmsMetrics {
   watermarks: Record<string, { availableKeys: number; lowKeys: number; highKeys: number; state: WatermarkState }>;
   /** ETSI 004 application streams: counts, admitted min_bps, link capacity and measured inflow (bit/s). */
   qkd004: ReturnType<AppSessions['metrics']>;
+  /** Hybrid fallback (when configured): ML-KEM exchanges, keys made with and without QKD key, refusals. */
+  hybrid?: ReturnType<Hybrid['metrics']>;
 }
 
 export type WatermarkState = 'low' | 'ok' | 'high';
@@ -496,7 +498,7 @@ export class Kms extends EventEmitter {
       watermarks[pair] = { ...l, lowKeys: w.lowKeys, highKeys: w.highKeys };
     }
     return { ...this.m, held: c.held, reserved: c.reserved, ackLatencyMs: percentiles(this.lat.values()),
-      sealed: this.store ? 0 : 1, watermarks, qkd004: this.apps.metrics() };
+      sealed: this.store ? 0 : 1, watermarks, qkd004: this.apps.metrics(), ...(this.hybrid ? { hybrid: this.hybrid.metrics() } : {}) };
   }
 
   /** The append-only audit trail of a stream (or of one key). No key bytes. */

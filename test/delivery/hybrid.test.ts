@@ -192,6 +192,8 @@ t.test('always: QKD key combined in (hybrid label with ε, bytes not the QKD key
   t.equal(mk.status, 200);
   t.ok(mk.body.keys.every((k: { key_extension: { provenance: string } }) => k.key_extension.provenance === 'ml-kem-768'));
   t.same((await saeB.req('POST', DEC, ids(mk.body.keys))).body.keys, mk.body.keys);
+  // The KMS's metrics say what its keys were made of: 2 combined with QKD key, 2 ML-KEM alone.
+  t.match(L.kmsA.metrics().hybrid, { exchanges: 2, hybridKeys: 2, mlkemKeys: 2, refused: 0 }, 'hybrid figures in the KMS metrics');
 });
 
 t.test('the peer KMS refuses an exchange its own policy does not allow', async (t) => {
