@@ -1,11 +1,11 @@
-// ETSI 004 for applications, the pure parts (src/delivery/etsi004-qos.ts, etsi004-app.ts ranges):
+// ETSI 004 for applications, the pure parts (src/delivery/etsi004-qos.ts, etsi004-wire.ts ranges):
 // key groups against a brute-force lcm, admission properties on random requests (never more
 // min_bps than the link has, a counter-proposal is itself admitted, every field filled and in
 // range), known answers for the counter-proposal, and group ranges against a plain Set.
 import t from 'tap';
 import fc from 'fast-check';
 import { admitQos, grouping, type QosLimits } from '../../src/delivery/etsi004-qos.ts';
-import { inRanges, toRanges } from '../../src/delivery/etsi004-app.ts';
+import { inRanges, toRanges } from '../../src/delivery/etsi004-wire.ts';
 
 const LIM: QosLimits = { linkChunkBytes: 32, maxKeyBytes: 512, capacityBps: 10_000, admittedMinBps: 0, maxChunksPerGroup: 16,
   maxTimeoutMs: 60_000, maxTtlS: 86_400 };
