@@ -6,11 +6,16 @@
  * emulator (src/lab/reference.ts) in params; and Alice's choice regeneration rate (pulses/s).
  * Also two per-click steps of Bob's path, Rust vs the TypeScript reference in the same run: an
  * active Bob's modulator bases at a block's detections (EmulatedLab.bobBasesAt) and the emulated
- * tagger's merge of channels with unequal delays (src/devices/emulated/delay-merge.ts).
+ * tagger's merge of channels with unequal delays (src/devices/emulated/delay-merge.ts); and the
+ * emulated source's choices at sparse pulses (ChaCha20 by pulse index, eight blocks per call in
+ * native/core/src/lab_chacha.rs) against its TypeScript reference (src/core/source-rng-reference.ts).
  */
 import { aliceChoices, bobBasisChoicesAt } from '../src/lab/alice.ts';
 import { nativeBobBasesAt } from '../src/lab/native-physics.ts';
 import { DelayMergeTs, nativeDelayMerge, type DelayMerge } from '../src/devices/emulated/delay-merge.ts';
+import { createSourceRng } from '../src/core/source-rng.ts';
+import { sourceChoiceReference } from '../src/core/source-rng-reference.ts';
+import { choiceThresholds } from '../src/protocol/choices.ts';
 import { EmulatedLink } from '../src/lab/link.ts';
 import { loadLinkPreset } from '../src/lab/presets.ts';
 import { referenceClicks } from '../src/lab/reference.ts';
@@ -67,7 +72,7 @@ export async function run(): Promise<BenchResult[]> {
   const out = new Uint8Array(1e7);
   const s = await medianSeconds(() => aliceChoices(preset, 1n, 0, out.length, out), 5);
   results.push({ name: 'lab.alice_choices_per_sec', value: Math.round(out.length / s), unit: 'pulses/s', better: 'higher', params: { preset: 'reference-decoy' } });
-  results.push(await bobBases(), await delayMerge());
+  results.push(await bobBases(), await delayMerge(), await sourceChoices());
   return results;
 }
 
@@ -116,4 +121,25 @@ async function delayMerge(): Promise<BenchResult> {
   const v = await versus(n, () => run(nativeDelayMerge()), () => run(new DelayMergeTs()), 7);
   return { name: 'lab.tagger_delay_merge_tags_per_sec', value: v.value, unit: 'tags/s', better: 'higher', baseline: v.baseline,
     params: { tags: n, tagsPerPull: pull, delaysPs: delays.map(Number), rust: 'lab_tagger.rs DelayMerger', reference: 'DelayMergeTs (src/devices/emulated/delay-merge.ts)', ...v.params } };
+}
+
+/**
+ * The emulated source's choices at the photon candidates (one every ~170 pulses at 25 km: one
+ * ChaCha20 block each): Rust on 10^6 pulses vs the TypeScript reference on the first 10^4.
+ */
+async function sourceChoices(): Promise<BenchResult> {
+  const th = choiceThresholds(loadLinkPreset('reference-decoy'));
+  const key = Uint8Array.from({ length: 32 }, (_, i) => i * 7 + 1);
+  const rng0 = createSourceRng(th, key);
+  const r = rng(13);
+  const pulses = new Float64Array(1e6);
+  for (let i = 0, p = 1e12; i < pulses.length; i++) pulses[i] = p += 1 + Math.floor(r() * 340);
+  const few = pulses.subarray(0, 1e4);
+  const nat = () => rng0.choicesAt(pulses);
+  const ts = () => { let x = 0; for (const p of few) x ^= sourceChoiceReference(key, th, p); return x; };
+  const natS = await medianSeconds(nat, 7), natCpu = medianCpuSeconds(nat, 7);
+  const tsS = await medianSeconds(ts, 3), tsCpu = medianCpuSeconds(ts, 3);
+  return { name: 'lab.source_choices_at_per_sec', value: Math.round(pulses.length / natS), unit: 'pulses/s', better: 'higher', baseline: Math.round(few.length / tsS),
+    params: { pulses: pulses.length, referencePulses: few.length, meanGap: 170, rust: 'emulated_choice.rs alice_choices_at (lab_chacha.rs, 8 blocks per call)', reference: 'sourceChoiceReference (src/core/source-rng-reference.ts)',
+      perCpuSecond: Math.round(pulses.length / natCpu), baselinePerCpuSecond: Math.round(few.length / tsCpu), speedupCpu: (few.length / tsCpu) ? (pulses.length / natCpu) / (few.length / tsCpu) : undefined } };
 }
