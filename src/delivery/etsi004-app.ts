@@ -157,7 +157,9 @@ export class AppSessions {
   }
 
   metrics() {
-    return { ...this.m, streams: this.streams.size, waiting: this.waiters.length, admittedMinBps: this.admittedMinBps(),
+    let owedChunks = 0;
+    for (const sid of new Set([...this.streams.values()].map((s) => s.sid))) owedChunks += this.owedChunks(sid);
+    return { ...this.m, streams: this.streams.size, waiting: this.waiters.length, owedChunks, admittedMinBps: this.admittedMinBps(),
       capacityBps: this.capacityBps(), measuredInflowBps: this.measuredBps() };
   }
 
@@ -485,6 +487,25 @@ export class AppSessions {
   private byPriority = (a: { s: AppStream; seq?: number }, b: { s: AppStream; seq?: number }) =>
     b.s.qos.priority - a.s.qos.priority || (a.seq ?? a.s.openedMs) - (b.seq ?? b.s.openedMs);
 
+  /** Chunks a stream keeps reserved ahead for its min_bps (0 without one). */
+  private reserveTarget(s: AppStream): number {
+    if (s.qos.min_bps <= 0) return 0;
+    const want = Math.ceil((s.qos.min_bps / 8) * (this.o.reserveS ?? 2) / s.chunkBytes);
+    return Math.max(s.chunksPerGroup, Math.ceil(want / s.chunksPerGroup) * s.chunksPerGroup);
+  }
+
+  /**
+   * Coordinator: held chunks of link stream `sid` that min_bps reservations still lack (the next
+   * top-up takes them, oldest first). ETSI 014 leaves that many alone, so a greedy 014
+   * application cannot starve a stream's guaranteed rate. 0 on the other KMS.
+   */
+  owedChunks(sid: string): number {
+    if (!this.h.coordinator) return 0;
+    let n = 0;
+    for (const s of this.streams.values()) if (s.sid === sid) n += Math.max(0, this.reserveTarget(s) - s.spare.length);
+    return n;
+  }
+
   /**
    * One allocation pass: standing reservations of min_bps streams first (by priority), then
    * waiting GET_KEYs by priority and arrival. When key is short the pass stops at the first
@@ -493,9 +514,7 @@ export class AppSessions {
   private async pass(): Promise<void> {
     const streams = [...this.streams.values()].sort((a, b) => this.byPriority({ s: a }, { s: b }));
     for (const s of streams) {
-      if (s.qos.min_bps <= 0) continue;
-      const want = Math.ceil((s.qos.min_bps / 8) * (this.o.reserveS ?? 2) / s.chunkBytes);
-      const target = Math.max(s.chunksPerGroup, Math.ceil(want / s.chunksPerGroup) * s.chunksPerGroup);
+      const target = this.reserveTarget(s);
       if (s.spare.length >= target) continue;
       const got = await this.reservePair(s, target - s.spare.length, false);
       if (got === 'peer') return;

@@ -735,6 +735,10 @@ export class Kms extends EventEmitter {
       const uncommitted = this.uncommitted(sid, items, (b.commitments ?? []) as unknown[]);
       if (uncommitted.length) return { status: 409, body: { reserved: [], mismatched: [], uncommitted } };
       const commitments = this.commitKeys ? items.map((i) => this.commitmentOf(sid, i.index)) : undefined;
+      const owed = this.apps.owedChunks(sid);
+      if (owed > 0 && this.store!.heldRanges(sid, this.now()).reduce((n, [a, z]) => n + z - a + 1, 0) - owed < items.length) {
+        return { status: 200, body: { reserved: [], commitments } }; // owed to ETSI 004 streams' min_bps
+      }
       if (b.slaves === undefined) {
         const reserved = this.store!.reserve(sid, items, holder, this.now(), true);
         return { status: 200, body: { reserved, commitments } };
@@ -957,7 +961,10 @@ export class Kms extends EventEmitter {
       const chunkBytes = s.qos.key_chunk_size;
       const reformat = sizeBytes !== chunkBytes || kr.slaves.length > 1;
       const need = reformat ? chunksNeeded(kr.number, sizeBytes, chunkBytes) : kr.number;
-      const cands = this.store!.candidates(s.keyStreamId, need, nowMs, this.opts.role === 'destination', kr.maxEpsilon);
+      // Keys owed to ETSI 004 streams' min_bps reservations (the oldest, which they take) are not ours.
+      const owed = this.apps.owedChunks(s.keyStreamId);
+      const cands = this.store!.candidates(s.keyStreamId, need + owed, nowMs, this.opts.role === 'destination', kr.maxEpsilon)
+        .slice(owed);
       if (cands.length < need) continue;
       const items = cands.map((c) => ({ index: c.index, digest: c.digest }));
       const mine = this.store!.reserve(s.keyStreamId, items, holder, nowMs, true);

@@ -241,6 +241,23 @@ t.test('min_bps reserves key ahead; TTL ends the stream and returns what it did 
     'ETSI 014 can use them');
 });
 
+t.test('ETSI 014 leaves alone the key a stream\'s min_bps reservation still lacks, at both KMSs', async (t) => {
+  const { L, A, B } = await link(t, { kms: { expireEveryMs: 3_600_000, qkd004: { prefetchGroups: 1 } } });
+  await fill(L, 6);
+  // min_bps 512 bit/s, 2 s ahead: 4 chunks reserved; 2 held.
+  const id = await pair(t, A, B, { min_bps: 512 });
+  await until(() => L.kmsA.metrics().reserved === 4, 5000, 'standing reservation');
+  t.equal((await A.req('POST', GET, { key_stream_ID: id })).body.status, 0, 'a key from the reservation: it lacks one chunk now');
+  t.equal(L.kmsA.metrics().qkd004.owedChunks, 1);
+  const sae014 = L.sae('saeA', L.kmsA);
+  t.equal((await sae014.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 })).status, 503, '014 at Alice\'s KMS: 2 held, 1 owed');
+  t.equal((await sae014.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1 })).status, 200, 'the one not owed');
+  const fromB = await L.sae('saeB', L.kmsB).req('POST', '/api/v1/keys/saeA/enc_keys', { number: 1 });
+  t.equal(fromB.status, 503, '014 at Bob\'s KMS: Alice\'s KMS does not confirm the owed chunk');
+  L.kmsA.expireNow(); // the tick tops the reservation up
+  await until(() => L.kmsA.metrics().qkd004.owedChunks === 0 && L.kmsA.metrics().reserved === 4, 5000, 'topped up');
+});
+
 t.test('a KMS restart ends its streams at both KMSs and releases what they held reserved', async (t) => {
   const { L, A, B } = await link(t, { kms: { expireEveryMs: 100 } });
   await fill(L, 6);
