@@ -10,14 +10,16 @@
  *
  * Two PKIs: each link keeps its own (nodes, link KMSs, and the two site KMSs as that link's
  * SAEs `saeA`/`saeB`), and the network has one (<state>/pki: site KMSs `site<S>`, the SAEs of the
- * topology) which applications use. A link whose processes stop (a node or KMS killed, or its
- * start failed later) is reported and left stopped; the site KMSs route around it.
+ * topology) which applications use. A link's crashed node or KMS is restarted by its link's
+ * supervisor, a crashed site KMS by this orchestrator; a link that stops for good (a crash loop, or
+ * its start failed later) is reported and left stopped, and the site KMSs route around it.
  */
 import { chmodSync, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { makePki, type Pki } from '../delivery/pki.ts';
 import { Child, type ChildMessage } from '../node/children.ts';
+import { RestartPolicy } from '../node/restart-policy.ts';
 import { EmulatedRun, freePort, lockStateDir, type Manifest, type RunOptions } from '../node/supervisor.ts';
 import { siteIdentity, type Topology } from './topology.ts';
 
@@ -42,6 +44,7 @@ export class NetworkRun {
   manifest!: NetworkManifest;
   pki!: Pki;
   private lockFile?: string;
+  private readonly restartPolicy = new RestartPolicy();
 
   /** A link's node reported a block (the CLI prints one line per block). */
   onBlock?: (link: string, m: ChildMessage) => void;
@@ -147,9 +150,23 @@ export class NetworkRun {
     // A stop message to a child that has just died fails with EPIPE; its exit is handled below.
     c.process.on('error', (err) => this.opts.say(`${name}: ${err.message}`));
     void c.exited.then((e) => {
-      if (this.stopReason) return;
+      if (this.stopReason || this.sites.get(site) !== c) return;
       this.opts.say(`${name} exited unexpectedly (code ${e.code}, signal ${e.signal}); see ${join(logDir, `${name}.log`)}`);
-      this.requestStop(`${name} exited`);
+      // A site KMS keeps its relayed keys in its durable database and listens on the port its
+      // configuration names: restart it on the same configuration (backoff, crash-loop limit as
+      // for a link's processes); its SAEs and neighbours retry meanwhile.
+      const d = this.restartPolicy.onCrash(name, Date.now());
+      if (!d.restart) {
+        this.opts.say(`${name} crashed ${d.crashes} times within ${d.windowMs / 1000} s: giving up (see its log)`);
+        return this.requestStop(`${name} exited`);
+      }
+      this.opts.say(`alarm raised: process-restarted: ${name} exited unexpectedly; restart ${d.attempt} of ${d.ofMax} in ${d.delayMs} ms`);
+      setTimeout(() => {
+        if (this.stopReason) return;
+        this.opts.say(`restarting ${name}`);
+        const again = this.spawnSite(site, config);
+        again.waitFor('ready', 60_000).then(() => this.opts.say(`${name} ready again`), (err: Error) => this.opts.say(`${name} did not come back: ${err.message}`));
+      }, d.delayMs);
     });
     this.sites.set(site, c);
     return c;

@@ -8,6 +8,8 @@ import { rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { linkSaeClient, median, relayedKeys, saeClient, startNetwork } from '../../src/testkit/network.ts';
+import { pidsOf } from '../../src/testkit/chaos.ts';
+import { until } from '../../src/testkit/run.ts';
 
 t.setTimeout(1_500_000);
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -72,6 +74,20 @@ t.test('line A-B-C: a key relayed from A to C through B', async (t) => {
     t.equal(d.body.keys?.[0]?.key, r.body.keys[0].key, `key ${i} matches at C`);
   }
   t.comment(`relay latency A->B->C, 20 keys: median ${median(ms).toFixed(1)} ms, min ${Math.min(...ms).toFixed(1)}, max ${Math.max(...ms).toFixed(1)}`);
+
+  // kill -9 of the trusted site B: the orchestrator restarts it on its configuration and
+  // database, and relaying through it resumes.
+  const needle = `_site --config ${join(m.stateDir, 'site-B.json')}`;
+  const [pidB] = pidsOf(needle);
+  t.ok(pidB, 'site B runs as its own process');
+  process.kill(pidB, 'SIGKILL');
+  await until('site B restarted', () => (net.lines.some((l) => l.includes('site-B ready again')) ? true : undefined), 120_000);
+  t.ok(net.lines.some((l) => l.includes('process-restarted') && l.includes('site-B')), 'an alarm says site B was restarted');
+  const afterRestart = pidsOf(needle);
+  t.ok(afterRestart.length === 1 && afterRestart[0] !== pidB, 'a new site B process');
+  const r = await relayedKeys(a, 'saeC', 1, 300_000);
+  const d = await c.request('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: [{ key_ID: r.body.keys[0].key_ID }] });
+  t.equal(d.body.keys?.[0]?.key, r.body.keys[0].key, 'a key relayed through the restarted B matches at C');
 
   net.p.kill('SIGINT');
   const { code, stdout } = await net.done;
