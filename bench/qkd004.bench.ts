@@ -4,6 +4,11 @@
  * KMS then the same index at Bob's KMS, from a store filled first. Keys/s (pairs delivered to both
  * applications) and p50/p99 latency of one pair; baseline: the same loop over ETSI 014 (enc_keys at
  * Alice's KMS, dec_keys at Bob's). One run per figure (a link start costs seconds), not a median.
+ *
+ * Contention: the nodes push 40 chunks/s (10 240 bit/s, `linkKeyRateBps`) for 10 s while a greedy
+ * ETSI 014 application drains the store as fast as it can and one 004 stream with min_bps
+ * 5 120 bit/s asks for 20 keys/s (timeout 1 s): the stream's delivered rate and failed GET_KEYs,
+ * and what 014 got (baseline: the 004 stream's rate without min_bps, i.e. best effort).
  */
 import { randomBytes } from 'node:crypto';
 import { percentiles } from '../src/delivery/http.ts';
@@ -53,8 +58,67 @@ async function loop(apps: number, via: '004' | '014'): Promise<{ keysPerS: numbe
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function contention(minBps: number): Promise<{ streamKeysPerS: number; failed: number; keys014PerS: number;
+  suppliedPerS: number }> {
+  const L = await startLink({ kms: { linkKeyRateBps: 10_240, expireEveryMs: 100, rateLimit: { keysPerSecond: 0, burst: 0 } } });
+  try {
+    const a = L.sae('saeA', L.kmsA);
+    const b = L.sae('saeB', L.kmsB);
+    const o = await a.req('POST', '/api/v1/qkd004/open_connect', { source: 'saeA', destination: 'saeB',
+      qos: { min_bps: minBps, timeout: 1000 } });
+    const id = o.body.key_stream_ID;
+    await b.req('POST', '/api/v1/qkd004/open_connect', { source: 'saeA', destination: 'saeB', key_stream_ID: id });
+    const endAt = performance.now() + 10_000;
+    const push = (async () => {
+      for (let k = 0; performance.now() < endAt; k++) {
+        const c = randomBytes(32);
+        await Promise.all([L.nodeA.offer(c, {}), L.nodeB.offer(c, {})]);
+        await sleep(25);
+      }
+    })();
+    let got014 = 0;
+    const greedy = (async () => {
+      while (performance.now() < endAt) {
+        const enc = await a.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1 });
+        if (enc.status !== 200) {
+          await sleep(5);
+          continue;
+        }
+        await b.req('POST', '/api/v1/keys/saeA/dec_keys', { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
+        got014++;
+      }
+    })();
+    let ok = 0;
+    let failed = 0;
+    const app = (async () => {
+      for (let i = 0; performance.now() < endAt; i++) {
+        const t0 = performance.now();
+        const x = await a.req('POST', '/api/v1/qkd004/get_key', { key_stream_ID: id, index: i });
+        if (x.body.status === 0) {
+          await b.req('POST', '/api/v1/qkd004/get_key', { key_stream_ID: id, index: i });
+          ok++;
+        } else failed++;
+        await sleep(Math.max(0, 50 - (performance.now() - t0)));
+      }
+    })();
+    await Promise.all([push, greedy, app]);
+    return { streamKeysPerS: ok / 10, failed, keys014PerS: got014 / 10, suppliedPerS: L.kmsA.metrics().acked / 10 };
+  } finally {
+    await L.close();
+  }
+}
+
 export async function run(): Promise<BenchResult[]> {
   const out: BenchResult[] = [];
+  const g = await contention(5120);
+  const be = await contention(0);
+  out.push({ name: 'qkd004.contention.min_bps_stream.keys_per_s', value: g.streamKeysPerS, unit: 'keys/s', better: 'higher',
+    params: { min_bps: 5120, asked_keys_per_s: 20, link_bps: 10_240, failed: g.failed, keys014_per_s: g.keys014PerS,
+      supplied_per_s: g.suppliedPerS },
+    baseline: be.streamKeysPerS });
+  console.error(`bench qkd004: best effort (min_bps 0): ${be.streamKeysPerS} keys/s, ${be.failed} failed, 014 ${be.keys014PerS} keys/s, supplied ${be.suppliedPerS}/s`);
   for (const apps of [1, 8]) {
     const r = await loop(apps, '004');
     const base = await loop(apps, '014');
