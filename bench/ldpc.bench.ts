@@ -11,7 +11,9 @@
  * Modes: 'blind' = chooseBlind (the plan docs/ldpc.md recommends); 'oneshot' = chooseCode's
  * default target (low first-pass FER) with retries of 0.025·k·h(Q) bits. Blind retries use
  * blindRetrySettings (1.5×QBER from round 4, the f64 reference from round 8: the 8-bit decoder's
- * stuck frames); LDPC_BENCH_RESCUE=0 turns that off.
+ * stuck frames); LDPC_BENCH_RESCUE=0 turns that off, LDPC_BENCH_RESCUE=node does what the node
+ * does (src/node/postprocess.ts: 1.5×QBER from round 4, never the f64 reference, ≈ 16 CPU-s
+ * per 2^18 frame).
  * Env: LDPC_BENCH_FRAMES (frames per point, default 256; the docs' final figures use 3000),
  * LDPC_BENCH_SIZES (log2 of the mother length, comma separated, default 18; 20 adds the 2^20
  * frames, run with LDPC_BENCH_FRAMES_20, default 64; empty = throughput only), LDPC_BENCH_MODES (default 'blind'),
@@ -35,12 +37,13 @@ import { median, type BenchResult } from './stats.ts';
 const BATCH = Number(process.env.LDPC_BENCH_BATCH ?? 64);
 const MAX_ROUNDS = 60;
 
-interface Plan { choice: CodeChoice; stepBits: number; rescue: boolean }
+interface Plan { choice: CodeChoice; stepBits: number; rescue: boolean | 'node' }
 
 function plan(mode: string, q: number, frameBits: number): Plan {
   if (mode === 'blind') {
     const b = chooseBlind(q, frameBits);
-    return { choice: b, stepBits: b.stepBits, rescue: process.env.LDPC_BENCH_RESCUE !== '0' };
+    const r = process.env.LDPC_BENCH_RESCUE;
+    return { choice: b, stepBits: b.stepBits, rescue: r === 'node' ? 'node' : r !== '0' };
   }
   const choice = chooseCode(q, frameBits);
   return { choice, stepBits: Math.ceil(0.025 * choice.keyBits * binaryEntropy(q)), rescue: false };
@@ -95,6 +98,7 @@ async function reconcileBatch(p: Plan, q: number, blk: Block, v: Variant) {
     count += stepBits;
     roundTrips += pending.length;
     const set = p.rescue ? blindRetrySettings(q, round) : { qber: q, kernel: 'auto' as const };
+    if (p.rescue === 'node' && set.kernel === 'reference') set.kernel = 'auto';
     const res = await decodeBatch(pending.map((i) => bob[i]), pending.map((i) => enc[i].syndrome), set.qber, choice.params, {
       revealedCount: count, revealedPerFrame: pending.map((i) => revealed[i]), kernel: set.kernel, ...opts(pending),
     });
