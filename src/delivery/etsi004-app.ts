@@ -122,6 +122,8 @@ export class AppSessions {
   private pumpTimer?: NodeJS.Timeout;
   private readonly inflow: { atMs: number; chunks: number }[] = [];
   private recovered = false;
+  /** Coordinator: streams admitted whose peer KMS is being told (id → min_bps). */
+  private readonly admitting = new Map<string, number>();
   /** The state file last written held streams. */
   private saved = true;
   readonly m = { opened: 0, refusedQos: 0, delivered: 0, short: 0, timedOut: 0, closed: 0, expired: 0 };
@@ -149,9 +151,10 @@ export class AppSessions {
     return n;
   }
 
-  private limits(chunkBytes: number, exclude?: string): QosLimits {
+  private limits(chunkBytes: number): QosLimits {
     let admitted = 0;
-    for (const s of this.streams.values()) if (s.id !== exclude) admitted += s.qos.min_bps;
+    for (const m of this.admitting.values()) admitted += m;
+    for (const s of this.streams.values()) admitted += s.qos.min_bps;
     return { linkChunkBytes: chunkBytes, maxKeyBytes: this.o.maxKeyBytes ?? 512, capacityBps: this.capacityBps(),
       admittedMinBps: admitted, maxChunksPerGroup: 16, maxTimeoutMs: 60_000, maxTtlS: 86_400 };
   }
@@ -264,9 +267,12 @@ export class AppSessions {
       return answer(STATUS.QOS_COUNTER_PROPOSAL, { key_stream_ID: s.id, qos: s.qos, message: 'the stream was opened with ' +
         'another QoS; open it again with this one (or null fields)' });
     }
+    s.connected[side] = true; // before the await: a concurrent second open of this side gets status 5
     const a = await this.peerCall({ op: 'connected', key_stream_ID: s.id, side });
-    if (!a || a.status !== 200) throw new AppRefusal(503, STATUS.NO_QKD_CONNECTION, 'the peer KMS is unreachable; retry later');
-    s.connected[side] = true;
+    if (!a || a.status !== 200) {
+      s.connected[side] = false;
+      throw new AppRefusal(503, STATUS.NO_QKD_CONNECTION, 'the peer KMS is unreachable; retry later');
+    }
     this.h.log('info', 'qkd004 stream connected at both ends', { key_stream_ID: s.id, side });
     return answer(STATUS.OK, { key_stream_ID: s.id, qos: s.qos });
   }
@@ -285,6 +291,9 @@ export class AppSessions {
     }
     const nowMs = this.h.now();
     const g = grouping(qos.key_chunk_size, link.chunkBytes);
+    if (id && (this.streams.has(id) || this.admitting.has(id))) {
+      throw new AppRefusal(400, STATUS.KSID_IN_USE, `key_stream_ID ${id} is already in use`);
+    }
     const s: AppStream = { id: id ?? randomUUID(), source, destination, qos, sid: link.keyStreamId,
       chunkBytes: link.chunkBytes, ...g, openedMs: nowMs, expiresMs: nowMs + qos.ttl * 1000,
       connected: { source: side === 'source', destination: side === 'destination' }, groups: new Map(), cut: new Set(), taken: new Map(),
@@ -292,7 +301,14 @@ export class AppSessions {
     this.resetBucket(s);
     const wire = toWire(s);
     if (!fromPeer) {
-      const a = await this.peerCall({ op: 'sync', stream: wire });
+      // Counted as admitted while the peer learns of it: concurrent opens cannot overbook the link.
+      this.admitting.set(s.id, qos.min_bps);
+      let a;
+      try {
+        a = await this.peerCall({ op: 'sync', stream: wire });
+      } finally {
+        this.admitting.delete(s.id);
+      }
       if (!a || a.status !== 200) throw new AppRefusal(503, STATUS.NO_QKD_CONNECTION, 'the peer KMS is unreachable; retry later');
     }
     this.streams.set(s.id, s);

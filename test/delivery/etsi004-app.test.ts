@@ -182,6 +182,10 @@ t.test('QoS admission: min_bps shares the link rate; status 7 with a counter-pro
   t.same([joinOther.body.status, joinOther.body.qos.min_bps], [7, 6000], 'joining with another QoS: the stream\'s as counter-proposal');
   await A.req('POST', CLOSE, { key_stream_ID: first.body.key_stream_ID });
   t.equal(L.kmsA.metrics().qkd004.admittedMinBps, 4000, 'closing frees its share');
+  // Concurrent opens from both sides cannot overbook the link: 6000 bit/s free, 3 x 2500 asked.
+  const race = await Promise.all([A, B, A].map((x) => x.req('POST', OPEN, { source: 'saeA', destination: 'saeB', qos: { min_bps: 2500 } })));
+  t.same(race.map((r) => r.body.status).sort(), [1, 1, 7], 'two admitted, one counter-proposal');
+  t.equal(L.kmsA.metrics().qkd004.admittedMinBps, 9000);
 });
 
 t.test('short of key: status 2 at once, status 6 after the timeout; a waiting GET_KEY gets key that arrives', async (t) => {
