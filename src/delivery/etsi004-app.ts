@@ -628,7 +628,15 @@ export class AppSessions {
   private async end(s: AppStream, why: string): Promise<void> {
     if (!this.streams.has(s.id)) return;
     this.streams.delete(s.id);
-    const a = await this.peerCall({ op: 'close', key_stream_ID: s.id, cut: toRanges(s.cut), spare: s.spare, why });
+    // The newest groups too (at most 4 096 chunks: the body stays small): one whose assignment the
+    // peer never received would otherwise stay reserved there until the chunks' TTL.
+    const groups: { group: number; items: Item[] }[] = [];
+    let n = 0;
+    for (const [group, items] of [...s.groups].sort((x, y) => y[0] - x[0])) {
+      if ((n += items.length) > 4096) break;
+      groups.push({ group, items });
+    }
+    const a = await this.peerCall({ op: 'close', key_stream_ID: s.id, cut: toRanges(s.cut), spare: s.spare, groups, why });
     const theirs = checkRanges(a?.body?.cut);
     if (!a) this.h.log('warn', 'qkd004 close: peer KMS unreachable; its copy ends at the TTL', { key_stream_ID: s.id });
     this.finish(s, (g) => s.cut.has(g) || inRanges(theirs, g), s.spare, why);
@@ -823,6 +831,10 @@ export class AppSessions {
         if (!s) return { status: 200, body: { cut: [] } };
         const theirs = checkRanges(b.cut);
         const mine = [...s.cut];
+        for (const g of Array.isArray(b.groups) ? (b.groups as { group?: unknown; items?: unknown }[]) : []) {
+          const items = checkItems(g?.items);
+          if (Number.isInteger(g?.group) && items && !s.groups.has(g.group as number)) s.groups.set(g.group as number, items);
+        }
         this.finish(s, (g) => s.cut.has(g) || inRanges(theirs, g), checkItems(b.spare) ?? [], String(b.why ?? 'was closed'));
         return { status: 200, body: { cut: toRanges(mine) } };
       }

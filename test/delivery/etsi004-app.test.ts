@@ -122,6 +122,10 @@ t.test('a lost group assignment: the peer KMS learns it in the answer to its all
     t.equal(b.body.status, 0);
     t.same(key(b), key(a[i]), `index ${i}: the same bytes`);
   }
+  // Group 2 (the third chunk) never reached Bob's KMS and nobody asked for it: CLOSE releases it there too.
+  await A.req('POST', CLOSE, { key_stream_ID: id });
+  await until(() => L.kmsA.metrics().reserved === 0 && L.kmsB.metrics().reserved === 0, 5000, 'nothing left reserved');
+  t.same([L.kmsA.metrics().held, L.kmsB.metrics().held], [1, 1], 'the unused chunk is back in both pools');
 });
 
 t.test('the destination side can open first; both ends get the same keys', async (t) => {
