@@ -192,6 +192,22 @@ t.test('QoS admission: min_bps shares the link rate; status 7 with a counter-pro
   t.equal(L.kmsA.metrics().qkd004.admittedMinBps, 9000);
 });
 
+t.test('without linkKeyRateBps, admission shares the measured inflow', async (t) => {
+  const { L, A } = await link(t, { kms: { linkKeyRateBps: undefined, expireEveryMs: 100 } });
+  t.equal(L.kmsA.metrics().qkd004.capacityBps, 0, 'nothing measured yet: nothing to guarantee');
+  const none = await A.req('POST', OPEN, { source: 'saeA', destination: 'saeB', qos: { min_bps: 1 } });
+  t.match(none.body, { status: 7, qos: { min_bps: 0 } });
+  await new Promise((r) => setTimeout(r, 250)); // a first inflow sample
+  await fill(L, 20);
+  await until(() => L.kmsA.metrics().qkd004.measuredInflowBps > 0, 5000, 'an inflow measurement');
+  const m = L.kmsA.metrics().qkd004;
+  t.equal(m.capacityBps, m.measuredInflowBps);
+  const r = await A.req('POST', OPEN, { source: 'saeA', destination: 'saeB', qos: { min_bps: 1e9 } });
+  t.equal(r.body.status, 7);
+  t.ok(r.body.qos.min_bps > 0 && r.body.qos.min_bps <= 20 * 256 * 1000 / 100,
+    `counter-proposal ${r.body.qos.min_bps} bit/s: the measured inflow (20 chunks of 256 bits)`);
+});
+
 t.test('short of key: status 2 at once, status 6 after the timeout; a waiting GET_KEY gets key that arrives', async (t) => {
   const { L, A, B } = await link(t);
   const now = await pair(t, A, B, { timeout: 0 });
