@@ -84,9 +84,17 @@ interface LinkState {
 
 /** A hop or link that failed: the source marks `link` down and tries another path. */
 class HopFailure extends Error {
-  constructor(readonly link: string, readonly reason: string, readonly status = 503) {
+  /** `belowLevel`: the link KMS has no key at the relay's ε bound (not a fault of the link: it is not marked down). */
+  constructor(readonly link: string, readonly reason: string, readonly status = 503, readonly belowLevel = false) {
     super(reason);
   }
+}
+
+/** Drawn or taken link keys with the largest ε their link KMS labelled them with (null: unlabelled). */
+interface LinkKeys {
+  ids: string[];
+  keys: Buffer[];
+  epsilon: number | null;
 }
 
 /** Limits of relayed keys (each hop draws number + macKeys(size) link keys of `size` bits). */
@@ -96,9 +104,50 @@ export const RELAY_LIMITS: Limits = { keySizeBits: 256, minKeySizeBits: 64, maxK
 /** Link keys of `sizeBits` that make one 32-byte MAC key. */
 export const macKeys = (sizeBits: number): number => Math.ceil((MAC_KEY_BYTES * 8) / sizeBits);
 
-/** The wire form of one hop (docs/network.md, "Hop message"). */
+/**
+ * Upper bound on the chance of forging one hop's one-time MAC (otp.ts: L / p for L blocks of 15
+ * bytes). A site KMS reads at most 1 MiB of body, so L < 2^17 and L / p < 2^-110; 2^-100 is kept.
+ */
+export const MAC_FORGERY_PER_HOP = 2 ** -100;
+
+/**
+ * ε of one relayed key of `size` bits over `hopEps.length` hops (docs/network.md, "Security
+ * level"): on each hop the key depends on its own pad and on the macKeys(size) link keys of the
+ * hop's MAC key, plus the MAC's forgery chance. `hopEps[i]` is the largest ε of the link keys
+ * drawn on hop i; undefined if a hop's ε is unknown.
+ */
+export function relayedEpsilon(hopEps: (number | null | undefined)[], size: number): number | undefined {
+  let sum = 0;
+  for (const e of hopEps) {
+    if (typeof e !== 'number') return undefined;
+    sum += (1 + macKeys(size)) * e + MAC_FORGERY_PER_HOP;
+  }
+  return sum;
+}
+
+/**
+ * The ε every link key must meet so that a relayed key over `hops` hops meets `maxEpsilon`: the
+ * inverse of relayedEpsilon with every hop at the bound, shrunk by 2^-40 so that rounding in the
+ * sum never takes the result above `maxEpsilon`. Not positive: no link key can meet the level.
+ */
+export function linkEpsilonFor(maxEpsilon: number, hops: number, size: number): number {
+  return ((maxEpsilon - hops * MAC_FORGERY_PER_HOP) / (hops * (1 + macKeys(size)))) * (1 - 2 ** -40);
+}
+
+/** A hop as listed in the hop message: its link, the link key_IDs drawn on it and (v2) their ε. */
+export interface HopRecord {
+  link: string;
+  link_key_IDs: string[];
+  /** v2: largest ε of those link keys as labelled by the link KMS (key_extension qkd_epsilon); null if unlabelled. */
+  link_epsilon?: number | null;
+}
+
+/**
+ * The wire form of one hop (docs/network.md, "Hop message"). Version 2 adds `max_link_epsilon`
+ * and each hop's `link_epsilon`, both under the tag; version 1 (no security level) is still read.
+ */
 export interface HopMessage {
-  v: 1;
+  v: 1 | 2;
   relay_id: string;
   key_IDs: string[];
   master_SAE_ID: string;
@@ -109,7 +158,12 @@ export interface HopMessage {
   /** Index in `path` of the receiving site (1 = the first hop). */
   hop: number;
   /** Links used so far and the link key_IDs drawn on each (provenance; no key bytes). */
-  hops: { link: string; link_key_IDs: string[] }[];
+  hops: HopRecord[];
+  /**
+   * v2: the ε every link key of this relay must meet (each site draws its next link's keys with
+   * qkd_max_epsilon this); null when the SAE asked for no level.
+   */
+  max_link_epsilon?: number | null;
   /** Base64 of K XOR pads (all keys concatenated); null on the first hop (the pads are K). */
   ct: string | null;
   /** Base64 of the 16-byte one-time tag over authBytes(message). */
@@ -118,8 +172,10 @@ export interface HopMessage {
 
 /** What the tag covers: every field but the tag, in a fixed order, then the ciphertext bytes. */
 export function authBytes(m: Omit<HopMessage, 'tag'>, ct: Uint8Array): Buffer {
-  const head = JSON.stringify(['qkd-relay-hop', m.v, m.relay_id, m.key_IDs, m.master_SAE_ID, m.slave_SAE_ID, m.size, m.path,
-    m.hop, m.hops]);
+  const fields: unknown[] = ['qkd-relay-hop', m.v, m.relay_id, m.key_IDs, m.master_SAE_ID, m.slave_SAE_ID, m.size, m.path,
+    m.hop, m.hops];
+  if (m.v !== 1) fields.push(m.max_link_epsilon ?? null);
+  const head = JSON.stringify(fields);
   return Buffer.concat([Buffer.from(head + '\0'), ct]);
 }
 
@@ -279,12 +335,7 @@ export class RelaySite extends EventEmitter {
         max_SAE_ID_count: lim.maxSaeIdCount } };
     }
     if (op === 'enc_keys') {
-      const kr = parseKeyRequest(req.method, req.body, req.query, other, remote, lim);
-      if (kr.maxEpsilon !== undefined) {
-        return { status: 400, body: { message: 'not all extension_mandatory parameters are supported',
-          details: [{ extension_mandatory_unsupported: [{ qkd_max_epsilon: kr.maxEpsilon }] }] } };
-      }
-      return this.relayKeys(caller, other, dst, kr);
+      return this.relayKeys(caller, other, dst, parseKeyRequest(req.method, req.body, req.query, other, remote, lim));
     }
     // dec_keys: the caller is the slave, `other` the master; all or nothing.
     const ids = parseKeyIds(req.method, req.body, req.query, lim.maxKeysPerRequest);
@@ -312,22 +363,36 @@ export class RelaySite extends EventEmitter {
 
   // ------------------------------------------------------------- source side
 
+  /**
+   * With a security level (qkd_max_epsilon x), a path of h hops is tried only if its link keys can
+   * meet e = linkEpsilonFor(x, h, size) > 0; every site on it draws with qkd_max_epsilon e. A link
+   * whose KMS has no key at e is skipped for this request at bounds ≤ e, not marked down.
+   */
   private async relayKeys(master: string, slave: string, dst: string, kr: KeyRequest): Promise<Res> {
     const t0 = performance.now();
     const need = kr.number + macKeys(kr.size);
     const tried: string[] = [];
+    const level = kr.maxEpsilon;
+    const boundFor = (path: string[]) => (level === undefined ? null : linkEpsilonFor(level, path.length - 1, kr.size));
+    const short = new Map<string, number>(); // link -> largest bound its link KMS could not meet (this request)
+    const meets = (path: string[]) => {
+      const e = boundFor(path);
+      if (e === null) return true;
+      return e > 0 && path.slice(1).every((s, i) => !((short.get(this.linkId(path[i], s)) ?? -1) >= e));
+    };
     for (let attempt = 0; attempt < 4; attempt++) {
-      const path = candidatePaths(this.o.topology, this.site, dst, (x, y) => this.usable(x, y, need))[0];
+      const path = candidatePaths(this.o.topology, this.site, dst, (x, y) => this.usable(x, y, need)).find(meets);
       if (!path) break;
       const relayId = randomUUID();
       const keyIds = Array.from({ length: kr.number }, () => randomUUID());
+      const e = boundFor(path);
       try {
-        const k = await this.firstHop(path, relayId, keyIds, master, slave, kr.size, kr.number);
+        const { k, epsilon } = await this.firstHop(path, relayId, keyIds, master, slave, kr.size, e);
         const ms = performance.now() - t0;
         this.lat.push(ms);
         this.m.relayedOut += kr.number;
         this.log('info', 'keys relayed', { relay_id: relayId, path, keys: kr.number, ms: Math.round(ms * 10) / 10 });
-        const prov = provenance(path, relayId);
+        const prov = provenance(path, relayId, epsilon);
         const keys = k.map((b, i) => {
           const out = { key_ID: keyIds[i], key: b.toString('base64'), key_extension: prov };
           b.fill(0);
@@ -337,35 +402,44 @@ export class RelaySite extends EventEmitter {
       } catch (err) {
         if (!(err instanceof HopFailure)) throw err;
         tried.push(`${path.join('>')}: ${err.reason}`);
-        this.markDown(err.link, err.reason);
+        if (err.belowLevel && e !== null) short.set(err.link, Math.max(e, short.get(err.link) ?? 0));
+        else this.markDown(err.link, err.reason);
       }
     }
     this.m.failedOut++;
-    return { status: 503, body: { message: `no usable path from site ${this.site} to site ${dst} now` +
-      (tried.length ? ` (tried ${tried.join('; ')})` : ' (every route lacks link key or is down)') + '; retry shortly' } };
+    const at = level === undefined ? '' : ` for keys at qkd_max_epsilon ${level} (each link key at epsilon <= ` +
+      `${level} / (hops * ${1 + macKeys(kr.size)}))`;
+    return { status: 503, body: { message: `no usable path from site ${this.site} to site ${dst} now${at}` +
+      (tried.length ? ` (tried ${tried.join('; ')})` : ' (every route lacks link key or is down)') + '; retry shortly' +
+      (level === undefined ? '' : ' or ask for a larger qkd_max_epsilon') } };
   }
 
-  /** Draws keys on the link to `peer` at our link KMS (erased there, reserved at the peer's). */
-  private async drawLinkKeys(peer: string, number: number, size: number): Promise<{ ids: string[]; keys: Buffer[] }> {
+  /**
+   * Draws keys on the link to `peer` at our link KMS (erased there, reserved at the peer's); with
+   * `maxEpsilon`, only keys at that level (qkd_max_epsilon at the link KMS).
+   */
+  private async drawLinkKeys(peer: string, number: number, size: number, maxEpsilon: number | null): Promise<LinkKeys> {
     const l = this.link(peer);
     const link = this.linkId(this.site, peer);
     let r;
     try {
       r = await this.linkClients.get(peer)!.request('POST', `/api/v1/keys/${encodeURIComponent(l.peerSae)}/enc_keys`,
-        { number, size }, this.o.requestTimeoutMs ?? 10_000);
+        { number, size, ...(maxEpsilon === null ? {} : { extension_mandatory: [{ qkd_max_epsilon: maxEpsilon }] }) },
+        this.o.requestTimeoutMs ?? 10_000);
     } catch (err) {
       this.linkState.get(peer)!.reachable = false;
       throw new HopFailure(link, `link KMS ${l.kms.id} of ${link} unreachable (${(err as Error).message})`);
     }
     if (r.status !== 200 || !Array.isArray(r.body?.keys) || r.body.keys.length !== number) {
-      throw new HopFailure(link, `link KMS of ${link} gave no keys (HTTP ${r.status}: ${r.body?.message ?? ''})`);
+      const level = maxEpsilon === null ? '' : ` at epsilon <= ${maxEpsilon}`;
+      throw new HopFailure(link, `link KMS of ${link} gave no keys${level} (HTTP ${r.status}: ${r.body?.message ?? ''})`, 503,
+        maxEpsilon !== null && r.status === 503);
     }
-    const keys = r.body.keys as { key_ID: string; key: string }[];
-    return { ids: keys.map((k) => k.key_ID), keys: keys.map((k) => Buffer.from(k.key, 'base64')) };
+    return linkKeysOf(link, r.body.keys, 503);
   }
 
   /** Takes the link keys the previous site drew (dec_keys at our link KMS: erased there). */
-  private async takeLinkKeys(peer: string, ids: string[]): Promise<Buffer[]> {
+  private async takeLinkKeys(peer: string, ids: string[]): Promise<LinkKeys> {
     const l = this.link(peer);
     const link = this.linkId(peer, this.site);
     let r;
@@ -379,30 +453,40 @@ export class RelaySite extends EventEmitter {
       throw new HopFailure(link, `link keys of ${link} not available at site ${this.site} (HTTP ${r.status}: ` +
         `${r.body?.message ?? ''})`, 409);
     }
-    return (r.body.keys as { key: string }[]).map((k) => Buffer.from(k.key, 'base64'));
+    return linkKeysOf(link, r.body.keys, 409);
   }
 
   /**
-   * Sends K (the pads of our first link) on its way: the hop message to path[1]. Resolves with K
-   * once the destination stored it; throws HopFailure naming the failed link otherwise.
+   * Sends K (the pads of our first link) on its way: the hop message to path[1], drawing link
+   * keys at ε ≤ `maxLinkEps` when not null. Resolves with K and its ε (as the destination stored
+   * it; else our bound) once the destination stored it; throws HopFailure naming the failed link.
    */
   private async firstHop(path: string[], relayId: string, keyIds: string[], master: string, slave: string, size: number,
-    n: number): Promise<Buffer[]> {
-    const drawn = await this.drawLinkKeys(path[1], n + macKeys(size), size);
+    maxLinkEps: number | null): Promise<{ k: Buffer[]; epsilon: number | undefined }> {
+    const n = keyIds.length;
+    const drawn = await this.drawLinkKeys(path[1], n + macKeys(size), size, maxLinkEps);
     const k = drawn.keys.slice(0, n);
+    let stored: Record<string, unknown>;
     try {
-      await this.send(path[1], { v: 1, relay_id: relayId, key_IDs: keyIds, master_SAE_ID: master, slave_SAE_ID: slave, size,
-        path, hop: 1, hops: [{ link: this.linkId(path[0], path[1]), link_key_IDs: drawn.ids }], ct: null }, Buffer.alloc(0),
-      drawn.keys.slice(n));
+      stored = await this.send(path[1], { v: 2, relay_id: relayId, key_IDs: keyIds, master_SAE_ID: master, slave_SAE_ID: slave,
+        size, path, hop: 1, hops: [{ link: this.linkId(path[0], path[1]), link_key_IDs: drawn.ids, link_epsilon: drawn.epsilon }],
+        max_link_epsilon: maxLinkEps, ct: null }, Buffer.alloc(0), drawn.keys.slice(n));
     } catch (err) {
       for (const b of k) b.fill(0);
       throw err;
     }
-    return k;
+    // The destination summed the ε the sites on the path labelled; it can be no worse than our bound.
+    const bound = maxLinkEps === null ? undefined : relayedEpsilon(path.slice(1).map(() => maxLinkEps), size);
+    const got = stored.qkd_epsilon;
+    const epsilon = typeof got === 'number' && got >= 0 && (bound === undefined || got <= bound) ? got : bound;
+    return { k, epsilon };
   }
 
-  /** Tags and sends a hop message to `next`; a failure comes back as HopFailure. Zeroes `macParts`. */
-  private async send(next: string, m: Omit<HopMessage, 'tag'>, ct: Buffer, macParts: Buffer[]): Promise<void> {
+  /**
+   * Tags and sends a hop message to `next`; resolves with the answer's body, a failure comes back
+   * as HopFailure. Zeroes `macParts`.
+   */
+  private async send(next: string, m: Omit<HopMessage, 'tag'>, ct: Buffer, macParts: Buffer[]): Promise<Record<string, unknown>> {
     const macKey = Buffer.concat(macParts).subarray(0, MAC_KEY_BYTES);
     const tag = oneTimeMac(macKey, authBytes(m, ct));
     for (const b of macParts) b.fill(0);
@@ -418,16 +502,18 @@ export class RelaySite extends EventEmitter {
     }
     if (r.status !== 200) {
       const failed = typeof r.body?.failed_link === 'string' ? r.body.failed_link : link;
-      throw new HopFailure(failed, `${r.body?.message ?? `site ${next} answered HTTP ${r.status}`}`);
+      throw new HopFailure(failed, `${r.body?.message ?? `site ${next} answered HTTP ${r.status}`}`, 503,
+        r.body?.below_level === true);
     }
+    return r.body && typeof r.body === 'object' ? r.body : {};
   }
 
   // ------------------------------------------------------------- hops
 
-  private refuse(status: number, message: string, failedLink?: string): Res {
+  private refuse(status: number, message: string, failedLink?: string, belowLevel = false): Res {
     this.m.hopsRefused++;
     this.log('warn', 'relay hop refused', { status, message });
-    return { status, body: { message, ...(failedLink ? { failed_link: failedLink } : {}) } };
+    return { status, body: { message, ...(failedLink ? { failed_link: failedLink } : {}), ...(belowLevel ? { below_level: true } : {}) } };
   }
 
   private async hop(req: Req): Promise<Res> {
@@ -451,7 +537,7 @@ export class RelaySite extends EventEmitter {
     const inLink = this.linkId(prev, this.site);
     let linkKeys: Buffer[];
     try {
-      linkKeys = await this.takeLinkKeys(prev, m.hops[m.hops.length - 1].link_key_IDs);
+      linkKeys = (await this.takeLinkKeys(prev, m.hops[m.hops.length - 1].link_key_IDs)).keys;
     } catch (err) {
       const f = err as HopFailure;
       return this.refuse(f.status ?? 503, f.message, inLink);
@@ -477,31 +563,35 @@ export class RelaySite extends EventEmitter {
     this.m.hopsIn++;
     try {
       if (m.hop === m.path.length - 1) {
-        await this.storeRelayed(m, k);
-        return { status: 200, body: { stored: n } };
+        const epsilon = await this.storeRelayed(m, k);
+        return { status: 200, body: { stored: n, ...(epsilon === undefined ? {} : { qkd_epsilon: epsilon }) } };
       }
       const next = m.path[m.hop + 1];
+      const v2 = m.v === 2;
       try {
-        const drawn = await this.drawLinkKeys(next, n + macKeys(m.size), m.size);
+        const drawn = await this.drawLinkKeys(next, n + macKeys(m.size), m.size, v2 ? m.max_link_epsilon ?? null : null);
         const out = Buffer.concat(k.map((x, i) => xorInto(x, drawn.keys[i])));
         for (const b of drawn.keys.slice(0, n)) b.fill(0);
-        await this.send(next, { ...unsigned, hop: m.hop + 1, hops: [...m.hops, { link: this.linkId(this.site, next),
-          link_key_IDs: drawn.ids }], ct: '' }, out, drawn.keys.slice(n));
+        const hop: HopRecord = { link: this.linkId(this.site, next), link_key_IDs: drawn.ids,
+          ...(v2 ? { link_epsilon: drawn.epsilon } : {}) };
+        const body = await this.send(next, { ...unsigned, hop: m.hop + 1, hops: [...m.hops, hop], ct: '' }, out,
+          drawn.keys.slice(n));
         this.log('info', 'relay forwarded', { relay_id: m.relay_id, from: prev, to: next });
-        return { status: 200, body: { stored: n } };
+        return { status: 200, body: { stored: n, ...(typeof body.qkd_epsilon === 'number' ? { qkd_epsilon: body.qkd_epsilon } : {}) } };
       } catch (err) {
         if (!(err instanceof HopFailure)) throw err;
-        return this.refuse(503, `site ${this.site}: ${err.reason}`, err.link);
+        return this.refuse(503, `site ${this.site}: ${err.reason}`, err.link, err.belowLevel);
       }
     } finally {
       for (const b of k) b.fill(0);
     }
   }
 
-  /** The destination: K stored durably, reserved for the SAE pair (one row per key_ID). */
-  private async storeRelayed(m: HopMessage, k: Buffer[]): Promise<void> {
+  /** The destination: K stored durably, reserved for the SAE pair (one row per key_ID); resolves with its ε if known. */
+  private async storeRelayed(m: HopMessage, k: Buffer[]): Promise<number | undefined> {
     const now = this.now();
-    const meta = JSON.stringify({ ...provenance(m.path, m.relay_id), hops: m.hops, stored_at_ms: now });
+    const epsilon = hopsEpsilon(m);
+    const meta = JSON.stringify({ ...provenance(m.path, m.relay_id, epsilon), hops: m.hops, stored_at_ms: now });
     const outs = await Promise.all(k.map((key, i) => this.store.put(m.key_IDs[i], 0, m.key_IDs[i], key, meta, now,
       now + (this.o.ttlS ?? 3600) * 1000)));
     if (outs.some((o) => o !== 'stored')) {
@@ -511,6 +601,7 @@ export class RelaySite extends EventEmitter {
     for (const id of m.key_IDs) this.store.reserve(id, [{ index: 0, digest: digestOf(this.store, id, 0)!.digest }], holder, now, true);
     this.m.stored += k.length;
     this.log('info', 'relayed keys stored', { relay_id: m.relay_id, path: m.path, keys: k.length });
+    return epsilon;
   }
 
   metrics(): RelayMetrics {
@@ -532,24 +623,57 @@ export class RelaySite extends EventEmitter {
   }
 }
 
-/** Provenance of a relayed key (ETSI 014 key_extension): never a direct QKD key. */
-export function provenance(path: string[], relayId: string): Record<string, unknown> {
+/**
+ * Provenance of a relayed key (ETSI 014 key_extension): never a direct QKD key; `qkd_epsilon`
+ * (relayedEpsilon) when the ε of every hop's link keys is known.
+ */
+export function provenance(path: string[], relayId: string, epsilon?: number): Record<string, unknown> {
   return { key_origin: path.length > 2 ? 'trusted-node-relay' : 'qkd-link-via-site-kms', direct_qkd_key: false,
-    path, trusted_nodes: path.slice(1, -1), relay_id: relayId };
+    path, trusted_nodes: path.slice(1, -1), relay_id: relayId, ...(epsilon === undefined ? {} : { qkd_epsilon: epsilon }) };
 }
 
 function provenanceOf(meta: string | null): Record<string, unknown> | undefined {
   if (!meta) return undefined;
   const p = JSON.parse(meta) as Record<string, unknown>;
   return { key_origin: p.key_origin, direct_qkd_key: false, path: p.path, trusted_nodes: p.trusted_nodes, relay_id: p.relay_id,
-    hops: p.hops };
+    ...(typeof p.qkd_epsilon === 'number' ? { qkd_epsilon: p.qkd_epsilon } : {}), hops: p.hops };
+}
+
+/**
+ * ε of a relayed key from its (authenticated) hop message: each hop at its link keys' labelled ε,
+ * or at max_link_epsilon where unlabelled (its link KMS drew under that bound); undefined if unknown.
+ */
+export function hopsEpsilon(m: Pick<HopMessage, 'v' | 'hops' | 'size' | 'max_link_epsilon'>): number | undefined {
+  if (m.v === 1) return undefined;
+  return relayedEpsilon(m.hops.map((h) => h.link_epsilon ?? m.max_link_epsilon), m.size);
+}
+
+/**
+ * Reads link keys from a link KMS's answer (keys with key_ID, key and maybe key_extension).
+ * Refuses keys labelled as anything but direct QKD key (a hybrid or ML-KEM key must never be
+ * relayed as QKD key); zeroes what it read when it refuses.
+ */
+function linkKeysOf(link: string, raw: { key_ID: string; key: string; key_extension?: unknown }[], status: number): LinkKeys {
+  const keys = raw.map((k) => Buffer.from(typeof k.key === 'string' ? k.key : '', 'base64'));
+  let epsilon: number | null = 0;
+  for (const k of raw) {
+    const x = (k.key_extension && typeof k.key_extension === 'object' ? k.key_extension : {}) as Record<string, unknown>;
+    if (x.direct_qkd_key === false || (x.provenance !== undefined && x.provenance !== 'qkd')) {
+      for (const b of keys) b.fill(0);
+      throw new HopFailure(link, `the link KMS of ${link} served keys that are not QKD key (provenance ` +
+        `${JSON.stringify(x.provenance ?? null)}); not relayed: set its hybrid policy for the site KMS to never`, status);
+    }
+    const e = x.qkd_epsilon;
+    epsilon = epsilon === null || typeof e !== 'number' || !(e >= 0) ? null : Math.max(epsilon, e);
+  }
+  return { ids: raw.map((k) => k.key_ID), keys, epsilon: raw.length ? epsilon : null };
 }
 
 /** Why a hop message is malformed for site `self`, or undefined if it is well formed. */
 export function checkHop(t: Topology, m: unknown, self: string): string | undefined {
   if (!m || typeof m !== 'object' || Array.isArray(m)) return 'not a JSON object';
   const h = m as Partial<HopMessage>;
-  if (h.v !== 1) return 'v must be 1';
+  if (h.v !== 1 && h.v !== 2) return 'v must be 1 or 2';
   if (!isUuid(h.relay_id)) return 'relay_id must be a UUID';
   if (!Array.isArray(h.path) || h.path.length < 2 || !h.path.every((s) => typeof s === 'string' && t.sites.includes(s))) {
     return 'path must list at least two sites of the topology';
@@ -573,6 +697,15 @@ export function checkHop(t: Topology, m: unknown, self: string): string | undefi
     x.link === linkName(t, h.path![i], h.path![i + 1]) && Array.isArray(x.link_key_IDs) && x.link_key_IDs.length === need &&
     x.link_key_IDs.every(isUuid))) return `hops must name each link so far with its ${need} link key_IDs`;
   if (h.hop === 1 ? h.ct !== null : typeof h.ct !== 'string') return 'ct must be null on the first hop and base64 after';
+  if (h.v === 2) {
+    const eps = (x: unknown) => typeof x === 'number' && x > 0 && x < 1;
+    if (h.max_link_epsilon !== null && !eps(h.max_link_epsilon)) return 'v2: max_link_epsilon must be null or a number in (0, 1)';
+    const max = h.max_link_epsilon ?? 1;
+    if (!h.hops.every((x) => x.link_epsilon === null || (typeof x.link_epsilon === 'number' && x.link_epsilon >= 0 &&
+      x.link_epsilon <= max))) return `v2: each hop's link_epsilon must be null or a number in [0, ${max}]`;
+  } else if (h.max_link_epsilon !== undefined || h.hops.some((x) => 'link_epsilon' in x)) {
+    return 'v1 has no max_link_epsilon or link_epsilon (they are not under its tag): send v 2';
+  }
   if (typeof h.tag !== 'string') return 'tag must be base64';
   return undefined;
 }

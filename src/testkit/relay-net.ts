@@ -23,18 +23,35 @@ export interface RelayNet {
   pki: Pki;
   /** An SAE of the network talking to its site KMS. */
   sae(site: string, sae: string): JsonClient;
-  /** Pushes `n` more chunks (32 bytes) into both KMSs of a link and waits until both stored them. */
-  fill(link: string, n: number): Promise<void>;
+  /**
+   * Pushes `n` more chunks (32 bytes) into both KMSs of a link and waits until both stored them;
+   * `provenance` is what the nodes push with them (e.g. `{epsilon: 1e-10}`: the chunks' ε).
+   */
+  fill(link: string, n: number, provenance?: Record<string, unknown>): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startRelayNet(doc: unknown, o: { keysPerLink?: number; linkDownMs?: number } = {}): Promise<RelayNet> {
+export interface RelayNetOptions {
+  /** Chunks pushed into each link at the start (default 64). */
+  keysPerLink?: number;
+  linkDownMs?: number;
+  /** Provenance of those chunks (default none: keys without ε). */
+  provenance?: Record<string, unknown>;
+  /**
+   * The link KMSs label the keys they hand the site KMSs with their ε (key_extension qkd_epsilon):
+   * hybrid policy when-short for the site KMSs' pair, the only way the reference KMS labels keys.
+   */
+  labelLinkKeys?: boolean;
+}
+
+export async function startRelayNet(doc: unknown, o: RelayNetOptions = {}): Promise<RelayNet> {
   const t = parseTopology(doc);
   const dir = mkdtempSync(join(tmpdir(), 'qkd-relaynet-'));
   const pki = makePki(join(dir, 'pki'), [...t.sites.map(siteIdentity), ...t.sites.flatMap((s) => t.saes[s])]);
   const links = new Map<string, Link>();
   // The per-SAE rate limit is policy, not the relay path: off, as in the delivery bench.
-  for (const l of t.links) links.set(l.id, await startLink({ kms: { rateLimit: { keysPerSecond: 0, burst: 0 } } }));
+  const hybrid = o.labelLinkKeys ? { 'saeA->saeB': 'when-short', 'saeB->saeA': 'when-short', default: 'never' } as const : undefined;
+  for (const l of t.links) links.set(l.id, await startLink({ kms: { rateLimit: { keysPerSecond: 0, burst: 0 }, hybrid } }));
   const ports = Object.fromEntries(await Promise.all(t.sites.map(async (s) => [s, await freePort()] as const)));
   const sites = new Map<string, RelaySite>();
   for (const s of t.sites) {
@@ -57,11 +74,11 @@ export async function startRelayNet(doc: unknown, o: { keysPerLink?: number; lin
       return new JsonClient({ url: sites.get(site)!.url, id: siteIdentity(site) },
         { tls: { ca: readFileSync(pki.caPath), cert: pki.ids[sae].cert, key: pki.ids[sae].key } });
     },
-    async fill(link, n) {
+    async fill(link, n, provenance = {}) {
       const L = links.get(link)!;
       const before = { a: L.kmsA.metrics().acked, b: L.kmsB.metrics().acked };
       const bytes = randomBytes(32 * n);
-      await Promise.all([L.nodeA.offer(bytes, {}), L.nodeB.offer(bytes, {})]);
+      await Promise.all([L.nodeA.offer(bytes, provenance), L.nodeB.offer(bytes, provenance)]);
       await until(() => L.kmsA.metrics().acked >= before.a + n && L.kmsB.metrics().acked >= before.b + n, 120_000, `keys on ${link}`);
       await Promise.all([...sites.values()].map((x) => x.pollLinks()));
     },
@@ -71,6 +88,6 @@ export async function startRelayNet(doc: unknown, o: { keysPerLink?: number; lin
       rmSync(dir, { recursive: true, force: true });
     },
   };
-  for (const l of t.links) await net.fill(l.id, o.keysPerLink ?? 64);
+  for (const l of t.links) await net.fill(l.id, o.keysPerLink ?? 64, o.provenance);
   return net;
 }

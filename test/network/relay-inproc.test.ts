@@ -3,6 +3,8 @@
 // paths taken, routing around a failed link, tampering and replay refused, once-only delivery.
 // The process tests (line.test.ts, triangle.test.ts) cover the same with emulated QKD links.
 import t, { type Test } from 'tap';
+import { authBytes, checkHop, linkEpsilonFor, MAC_FORGERY_PER_HOP, macKeys, relayedEpsilon } from '../../src/network/relay.ts';
+import { parseTopology } from '../../src/network/topology.ts';
 import { startRelayNet } from '../../src/testkit/relay-net.ts';
 
 t.setTimeout(240_000);
@@ -108,4 +110,127 @@ t.test('a tampered hop fails its MAC; a replayed hop is refused; nothing is stor
   const siteC = (net.sites.get('C')! as unknown as { peerClients: Map<string, typeof peer> }).peerClients.get('B')!;
   const wrongSender = await siteC.request('POST', '/api/v1/relay/hop', { ...(sent[0] as object), relay_id: '21111111-2222-4333-8444-555555555555' });
   t.equal(wrongSender.status, 403, 'hop from a site that is not the previous one on the path');
+});
+
+// ------------------------------------------------------------- security level (qkd_max_epsilon)
+
+const LINE = { sites: ['A', 'B', 'C'], links: [['A', 'B'], ['B', 'C']] };
+const keyIds = (keys: { key_ID: string }[]) => ({ key_IDs: keys.map((k) => ({ key_ID: k.key_ID })) });
+
+t.test('the ε split: a relayed key at the link bound never exceeds the level asked for', async (t) => {
+  for (let i = 0; i < 2000; i++) {
+    const x = 10 ** -(1 + Math.random() * 24); // down to 1e-25, far above the MAC forgery terms (≤ 8 · 2^-100)
+    const hops = 1 + Math.floor(Math.random() * 8);
+    const size = 8 * (8 + Math.floor(Math.random() * 505));
+    const e = linkEpsilonFor(x, hops, size);
+    const got = relayedEpsilon(Array(hops).fill(e), size)!;
+    if (!(e > 0 && got <= x && got > x * 0.999999)) {
+      t.fail(`x ${x}, ${hops} hops, ${size} bits: link bound ${e} gives ${got}`);
+      return;
+    }
+  }
+  t.equal(macKeys(256), 1);
+  t.equal(relayedEpsilon([1e-10, 2e-10], 256), 2 * 1e-10 + 2 * 2e-10 + 2 * MAC_FORGERY_PER_HOP, 'pad + MAC key per hop, plus forgery');
+  t.equal(relayedEpsilon([1e-10, null], 256), undefined, 'a hop of unknown ε: unknown');
+  t.ok(linkEpsilonFor(1e-31, 1, 256) <= 0, 'below the MAC forgery bound no link key can do');
+});
+
+t.test('level asked for, labelled link keys: served at ε ≤ x at A and at C; a level no link meets: 503, no link key used; ' +
+  'a tampered bound fails the MAC', async (t) => {
+  const net = await startRelayNet(LINE, { linkDownMs: 60_000, provenance: { epsilon: 1e-10 }, labelLinkKeys: true });
+  const [a, c] = [net.sae('A', 'saeA'), net.sae('C', 'saeC')];
+  t.teardown(async () => {
+    a.close();
+    c.close();
+    await net.close();
+  });
+  const level = (x: number) => ({ extension_mandatory: [{ qkd_max_epsilon: x }] });
+  const sum = relayedEpsilon([1e-10, 1e-10], 256)!; // 2 hops × (pad + 1 MAC key) at 1e-10
+  const enc = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { number: 2, ...level(1e-9) });
+  t.equal(enc.status, 200, enc.body?.message ?? 'served');
+  const ext = enc.body.keys[0].key_extension;
+  t.equal(ext.qkd_epsilon, sum, `labelled with the sum of the link keys' ε (${sum})`);
+  t.ok(ext.qkd_epsilon <= 1e-9, 'within the level asked for');
+  t.equal(ext.direct_qkd_key, false, 'still never a direct QKD key');
+  const dec = await c.request('POST', '/api/v1/keys/saeA/dec_keys', keyIds(enc.body.keys));
+  t.equal(dec.status, 200);
+  t.same(dec.body.keys.map((k: { key: string }) => k.key), enc.body.keys.map((k: { key: string }) => k.key), 'same keys at C');
+  t.equal(dec.body.keys[0].key_extension.qkd_epsilon, sum, 'the same ε at C');
+  t.same(dec.body.keys[0].key_extension.hops.map((h: { link_epsilon: number }) => h.link_epsilon), [1e-10, 1e-10],
+    'each hop names its link keys\' ε');
+
+  const noLevel = await a.request('POST', '/api/v1/keys/saeC/enc_keys', {});
+  t.equal(noLevel.status, 200);
+  t.equal(noLevel.body.keys[0].key_extension.qkd_epsilon, sum, 'no level asked: still labelled with the known sum');
+
+  // 2e-10 over 2 hops needs link keys at 5e-11: none.
+  const used = () => [...net.links.values()].map((L) => [L.kmsA.metrics().delivered, L.kmsB.metrics().delivered]);
+  const before = used();
+  const low = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { number: 1, ...level(2e-10) });
+  t.equal(low.status, 503, 'no link key at the level: 503');
+  t.match(low.body.message, /qkd_max_epsilon 2e-10/, `names the level (${low.body.message})`);
+  t.match(low.body.message, /at epsilon <= 4\.99\d*e-11/, 'and the link keys\' bound');
+  t.same(used(), before, 'no link key was handed out');
+  t.equal((await a.request('POST', '/api/v1/keys/saeC/enc_keys', {})).status, 200, 'A-B not marked down by a level shortage');
+
+  // A tamperer between A and B raises the bound in the hop message: B's MAC check fails.
+  const alarms: { code: string }[] = [];
+  net.sites.get('B')!.on('alarm', (x) => alarms.push(x));
+  type HopFn = (r: { body: any; clientId: string | null }) => Promise<{ status: number; body: any }>;
+  const s = net.sites.get('B')! as unknown as { hop: HopFn };
+  const orig = s.hop.bind(s);
+  s.hop = (r) => {
+    r.body.max_link_epsilon = 0.5;
+    return orig(r);
+  };
+  const bad = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { number: 1, ...level(1e-9) });
+  t.equal(bad.status, 503, 'no key at A');
+  t.match(bad.body.message, /failed authentication on link A-B/);
+  t.match(alarms, [{ code: 'RELAY_HOP_AUTH' }], 'security alarm at B');
+});
+
+t.test('unlabelled link keys: the level picks a longer path whose links meet it; labelled with the bound', async (t) => {
+  const net = await startRelayNet(TRIANGLE, { linkDownMs: 60_000, keysPerLink: 8, provenance: { epsilon: 1e-10 } });
+  const [a, c] = [net.sae('A', 'saeA'), net.sae('C', 'saeC')];
+  t.teardown(async () => {
+    a.close();
+    c.close();
+    await net.close();
+  });
+  // A-C's keys are weaker: all of its 8 keys at 1e-10 are used up first, then 3e-10 ones pushed.
+  const drain = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { number: 7 });
+  t.same(drain.body.keys[0].key_extension.path, ['A', 'C']);
+  t.notOk('qkd_epsilon' in drain.body.keys[0].key_extension, 'no level, unlabelled link keys: no ε claimed');
+  await net.fill('A-C', 16, { epsilon: 3e-10 });
+  const x = 4.5e-10; // direct: link keys at 2.25e-10 (A-C has none); through B: 1.125e-10 (A-B, B-C have)
+  const enc = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { extension_mandatory: [{ qkd_max_epsilon: x }] });
+  t.equal(enc.status, 200, enc.body?.message ?? 'served');
+  t.same(enc.body.keys[0].key_extension.path, ['A', 'B', 'C'], 'routed through B');
+  const bound = relayedEpsilon([linkEpsilonFor(x, 2, 256), linkEpsilonFor(x, 2, 256)], 256)!;
+  t.equal(enc.body.keys[0].key_extension.qkd_epsilon, bound, `labelled with the guaranteed bound ${bound}`);
+  t.ok(bound <= x);
+  const dec = await c.request('POST', '/api/v1/keys/saeA/dec_keys', keyIds(enc.body.keys));
+  t.equal(dec.body.keys[0].key_extension.qkd_epsilon, bound, 'the same at C');
+  const direct = await a.request('POST', '/api/v1/keys/saeC/enc_keys', {});
+  t.same(direct.body.keys[0].key_extension.path, ['A', 'C'], 'A-C was not marked down by the level shortage');
+});
+
+t.test('hop message v2: the bound and each hop\'s ε must be there and well typed', async (t) => {
+  const tri = parseTopology(TRIANGLE);
+  const id = '11111111-2222-4333-8444-555555555555';
+  const v2 = { v: 2, relay_id: id, key_IDs: [id], master_SAE_ID: 'saeA', slave_SAE_ID: 'saeC', size: 256, path: ['A', 'B', 'C'],
+    hop: 1, hops: [{ link: 'A-B', link_key_IDs: [id, id], link_epsilon: 1e-10 }], max_link_epsilon: 2e-10, ct: null, tag: '' };
+  t.equal(checkHop(tri, v2, 'B'), undefined, 'well formed');
+  t.equal(checkHop(tri, { ...v2, max_link_epsilon: null, hops: [{ ...v2.hops[0], link_epsilon: null }] }, 'B'), undefined,
+    'no level, unlabelled');
+  t.match(checkHop(tri, { ...v2, max_link_epsilon: undefined }, 'B'), /max_link_epsilon must be null or a number/);
+  t.match(checkHop(tri, { ...v2, max_link_epsilon: '1e-9' }, 'B'), /max_link_epsilon/);
+  t.match(checkHop(tri, { ...v2, hops: [{ link: 'A-B', link_key_IDs: [id, id] }] }, 'B'), /link_epsilon must be null or/);
+  t.match(checkHop(tri, { ...v2, hops: [{ ...v2.hops[0], link_epsilon: 3e-10 }] }, 'B'), /\[0, 2e-10\]/, 'above the bound');
+  t.match(checkHop(tri, { ...v2, v: 1 }, 'B'), /v1 has no max_link_epsilon/, 'v1 cannot carry unauthenticated fields');
+  const { tag: _tag, ...m } = v2;
+  const base = authBytes(m as never, Buffer.alloc(0));
+  t.notSame(authBytes({ ...m, max_link_epsilon: 3e-10 } as never, Buffer.alloc(0)), base, 'the bound is under the tag');
+  t.notSame(authBytes({ ...m, hops: [{ ...m.hops[0], link_epsilon: 2e-11 }] } as never, Buffer.alloc(0)), base,
+    'each hop\'s ε is under the tag');
 });
