@@ -55,7 +55,11 @@ t.test('external KMSs: started after the run, they open the stream, receive the 
   const { code, stdout } = await run.done;
   t.equal(code, 0, 'clean exit on SIGINT');
   const s = JSON.parse(stdout);
-  t.ok(s.keysDelivered.alice >= 2 && s.keysDelivered.alice === s.keysDelivered.bob, `keys delivered ${JSON.stringify(s.keysDelivered)}`);
+  t.ok(s.keysDelivered.alice >= 2, `keys delivered ${JSON.stringify(s.keysDelivered)}`);
+  // Both nodes produced the same keys: each delivered them or still holds them sealed in its spool
+  // (a node drains its spool for at most 10 s at stop; on a loaded host one side may not finish).
+  const held = (d: { acked: number; spoolDepth: number }) => d.acked + d.spoolDepth;
+  t.equal(held(s.delivery.alice), held(s.delivery.bob), `delivered + spooled: alice ${s.delivery.alice.acked} + ${s.delivery.alice.spoolDepth}, bob ${s.delivery.bob.acked} + ${s.delivery.bob.spoolDepth}`);
   for (const k of kmss) k.p.kill('SIGTERM');
   await Promise.all(kmss.map((k) => k.done));
 });
