@@ -102,8 +102,11 @@ const warmFinalizer = new FinalizationRegistry<number>((id) => native().ldpcWarm
 export class WarmStore {
   readonly id: number;
   private open = true;
-  constructor() {
-    this.id = native().ldpcWarmOpen();
+  /** `maxBytes`: most state kept (default 256 MiB ≈ 160 failing 2^18 frames); frames beyond it
+   *  retry cold (the same disclosures, only more rounds). */
+  constructor(maxBytes = 256 * 2 ** 20) {
+    if (!(maxBytes >= 0)) throw new QkdError('LDPC_BAD_PARAMS', `WarmStore maxBytes must be >= 0, got ${maxBytes}`);
+    this.id = native().ldpcWarmOpen(maxBytes);
     warmFinalizer.register(this, this.id, this);
   }
   /** Frames with a state, and the bytes held (one per edge of the mother code each). */

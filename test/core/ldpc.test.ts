@@ -187,6 +187,11 @@ t.test('warm-started blind retries: same disclosures, every frame reconciled, st
   store.close();
   store.close();
   t.same(store.size(), { frames: 0, bytes: 0 }, 'closed: nothing held');
+  // A store with 1 byte of room keeps no state; its frames decode as before (cold retries).
+  const small = new WarmStore(1);
+  await decodeBatch(bob, syn, q, b.params, { warm: { store: small, frameIds: alice.map((_, i) => i) } });
+  t.same(small.size(), { frames: 0, bytes: 0 }, 'maxBytes bounds what is kept');
+  small.close();
   await t.rejects(decodeBatch(bob, syn, q, b.params, { warm: { store, frameIds: [1] } }), { code: 'LDPC_BAD_LENGTH' });
   await t.rejects(decodeBatch(bob.slice(0, 1), syn.slice(0, 1), q, b.params, { warm: { store, frameIds: [0] } }), { code: 'LDPC_BAD_PARAMS', message: /not open/ });
 });

@@ -194,7 +194,18 @@ pub struct DecodeBatchTask {
 /// Warm-start stores (`ldpcWarmOpen`): per store, the decoder state of each frame (by the
 /// caller's frame id) that failed its last decode. Held here, not in JS: the state is derived
 /// from Bob's key (zeroised when dropped, never copied out).
-type WarmMap = std::collections::HashMap<u32, l::WarmState>;
+#[derive(Default)]
+struct WarmMap {
+    states: std::collections::HashMap<u32, l::WarmState>,
+    /// Most bytes of state kept; a state that does not fit is dropped (its frame retries cold).
+    max_bytes: usize,
+}
+
+impl WarmMap {
+    fn bytes(&self) -> usize {
+        self.states.values().map(|s| s.bytes()).sum()
+    }
+}
 static WARM: std::sync::Mutex<Option<std::collections::HashMap<u32, WarmMap>>> = std::sync::Mutex::new(None);
 static WARM_NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
@@ -202,11 +213,14 @@ fn warm_stores() -> std::sync::MutexGuard<'static, Option<std::collections::Hash
     WARM.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Opens a warm-start store for one block's blind retries; returns its id.
+/// Opens a warm-start store for one block's blind retries; returns its id. It keeps at most
+/// `maxBytes` of state (one byte per edge per failing frame, ≈ 1.6 MB at 2^18); frames beyond
+/// that retry cold (same disclosures, only slower to converge).
 #[napi]
-pub fn ldpc_warm_open() -> u32 {
+pub fn ldpc_warm_open(max_bytes: f64) -> u32 {
     let id = WARM_NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    warm_stores().get_or_insert_with(Default::default).insert(id, WarmMap::new());
+    let max_bytes = if max_bytes.is_finite() && max_bytes > 0.0 { max_bytes as usize } else { 0 };
+    warm_stores().get_or_insert_with(Default::default).insert(id, WarmMap { states: Default::default(), max_bytes });
     id
 }
 
@@ -223,7 +237,7 @@ pub fn ldpc_warm_close(id: u32) {
 pub fn ldpc_warm_size(id: u32) -> Vec<u32> {
     let g = warm_stores();
     let m = g.as_ref().and_then(|m| m.get(&id));
-    vec![m.map_or(0, |m| m.len() as u32), m.map_or(0, |m| m.values().map(|s| s.bytes()).sum::<usize>() as u32)]
+    vec![m.map_or(0, |m| m.states.len() as u32), m.map_or(0, |m| m.bytes() as u32)]
 }
 
 pub struct DecodeOut {
@@ -298,15 +312,19 @@ impl DecodeBatchTask {
                         let Some(m) = g.as_mut().and_then(|m| m.get_mut(store)) else {
                             return Err(coded("LDPC_BAD_PARAMS", format!("warm-start store {store} is not open (closed already?); open one with ldpcWarmOpen")));
                         };
-                        ids.iter().map(|id| m.remove(id)).collect()
+                        ids.iter().map(|id| m.states.remove(id)).collect()
                     };
                     let res = l::decode_batch_warm(&fp, self.qber, &frames, self.revealed_count as usize, opts, &mut states);
                     let mut g = warm_stores();
                     // A store closed while this batch ran: its states are dropped here.
                     if let Some(m) = g.as_mut().and_then(|m| m.get_mut(store)) {
+                        let mut held = m.bytes();
                         for (id, st) in ids.iter().zip(states) {
                             if let Some(st) = st {
-                                m.insert(*id, st);
+                                if held + st.bytes() <= m.max_bytes {
+                                    held += st.bytes();
+                                    m.states.insert(*id, st);
+                                }
                             }
                         }
                     }
