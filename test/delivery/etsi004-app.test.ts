@@ -208,6 +208,14 @@ t.test('without linkKeyRateBps, admission shares the measured inflow', async (t)
     `counter-proposal ${r.body.qos.min_bps} bit/s: the measured inflow (20 chunks of 256 bits)`);
 });
 
+t.test('no QKD link stream open yet: status 4', async (t) => {
+  const { A, B } = await link(t, { noStream: true });
+  for (const [who, c] of [['Alice', A], ['Bob', B]] as const) {
+    const r = await c.req('POST', OPEN, { source: 'saeA', destination: 'saeB' });
+    t.match([r.status, r.body.status, r.body.message], [503, 4, /no QKD link stream is open/], `at ${who}'s KMS`);
+  }
+});
+
 t.test('short of key: status 2 at once, status 6 after the timeout; a waiting GET_KEY gets key that arrives', async (t) => {
   const { L, A, B } = await link(t);
   const now = await pair(t, A, B, { timeout: 0 });
