@@ -213,6 +213,18 @@ t.test('unlabelled link keys: the level picks a longer path whose links meet it;
   t.equal(dec.body.keys[0].key_extension.qkd_epsilon, bound, 'the same at C');
   const direct = await a.request('POST', '/api/v1/keys/saeC/enc_keys', {});
   t.same(direct.body.keys[0].key_extension.path, ['A', 'C'], 'A-C was not marked down by the level shortage');
+
+  // B-C's keys at 1e-10 used up, 3e-10 ones pushed: through B the level now fails at B (A-B's keys are spent).
+  const bc = net.links.get('B-C')!;
+  const linkSae = bc.sae('saeA', bc.kmsA);
+  const left = (await linkSae.req('GET', '/api/v1/keys/saeB/status')).body.stored_key_count;
+  t.equal((await linkSae.req('POST', '/api/v1/keys/saeB/enc_keys', { number: left })).status, 200, `${left} B-C keys used up`);
+  await net.fill('B-C', 16, { epsilon: 3e-10 });
+  const fail = await a.request('POST', '/api/v1/keys/saeC/enc_keys', { extension_mandatory: [{ qkd_max_epsilon: x }] });
+  t.equal(fail.status, 503, 'no path meets the level');
+  t.match(fail.body.message, /site B: link KMS of B-C gave no keys at epsilon <= 1\.12\d*e-10/, 'B names its short link');
+  const down = (net.sites.get('A')! as unknown as { down: Map<string, unknown> }).down;
+  t.notOk(down.has('B-C') || down.has('A-C'), 'neither short link is marked down at A');
 });
 
 t.test('hop message v2: the bound and each hop\'s ε must be there and well typed', async (t) => {
