@@ -136,7 +136,7 @@ t.test('the ε split: a relayed key at the link bound never exceeds the level as
 });
 
 t.test('level asked for, labelled link keys: served at ε ≤ x at A and at C; a level no link meets: 503, no link key used; ' +
-  'a tampered bound fails the MAC', async (t) => {
+  'ML-KEM link keys are not relayed; a tampered bound fails the MAC', async (t) => {
   const net = await startRelayNet(LINE, { linkDownMs: 60_000, provenance: { epsilon: 1e-10 }, labelLinkKeys: true });
   const [a, c] = [net.sae('A', 'saeA'), net.sae('C', 'saeC')];
   t.teardown(async () => {
@@ -172,6 +172,18 @@ t.test('level asked for, labelled link keys: served at ε ≤ x at A and at C; a
   t.match(low.body.message, /at epsilon <= 4\.99\d*e-11/, 'and the link keys\' bound');
   t.same(used(), before, 'no link key was handed out');
   t.equal((await a.request('POST', '/api/v1/keys/saeC/enc_keys', {})).status, 200, 'A-B not marked down by a level shortage');
+
+  // B-C runs dry; its link KMS's when-short policy then serves ML-KEM keys: B refuses to relay them.
+  const bc = net.links.get('B-C')!;
+  const linkSae = bc.sae('saeA', bc.kmsA);
+  const left = (await linkSae.req('GET', '/api/v1/keys/saeB/status')).body.stored_key_count;
+  t.equal((await linkSae.req('POST', '/api/v1/keys/saeB/enc_keys', { number: left })).status, 200, `${left} B-C keys used up`);
+  const mlkem = await a.request('POST', '/api/v1/keys/saeC/enc_keys', {});
+  t.equal(mlkem.status, 503, 'no key at A');
+  t.match(mlkem.body.message, /site B: the link KMS of B-C served keys that are not QKD key \(provenance "ml-kem-768"\)/,
+    'B names the non-QKD link keys');
+  await net.fill('B-C', 8, { epsilon: 1e-10 });
+  (net.sites.get('A')! as unknown as { down: Map<string, unknown> }).down.clear(); // B-C was marked down for 60 s
 
   // A tamperer between A and B raises the bound in the hop message: B's MAC check fails.
   const alarms: { code: string }[] = [];
