@@ -919,7 +919,8 @@ export class Kms extends EventEmitter {
       } catch {
         continue;
       }
-      n += overlap(mine, theirs);
+      // Less what ETSI 004 streams' min_bps reservations are owed (known to the source-side KMS).
+      n += Math.max(0, overlap(mine, theirs) - this.apps.owedChunks(s.keyStreamId));
     }
     return n;
   }

@@ -282,6 +282,7 @@ t.test('ETSI 014 leaves alone the key a stream\'s min_bps reservation still lack
   t.equal((await A.req('POST', GET, { key_stream_ID: id })).body.status, 0, 'a key from the reservation: it lacks one chunk now');
   t.equal(L.kmsA.metrics().qkd004.owedChunks, 1);
   const sae014 = L.sae('saeA', L.kmsA);
+  t.equal((await sae014.req('GET', '/api/v1/keys/saeB/status')).body.stored_key_count, 1, '014 status counts what 014 may take');
   t.equal((await sae014.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 })).status, 503, '014 at Alice\'s KMS: 2 held, 1 owed');
   t.equal((await sae014.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 1 })).status, 200, 'the one not owed');
   const fromB = await L.sae('saeB', L.kmsB).req('POST', '/api/v1/keys/saeA/enc_keys', { number: 1 });
