@@ -45,6 +45,23 @@ if (!hasSocat()) {
     t.equal(await drv.get("threshold"), 50, 'line healthy afterwards');
   });
 
+  t.test('a request whose write outlasts its timeout fails with the timeout (no unhandled rejection, line usable)', async (t) => {
+    // Nobody reads the other end: the pty and socat buffers fill and the 8 MiB write cannot
+    // finish. The reply's timeout must end the request anyway; before, it rejected while the
+    // write was still awaited, and the unhandled rejection killed the process.
+    const pair = await startPtyPair(dir.path, 'stuck');
+    const profile = loadProfile('emulab-ps1');
+    const tr = new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings });
+    t.teardown(async () => {
+      await tr.close();
+      await pair.kill();
+    });
+    await tr.open();
+    const t0 = Date.now();
+    await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(8 << 20), 300), TimeoutError, 'the request times out');
+    t.ok(Date.now() - t0 < 10_000, `it ended after ${Date.now() - t0} ms, not when the write would finish`);
+  });
+
   t.test('photon source over a pty: conformance', async (t) => {
     const pair = await startPtyPair(dir.path, 'src');
     const att = await attachInstrumentToTty(new EmulatedPhotonSource(lab), pair.b);

@@ -50,15 +50,28 @@ export abstract class ScpiDevice extends DeviceBase {
     await this.transport.close();
   }
 
+  /**
+   * Asks the identity, three times at most: a device still sending the tail of a long reply to a
+   * process that died (a read-back block) answers late or with a stray line first. A timeout
+   * makes the transport wait out and drop stray replies before the next query. A wrong device
+   * fails all three the same way.
+   */
   protected async connectIdentity(): Promise<DeviceIdentity> {
     const idn = this.spec.identity!;
-    const reply = await this.transport.query(idn.query);
-    const m = new RegExp(idn.pattern).exec(reply);
-    if (!m?.groups) {
-      throw new ProtocolError('BAD_IDENTITY', `${this.where}: identity reply to '${idn.query}' does not match the profile's pattern (got ${JSON.stringify(reply.slice(0, 80))}). Is this the right device and profile?`);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const reply = await this.transport.query(idn.query);
+        const m = new RegExp(idn.pattern).exec(reply);
+        if (!m?.groups) {
+          throw new ProtocolError('BAD_IDENTITY', `${this.where}: identity reply to '${idn.query}' does not match the profile's pattern (got ${JSON.stringify(reply.slice(0, 80))}). Is this the right device and profile?`);
+        }
+        const g = m.groups;
+        return { vendor: g.vendor, model: g.model, serial: g.serial, firmware: g.firmware };
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (attempt >= 3 || (code !== 'NO_REPLY' && code !== 'BAD_IDENTITY')) throw err;
+      }
     }
-    const g = m.groups;
-    return { vendor: g.vendor, model: g.model, serial: g.serial, firmware: g.firmware };
   }
 
   private fill(template: string, ref: ParamRef, value?: string): string {

@@ -276,11 +276,15 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
         }, timeoutMs);
         this.pending = { command: shown, expect, resolve, reject, timer };
       });
-      try {
-        await this.sendBytes(port, bytes, shown);
-      } catch (err) {
-        this.failPending(err as Error);
-      }
+      // The write itself can outlast the reply timeout (a loaded host, a peer that stopped
+      // reading): the timeout then ends the request, written or not. Before, the reply rejected
+      // while nobody awaited it yet, and the unhandled rejection killed the process (seen: Alice's
+      // node crash-looping under load).
+      const mine = this.pending;
+      const sent = this.sendBytes(port, bytes, shown).catch((err: unknown) => {
+        if (this.pending === mine) this.failPending(err as Error);
+      });
+      await Promise.race([sent, reply.catch(() => undefined)]);
       return reply;
     });
   }
