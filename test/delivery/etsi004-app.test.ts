@@ -237,6 +237,23 @@ t.test('short of key: status 2 at once, status 6 after the timeout; a waiting GE
   t.same(key(await B.req('POST', GET, { key_stream_ID: patient })), bytes);
 });
 
+t.test('max_bps bounds what one application draws; within the timeout it waits instead', async (t) => {
+  const { L, A, B } = await link(t);
+  await fill(L, 20); // the first stream's first GET_KEY assigns 8 chunks ahead
+  // 1024 bit/s = 4 keys of 32 bytes per second, burst one second.
+  const now = await pair(t, A, B, { max_bps: 1024, timeout: 0 });
+  for (let i = 0; i < 4; i++) t.equal((await A.req('POST', GET, { key_stream_ID: now })).body.status, 0, `burst key ${i}`);
+  const over = await A.req('POST', GET, { key_stream_ID: now });
+  t.match([over.status, over.body.status, over.body.message], [503, 2, /would exceed the stream's max_bps 1024/]);
+  t.equal((await B.req('POST', GET, { key_stream_ID: now, index: 0 })).body.status, 0, 'each side has its own allowance');
+  const wait = await pair(t, A, B, { max_bps: 1024, timeout: 2000 });
+  const t0 = Date.now();
+  for (let i = 0; i < 4; i++) await A.req('POST', GET, { key_stream_ID: wait });
+  t.equal((await A.req('POST', GET, { key_stream_ID: wait })).body.status, 0, 'the fifth waits for the allowance');
+  // A full bucket of 4 keys, then 4 keys/s: the fifth no sooner than a quarter second after the first.
+  t.ok(Date.now() - t0 >= 245, `5 keys took ${Date.now() - t0} ms, at least 250 ms at max_bps`);
+});
+
 t.test('priority: when key is short, the higher priority is served first', async (t) => {
   const { L, A, B } = await link(t);
   const low = await pair(t, A, B, { priority: 1, timeout: 8000 });
