@@ -24,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
 import { aliceSift, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
 import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
-import { binaryEntropy, blindRetrySettings, chooseBlind, decodeBatch, describeCode, encodeBatch, joinBits, reveal, WarmStore, type LdpcParams } from '../core/ldpc.ts';
+import { binaryEntropy, blindRetrySettings, chooseBlind, decodeBatch, describeCode, encodeBatch, joinBits, reveal, WARM_STALL, WarmStore, type LdpcParams } from '../core/ldpc.ts';
 import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
 import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
@@ -471,10 +471,11 @@ export class BobPostProcessor {
     secret.push(...frames);
     const syndromes = Array.from({ length: nFrames }, (_, i) => synAll.subarray(i * sb, (i + 1) * sb));
     const leak = new Array<number>(nFrames).fill(choice.leakBits);
-    // Retries resume each failing frame's decode where it stopped (docs/ldpc.md, warm start);
-    // Bob's side only: what is disclosed, and its count, do not depend on it.
+    // Retries resume each failing frame's decode where it stopped, and a stalled decode stops
+    // early (docs/ldpc.md, warm start); Bob's side only: what is disclosed, and its count, do not
+    // depend on it.
     const warm = new WarmStore();
-    const warmOf = (ids: number[]) => ({ warm: { store: warm, frameIds: ids } });
+    const warmOf = (ids: number[]) => ({ warm: { store: warm, frameIds: ids }, stall: WARM_STALL });
     let results = await decodeBatch(frames, syndromes, q, params, warmOf(frames.map((_, i) => i)));
     secret.push(...results.map((r) => r.corrected), ...results.map((r) => r.fillGuess));
     // Blind retries: reveal more bits of the frames that did not converge.

@@ -6,7 +6,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import {
   binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decode, decodeBatch, decoderKernel, describeCode, encode, encodeBatch, joinBits, prepareCodes, provenance,
-  reveal, shippedTable, WarmStore,
+  reveal, shippedTable, WARM_STALL, WarmStore,
 } from '../../src/core/ldpc.ts';
 import { QkdError } from '../../src/errors.ts';
 import { bsc, bytesEqual, randomBits, seededRandom } from '../../src/testkit/ldpc.ts';
@@ -149,8 +149,8 @@ t.test('warm-started blind retries: same disclosures, every frame reconciled, st
   const enc = await encodeBatch(alice, b.params);
   const bob = alice.map((a) => bsc(rand, a, b.keyBits, q).out);
   const syn = enc.map((e) => e.syndrome);
-  const run = async (store?: WarmStore) => {
-    const warm = (ids: number[]) => (store ? { warm: { store, frameIds: ids } } : {});
+  const run = async (store?: WarmStore, stall?: typeof WARM_STALL) => {
+    const warm = (ids: number[]) => ({ stall, ...(store ? { warm: { store, frameIds: ids } } : {}) });
     const all = alice.map((_, i) => i);
     let res = await decodeBatch(bob, syn, q, b.params, warm(all));
     const revealed: Uint8Array[] = alice.map(() => new Uint8Array(0));
@@ -184,6 +184,13 @@ t.test('warm-started blind retries: same disclosures, every frame reconciled, st
     leakCold += cold.res[i].leakBits;
   }
   t.ok(leakWarm <= leakCold + 2 * b.stepBits, `warm leak ${leakWarm} vs cold ${leakCold} bits`);
+  // The node's setting: warm start with the stall rule.
+  const store2 = new WarmStore();
+  const stalled = await run(store2, WARM_STALL);
+  store2.close();
+  t.ok(stalled.res.every((r, i) => r.converged && bytesEqual(r.corrected, alice[i])), 'warm + stall reconciles every frame');
+  const leakStall = stalled.res.reduce((a, r) => a + r.leakBits, 0);
+  t.ok(leakStall <= leakCold + 2 * b.stepBits, `warm + stall leak ${leakStall} vs cold ${leakCold} bits`);
   store.close();
   store.close();
   t.same(store.size(), { frames: 0, bytes: 0 }, 'closed: nothing held');
