@@ -70,7 +70,8 @@ const peerVariants: Record<string, string[]> = {
   'ms-serial': ['minimum_sum', 'serial', '0.8125'],
 };
 
-const mbits = (bits: number, s: number): number => +(bits / s / 1e6).toFixed(3);
+/** Mbit/s to 4 significant digits (the peer's figures are ~0.005-0.05). */
+const mbits = (bits: number, s: number): number => +(bits / s / 1e6).toPrecision(4);
 
 export async function run(): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
@@ -152,11 +153,11 @@ export async function run(): Promise<BenchResult[]> {
         const p = {
           ...params, variant,
           peer: `${peer.peer} ${peer.bpMethod} (scaling ${peer.msScaling}) ${peer.schedule}, one thread, frame by frame`, peerEdges: meta.edges,
-          peerWallS: +peer.wallS.toFixed(3), peerProcessWallS: +processWall.toFixed(3), peerMbitPerCpuSecond: mbits(bits, peer.cpuS),
+          peerWallS: +peer.wallS.toFixed(3), peerCpuS: +peer.cpuS.toFixed(3), peerProcessWallS: +processWall.toFixed(3), peerMbitPerCpuSecond: mbits(bits, peer.cpuS),
           peerFer, peerFrameErrors: peerFails, peerSyndromeOk: peer.syndromeSatisfied.filter(Boolean).length,
           peerMeanIterations: +(peer.iterations.reduce((s, x) => s + x, 0) / nf).toFixed(2),
-          ratioWall: +(ourMbits / peerMbits).toFixed(2),
-          ratioCpu: +(mbits(bits, ourCpu) / mbits(bits, peer.cpuS)).toFixed(2),
+          ratioWall: +(peer.wallS / ourWall).toPrecision(4),
+          ratioCpu: +(peer.cpuS / ourCpu).toPrecision(4),
         };
         results.push({
           name: `${tag}.${variant}.mbits`, value: ourMbits,
