@@ -6,7 +6,7 @@
  * wire protocol exactly as from a real instrument.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.ts';
 
@@ -38,9 +38,16 @@ export async function startSourceLine(dir: string, timeoutMs = 5000): Promise<So
     }
     await new Promise((r) => setTimeout(r, 10));
   }
+  // The line outlives the processes on its ends, as a cable outlives a restarted host: when the
+  // last process holding a pty's slave end dies (Alice's node killed in the middle of a read-back),
+  // socat reads EIO on that side and exits, taking both ends away, and the restarted node finds
+  // no line (seen: Alice's node crash-looping on '*IDN?' after kill -9). So this process holds
+  // both slave ends open; it never reads them, the node or lab on each end does.
+  const held = [alice, lab].map((p) => openSync(p, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK));
   return {
     alice, lab, proc,
     async close() {
+      for (const fd of held.splice(0)) closeSync(fd);
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       const done = new Promise((r) => proc.once('exit', r));
       proc.kill('SIGTERM');
