@@ -120,3 +120,16 @@ export function decodeQutagReference(data: Uint8Array, unitPs = 1, windowPs = 1_
   ev.sort((a, b) => (a.t < b.t ? -1 : a.t > b.t ? 1 : 0));
   return { timePs: ev.map((e) => e.t), channel: ev.map((e) => e.c), illegal, late };
 }
+
+/** A PTU header tag's value, read independently of the native parser (40 bytes after its NUL-terminated name). */
+export function ptuHeaderNumber(bytes: Buffer, name: string, float = false): number {
+  const at = bytes.indexOf(Buffer.from(name + '\0', 'latin1'));
+  return float ? bytes.readDoubleLE(at + 40) : Number(bytes.readBigInt64LE(at + 40));
+}
+
+/** A whole PTU file through the reference decoder, its header's constants read with ptuHeaderNumber. */
+export function decodePtuFileReference(bytes: Buffer): ReferenceEvents {
+  const end = bytes.indexOf(Buffer.from('Header_End\0', 'latin1'));
+  const num = (name: string, float = false) => ptuHeaderNumber(bytes, name, float);
+  return decodePtuReference(bytes.subarray(end + 48), num('TTResultFormat_TTTRRecType'), num('MeasDesc_GlobalResolution', true) * 1e12, num('MeasDesc_Resolution', true) * 1e12);
+}

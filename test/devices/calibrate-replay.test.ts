@@ -11,7 +11,7 @@ import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { decodePtuReference } from '../../src/core/records-reference.ts';
+import { decodePtuFileReference, ptuHeaderNumber } from '../../src/core/records-reference.ts';
 import { peakOf } from '../../src/cli/commands/calibrate-replay.ts';
 import { tempDir } from '../../src/testkit/devices.ts';
 
@@ -35,15 +35,10 @@ function lastRecord(step: string): Rec {
 /** Events of a sample file from the reference decoder; header constants read independently. */
 function reference(rel: string) {
   const bytes = readFileSync(join(DATA, rel));
-  const end = bytes.indexOf(Buffer.from('Header_End\0', 'latin1'));
-  const num = (name: string, float = false) => {
-    const at = bytes.indexOf(Buffer.from(name + '\0', 'latin1'));
-    return float ? bytes.readDoubleLE(at + 40) : Number(bytes.readBigInt64LE(at + 40));
-  };
-  const ev = decodePtuReference(bytes.subarray(end + 48), num('TTResultFormat_TTTRRecType'), num('MeasDesc_GlobalResolution', true) * 1e12, num('MeasDesc_Resolution', true) * 1e12);
+  const ev = decodePtuFileReference(bytes);
   const perChannel = new Map<number, number>();
   ev.channel.forEach((c) => c < 128 && perChannel.set(c, (perChannel.get(c) ?? 0) + 1));
-  return { ev, perChannel, resPs: num('MeasDesc_Resolution', true) * 1e12, syncRate: num('TTResult_SyncRate') };
+  return { ev, perChannel, resPs: ptuHeaderNumber(bytes, 'MeasDesc_Resolution', true) * 1e12, syncRate: ptuHeaderNumber(bytes, 'TTResult_SyncRate') };
 }
 
 t.test('dark-counts on a PicoHarp T2 recording: every event of each channel counted, rates over its span', async (t) => {

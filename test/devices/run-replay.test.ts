@@ -16,7 +16,7 @@ import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
 import { attachSourceWorkerToTty } from '../../src/devices/emulated/source-worker.ts';
 import type { NodeRunConfig } from '../../src/node/config.ts';
 import { encodeA1 } from '../../src/core/records.ts';
-import { decodePtuReference } from '../../src/core/records-reference.ts';
+import { decodePtuFileReference } from '../../src/core/records-reference.ts';
 
 t.setTimeout(600_000);
 const DATA = resolve(import.meta.dirname, '../../../shared/data/picoquant');
@@ -26,12 +26,7 @@ const PRESET = 'snspd-metro';
 /** The first `n` events of a sample file from the reference decoder (header constants read independently). */
 function reference(rel: string, n: number) {
   const bytes = readFileSync(join(DATA, rel));
-  const end = bytes.indexOf(Buffer.from('Header_End\0', 'latin1'));
-  const num = (name: string, float = false) => {
-    const at = bytes.indexOf(Buffer.from(name + '\0', 'latin1'));
-    return float ? bytes.readDoubleLE(at + 40) : Number(bytes.readBigInt64LE(at + 40));
-  };
-  const ev = decodePtuReference(bytes.subarray(end + 48), num('TTResultFormat_TTTRRecType'), num('MeasDesc_GlobalResolution', true) * 1e12, num('MeasDesc_Resolution', true) * 1e12);
+  const ev = decodePtuFileReference(bytes);
   const idx = ev.channel.map((c, i) => (c < 2 ? i : -1)).filter((i) => i >= 0).slice(0, n);
   return { timePs: BigInt64Array.from(idx, (i) => ev.timePs[i]), channel: Uint8Array.from(idx, (i) => ev.channel[i]) };
 }
