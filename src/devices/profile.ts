@@ -143,6 +143,12 @@ export interface ReadbackSpec {
   emitted: string;
   maxPulses: number;
   timeoutMs: number;
+  /**
+   * The source abandons a binary block argument when none of its bytes arrive for this long (its
+   * firmware's rule); a driver opening a line where a crashed host may have left half a request
+   * keeps quiet that long before asking the identity again.
+   */
+  blockIdleMs?: number;
 }
 
 /** Parameters each device kind must declare (the typed methods of types.ts are built on them). */
@@ -276,7 +282,7 @@ export const PROFILE_SCHEMA: Schema = {
     parameters: { type: 'object', properties: {}, additionalProperties: parameterSchema },
     readback: {
       type: 'object', required: ['choices', 'classes', 'emitted', 'maxPulses', 'timeoutMs'],
-      properties: { choices: nonEmpty, classes: nonEmpty, emitted: nonEmpty, maxPulses: { type: 'number', integer: true, minimum: 1 }, timeoutMs: { type: 'number', minimum: 1 } },
+      properties: { choices: nonEmpty, classes: nonEmpty, emitted: nonEmpty, maxPulses: { type: 'number', integer: true, minimum: 1 }, timeoutMs: { type: 'number', minimum: 1 }, blockIdleMs: { type: 'number', minimum: 1, maximum: 60000 } },
       additionalProperties: false,
     },
   },

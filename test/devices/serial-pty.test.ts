@@ -76,6 +76,35 @@ if (!hasSocat()) {
     await sourceConformance(t, drv);
   });
 
+  t.test('a host that died mid-write of a read-back request: the next driver still opens the source', async (t) => {
+    // A node killed while writing its pulse list leaves the source inside that request's binary
+    // block; before the source abandoned a stalled block, every '*IDN?' of the restarted node
+    // was swallowed as block bytes and the node crash-looped (run-node-restart in CI).
+    const pair = await startPtyPair(dir.path, 'halfreq');
+    const inst = new EmulatedPhotonSource(lab);
+    inst.blockIdleMs = 800;
+    const att = await attachInstrumentToTty(inst, pair.b);
+    const profile = loadProfile('emulab-ps1');
+    t.equal(profile.readback?.blockIdleMs, 3000, 'the PS-1 profile declares how long its source waits for the rest of a block');
+    const settings = profile.transport as SerialSettings;
+    const dead = new SerialLineTransport({ path: pair.a, settings });
+    await dead.open();
+    // A 1 MB pulse-list block announced, 1000 bytes of it written, then the host is gone.
+    await dead.write(`PATTERN:CHOICES? #71000000${'\x01'.repeat(1000)}`, 'PATTERN:CHOICES? <half a block>');
+    await dead.close();
+    const drv = new PhotonSourceDriver({ id: 'pty-src-restarted', profile: { ...profile, readback: { ...profile.readback!, blockIdleMs: 800 } },
+      transport: new SerialLineTransport({ path: pair.a, settings }) });
+    t.teardown(async () => {
+      await drv.close();
+      await att.close();
+      await pair.kill();
+    });
+    const id = await drv.open();
+    t.equal(id.model, 'PS-1', 'identified after the abandoned request');
+    t.equal(inst.abandonedBlocks, 1, 'the source dropped the dead host\'s half request');
+    await sourceConformance(t, drv);
+  });
+
   t.test('pty closed mid-use: disconnected, back-off, reconnect when the line returns', async (t) => {
     let pair = await startPtyPair(dir.path, 'unplug');
     const inst = new EmulatedSpadDetector(lab);

@@ -4,7 +4,7 @@
 // both KMSs, and on the databases themselves nothing is lost or duplicated, both KMSs hold the
 // same bytes under the same IDs and no key comes from a block that was not committed by both.
 import t from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { JsonClient } from '../../src/delivery/http.ts';
@@ -22,6 +22,8 @@ t.test('a node killed with SIGKILL is restarted and the link resumes with nothin
   t.teardown(() => {
     if (!t.passing()) t.comment(`qkd run said:\n${run.lines.slice(-30).join('\n')}`);
     run.p.kill('SIGKILL');
+    // QKD_TEST_KEEP_STATE=<dir> keeps the run's state (node and KMS logs, databases) for diagnosis.
+    if (process.env.QKD_TEST_KEEP_STATE) cpSync(dir, process.env.QKD_TEST_KEEP_STATE, { recursive: true, filter: (p) => !lstatSync(p).isSocket() });
     rmSync(dir, { recursive: true, force: true });
   });
   const manifest = await until('the manifest', () => (existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) as RunManifest : undefined), 600_000);
@@ -54,13 +56,8 @@ t.test('a node killed with SIGKILL is restarted and the link resumes with nothin
     t.ok(after.length === 1 && after[0] !== pids[0], `a new ${victim} process`);
     t.ok(run.lines.some((l) => l.includes('process-restarted') && l.includes(victim)), `an alarm says ${victim} was restarted`);
     // The dialogue resumes: new verified blocks, and new keys at both KMSs.
-    const resumed = await until(`a verified block after ${victim}'s restart`, () => (verifiedBlocks() > blocksBefore ? true : undefined), 420_000)
-      .then(() => true, () => false);
-    // Known intermittent defect (2026-12-06 CI, 1 run in 3; not reproduced by hand): after Alice's
-    // node is killed mid read-back the link sometimes does not resume within 7 min. Tracked in the
-    // session note; the invariants below still run on whatever was produced.
-    t.ok(resumed, `a verified block after ${victim}'s restart`, victim === 'node-alice' ? { todo: 'intermittent: the link sometimes does not resume after Alice\'s restart (session note 2026-12-06)' } : {});
-    if (resumed) await until(`more keys after ${victim}'s restart`, async () => ((await stored(saeA, 'saeB')) > before ? true : undefined), 300_000);
+    await until(`a verified block after ${victim}'s restart`, () => (verifiedBlocks() > blocksBefore ? true : undefined), 420_000);
+    await until(`more keys after ${victim}'s restart`, async () => ((await stored(saeA, 'saeB')) > before ? true : undefined), 300_000);
   }
   const enc = await until('confirmed keys for the SAE pair', async () => {
     const r = await saeA.request('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 }).catch(() => undefined);

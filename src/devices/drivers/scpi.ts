@@ -53,7 +53,10 @@ export abstract class ScpiDevice extends DeviceBase {
   /**
    * Asks the identity, three times at most: a device still sending the tail of a long reply to a
    * process that died (a read-back block) answers late or with a stray line first. A timeout
-   * makes the transport wait out and drop stray replies before the next query. A wrong device
+   * makes the transport wait out and drop stray replies before the next query. A process that died
+   * while *writing* a read-back request leaves the source inside that request's binary block,
+   * where our query is taken as block bytes: a source that abandons a stalled block
+   * (`readback.blockIdleMs`) is left in silence that long before the next attempt. A wrong device
    * fails all three the same way.
    */
   protected async connectIdentity(): Promise<DeviceIdentity> {
@@ -70,6 +73,8 @@ export abstract class ScpiDevice extends DeviceBase {
       } catch (err) {
         const code = (err as { code?: string }).code;
         if (attempt >= 3 || (code !== 'NO_REPLY' && code !== 'BAD_IDENTITY')) throw err;
+        const quietMs = this.spec.readback?.blockIdleMs;
+        if (code === 'NO_REPLY' && quietMs) await new Promise((r) => setTimeout(r, quietMs + 250));
       }
     }
   }

@@ -56,6 +56,14 @@ export abstract class ScpiInstrument {
   slowMs = 700;
   /** Answer accepted set commands with `OK` (false: sets are silent, errors still answered). */
   ackSets = true;
+  /**
+   * Firmware rule of a serial instrument: a binary block argument whose bytes stop arriving for
+   * this long is abandoned (the host died mid-command) and the parser starts afresh. Without it a
+   * host restarted after a crash mid-write talks into the dead request's block for ever.
+   */
+  blockIdleMs = 3000;
+  /** Incomplete block arguments abandoned so far (see `blockIdleMs`). */
+  abandonedBlocks = 0;
   /** Commands received (headers only, never values: seeds travel through here). */
   readonly log: string[] = [];
   abstract readonly identity: EmulatedIdentity;
@@ -130,6 +138,7 @@ export class ScpiEndpoint {
   private chunks: Buffer[] = [];
   private have = 0;
   private need = 0;
+  private idle: NodeJS.Timeout | undefined;
   /** Replies still being computed (block commands may answer asynchronously); replies keep order. */
   private tail: Promise<void> = Promise.resolve();
   private busy = 0;
@@ -143,7 +152,11 @@ export class ScpiEndpoint {
     if (this.need) {
       this.chunks.push(Buffer.from(bytes));
       this.have += bytes.length;
-      if (this.have < this.need) return;
+      if (this.have < this.need) {
+        this.idle?.refresh();
+        return;
+      }
+      this.endBlockWait();
       this.buf = Buffer.concat(this.chunks);
       this.chunks = [];
       this.need = 0;
@@ -168,6 +181,8 @@ export class ScpiEndpoint {
               this.chunks = [this.buf];
               this.have = this.buf.length;
               this.buf = Buffer.alloc(0);
+              this.idle = setTimeout(() => this.abandonBlock(), this.instrument.blockIdleMs);
+              this.idle.unref();
               return;
             }
             const text = this.buf.subarray(0, hash).toString('latin1').trim();
@@ -191,6 +206,22 @@ export class ScpiEndpoint {
       this.queue(this.instrument.handleLine(line));
     }
     if (this.buf.length > 4096 && this.buf.indexOf(' #') < 0) this.buf = Buffer.alloc(0);
+  }
+
+  /** The host went quiet mid-block: drop what arrived of it (no reply: nobody waits for one). */
+  private abandonBlock(): void {
+    this.idle = undefined;
+    if (!this.need) return;
+    this.instrument.abandonedBlocks++;
+    this.chunks = [];
+    this.have = 0;
+    this.need = 0;
+    this.buf = Buffer.alloc(0);
+  }
+
+  private endBlockWait(): void {
+    clearTimeout(this.idle);
+    this.idle = undefined;
   }
 
   /** Replies in command order: at once when nothing is pending, else after what is. */
