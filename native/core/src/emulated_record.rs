@@ -54,6 +54,8 @@ pub struct ChoiceRecord {
 pub struct LookupStats {
     pub hits: usize,
     pub misses: usize,
+    /// Record entries stepped over by the merge walk (the lookup's cost beyond the queries).
+    pub walked: usize,
 }
 
 impl ChoiceRecord {
@@ -115,6 +117,12 @@ impl ChoiceRecord {
         let mut ci = usize::MAX;
         let mut ei = 0usize;
         let mut cp = 0u64;
+        // The cursor rests on the last entry at or before the previous query, never past it: a
+        // query that falls between two recorded pulses (a miss) leaves it there, so the next,
+        // larger query walks on from it. (It used to stop on the first entry past a miss, and
+        // the next query below that entry re-walked its chunk from the start: up to 4096 steps
+        // per miss, 0.4 us on average at fibre densities; the read-back of 2^22 pulses mostly
+        // missing the record took 1.7 s instead of 0.6.)
         for (i, &q) in pulses.iter().enumerate() {
             found[i] = false;
             if ci == usize::MAX || q < cp || q > self.chunks[ci].last {
@@ -130,9 +138,15 @@ impl ChoiceRecord {
                 cp = self.chunks[k].first;
             }
             let ch = &self.chunks[ci];
+            // cp <= q <= ch.last: while cp < q the chunk has an entry after ei.
             while cp < q {
+                let next = cp + u64::from(ch.words[ei + 1] >> 4);
+                if next > q {
+                    break;
+                }
                 ei += 1;
-                cp += u64::from(ch.words[ei] >> 4); // q <= ch.last: ei stays in range
+                cp = next;
+                st.walked += 1;
             }
             if cp == q {
                 out[i] = (ch.words[ei] & 15) as u8;
@@ -215,13 +229,36 @@ mod tests {
     }
 
     #[test]
+    fn sorted_lookups_walk_the_record_once_even_when_they_miss() {
+        // Candidates every 150 pulses, queries every 60 (most between two entries, often two in
+        // one gap): a merge walk steps over each entry at most once, whatever the hit ratio.
+        let mut rec = ChoiceRecord::new(1 << 20);
+        let ps: Vec<u64> = (0..200_000u64).map(|i| i * 150).collect();
+        let cs: Vec<u8> = ps.iter().map(|&p| (p % 13) as u8 & 15).collect();
+        rec.append(&ps, &cs);
+        let qs: Vec<u64> = (0..400_000u64).map(|i| i * 60).collect();
+        let mut out = vec![0u8; qs.len()];
+        let mut found = vec![false; qs.len()];
+        let st = rec.lookup(&qs, &mut out, &mut found);
+        assert_eq!(st.hits + st.misses, qs.len());
+        assert!(st.hits > 50_000 && st.misses > 200_000, "{st:?}");
+        assert!(st.walked <= rec.len(), "walked {} entries of {}", st.walked, rec.len());
+        for (i, &q) in qs.iter().enumerate() {
+            assert_eq!(found[i], q % 150 == 0, "pulse {q}");
+            if found[i] {
+                assert_eq!(out[i], (q % 13) as u8 & 15, "pulse {q}");
+            }
+        }
+    }
+
+    #[test]
     fn empty_and_zero_capacity() {
         let mut rec = ChoiceRecord::new(0);
         rec.append(&[1, 2, 3], &[1, 2, 3]);
         assert!(rec.is_empty());
         let mut out = [0u8; 2];
         let mut found = [true; 2];
-        assert_eq!(rec.lookup(&[1, 2], &mut out, &mut found), LookupStats { hits: 0, misses: 2 });
+        assert_eq!(rec.lookup(&[1, 2], &mut out, &mut found), LookupStats { hits: 0, misses: 2, walked: 0 });
         assert_eq!(found, [false, false]);
     }
 }
