@@ -106,6 +106,22 @@ fn grouped_engine_matches_portable_with_most_positions_revealed() {
 }
 
 #[test]
+fn grouped_engine_matches_portable_over_retry_rounds() {
+    // A blind plan's rounds: each reveals a few more positions than the last, so the grouped
+    // engine's schedule is derived from the previous round's (decoder_group `cached_schedule`)
+    // instead of list-scheduled: the outputs must still be the serial engine's.
+    let q = 0.05;
+    let fp = choose(q, 15000, Some(1.0));
+    let fs = make(&fp, q, 11, 12);
+    let mut conv = 0;
+    for count in [0usize, 40, 80, 120, 160] {
+        let revealed: Vec<Vec<u8>> = (0..fs.bob.len()).map(|i| reveal(&fp, &fs.alice[i], &fs.fill[i], 0, count).unwrap()).collect();
+        conv += compare_all_widths(&fp, q, &fs, &revealed, count, &format!("round with {count} revealed")).0;
+    }
+    assert!(conv < 5 * fs.bob.len(), "some frames must fail (and run the whole budget)");
+}
+
+#[test]
 fn grouped_engine_is_deterministic_across_batches() {
     // The same frame decoded alone and among others (different lanes, refills) gives the same result.
     let q = 0.03;
