@@ -26,6 +26,11 @@
  * same frames, alternating, so a loaded machine slows them alike; each reports f, FERs, round
  * trips, the median over blocks of Mbit/s of sifted key per wall second (retries included) and
  * the CPU seconds it used.
+ * LDPC_BENCH_DRIFT (default 0): as in the node, plan each block from a QBER estimate that moves a
+ * little from block to block (the previous block's measured QBER): block b uses
+ * q·(1 + DRIFT·((7b mod 5) − 2)) for chooseBlind and the decoder (the channel stays q), so its
+ * parameters — punctured/shortened split, frozen positions — differ from the last block's, as in a
+ * run; with 0 every block repeats the same plan and the decoder's per-plan caches always hit.
  */
 import {
   binaryEntropy, blindRetrySettings, chooseBlind, chooseCode, decodeBatch, encodeBatch, joinBits, reveal, WarmStore, type CodeChoice,
@@ -128,13 +133,16 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
   const p = plan(mode, q, n - Math.floor(n / 10));
   const { choice } = p;
   const acc = variants.map(() => ({ leak: 0, firstFails: 0, finalFails: 0, wrong: 0, roundTrips: 0, iterations: 0, wallS: 0, cpuS: 0, rates: [] as number[] }));
+  const drift = Number(process.env.LDPC_BENCH_DRIFT ?? 0);
   for (let done = 0, b = 0; done < frames; b++) {
     const size = Math.min(BATCH, frames - done);
-    const blk = await makeBlock(p, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
+    const qPlan = q * (1 + drift * (((7 * b) % 5) - 2));
+    const pb = drift ? plan(mode, qPlan, n - Math.floor(n / 10)) : p;
+    const blk = await makeBlock(pb, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
     // Alternate which variant goes first, so a change of load hits each alike.
     for (let j = 0; j < variants.length; j++) {
       const k = (j + b) % variants.length;
-      const r = await reconcileBatch(p, q, blk, variants[k]);
+      const r = await reconcileBatch(pb, qPlan, blk, variants[k]);
       const a = acc[k];
       a.leak += r.leak; a.firstFails += r.firstFails; a.finalFails += r.finalFails; a.wrong += r.wrong; a.roundTrips += r.roundTrips;
       a.iterations += r.iterations; a.wallS += r.wallS; a.cpuS += r.cpuS;
@@ -148,7 +156,7 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
     const a = acc[k];
     const f = a.leak / (frames * hk);
     const params = {
-      mode, variant: v.name, stall: v.stall, rescue: p.rescue, qber: q, log2n, keyBitsPerFrame: choice.keyBits, frames, framesPerBlock: BATCH,
+      mode, variant: v.name, stall: v.stall, rescue: p.rescue, qber: q, qberEstimateDrift: drift, log2n, keyBitsPerFrame: choice.keyBits, frames, framesPerBlock: BATCH,
       code: choice.params, stepBits: p.stepBits,
       fFirstAttempt: +(choice.leakBits / hk).toFixed(4), firstPassFer: `${a.firstFails}/${frames}`, finalFer: `${a.finalFails}/${frames}`,
       finalFerValue: a.finalFails / frames, finalWrongConverged: a.wrong, roundTripsPerFrame: +(a.roundTrips / frames).toFixed(3),

@@ -5,7 +5,8 @@
 //! ⌈step_f·k·h(Q)⌉ more bits (punctured fill first). Prints mean f over frames (every disclosed
 //! bit counted), first-pass FER, final FER, rounds, and the histogram of rounds needed.
 //! Env: MAXIT (iteration budget, default 60), MAXROUNDS (default 40), SEED, FAMILY (qc|random,
-//! with `plan`), WARM=1 (retries resume from the previous round's messages), STALL; a rate‰ of 1000 + r names the QC code of rate r.
+//! with `plan`), WARM=1 (retries resume from the previous round's messages), STALL (STALL_RETRY:
+//! another rule for the retry rounds); a rate‰ of 1000 + r names the QC code of rate r.
 use qkd_ldpc::family::{code, CodeId, FrameParams};
 use qkd_ldpc::*;
 #[path = "common/mod.rs"]
@@ -56,6 +57,15 @@ fn main() {
         }
     };
     let opts = DecodeOptions { max_iter: maxit, stall, ..DecodeOptions::default() };
+    // STALL_RETRY=from,every,drop‰ (or off): another rule for the retry rounds (default: STALL's).
+    let retry_opts = match std::env::var("STALL_RETRY").ok().as_deref() {
+        None => opts,
+        Some("off") => DecodeOptions { stall: None, ..opts },
+        Some(v) => {
+            let x: Vec<u32> = v.split(',').map(|t| t.parse().unwrap()).collect();
+            DecodeOptions { stall: Some(qkd_ldpc::decoder::Stall { from: x[0], every: x[1], min_drop_per_mille: x[2] }), ..opts }
+        }
+    };
     let c0 = cpu();
     let t0 = std::time::Instant::now();
     let mut leak = vec![fp.base_leak(); nf];
@@ -79,6 +89,7 @@ fn main() {
         let frames: Vec<BobFrame> =
             pending.iter().enumerate().map(|(j, &i)| BobFrame { frame: &bob[i], syndrome: &synd[i], revealed: &rev[j] }).collect();
         let tr = std::time::Instant::now();
+        let opts = if round == 0 { opts } else { retry_opts };
         let res = if warm {
             let mut st: Vec<Option<WarmState>> = pending.iter().map(|&i| states[i].take()).collect();
             let r = decode_batch_warm(&fp, q, &frames, count, opts, &mut st).unwrap();

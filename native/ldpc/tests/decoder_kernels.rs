@@ -4,7 +4,7 @@
 //! and frames that fail, and with many positions revealed (frozen), which leaves checks with
 //! 0, 1 or 2 swept edges and groups of very unequal degree (padding, masked chain restarts).
 //! On a CPU without AVX-512 both runs take the same path and the test still checks determinism.
-use qkd_ldpc::decoder::{kernel_name, Kernel};
+use qkd_ldpc::decoder::{kernel_name, Kernel, Stall};
 use qkd_ldpc::family::FrameParams;
 use qkd_ldpc::*;
 use rand::{Rng, SeedableRng};
@@ -44,11 +44,11 @@ fn make(fp: &FrameParams, q: f64, count: usize, seed: u64) -> Frames {
     f
 }
 
-fn decode_w<const W: usize>(fp: &FrameParams, q: f64, fs: &Frames, revealed: &[Vec<u8>], count: usize, kernel: Kernel) -> Vec<FrameResult> {
+fn decode_ws<const W: usize>(fp: &FrameParams, q: f64, fs: &Frames, revealed: &[Vec<u8>], count: usize, kernel: Kernel, stall: Option<Stall>) -> Vec<FrameResult> {
     let frames: Vec<BobFrame> = (0..fs.bob.len())
         .map(|i| BobFrame { frame: &fs.bob[i], syndrome: &fs.synd[i], revealed: &revealed[i] })
         .collect();
-    decode_batch_width::<W>(fp, q, &frames, count, DecodeOptions { max_iter: 30, kernel, stall: None }).unwrap()
+    decode_batch_width::<W>(fp, q, &frames, count, DecodeOptions { max_iter: 30, kernel, stall }).unwrap()
 }
 
 fn assert_same(a: &[FrameResult], b: &[FrameResult], what: &str) -> (usize, usize) {
@@ -64,17 +64,22 @@ fn assert_same(a: &[FrameResult], b: &[FrameResult], what: &str) -> (usize, usiz
 }
 
 fn compare_all_widths(fp: &FrameParams, q: f64, fs: &Frames, revealed: &[Vec<u8>], count: usize, what: &str) -> (usize, usize) {
-    let p16 = decode_w::<16>(fp, q, fs, revealed, count, Kernel::Portable);
+    compare_all_widths_stall(fp, q, fs, revealed, count, what, None).0
+}
+
+/// As `compare_all_widths`, with a stall rule; also returns the portable results.
+fn compare_all_widths_stall(fp: &FrameParams, q: f64, fs: &Frames, revealed: &[Vec<u8>], count: usize, what: &str, st: Option<Stall>) -> ((usize, usize), Vec<FrameResult>) {
+    let p16 = decode_ws::<16>(fp, q, fs, revealed, count, Kernel::Portable, st);
     let mut tally = (0, 0);
     for (w, auto) in [
-        (8, decode_w::<8>(fp, q, fs, revealed, count, Kernel::Auto)),
-        (16, decode_w::<16>(fp, q, fs, revealed, count, Kernel::Auto)),
-        (32, decode_w::<32>(fp, q, fs, revealed, count, Kernel::Auto)),
-        (64, decode_w::<64>(fp, q, fs, revealed, count, Kernel::Auto)),
+        (8, decode_ws::<8>(fp, q, fs, revealed, count, Kernel::Auto, st)),
+        (16, decode_ws::<16>(fp, q, fs, revealed, count, Kernel::Auto, st)),
+        (32, decode_ws::<32>(fp, q, fs, revealed, count, Kernel::Auto, st)),
+        (64, decode_ws::<64>(fp, q, fs, revealed, count, Kernel::Auto, st)),
     ] {
         tally = assert_same(&auto, &p16, &format!("{what}, {} W={w} vs portable W=16", kernel_name(Kernel::Auto)));
     }
-    tally
+    (tally, p16)
 }
 
 #[test]
@@ -122,16 +127,31 @@ fn grouped_engine_matches_portable_over_retry_rounds() {
 }
 
 #[test]
+fn grouped_engine_matches_portable_with_the_stall_rule() {
+    // The stall rule (the node's retries use it) stops a lane by its own iteration count and
+    // unsatisfied checks, whatever the engine and lane width: the same frames stop at the same
+    // iterations. A strict rule (from 6, every 3, ≥ 10 % fewer) stops many.
+    let q = 0.05;
+    let fp = choose(q, 15000, Some(1.02));
+    let fs = make(&fp, q, 23, 13);
+    let none = vec![Vec::new(); fs.bob.len()];
+    let st = Some(Stall { from: 6, every: 3, min_drop_per_mille: 100 });
+    let (_, p16) = compare_all_widths_stall(&fp, q, &fs, &none, 0, "stall rule", st);
+    let stopped = p16.iter().filter(|r| !r.converged && r.iterations < 30).count();
+    assert!(stopped >= 3, "only {stopped} frames stopped early: the test would not see the probes");
+}
+
+#[test]
 fn grouped_engine_is_deterministic_across_batches() {
     // The same frame decoded alone and among others (different lanes, refills) gives the same result.
     let q = 0.03;
     let fp = choose(q, 15000, Some(1.1));
     let fs = make(&fp, q, 37, 9);
     let none = vec![Vec::new(); fs.bob.len()];
-    let all = decode_w::<16>(&fp, q, &fs, &none, 0, Kernel::Auto);
+    let all = decode_ws::<16>(&fp, q, &fs, &none, 0, Kernel::Auto, None);
     for i in [0usize, 17, 36] {
         let one = Frames { alice: vec![fs.alice[i].clone()], fill: vec![fs.fill[i].clone()], bob: vec![fs.bob[i].clone()], synd: vec![fs.synd[i].clone()] };
-        let r = decode_w::<8>(&fp, q, &one, &none[..1], 0, Kernel::Auto);
+        let r = decode_ws::<8>(&fp, q, &one, &none[..1], 0, Kernel::Auto, None);
         assert_same(&r, &all[i..i + 1], "alone vs batch");
     }
 }
@@ -146,10 +166,10 @@ fn table_and_arithmetic_box_plus_agree() {
         let fp = choose(q, bits, Some(f));
         let fs = make(&fp, q, 19, seed);
         let none = vec![Vec::new(); fs.bob.len()];
-        let table = decode_w::<16>(&fp, q, &fs, &none, 0, Kernel::Auto);
+        let table = decode_ws::<16>(&fp, q, &fs, &none, 0, Kernel::Auto, None);
         qkd_ldpc::decoder::NO_VBMI.store(true, Relaxed);
-        let arith = decode_w::<16>(&fp, q, &fs, &none, 0, Kernel::Auto);
-        let arith8 = decode_w::<8>(&fp, q, &fs, &none, 0, Kernel::Auto);
+        let arith = decode_ws::<16>(&fp, q, &fs, &none, 0, Kernel::Auto, None);
+        let arith8 = decode_ws::<8>(&fp, q, &fs, &none, 0, Kernel::Auto, None);
         qkd_ldpc::decoder::NO_VBMI.store(false, Relaxed);
         assert_same(&table, &arith, "VBMI table vs arithmetic box-plus, W=16");
         assert_same(&table, &arith8, "VBMI table vs arithmetic box-plus, W=8");
