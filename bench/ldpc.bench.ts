@@ -28,7 +28,7 @@
  * the CPU seconds it used.
  * LDPC_BENCH_DRIFT (default 0): as in the node, plan each block from a QBER estimate that moves a
  * little from block to block (the previous block's measured QBER): block b uses
- * q·(1 + DRIFT·((7b mod 5) − 2)) for chooseBlind and the decoder (the channel stays q), so its
+ * q·(1 + DRIFT·sin(1.7·b)) for chooseBlind and the decoder (the channel stays q), so its
  * parameters — punctured/shortened split, frozen positions — differ from the last block's, as in a
  * run; with 0 every block repeats the same plan and the decoder's per-plan caches always hit.
  */
@@ -136,7 +136,7 @@ async function efficiencyPoint(mode: string, q: number, log2n: number, frames: n
   const drift = Number(process.env.LDPC_BENCH_DRIFT ?? 0);
   for (let done = 0, b = 0; done < frames; b++) {
     const size = Math.min(BATCH, frames - done);
-    const qPlan = q * (1 + drift * (((7 * b) % 5) - 2));
+    const qPlan = q * (1 + drift * Math.sin(1.7 * b));
     const pb = drift ? plan(mode, qPlan, n - Math.floor(n / 10)) : p;
     const blk = await makeBlock(pb, q, size, 7919 * b + Math.round(q * 1e4) + log2n);
     // Alternate which variant goes first, so a change of load hits each alike.
