@@ -270,6 +270,20 @@ export class DeliveryNode extends EventEmitter {
   }
 
   /**
+   * Whether `offer` of `bytes` more bytes would be taken now (the same checks as `offer`, nothing
+   * changed): a caller holding a refused block waits for this before offering it again.
+   */
+  wouldTake(bytes: number): boolean {
+    const s = this.activeStream();
+    const size = s?.qos.key_chunk_size ?? 0;
+    const all = this.pending.length + bytes;
+    let n = s ? Math.floor(all / size) : 0;
+    if (s) n = Math.min(n, MAX_INDEX - s.nextIndex + 1);
+    if (n > 0 && this.depth + n > (this.opts.spoolMaxChunks ?? 100_000)) return false;
+    return all - n * size <= (this.opts.maxPendingBytes ?? 16 << 20);
+  }
+
+  /**
    * The tag of the newest offer already in the spool (durably, with its bytes): an offer made
    * with `tag` (the node gives its block id; tags increase) is in the spool once this is ≥ tag,
    * after a crash too, so a caller replaying offers never offers the same bytes twice.

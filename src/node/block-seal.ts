@@ -25,7 +25,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { SecurityError } from '../errors.ts';
+import { QkdError, SecurityError } from '../errors.ts';
 import type { Provenance } from '../delivery/types.ts';
 import { u32 } from '../delivery/spool.ts';
 
@@ -147,23 +147,96 @@ export interface ReleaseTargets {
   offer(bytes: Uint8Array, provenance: Provenance, tag: number): Promise<unknown>;
   /** Health tests on delivered output (optional, P-values only). */
   sample?(bytes: Uint8Array, bits: number): void;
+  /** Whether `offer` would take `bytes` now (optional; without it a refused offer is retried every `retryMs`). */
+  wouldTake?(bytes: number): boolean;
+}
+
+/** What the releaser says while a block waits for room in a full delivery spool. */
+export interface ReleaseHoldEvents {
+  /** Polling period while held (ms, default 500). */
+  retryMs?: number;
+  /** Block `blockId` is held: the spool refused it (once per hold). */
+  onHeld?(blockId: number, err: Error): void;
+  /** Block `blockId` went into the spool after waiting `waitedMs`. */
+  onResumed?(blockId: number, waitedMs: number): void;
 }
 
 /**
  * Releases sealed blocks once each, in order. `release(id)` after the block's commit (or at start
  * for blocks the ledger says are committed); `discard(id)` for an aborted one.
+ *
+ * A full delivery spool (the KMS not taking keys) holds the block, sealed, and every block after
+ * it, until the spool has room: both nodes must offer the same bytes in the same order, so a later
+ * block may never overtake a refused one (it would shift every key index after it, and the replay
+ * would skip the refused block as already offered). A caller awaiting `release` waits with it:
+ * Bob's pipeline stops committing new blocks while his KMS is away (back-pressure), and resumes.
  */
 export class BlockReleaser {
   private chain: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+  private wake: (() => void) | undefined;
+  /** The block held by a full spool, if any. */
+  held: number | undefined;
   released = 0;
   replayedSkips = { replenish: 0, offer: 0 };
 
-  constructor(private readonly sealed: SealedBlocks, private readonly to: ReleaseTargets, private readonly onError: (blockId: number, err: Error) => void) {}
+  constructor(private readonly sealed: SealedBlocks, private readonly to: ReleaseTargets, private readonly onError: (blockId: number, err: Error) => void,
+    private readonly hold: ReleaseHoldEvents = {}) {}
 
   release(id: number): Promise<void> {
-    const run = this.chain.then(() => this.releaseNow(id));
+    const run = this.chain.then(() => this.releaseWhenRoom(id));
     this.chain = run.catch((err: unknown) => this.onError(id, err as Error));
     return run;
+  }
+
+  /** Ends any wait for spool room: the held block (and those after it) stay sealed for the next start. */
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  private async releaseWhenRoom(id: number): Promise<void> {
+    const t0 = Date.now();
+    for (;;) {
+      if (this.stopped && this.held !== undefined) throw this.stoppedError(id);
+      let need = 0;
+      try {
+        await this.releaseNow(id, (n) => (need = n));
+        if (this.held === id) {
+          this.held = undefined;
+          this.hold.onResumed?.(id, Date.now() - t0);
+        }
+        return;
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'DELIVERY_SPOOL_FULL') throw err;
+        if (this.stopped) {
+          this.held = id; // no later block may overtake it in this run
+          throw this.stoppedError(id);
+        }
+        if (this.held !== id) {
+          this.held = id;
+          this.hold.onHeld?.(id, err as Error);
+        }
+        const retryMs = this.hold.retryMs ?? 500;
+        do await this.pause(retryMs);
+        while (!this.stopped && this.to.wouldTake && !this.to.wouldTake(need));
+      }
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  private stoppedError(id: number): QkdError {
+    return new QkdError('RELEASE_STOPPED', `the node stopped while block ${id} waited for room in the delivery spool: it stays sealed and is delivered at the next start`);
   }
 
   discard(id: number): void {
@@ -175,7 +248,7 @@ export class BlockReleaser {
     return this.chain;
   }
 
-  private async releaseNow(id: number): Promise<void> {
+  private async releaseNow(id: number, offering: (bytes: number) => void = () => undefined): Promise<void> {
     if (!this.sealed.has(id)) return; // released already (a replay and an event both asked)
     const o = this.sealed.open(id);
     try {
@@ -194,7 +267,8 @@ export class BlockReleaser {
         if (last !== undefined && last >= id) this.replayedSkips.offer++;
         else {
           const bytes = o.deliverable.subarray(0, o.deliverableBits >> 3);
-          if (o.deliverableBits >= 1024) this.to.sample?.(o.deliverable, o.deliverableBits);
+          offering(bytes.length);
+          if (o.deliverableBits >= 1024 && this.held !== id) this.to.sample?.(o.deliverable, o.deliverableBits);
           await this.to.offer(bytes, o.provenance, id);
         }
       }

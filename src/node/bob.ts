@@ -328,6 +328,11 @@ export class BobNode {
     // previous one's, its delivery for the previous delivery.
     let posting: Promise<void> = Promise.resolve();
     let delivering: Promise<void> = Promise.resolve();
+    // The deliveries before the newest queued one: a block's post-processing starts only once
+    // they are done, so at most one block waits for delivery. When the KMS stops taking keys
+    // (a full spool holds a block), the pipeline stops here and the stream's back-pressure takes
+    // over; before, finished blocks queued without bound, their key output unsealed in memory.
+    let deliveredButLast: Promise<void> = Promise.resolve();
     let failure: unknown;
     const fail = (err: unknown) => {
       failure ??= err;
@@ -337,6 +342,7 @@ export class BobNode {
       if (failure !== undefined) throw failure;
     };
     const deliver = (result: BlockResult, pulsesInBlock: number, detections: number) => {
+      deliveredButLast = delivering;
       delivering = delivering.then(async () => {
         const t0 = performance.now();
         try {
@@ -387,6 +393,8 @@ export class BobNode {
           // An active basis choice: the modulator's record for these pulses, from the device.
           const sc = toSiftChannels(this.preset, this.preset.bobBasisChoice === 'active' ? this.lab!.bobBasesAt(pulse) : undefined, ch);
           await settlePost();
+          await deliveredButLast;
+          if (failure !== undefined) throw failure;
           const id = ++this.blockId;
           posting = (async () => {
             const t1 = performance.now();

@@ -56,6 +56,12 @@ export interface NodeRunConfig {
      * (docs/delivery.md, "Key commitments"). None: pushes carry no commitment.
      */
     commitKeyFile?: string;
+    /**
+     * Most key chunks held in the spool unacknowledged by the KMS (default 100000). When it is
+     * full the node holds its next committed block sealed and pauses key production until the
+     * KMS takes keys again (block-seal.ts, BlockReleaser).
+     */
+    spoolMaxChunks?: number;
   };
   /**
    * Post-processing: detections per block, LDPC frame size, security parameters, and the
@@ -145,6 +151,8 @@ function checkShape(cfg: NodeRunConfig, file: string): void {
   str(c.delivery.spoolDir, 'delivery.spoolDir');
   str(c.delivery.spoolKeyFile, 'delivery.spoolKeyFile');
   str(c.delivery.commitKeyFile, 'delivery.commitKeyFile', true);
+  const smc = c.delivery.spoolMaxChunks;
+  if (smc !== undefined && !(Number.isSafeInteger(smc) && (smc as number) >= 1)) fail('delivery.spoolMaxChunks', 'a positive integer (key chunks held unacknowledged, default 100000)');
   if (cfg.custody !== undefined) checkNodeCustody(cfg.custody, file);
   const bp = (c.stream as Record<string, unknown>).onBackpressure;
   if (bp !== undefined && bp !== 'wait' && bp !== 'drop') fail('stream.onBackpressure', "'wait' or 'drop'");

@@ -89,6 +89,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     insecure: cfg.delivery.insecure,
     kms: cfg.delivery.kms,
     spoolDir: cfg.delivery.spoolDir,
+    spoolMaxChunks: cfg.delivery.spoolMaxChunks,
     spoolKey,
     commitKey,
   });
@@ -114,7 +115,18 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     lastOfferTag: () => delivery.lastOfferTag(),
     offer: (bytes, provenance, tag) => delivery.offer(bytes, provenance, tag),
     sample: (bytes, bits) => randomness.offer(bytes, bits),
-  }, (blockId, err) => log.error('release of a committed block failed: its output stays sealed and is replayed at the next start', { blockId, err }));
+    wouldTake: (bytes) => delivery.wouldTake(bytes),
+  }, (blockId, err) => {
+    if ((err as { code?: string }).code === 'RELEASE_STOPPED') log.warn(err.message, { blockId });
+    else log.error('release of a committed block failed: its output stays sealed and is replayed at the next start', { blockId, err });
+  }, {
+    // A full spool (the KMS not taking keys): the block waits, sealed, and Bob's pipeline with it.
+    onHeld: (blockId, err) => {
+      log.warn('delivery spool full: committed block held sealed until the KMS takes keys again; key production paused', { blockId, err });
+      toSupervisor({ type: 'alarm', source: 'delivery', alarm: { kind: 'key-delivery-paused', severity: 'major', message: `block ${blockId} waits for room in the delivery spool: ${err.message}` } });
+    },
+    onResumed: (blockId, waitedMs) => log.info('delivery spool has room again: held block released', { blockId, waitedMs }),
+  });
   /** Seals a verified block's output (before its commit) and wipes the in-memory copy. */
   const seal = (r: BlockResult, acquiredFromMs: number): boolean => {
     const out = r.output;
@@ -260,7 +272,12 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
         toSupervisor({ type: 'block', report });
         // Committed: release it (the channel's event may have started that already; once only).
         unsettled.delete(report.blockId);
-        await releaser.release(report.blockId);
+        try {
+          await releaser.release(report.blockId);
+        } catch (err) {
+          // Stopping while the block waited for spool room: it stays sealed for the next start.
+          if ((err as { code?: string }).code !== 'RELEASE_STOPPED') throw err;
+        }
         lastBlockAt = Date.now();
       },
       onProgress: () => undefined,
@@ -328,6 +345,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
 
   const why = await Promise.race([stopRequested(), runDone.then(() => 'pipeline ended', () => 'pipeline failed')]);
   log.info('stopping', { reason: why });
+  releaser.stop();
   if (bob) {
     bob.stop();
     await runDone.catch(() => undefined);

@@ -110,13 +110,18 @@ const isRoot = () => typeof process.getuid === 'function' && process.getuid() ==
 class KmsDisks {
   readonly mounts: string[] = [];
   private fillers = new Map<string, string>();
-  constructor(private readonly root: string) {}
+  /**
+   * `sizeMiB`: room for the keys of the whole run besides the faults. A KMS database grows by
+   * ≈ 7 MiB per minute of this link (each 32-byte key carries its row, index and audit entries);
+   * a disk too small for the run fills up for good, which is no longer a transient fault.
+   */
+  constructor(private readonly root: string, private readonly sizeMiB = 64) {}
 
   setUp(state: string): void {
     for (const side of ['A', 'B']) {
       const m = join(this.root, `disk${side}`);
       mkdirSync(m, { recursive: true, mode: 0o700 });
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', m]);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${this.sizeMiB}m,mode=0700`, 'tmpfs', m]);
       this.mounts.push(m);
       // SQLite follows the link: the database, its WAL and shared memory all live on the tmpfs.
       symlinkSync(join(m, `kms${side}.db`), join(state, `kms${side}.db`));
@@ -286,7 +291,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   mkdirSync(state, { mode: 0o700 });
   const skipped: Record<string, string> = {};
   let kinds = [...(o.kinds ?? FAULT_KINDS)];
-  const disks = new KmsDisks(root);
+  const disks = new KmsDisks(root, 64 + Math.ceil(o.seconds / 60) * 24);
   if (kinds.includes('disk-full') || kinds.includes('partition')) {
     if (!isRoot()) {
       for (const k of ['disk-full', 'partition'] as const) if (kinds.includes(k)) skipped[k] = 'needs root (mount, nft)';

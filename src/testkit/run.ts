@@ -113,6 +113,25 @@ export function saePairOverPki(pki: Pki, kmsPort: { A: number; B: number }): Ret
     saeA: tlsOf('saeA'), saeB: tlsOf('saeB'), number: 2, timeoutMs: 120_000 });
 }
 
+/** A node's last progress lines, warnings and errors (for a failed test's comment). */
+export function nodeSaid(p: QkdProcess, n = 15): string {
+  return p.lines.filter((l) => /^\[qkd run|"level":"(warn|error)"/.test(l)).slice(-n).join('\n');
+}
+
+/**
+ * Starts two `qkd run --config` nodes as two hosts would: Bob first (his host's emulated lab serves
+ * Alice's source on its line before her node opens it), then Alice. Each process is pushed to
+ * `procs` as it starts (for the caller's teardown).
+ */
+export async function startNodePair(files: { alice: string; bob: string }, procs: QkdProcess[]): Promise<{ alice: QkdProcess; bob: QkdProcess }> {
+  const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
+  procs.push(bob);
+  await until('Bob\'s lab on the source line', () => bob.lines.find((l) => /source is on a tty/.test(l)), 120_000);
+  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
+  procs.push(alice);
+  return { alice, bob };
+}
+
 /** Stops two `qkd run --config` nodes as an operator would: Bob first (he finishes his block with Alice), then Alice. */
 export async function stopNodePair(alice: QkdProcess, bob: QkdProcess): Promise<{ a: { code: number | null; stdout: string }; b: { code: number | null; stdout: string } }> {
   bob.p.kill('SIGINT');

@@ -199,6 +199,8 @@ t.test('bounded spool: offers beyond spoolMaxChunks or maxPendingBytes are refus
   const n = await startDeliveryNode({ ...common, role: 'source', nodeId: 'nodeA', tls: pki.tls('nodeA'),
     spoolDir: join(dir, 'sfull'), peer: { nodeId: 'nodeB' }, spoolMaxChunks: 2, maxPendingBytes: 40 });
   t.teardown(() => n.close());
+  t.notOk(n.wouldTake(41), 'wouldTake foresees the refusal of 41 bytes');
+  t.ok(n.wouldTake(40), 'and that 40 are taken');
   await t.rejects(n.offer(randomBytes(41), {}), { code: 'DELIVERY_SPOOL_FULL' }, 'no stream: at most 40 bytes wait');
   t.equal(n.metrics().pendingBytes, 0, 'nothing was taken');
   await n.offer(randomBytes(40), {});
@@ -207,6 +209,8 @@ t.test('bounded spool: offers beyond spoolMaxChunks or maxPendingBytes are refus
   const o = await c.request('POST', '/api/v1/kms/etsi004/open-connect', { ...link, qos: { key_chunk_size: 16 } });
   t.equal(o.body.status, 0);
   t.equal(n.metrics().spoolDepth, 2, 'the waiting 40 bytes became two chunks (8 bytes wait)');
+  t.notOk(n.wouldTake(16), 'wouldTake: a third chunk does not fit');
+  t.ok(n.wouldTake(4), 'wouldTake: 4 more bytes make no whole chunk and are taken');
   await t.rejects(n.offer(randomBytes(16), {}), { code: 'DELIVERY_SPOOL_FULL' }, 'a third chunk does not fit');
   t.equal(n.metrics().spoolDepth, 2);
   t.equal(n.metrics().pendingBytes, 8);

@@ -108,3 +108,67 @@ t.test('a discarded (aborted) block is erased and never released', async (t) => 
   t.same(s.offers, []);
   t.same(sealed.list(), []);
 });
+
+t.test('a full delivery spool holds the block and every later one, in order, until it has room', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sealed = new SealedBlocks(dir, randomBytes(32));
+  const { s, to } = targets();
+  // The spool's rule: it takes `room` bytes more, then refuses (taking nothing), as DeliveryNode does.
+  let room = 64;
+  const offer = to.offer;
+  to.offer = async (bytes, p, tag) => {
+    if (bytes.length > room) throw Object.assign(new Error('the delivery spool is full'), { code: 'DELIVERY_SPOOL_FULL' });
+    room -= bytes.length;
+    return offer(bytes, p, tag);
+  };
+  to.wouldTake = (n) => n <= room;
+  const events: string[] = [];
+  const r = new BlockReleaser(sealed, to, (id, e) => events.push(`error ${id} ${e.message}`), {
+    retryMs: 20, onHeld: (id) => events.push(`held ${id}`), onResumed: (id) => events.push(`resumed ${id}`) });
+  for (const id of [1, 2, 3]) sealed.seal(out(id));
+  const done = [1, 2, 3].map((id) => r.release(id).then(() => events.push(`released ${id}`)));
+  await new Promise((res) => setTimeout(res, 150));
+  t.same(s.offers.map((o) => o.tag), [1], 'block 1 fits; block 2 is refused');
+  t.equal(r.held, 2, 'block 2 is held');
+  t.same(sealed.list(), [2, 3], 'blocks 2 and 3 stay sealed');
+  t.same(s.replenishCalls.length, 3 - 1, 'block 2 refilled the pool once (block 3 has not started)');
+  room = 64; // the KMS took keys: one block fits again
+  await new Promise((res) => setTimeout(res, 150));
+  t.same(s.offers.map((o) => o.tag), [1, 2], 'block 2 goes in when there is room; block 3, refused, never overtakes it');
+  t.equal(r.held, 3);
+  room = 1000;
+  await Promise.all(done);
+  t.same(s.offers.map((o) => o.tag), [1, 2, 3], 'all three, in order');
+  t.same(s.replenishCalls.length, 3, 'each block refilled the pool once, retries included');
+  t.same(events, ['released 1', 'held 2', 'resumed 2', 'released 2', 'held 3', 'resumed 3', 'released 3']);
+  t.same(sealed.list(), []);
+});
+
+t.test('stopping while a block is held: it and every later block stay sealed for the next start', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sealed = new SealedBlocks(dir, randomBytes(32));
+  const { s, to } = targets();
+  const offer = to.offer;
+  let full = true;
+  to.offer = async (bytes, p, tag) => {
+    if (full) throw Object.assign(new Error('the delivery spool is full'), { code: 'DELIVERY_SPOOL_FULL' });
+    return offer(bytes, p, tag);
+  };
+  const errors: string[] = [];
+  const r = new BlockReleaser(sealed, to, (_id, e) => errors.push((e as { code?: string }).code ?? e.message), { retryMs: 10_000 });
+  for (const id of [4, 5]) sealed.seal(out(id));
+  const a = r.release(4);
+  const b = r.release(5);
+  await new Promise((res) => setTimeout(res, 50));
+  const t0 = Date.now();
+  r.stop();
+  await t.rejects(a, { code: 'RELEASE_STOPPED' }, 'the held release ends at once with a clear reason');
+  full = false;
+  await t.rejects(b, { code: 'RELEASE_STOPPED' }, 'the later block does not overtake it, even with room');
+  t.ok(Date.now() - t0 < 1000, 'stop does not wait for the retry period');
+  t.same(s.offers, [], 'nothing offered');
+  t.same(sealed.list(), [4, 5], 'both stay sealed');
+  t.same(errors, ['RELEASE_STOPPED', 'RELEASE_STOPPED']);
+});

@@ -7,7 +7,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkKeysAndStop, qkdProcess, until, writeNodeLink } from '../../src/testkit/run.ts';
+import { checkKeysAndStop, nodeSaid, qkdProcess, startNodePair, until, writeNodeLink } from '../../src/testkit/run.ts';
 
 t.setTimeout(900_000);
 
@@ -34,23 +34,13 @@ t.test('two nodes from their own configuration files, each with its own KMS, pro
   const dir = mkdtempSync(join(tmpdir(), 'qkd-run-config-'));
   const { pki, files, kmsPort, sourceLine } = await writeNodeLink(dir);
   const procs = [qkdProcess(['kms', '--config', files.kmsB]), qkdProcess(['kms', '--config', files.kmsA])];
-  // Bob first: his host's emulated lab serves Alice's source on its line before her node opens it.
-  const bob = qkdProcess(['run', '--config', files.bob, '--json', '--dashboard-port', '0']);
-  procs.push(bob);
   t.teardown(async () => {
-    if (!t.passing()) {
-      const said = (p: typeof bob) => p.lines.filter((l) => /^\[qkd run|"level":"(warn|error)"/.test(l)).slice(-15).join('\n');
-      t.comment(`bob said:\n${said(bob)}`);
-      const alice = procs[3];
-      if (alice) t.comment(`alice said:\n${said(alice)}`);
-    }
+    if (!t.passing()) for (const p of procs.slice(2)) t.comment(`${p === procs[2] ? 'bob' : 'alice'} said:\n${nodeSaid(p)}`);
     for (const p of procs) p.p.kill('SIGKILL');
     await sourceLine?.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  await until('Bob\'s lab on the source line', () => bob.lines.find((l) => /source is on a tty/.test(l)), 120_000);
-  const alice = qkdProcess(['run', '--config', files.alice, '--json', '--dashboard-port', '0']);
-  procs.push(alice);
+  const { alice, bob } = await startNodePair(files, procs);
   await until('Bob\'s first verified block', () => bob.lines.find((l) => /^\[qkd run bob\] block \d+: verified/.test(l)), 420_000);
   t.ok(alice.lines.some((l) => /^\[qkd run alice\] node nodeA ready: ETSI 004 at https:/.test(l)), 'Alice says where her node listens');
 
