@@ -21,7 +21,7 @@ use qkd_store::pkcs11::{self as p11, TokenConfig};
 use qkd_store::{PutOutcome, Store, StoreError};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 type Shared = Arc<Mutex<Option<Store>>>;
 
@@ -373,9 +373,14 @@ impl Task for PutTask {
     }
 }
 
+/// The keys arrive as a zeroised-on-drop copy and move into protected memory on the worker
+/// thread: mlock (and munlock/munmap on drop) can stall for milliseconds (the kernel drains
+/// every CPU's LRU lists), which on the JS thread held up every other request of the KMS.
 pub struct PutManyTask {
     store: Shared,
-    items: Vec<qkd_store::PutItem>,
+    keys: Zeroizing<Vec<u8>>,
+    lens: Vec<usize>,
+    items: Vec<qkd_store::PutItem<()>>,
     now_ms: i64,
 }
 
@@ -383,8 +388,15 @@ impl Task for PutManyTask {
     type Output = Vec<PutOutcome>;
     type JsValue = Vec<String>;
     fn compute(&mut self) -> Result<Vec<PutOutcome>> {
-        let (items, now) = (&self.items, self.now_ms);
-        with(&self.store, |s| s.put_many(items, now))
+        // One protected mapping for the whole batch (see SecretSlice), not one per key.
+        let slices = qkd_store::secmem::SecretSlice::split(qkd_store::secmem::SecretBuf::from_slice(&self.keys), &self.lens)
+            .ok_or_else(|| Error::new(Status::InvalidArg, "STORE_INVALID: sizes do not add up to the keys buffer length"))?;
+        self.keys.zeroize();
+        let items: Vec<_> = std::mem::take(&mut self.items).into_iter().zip(slices).map(|(it, key)| qkd_store::PutItem {
+            sid: it.sid, index: it.index, key_id: it.key_id, key, meta: it.meta, expires_ms: it.expires_ms }).collect();
+        let now = self.now_ms;
+        // `items` (the protected mapping) is dropped here, on the worker thread, too.
+        with(&self.store, |s| s.put_many(&items, now))
     }
     fn resolve(&mut self, _env: Env, o: Vec<PutOutcome>) -> Result<Vec<String>> {
         Ok(o.into_iter()
@@ -599,24 +611,19 @@ impl KmsStore {
         if total != keys.len() {
             return Err(Error::new(Status::InvalidArg, "STORE_INVALID: sizes do not add up to the keys buffer length"));
         }
-        let mut items = Vec::with_capacity(n);
-        let mut off = 0usize;
         let mut sids = key_stream_ids.into_iter();
         let mut kids = key_ids.into_iter();
         let mut metas = meta_jsons.into_iter();
-        for ((&size, &index), &exp) in sizes.iter().zip(&indices).zip(&expires_ms) {
-            let len = size as usize;
-            items.push(qkd_store::PutItem {
-                sid: sids.next().unwrap_or_default(),
-                index,
-                key_id: kids.next().unwrap_or_default(),
-                key: qkd_store::secmem::SecretBuf::from_slice(&keys[off..off + len]),
-                meta: metas.next().unwrap_or_default(),
-                expires_ms: exp as i64,
-            });
-            off += len;
-        }
-        Ok(AsyncTask::new(PutManyTask { store: self.inner.clone(), items, now_ms: now_ms as i64 }))
+        let items = indices.iter().zip(&expires_ms).map(|(&index, &exp)| qkd_store::PutItem {
+            sid: sids.next().unwrap_or_default(),
+            index,
+            key_id: kids.next().unwrap_or_default(),
+            key: (),
+            meta: metas.next().unwrap_or_default(),
+            expires_ms: exp as i64,
+        }).collect();
+        Ok(AsyncTask::new(PutManyTask { store: self.inner.clone(), keys: Zeroizing::new(keys.to_vec()),
+            lens: sizes.iter().map(|&s| s as usize).collect(), items, now_ms: now_ms as i64 }))
     }
 
     /// Held, unreserved, unexpired keys of a stream in index order, ascending or descending (digests, never keys).

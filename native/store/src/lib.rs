@@ -87,12 +87,12 @@ pub enum PutOutcome {
 }
 
 /// One key to store (see `Store::put_many`). The key is in protected memory (secmem), zeroised
-/// on drop.
-pub struct PutItem {
+/// on drop: its own `SecretBuf`, or a `SecretSlice` of one shared by a batch.
+pub struct PutItem<K = secmem::SecretBuf> {
     pub sid: String,
     pub index: u32,
     pub key_id: String,
-    pub key: secmem::SecretBuf,
+    pub key: K,
     pub meta: String,
     pub expires_ms: i64,
 }
@@ -409,8 +409,8 @@ impl Store {
 
     /// Stores several keys in ONE transaction (one fsync): group commit for concurrent pushes.
     /// Outcomes are per item, in order, as if `put` had been called for each in turn.
-    pub fn put_many(&mut self, items: &[PutItem], now_ms: i64) -> Result<Vec<PutOutcome>> {
-        if items.iter().any(|i| i.key.is_empty()) {
+    pub fn put_many<K: AsRef<[u8]>>(&mut self, items: &[PutItem<K>], now_ms: i64) -> Result<Vec<PutOutcome>> {
+        if items.iter().any(|i| i.key.as_ref().is_empty()) {
             return Err(StoreError::Invalid("empty key".into()));
         }
         let capacity = self.capacity;
@@ -418,7 +418,7 @@ impl Store {
             let mut held = db.query_one("SELECT COUNT(*) FROM keys WHERE state IN (0,1)", p![])?[0].i()?;
             let mut out = Vec::with_capacity(items.len());
             for it in items {
-                let (sid, index, key) = (it.sid.as_str(), it.index, &it.key[..]);
+                let (sid, index, key) = (it.sid.as_str(), it.index, it.key.as_ref());
                 let d = digest(sid, index, key);
                 let existing = db.query_opt("SELECT digest FROM keys WHERE stream_id=?1 AND idx=?2", p![sid, index])?;
                 let outcome = if let Some(mut old) = existing {
@@ -979,6 +979,26 @@ mod tests {
         assert_eq!(many, one);
         use PutOutcome::*;
         assert_eq!(many, vec![Stored, Stored, Duplicate, Conflict, Stored, Full]);
+    }
+
+    #[test]
+    fn put_many_of_shared_slices_is_put_many_of_own_buffers() {
+        let mut a = Store::open(":memory:", &kek(), 10).unwrap();
+        let mut b = Store::open(":memory:", &kek(), 10).unwrap();
+        let keys: Vec<u8> = (1..=24u8).collect();
+        let slices = secmem::SecretSlice::split(secmem::SecretBuf::from_slice(&keys), &[4, 8, 4, 8]).unwrap();
+        let idx = [0u32, 1, 0, 2];
+        fn mk<K: AsRef<[u8]>>(index: u32, key: K) -> PutItem<K> {
+            PutItem { sid: "s".into(), index, key_id: format!("k{index}"), key, meta: "{}".into(), expires_ms: 100 }
+        }
+        let own: Vec<_> = slices.iter().enumerate().map(|(i, k)| mk(idx[i], secmem::SecretBuf::from_slice(k))).collect();
+        let shared: Vec<_> = slices.into_iter().enumerate().map(|(i, k)| mk(idx[i], k)).collect();
+        assert_eq!(a.put_many(&shared, 0).unwrap(), b.put_many(&own, 0).unwrap());
+        let ca = a.candidates("s", 10, 0, false).unwrap();
+        let cb = b.candidates("s", 10, 0, false).unwrap();
+        assert_eq!(ca.iter().map(|c| (c.index, c.digest)).collect::<Vec<_>>(),
+            cb.iter().map(|c| (c.index, c.digest)).collect::<Vec<_>>());
+        assert_eq!(ca[2].digest, digest("s", 2, &keys[16..24]));
     }
 
     #[test]

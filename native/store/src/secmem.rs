@@ -186,6 +186,54 @@ impl std::fmt::Debug for SecretBuf {
     }
 }
 
+/// One key of a batch whose keys share a single [`SecretBuf`]: a group commit of n pushed keys
+/// costs one protected mapping (mmap, mprotect, madvise, mlock, and munlock/munmap on drop)
+/// instead of n — per key those syscalls cost ≈ 30 µs on the KMS's JS thread, more than the key's
+/// share of the commit. The bytes stay in locked, guarded pages, zeroised when the last slice of
+/// the batch is dropped.
+#[derive(Clone)]
+pub struct SecretSlice {
+    buf: std::sync::Arc<SecretBuf>,
+    start: usize,
+    len: usize,
+}
+
+impl SecretSlice {
+    /// Cuts `buf` into consecutive slices of `sizes` bytes; None unless the sizes add up to its length.
+    pub fn split(buf: SecretBuf, sizes: &[usize]) -> Option<Vec<SecretSlice>> {
+        if sizes.iter().sum::<usize>() != buf.len() {
+            return None;
+        }
+        let buf = std::sync::Arc::new(buf);
+        let mut start = 0;
+        Some(sizes.iter().map(|&len| {
+            let s = SecretSlice { buf: buf.clone(), start, len };
+            start += len;
+            s
+        }).collect())
+    }
+}
+
+impl std::ops::Deref for SecretSlice {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl AsRef<[u8]> for SecretSlice {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl std::fmt::Debug for SecretSlice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the bytes.
+        write!(f, "SecretSlice({} bytes at {})", self.len, self.start)
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -266,5 +314,25 @@ mod tests {
         // SAFETY: mincore on an unmapped range only reports an error.
         let rc = unsafe { libc::mincore(((p as usize) & !(page() - 1)) as *mut libc::c_void, page(), &mut v) };
         assert_eq!(rc, -1, "the key page is still mapped after drop");
+    }
+
+    #[test]
+    fn slices_of_a_batch_share_one_locked_mapping_released_with_the_last() {
+        let bytes: Vec<u8> = (0..96u8).collect();
+        assert!(SecretSlice::split(SecretBuf::from_slice(&bytes), &[32, 32]).is_none(), "sizes must add up");
+        let before = vm_lck_kb();
+        let mut v = SecretSlice::split(SecretBuf::from_slice(&bytes), &[32, 16, 48]).unwrap();
+        assert_eq!((&v[0][..], &v[1][..], &v[2][..]), (&bytes[..32], &bytes[32..48], &bytes[48..]));
+        let p = v[1].as_ptr();
+        assert!(vm_flags(p).contains(" lo"), "the batch's keys are in locked pages");
+        assert!(vm_lck_kb() <= before + (page() as u64 / 1024), "one mapping for the batch, not one per key");
+        v.truncate(1);
+        // SAFETY: v[0] keeps the shared mapping alive.
+        assert_eq!(unsafe { std::ptr::read_volatile(p) }, 32, "a live slice keeps the others' bytes mapped");
+        drop(v);
+        let mut r = 0u8;
+        // SAFETY: mincore on an unmapped range only reports an error.
+        let rc = unsafe { libc::mincore(((p as usize) & !(page() - 1)) as *mut libc::c_void, page(), &mut r) };
+        assert_eq!(rc, -1, "the batch's pages are still mapped after the last slice was dropped");
     }
 }
