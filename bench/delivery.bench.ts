@@ -15,6 +15,7 @@
  * not installed.
  */
 import { randomBytes } from 'node:crypto';
+import { DEFAULT_MAX_IN_FLIGHT } from '../src/delivery/node.ts';
 import { startLink, until } from '../src/testkit/delivery.ts';
 import { postgresUnavailable, startPostgres, type PgCluster } from '../src/testkit/postgres.ts';
 import { median, type BenchResult } from './stats.ts';
@@ -23,6 +24,8 @@ import { relayResults } from './relay-latency.ts';
 const CHUNK = 32;
 const N = 600;
 const BIG_CHUNK = 1024;
+/** The node's default (DEFAULT_MAX_IN_FLIGHT; 16 before 2026-12-06). */
+const IN_FLIGHT = DEFAULT_MAX_IN_FLIGHT;
 
 interface Run {
   pushS: number;
@@ -135,13 +138,13 @@ export async function run(): Promise<BenchResult[]> {
   const bigFast: Run[] = [];
   const bigSlow: Run[] = [];
   for (let i = 0; i < 3; i++) {
-    fast.push(await once(16));
+    fast.push(await once(IN_FLIGHT));
     slow.push(await once(1));
-    bigFast.push(await once(16, BIG_CHUNK));
+    bigFast.push(await once(IN_FLIGHT, BIG_CHUNK));
     bigSlow.push(await once(1, BIG_CHUNK));
   }
   const med = (rs: Run[], f: (r: Run) => number) => median(rs.map(f));
-  const params = { chunkBytes: CHUNK, keys: N, maxInFlight: 16, baselineMaxInFlight: 1, tls: 'mutual TLS 1.3',
+  const params = { chunkBytes: CHUNK, keys: N, maxInFlight: IN_FLIGHT, baselineMaxInFlight: 1, tls: 'mutual TLS 1.3',
     durability: 'SQLite WAL synchronous=FULL, spool fsync', repeats: 3 };
   return [
     { name: 'delivery.node_to_kms.keys_per_s', value: N / med(fast, (r) => r.pushS), unit: 'keys/s', better: 'higher',
@@ -177,8 +180,8 @@ async function postgresResults(): Promise<BenchResult[]> {
   const pg = await startPostgres({ durable: true });
   try {
     const fast: Run[] = [];
-    for (let i = 0; i < 3; i++) fast.push(await once(16, CHUNK, pg));
-    const params = { chunkBytes: CHUNK, keys: N, maxInFlight: 16, tls: 'mutual TLS 1.3', repeats: 3,
+    for (let i = 0; i < 3; i++) fast.push(await once(IN_FLIGHT, CHUNK, pg));
+    const params = { chunkBytes: CHUNK, keys: N, maxInFlight: IN_FLIGHT, tls: 'mutual TLS 1.3', repeats: 3,
       durability: 'PostgreSQL fsync=on synchronous_commit=on (local cluster), spool fsync' };
     const med = (f: (r: Run) => number) => median(fast.map(f));
     return [

@@ -5,7 +5,7 @@
 import tap from 'tap';
 import { backendTap } from '../../src/testkit/postgres.ts';
 import { randomBytes } from 'node:crypto';
-import { JsonClient } from '../../src/delivery/http.ts';
+import { JsonClient, startServer } from '../../src/delivery/http.ts';
 import { deriveKeyId } from '../../src/delivery/keyid.ts';
 import { STATUS } from '../../src/delivery/types.ts';
 import { startLink, until } from '../../src/testkit/delivery.ts';
@@ -213,4 +213,31 @@ t.test('ETSI 014 guards: malformed percent-encoding is a 400, not a 500; one SAE
   t.equal((await saeA.req('POST', '/api/v1/keys/saeB/enc_keys', { number: 4 })).status, 200, 'allowed again after the refill');
   const other = await L.sae('saeStranger', L.kmsA).req('POST', '/api/v1/keys/saeB/enc_keys', { number: 2 });
   t.equal(other.status, 200, 'another SAE has its own allowance');
+});
+
+t.test('by default the node keeps 32 pushes in flight (a KMS shares one commit among them)', async (t) => {
+  const L = await startLink();
+  t.teardown(() => L.close());
+  // A TLS proxy in the KMS's place that holds every key-material push 150 ms and counts how many
+  // it holds at once.
+  const client = new JsonClient({ url: L.kmsA.url, id: 'kmsA' }, { tls: L.pki.tls('nodeA') });
+  let held = 0;
+  let most = 0;
+  const srv = await startServer({ tls: L.pki.tls('kmsA'), name: 'slow proxy' }, async (req) => {
+    held++;
+    most = Math.max(most, held);
+    await new Promise((r) => setTimeout(r, 150));
+    held--;
+    const r = await client.request(req.method, req.path, req.body);
+    return { status: r.status, body: r.body ?? undefined };
+  }, () => undefined);
+  t.teardown(async () => {
+    client.close();
+    await srv.close();
+  });
+  L.nodeA.setKmsUrl(srv.url);
+  const bytes = randomBytes(CHUNK * 80);
+  await Promise.all([L.nodeA.offer(bytes), L.nodeB.offer(bytes)]);
+  await until(() => L.kmsA.metrics().acked === 80 && L.kmsB.metrics().acked === 80, 20_000, 'acks');
+  t.equal(most, 32, 'pushes held at once by the KMS side');
 });
