@@ -11,7 +11,7 @@ import { ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts
 import { loadProfile, type SerialSettings } from '../../src/devices/profile.ts';
 import { EmulatedSpadDetector, EmulatedPhotonSource } from '../../src/devices/emulated/instruments.ts';
 import { EmulatedLab } from '../../src/devices/emulated/lab.ts';
-import { attachInstrumentToTty, type TtyAttachment } from '../../src/devices/emulated/pty.ts';
+import { attachInstrumentToPtyStreams, attachInstrumentToTty, type TtyAttachment } from '../../src/devices/emulated/pty.ts';
 import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
 import { PhotonSourceDriver, SpadDetectorDriver } from '../../src/devices/drivers/scpi.ts';
 import { ttyBinding } from '../../src/devices/transports/tty-binding.ts';
@@ -103,6 +103,24 @@ if (!hasSocat()) {
     t.equal(id.model, 'PS-1', 'identified after the abandoned request');
     t.equal(inst.abandonedBlocks, 1, 'the source dropped the dead host\'s half request');
     await sourceConformance(t, drv);
+  });
+
+  t.test('a source switched on does not answer what the host sent while it was off', async (t) => {
+    // Queries written while no instrument serves the line stay queued in the pty; a restarted lab's
+    // source used to answer them, and the host took those answers for its next query's.
+    const pair = await startPtyPair(dir.path, 'stale');
+    const profile = loadProfile('emulab-ps1');
+    const tr = new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings });
+    await tr.open();
+    for (let i = 0; i < 3; i++) await tr.write('OUTPUT:STATE?');
+    await new Promise((r) => setTimeout(r, 100));
+    const att = await attachInstrumentToPtyStreams(new EmulatedPhotonSource(lab), pair.b);
+    t.teardown(async () => {
+      await tr.close();
+      await att.close();
+      await pair.kill();
+    });
+    t.equal(await tr.query('*IDN?'), 'EmuLab,PS-1,PS1-0001,1.3.0', 'the first reply is to the first query sent after it was switched on');
   });
 
   t.test('pty closed mid-use: disconnected, back-off, reconnect when the line returns', async (t) => {

@@ -4,7 +4,7 @@
  * answers what the driver writes on the other end. The driver side is then byte-for-byte what it
  * would be with a USB-serial instrument.
  */
-import { closeSync, constants, open } from 'node:fs';
+import { closeSync, constants, open, readSync } from 'node:fs';
 import { isatty, ReadStream, WriteStream } from 'node:tty';
 import { SerialPortStream } from '@serialport/stream';
 import { TransportError } from '../../errors.ts';
@@ -45,7 +45,7 @@ export async function attachInstrumentToPtyStreams(instrument: ScpiInstrument, p
   let fd: number;
   try {
     fd = await new Promise<number>((resolve, reject) =>
-      open(path, constants.O_RDWR | constants.O_NOCTTY, (err, f) => (err ? reject(err) : resolve(f))));
+      open(path, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK, (err, f) => (err ? reject(err) : resolve(f))));
   } catch (err) {
     throw new TransportError('OPEN_FAILED', `emulator cannot open ${path}: ${(err as Error).message}`, { cause: err });
   }
@@ -53,6 +53,7 @@ export async function attachInstrumentToPtyStreams(instrument: ScpiInstrument, p
     closeSync(fd);
     throw new TransportError('OPEN_FAILED', `emulator: ${path} is not a tty (expected one end of a socat pty pair)`);
   }
+  discardQueuedInput(fd);
   const input = new ReadStream(fd);
   const output = new WriteStream(fd);
   input.on('error', () => {});
@@ -72,4 +73,25 @@ export async function attachInstrumentToPtyStreams(instrument: ScpiInstrument, p
       output.destroy(); // the tty streams own the fd (libuv re-opens a pty's slave onto it)
     },
   };
+}
+
+/**
+ * An instrument switched on does not see what the host sent while it was off. On a pty the line
+ * keeps those bytes (the supervisor holds both ends open), so a restarted lab's source would
+ * answer a dead host's queued queries, and the live host would take those answers for its own
+ * (seen: "expected 'OK' after 'OUTPUT:STATE 0', got \"0\""). Drop them before serving.
+ */
+function discardQueuedInput(fd: number): number {
+  const buf = Buffer.alloc(65536);
+  let dropped = 0;
+  for (;;) {
+    let n: number;
+    try {
+      n = readSync(fd, buf, 0, buf.length, null);
+    } catch {
+      return dropped; // EAGAIN: nothing more queued (or the line is gone: the reads will say so)
+    }
+    if (n <= 0) return dropped;
+    dropped += n;
+  }
 }
