@@ -26,3 +26,19 @@ export async function medianSeconds(fn: () => unknown | Promise<unknown>, repeat
   }
   return median(times);
 }
+
+/**
+ * Like medianSeconds, in CPU seconds of this process (user + system): for work on one thread, a
+ * figure the other loads of a shared machine do not inflate (wall time on 2 busy cores does).
+ */
+export async function medianCpuSeconds(fn: () => unknown | Promise<unknown>, repeats = 5): Promise<number> {
+  await fn();
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const c0 = process.cpuUsage();
+    await fn();
+    const c = process.cpuUsage(c0);
+    times.push((c.user + c.system) / 1e6);
+  }
+  return median(times);
+}
