@@ -26,7 +26,7 @@ import { patternServer, revealHoldbackPs, type PatternServerStats } from './patt
 import { openNodeDevices, type NodeDevices } from './devices.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ProtocolSettings } from '../protocol/settings.ts';
-import { ConfigError } from '../errors.ts';
+import { ConfigError, QkdError } from '../errors.ts';
 import type { NodeRunConfig } from './config.ts';
 import type { BlockResult } from './postprocess.ts';
 import { BlockReleaser, SealedBlocks } from './block-seal.ts';
@@ -218,7 +218,17 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
         await programSource(source, preset);
       })().catch((err: unknown) => log.warn("checking Alice's source failed", { err: err as Error })).finally(() => (sourceCheck = undefined));
     }, 2000);
-    for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) link.handle(t, (p) => alice.handle(t, p));
+    for (const t of ['sift', 'estimate', 'reveal', 'verify', 'amplify', 'abort']) {
+      link.handle(t, (p) => {
+        // Her spool full (her KMS not taking keys): a committed block waits, sealed, and she
+        // takes no new one, so both nodes pause alike instead of her sealed blocks piling up.
+        if (t === 'sift' && releaser.held !== undefined) {
+          throw new QkdError('DELIVERY_PAUSED', `Alice's delivery spool is full (her KMS is not taking keys; block ${releaser.held} waits for room): ` +
+            'new blocks are refused and key production is paused until it has room. Check her KMS.');
+        }
+        return alice.handle(t, p);
+      });
+    }
     // Bob's clock sync asks for her intensity pattern: her source's read-back of its classes,
     // revealed only for pulses older than the longest delay the link accepts (pattern-link.ts),
     // measured on the source's own pulse counter.

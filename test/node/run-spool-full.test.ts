@@ -1,7 +1,8 @@
 // A KMS that stops taking keys for long enough to fill the node's delivery spool: the node holds
 // its next committed block sealed and pauses key production (no crash, no restart loop), raises
 // an alarm, and when the KMS is back the held block and the ones after it go in, in order, so the
-// SAE pair still gets the same keys and both KMSs acknowledge the same count. Before, the full
+// SAE pair still gets the same keys and both KMSs hold the same ones. Bob's KMS first (his pipeline
+// waits), then Alice's (she refuses new blocks, so his abort with the reason). Before, the full
 // spool failed Bob's pipeline: the node exited, was restarted, replayed, failed again (seen in the
 // 10-minute chaos run when a KMS disk filled up). Real processes: two `qkd run --config` nodes,
 // two reference KMS processes; the KMS is paused with SIGSTOP.
@@ -23,8 +24,10 @@ t.test('a full delivery spool pauses key production and loses nothing; it resume
   const kmsB = qkdProcess(['kms', '--config', files.kmsB]);
   const procs = [kmsB, qkdProcess(['kms', '--config', files.kmsA])];
   let stopped = false;
+  let stoppedA = false;
   t.teardown(async () => {
     if (stopped) kmsB.p.kill('SIGCONT');
+    if (stoppedA) procs[1].p.kill('SIGCONT');
     if (!t.passing()) for (const p of procs.slice(2)) t.comment(`node said:\n${nodeSaid(p)}`);
     for (const p of procs) p.p.kill('SIGKILL');
     await sourceLine?.close();
@@ -50,6 +53,21 @@ t.test('a full delivery spool pauses key production and loses nothing; it resume
   await until('the held block released', () => bob.lines.find((l) => l.includes('delivery spool has room again: held block released')), 300_000);
   const resumedAt = verified();
   await until('a new verified block after the KMS came back', () => (verified() > resumedAt ? true : undefined), 420_000);
+
+  // Alice's KMS away: her spool fills, she holds her block and refuses new ones, so Bob's
+  // blocks abort with the reason instead of her sealed blocks piling up while his go on.
+  const kmsA = procs[1];
+  kmsA.p.kill('SIGSTOP');
+  stoppedA = true;
+  const paused = await until('Bob\'s blocks refused by Alice while her spool is full', () =>
+    bob.lines.find((l) => /^\[qkd run bob\] block \d+: aborted/.test(l) && l.includes('DELIVERY_PAUSED')), 420_000);
+  t.match(paused, /Alice's delivery spool is full .*key production is paused/, `Bob's block line says why: ${paused.slice(0, 240)}`);
+  t.ok(alice.lines.some((l) => l.includes('delivery spool full: committed block held sealed')), 'Alice holds her block');
+  kmsA.p.kill('SIGCONT');
+  stoppedA = false;
+  const pausedAt = verified();
+  await until('a verified block after Alice\'s KMS came back', () => (verified() > pausedAt ? true : undefined), 420_000);
+  t.ok(alice.lines.some((l) => l.includes('delivery spool has room again')), 'Alice released her held block');
 
   await checkKeysAndStop(t, { pki, kmsPort, alice, bob });
   // Blocks still held at the stop stay sealed; the next start delivers them. Start both nodes again
