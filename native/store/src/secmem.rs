@@ -238,11 +238,27 @@ impl std::fmt::Debug for SecretSlice {
 mod tests {
     use super::*;
 
-    /// VmLck of this process, in kB (/proc/self/status).
-    fn vm_lck_kb() -> u64 {
-        let s = std::fs::read_to_string("/proc/self/status").unwrap();
-        let l = s.lines().find(|l| l.starts_with("VmLck:")).unwrap();
-        l.split_whitespace().nth(1).unwrap().parse().unwrap()
+    /// The mapping holding `p` in /proc/self/smaps: its address range and its "Locked:" kB.
+    /// Per mapping, not the process's VmLck: cargo runs the tests on parallel threads, and the
+    /// other tests lock and unlock pages of their own meanwhile.
+    fn mapping_of(p: *const u8) -> Option<(usize, usize, u64)> {
+        let s = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let a = p as usize;
+        let mut range: Option<(usize, usize)> = None;
+        for l in s.lines() {
+            if let Some((r, _)) = l.split_once(' ') {
+                if let Some((lo, hi)) = r.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16)) {
+                        range = (lo <= a && a < hi).then_some((lo, hi));
+                        continue;
+                    }
+                }
+            }
+            if let (Some((lo, hi)), Some(kb)) = (range, l.strip_prefix("Locked:")) {
+                return Some((lo, hi, kb.trim().trim_end_matches("kB").trim().parse().unwrap()));
+            }
+        }
+        None
     }
 
     /// Is the page holding `p` resident (mincore)? A locked page must be.
@@ -278,11 +294,11 @@ mod tests {
 
     #[test]
     fn pages_are_locked_guarded_and_not_dumped() {
-        let before = vm_lck_kb();
         let s = SecretBuf::from_slice(&[0xA5; 32]);
         assert!(s.is_locked(), "mlock refused (RLIMIT_MEMLOCK?): run as root or raise the limit");
         assert_eq!(&s[..], &[0xA5; 32]);
-        assert!(vm_lck_kb() >= before + (page() as u64 / 1024), "VmLck did not grow by a page");
+        let (lo, hi, locked_kb) = mapping_of(s.as_ptr_for_tests()).unwrap();
+        assert_eq!(locked_kb, ((hi - lo) / 1024) as u64, "every page of the key's mapping is locked");
         assert!(resident(s.as_ptr_for_tests()));
         let f = vm_flags(s.as_ptr_for_tests());
         // smaps VmFlags: lo = locked, dd = do not include in core dump.
@@ -290,8 +306,11 @@ mod tests {
         // The page before the data is a guard: PROT_NONE (no rd/wr flags).
         let g = vm_flags(s.as_ptr_for_tests().wrapping_sub(1));
         assert!(!g.contains(" rd") && !g.contains(" wr"), "guard page is accessible: {g}");
+        let p = s.as_ptr_for_tests();
         drop(s);
-        assert!(vm_lck_kb() <= before, "the lock was not released on drop");
+        // Unmapped (a mapping that is gone holds no lock); another test's mapping may reuse the
+        // address later, but not between these two lines on this thread's own range.
+        assert!(mapping_of(p).map_or(true, |(l, h, _)| (l, h) != (lo, hi)), "the key's mapping outlived the drop");
     }
 
     #[test]
@@ -320,12 +339,14 @@ mod tests {
     fn slices_of_a_batch_share_one_locked_mapping_released_with_the_last() {
         let bytes: Vec<u8> = (0..96u8).collect();
         assert!(SecretSlice::split(SecretBuf::from_slice(&bytes), &[32, 32]).is_none(), "sizes must add up");
-        let before = vm_lck_kb();
         let mut v = SecretSlice::split(SecretBuf::from_slice(&bytes), &[32, 16, 48]).unwrap();
         assert_eq!((&v[0][..], &v[1][..], &v[2][..]), (&bytes[..32], &bytes[32..48], &bytes[48..]));
         let p = v[1].as_ptr();
         assert!(vm_flags(p).contains(" lo"), "the batch's keys are in locked pages");
-        assert!(vm_lck_kb() <= before + (page() as u64 / 1024), "one mapping for the batch, not one per key");
+        // One mapping per key would put each slice in its own range between guard pages.
+        let (first, last) = (mapping_of(v[0].as_ptr()).unwrap(), mapping_of(v[2].as_ptr()).unwrap());
+        assert_eq!((first.0, first.1), (last.0, last.1), "one mapping for the batch, not one per key");
+        assert_eq!(first.1 - first.0, page(), "96 bytes take one locked page");
         v.truncate(1);
         // SAFETY: v[0] keeps the shared mapping alive.
         assert_eq!(unsafe { std::ptr::read_volatile(p) }, 32, "a live slice keeps the others' bytes mapped");
