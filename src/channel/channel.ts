@@ -92,6 +92,8 @@ export interface ChannelStats {
   srttMs: number;
   /** Connections refused at the transport (CURVE/ZAP handshake failed): strangers, wrong keys. */
   transportRefused: number;
+  /** Receives the socket failed while open (zeromq.js EAGAIN after a reconnection); reading went on. */
+  receiveErrors: number;
 }
 
 interface Pending {
@@ -151,7 +153,7 @@ export class AuthChannel extends EventEmitter {
   #keyLowSent = false;
   #zap: ZapHandler | undefined;
   readonly #stats: Omit<ChannelStats, 'auth' | 'srttMs'> = { requestsSent: 0, retries: 0, repliesReceived: 0, requestsHandled: 0,
-    duplicateRequests: 0, rejected: {}, stale: 0, sendDropped: 0, peerRestarts: 0, blocksCommitted: 0, blocksAborted: 0, transportRefused: 0 };
+    duplicateRequests: 0, rejected: {}, stale: 0, sendDropped: 0, peerRestarts: 0, blocksCommitted: 0, blocksAborted: 0, transportRefused: 0, receiveErrors: 0 };
 
   private constructor(sock: Dealer, opts: ChannelOptions) {
     super();
@@ -479,7 +481,15 @@ export class AuthChannel extends EventEmitter {
       try {
         frames = await this.#sock.receive();
       } catch {
-        return; // closed
+        if (this.#closed || this.#sock.closed) return;
+        // zeromq.js can reject a waiting receive with EAGAIN although no receive timeout is set:
+        // seen on the binding side half a second after a connection came back from a partition
+        // (one heartbeat interval). Ending the loop there left the channel deaf for good while
+        // the peer's handshake and sends looked healthy (a chaos-test run in CI). Only closing
+        // ends it; the pause keeps a socket that fails at once from spinning.
+        this.#stats.receiveErrors++;
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
       }
       try {
         this.#onMessage(frames);

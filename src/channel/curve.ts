@@ -137,7 +137,11 @@ export async function startZapHandler(allowedKey: string): Promise<ZapHandler> {
       try {
         msg = await sock.receive();
       } catch {
-        return; // closed
+        if (sock.closed) return;
+        // A spurious EAGAIN (zeromq.js, see AuthChannel's receive loop) must not end the handler:
+        // every later CURVE handshake would wait for a ZAP reply forever.
+        await new Promise((r) => setTimeout(r, 10));
+        continue;
       }
       // RFC 27 request: version, request id, domain, address, identity, mechanism, credentials...
       const [version, requestId, , , , mechanism, clientKey] = msg;

@@ -102,10 +102,19 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
    */
   async receive(): Promise<DetectionBatch> {
     let frames: Buffer[];
-    try {
-      frames = await this.#sock.receive();
-    } catch (cause) {
-      throw new TransportError('STREAM_CLOSED', 'Event stream consumer closed or failed while receiving.', { cause });
+    for (;;) {
+      try {
+        frames = await this.#sock.receive();
+        break;
+      } catch (cause) {
+        // zeromq.js can reject a waiting receive with EAGAIN on an open socket (see the classical
+        // channel's receive loop): nothing to read yet, not the end of the stream.
+        if (!this.#sock.closed && (cause as { code?: string }).code === 'EAGAIN') {
+          await new Promise((r) => setTimeout(r, 10));
+          continue;
+        }
+        throw new TransportError('STREAM_CLOSED', 'Event stream consumer closed or failed while receiving.', { cause });
+      }
     }
     if (!this.#offThread || !this.ingest) return this.process(frames);
     const c = this.#check(frames);
