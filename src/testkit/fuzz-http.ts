@@ -58,9 +58,11 @@ function parseInput(input: Uint8Array, routes: Route[]): Route & { body: Buffer 
 }
 
 function send(server: { url: string; id: string }, caller: Caller, r: Route & { body: Buffer }): Promise<{ status: number; body: string; type: string }> {
-  const u = new URL(r.path, server.url);
+  // The raw path goes to the server's own host and port: resolving it as a URL would send a path
+  // such as `/\\host/x` (protocol-relative once the backslash is read as a slash) to another host.
+  const u = new URL(server.url);
   return new Promise((resolve, reject) => {
-    const req = https.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: r.method, ...link!.pki.tls(caller),
+    const req = https.request({ host: u.hostname, port: u.port, path: r.path, method: r.method, ...link!.pki.tls(caller),
       servername: undefined, checkServerIdentity: () => undefined, minVersion: 'TLSv1.3', agent: false,
       headers: { 'content-type': 'application/json', 'content-length': String(r.body.length) } }, (res) => {
       const parts: Buffer[] = [];
