@@ -31,6 +31,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { Dealer } from 'zeromq';
+import { receiveOpen } from '../stream/zmq-receive.ts';
 import { ProtocolError, QkdError, SecurityError, TimeoutError, TransportError } from '../errors.ts';
 import { Authenticator, directionOf, type AuthStats, type Role } from '../core/auth.ts';
 import { BlockLedger } from './ledger.ts';
@@ -479,17 +480,9 @@ export class AuthChannel extends EventEmitter {
     for (;;) {
       let frames: Buffer[];
       try {
-        frames = await this.#sock.receive();
+        frames = await receiveOpen(this.#sock, () => this.#stats.receiveErrors++);
       } catch {
-        if (this.#closed || this.#sock.closed) return;
-        // zeromq.js can reject a waiting receive with EAGAIN although no receive timeout is set:
-        // seen on the binding side half a second after a connection came back from a partition
-        // (one heartbeat interval). Ending the loop there left the channel deaf for good while
-        // the peer's handshake and sends looked healthy (a chaos-test run in CI). Only closing
-        // ends it; the pause keeps a socket that fails at once from spinning.
-        this.#stats.receiveErrors++;
-        await new Promise((r) => setTimeout(r, 10));
-        continue;
+        return; // closed
       }
       try {
         this.#onMessage(frames);

@@ -25,6 +25,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { dirname } from 'node:path';
 import { Context, Reply, curveKeyPair } from 'zeromq';
 import { ConfigError } from '../errors.ts';
+import { receiveOpen } from '../stream/zmq-receive.ts';
 
 const Z85 = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#';
 const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
@@ -135,13 +136,11 @@ export async function startZapHandler(allowedKey: string): Promise<ZapHandler> {
     for (;;) {
       let msg: Buffer[];
       try {
-        msg = await sock.receive();
+        // A spurious EAGAIN must not end the handler: every later CURVE handshake would wait
+        // for a ZAP reply forever.
+        msg = await receiveOpen(sock);
       } catch {
-        if (sock.closed) return;
-        // A spurious EAGAIN (zeromq.js, see AuthChannel's receive loop) must not end the handler:
-        // every later CURVE handshake would wait for a ZAP reply forever.
-        await new Promise((r) => setTimeout(r, 10));
-        continue;
+        return; // closed
       }
       // RFC 27 request: version, request id, domain, address, identity, mechanism, credentials...
       const [version, requestId, , , , mechanism, clientKey] = msg;

@@ -10,6 +10,7 @@
  * pending receive / iteration.
  */
 import { Pull } from 'zeromq';
+import { receiveOpen } from './zmq-receive.ts';
 import { ProtocolError, TransportError } from '../errors.ts';
 import { Ingest, type IngestBatchResult } from '../core/ingest.ts';
 import { decodeHeader, FLAG, LAYOUT, TAINT_FLAGS, type FrameHeader, type Layout } from './frame.ts';
@@ -102,19 +103,10 @@ export class StreamConsumer implements AsyncIterable<DetectionBatch> {
    */
   async receive(): Promise<DetectionBatch> {
     let frames: Buffer[];
-    for (;;) {
-      try {
-        frames = await this.#sock.receive();
-        break;
-      } catch (cause) {
-        // zeromq.js can reject a waiting receive with EAGAIN on an open socket (see the classical
-        // channel's receive loop): nothing to read yet, not the end of the stream.
-        if (!this.#sock.closed && (cause as { code?: string }).code === 'EAGAIN') {
-          await new Promise((r) => setTimeout(r, 10));
-          continue;
-        }
-        throw new TransportError('STREAM_CLOSED', 'Event stream consumer closed or failed while receiving.', { cause });
-      }
+    try {
+      frames = await receiveOpen(this.#sock);
+    } catch (cause) {
+      throw new TransportError('STREAM_CLOSED', 'Event stream consumer closed or failed while receiving.', { cause });
     }
     if (!this.#offThread || !this.ingest) return this.process(frames);
     const c = this.#check(frames);
