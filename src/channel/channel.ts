@@ -262,7 +262,7 @@ export class AuthChannel extends EventEmitter {
    * Sends an authenticated request and resolves with the peer's reply. Retries lost messages
    * until `timeoutMs`. Rejects with SecurityError/ProtocolError 'BLOCK_ABORTED' if its block is
    * aborted (here or by the peer), TimeoutError 'CHANNEL_TIMEOUT', ProtocolError
-   * 'CHANNEL_REMOTE_ERROR' if the peer's handler failed.
+   * 'CHANNEL_REMOTE_ERROR' if the peer's handler failed (the peer's own code in `remoteCode`).
    */
   async request<T = unknown>(type: string, payload: unknown, opts: RequestOptions = {}): Promise<T> {
     const blockId = opts.blockId ?? NO_BLOCK;
@@ -568,7 +568,7 @@ export class AuthChannel extends EventEmitter {
         if (code === 'BLOCK_ABORTED' && p && p.blockId !== NO_BLOCK && p.type !== COMMIT) this.#abortLocal(p.blockId, 'BLOCK_ABORTED', true);
         return this.#settle(aad.msgId, code === 'BLOCK_ABORTED'
           ? new ProtocolError('BLOCK_ABORTED', `Peer refused: ${msg}`)
-          : new ProtocolError('CHANNEL_REMOTE_ERROR', `Peer's handler for '${p?.type ?? aad.type}' failed: [${code}] ${msg}`));
+          : Object.assign(new ProtocolError('CHANNEL_REMOTE_ERROR', `Peer's handler for '${p?.type ?? aad.type}' failed: [${code}] ${msg}`), { remoteCode: code }));
       }
       case KIND.ABORT: {
         const code = typeof body?.code === 'string' ? body.code : 'BLOCK_ABORTED';

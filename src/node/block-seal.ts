@@ -159,6 +159,8 @@ export interface ReleaseHoldEvents {
   onHeld?(blockId: number, err: Error): void;
   /** Block `blockId` went into the spool after waiting `waitedMs`. */
   onResumed?(blockId: number, waitedMs: number): void;
+  /** Releasing block `blockId` failed (not for a full spool): the releaser halts (once). */
+  onFailed?(blockId: number, err: Error): void;
 }
 
 /**
@@ -170,6 +172,11 @@ export interface ReleaseHoldEvents {
  * block may never overtake a refused one (it would shift every key index after it, and the replay
  * would skip the refused block as already offered). A caller awaiting `release` waits with it:
  * Bob's pipeline stops committing new blocks while his KMS is away (back-pressure), and resumes.
+ *
+ * Any other failure (the sealed file unreadable, the spool's disk failing, the channel pool
+ * refusing the replenishment) halts the releaser for good (fail closed): that block and every
+ * later one stay sealed and are refused (`RELEASE_HALTED`), for the same reason, until the node
+ * restarts and replays them in order. `failed` says which block and why.
  */
 export class BlockReleaser {
   private chain: Promise<unknown> = Promise.resolve();
@@ -177,6 +184,8 @@ export class BlockReleaser {
   private wake: (() => void) | undefined;
   /** The block held by a full spool, if any. */
   held: number | undefined;
+  /** The block whose release failed (not for a full spool) and why: the releaser has halted. */
+  failed: { blockId: number; err: Error } | undefined;
   released = 0;
   replayedSkips = { replenish: 0, offer: 0 };
 
@@ -197,6 +206,10 @@ export class BlockReleaser {
 
   private async releaseWhenRoom(id: number): Promise<void> {
     const t0 = Date.now();
+    if (this.failed) {
+      throw new QkdError('RELEASE_HALTED', `block ${id} not released: the release of block ${this.failed.blockId} failed (${this.failed.err.message}) ` +
+        'and no later block may overtake it. Both stay sealed and are delivered in order when the node restarts; fix the cause first.');
+    }
     for (;;) {
       if (this.stopped && this.held !== undefined) throw this.stoppedError(id);
       let need = 0;
@@ -208,7 +221,11 @@ export class BlockReleaser {
         }
         return;
       } catch (err) {
-        if ((err as { code?: string }).code !== 'DELIVERY_SPOOL_FULL') throw err;
+        if ((err as { code?: string }).code !== 'DELIVERY_SPOOL_FULL') {
+          this.failed = { blockId: id, err: err as Error };
+          this.hold.onFailed?.(id, err as Error);
+          throw err;
+        }
         if (this.stopped) {
           this.held = id; // no later block may overtake it in this run
           throw this.stoppedError(id);

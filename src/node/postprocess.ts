@@ -386,8 +386,11 @@ export class BobPostProcessor {
       return await this.run(blockId, pulse, channel, report, secret);
     } catch (e) {
       if (!(e instanceof QkdError)) throw e;
-      // Abort reasons start with their code ("PE_ABORT_QBER: ..."); other errors get theirs prefixed.
-      report.abortReason = e.code === 'BLOCK_ABORTED' ? e.message : `${e.code}: ${e.message}`;
+      // Abort reasons start with their code ("PE_ABORT_QBER: ..."); other errors get theirs prefixed,
+      // a failure of Alice's handler the code she gave (DELIVERY_PAUSED, not CHANNEL_REMOTE_ERROR).
+      const remote = (e as { remoteCode?: unknown }).remoteCode;
+      const code = e.code === 'CHANNEL_REMOTE_ERROR' && typeof remote === 'string' && /^[A-Z][A-Z0-9_]{0,63}$/.test(remote) ? remote : e.code;
+      report.abortReason = e.code === 'BLOCK_ABORTED' ? e.message : `${code}: ${e.message}`;
       await this.opts.request('abort', { block: blockId }).catch(() => undefined);
       return { report };
     } finally {

@@ -93,6 +93,8 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
     spoolKey,
     commitKey,
   });
+  let releaseHalted: () => void = () => undefined;
+  const releaseFailed = new Promise<string>((resolve) => (releaseHalted = () => resolve('release failed')));
   // Block outputs are sealed here before their commit and released once after it (block-seal.ts).
   const sealed = new SealedBlocks(join(dirname(cfg.delivery.spoolDir), `sealed-${cfg.role}`), spoolKey);
   spoolKey.fill(0);
@@ -126,6 +128,13 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
       toSupervisor({ type: 'alarm', source: 'delivery', alarm: { kind: 'key-delivery-paused', severity: 'major', message: `block ${blockId} waits for room in the delivery spool: ${err.message}` } });
     },
     onResumed: (blockId, waitedMs) => log.info('delivery spool has room again: held block released', { blockId, waitedMs }),
+    // Any other release failure: fail closed. The node stops (the supervisor restarts it) and
+    // replays the sealed blocks in order; meanwhile Alice refuses new blocks.
+    onFailed: (blockId, err) => {
+      toSupervisor({ type: 'alarm', source: 'delivery', alarm: { kind: 'key-delivery-failed', severity: 'critical',
+        message: `the release of committed block ${blockId} failed: ${err.message}. The node stops; its sealed blocks are delivered in order at the next start` } });
+      releaseHalted();
+    },
   });
   /** Seals a verified block's output (before its commit) and wipes the in-memory copy. */
   const seal = (r: BlockResult, acquiredFromMs: number): boolean => {
@@ -222,6 +231,10 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
       link.handle(t, (p) => {
         // Her spool full (her KMS not taking keys): a committed block waits, sealed, and she
         // takes no new one, so both nodes pause alike instead of her sealed blocks piling up.
+        if (t === 'sift' && releaser.failed !== undefined) {
+          throw new QkdError('DELIVERY_HALTED', `Alice's node cannot deliver block ${releaser.failed.blockId} (${releaser.failed.err.message}): ` +
+            'new blocks are refused; the node restarts and delivers its sealed blocks in order.');
+        }
         if (t === 'sift' && releaser.held !== undefined) {
           throw new QkdError('DELIVERY_PAUSED', `Alice's delivery spool is full (her KMS is not taking keys; block ${releaser.held} waits for room): ` +
             'new blocks are refused and key production is paused until it has room. Check her KMS.');
@@ -353,7 +366,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
   toSupervisor({ type: 'ready', role: cfg.role, etsi004: delivery.url });
   log.info('node ready', { role: cfg.role, etsi004: delivery.url, channel: cfg.channel.endpoint });
 
-  const why = await Promise.race([stopRequested(), runDone.then(() => 'pipeline ended', () => 'pipeline failed')]);
+  const why = await Promise.race([stopRequested(), releaseFailed, runDone.then(() => 'pipeline ended', () => 'pipeline failed')]);
   log.info('stopping', { reason: why });
   releaser.stop();
   if (bob) {
@@ -373,5 +386,5 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
   await link.close();
   await delivery.close();
   log.info('stopped', { reason: why, spoolDepth: final.delivery.spoolDepth });
-  return why === 'pipeline failed' ? 1 : 0;
+  return why === 'pipeline failed' || why === 'release failed' ? 1 : 0;
 }

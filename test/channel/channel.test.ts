@@ -56,7 +56,7 @@ t.test('typed request/reply with binary payloads; key use accounted', async (t) 
   const a = alice.stats().auth;
   t.equal(a.usedBits, (a.signed + a.verified) * 128, '128 pad bits per message');
   t.ok(a.signed >= 21 && a.verified >= 21);
-  await t.rejects(alice.request('nope', 1), { code: 'CHANNEL_REMOTE_ERROR', message: /CHANNEL_NO_HANDLER/ });
+  await t.rejects(alice.request('nope', 1), { code: 'CHANNEL_REMOTE_ERROR', remoteCode: 'CHANNEL_NO_HANDLER', message: /CHANNEL_NO_HANDLER/ });
   bob.handle('fail', () => { throw new Error('secret detail 0xdeadbeef'); });
   const e = (await alice.request('fail', 1).catch((x: Error) => x)) as Error;
   t.notMatch(e.message, /deadbeef/, 'non-QkdError details do not cross the channel');

@@ -172,3 +172,34 @@ t.test('stopping while a block is held: it and every later block stay sealed for
   t.same(sealed.list(), [4, 5], 'both stay sealed');
   t.same(errors, ['RELEASE_STOPPED', 'RELEASE_STOPPED']);
 });
+
+t.test('any other release failure halts the releaser: no later block overtakes it; a restart delivers them in order', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'seal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const key = randomBytes(32);
+  const sealed = new SealedBlocks(dir, key);
+  const { s, to } = targets();
+  const offer = to.offer;
+  let broken = true;
+  to.offer = async (bytes, p, tag) => {
+    if (broken && tag === 2) throw Object.assign(new Error('EIO: the spool disk failed'), { code: 'EIO' });
+    return offer(bytes, p, tag);
+  };
+  const failed: string[] = [];
+  const errors: string[] = [];
+  const r = new BlockReleaser(sealed, to, (id, e) => errors.push(`${id} ${(e as { code?: string }).code}`), { onFailed: (id, e) => failed.push(`${id} ${e.message}`) });
+  for (const id of [1, 2, 3]) sealed.seal(out(id));
+  await r.release(1);
+  await t.rejects(r.release(2), { code: 'EIO' });
+  broken = false; // the cause is gone, but this run's releaser stays halted
+  await t.rejects(r.release(3), { code: 'RELEASE_HALTED', message: /block 3 not released: the release of block 2 failed \(EIO/ }, 'block 3 does not overtake block 2');
+  t.same(failed, ['2 EIO: the spool disk failed'], 'onFailed once, for the block that failed');
+  t.same(r.failed?.blockId, 2);
+  t.same(errors, ['2 EIO', '3 RELEASE_HALTED']);
+  t.same(s.offers.map((o) => o.tag), [1], 'only block 1 offered');
+  t.same(sealed.list(), [2, 3], 'blocks 2 and 3 stay sealed');
+  // The node restarts: a new releaser replays the sealed blocks in order.
+  const again = new BlockReleaser(new SealedBlocks(dir, key), to, () => undefined);
+  for (const id of [2, 3]) await again.release(id);
+  t.same(s.offers.map((o) => o.tag), [1, 2, 3], 'all three, in order, once');
+});

@@ -169,3 +169,19 @@ t.test('property: pulse lists encode as a slow BigInt LEB128 of the deltas does,
   }
   t.pass('300 random lists');
 });
+
+t.test("a block Alice's handler refuses is aborted under her code, not the channel's", async (t) => {
+  const d = detections(0, 1e7, 11n);
+  const { ProtocolError } = await import('../../src/errors.ts');
+  const bob = new BobPostProcessor({
+    config: { ...DEFAULT_BLOCK_CONFIG, frameBits: 58983 }, mapping: siftMapping(d.preset),
+    // What the classical channel rejects with when the peer's handler threw (channel.test.ts checks remoteCode).
+    request: async (type) => {
+      if (type === 'abort') return {};
+      throw Object.assign(new ProtocolError('CHANNEL_REMOTE_ERROR', "Peer's handler for 'sift' failed: [DELIVERY_PAUSED] Alice's delivery spool is full"), { remoteCode: type === 'sift' ? 'DELIVERY_PAUSED' : 'x' });
+    },
+  });
+  const r = await bob.processBlock(5, d.pulse, d.channel);
+  t.notOk(r.report.verified);
+  t.match(r.report.abortReason, /^DELIVERY_PAUSED: Peer's handler for 'sift' failed/);
+});
