@@ -174,7 +174,8 @@ t.test("a block Alice's handler refuses is aborted under her code, not the chann
   const d = detections(0, 1e7, 11n);
   const { ProtocolError } = await import('../../src/errors.ts');
   const bob = new BobPostProcessor({
-    config: { ...DEFAULT_BLOCK_CONFIG, frameBits: 58983 }, mapping: siftMapping(d.preset),
+    config: { ...DEFAULT_BLOCK_CONFIG, frameBits: 58983, settings: { mu: [0.5, 0.1, 0], pMu: [d.preset.intensityProbs.signal, d.preset.intensityProbs.decoy, d.preset.intensityProbs.vacuum] } },
+    mapping: siftMapping(d.preset),
     // What the classical channel rejects with when the peer's handler threw (channel.test.ts checks remoteCode).
     request: async (type) => {
       if (type === 'abort') return {};
