@@ -23,6 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultLabPhysics } from '../src/lab/link.ts';
 import { median, type BenchResult } from './stats.ts';
+import { TreeCpu } from './proc-cpu.ts';
 import type { LinkSummary } from '../src/node/summary.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -33,7 +34,7 @@ const KMS = (process.env.QKD_LINK_BENCH_KM ?? '0,25,50').split(',').map(Number);
 const ARGS = ['--seed', '12345', '--speed', '1000', '--block-detections', '10000000'];
 
 type Steady = { detectionsPerSecond: number; secretBitsPerSecond: number; blocks: number };
-type Run = LinkSummary & { steady?: Steady };
+type Run = LinkSummary & { steady?: Steady; cpu: { totalS: number; byRole: Record<string, number> } };
 
 /**
  * Steady state from Bob's node log: detections of the blocks after the first, over the wall time
@@ -54,11 +55,12 @@ function runOnce(km: number): Promise<Run> {
   const p = spawn(process.execPath, [qkd, 'run', '--emulated', '--json', '--dashboard-port', '0', '--state-dir', join(dir, 'state'),
     '--duration', String(SECONDS), '--distance-km', String(km), ...ARGS], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
+  const cpu = new TreeCpu(p.pid!);
   p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   return new Promise((resolve, reject) => p.on('exit', (code) => {
     try {
       if (code !== 0) reject(new Error(`qkd run (${km} km) exited with ${code}`));
-      else resolve({ ...(JSON.parse(out) as LinkSummary), steady: steadyState(join(dir, 'state', 'logs', 'node-bob.log')) });
+      else resolve({ ...(JSON.parse(out) as LinkSummary), steady: steadyState(join(dir, 'state', 'logs', 'node-bob.log')), cpu: cpu.stop() });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -95,6 +97,14 @@ export async function run(): Promise<BenchResult[]> {
       unit: 'emulated s per wall s', better: 'higher', params: { ...params, goal: km === 25 ? 2 : undefined, floor: 1 } });
     results.push({ name: `link.${km}km.detections_per_wall_second`, value: per((r) => r.detections), unit: 'detections/s', better: 'higher', params });
     results.push({ name: `link.${km}km.secret_bits_per_wall_second`, value: per((r) => r.secretBits), unit: 'bit/s', better: 'higher', params });
+    // CPU of the whole process tree (both nodes, both KMSs, the lab in Bob's process, socat) per
+    // detection: what the machine's load does not change. Real time at 25 km on 2 cores needs
+    // <= 2 / 4.7e6 s = 425 ns per detection with nothing else running.
+    const cpuNs = (r: Run) => (r.cpu.totalS * 1e9) / r.detections;
+    const mid = runs.map((r) => [cpuNs(r), r] as const).sort((a, b) => a[0] - b[0])[runs.length >> 1];
+    results.push({ name: `link.${km}km.cpu_ns_per_detection`, value: mid[0], unit: 'CPU ns per detection (all processes)', better: 'lower',
+      params: { ...params, cpuSecondsByRole: Object.fromEntries(Object.entries(mid[1].cpu.byRole).map(([k, v]) => [k, Math.round(v * 100) / 100])),
+        detections: mid[1].detections } });
     if (steady.length) {
       results.push({ name: `link.${km}km.steady.detections_per_wall_second`, value: median(steady.map((x) => x.detectionsPerSecond)),
         unit: 'detections/s', better: 'higher', params: { ...params, note, blocks: steady.map((x) => x.blocks) } });
