@@ -97,7 +97,7 @@ pub fn alice_choice(key: &ChoiceKey, th: ChoiceThresholds, pulse: u64) -> u8 {
 }
 
 fn check_pulses(pulses: &[f64]) -> Result<(), CoreError> {
-    if let Some(&bad) = pulses.iter().find(|&&p| !(p >= 0.0 && p < 9_007_199_254_740_992.0 && p.fract() == 0.0)) {
+    if let Some(&bad) = pulses.iter().find(|&&p| !crate::lab_rng::is_pulse_index(p)) {
         return Err(CoreError::new("SIFT_PULSE_RANGE", format!("pulse index {bad} is not an integer in [0, 2^53)")));
     }
     Ok(())

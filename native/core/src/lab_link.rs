@@ -11,7 +11,7 @@
 //! computed once per setting change by the TypeScript (`EmulatedLink.derive`) and passed in: only
 //! the per-click loops live here. Pulse indices and times are f64 as in the TypeScript (integers
 //! exact below 2^53).
-use crate::lab_rng::{alice_choice, bob_basis, js_log, js_round, AliceThresholds, SeedKeys, Xoshiro128};
+use crate::lab_rng::{alice_choice, bob_basis, floor_fast, js_log, js_round, AliceThresholds, SeedKeys, Xoshiro128};
 
 pub const KIND_PHOTON: u8 = 0;
 pub const KIND_DARK: u8 = 1;
@@ -157,7 +157,7 @@ impl LinkEngine {
         if p >= 1.0 {
             return 0.0;
         }
-        (js_log(self.rng.uniform()) / logq).floor()
+        floor_fast(js_log(self.rng.uniform()) / logq)
     }
 
     fn draw_dark(&mut self, d: usize, from_slot: f64) {
@@ -182,7 +182,7 @@ impl LinkEngine {
             } else if p >= 1.0 {
                 from
             } else {
-                from + (js_log(self.rng_skip.uniform()) / self.p.logq_photon).floor()
+                from + floor_fast(js_log(self.rng_skip.uniform()) / self.p.logq_photon)
             };
         } else {
             self.next_photon = from + self.geometric(self.p.logq_photon, self.p.p_photon_max);
@@ -206,7 +206,7 @@ impl LinkEngine {
             let mut k = self.next_photon;
             while k < p1 {
                 self.cand.push(k);
-                k = k + 1.0 + (js_log(self.rng_skip.uniform()) / self.p.logq_photon).floor();
+                k = k + 1.0 + floor_fast(js_log(self.rng_skip.uniform()) / self.p.logq_photon);
             }
             self.after_cand = k;
         }
@@ -281,7 +281,7 @@ impl LinkEngine {
                 } else {
                     let c = alice_choice(self.p.alice_keys, self.p.alice_th, k);
                     self.photon_candidate(k, photon_tau, c);
-                    self.next_photon = k + 1.0 + (js_log(self.rng.uniform()) / self.p.logq_photon).floor();
+                    self.next_photon = k + 1.0 + floor_fast(js_log(self.rng.uniform()) / self.p.logq_photon);
                 }
                 if self.ap_scheduled != ap_before {
                     (other_tau, other_det, other_is_ap) = self.find_other(p1);
@@ -388,7 +388,7 @@ impl LinkEngine {
         let ap_slot;
         let t = self.p.period_ps;
         if self.p.free_running {
-            ap_slot = (ap_tau / t + 0.5).floor();
+            ap_slot = floor_fast(ap_tau / t + 0.5);
         } else {
             ap_slot = (ap_tau / t).ceil();
             ap_tau = ap_slot * t;
