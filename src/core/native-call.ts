@@ -12,7 +12,7 @@ export function errorFromNative(cause: unknown): QkdError {
   const [, code, text] = m;
   // A peer's malformed or mismatched message is a protocol problem; aborts are security refusals.
   if (code.startsWith('PE_ABORT') || code === 'PE_IMPOSSIBLE_COUNTS') return new SecurityError(code, text, { cause });
-  if (code === 'SIFT_MALFORMED' || code === 'SIFT_TRUNCATED' || code === 'SIFT_MISMATCH') {
+  if (code === 'SIFT_MALFORMED' || code === 'SIFT_TRUNCATED' || code === 'SIFT_MISMATCH' || code.startsWith('PULSES_')) {
     return new ProtocolError(code, text, { cause });
   }
   return new QkdError(code, text, { cause });

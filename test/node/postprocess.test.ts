@@ -170,6 +170,44 @@ t.test('property: pulse lists encode as a slow BigInt LEB128 of the deltas does,
   t.pass('300 random lists');
 });
 
+t.test('property: the native pulse-list codec equals the TypeScript reference, bytes, values and errors', async (t) => {
+  const { encodePulseListReference, decodePulseListReference } = await import('../../src/protocol/pulse-list.ts');
+  const outcome = (f: () => ArrayLike<number>) => {
+    try {
+      return Array.from(f()).join(',');
+    } catch (e) {
+      return `error ${(e as { code?: string }).code} ${(e as Error).message}`;
+    }
+  };
+  let seed = 99;
+  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  let compared = 0;
+  for (let trial = 0; trial < 200; trial++) {
+    // Long lists (the native path) with gaps of every size; some broken on purpose.
+    const n = 64 + Math.floor(rnd() * 5000);
+    const list = new Float64Array(n);
+    let p = -1;
+    for (let i = 0; i < n; i++) {
+      const k = rnd();
+      p = p + 1 + (k < 0.6 ? Math.floor(rnd() * 400) : k < 0.9 ? Math.floor(rnd() * 2 ** 20) : Math.floor(rnd() * 2 ** 40));
+      list[i] = p;
+    }
+    if (trial % 5 === 1) list[Math.floor(rnd() * n)] = list[Math.floor(rnd() * n)]; // a repeat or a step back
+    if (trial % 7 === 2) list[Math.floor(rnd() * n)] += 0.5;
+    if (trial % 11 === 3) list[Math.floor(rnd() * n)] = NaN;
+    t.equal(outcome(() => encodePulseList(list)), outcome(() => encodePulseListReference(list)), `encode, trial ${trial}`);
+    const enc = encodePulseListReference(trial % 5 === 1 || trial % 7 === 2 || trial % 11 === 3 ? list.map((_, i) => i) : list);
+    // Decode: the list, a truncated one, a wrong count, and random garbage bytes.
+    const garbage = randomBytes(64 + Math.floor(rnd() * 4000));
+    if (trial % 3 === 0) garbage.fill(0xff, 10, 30);
+    for (const [buf, expected] of [[enc, n], [enc.subarray(0, enc.length - 1), undefined], [enc, n + 1], [garbage, undefined]] as const) {
+      t.equal(outcome(() => decodePulseList(buf, expected)), outcome(() => decodePulseListReference(buf, expected)), `decode, trial ${trial}`);
+      compared++;
+    }
+  }
+  t.ok(compared >= 800);
+});
+
 t.test("a block Alice's handler refuses is aborted under her code, not the channel's", async (t) => {
   const d = detections(0, 1e7, 11n);
   const { ProtocolError } = await import('../../src/errors.ts');

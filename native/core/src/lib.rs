@@ -25,6 +25,7 @@ pub mod lab_chacha;
 pub mod lab_link;
 pub mod lab_rng;
 pub mod lab_tagger;
+pub mod pulse_list;
 pub mod reference;
 pub mod rng;
 pub mod sift;
