@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomUUID, type KeyObject } from 'node:crypto';
-import { commit, signingKey } from './commitment.ts';
+import { commitBatch, signingKey } from './commitment.ts';
 import { QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
@@ -118,7 +118,12 @@ interface ChunkState {
   nextAtMs: number;
   inFlight: boolean;
   rejected: boolean;
+  /** The node's v2 commitment, made for a batch of chunks at the first push of one of them. */
+  commitment?: string;
 }
+
+/** Chunks committed under one signature (commitment.ts v2): the first push of a batch signs it. */
+const COMMIT_BATCH = 4096;
 
 /** Default `maxInFlight`: JsonClient keeps at most this many sockets per endpoint too. */
 export const DEFAULT_MAX_IN_FLIGHT = 32;
@@ -417,6 +422,25 @@ export class DeliveryNode extends EventEmitter {
     }
   }
 
+  /**
+   * Commits `first` and the next chunks of its stream not yet committed (index order, at most
+   * COMMIT_BATCH) under one signature; returns `first`'s commitment.
+   */
+  private commitBatchFrom(keyStreamId: string, first: ChunkState): string {
+    const batch: ChunkState[] = [];
+    let started = false;
+    for (const cs of this.chunks.get(keyStreamId)?.values() ?? []) {
+      if (cs === first) started = true;
+      if (!started || cs.commitment) continue;
+      batch.push(cs);
+      if (batch.length === COMMIT_BATCH) break;
+    }
+    if (!started) batch.push(first);
+    const made = commitBatch(this.commitKey!, this.nodeId, batch.map((cs) => cs.chunk));
+    batch.forEach((cs, i) => (cs.commitment = made[i]));
+    return first.commitment!;
+  }
+
   private async push(s: StreamRecord, cs: ChunkState): Promise<void> {
     cs.inFlight = true;
     cs.attempts++;
@@ -424,7 +448,7 @@ export class DeliveryNode extends EventEmitter {
     const { chunk } = cs;
     const buffer: KeyProvenanceBuffer = { ...chunk.provenance, key_stream_id: chunk.keyStreamId, index: chunk.index,
       node_id: this.nodeId, offered_at_ms: chunk.offeredAtMs, pushed_at_ms: this.now() };
-    if (this.commitKey) buffer.commitment = commit(this.commitKey, this.nodeId, chunk.keyStreamId, chunk.index, chunk.key);
+    if (this.commitKey) buffer.commitment = cs.commitment ?? this.commitBatchFrom(chunk.keyStreamId, cs);
     const body: KeyMaterial = { status: STATUS.OK, index: chunk.index, key_buffer: chunk.key.toString('base64'),
       metadata: { size: JSON.stringify(buffer).length, buffer } };
     this.m.pushed++;

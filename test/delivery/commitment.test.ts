@@ -100,3 +100,81 @@ t.test('a peer node commitment that does not verify stops the release', async (t
   t.ok(alarms.includes('PEER_COMMITMENT_INVALID'));
   t.equal(L.kmsA.metrics().delivered + L.kmsB.metrics().delivered, 0, 'no key handed out anywhere');
 });
+
+tap.test('v2 Merkle tree: RFC 6962 test vectors, and paths against a slow recursive tree hash', async (t) => {
+  const { merkleTree, rootFromPath, leafHash } = await import('../../src/delivery/commitment.ts');
+  const { createHash } = await import('node:crypto');
+  const h = (...b: Buffer[]) => b.reduce((x, y) => x.update(y), createHash('sha256')).digest();
+  // Certificate Transparency's reference vectors (RFC 6962 hashing): leaf data and the roots of the first 1..8 leaves.
+  const data = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map((x) => Buffer.from(x, 'hex'));
+  const roots = ['6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d', 'fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125',
+    'aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77', 'd37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7',
+    '4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4', '76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef',
+    'ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c', '5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328'];
+  for (let n = 1; n <= 8; n++) {
+    const leaves = data.slice(0, n).map((d) => h(Buffer.from([0]), d));
+    t.equal(merkleTree(leaves).root.toString('hex'), roots[n - 1], `root of ${n} leaves`);
+  }
+  // The obvious recursive MTH (RFC 9162 §2.1.1).
+  const mth = (l: Buffer[]): Buffer => {
+    if (l.length === 1) return l[0];
+    let k = 1;
+    while (k * 2 < l.length) k *= 2;
+    return h(Buffer.from([1]), mth(l.slice(0, k)), mth(l.slice(k)));
+  };
+  let checked = 0;
+  for (let trial = 0; trial < 60; trial++) {
+    const n = 1 + ((trial * 37) % 130) + (trial === 59 ? 4096 - 131 : 0);
+    const leaves = Array.from({ length: n }, () => leafHash(randomBytes(32)));
+    const { root, paths } = merkleTree(leaves);
+    if (!root.equals(mth(leaves))) {
+      t.fail(`root of ${n} leaves differs from the recursive MTH`);
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      const ok = rootFromPath(leaves[i], i, n, paths[i])?.equals(root) === true;
+      const other = (i + 1) % n;
+      const wrongIndex = n > 1 && rootFromPath(leaves[i], other, n, paths[i])?.equals(root) === true;
+      // (A path can fit more than one tree size with the same root, e.g. leaf 0 of 38 and of 39:
+      // the signature binds n, tested below.)
+      const wrongLeaf = rootFromPath(leafHash(randomBytes(32)), i, n, paths[i])?.equals(root) === true;
+      const shortPath = paths[i].length > 0 && rootFromPath(leaves[i], i, n, paths[i].slice(1))?.equals(root) === true;
+      if (!ok || wrongIndex || wrongLeaf || shortPath) {
+        t.fail(`n ${n}, leaf ${i}: ok ${ok}, accepted wrong index ${wrongIndex}, leaf ${wrongLeaf}, short path ${shortPath}`);
+        return;
+      }
+      checked++;
+    }
+  }
+  t.ok(checked > 4000, `${checked} inclusion paths checked, tampered ones refused`);
+});
+
+tap.test('v2 commitments: one signature per batch; each key checks out alone; anything altered is refused', async (t) => {
+  const { commitBatch } = await import('../../src/delivery/commitment.ts');
+  const { createPublicKey } = await import('node:crypto');
+  const a = pair();
+  const k = signingKey(a.priv);
+  const pub = createPublicKey(a.pub);
+  const sid = '0b1e4a6c-1234-4abc-8def-0123456789ab';
+  const keys = Array.from({ length: 37 }, (_, i) => ({ keyStreamId: sid, index: 100 + i, key: randomBytes(32) }));
+  const made = commitBatch(k, 'nodeA', keys);
+  t.equal(new Set(made.map((c) => c.split('.')[1])).size, 1, 'one signature for the batch');
+  t.ok(made.every((c, i) => checkCommitment(pub, 'nodeA', keyDigest(sid, 100 + i, keys[i].key), c)), 'every key checks out');
+  const d5 = keyDigest(sid, 105, keys[5].key);
+  t.notOk(checkCommitment(pub, 'nodeB', d5, made[5]), 'another node id');
+  t.notOk(checkCommitment(pub, 'nodeA', keyDigest(sid, 106, keys[5].key), made[5]), 'another index');
+  t.notOk(checkCommitment(pub, 'nodeA', d5, made[6]), "another key's commitment");
+  t.notOk(checkCommitment(pub, 'nodeA', keyDigest(sid, 105, randomBytes(32)), made[5]), 'another key');
+  const [v, sig, idx, n, path] = made[5].split('.');
+  const flip = (s: string, at: number) => s.slice(0, at) + (s[at] === 'A' ? 'B' : 'A') + s.slice(at + 1);
+  t.notOk(checkCommitment(pub, 'nodeA', d5, [v, flip(sig, 3), idx, n, path].join('.')), 'altered signature');
+  t.notOk(checkCommitment(pub, 'nodeA', d5, [v, sig, idx, n, flip(path, 10)].join('.')), 'altered path');
+  t.notOk(checkCommitment(pub, 'nodeA', d5, [v, sig, '6', n, path].join('.')), 'another leaf index');
+  t.notOk(checkCommitment(pub, 'nodeA', d5, [v, sig, idx, '38', path].join('.')), 'another batch size');
+  t.notOk(checkCommitment(pub, 'nodeA', d5, [v, sig, idx, n, path + path.slice(0, 44)].join('.')), 'a path too long');
+  // A batch signed by another key, with the same shape: refused (the check cache is per key and root).
+  const other = commitBatch(signingKey(pair().priv), 'nodeA', keys);
+  t.notOk(checkCommitment(pub, 'nodeA', d5, other[5]), "another node's signing key");
+  t.ok(checkCommitment(pub, 'nodeA', d5, made[5]), 'the genuine one still checks out');
+  t.ok(checkCommitment(pub, 'nodeA', d5, commit(k, 'nodeA', sid, 105, keys[5].key)), 'v1 commitments are still accepted');
+});
