@@ -11,6 +11,17 @@ import { QkdError } from '../errors.ts';
 
 const qkdBin = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'qkd.js');
 
+/**
+ * V8 flags for the children. A node's heap is small (10-30 MB) but it promotes a few MB per
+ * second of short-lived batch objects, and V8 sized its old generation's limit to the small heap:
+ * Bob's node ran 285 full (mark-compact) collections in a 40 s run, Alice's 100, ~7 % of the link's
+ * CPU. A 128 MB initial old space cuts that to 76 and 23 (docs/run.md). `QKD_CHILD_V8_FLAGS`
+ * replaces them ('' for V8's defaults).
+ */
+export function childV8Flags(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env.QKD_CHILD_V8_FLAGS ?? '--initial-old-space-size=128').split(/\s+/).filter(Boolean);
+}
+
 export interface ChildMessage {
   type: string;
   [k: string]: unknown;
@@ -25,7 +36,8 @@ export class Child {
 
   constructor(name: string, args: string[], onLine: (name: string, line: string) => void, env?: NodeJS.ProcessEnv) {
     this.name = name;
-    this.process = fork(qkdBin, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, ...env } });
+    this.process = fork(qkdBin, args, { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, ...env },
+      execArgv: [...process.execArgv, ...childV8Flags({ ...process.env, ...env })] });
     for (const stream of [this.process.stdout, this.process.stderr]) {
       let buf = '';
       stream?.setEncoding('utf8');
