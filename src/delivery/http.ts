@@ -262,15 +262,18 @@ export function percentiles(xs: number[]): { p50: number; p90: number; p99: numb
   return { p50: at(0.5), p90: at(0.9), p99: at(0.99), count: s.length };
 }
 
-/** A bounded reservoir of recent samples (the last `cap`). */
+/** A bounded reservoir of recent samples (the last `cap`), a ring: a push is O(1). */
 export class Recent {
   private readonly buf: number[] = [];
+  private next = 0;
   constructor(private readonly cap = 4096) {}
   push(x: number): void {
-    this.buf.push(x);
-    if (this.buf.length > this.cap) this.buf.splice(0, this.buf.length - this.cap);
+    if (this.buf.length < this.cap) this.buf.push(x);
+    else this.buf[this.next] = x;
+    this.next = (this.next + 1) % this.cap;
   }
+  /** The samples, oldest first. */
   values(): number[] {
-    return this.buf;
+    return this.buf.length < this.cap ? this.buf.slice() : [...this.buf.slice(this.next), ...this.buf.slice(0, this.next)];
   }
 }
