@@ -30,7 +30,12 @@ export function decodePulseList(buf: Uint8Array, expected?: number): Float64Arra
   if (buf.length < NATIVE_FROM || (expected !== undefined && !(Number.isSafeInteger(expected) && expected >= 0))) {
     return decodePulseListReference(buf, expected);
   }
-  return callNative(() => native().pulseListDecode(buf, expected));
+  const out = new Float64Array(buf.length);
+  const n = callNative(() => native().pulseListDecodeInto(buf, out));
+  if (expected !== undefined && n !== expected) {
+    throw new ProtocolError('PULSES_COUNT', `pulse list holds ${n} pulses, the header says ${expected}`);
+  }
+  return out.slice(0, n);
 }
 
 /** The slow reference of `encodePulseList` (property tests; short lists). */

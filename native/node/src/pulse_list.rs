@@ -1,5 +1,5 @@
 //! napi adapter for qkd-core's pulse lists (pulse_list.rs; reference src/protocol/pulse-list.ts).
-//! Runs on the JS thread (≈ 2-4 ns per pulse); errors are "PULSES_*: message" strings.
+//! Runs on the JS thread (≈ 4 ns per pulse each way); errors are "PULSES_*: message" strings.
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use qkd_core::pulse_list;
@@ -11,8 +11,15 @@ pub fn pulse_list_encode(pulses: Float64Array) -> Result<Buffer> {
     })
 }
 
-#[napi(js_name = "pulseListDecode")]
-pub fn pulse_list_decode(buf: Uint8Array, expected: Option<f64>) -> Result<Float64Array> {
-    let n = expected.map(|e| if e >= 0.0 && e <= 9_007_199_254_740_991.0 && e == e.floor() { e as usize } else { usize::MAX });
-    pulse_list::decode(&buf, n).map(Float64Array::new).map_err(|e| Error::new(Status::InvalidArg, format!("{}: {}", e.code, e.message)))
+/// Decodes into `out` (at least `buf.length` long); returns the count (the caller checks it).
+#[napi(js_name = "pulseListDecodeInto")]
+pub fn pulse_list_decode_into(buf: Uint8Array, mut out: Float64Array) -> Result<u32> {
+    if out.len() < buf.len() {
+        return Err(Error::new(Status::InvalidArg, format!("PULSES_BAD_ARGUMENT: the output holds {} pulses, the input may hold {}", out.len(), buf.len())));
+    }
+    // SAFETY: `out` is a Float64Array the caller made for this call and does not touch until it
+    // returns; nothing else aliases its memory while the JS thread is here.
+    let dst = unsafe { out.as_mut() };
+    let n = pulse_list::decode_into(&buf, dst).map_err(|e| Error::new(Status::InvalidArg, format!("{}: {}", e.code, e.message)))?;
+    Ok(n as u32)
 }
