@@ -15,8 +15,8 @@
 
 use zeroize::Zeroize;
 
-/// Blocks computed per call.
-pub const LANES: usize = 8;
+/// Blocks computed per call (one 512-bit register per state word with AVX-512F).
+pub const LANES: usize = 16;
 
 /// "expand 32-byte k" (RFC 8439 §2.3).
 const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
@@ -206,6 +206,42 @@ mod avx {
         |v| _mm256_rol_epi32::<12>(v),
         |v| _mm256_rol_epi32::<8>(v),
         |v| _mm256_rol_epi32::<7>(v));
+
+    /// Sixteen blocks, one 512-bit register per state word (AVX-512F, native rotates).
+    #[target_feature(enable = "avx512f")]
+    pub fn blocks16_avx512(key: &[u32; 8], counter: &[u32; 16], nonce0: &[u32; 16], tail: [u32; 2], out: &mut [[u32; 16]; 16]) {
+        let splat = |x: u32| _mm512_set1_epi32(x as i32);
+        // SAFETY: [u32; 16] and __m512i have the same size; unaligned loads.
+        let lanes = |x: &[u32; 16]| unsafe { _mm512_loadu_si512(x.as_ptr() as *const _) };
+        let init = [
+            splat(super::SIGMA[0]), splat(super::SIGMA[1]), splat(super::SIGMA[2]), splat(super::SIGMA[3]),
+            splat(key[0]), splat(key[1]), splat(key[2]), splat(key[3]), splat(key[4]), splat(key[5]), splat(key[6]), splat(key[7]),
+            lanes(counter), lanes(nonce0), splat(tail[0]), splat(tail[1]),
+        ];
+        macro_rules! quarter {
+            ($a:ident, $b:ident, $c:ident, $d:ident) => {
+                $a = _mm512_add_epi32($a, $b);
+                $d = _mm512_rol_epi32::<16>(_mm512_xor_si512($d, $a));
+                $c = _mm512_add_epi32($c, $d);
+                $b = _mm512_rol_epi32::<12>(_mm512_xor_si512($b, $c));
+                $a = _mm512_add_epi32($a, $b);
+                $d = _mm512_rol_epi32::<8>(_mm512_xor_si512($d, $a));
+                $c = _mm512_add_epi32($c, $d);
+                $b = _mm512_rol_epi32::<7>(_mm512_xor_si512($b, $c));
+            };
+        }
+        let [mut x0, mut x1, mut x2, mut x3, mut x4, mut x5, mut x6, mut x7, mut x8, mut x9, mut x10, mut x11, mut x12, mut x13, mut x14, mut x15] = init;
+        twenty_rounds!(quarter, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15);
+        let x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
+        for i in 0..16 {
+            // SAFETY: __m512i and [u32; 16] have the same size and every bit pattern is valid for both.
+            let mut w: [u32; 16] = unsafe { core::mem::transmute(_mm512_add_epi32(x[i], init[i])) };
+            for l in 0..16 {
+                out[l][i] = w[l];
+            }
+            w.zeroize();
+        }
+    }
 }
 
 /// The SIMD kernel `chacha20_blocks` uses on this CPU (tests run each one the CPU has).
@@ -215,6 +251,7 @@ pub enum Kernel {
     Sse2,
     Avx2,
     Avx512Vl,
+    Avx512,
 }
 
 impl Kernel {
@@ -225,8 +262,8 @@ impl Kernel {
         *BEST.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx512vl") && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx2") {
-                    return Kernel::Avx512Vl;
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Kernel::Avx512;
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     return Kernel::Avx2;
@@ -247,7 +284,9 @@ impl Kernel {
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vl => Kernel::best() == Kernel::Avx512Vl,
+            Kernel::Avx512Vl => std::arch::is_x86_feature_detected!("avx512vl") && std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -270,16 +309,27 @@ pub fn chacha20_blocks(key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LA
 pub fn chacha20_blocks_with(kernel: Kernel, key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut [[u32; 16]; LANES]) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512Vl => {
-            assert!(kernel.available(), "this CPU lacks AVX-512VL");
-            // SAFETY: the CPU has the features the function is compiled for (checked above).
-            unsafe { avx::blocks8_avx512vl(key, counter, nonce0, nonce_tail, out) }
+        Kernel::Avx512 => {
+            assert!(kernel.available(), "this CPU lacks AVX-512F");
+            // SAFETY: the CPU has the feature the function is compiled for (checked above).
+            unsafe { avx::blocks16_avx512(key, counter, nonce0, nonce_tail, out) }
         }
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx2 => {
-            assert!(kernel.available(), "this CPU lacks AVX2");
-            // SAFETY: as above.
-            unsafe { avx::blocks8_avx2(key, counter, nonce0, nonce_tail, out) }
+        Kernel::Avx512Vl | Kernel::Avx2 => {
+            assert!(kernel.available(), "this CPU lacks {kernel:?}");
+            for h in 0..LANES / 8 {
+                let r = 8 * h..8 * h + 8;
+                let (c, n): (&[u32; 8], &[u32; 8]) = (counter[r.clone()].try_into().unwrap(), nonce0[r.clone()].try_into().unwrap());
+                let o: &mut [[u32; 16]; 8] = (&mut out[r]).try_into().unwrap();
+                // SAFETY: as above.
+                unsafe {
+                    if kernel == Kernel::Avx512Vl {
+                        avx::blocks8_avx512vl(key, c, n, nonce_tail, o)
+                    } else {
+                        avx::blocks8_avx2(key, c, n, nonce_tail, o)
+                    }
+                }
+            }
         }
         #[cfg(target_arch = "x86_64")]
         Kernel::Sse2 => {
@@ -319,7 +369,7 @@ mod tests {
     use super::*;
     use crate::emulated_choice::chacha20_block;
 
-    const ALL_KERNELS: [Kernel; 4] = [Kernel::Portable, Kernel::Sse2, Kernel::Avx2, Kernel::Avx512Vl];
+    const ALL_KERNELS: [Kernel; 5] = [Kernel::Portable, Kernel::Sse2, Kernel::Avx2, Kernel::Avx512Vl, Kernel::Avx512];
 
     #[test]
     fn this_cpu_runs_its_best_kernel() {
