@@ -37,6 +37,7 @@ pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys(
        warned INTEGER NOT NULL DEFAULT 0,
        PRIMARY KEY(stream_id, idx));
      CREATE INDEX IF NOT EXISTS keys_state ON keys(state, stream_id, idx);
+     CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
      CREATE TABLE IF NOT EXISTS audit(
        seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
        idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL, hash BLOB);";
