@@ -35,6 +35,8 @@ function role(pid: number): string {
 export class TreeCpu {
   private readonly seen = new Map<number, { role: string; cpuS: number }>();
   private readonly timer: NodeJS.Timeout;
+  /** (wall ms, CPU seconds of the tree so far) at every sample. */
+  readonly timeline: [number, number][] = [];
 
   constructor(private readonly root: number, everyMs = 250) {
     this.timer = setInterval(() => this.sample(), everyMs);
@@ -60,6 +62,24 @@ export class TreeCpu {
       const old = this.seen.get(pid);
       this.seen.set(pid, { role: old?.role ?? role(pid), cpuS: Math.max(c, old?.cpuS ?? 0) });
     }
+    let total = 0;
+    for (const { cpuS } of this.seen.values()) total += cpuS;
+    this.timeline.push([Date.now(), total]);
+  }
+
+  /** The tree's CPU seconds at wall time `ms` (linear between samples). */
+  at(ms: number): number {
+    const t = this.timeline;
+    if (!t.length) return 0;
+    if (ms <= t[0][0]) return t[0][1];
+    for (let i = 1; i < t.length; i++) {
+      if (t[i][0] >= ms) {
+        const [a, ca] = t[i - 1];
+        const [b, cb] = t[i];
+        return ca + ((cb - ca) * (ms - a)) / Math.max(1, b - a);
+      }
+    }
+    return t[t.length - 1][1];
   }
 
   /** Stops sampling; CPU seconds per role and in all (the root included). */
