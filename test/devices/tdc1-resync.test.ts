@@ -77,6 +77,29 @@ t.test('settle: sentinel reply found behind a stream tail, mixed lines refused, 
   t.equal((await run([], [words(40000)])).outcome, 'garbled', 'words only: out of step');
 });
 
+t.test("settle on a retry: an earlier attempt's late reply is not taken for this attempt's", async (t) => {
+  const idn = Buffer.from('S-Fifteen Instruments,TDC1,TDC1-0001,1.0.2\r\n', 'latin1');
+  // The first attempt's sentinel got no reply in its window; its reply arrives behind the held
+  // tail, right before this attempt's (the unit answers in order).
+  const make = () => scripted([], [Buffer.concat([words(3000), Buffer.from('\n')]), idn, idn]);
+  const s1 = make();
+  let stale = 0;
+  t.equal(await settle(s1.line, s1.reader, IDENTITY, 300, (b) => (stale += b.length), 2), 'identity');
+  t.equal(stale, 4 * 3000 + 1 + idn.length, 'the tail and the earlier reply are stale');
+  t.equal(await s1.reader.read(1024, 50).catch(() => 'quiet'), 'quiet', 'nothing left for the next query');
+  // What the driver did before (one reply expected): the earlier reply was taken, this attempt's
+  // was left on the line for the next query (seen as a garbled reply on a loaded CI host).
+  const s0 = make();
+  t.equal(await settle(s0.line, s0.reader, IDENTITY, 300, undefined, 1), 'identity');
+  t.same(await s0.reader.read(1024, 50), idn, "this attempt's reply left behind with one expected");
+  // The earlier reply was lost for good: after a reply window of quiet, the line is in step.
+  const s2 = scripted([], [Buffer.concat([words(100), Buffer.from('\n')]), idn]);
+  t.equal(await settle(s2.line, s2.reader, IDENTITY, 300, undefined, 2), 'identity');
+  // Stream words after the only reply: not in step.
+  const s3 = scripted([], [idn, words(100)]);
+  t.equal(await settle(s3.line, s3.reader, IDENTITY, 300, undefined, 2), 'garbled');
+});
+
 /**
  * An emulated TDC1 that, at `abort` while streaming, still sends a tail of stream words after
  * `holdMs` (as a loaded host or a full USB/pty buffer delivers it late); everything it sends after

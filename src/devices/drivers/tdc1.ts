@@ -109,7 +109,7 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
 
   /**
    * `abort`, drain until quiet, sentinel `*IDN?`, discard up to its reply (see the file comment);
-   * one retry when the reply was not found in a clean line. Uses `reader` (a stream's) or a raw
+   * up to two retries when the reply was not found in a clean line. Uses `reader` (a stream's) or a raw
    * reader of its own. Bytes before the sentinel's reply go to `onStale`. Returns the last
    * attempt's outcome: 'identity' (in step), 'other-text' (a clean line, not a TDC1 identity),
    * 'silent' (nothing came back), 'garbled' (no clean line: still out of step).
@@ -121,8 +121,10 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
     const replyMs = Math.max(this.settings.timeoutMs, 500) * 2;
     let outcome: SettleOutcome = 'garbled';
     try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        outcome = await settle(this.transport, r, identity, replyMs, onStale);
+      // Three attempts: under load a held-back tail can outlast two (the CI flake "no garbled
+      // reply reached a query" took a third, in the next query's re-sync).
+      for (let attempt = 0; attempt < 3; attempt++) {
+        outcome = await settle(this.transport, r, identity, replyMs, onStale, attempt + 1);
         this.resyncStats.attempts++;
         if (outcome === 'identity' || outcome === 'other-text') break;
         // A silent line on open: nothing to re-synchronise; the identity query reports it.
@@ -333,7 +335,7 @@ export class Tdc1Driver extends DeviceBase implements TimeTagger {
         let drainedTags = 0;
         if (reader) {
           // Stop the unit and re-synchronise the line; what was still on it is decoded, counted,
-          // not delivered. Out of step after two attempts: the next text query re-syncs again.
+          // not delivered. Out of step after three attempts: the next text query re-syncs again.
           try {
             const bytes: Buffer[] = [];
             await self.resync(reader, (b) => bytes.push(b));
@@ -449,12 +451,22 @@ const TEXT_LINE = /^[\x20-\x7e\t]*$/;
  * complete line was clean text and nothing follows it: 'other-text' (a device that is not a
  * TDC1, left to the identity check); nothing came back: 'silent'; else 'garbled'. Everything
  * before the matched line goes to `onStale`.
+ *
+ * `expect`: sentinels whose replies may still be on their way (this attempt's and those of
+ * earlier attempts that got none: a tail held back past an attempt's reply window delivers the
+ * earlier reply behind it). The unit answers in order, so the line is in step only after the
+ * last of them: an identity line is taken as the earlier attempt's while more are expected, and
+ * the read goes on (a reply that never comes costs `replyMs`, then the last line seen counts).
+ * Without it a retry took the first attempt's late reply for its own, and the next query read
+ * the retry's reply as a garbled answer (a loaded CI host, 1.5 s tail).
  */
-export async function settle(t: { write(command: string): Promise<void> }, reader: RawReader, identity: RegExp, replyMs: number, onStale?: (b: Buffer) => void): Promise<SettleOutcome> {
+export async function settle(t: { write(command: string): Promise<void> }, reader: RawReader, identity: RegExp, replyMs: number, onStale?: (b: Buffer) => void,
+  expect = 1): Promise<SettleOutcome> {
   await t.write('abort');
   await drain(reader, 2000, onStale);
   await t.write('*IDN?');
-  const until = performance.now() + replyMs;
+  let until = performance.now() + replyMs;
+  let matched = 0;
   let tail = Buffer.alloc(0);
   let seen = 0;
   let lastClean = false;
@@ -463,7 +475,9 @@ export async function settle(t: { write(command: string): Promise<void> }, reade
     if (left <= 0) break;
     let b: Buffer;
     try {
-      b = await reader.read(1 << 20, seen ? Math.min(QUIET_MS, left) : left);
+      // After bytes, quiet for QUIET_MS ends the attempt, unless an earlier reply came and this
+      // attempt's is still due.
+      b = await reader.read(1 << 20, seen && !matched ? Math.min(QUIET_MS, left) : left);
     } catch (err) {
       if (err instanceof TimeoutError) break;
       throw err;
@@ -476,7 +490,13 @@ export async function settle(t: { write(command: string): Promise<void> }, reade
       lastClean = TEXT_LINE.test(text) && text.length > 0;
       if (lastClean && identity.test(text)) {
         onStale?.(buf.subarray(0, from));
-        return 'identity';
+        if (++matched >= expect) return 'identity';
+        // An earlier sentinel's reply: stale too; wait for the next one.
+        onStale?.(buf.subarray(from, nl + 1));
+        buf = buf.subarray(nl + 1);
+        from = 0;
+        until = performance.now() + replyMs;
+        continue;
       }
       from = nl + 1;
     }
@@ -492,6 +512,9 @@ export async function settle(t: { write(command: string): Promise<void> }, reade
   }
   if (tail.length) onStale?.(tail);
   if (!seen) return 'silent';
+  // An earlier attempt's reply came and this attempt's did not: lost, not pending (the window
+  // restarted at that reply); the line is quiet after an identity line.
+  if (matched > 0 && lastClean && !tail.length) return 'identity';
   return lastClean && !tail.length ? 'other-text' : 'garbled';
 }
 
