@@ -11,7 +11,7 @@
  *                                                    ◀──  {counts, params, frames, syndromes}
  *   reveal   {frames, from, count}  (blind retries)  ──▶  ◀── {bits}        (counted in the leak)
  *   verify   {keep: frame mask}                      ──▶  ◀── {hashKey, tag} (GF(2^128) hash)
- *   amplify  {verified}                              ──▶  finite-key length with the counted leak,
+ *   amplify  {verified, mZ (one decoy only)}         ──▶  finite-key length with the counted leak,
  *                                                    ◀──  {statement, seed} (fresh Toeplitz seed)
  *
  * Key decisions: the key is the Z basis (all intensities), X is disclosed for the phase-error
@@ -19,11 +19,19 @@
  * counts the leak; Bob recomputes it from what he received and both must agree. Frames that do
  * not decode after the retries are dropped by both (their syndromes concern dropped bits only).
  * Any error aborts the block on both sides; nothing of an aborted block is kept.
+ *
+ * With the one-decoy bound (Rusca et al. 2018, analysis 'rusca2018') the estimate needs the Z
+ * errors per intensity, known only after reconciliation: Bob counts them over the kept frames and
+ * sends them with `amplify` (their announcement is counted in the leak, `zErrorAnnouncementBits`);
+ * Alice counts every Z bit of a dropped frame as an error (an upper bound: the bound only gets
+ * looser with more errors). At the estimate step the QBER rule uses the X counts directly and the
+ * early no-key check assumes no Z error (the most favourable case, so it only stops blocks that
+ * cannot give key whatever the errors).
  */
 import { randomBytes } from 'node:crypto';
 import { ProtocolError, QkdError, SecurityError } from '../errors.ts';
 import { aliceSift, bobAnnounce, errorsByIntensity, extractSifted, channelMap, type PartyEvents, type Sifted } from '../core/sift.ts';
-import { estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
+import { analysisOf, estimateBounds, planBlock, DEFAULT_SECURITY, type BlockCounts, type DecoySettings, type SecurityParams, type SecurityStatement, type Triple } from '../core/estimate.ts';
 import { binaryEntropy, blindRetrySettings, chooseBlind, decodeBatch, describeCode, encodeBatch, joinBits, reveal, WARM_STALL, WarmStore, type LdpcParams } from '../core/ldpc.ts';
 import { newHashKey, tagsEqual, verifyTag, verifyTagBits } from '../core/verify.ts';
 import { newToeplitzSeed } from '../core/pa.ts';
@@ -240,8 +248,8 @@ export class AlicePostProcessor {
     const counts: BlockCounts = { nZ: s.nZ, nX: s.nX, mX };
     b.counts = counts;
     const sec = this.opts.config.security;
-    const bounds = estimateBounds(this.opts.config.settings, counts, sec);
-    const qberX = bounds.qberX;
+    // The one-decoy bound needs the Z errors (after reconciliation): here only the X QBER.
+    const qberX = isOneDecoy(this.opts.config.settings) ? observedQberX(counts) : estimateBounds(this.opts.config.settings, counts, sec).qberX;
     if (!(qberX <= sec.qberAbort)) {
       // Abort, but answer with the (public) counts so both sides can report the QBER seen.
       this.abort(id);
@@ -275,12 +283,20 @@ export class AlicePostProcessor {
    * Stops a block at the estimate step when its bounds leave no key even if reconciliation
    * disclosed nothing (throws PE_ABORT_BOUNDS or PE_NO_KEY): otherwise the whole reconciliation
    * is spent before amplify finds ℓ = 0. The one-decoy bound needs the Z errors, known only after
-   * reconciliation, so it is not checked here.
+   * reconciliation: it is evaluated with none (its ℓ falls as they grow, so a block without key
+   * here has none at all), and counts it finds impossible only then are left to amplify.
    */
   private checkKeyPossible(id: number, counts: BlockCounts): void {
     const cfg = this.opts.config;
-    if (cfg.settings.protocol === 'rusca2018') return;
-    const best = planBlock({ settings: cfg.settings, counts, security: cfg.security, leakEcBits: 0, verifyTagBits: 0, authBitsConsumed: this.opts.authBitsConsumed(id) });
+    const oneDecoy = isOneDecoy(cfg.settings);
+    let best: SecurityStatement;
+    try {
+      best = planBlock({ settings: cfg.settings, counts: oneDecoy ? { ...counts, mZ: [0, 0, 0] } : counts, security: cfg.security,
+        leakEcBits: 0, verifyTagBits: 0, authBitsConsumed: this.opts.authBitsConsumed(id) });
+    } catch (e) {
+      if (oneDecoy && e instanceof QkdError && e.code === 'PE_IMPOSSIBLE_COUNTS') return;
+      throw e;
+    }
     if (best.ell <= 0) {
       throw new SecurityError('PE_NO_KEY', `the finite-key bound leaves no key even with no reconciliation leak (n = ${best.n}, s_Z1 ≥ ${best.bounds.sZ1.toFixed(0)}, phi_Z ≤ ${best.bounds.phiZ.toFixed(4)}): use larger blocks or check the intensities`);
     }
@@ -324,14 +340,27 @@ export class AlicePostProcessor {
   private async amplify(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
     const b = this.block(id);
     if (p.verified !== true) throw abortError('VERIFY_FAILED: verification failed: Alice\'s and Bob\'s corrected keys differ; block discarded');
-    const leak = b.leakPerFrame!.reduce((s, x) => s + x, 0) + b.feedbackBits!;
+    let leak = b.leakPerFrame!.reduce((s, x) => s + x, 0) + b.feedbackBits!;
     const counts = b.counts!;
     // The bounds are taken over every framed Z bit, then corrected for the frames that failed:
     // which frames decode depends on their errors, so the kept ones are no random sample.
     const dropped = b.keep!.reduce((n, k) => n + (k ? 0 : 1), 0);
+    const framed = framedCounts(counts, b.sifted!.zIntensity, b.keyBits!, b.keep!.length);
+    if (isOneDecoy(this.opts.config.settings)) {
+      // Rusca et al. 2018 (A16): the Z errors per intensity. Bob's over the kept frames, plus every
+      // Z bit of a dropped frame (their errors are unknown; more errors only loosen the bound).
+      const keptZ = zBitsByIntensity(b.sifted!.zIntensity, b.keyBits!, b.keep!, 1);
+      const droppedZ = zBitsByIntensity(b.sifted!.zIntensity, b.keyBits!, b.keep!, 0);
+      const m = p.mZ;
+      if (!Array.isArray(m) || m.length !== 3 || !m.every((x, k) => Number.isSafeInteger(x) && x >= 0 && x <= keptZ[k])) {
+        throw new ProtocolError('BAD_MESSAGE', `amplify: mZ must be the kept frames' Z errors per intensity (3 integers, at most ${keptZ.join('/')}); got ${JSON.stringify(m)}`);
+      }
+      framed.mZ = [0, 1, 2].map((k) => (m[k] as number) + droppedZ[k]) as Triple;
+      leak += zErrorAnnouncementBits(framed.nZ);
+    }
     const statement = planBlock({
       settings: this.opts.config.settings,
-      counts: framedCounts(counts, b.sifted!.zIntensity, b.keyBits!, b.keep!.length),
+      counts: framed,
       security: this.opts.config.security,
       leakEcBits: leak,
       verifyTagBits: b.tagBits!,
@@ -360,6 +389,38 @@ function framedCounts(c: BlockCounts, zIntensity: Uint8Array, keyBits: number, f
   const nZ: Triple = [0, 0, 0];
   for (let i = 0, end = frames * keyBits; i < end; i++) nZ[zIntensity[i]]++;
   return { nZ, nX: c.nX, mX: c.mX };
+}
+
+/** Z bits per intensity in the frames whose keep flag is `flag` (1: kept, 0: dropped). */
+function zBitsByIntensity(zIntensity: Uint8Array, keyBits: number, keep: Uint8Array, flag: 0 | 1): Triple {
+  const n: Triple = [0, 0, 0];
+  keep.forEach((k, f) => {
+    if ((k ? 1 : 0) !== flag) return;
+    for (let i = f * keyBits, end = (f + 1) * keyBits; i < end; i++) n[zIntensity[i]]++;
+  });
+  return n;
+}
+
+/** The one-decoy analyses (Rusca et al. 2018), whose bound needs the Z errors per intensity. */
+function isOneDecoy(s: DecoySettings): boolean {
+  const a = analysisOf(s);
+  return a === 'rusca2018' || a === 'rusca2018-paper-gamma';
+}
+
+/** X-basis QBER of the counts (all intensities). */
+function observedQberX(c: BlockCounts): number {
+  const n = c.nX.reduce((s, x) => s + x, 0);
+  return n ? c.mX.reduce((s, x) => s + x, 0) / n : NaN;
+}
+
+/**
+ * Bits counted in the leak for Bob's announcement of the Z errors per intensity (one decoy): each
+ * count lies in 0..n_Z,k (the framed Z bits of its intensity), so it takes at most the bit length
+ * of n_Z,k. About 50 bits per block; conservative (the counts are a function of the error pattern,
+ * and the announced counts enter the bound, Rusca et al. 2018 Eq. (A16)).
+ */
+export function zErrorAnnouncementBits(framedNZ: Triple): number {
+  return framedNZ.reduce((s, n) => s + (n > 0 ? n.toString(2).length : 0), 0);
 }
 
 export interface BobOptions {
@@ -543,10 +604,13 @@ export class BobPostProcessor {
     report.zErrors = zErr;
     report.keptZ = keptZ;
     report.qberZ = keptBits ? keptErr / keptBits : undefined;
-    const keptLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0) + feedbackBits;
+    const recLeak = leak.reduce((s, l, i) => s + (keep[i] ? l : 0), 0) + feedbackBits;
+    // One decoy: the Z error counts go to Alice with `amplify`, and their announcement is counted.
+    const oneDecoy = isOneDecoy(cfg.settings);
+    const keptLeak = recLeak + (oneDecoy ? zErrorAnnouncementBits(framedCounts(counts, sifted.zIntensity, choice.keyBits, nFrames).nZ) : 0);
     report.leakBits = keptLeak;
     report.feedbackBits = feedbackBits;
-    if (keptBits && report.qberZ) report.reconciliationEfficiency = keptLeak / (keptBits * binaryEntropy(report.qberZ));
+    if (keptBits && report.qberZ) report.reconciliationEfficiency = recLeak / (keptBits * binaryEntropy(report.qberZ));
 
     const vr = await req('verify', { block: blockId, keep });
     const key = concatBits(results.filter((_, i) => keep[i]).map((r) => ({ bytes: r.corrected, bits: choice.keyBits })));
@@ -554,7 +618,7 @@ export class BobPostProcessor {
     const tagBits = num(vr.tagBits, 'tagBits');
     const mine = verifyTag(key.bytes, key.bits, u8(vr.hashKey, 'hashKey'), tagBits);
     const verified = tagsEqual(mine, u8(vr.tag, 'tag'));
-    const ar = await req('amplify', { block: blockId, verified });
+    const ar = await req('amplify', oneDecoy ? { block: blockId, verified, mZ: zErr } : { block: blockId, verified });
     if (!verified) throw abortError('VERIFY_FAILED: verification failed: keys differ after reconciliation; block discarded');
     const statement = ar.statement as SecurityStatement;
     if (statement.n !== key.bits) throw new ProtocolError('SIFT_MISMATCH', `Alice amplifies ${statement.n} bits, Bob holds ${key.bits}`);

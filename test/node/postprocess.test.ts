@@ -11,9 +11,10 @@ import { AlicePostProcessor, BobPostProcessor, DEFAULT_BLOCK_CONFIG, type BlockR
 import { siftMapping, toSiftChannels } from '../../src/node/detections.ts';
 import { concatBits, decodePulseList, encodePulseList, hammingDistance } from '../../src/node/bits.ts';
 import { getBit } from '../../src/core/reference.ts';
+import { planBlock, type FiniteKeyAnalysis } from '../../src/core/estimate.ts';
 
-function detections(eveFraction: number, pulses: number, seed: bigint) {
-  const preset = loadLinkPreset('reference-decoy', { distanceKm: 0, eveFraction });
+function detections(eveFraction: number, pulses: number, seed: bigint, intensityProbs?: { signal: number; decoy: number; vacuum: number }) {
+  const preset = loadLinkPreset('reference-decoy', { distanceKm: 0, eveFraction, intensityProbs });
   const src = linkWithSource(preset, { seed });
   const link = src.link;
   const P: number[] = [];
@@ -31,13 +32,14 @@ function detections(eveFraction: number, pulses: number, seed: bigint) {
   return { preset, pulse, channel, aliceChoicesAt: src.aliceChoicesAt };
 }
 
-function pair(preset: ReturnType<typeof loadLinkPreset>, choicesAt: (pulses: Float64Array) => Uint8Array, tamper?: (type: string, p: Record<string, unknown>) => void) {
+function pair(preset: ReturnType<typeof loadLinkPreset>, choicesAt: (pulses: Float64Array) => Uint8Array, tamper?: (type: string, p: Record<string, unknown>) => void,
+  analysis?: FiniteKeyAnalysis) {
   const config = {
     ...DEFAULT_BLOCK_CONFIG,
     frameBits: 58983,
     // Lax security parameters so that a test-sized block (1e5 bits) has a positive length.
     security: { epsSec: 1e-3, epsCor: 1e-6, qberAbort: 0.11 },
-    settings: { mu: [0.5, 0.1, 0] as [number, number, number], pMu: [preset.intensityProbs.signal, preset.intensityProbs.decoy, preset.intensityProbs.vacuum] as [number, number, number] },
+    settings: { mu: [0.5, 0.1, 0] as [number, number, number], pMu: [preset.intensityProbs.signal, preset.intensityProbs.decoy, preset.intensityProbs.vacuum] as [number, number, number], analysis },
   };
   let aliceResult: BlockResult | undefined;
   const alice = new AlicePostProcessor({ config, choicesAt, authBitsConsumed: () => 1024, onOutput: (_id, r) => void (aliceResult = r) });
@@ -71,6 +73,44 @@ t.test('Alice and Bob end a block with the same key of the planned length', asyn
   t.equal(st.leakEcBits, r.report.leakBits, 'Alice\'s counted leak equals Bob\'s');
   const n = r.report.keptZ!.reduce((s, x) => s + x, 0);
   t.equal(st.n, n, 'the statement covers exactly the kept Z bits');
+});
+
+t.test('one decoy (rusca2018): the block runs end to end with the Z errors per intensity (issue 13 §2)', async (t) => {
+  // Rusca et al. 2018's bound needs m_Z,k, the Z errors per intensity, known only after
+  // reconciliation. Before the fix no block could use it: the estimate step called the bound
+  // without them (PE_BAD_INPUT) and amplify never received them.
+  const d = detections(0, 1.2e8, 4243n, { signal: 0.7, decoy: 0.3, vacuum: 0 });
+  const { bob, alice } = pair(d.preset, d.aliceChoicesAt, undefined, 'rusca2018');
+  const r = await bob.processBlock(4, d.pulse, d.channel);
+  t.ok(r.report.verified, `verified (${r.report.abortReason ?? 'ok'})`);
+  const st = r.report.statement!;
+  t.equal(st.analysis, 'rusca2018');
+  t.equal(st.epsSplit, 19, 'Rusca Eq. (A24): eps_sec = 19 eps');
+  t.ok(st.ell > 0, `secret length ${st.ell} of ${st.n}`);
+  t.equal(st.leakEcBits, r.report.leakBits, 'Alice\'s counted leak (with the announced Z error counts) equals Bob\'s');
+  const a = alice()!;
+  t.ok(a.output && r.output, 'both have output');
+  t.equal(Buffer.from(r.output!.deliverable).toString('hex'), Buffer.from(a.output!.deliverable).toString('hex'), 'identical deliverable key');
+  // The statement is the bound fed with the Z errors Bob found (no frame dropped here, so the
+  // framed Z bits are the kept ones); with none it would have been larger.
+  t.equal(r.report.framesFailed, 0);
+  const mZ = r.report.zErrors!;
+  t.ok(mZ[0] > 0 && mZ[1] > 0 && mZ[2] === 0, `Z errors per intensity ${mZ.join('/')}`);
+  const redo = (m: [number, number, number]) => planBlock({
+    settings: { mu: [0.5, 0.1, 0], pMu: [0.7, 0.3, 0], analysis: 'rusca2018' },
+    counts: { nZ: r.report.keptZ!, nX: r.report.counts!.nX, mX: r.report.counts!.mX, mZ: m },
+    security: { epsSec: 1e-3, epsCor: 1e-6, qberAbort: 0.11 },
+    leakEcBits: st.leakEcBits, verifyTagBits: st.verifyTagBits, authBitsConsumed: 1024,
+  }).ellRaw;
+  t.equal(st.ellRaw, redo(mZ), 'the statement is Rusca\'s bound with the counted Z errors');
+  t.ok(redo([0, 0, 0]) > st.ellRaw, 'and smaller than with no Z error');
+  // A reply that claims impossible Z error counts is refused.
+  const bad = pair(d.preset, d.aliceChoicesAt, (type, p) => {
+    if (type === 'amplify') p.mZ = [-1, 0, 0];
+  }, 'rusca2018');
+  const rb = await bad.bob.processBlock(5, d.pulse, d.channel);
+  t.notOk(rb.report.verified);
+  t.match(rb.report.abortReason, /mZ must be/);
 });
 
 t.test('an intercept-resend eavesdropper: QBER near 25 %, block aborted with the reason, no output', async (t) => {
