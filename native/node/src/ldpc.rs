@@ -66,6 +66,21 @@ fn to_fp(p: &LdpcFrameParams) -> FrameParams {
     }
 }
 
+/// The code's checksum, computed once per mother code: it walks every edge (~1 M at 2^18), and
+/// describe() runs several times per block on both sides (it was ~1 % of a link's CPU).
+fn checksum_of(id: CodeId, code: &l::code::Code) -> u64 {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static SUMS: OnceLock<Mutex<HashMap<CodeId, u64>>> = OnceLock::new();
+    let sums = SUMS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(&sum) = sums.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        return sum;
+    }
+    let sum = code.checksum();
+    sums.lock().unwrap_or_else(|e| e.into_inner()).insert(id, sum);
+    sum
+}
+
 fn describe(fp: &FrameParams) -> Result<LdpcCodeChoice> {
     let code = l::family::check_params(fp).map_err(|e| coded("LDPC_BAD_PARAMS", e))?;
     Ok(LdpcCodeChoice {
@@ -79,7 +94,7 @@ fn describe(fp: &FrameParams) -> Result<LdpcCodeChoice> {
         syndrome_bits: fp.syndrome_bits() as u32,
         mother_length: fp.n() as u32,
         leak_bits: fp.base_leak() as u32,
-        checksum: format!("{:016x}", code.checksum()),
+        checksum: format!("{:016x}", checksum_of(fp.code, &code)),
     })
 }
 
