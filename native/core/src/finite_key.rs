@@ -636,6 +636,79 @@ mod tests {
         }
     }
 
+    /// Known answers from the printed text of Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307
+    /// (2014) (read in full for issue 13 §2; docs/postprocessing.md, "Known-answer tests from the
+    /// papers"), evaluated literally on one input, the paper's X (key) and Z (test) as our Z and
+    /// X: Eq. (2) with its n±, Eq. (3), Eq. (4) with its m±, Eq. (5) written as (B2) with
+    /// a = α1 = ε_sec/21 and 1/a² (the main text's 21²/ε_sec² is the same number), Eq. (1), and
+    /// the ε bookkeeping of Eq. (B4). The paper prints no numbers for these formulas, so the
+    /// known answer is the printed formula itself, not a value.
+    #[test]
+    fn finite_key_lim2014_printed_equations() {
+        // (B4): ε_sec = 2[2α1 + α2 + α3] + ν + 10ε1 + 2ε2, every term ε: 4 + 2 + 2 + 1 + 10 + 2.
+        let b4 = [2.0 * 2.0, 2.0, 2.0, 1.0, 10.0, 2.0];
+        assert_eq!(b4.iter().sum::<f64>(), 21.0);
+        assert_eq!(Protocol::TwoDecoyLim2014.split(), 21.0);
+        // chernoff2020 keeps the split: its 12 one-sided count bounds take the places of Lim's
+        // 10ε1 + 2ε2, the other 9 terms (4α1 + 2α2 + 2α3 + ν) are unchanged.
+        assert_eq!(Protocol::TwoDecoyChernoff2020.split(), b4[..4].iter().sum::<f64>() + 12.0);
+        // Rusca et al. 2018 (A24), as transcribed (the paper body was not reachable here):
+        // 2[α1 + 2α2 + α3] + ν + 6ε1 + 4ε2 = 19ε.
+        assert_eq!([2.0, 4.0, 2.0, 1.0, 6.0, 4.0].iter().sum::<f64>(), 19.0);
+        assert_eq!(Protocol::OneDecoyRusca2018.split(), 19.0);
+
+        // Expected counts of the Ma et al. 2005 model (η = 1 %, Y0 = 5e-5, e_d = 1.5 %, q_Z = 0.8,
+        // 1e10 pulses): enough vacuum events for s_Z0 > 0; in X, Eq. (2) is negative (below).
+        let (mu, p) = ([0.6, 0.15, 2e-4], [0.5, 0.3, 0.2]);
+        let inp = EstimateInput {
+            mu, p_mu: p, n_z: [19_302_515, 2_973_841, 66_560], n_x: [1_206_407, 185_865, 4_160], m_x: [22_946, 5_698, 2_002],
+            eps_sec: 1e-10, eps_cor: 1e-15, qber_abort: 0.11, protocol: Protocol::TwoDecoyLim2014PaperGamma, m_z: [0; 3],
+        };
+        let es = inp.eps_sec;
+        let tau = |n: i32| -> f64 { (0..3).map(|k| p[k] * (-mu[k]).exp() * mu[k].powi(n)).sum() }; // n! = 1 for n ≤ 1
+        let (t0, t1) = (tau(0), tau(1));
+        // n±_{b,k} := e^k/p_k [n_{b,k} ± sqrt(n_b/2 · ln(21/ε_sec))]
+        let npm = |c: &[u64; 3], k: usize, sign: f64| {
+            let tot = c.iter().sum::<u64>() as f64;
+            mu[k].exp() / p[k] * (c[k] as f64 + sign * (tot / 2.0 * (21.0 / es).ln()).sqrt())
+        };
+        let (m1, m2, m3) = (mu[0], mu[1], mu[2]);
+        let s0 = |c: &[u64; 3]| t0 * (m2 * npm(c, 2, -1.0) - m3 * npm(c, 1, 1.0)) / (m2 - m3); // Eq. (2)
+        // Eq. (3) takes s_{b,0} from Eq. (2). Deliberate difference: we put max(0, Eq. (2)) there
+        // (s_{b,0} ≥ 0 always, and Eq. (3) rises with s_{b,0}, so this is still a lower bound, with
+        // no further ε): tighter than printed when Eq. (2) is negative, as here in X.
+        let s1_with = |c: &[u64; 3], s0v: f64| {
+            t1 * m1 * (npm(c, 1, -1.0) - npm(c, 2, 1.0) - (m2 * m2 - m3 * m3) / (m1 * m1) * (npm(c, 0, 1.0) - s0v / t0))
+                / (m1 * (m2 - m3) - m2 * m2 + m3 * m3) // Eq. (3)
+        };
+        let v1 = t1 * (npm(&inp.m_x, 1, 1.0) - npm(&inp.m_x, 2, -1.0)) / (m2 - m3); // Eq. (4)
+        let (sz0, sx0) = (s0(&inp.n_z), s0(&inp.n_x));
+        assert!(sz0 > 0.0 && sx0 < 0.0, "the example has s_Z0 > 0 (no clamp in Z) and s_X0 < 0 (the clamp in X)");
+        let (sz1, sx1_printed, sx1) = (s1_with(&inp.n_z, sz0), s1_with(&inp.n_x, sx0), s1_with(&inp.n_x, 0.0));
+        assert!(sz1 > 0.0 && sx1_printed > 0.0 && v1 > 0.0);
+        // (B2): γ(a, b, c, d) with 1/a², a = α1 = ε_sec/21.
+        let gamma_b2 = |a: f64, b: f64, c: f64, d: f64| {
+            ((c + d) * (1.0 - b) * b / (c * d * std::f64::consts::LN_2) * ((c + d) / (c * d * (1.0 - b) * b) / (a * a)).log2()).sqrt()
+        };
+        // Eq. (5), in the main text's form: the same number.
+        assert!((gamma_b2(es / 21.0, 0.03, 7e5, 1.2e7) - gamma(es, 0.03, 7e5, 1.2e7)).abs() < 1e-15);
+        let phi = v1 / sx1 + gamma_b2(es / 21.0, v1 / sx1, sx1, sz1); // Eq. (5)
+        let leak = 3_500_000.0;
+        let ell = sz0 + sz1 * (1.0 - h2(phi)) - leak - 6.0 * (21.0 / es).log2() - (2.0 / inp.eps_cor).log2(); // Eq. (1)
+        let b = bounds(&inp).unwrap();
+        let rel = |a: f64, x: f64| ((a - x) / x).abs();
+        for (name, ours, printed) in [("s_Z0", b.s_z0, sz0), ("s_Z1", b.s_z1, sz1), ("s_X1", b.s_x1, sx1), ("v_X1", b.v_x1, v1), ("phi_Z", b.phi_z, phi)] {
+            assert!(rel(ours, printed) < 1e-12, "{name}: ours {ours} vs Lim et al. as printed {printed}");
+        }
+        // The clamp's effect here: s_X1 2.5e-4 above the literal Eq. (3).
+        assert!(b.s_x1 > sx1_printed && rel(b.s_x1, sx1_printed) < 1e-3, "{} vs {sx1_printed}", b.s_x1);
+        let (raw, l) = secret_length(&b, leak, es, inp.eps_cor, inp.protocol);
+        assert!(ell > 0.0 && rel(raw, ell) < 1e-12 && l == ell.floor() as u64, "ell: ours {raw} vs Lim Eq. (1) {ell}");
+        // The strict lim2014 differs from the printed paper only in φ (KL bound for γ).
+        let strict = bounds(&EstimateInput { protocol: Protocol::TwoDecoyLim2014, ..inp.clone() }).unwrap();
+        assert_eq!((strict.s_z0, strict.s_z1, strict.s_x1, strict.v_x1), (b.s_z0, b.s_z1, b.s_x1, b.v_x1));
+    }
+
     #[test]
     fn finite_key_chernoff_tighter_than_lim_on_the_model() {
         for pulses in [1e9, 1e10, 1e11] {
