@@ -20,6 +20,7 @@
  * repaired source. Single-threaded; state carries across calls (a window may span two reads).
  */
 import { SecurityError } from '../errors.ts';
+import { createHealthTests, type HealthTests } from '../core/health-tests.ts';
 
 export const HEALTH_ALPHA_LOG2 = -40;
 export const APT_WINDOW = 512;
@@ -59,21 +60,23 @@ export function healthCutoffs(basisProbZ: number): { minEntropy: number; rct: nu
   return { minEntropy: h, rct, apt: 1 + c };
 }
 
+/**
+ * The latch over the tests. The tests run in the native core by default (~10^7 symbols a block;
+ * the TypeScript loop, kept as `referenceHealthTests`, cost ~1 % of a link's CPU on Alice's
+ * thread); test/node/source-health.test.ts checks both give the same verdicts.
+ */
 export class SourceHealth {
   private readonly rctCutoff: number;
   private readonly aptCutoff: number;
-  private last = -1;
-  private run = 0;
-  private aptRef = -1;
-  private aptSeen = 0;
-  private aptCount = 0;
+  private readonly tests: HealthTests;
   private tested = 0;
   private failure: string | undefined;
 
-  constructor(basisProbZ: number) {
+  constructor(basisProbZ: number, makeTests: (rct: number, apt: number, window: number) => HealthTests = createHealthTests) {
     const c = healthCutoffs(basisProbZ);
     this.rctCutoff = c.rct;
     this.aptCutoff = c.apt;
+    this.tests = makeTests(c.rct, c.apt, APT_WINDOW);
   }
 
   get state(): SourceHealthState {
@@ -88,29 +91,45 @@ export class SourceHealth {
   /** Runs both tests over read-back choice bytes in pulse order; throws on (latched) failure. */
   check(choices: Uint8Array): void {
     this.assertHealthy();
-    for (let i = 0; i < choices.length; i++) {
-      const s = choices[i] & 3; // bit | basis << 1
-      // Repetition count test (§4.4.1).
-      if (s === this.last) {
-        if (++this.run >= this.rctCutoff) {
-          this.failure = `repetition count test: ${this.run} identical (bit, basis) symbols in a row, cutoff ${this.rctCutoff}`;
-          break;
-        }
-      } else {
-        this.last = s;
-        this.run = 1;
-      }
-      // Adaptive proportion test (§4.4.2).
-      if (this.aptSeen === 0) {
-        this.aptRef = s;
-        this.aptCount = 1;
-      } else if (s === this.aptRef && ++this.aptCount >= this.aptCutoff) {
-        this.failure = `adaptive proportion test: ${this.aptCount} of ${this.aptSeen + 1} (bit, basis) symbols equal the window's first, cutoff ${this.aptCutoff} of ${APT_WINDOW}`;
-        break;
-      }
-      if (++this.aptSeen === APT_WINDOW) this.aptSeen = 0;
+    const f = this.tests.check(choices);
+    if (f) {
+      this.failure = f.kind === 'repetition'
+        ? `repetition count test: ${f.count} identical (bit, basis) symbols in a row, cutoff ${this.rctCutoff}`
+        : `adaptive proportion test: ${f.count} of ${f.seen} (bit, basis) symbols equal the window's first, cutoff ${this.aptCutoff} of ${APT_WINDOW}`;
     }
     this.tested += choices.length;
     this.assertHealthy();
   }
+}
+
+/** The tests in TypeScript, one symbol at a time: the slow reference of the native loop. */
+export function referenceHealthTests(rctCutoff: number, aptCutoff: number, window: number): HealthTests {
+  let last = -1;
+  let run = 0;
+  let aptRef = -1;
+  let aptSeen = 0;
+  let aptCount = 0;
+  return {
+    check(choices) {
+      for (let i = 0; i < choices.length; i++) {
+        const s = choices[i] & 3; // bit | basis << 1
+        // Repetition count test (§4.4.1).
+        if (s === last) {
+          if (++run >= rctCutoff) return { kind: 'repetition', count: run, seen: run };
+        } else {
+          last = s;
+          run = 1;
+        }
+        // Adaptive proportion test (§4.4.2); the window's first symbol is its reference.
+        if (aptSeen === 0) {
+          aptRef = s;
+          aptCount = 1;
+        } else if (s === aptRef && ++aptCount >= aptCutoff) {
+          return { kind: 'proportion', count: aptCount, seen: aptSeen + 1 };
+        }
+        if (++aptSeen === window) aptSeen = 0;
+      }
+      return undefined;
+    },
+  };
 }

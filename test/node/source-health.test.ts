@@ -11,7 +11,7 @@ import { attachInstrumentToTty } from '../../src/devices/emulated/pty.ts';
 import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
 import { PhotonSourceDriver } from '../../src/devices/drivers/scpi.ts';
 import { hasSocat, startPtyPair, tempDir } from '../../src/testkit/devices.ts';
-import { APT_WINDOW, SourceHealth, healthCutoffs } from '../../src/node/source-health.ts';
+import { APT_WINDOW, SourceHealth, referenceHealthTests, healthCutoffs } from '../../src/node/source-health.ts';
 import { sourceRecord } from '../../src/node/alice.ts';
 import { AlicePostProcessor, DEFAULT_BLOCK_CONFIG } from '../../src/node/postprocess.ts';
 import { createSourceRng } from '../../src/core/source-rng.ts';
@@ -37,6 +37,37 @@ t.test('cutoffs follow SP 800-90B with alpha = 2^-40', async (t) => {
     };
     t.ok(tail(c.apt - 1) <= 2 ** -40 && tail(c.apt - 2) > 2 ** -40, `APT cutoff at p_Z = ${pz}: ${c.apt} of ${APT_WINDOW}`);
   }
+});
+
+t.test('the native tests give the TypeScript reference\'s verdict, reason and count on random sources', async (t) => {
+  // Sources of every bias (some stuck), read back in random splits; p_Z from 0.5 to 0.95 moves
+  // the cutoffs. Same state after every read: same latch at the same read, same reason text.
+  let x = 0x9e3779b9;
+  const rnd = (): number => {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+  let failures = 0;
+  for (let trial = 0; trial < 300; trial++) {
+    const pz = 0.5 + 0.45 * rnd();
+    const fast = new SourceHealth(pz);
+    const slow = new SourceHealth(pz, referenceHealthTests);
+    const bias = rnd() < 0.5 ? 0 : rnd(); // probability of forcing the symbol (bit 0, basis Z)
+    for (let read = 0; read < 5; read++) {
+      const c = Uint8Array.from({ length: Math.floor(rnd() * 3000) }, () => (rnd() < bias ? 0b1100 : Math.floor(rnd() * 16)));
+      const a = (() => { try { fast.check(c); return 'ok'; } catch (e) { return (e as Error).message; } })();
+      const b = (() => { try { slow.check(c); return 'ok'; } catch (e) { return (e as Error).message; } })();
+      if (a !== b || JSON.stringify(fast.state) !== JSON.stringify(slow.state)) {
+        t.fail(`trial ${trial} read ${read}: native '${a}' vs reference '${b}'`);
+        return;
+      }
+      if (a !== 'ok') {
+        failures++;
+        break;
+      }
+    }
+  }
+  t.ok(failures > 30 && failures < 300, `both latched in the same ${failures} of 300 trials, the rest passed alike`);
 });
 
 t.test('a healthy source RNG passes 8 million symbols, dense and sparse', async (t) => {

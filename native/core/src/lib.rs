@@ -29,6 +29,7 @@ pub mod pulse_list;
 pub mod reference;
 pub mod rng;
 pub mod sift;
+pub mod source_health;
 pub mod sync_track;
 pub mod toeplitz;
 pub mod verify;

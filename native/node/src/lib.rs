@@ -11,6 +11,7 @@ mod node_custody; // qkd-store pkcs11: the node's at-rest key sealed in a PKCS#1
 mod mlkem; // ML-KEM-768 (libcrux) KMS↔KMS exchange and the hybrid key derivation
 mod pulse_list; // qkd-core: pulse lists of the sift dialogue and the source read-back (LEB128 deltas)
 mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key
+mod source_health; // qkd-core: SP 800-90B health tests on Alice's source read-back
 mod records; // qkd-records: time-tagger recordings (PTU, quTAG, a1), histograms
 mod store; // qkd-store: reference KMS key store
 mod stream; // detection-batch ingest (zero-copy from ZeroMQ frames)
