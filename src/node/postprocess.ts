@@ -38,7 +38,7 @@ import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
 import { wipe } from '../core/native-call.ts';
 import type { DetectorMapping } from '../protocol/choices.ts';
-import { concatBits, decodePulseList, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
+import { concatBits, decodePulseList, encodeDistinctPulses, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
 
 /** Sends one request to the peer and resolves with its reply (authenticated by the transport). */
 export type PeerRequest = (type: string, payload: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -489,21 +489,11 @@ export class BobPostProcessor {
     for (let k = 0; k + 1 < bounds.length; k++) {
       const pp = pulse.subarray(bounds[k], bounds[k + 1]);
       const cc = channel.subarray(bounds[k], bounds[k + 1]);
-      const distinct = new Float64Array(pp.length);
-      let nd = 0;
-      const rank = new Float64Array(pp.length);
-      for (let i = 0; i < pp.length; i++) {
-        if (i === 0 || pp[i] !== pp[i - 1]) {
-          if (i > 0 && pp[i] < pp[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', 'detections must be sorted by pulse index');
-          distinct[nd++] = pp[i];
-        }
-        rank[i] = nd - 1;
-      }
-      const ann = bobAnnounce({ pulse: rank, channel: cc }, this.map, randomBytes(32));
+      const dp = encodeDistinctPulses(pp);
+      const ann = bobAnnounce({ pulse: dp.rank, channel: cc }, this.map, randomBytes(32));
       secret.push(ann.events.bits);
       report.doubleClicks += ann.stats.doubleClicks + ann.stats.multiClicks;
-      const pl = distinct.subarray(0, nd);
-      const sr = await req('sift', { block: blockId, part: k, parts: bounds.length - 1, count: pl.length, pulses: encodePulseList(pl), announcement: ann.announcement });
+      const sr = await req('sift', { block: blockId, part: k, parts: bounds.length - 1, count: dp.count, pulses: dp.pulses, announcement: ann.announcement });
       const part = extractSifted(ann.events, u8(sr.reply, 'reply'));
       secret.push(part.z, part.x);
       parts.push(part);

@@ -8,7 +8,7 @@
  *   bytes   LEB128 of each value: 7 bits per byte, low group first, bit 7 = more follows
  * ```
  */
-import { ProtocolError } from '../errors.ts';
+import { ProtocolError, QkdError } from '../errors.ts';
 import { native } from '../core/native.ts';
 import { callNative } from '../core/native-call.ts';
 
@@ -94,4 +94,38 @@ export function decodePulseListReference(buf: Uint8Array, expected?: number): Fl
     throw new ProtocolError('PULSES_COUNT', `pulse list holds ${n} pulses, the header says ${expected}`);
   }
   return vals.slice(0, n);
+}
+
+/** A sift part's pulses: the distinct pulses' list, their count, and each detection's rank in it. */
+export interface DistinctPulses {
+  pulses: Uint8Array;
+  count: number;
+  rank: Float64Array;
+}
+
+/**
+ * Bob's sift part (detections sorted by pulse, several clicks may share one): the pulse list of
+ * the distinct pulses and, per detection, its pulse's position in that list. Native; equal to
+ * `encodeDistinctPulsesReference`, errors included (DETECTIONS_UNSORTED, PULSES_NOT_INCREASING).
+ */
+export function encodeDistinctPulses(pulses: Float64Array): DistinctPulses {
+  if (pulses.length < NATIVE_FROM) return encodeDistinctPulsesReference(pulses);
+  const rank = new Float64Array(pulses.length);
+  const bytes = callNative(() => native().pulseListEncodeDistinct(pulses, rank));
+  return { pulses: bytes, count: pulses.length ? rank[pulses.length - 1] + 1 : 0, rank };
+}
+
+/** The slow reference of `encodeDistinctPulses`. */
+export function encodeDistinctPulsesReference(pulses: Float64Array): DistinctPulses {
+  const distinct = new Float64Array(pulses.length);
+  const rank = new Float64Array(pulses.length);
+  let nd = 0;
+  for (let i = 0; i < pulses.length; i++) {
+    if (i === 0 || pulses[i] !== pulses[i - 1]) {
+      if (i > 0 && pulses[i] < pulses[i - 1]) throw new QkdError('DETECTIONS_UNSORTED', `detections must be sorted by pulse index (index ${i})`);
+      distinct[nd++] = pulses[i];
+    }
+    rank[i] = nd - 1;
+  }
+  return { pulses: encodePulseListReference(distinct.subarray(0, nd)), count: nd, rank };
 }

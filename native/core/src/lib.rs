@@ -31,6 +31,8 @@ pub mod rng;
 pub mod sift;
 pub mod source_health;
 pub mod sync_track;
+#[cfg(test)]
+mod test_rng;
 pub mod toeplitz;
 pub mod verify;
 

@@ -59,6 +59,36 @@ pub fn encode(pulses: &[f64]) -> Result<Vec<u8>, usize> {
     Ok(out)
 }
 
+/// Why `encode_distinct` refused its input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DistinctError {
+    /// `pulses[i]` is below its predecessor.
+    Unsorted(usize),
+    /// `pulses[i]` is not a non-negative integer (as `encode`).
+    NotAnIndex(usize),
+}
+
+/// Bob's sift part in one pass: the list of the distinct pulses of `pulses` (sorted, a pulse may
+/// repeat: one detection per click) encoded as `encode` does, and in `rank[i]` the position of
+/// `pulses[i]`'s pulse in that list. Returns the bytes and the number of distinct pulses.
+pub fn encode_distinct(pulses: &[f64], rank: &mut [f64]) -> Result<(Vec<u8>, usize), DistinctError> {
+    assert!(rank.len() >= pulses.len(), "encode_distinct: rank must hold one entry per pulse");
+    let mut distinct = Vec::with_capacity(pulses.len());
+    for (i, &p) in pulses.iter().enumerate() {
+        match distinct.last() {
+            Some(&q) if p == q => {}
+            Some(&q) if p < q => return Err(DistinctError::Unsorted(i)),
+            _ => distinct.push(p),
+        }
+        rank[i] = (distinct.len() - 1) as f64;
+    }
+    let bytes = encode(&distinct).map_err(|k| {
+        // The k-th distinct pulse: report the first detection that carries it.
+        DistinctError::NotAnIndex(rank.iter().take(pulses.len()).position(|&r| r == k as f64).unwrap_or(k))
+    })?;
+    Ok((bytes, distinct.len()))
+}
+
 /// The indices `buf` encodes; `expected`: the count the message's header gives.
 ///
 /// Numbers of up to four bytes are read eight bytes at a time without a branch on their length;
@@ -189,13 +219,7 @@ mod tests {
 
     #[test]
     fn random_lists_against_the_obvious_encoder() {
-        let mut s = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::test_rng::xorshift64(0x1234_5678_9abc_def0u64);
         for case in 0..300 {
             let n = (next() % 2000) as usize;
             let mut p = 0u64;
@@ -218,5 +242,35 @@ mod tests {
             assert_eq!(bytes, encode_slow(&pulses));
             assert_eq!(decode(&bytes, Some(f.len())).unwrap(), f);
         }
+    }
+
+    #[test]
+    fn encode_distinct_equals_dedup_then_encode_with_ranks() {
+        let mut next = crate::test_rng::xorshift64(0x0bad_cafe_f00d_u64);
+        for _ in 0..300 {
+            let n = (next() % 3000) as usize;
+            let mut p = 0u64;
+            let pulses: Vec<f64> = (0..n)
+                .map(|_| {
+                    if next() % 4 != 0 {
+                        p += next() % 500 + 1;
+                    }
+                    p as f64
+                })
+                .collect();
+            let mut rank = vec![-1.0; n];
+            let (bytes, count) = encode_distinct(&pulses, &mut rank).unwrap();
+            let mut distinct = pulses.clone();
+            distinct.dedup();
+            assert_eq!(count, distinct.len());
+            assert_eq!(bytes, encode(&distinct).unwrap());
+            for i in 0..n {
+                assert_eq!(distinct[rank[i] as usize], pulses[i]);
+            }
+        }
+        let mut rank = vec![0.0; 4];
+        assert_eq!(encode_distinct(&[3.0, 3.0, 2.0], &mut rank), Err(DistinctError::Unsorted(2)));
+        assert_eq!(encode_distinct(&[1.0, 1.0, 2.5, 2.5], &mut rank), Err(DistinctError::NotAnIndex(2)));
+        assert_eq!(encode_distinct(&[], &mut rank), Ok((vec![], 0)));
     }
 }

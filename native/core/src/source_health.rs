@@ -105,23 +105,13 @@ mod tests {
         Ok(())
     }
 
-    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-        let mut x = seed | 1;
-        move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        }
-    }
-
     fn same(a: &HealthState, b: &HealthState) -> bool {
         (a.last, a.run, a.apt_ref, a.apt_seen, a.apt_count) == (b.last, b.run, b.apt_ref, b.apt_seen, b.apt_count)
     }
 
     #[test]
     fn healthy_uniform_symbols_pass_and_keep_the_state_of_the_slow_loop() {
-        let mut r = xorshift(7);
+        let mut r = crate::test_rng::xorshift64(7);
         let mut fast = HealthState::new(21, 200, 512);
         let mut slow_st = fast.clone();
         for _ in 0..50 {
@@ -137,7 +127,7 @@ mod tests {
     fn biased_and_stuck_sources_fail_where_the_slow_loop_fails() {
         // Random reads from sources of every bias, split at random points; low cutoffs so that
         // both tests fire often. Same verdict and same state at every split.
-        let mut r = xorshift(99);
+        let mut r = crate::test_rng::xorshift64(99);
         for trial in 0..400 {
             let (rct, apt, w) = (2 + (r() % 12) as u32, 2 + (r() % 40) as u32, 8 + (r() % 60) as u32);
             let mut fast = HealthState::new(rct, apt, w);

@@ -136,13 +136,7 @@ mod tests {
     }
     #[test]
     fn fast_matches_reference_random() {
-        let mut s = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::test_rng::xorshift64(0x0123_4567_89ab_cdefu64);
         for _ in 0..5000 {
             let a = (next() as u128) << 64 | next() as u128;
             let b = (next() as u128) << 64 | next() as u128;

@@ -307,13 +307,7 @@ mod tests {
     }
     #[test]
     fn compress_matches_naive() {
-        let mut s = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::test_rng::xorshift64(0x1234_5678_9abc_def0u64);
         for t in 0..20000 {
             let m = match t % 5 {
                 0 => next(),
