@@ -50,6 +50,13 @@ export function linkPresetOf(cfg: NodeRunConfig): ProtocolSettings {
 
 export function blockConfigOf(cfg: NodeRunConfig, preset: ProtocolSettings): BlockConfig {
   const ip = preset.intensityProbs;
+  // The one-decoy bound has no vacuum intensity: with one in the source, every block would abort
+  // (PE_BAD_PROBABILITIES) after its whole acquisition. Refuse the configuration at start instead.
+  if (cfg.block.analysis === 'rusca2018' && ip.vacuum !== 0) {
+    throw new ConfigError('NODE_CONFIG', `block.analysis "rusca2018" is the one-decoy bound (signal and one decoy), but link preset ` +
+      `${preset.name} sends a third intensity (vacuum, probability ${ip.vacuum}): use "chernoff2020" or "lim2014" for this source, ` +
+      'or a preset whose vacuum probability is 0');
+  }
   return {
     ...DEFAULT_BLOCK_CONFIG,
     frameBits: cfg.block.frameBits,

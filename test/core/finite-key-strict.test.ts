@@ -109,4 +109,10 @@ t.test('a node configuration refuses the approximate analyses and defaults to ch
     t.throws(() => readNodeConfig(write(a)), { code: 'NODE_CONFIG', message: /block\.analysis must be one of .*approximate gamma/ }, `${a} refused`);
   }
   t.throws(() => readNodeConfig(write('lim')), { code: 'NODE_CONFIG', message: /block\.analysis must be one of "chernoff2020", "lim2014", "rusca2018"/ });
+  // The one-decoy bound on a three-intensity preset would abort every block: refused at start.
+  const { blockConfigOf, linkPresetOf } = await import('../../src/node/bob.ts');
+  const one = readNodeConfig(write('rusca2018'));
+  t.throws(() => blockConfigOf(one, linkPresetOf(one)), { code: 'NODE_CONFIG', message: /one-decoy bound.*reference-decoy sends a third intensity/ });
+  const three = readNodeConfig(write('lim2014'));
+  t.equal(blockConfigOf(three, linkPresetOf(three)).settings.analysis, 'lim2014');
 });
