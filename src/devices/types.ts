@@ -126,6 +126,8 @@ export interface PhotonSource extends Device {
    * Secret (bits and bases): the caller wipes the result when done.
    */
   readChoices(pulses: Float64Array): Promise<Uint8Array>;
+  /** readChoices of the pulses of an encoded pulse list (src/protocol/pulse-list.ts) of `count` pulses. */
+  readChoicesOfList(list: Uint8Array, count: number): Promise<Uint8Array>;
   /** Read-back of the intensity class (0 signal, 1 decoy, 2 vacuum) of each listed pulse only. */
   readClasses(pulses: Float64Array): Promise<Uint8Array>;
 }

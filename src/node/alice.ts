@@ -13,6 +13,8 @@ import { SourceHealth } from './source-health.ts';
 export interface AliceRecord {
   /** Packed choice bytes (src/protocol/choices.ts) of the listed pulses, ascending. Secret: wipe. */
   choicesAt(pulses: Float64Array): Promise<Uint8Array>;
+  /** The same for the pulses of an encoded pulse list (src/protocol/pulse-list.ts) of `count` pulses. */
+  choicesAtList?(list: Uint8Array, count: number): Promise<Uint8Array>;
 }
 
 /**
@@ -20,27 +22,30 @@ export interface AliceRecord {
  * SOURCE_RNG_FAILED (the block aborts) and so does every later one (key production stops).
  */
 export function sourceRecord(source: PhotonSource, health: SourceHealth, onFailure?: (reason: string) => void): AliceRecord {
+  // One read-back through the health tests, whichever form the pulses come in.
+  const checked = async (n: number, read: () => Promise<Uint8Array>): Promise<Uint8Array> => {
+    health.assertHealthy();
+    let c: Uint8Array;
+    try {
+      c = await read();
+    } catch (err) {
+      // A device or line fault ends this block (its record is unknown), not the node: the
+      // next block reads again, and the device layer reconnects a line that went away.
+      const e = err as QkdError;
+      throw new QkdError('SOURCE_READBACK_FAILED', `reading back ${n} choices from Alice's source failed (${e.code ?? 'ERROR'}: ${e.message})`, { cause: err });
+    }
+    try {
+      health.check(c);
+    } catch (err) {
+      c.fill(0);
+      onFailure?.(health.state.reason ?? 'failed');
+      throw err;
+    }
+    return c;
+  };
   return {
-    async choicesAt(pulses) {
-      health.assertHealthy();
-      let c: Uint8Array;
-      try {
-        c = await source.readChoices(pulses);
-      } catch (err) {
-        // A device or line fault ends this block (its record is unknown), not the node: the
-        // next block reads again, and the device layer reconnects a line that went away.
-        const e = err as QkdError;
-        throw new QkdError('SOURCE_READBACK_FAILED', `reading back ${pulses.length} choices from Alice's source failed (${e.code ?? 'ERROR'}: ${e.message})`, { cause: err });
-      }
-      try {
-        health.check(c);
-      } catch (err) {
-        c.fill(0);
-        onFailure?.(health.state.reason ?? 'failed');
-        throw err;
-      }
-      return c;
-    },
+    choicesAt: (pulses) => checked(pulses.length, () => source.readChoices(pulses)),
+    choicesAtList: (list, count) => checked(count, () => source.readChoicesOfList(list, count)),
   };
 }
 
@@ -54,6 +59,7 @@ export function createAlicePostProcessor(opts: {
   return new AlicePostProcessor({
     config: opts.config,
     choicesAt: (pulses) => opts.record.choicesAt(pulses),
+    choicesAtList: opts.record.choicesAtList && ((list, count) => opts.record.choicesAtList!(list, count)),
     authBitsConsumed: opts.authBitsConsumed,
     onOutput: opts.onOutput,
     qberHint: () => lastQberZ,

@@ -49,4 +49,4 @@ export function hammingDistance(a: Uint8Array, b: Uint8Array, n: number): number
 }
 
 // The pulse-list encoding is shared with the device layer (the source's read-back): src/protocol.
-export { encodePulseList, decodePulseList, encodeDistinctPulses } from '../protocol/pulse-list.ts';
+export { checkPulseListCount, encodePulseList, decodePulseList, encodeDistinctPulses } from '../protocol/pulse-list.ts';

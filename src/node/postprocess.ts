@@ -38,7 +38,7 @@ import { newToeplitzSeed } from '../core/pa.ts';
 import { amplifyBlock, type BlockOutput } from '../core/block.ts';
 import { wipe } from '../core/native-call.ts';
 import type { DetectorMapping } from '../protocol/choices.ts';
-import { concatBits, decodePulseList, encodeDistinctPulses, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
+import { checkPulseListCount, concatBits, decodePulseList, encodeDistinctPulses, encodePulseList, hammingDistance, sliceBits } from './bits.ts';
 
 /** Sends one request to the peer and resolves with its reply (authenticated by the transport). */
 export type PeerRequest = (type: string, payload: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -162,6 +162,12 @@ export interface AliceOptions {
   config: BlockConfig;
   /** Alice's packed choice byte (src/protocol/choices.ts) for each listed pulse (her source's read-back). */
   choicesAt(pulses: Float64Array): Uint8Array | Promise<Uint8Array>;
+  /**
+   * The same for the pulses of an encoded pulse list of `count` pulses (checked), when the record
+   * takes it as it is (her source's read-back does: Bob's list goes on without a decode and an
+   * encode on her thread). Without it the list is decoded for `choicesAt`.
+   */
+  choicesAtList?(list: Uint8Array, count: number): Promise<Uint8Array>;
   /** MAC key bits the classical channel consumed for this block so far. */
   authBitsConsumed(blockId: number): number;
   /** Called with the block's output when Alice has amplified it. */
@@ -225,8 +231,15 @@ export class AlicePostProcessor {
     if (part === 0) this.abort(id);
     const b = this.block(id, part === 0);
     if (part !== (b.siftParts?.length ?? 0)) throw new ProtocolError('BAD_MESSAGE', `sift part ${part} of block ${id} arrived out of order`);
-    const pulses = decodePulseList(u8(p.pulses, 'pulses'), num(p.count, 'count'));
-    const choices = await this.opts.choicesAt(pulses);
+    const list = u8(p.pulses, 'pulses');
+    const count = num(p.count, 'count');
+    let choices: Uint8Array;
+    if (this.opts.choicesAtList) {
+      checkPulseListCount(list, count);
+      choices = await this.opts.choicesAtList(list, count);
+    } else {
+      choices = await this.opts.choicesAt(decodePulseList(list, count));
+    }
     // One pass: her reply to Bob and her own sifted strings together.
     const m = aliceSift(u8(p.announcement, 'announcement'), choices, 0);
     wipe(choices);

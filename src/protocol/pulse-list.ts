@@ -38,6 +38,16 @@ export function decodePulseList(buf: Uint8Array, expected?: number): Float64Arra
   return out.slice(0, n);
 }
 
+/**
+ * Checks that `buf` is a pulse list of `expected` pulses without decoding it (native; the same
+ * errors as `decodePulseList`: PULSES_TRUNCATED, PULSES_MALFORMED, PULSES_COUNT). For a list
+ * passed on unchanged: Alice forwards Bob's list to her source, whose read-back decodes it.
+ */
+export function checkPulseListCount(buf: Uint8Array, expected: number): void {
+  const n = buf.length < NATIVE_FROM ? decodePulseListReference(buf).length : callNative(() => native().pulseListCount(buf));
+  if (n !== expected) throw new ProtocolError('PULSES_COUNT', `pulse list holds ${n} pulses, the header says ${expected}`);
+}
+
 /** The slow reference of `encodePulseList` (property tests; short lists). */
 export function encodePulseListReference(pulses: Float64Array): Uint8Array {
   const out = new Uint8Array(pulses.length * 8 + 8);

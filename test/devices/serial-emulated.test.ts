@@ -3,6 +3,7 @@
  * serialport binding: conformance, limits, and every bad-input case of issue 2.
  */
 import t from 'tap';
+import { encodePulseList } from '../../src/protocol/pulse-list.ts';
 import { DeviceError, ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
 import { loadProfile } from '../../src/devices/profile.ts';
 import type { SerialSettings } from '../../src/devices/profile.ts';
@@ -65,6 +66,12 @@ t.test('photon source conformance; its RNG record is read back in binary blocks,
   const c = await rig.driver.readChoices(pulses);
   t.equal(c.length, n);
   t.same(await rig.driver.readChoices(pulses), c, 'the record is the same when read again');
+  // The same read-back from an encoded list passed on as it is (Alice forwards Bob's).
+  t.same(await rig.driver.readChoicesOfList(encodePulseList(pulses), n), c, 'an encoded pulse list reads back the same choices');
+  const sparse = Float64Array.from({ length: 5000 }, (_, i) => i * 599 + 7);
+  t.same(await rig.driver.readChoicesOfList(encodePulseList(sparse), sparse.length), await rig.driver.readChoices(sparse), 'sparse pulses too');
+  await t.rejects(rig.driver.readChoicesOfList(encodePulseList(sparse), sparse.length + 1), { code: 'SHORT_READBACK' },
+    'a count that does not match the list is caught by the reply length');
   const cls = await rig.driver.readClasses(pulses);
   t.ok(cls.every((k, i) => k === ((c[i] >> 2) & 3)), 'the classes are the intensity part of the choices');
   const z = c.reduce((a, x) => a + (((x >> 1) & 1) === 0 ? 1 : 0), 0) / n;

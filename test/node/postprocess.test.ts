@@ -248,18 +248,24 @@ t.test('property: the native pulse-list codec equals the TypeScript reference, b
   t.ok(compared >= 800);
 });
 
+/** The code of the error `f` throws, or 'ok'. */
+function errorCode(f: () => unknown): string | undefined {
+  try {
+    f();
+    return 'ok';
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+}
+
+/** Uniform numbers in [0, 1) from a 32-bit LCG (reproducible). */
+function lcg(seed: number): () => number {
+  return () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+}
+
 t.test('property: a sift part\'s distinct pulses and ranks, native equal to the TypeScript reference', async (t) => {
   const { encodeDistinctPulses, encodeDistinctPulsesReference } = await import('../../src/protocol/pulse-list.ts');
-  const code = (f: () => unknown) => {
-    try {
-      f();
-      return 'ok';
-    } catch (e) {
-      return (e as { code?: string }).code;
-    }
-  };
-  let seed = 7;
-  const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+  const rnd = lcg(7);
   for (let trial = 0; trial < 200; trial++) {
     // Detections sorted by pulse, a pulse clicked up to 3 times; some lists broken on purpose.
     const n = 64 + Math.floor(rnd() * 5000);
@@ -271,9 +277,9 @@ t.test('property: a sift part\'s distinct pulses and ranks, native equal to the 
     }
     if (trial % 9 === 4) pulses[1 + Math.floor(rnd() * (n - 1))] -= 2 ** 30; // a step back
     if (trial % 13 === 5) pulses[Math.floor(rnd() * n)] += 0.25;
-    const want = code(() => encodeDistinctPulsesReference(pulses));
+    const want = errorCode(() => encodeDistinctPulsesReference(pulses));
     if (want !== 'ok') {
-      t.equal(code(() => encodeDistinctPulses(pulses)), want, `trial ${trial}: same error`);
+      t.equal(errorCode(() => encodeDistinctPulses(pulses)), want, `trial ${trial}: same error`);
       continue;
     }
     const a = encodeDistinctPulses(pulses);
@@ -284,6 +290,28 @@ t.test('property: a sift part\'s distinct pulses and ranks, native equal to the 
     }
   }
   t.pass('200 random sift parts');
+});
+
+t.test('property: checking a pulse list\'s count without decoding it agrees with the decoder, errors included', async (t) => {
+  const { checkPulseListCount, decodePulseListReference, encodePulseListReference } = await import('../../src/protocol/pulse-list.ts');
+  const rnd = lcg(3);
+  for (let trial = 0; trial < 300; trial++) {
+    const n = 1 + Math.floor(rnd() * 6000);
+    let buf: Uint8Array;
+    if (trial % 2 === 0) {
+      let p = -1;
+      const list = Float64Array.from({ length: n }, () => (p += 1 + Math.floor(rnd() * (rnd() < 0.05 ? 2 ** 40 : 400))));
+      buf = encodePulseListReference(list);
+      if (trial % 6 === 0) buf = buf.subarray(0, buf.length - 1);
+    } else {
+      buf = randomBytes(n);
+      if (trial % 5 === 1 && n > 40) buf.fill(0xff, 10, 19 + (trial % 3));
+    }
+    const want = errorCode(() => decodePulseListReference(buf));
+    const count = want === 'ok' ? decodePulseListReference(buf).length : 0;
+    t.equal(errorCode(() => checkPulseListCount(buf, count)), want, `trial ${trial}: ${want}`);
+    if (want === 'ok') t.equal(errorCode(() => checkPulseListCount(buf, count + 1)), 'PULSES_COUNT');
+  }
 });
 
 t.test("a block Alice's handler refuses is aborted under her code, not the channel's", async (t) => {

@@ -59,6 +59,46 @@ pub fn encode(pulses: &[f64]) -> Result<Vec<u8>, usize> {
     Ok(out)
 }
 
+/// How many pulses `buf` lists, without decoding them: the bytes that end a number. The list is
+/// refused as `decode` refuses it when it ends inside a number (PULSES_TRUNCATED) or holds a
+/// number of more than eight bytes (PULSES_MALFORMED). For a list passed on unchanged (Alice
+/// forwards Bob's to her source, which decodes it): ~0.1 ns per byte instead of a decode and an encode.
+pub fn count(buf: &[u8]) -> Result<usize, CoreError> {
+    // Nine continuation bytes in a row (the 2^56 limit of `decode`) need a window of nine bytes
+    // that are all >= 0x80; checked per chunk only when the chunk could hold one.
+    let mut n = 0usize;
+    for chunk in buf.chunks(4096) {
+        let ends = chunk.iter().filter(|&&b| b < 0x80).count();
+        n += ends;
+        if chunk.len() - ends >= 8 {
+            let mut run = 0u32;
+            for &b in chunk {
+                run = if b & 0x80 != 0 { run + 1 } else { 0 };
+                if run > 8 {
+                    return Err(CoreError::new("PULSES_MALFORMED", "pulse list holds a number above 2^53"));
+                }
+            }
+        }
+    }
+    // A run may span two chunks: check the seams.
+    for seam in (4096..buf.len()).step_by(4096) {
+        let lo = seam.saturating_sub(8);
+        let hi = (seam + 8).min(buf.len());
+        let mut run = 0u32;
+        for &b in &buf[lo..hi] {
+            run = if b & 0x80 != 0 { run + 1 } else { 0 };
+            if run > 8 {
+                return Err(CoreError::new("PULSES_MALFORMED", "pulse list holds a number above 2^53"));
+            }
+        }
+    }
+    // After the check above, as `decode` meets a long number before the end.
+    if buf.last().is_some_and(|&b| b & 0x80 != 0) {
+        return Err(CoreError::new("PULSES_TRUNCATED", "pulse list ends inside a number: the message was truncated"));
+    }
+    Ok(n)
+}
+
 /// Why `encode_distinct` refused its input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DistinctError {
@@ -272,5 +312,39 @@ mod tests {
         assert_eq!(encode_distinct(&[3.0, 3.0, 2.0], &mut rank), Err(DistinctError::Unsorted(2)));
         assert_eq!(encode_distinct(&[1.0, 1.0, 2.5, 2.5], &mut rank), Err(DistinctError::NotAnIndex(2)));
         assert_eq!(encode_distinct(&[], &mut rank), Ok((vec![], 0)));
+    }
+
+    #[test]
+    fn count_agrees_with_decode_on_lists_and_garbage() {
+        let mut next = crate::test_rng::xorshift64(0x5eed_0f_c0_u64);
+        for case in 0..400 {
+            let n = (next() % 9000) as usize;
+            let buf: Vec<u8> = if case % 2 == 0 {
+                // A valid list with long gaps now and then, maybe cut short.
+                let mut p = 0u64;
+                let pulses: Vec<f64> = (0..n).map(|_| { p += 1 + next() % if next() % 50 == 0 { 1 << 40 } else { 300 }; p as f64 }).collect();
+                let mut b = encode(&pulses).unwrap();
+                if case % 6 == 0 && !b.is_empty() {
+                    b.truncate(b.len() - 1 - (next() % 3) as usize % b.len());
+                }
+                b
+            } else {
+                // Garbage, with runs of continuation bytes of every length around the seams.
+                let mut b: Vec<u8> = (0..n).map(|_| next() as u8).collect();
+                if n > 4100 && case % 3 == 1 {
+                    let at = 4096 - (next() % 9) as usize;
+                    let len = 7 + (next() % 4) as usize;
+                    b[at..at + len].fill(0xff);
+                    b[at - 1] = 0;
+                    b[at + len] = 0;
+                }
+                b
+            };
+            match (decode(&buf, None), count(&buf)) {
+                (Ok(v), Ok(k)) => assert_eq!(v.len(), k, "case {case}"),
+                (Err(a), Err(b)) => assert_eq!(a.code, b.code, "case {case}"),
+                (a, b) => panic!("case {case}: decode {:?} vs count {:?}", a.map(|v| v.len()).map_err(|e| e.code), b.map_err(|e| e.code)),
+            }
+        }
     }
 }

@@ -40,3 +40,10 @@ pub fn pulse_list_encode_distinct(pulses: Float64Array, mut rank: Float64Array) 
         Err(pulse_list::DistinctError::NotAnIndex(i)) => Err(Error::new(Status::InvalidArg, format!("PULSES_NOT_INCREASING: pulse list must be strictly increasing integers (index {i})"))),
     }
 }
+
+/// How many pulses a list holds, without decoding it (errors as the decoder's for a truncated or
+/// malformed list): for a list passed on unchanged.
+#[napi(js_name = "pulseListCount")]
+pub fn pulse_list_count(buf: Uint8Array) -> Result<u32> {
+    pulse_list::count(&buf).map(|n| n as u32).map_err(|e| Error::new(Status::InvalidArg, format!("{}: {}", e.code, e.message)))
+}

@@ -4,7 +4,7 @@
  * from the profile; this file only knows the grammar `{ch}`/`{value}` and the refusal prefix.
  */
 import { DeviceError, ProtocolError } from '../../errors.ts';
-import { encodePulseList } from '../../protocol/pulse-list.ts';
+import { decodePulseList, encodePulseList } from '../../protocol/pulse-list.ts';
 import { unpackChoiceNibbles, unpackClasses } from '../../protocol/choices.ts';
 import type { DeviceProfile, ParameterSpec } from '../profile.ts';
 import type { DeviceIdentity, LineTransport, PhotonSource, SpadDetector } from '../types.ts';
@@ -173,6 +173,33 @@ export class PhotonSourceDriver extends ScpiDevice implements PhotonSource {
   readClasses(pulses: Float64Array): Promise<Uint8Array> {
     return this.readBack('classes', pulses);
   }
+  /**
+   * readChoices of the pulses of an encoded pulse list (strictly increasing, `count` of them,
+   * checked by the caller): sent as it is when it fits one query, so a list that arrives encoded
+   * (Bob's sift message) is not decoded and encoded again on Alice's thread.
+   */
+  async readChoicesOfList(list: Uint8Array, count: number): Promise<Uint8Array> {
+    const rb = this.readbackSpec();
+    if (count > rb.maxPulses) return this.readBack('choices', decodePulseList(list, count));
+    this.requireReady('read back choices');
+    const reply = await this.transport.queryBlock!(rb.choices, list, rb.timeoutMs);
+    this.checkReadBackReply(rb.choices, reply, count, 2);
+    const values = unpackChoiceNibbles(reply, count);
+    reply.fill(0);
+    return values;
+  }
+
+  /** A read-back reply must be a block of exactly the bytes for `n` values, `perByte` a byte. */
+  private checkReadBackReply(header: string, reply: Uint8Array | string, n: number, perByte: number): asserts reply is Uint8Array {
+    if (typeof reply === 'string') {
+      if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw new DeviceError('DEVICE_REFUSED', `${this.where} refused the read-back of ${n} pulses (${header}): ${reply.slice(0, 120)}.`);
+      throw new ProtocolError('BAD_READBACK', `${this.where}: read-back ${header} answered a text line, not a block (${JSON.stringify(reply.slice(0, 80))}).`);
+    }
+    const want = Math.ceil(n / perByte);
+    if (reply.length !== want) {
+      throw new ProtocolError('SHORT_READBACK', `${this.where}: read-back ${header} of ${n} pulses answered ${reply.length} bytes, expected ${want}. The record cannot be aligned with the pulses: check the line and the source's firmware.`);
+    }
+  }
 
   private readbackSpec() {
     const rb = this.spec.readback;
@@ -209,14 +236,7 @@ export class PhotonSourceDriver extends ScpiDevice implements PhotonSource {
       const part = list.subarray(at, Math.min(list.length, at + rb.maxPulses));
       const header = what === 'choices' ? rb.choices : rb.classes;
       const reply = await this.transport.queryBlock!(header, encodePulseList(part), rb.timeoutMs);
-      if (typeof reply === 'string') {
-        if (reply.startsWith(this.spec.errorPrefix ?? 'ERR')) throw new DeviceError('DEVICE_REFUSED', `${this.where} refused the read-back of ${part.length} pulses (${header}): ${reply.slice(0, 120)}.`);
-        throw new ProtocolError('BAD_READBACK', `${this.where}: read-back ${header} answered a text line, not a block (${JSON.stringify(reply.slice(0, 80))}).`);
-      }
-      const want = Math.ceil(part.length / perByte);
-      if (reply.length !== want) {
-        throw new ProtocolError('SHORT_READBACK', `${this.where}: read-back ${header} of ${part.length} pulses answered ${reply.length} bytes, expected ${want}. The record cannot be aligned with the pulses: check the line and the source's firmware.`);
-      }
+      this.checkReadBackReply(header, reply, part.length, perByte);
       values.set(what === 'choices' ? unpackChoiceNibbles(reply, part.length) : unpackClasses(reply, part.length), at);
       reply.fill(0);
     }
