@@ -135,6 +135,12 @@ impl From<u32> for Limits {
 pub static TRACE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 #[doc(hidden)]
 pub static TRACE: std::sync::Mutex<Vec<(usize, u32, u32)>> = std::sync::Mutex::new(Vec::new());
+/// Research hook (`examples/node_path.rs`): passes run by every engine since start, and the
+/// lanes that held a frame summed over those passes (lane occupancy = LANE_PASSES / (W·PASSES)).
+#[doc(hidden)]
+pub static PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+#[doc(hidden)]
+pub static LANE_PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Unsatisfied checks per lane (lanes of `lanes_mask`) of the hard decisions `check` packed into
 /// `hard` (bit k of word v = lane k), against the syndrome bits (frozen positions folded in).
@@ -319,6 +325,12 @@ pub(crate) trait Engine<const W: usize> {
     /// Lane k's messages into `msgs` (canonical order; edges not swept are left as they are).
     fn save_lane(&mut self, k: usize, rows: &Rows<'_>, canon: &[u32], msgs: &mut [i8]);
     fn pass(&mut self, lanes: &mut Lanes<W>);
+    /// The swept → canonical edge map of `canonical_map` (warm start). The grouped engine
+    /// keeps it with its cached schedule (same key: code and frozen set), so a retry round does
+    /// not rebuild it per engine.
+    fn canonical(&self, code: &Code, frozen: &[bool]) -> std::sync::Arc<Vec<u32>> {
+        std::sync::Arc::new(canonical_map(code, frozen))
+    }
     /// Bit k: lane k (of `active`) satisfies every check (see `syndrome_ok`).
     #[inline(always)]
     fn check(&mut self, rows: &Rows<'_>, lanes: &mut Lanes<W>, active: u64, start: &mut usize) -> u64 {
@@ -369,7 +381,7 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
     let frozen_list: Vec<u32> = (0..n as u32).filter(|&v| frozen[v as usize]).collect();
     // Warm start: the swept → canonical edge map, a frame's messages, per-position sums.
     let warm_on = src.keeps_state();
-    let canon: Vec<u32> = if warm_on { canonical_map(code, frozen) } else { Vec::new() };
+    let canon: std::sync::Arc<Vec<u32>> = if warm_on { eng.canonical(code, frozen) } else { std::sync::Arc::new(Vec::new()) };
     let mut s_msgs: Zeroizing<Vec<i8>> = Zeroizing::new(vec![0i8; if warm_on { code.edges() } else { 0 }]);
     let mut s_acc: Zeroizing<Vec<i32>> = Zeroizing::new(vec![0i32; if warm_on { n } else { 0 }]);
     loop {
@@ -504,6 +516,8 @@ pub(crate) fn drive<const W: usize, E: Engine<W>>(
             break;
         }
         eng.pass(&mut lanes);
+        PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LANE_PASSES.fetch_add(lane_frame.iter().filter(|f| f.is_some()).count() as u64, std::sync::atomic::Ordering::Relaxed);
         for k in 0..W {
             lane_iter[k] += 1;
         }

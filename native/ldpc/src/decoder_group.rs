@@ -214,6 +214,12 @@ pub(crate) struct Built {
     frozen: Vec<u32>,
     /// Frozen positions of the list-scheduled schedule this one derives from (itself if built).
     root_frozen: usize,
+    /// Warm start, built on first use and shared by every engine and call on this key: the
+    /// swept → canonical edge map (`decoder::canonical_map`) and the canonical edge of each
+    /// (group edge, slot) (u32::MAX for padding). Each took ≈ one pass of memory traffic per
+    /// engine per call (≈ 3 % of a node block's CPU together).
+    canon: std::sync::OnceLock<std::sync::Arc<Vec<u32>>>,
+    gmap: std::sync::OnceLock<std::sync::Arc<Vec<u32>>>,
 }
 
 /// Most positions frozen since the last list scheduling for a derived schedule: derived ones
@@ -224,7 +230,35 @@ const DERIVE_MAX_FROZEN: usize = 64; // n / DERIVE_MAX_FROZEN
 
 impl Built {
     fn bytes(&self) -> usize {
-        4 * (self.row_ptr.len() + self.row_idx.len() + self.sch.idx.len() + self.frozen.len()) + self.sch.groups.len() * std::mem::size_of::<Group>()
+        let warm = self.canon.get().map_or(0, |c| c.len()) + self.gmap.get().map_or(0, |g| g.len());
+        4 * (self.row_ptr.len() + self.row_idx.len() + self.sch.idx.len() + self.frozen.len() + warm) + self.sch.groups.len() * std::mem::size_of::<Group>()
+    }
+
+    /// The warm-start edge maps (see the fields), built once per key.
+    fn canon(&self, code: &Code, frozen: &[bool]) -> std::sync::Arc<Vec<u32>> {
+        self.canon.get_or_init(|| std::sync::Arc::new(crate::decoder::canonical_map(code, frozen))).clone()
+    }
+
+    fn gmap(&self, canon: &[u32]) -> std::sync::Arc<Vec<u32>> {
+        self.gmap
+            .get_or_init(|| {
+                let rows = Rows { ptr: &self.row_ptr, idx: &self.row_idx };
+                let slots = self.sch.slots;
+                let mut gmap = vec![u32::MAX; self.sch.group_edges() * slots];
+                for g in &self.sch.groups {
+                    for s in 0..slots {
+                        if g.check[s] == u32::MAX {
+                            continue;
+                        }
+                        let base = rows.ptr[g.check[s] as usize] as usize;
+                        for j in 0..g.deg[s] as usize {
+                            gmap[(g.e0 as usize + j) * slots + s] = canon[base + j];
+                        }
+                    }
+                }
+                std::sync::Arc::new(gmap)
+            })
+            .clone()
     }
 }
 
@@ -305,7 +339,7 @@ pub(crate) fn cached_schedule(code: &Code, frozen: &[bool], slots: usize) -> std
                     (Schedule::build(&rows, code.m, code.n, slots), frozen.len())
                 }
             };
-            Arc::new(Built { row_ptr, row_idx, sch: Arc::new(sch), frozen, root_frozen })
+            Arc::new(Built { row_ptr, row_idx, sch: Arc::new(sch), frozen, root_frozen, canon: OnceLock::new(), gmap: OnceLock::new() })
         })
         .clone();
     let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -336,13 +370,14 @@ pub(crate) unsafe fn run_avx512<const W: usize>(
     let masks: Vec<u64> = (0..slots).map(|s| slot_mask(W, s)).collect();
     let d = sch.max_deg.max(1);
     let mut eng = avx512::Grouped::<W> {
+        built: built.clone(),
         gsynd: vec![0u64; sch.groups.len()],
         r: Rows64::new(sch.group_edges() * 64),
         scratch: Rows64::new(d * 64 * 5),
         nbuf: zeroize::Zeroizing::new(vec![0u64; d]),
         fresh: 0,
         refilled: false,
-        gmap: Vec::new(),
+        gmap: std::sync::Arc::new(Vec::new()),
         slot_masks: masks,
         vbmi: std::is_x86_feature_detected!("avx512vbmi") && !crate::decoder::NO_VBMI.load(std::sync::atomic::Ordering::Relaxed),
         slot_runs: (0..slots)
@@ -372,6 +407,8 @@ mod avx512 {
 
     pub(crate) struct Grouped<const W: usize> {
         pub sch: std::sync::Arc<Schedule>,
+        /// The cached rows and schedule this engine runs (holds the warm-start edge maps).
+        pub built: std::sync::Arc<Built>,
         /// Syndrome parity per group in P order (bit set: the check's syndrome bit is 1).
         pub gsynd: Vec<u64>,
         /// Edge messages, one 64-byte line per group edge, P order.
@@ -384,9 +421,9 @@ mod avx512 {
         pub fresh: u64,
         /// A lane was refilled since the last pass (its syndrome bits must be regrouped).
         pub refilled: bool,
-        /// Warm start: canonical edge of each (group edge, slot), u32::MAX for padding; built
-        /// on first use.
-        pub gmap: Vec<u32>,
+        /// Warm start: canonical edge of each (group edge, slot), u32::MAX for padding; taken
+        /// from `built` on first use.
+        pub gmap: std::sync::Arc<Vec<u32>>,
         pub slot_masks: Vec<u64>,
         /// Per slot: P positions of its lanes among slot-major lanes 0..32, among 32..64, and
         /// how many lanes fall in the first run.
@@ -396,28 +433,18 @@ mod avx512 {
     }
 
     impl<const W: usize> Grouped<W> {
-        fn build_gmap(&mut self, rows: &Rows<'_>, canon: &[u32]) {
-            if !self.gmap.is_empty() {
-                return;
+        fn build_gmap(&mut self, _rows: &Rows<'_>, canon: &[u32]) {
+            if self.gmap.is_empty() {
+                self.gmap = self.built.gmap(canon);
             }
-            let slots = self.sch.slots;
-            let mut gmap = vec![u32::MAX; self.sch.group_edges() * slots];
-            for g in &self.sch.groups {
-                for s in 0..slots {
-                    if g.check[s] == u32::MAX {
-                        continue;
-                    }
-                    let base = rows.ptr[g.check[s] as usize] as usize;
-                    for j in 0..g.deg[s] as usize {
-                        gmap[(g.e0 as usize + j) * slots + s] = canon[base + j];
-                    }
-                }
-            }
-            self.gmap = gmap;
         }
     }
 
     impl<const W: usize> Engine<W> for Grouped<W> {
+        fn canonical(&self, code: &Code, frozen: &[bool]) -> std::sync::Arc<Vec<u32>> {
+            self.built.canon(code, frozen)
+        }
+
         #[inline(always)]
         fn reset_lane(&mut self, k: usize, _synd: &[[i8; W]]) {
             let slots = self.sch.slots;

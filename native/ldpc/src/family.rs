@@ -341,6 +341,25 @@ pub fn layout(code: &Code, p: usize, s: usize) -> Result<Layout, ParamError> {
     Ok(Layout { kind, key_pos, punct_pos, reveal_order })
 }
 
+/// `layout` of the code of `fp` (as `check_params` returned it), kept for the last few
+/// parameter sets: every encode, reveal and decode call needs it, and at 2^18 its seeded shuffle
+/// of the key positions cost ≈ 1 % of a node block's CPU, recomputed per call (Alice's reveals:
+/// per frame and round). Public parameters only; the result is the same as `layout`'s.
+pub fn layout_shared(code: &Code, fp: &FrameParams) -> Result<Arc<Layout>, ParamError> {
+    static CACHE: Mutex<Vec<((CodeId, usize, usize), Arc<Layout>)>> = Mutex::new(Vec::new());
+    let key = (fp.code, fp.punctured, fp.shortened);
+    if let Some((_, l)) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key) {
+        return Ok(l.clone());
+    }
+    let l = Arc::new(layout(code, fp.punctured, fp.shortened)?);
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= 8 {
+        c.remove(0);
+    }
+    c.push((key, l.clone()));
+    Ok(l)
+}
+
 pub fn check_params(fp: &FrameParams) -> Result<Arc<Code>, ParamError> {
     if !fp.code.is_shipped() {
         return Err(ParamError::NotShipped);
@@ -564,3 +583,24 @@ pub fn provenance_line(id: CodeId) -> String {
 
 /// The shipped provenance table (regenerated and compared by tests/provenance.rs).
 pub const SHIPPED_TABLE: &str = include_str!("../codes/checksums.txt");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_layouts_equal_fresh_ones() {
+        // More parameter sets than the cache holds, each asked twice: always `layout`'s value.
+        let id = CodeId { log2n: 12, rate_permille: 800 };
+        let c = code(id);
+        for round in 0..2 {
+            for p in (0..c.punct_order.len().min(c.spec.d)).step_by(37) {
+                let fp = FrameParams { code: id, punctured: p, shortened: c.spec.d - p };
+                let (a, b) = (layout_shared(&c, &fp).unwrap(), layout(&c, p, c.spec.d - p).unwrap());
+                assert_eq!((&a.kind, &a.key_pos, &a.punct_pos, &a.reveal_order), (&b.kind, &b.key_pos, &b.punct_pos, &b.reveal_order), "p = {p}, round {round}");
+            }
+        }
+        let bad = FrameParams { code: id, punctured: c.spec.d + 1, shortened: 0 };
+        assert!(layout_shared(&c, &bad).is_err());
+    }
+}

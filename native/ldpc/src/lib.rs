@@ -23,7 +23,7 @@ pub mod rng;
 
 use code::Code;
 use decoder::{Kernel, LaneOutcome};
-use family::{check_params, layout, FrameParams, Layout, KEY, PUNCT, SHORT};
+use family::{check_params, FrameParams, Layout, KEY, PUNCT, SHORT};
 use rayon::prelude::*;
 use zeroize::Zeroizing;
 
@@ -88,7 +88,7 @@ fn alice_word(code: &Code, lay: &Layout, key: &[u8], fill: &[u8]) -> Zeroizing<V
 /// (p bits, which must be fresh secret randomness, used once, and kept for blind retries).
 pub fn encode(fp: &FrameParams, key: &[u8], fill: &[u8]) -> Result<Vec<u8>, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
-    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let lay = family::layout_shared(&code, fp).map_err(bad_params)?;
     need_len("frame", key.len(), fp.key_bits())?;
     need_len("puncturing fill", fill.len(), fp.punctured)?;
     let w = alice_word(&code, &lay, key, fill);
@@ -106,7 +106,7 @@ pub fn encode(fp: &FrameParams, key: &[u8], fill: &[u8]) -> Result<Vec<u8>, Ldpc
 /// Alice, on a blind retry: the values at reveal positions `from .. from + count` (packed).
 pub fn reveal(fp: &FrameParams, key: &[u8], fill: &[u8], from: usize, count: usize) -> Result<Vec<u8>, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
-    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let lay = family::layout_shared(&code, fp).map_err(bad_params)?;
     need_len("frame", key.len(), fp.key_bits())?;
     need_len("puncturing fill", fill.len(), fp.punctured)?;
     if from + count > lay.reveal_order.len() {
@@ -295,15 +295,22 @@ fn decode_batch_in(
 ) -> Result<Vec<FrameResult>, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, frames, revealed_count, qber)?;
-    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let lay = family::layout_shared(&code, fp).map_err(bad_params)?;
     let mut src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
     src.warm = warm;
     let nf = frames.len();
-    // No more engines than needed to give each at least 8 frames: an engine has at least 8
-    // lanes and a pass costs the same however many of them hold a frame, so two engines with 4
-    // frames each take as long as one with 8 and twice the CPU (blind retries decode a few
-    // frames at a time). None for no frames.
-    let engines = rayon::current_num_threads().max(1).min(nf.div_ceil(8));
+    // No more engines than give each at least 16 frames (two per lane of an 8-lane engine): an
+    // engine has at least 8 lanes and a pass costs the same however many of them hold a frame,
+    // so two engines with 4 frames each take as long as one with 8 and twice the CPU (blind
+    // retries decode a few frames at a time); and an engine with no frame left to refill its
+    // lanes runs on at the occupancy of its slowest frames. The node's blocks hold 10–20 frames
+    // of 2^18: with one engine per 8 frames the first pass ran two engines of ≈ 8 frames each
+    // (4.6 busy lanes of 8 per pass over a block's rounds); one engine refilling its 8 lanes
+    // from all 15 runs 5.0–5.4 busy lanes per pass, ≈ 15 % fewer passes, and one 13 MB working
+    // set in the shared L3 instead of two: −15 to −24 % CPU per block (`examples/node_path.rs`,
+    // QBER 2 and 3.3 %, bit-identical results), at the price of wall time on an idle second core.
+    // At least one engine.
+    let engines = rayon::current_num_threads().max(1).min(nf / 16).max(1);
     let per = nf.div_ceil(engines.max(1)).max(1);
     // Lane width: as wide as possible while one engine's working set (8-bit messages per edge,
     // 16-bit posteriors per position, per lane) stays within ~8 MiB, and never below 16 lanes
@@ -341,7 +348,7 @@ pub fn decode_batch_width<const W: usize>(
 ) -> Result<Vec<FrameResult>, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, frames, revealed_count, qber)?;
-    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let lay = family::layout_shared(&code, fp).map_err(bad_params)?;
     let src = Src::new(&code, &lay, quantised_llr(qber), revealed_count, fp, frames);
     decoder::decode_frames::<W>(&code, &src.frozen, &src, 0..frames.len(), opts.limits(), opts.kernel);
     Ok(src.finish())
@@ -467,7 +474,7 @@ pub fn decode_reference_frame(
 ) -> Result<FrameResult, LdpcError> {
     let code = check_params(fp).map_err(bad_params)?;
     validate(fp, std::slice::from_ref(frame), revealed_count, qber)?;
-    let lay = layout(&code, fp.punctured, fp.shortened).map_err(bad_params)?;
+    let lay = family::layout_shared(&code, fp).map_err(bad_params)?;
     let ch = ((1.0 - qber) / qber).ln();
     let big = 40.0;
     let mut llr = Zeroizing::new(vec![0.0f64; code.n]);
