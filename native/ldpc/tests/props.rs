@@ -102,6 +102,25 @@ fn a_frame_result_does_not_depend_on_its_batch() {
 }
 
 #[test]
+fn decode_batch_results_do_not_depend_on_its_engine_count() {
+    // decode_batch runs one engine below 32 frames (refilling its lanes) and one per thread
+    // from there: a frame's result is the same as decoded on its own engine, either way.
+    let q = 0.04;
+    let fp = choose(q, 4000, Some(1.12));
+    let fs = make_frames(&fp, q, 40, 77);
+    for nf in [3usize, 15, 31, 40] {
+        let part = &fs[..nf];
+        let batch = decode_batch(&fp, q, &bob_frames(part), 0, DecodeOptions::default()).unwrap();
+        let one = decode_batch_width::<8>(&fp, q, &bob_frames(part), 0, DecodeOptions::default()).unwrap();
+        assert!(batch.iter().any(|r| !r.converged) && batch.iter().any(|r| r.converged) || nf < 15, "{nf} frames: the test needs converging and failing frames");
+        for (i, (a, b)) in batch.iter().zip(one.iter()).enumerate() {
+            assert_eq!(*a.corrected, *b.corrected, "{nf} frames, frame {i}");
+            assert_eq!((a.converged, a.iterations), (b.converged, b.iterations), "{nf} frames, frame {i}");
+        }
+    }
+}
+
+#[test]
 fn edge_cases_zero_errors_all_ones_odd_lengths() {
     for n in [4000usize, 15000] {
         let fp = choose(0.02, n, None);
