@@ -123,9 +123,10 @@ pub fn alice_choices_at(key: &ChoiceKey, th: ChoiceThresholds, pulses: &[f64]) -
 
 /// alice_choices_at's loop: runs of pulses in one keystream block, `LANES` runs per ChaCha20 call.
 fn choices_at_lanes(kw: &[u32; 8], th: ChoiceThresholds, p: &[f64], o: &mut [u8]) {
-    use crate::lab_chacha::{chacha20_blocks, LANES};
+    use crate::lab_chacha::{chacha20_blocks_words, LANES};
     let tail = [u32::from_le_bytes(NONCE_DOMAIN[..4].try_into().unwrap()), u32::from_le_bytes(NONCE_DOMAIN[4..].try_into().unwrap())];
-    let mut ks = Zeroizing::new([[0u32; 16]; LANES]);
+    // word-major: ks[i][l] is word i of lane l's block (no transposition of the kernel's registers)
+    let mut ks = Zeroizing::new([[0u32; LANES]; 16]);
     let (n, mut j) = (p.len(), 0);
     while j < n {
         // Up to LANES runs of equal block index from j; unused lanes repeat the first block.
@@ -150,11 +151,11 @@ fn choices_at_lanes(kw: &[u32; 8], th: ChoiceThresholds, p: &[f64], o: &mut [u8]
             ctr[l] = ctr[0];
             n0[l] = n0[0];
         }
-        chacha20_blocks(kw, &ctr, &n0, tail, &mut ks);
+        chacha20_blocks_words(kw, &ctr, &n0, tail, &mut ks);
         for l in 0..m {
             for t in start[l]..start[l + 1] {
-                let w = &ks[l][((p[t] as u64) & 3) as usize * 4..];
-                o[t] = choice_from_words(w[0], w[1], w[2], th);
+                let i = ((p[t] as u64) & 3) as usize * 4;
+                o[t] = choice_from_words(ks[i][l], ks[i + 1][l], ks[i + 2][l], th);
             }
         }
         j = q;

@@ -80,10 +80,20 @@ impl ChoiceRecord {
     /// Records `choices[i]` at `pulses[i]`. Pulses at or below the last recorded one are not
     /// recorded (the record stays sorted; the keystream still answers for them).
     pub fn append(&mut self, pulses: &[u64], choices: &[u8]) {
+        self.append_iter(pulses.iter().copied(), choices);
+    }
+
+    /// `append` of pulse indices held as f64 (integers in [0, 2^53), checked by the caller).
+    pub fn append_indices(&mut self, pulses: &[f64], choices: &[u8]) {
+        self.append_iter(pulses.iter().map(|&p| p as u64), choices);
+    }
+
+    #[inline]
+    fn append_iter(&mut self, pulses: impl Iterator<Item = u64>, choices: &[u8]) {
         if self.capacity == 0 {
             return;
         }
-        for (&p, &c) in pulses.iter().zip(choices) {
+        for (p, &c) in pulses.zip(choices) {
             let word = match self.chunks.back() {
                 Some(ch) if p <= ch.last => continue,
                 Some(ch) if ch.words.len() < CHUNK && p - ch.last <= MAX_DELTA => Some(((p - ch.last) as u32) << 4 | u32::from(c & 15)),
@@ -276,7 +286,7 @@ fn pulses_u64(pulses: &[f64]) -> crate::Result<Vec<u64>> {
     pulses
         .iter()
         .map(|&p| {
-            if p >= 0.0 && p < 9_007_199_254_740_992.0 && p.fract() == 0.0 {
+            if crate::lab_rng::is_pulse_index(p) {
                 Ok(p as u64)
             } else {
                 Err(crate::CoreError::new("SIFT_PULSE_RANGE", format!("pulse index {p} is not an integer in [0, 2^53)")))
@@ -299,9 +309,9 @@ impl SourceDevice {
     /// The modulators apply their choices to these pulses (the lab's photon candidates, strictly
     /// increasing): the choices from the keystream, recorded.
     pub fn apply_at(&self, pulses: &[f64]) -> crate::Result<Vec<u8>> {
+        // alice_choices_at refuses any pulse that is not an index, so the record's casts are exact
         let c = crate::emulated_choice::alice_choices_at(&self.key, self.th, pulses)?;
-        let ps = pulses_u64(pulses)?;
-        self.record().append(&ps, &c);
+        self.record().append_indices(pulses, &c);
         Ok(c)
     }
 

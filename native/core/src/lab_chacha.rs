@@ -73,7 +73,6 @@ macro_rules! quarter {
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use core::arch::x86_64::*;
-    use zeroize::Zeroize;
 
     #[inline]
     #[target_feature(enable = "sse2")]
@@ -107,7 +106,7 @@ mod sse2 {
     }
 
     #[target_feature(enable = "sse2")]
-    pub fn blocks4(key: &[u32; 8], counter: [u32; 4], nonce0: [u32; 4], tail: [u32; 2], out: &mut [[u32; 16]]) {
+    pub fn blocks4(key: &[u32; 8], counter: [u32; 4], nonce0: [u32; 4], tail: [u32; 2], out: &mut super::Words, at: usize) {
         let init = [
             splat(super::SIGMA[0]), splat(super::SIGMA[1]), splat(super::SIGMA[2]), splat(super::SIGMA[3]),
             splat(key[0]), splat(key[1]), splat(key[2]), splat(key[3]), splat(key[4]), splat(key[5]), splat(key[6]), splat(key[7]),
@@ -117,12 +116,10 @@ mod sse2 {
         twenty_rounds!(quarter, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15);
         let x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
         for i in 0..16 {
-            // SAFETY: __m128i and [u32; 4] have the same size and every bit pattern is valid for both.
-            let mut w: [u32; 4] = unsafe { core::mem::transmute(_mm_add_epi32(x[i], init[i])) };
-            for l in 0..4 {
-                out[l][i] = w[l];
-            }
-            w.zeroize();
+            // SAFETY: out[i][at..at + 4] is in bounds (at <= LANES - 4, asserted by the caller's
+            // slicing below); an unaligned store of 16 bytes.
+            let dst = &mut out[i][at..at + 4];
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr() as *mut __m128i, _mm_add_epi32(x[i], init[i])) };
         }
         // Not wiped: the working registers and any stack slots the compiler spilled them to (the
         // portable path zeroises its arrays; registers have no such handle).
@@ -135,12 +132,11 @@ mod sse2 {
 #[cfg(target_arch = "x86_64")]
 mod avx {
     use core::arch::x86_64::*;
-    use zeroize::Zeroize;
 
     macro_rules! blocks8 {
         ($name:ident, $feat:literal, $rot16:expr, $rot12:expr, $rot8:expr, $rot7:expr) => {
             #[target_feature(enable = $feat)]
-            pub fn $name(key: &[u32; 8], counter: &[u32; 8], nonce0: &[u32; 8], tail: [u32; 2], out: &mut [[u32; 16]; 8]) {
+            pub fn $name(key: &[u32; 8], counter: &[u32; 8], nonce0: &[u32; 8], tail: [u32; 2], out: &mut super::Words, at: usize) {
                 let splat = |x: u32| _mm256_set1_epi32(x as i32);
                 // SAFETY: [u32; 8] and __m256i have the same size; unaligned loads.
                 let lanes = |x: &[u32; 8]| unsafe { _mm256_loadu_si256(x.as_ptr() as *const __m256i) };
@@ -169,12 +165,9 @@ mod avx {
                 twenty_rounds!(quarter, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15);
                 let x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
                 for i in 0..16 {
-                    // SAFETY: __m256i and [u32; 8] have the same size and every bit pattern is valid for both.
-                    let mut w: [u32; 8] = unsafe { core::mem::transmute(_mm256_add_epi32(x[i], init[i])) };
-                    for l in 0..8 {
-                        out[l][i] = w[l];
-                    }
-                    w.zeroize();
+                    let dst = &mut out[i][at..at + 8];
+                    // SAFETY: dst holds 8 words (the slice above is bounds-checked); unaligned store.
+                    unsafe { _mm256_storeu_si256(dst.as_mut_ptr() as *mut __m256i, _mm256_add_epi32(x[i], init[i])) };
                 }
             }
         };
@@ -203,7 +196,7 @@ mod avx {
 
     /// Sixteen blocks, one 512-bit register per state word (AVX-512F, native rotates).
     #[target_feature(enable = "avx512f")]
-    pub fn blocks16_avx512(key: &[u32; 8], counter: &[u32; 16], nonce0: &[u32; 16], tail: [u32; 2], out: &mut [[u32; 16]; 16]) {
+    pub fn blocks16_avx512(key: &[u32; 8], counter: &[u32; 16], nonce0: &[u32; 16], tail: [u32; 2], out: &mut super::Words) {
         let splat = |x: u32| _mm512_set1_epi32(x as i32);
         // SAFETY: [u32; 16] and __m512i have the same size; unaligned loads.
         let lanes = |x: &[u32; 16]| unsafe { _mm512_loadu_si512(x.as_ptr() as *const _) };
@@ -228,12 +221,8 @@ mod avx {
         twenty_rounds!(quarter, x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15);
         let x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
         for i in 0..16 {
-            // SAFETY: __m512i and [u32; 16] have the same size and every bit pattern is valid for both.
-            let mut w: [u32; 16] = unsafe { core::mem::transmute(_mm512_add_epi32(x[i], init[i])) };
-            for l in 0..16 {
-                out[l][i] = w[l];
-            }
-            w.zeroize();
+            // SAFETY: out[i] is 16 words; unaligned store.
+            unsafe { _mm512_storeu_si512(out[i].as_mut_ptr() as *mut _, _mm512_add_epi32(x[i], init[i])) };
         }
     }
 }
@@ -289,15 +278,38 @@ pub fn key_words(key: &[u8; 32]) -> [u32; 8] {
     core::array::from_fn(|i| u32::from_le_bytes([key[4 * i], key[4 * i + 1], key[4 * i + 2], key[4 * i + 3]]))
 }
 
+/// Keystream words of `LANES` blocks, word-major: `w[i][l]` is word i of block l (the layout the
+/// vector kernels hold them in, stored without a transposition).
+pub type Words = [[u32; LANES]; 16];
+
 /// ChaCha20 blocks for `LANES` (block counter, first nonce word) pairs; the nonce's words 1 and 2
 /// (`nonce_tail`) are the same for all lanes. `out[l]` receives block l as its 16 little-endian
-/// words (word i = bytes 4i..4i+4 of the serialised block).
+/// words (word i = bytes 4i..4i+4 of the serialised block). (A transposition of
+/// `chacha20_blocks_words`, which the emulated source uses.)
 pub fn chacha20_blocks(key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut [[u32; 16]; LANES]) {
     chacha20_blocks_with(Kernel::best(), key, counter, nonce0, nonce_tail, out);
 }
 
 /// `chacha20_blocks` with a chosen kernel. Panics if this CPU cannot run it (`Kernel::available`).
 pub fn chacha20_blocks_with(kernel: Kernel, key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut [[u32; 16]; LANES]) {
+    let mut w = [[0u32; LANES]; 16];
+    chacha20_blocks_words_with(kernel, key, counter, nonce0, nonce_tail, &mut w);
+    for (i, row) in w.iter().enumerate() {
+        for l in 0..LANES {
+            out[l][i] = row[l];
+        }
+    }
+    w.zeroize();
+}
+
+/// The same blocks word-major (`out[i][l]`: word i of block l), as the kernels compute them.
+#[inline]
+pub fn chacha20_blocks_words(key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut Words) {
+    chacha20_blocks_words_with(Kernel::best(), key, counter, nonce0, nonce_tail, out);
+}
+
+/// `chacha20_blocks_words` with a chosen kernel. Panics if this CPU cannot run it (`Kernel::available`).
+pub fn chacha20_blocks_words_with(kernel: Kernel, key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut Words) {
     match kernel {
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => {
@@ -310,10 +322,9 @@ pub fn chacha20_blocks_with(kernel: Kernel, key: &[u32; 8], counter: &[u32; LANE
             assert!(kernel.available(), "this CPU lacks {kernel:?}");
             for h in 0..LANES / 8 {
                 let r = 8 * h..8 * h + 8;
-                let (c, n): (&[u32; 8], &[u32; 8]) = (counter[r.clone()].try_into().unwrap(), nonce0[r.clone()].try_into().unwrap());
-                let o: &mut [[u32; 16]; 8] = (&mut out[r]).try_into().unwrap();
+                let (c, n): (&[u32; 8], &[u32; 8]) = (counter[r.clone()].try_into().unwrap(), nonce0[r].try_into().unwrap());
                 // SAFETY: as above.
-                unsafe { avx::blocks8_avx2(key, c, n, nonce_tail, o) }
+                unsafe { avx::blocks8_avx2(key, c, n, nonce_tail, out, 8 * h) }
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -322,15 +333,15 @@ pub fn chacha20_blocks_with(kernel: Kernel, key: &[u32; 8], counter: &[u32; LANE
                 let r = 4 * h..4 * h + 4;
                 // SAFETY: SSE2 is part of the x86-64 baseline, so every x86-64 CPU has the feature
                 // blocks4 is compiled for; it only computes on registers and writes through `out`.
-                unsafe { sse2::blocks4(key, counter[r.clone()].try_into().unwrap(), nonce0[r.clone()].try_into().unwrap(), nonce_tail, &mut out[r]) };
+                unsafe { sse2::blocks4(key, counter[r.clone()].try_into().unwrap(), nonce0[r].try_into().unwrap(), nonce_tail, out, 4 * h) };
             }
         }
         _ => chacha20_blocks_portable(key, counter, nonce0, nonce_tail, out),
     }
 }
 
-/// The same in portable Rust (the path of targets without SSE2; tests force it).
-pub fn chacha20_blocks_portable(key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut [[u32; 16]; LANES]) {
+/// The same in portable Rust (the path of targets without SSE2; tests force it). Word-major.
+pub fn chacha20_blocks_portable(key: &[u32; 8], counter: &[u32; LANES], nonce0: &[u32; LANES], nonce_tail: [u32; 2], out: &mut Words) {
     let k = |i: usize| -> Row { [key[i]; LANES] };
     let s = |i: usize| -> Row { [SIGMA[i]; LANES] };
     let mut init: [Row; 16] = [
@@ -342,7 +353,7 @@ pub fn chacha20_blocks_portable(key: &[u32; 8], counter: &[u32; LANES], nonce0: 
     let mut x = [x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15];
     for (i, (row, row0)) in x.iter().zip(init.iter()).enumerate() {
         for l in 0..LANES {
-            out[l][i] = row[l].wrapping_add(row0[l]);
+            out[i][l] = row[l].wrapping_add(row0[l]);
         }
     }
     x.zeroize();

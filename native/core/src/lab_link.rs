@@ -11,7 +11,7 @@
 //! computed once per setting change by the TypeScript (`EmulatedLink.derive`) and passed in: only
 //! the per-click loops live here. Pulse indices and times are f64 as in the TypeScript (integers
 //! exact below 2^53).
-use crate::lab_rng::{alice_choice, bob_basis, floor_fast, js_log, js_round, AliceThresholds, SeedKeys, Xoshiro128};
+use crate::lab_rng::{alice_choice, bob_basis, floor_fast, js_log, js_round, AliceThresholds, SeedKeys, SkipTable, Xoshiro128};
 
 pub const KIND_PHOTON: u8 = 0;
 pub const KIND_DARK: u8 = 1;
@@ -67,6 +67,13 @@ impl Columns {
     pub fn is_empty(&self) -> bool {
         self.time.is_empty()
     }
+    fn reserve(&mut self, n: usize) {
+        self.time.reserve(n);
+        self.ch.reserve(n);
+        self.pulse.reserve(n);
+        self.kind.reserve(n);
+        self.slot.reserve(n);
+    }
     #[inline]
     fn push(&mut self, t: f64, ch: u8, pulse: f64, kind: u8, slot: f64) {
         self.time.push(t);
@@ -106,13 +113,14 @@ pub struct LinkEngine {
     /// Candidates drawn by `candidates()` for the batch being emulated, and the pulse after them.
     cand: Vec<f64>,
     after_cand: f64,
+    /// The photon skip `floor(js_log(u) / logq_photon)` by table (lab_rng.rs `SkipTable`).
+    photon_skip: SkipTable,
 }
 
 impl LinkEngine {
     pub fn new(p: LinkParams, rng_state: [u32; 4], rng_skip_state: [u32; 4], with_source: bool) -> Self {
         let n = p.det_channel.len();
         LinkEngine {
-            p,
             rng: Xoshiro128::from_state(rng_state),
             rng_skip: Xoshiro128::from_state(rng_skip_state),
             with_source,
@@ -128,6 +136,8 @@ impl LinkEngine {
             pending: Columns::default(),
             cand: Vec::new(),
             after_cand: f64::INFINITY,
+            photon_skip: SkipTable::new(p.logq_photon),
+            p,
         }
     }
 
@@ -139,6 +149,7 @@ impl LinkEngine {
     /// next batch. The detector count must not change.
     pub fn set_params(&mut self, p: LinkParams) {
         assert_eq!(p.det_channel.len(), self.p.det_channel.len(), "detector count changed");
+        self.photon_skip.ensure(p.logq_photon);
         self.p = p;
         self.need_redraw = true;
     }
@@ -204,9 +215,11 @@ impl LinkEngine {
         self.after_cand = f64::INFINITY;
         if self.with_source && self.next_photon < p1 {
             let mut k = self.next_photon;
+            let logq = self.p.logq_photon;
             while k < p1 {
                 self.cand.push(k);
-                k = k + 1.0 + floor_fast(js_log(self.rng_skip.uniform()) / self.p.logq_photon);
+                // = k + 1 + floor(js_log(rng_skip.uniform()) / logq), by table
+                k = k + 1.0 + self.photon_skip.skip(self.rng_skip.next_u32(), logq);
             }
             self.after_cand = k;
         }
@@ -226,6 +239,11 @@ impl LinkEngine {
             if c.len() != self.cand.len() {
                 return Err(format!("{} choices given for {} candidates", c.len(), self.cand.len()));
             }
+        }
+        // capacity for the batch's tags (a hint: photons, both photon numbers' double clicks, dark counts)
+        let expect = (p1 - self.next_pulse) * (self.p.p_photon_max * 1.1 + self.p.p_dark * self.p.det_channel.len() as f64);
+        if expect.is_finite() && expect > 0.0 {
+            self.pending.reserve((expect as usize).min(1 << 26) + 64);
         }
         self.simulate(p1, choices);
         self.next_pulse = p1;
@@ -281,7 +299,7 @@ impl LinkEngine {
                 } else {
                     let c = alice_choice(self.p.alice_keys, self.p.alice_th, k);
                     self.photon_candidate(k, photon_tau, c);
-                    self.next_photon = k + 1.0 + floor_fast(js_log(self.rng.uniform()) / self.p.logq_photon);
+                    self.next_photon = k + 1.0 + self.photon_skip.skip(self.rng.next_u32(), self.p.logq_photon);
                 }
                 if self.ap_scheduled != ap_before {
                     (other_tau, other_det, other_is_ap) = self.find_other(p1);
@@ -424,19 +442,23 @@ impl LinkEngine {
         while n < src.len() && src.time[n] < w {
             n += 1;
         }
-        let out = Emitted {
-            time_ps: src.time[..n].iter().map(|&t| t as i64).collect(),
-            channel: src.ch[..n].to_vec(),
-            truth_pulse: src.pulse[..n].to_vec(),
-            truth_kind: src.kind[..n].to_vec(),
-            truth_slot: src.slot[..n].to_vec(),
-        };
+        // The emitted prefix is most of the pending tags, the held-back tail a few: the columns
+        // themselves go out (truncated) and the tail is copied into fresh ones.
+        fn cut<T: Copy>(v: &mut Vec<T>, n: usize) -> Vec<T> {
+            let tail = v[n..].to_vec();
+            let mut out = std::mem::replace(v, tail);
+            out.truncate(n);
+            out
+        }
+        let time_ps = src.time[..n].iter().map(|&t| t as i64).collect();
         src.time.drain(..n);
-        src.ch.drain(..n);
-        src.pulse.drain(..n);
-        src.kind.drain(..n);
-        src.slot.drain(..n);
-        out
+        Emitted {
+            time_ps,
+            channel: cut(&mut src.ch, n),
+            truth_pulse: cut(&mut src.pulse, n),
+            truth_kind: cut(&mut src.kind, n),
+            truth_slot: cut(&mut src.slot, n),
+        }
     }
 }
 

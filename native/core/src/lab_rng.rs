@@ -156,6 +156,175 @@ pub fn js_log(x: f64) -> f64 {
     }
 }
 
+/// The geometric skip `floor(js_log(u) / logq)` of a uniform `u = (n + 0.5)·2^-32` (`n` the
+/// stream's u32, as `Xoshiro128::uniform` maps it), by table for a fixed `logq` (the photon skip of
+/// a configuration: one per photon candidate), bit for bit the direct formula.
+///
+/// Why it is exact: `g(n) = floor(js_log((n + 0.5)·2^-32) / logq)` is non-increasing in `n`
+/// (`js_log` is non-decreasing on the 2^32 values `uniform` can take: checked exhaustively by the
+/// ignored test `js_log_is_monotone_on_every_uniform`; IEEE division by a fixed negative number
+/// and floor are monotone). So `g(n) >= k` exactly when `n < t[k]`, with `t[k]` the first `n`
+/// where `g` drops below `k`, and `g(n)` is the largest `k` with `n < t[k]`. The table holds
+/// `t[1..=kmax]`, computed with `g` itself, and per bucket of 2^20 consecutive `n` the values of
+/// `g` at its ends: most buckets have one value (the answer) or two (one comparison with a
+/// threshold). Buckets reaching above `kmax` (the smallest uniforms at long distances) and
+/// configurations without a usable table (`logq` not negative, `g(2^32 − 1) > 0`) take the
+/// direct formula.
+#[derive(Clone, Debug, Default)]
+pub struct SkipTable {
+    logq_bits: u64,
+    /// Per bucket: g at its first n (the bucket's largest value) and at its last n.
+    hi: Vec<u32>,
+    lo: Vec<u32>,
+    /// t[k]: the first n with g(n) < k, for k in 1..=kmax (t[0] unused).
+    t: Vec<u32>,
+    kmax: u32,
+    usable: bool,
+}
+
+const SKIP_SHIFT: u32 = 20;
+const SKIP_KCAP: f64 = 65_536.0;
+
+impl SkipTable {
+    /// The direct formula (the reference the table reproduces).
+    #[inline]
+    pub fn direct(n: u32, logq: f64) -> f64 {
+        floor_fast(js_log((n as f64 + 0.5) * INV32) / logq)
+    }
+
+    /// A table for `logq` (built once per value; `ensure` rebuilds only when it changes).
+    pub fn new(logq: f64) -> Self {
+        let mut t = SkipTable { logq_bits: !logq.to_bits(), ..Default::default() };
+        t.ensure(logq);
+        t
+    }
+
+    /// Rebuilds the table if `logq` differs from the one it was built for.
+    pub fn ensure(&mut self, logq: f64) {
+        if logq.to_bits() == self.logq_bits {
+            return;
+        }
+        *self = SkipTable { logq_bits: logq.to_bits(), ..Default::default() };
+        let g = |n: u32| SkipTable::direct(n, logq);
+        if !(logq < 0.0) || g(u32::MAX) != 0.0 {
+            return;
+        }
+        let kmax = g(0).min(SKIP_KCAP) as u32;
+        // t[k] = first n with g(n) < k: non-increasing in k; found from the continuous inverse
+        // (only a starting point) by galloping and bisection on g itself.
+        let mut t = vec![0u32; kmax as usize + 1];
+        for k in 1..=kmax {
+            let kf = k as f64;
+            let guess = ((kf * logq).exp() * 4_294_967_296.0 - 0.5).clamp(0.0, 4_294_967_295.0) as u64;
+            // invariant sought: g(below) >= k (or below = -1), g(above) < k
+            let (mut below, mut above): (i64, i64);
+            if g(guess as u32) < kf {
+                above = guess as i64;
+                let mut step = 1i64;
+                loop {
+                    let c = above - step;
+                    if c < 0 {
+                        below = -1;
+                        break;
+                    }
+                    if g(c as u32) >= kf {
+                        below = c;
+                        break;
+                    }
+                    above = c;
+                    step *= 2;
+                }
+            } else {
+                below = guess as i64;
+                let mut step = 1i64;
+                loop {
+                    let c = below + step;
+                    // g(2^32 - 1) = 0 < k: the search ends there at the latest
+                    let c = c.min(u32::MAX as i64);
+                    if g(c as u32) < kf {
+                        above = c;
+                        break;
+                    }
+                    below = c;
+                    step *= 2;
+                }
+            }
+            while above - below > 1 {
+                let mid = below + (above - below) / 2;
+                if g(mid as u32) < kf {
+                    above = mid;
+                } else {
+                    below = mid;
+                }
+            }
+            t[k as usize] = above as u32;
+        }
+        let buckets = 1usize << (32 - SKIP_SHIFT);
+        let mut hi = Vec::with_capacity(buckets);
+        let mut lo = Vec::with_capacity(buckets);
+        for b in 0..buckets {
+            let first = (b as u32) << SKIP_SHIFT;
+            let last = first | ((1u32 << SKIP_SHIFT) - 1);
+            let (h, l) = (g(first), g(last));
+            // above kmax: the bucket takes the direct formula (marked by hi > kmax)
+            hi.push(h.min(u32::MAX as f64) as u32);
+            lo.push(l.min(u32::MAX as f64) as u32);
+        }
+        // Consistency of what was built with a non-increasing g (a failure would mean js_log is
+        // not monotone somewhere: then no table, the direct formula everywhere).
+        let ok = t.windows(2).skip(1).all(|w| w[0] >= w[1])
+            && (0..buckets).all(|b| hi[b] >= lo[b] && (b + 1 == buckets || lo[b] >= hi[b + 1]))
+            && (1..=kmax as usize).all(|k| {
+                let n = t[k];
+                g(n) < k as f64 && (n == 0 || g(n - 1) >= k as f64)
+            });
+        if !ok {
+            return;
+        }
+        self.hi = hi;
+        self.lo = lo;
+        self.t = t;
+        self.kmax = kmax;
+        self.usable = true;
+    }
+
+    /// `floor(js_log((n + 0.5)·2^-32) / logq)` for the table's `logq`.
+    #[inline]
+    pub fn skip(&self, n: u32, logq: f64) -> f64 {
+        debug_assert_eq!(logq.to_bits(), self.logq_bits);
+        if !self.usable {
+            return SkipTable::direct(n, logq);
+        }
+        let b = (n >> SKIP_SHIFT) as usize;
+        // SAFETY-free bounds: b < 2^12 = hi.len() = lo.len()
+        let (h, l) = (self.hi[b], self.lo[b]);
+        if h == l {
+            return h as f64;
+        }
+        if h > self.kmax {
+            return SkipTable::direct(n, logq);
+        }
+        // the largest k in [l, h] with k == l or n < t[k]
+        let (mut a, mut z) = (l, h);
+        if z - a <= 8 {
+            while z > a && self.t[z as usize] <= n {
+                z -= 1;
+            }
+            return z as f64;
+        }
+        // bisection: invariant k = a qualifies, every k > z does not
+        while a < z {
+            let mid = a + (z - a + 1) / 2;
+            if self.t[mid as usize] > n {
+                a = mid;
+            } else {
+                z = mid - 1;
+            }
+        }
+        a as f64
+    }
+}
+
 /// `f64::floor`, bit for bit, without a libm call where the integer part fits an i64 (x86-64's
 /// baseline has no `roundsd`, so `floor` is a function call: 1.5 % of a link's CPU in the lab's
 /// per-candidate arithmetic). ±0, NaN, infinities and |x| >= 2^52 (already integers) go to libm.
@@ -266,6 +435,64 @@ pub fn is_pulse_index(p: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[ignore = "2^32 logarithms (about a minute): run once when js_log changes (SkipTable relies on it)"]
+    fn js_log_is_monotone_on_every_uniform() {
+        let mut prev = js_log(0.5 * INV32);
+        for n in 1..=u32::MAX {
+            let x = js_log((n as f64 + 0.5) * INV32);
+            assert!(x >= prev, "js_log decreases at n = {n}");
+            prev = x;
+        }
+    }
+
+    #[test]
+    fn skip_table_equals_the_direct_formula() {
+        // logq of p in (0, 1) from the lab's range (0 km to beyond 100 km, dark counts), p = 1
+        // (-inf), and values without a table (0, positive, NaN, tiny |logq|)
+        let mut r = Xoshiro128::from_state([9, 8, 7, 6]);
+        let mut logqs: Vec<f64> = [0.9, 0.5, 0.1, 0.0228, 6.69e-3, 2.1e-3, 2.14e-4, 1.79e-5, 1e-7, 1.7e-6, 1e-12]
+            .iter()
+            .map(|&p: &f64| (-p).ln_1p())
+            .collect();
+        logqs.extend([f64::NEG_INFINITY, 0.0, 1.0, f64::NAN, -1e-300]);
+        for _ in 0..6 {
+            logqs.push((-(10f64.powf(-6.0 * r.uniform()))).ln_1p());
+        }
+        for &logq in &logqs {
+            let tab = SkipTable::new(logq);
+            let check = |n: u32| {
+                let (a, b) = (tab.skip(n, logq), SkipTable::direct(n, logq));
+                assert_eq!(a.to_bits(), b.to_bits(), "logq {logq:e}, n {n}: table {a} vs {b}");
+            };
+            // every threshold and its neighbours, every bucket edge, random n, the ends
+            for k in 1..tab.t.len() {
+                let n = tab.t[k];
+                for d in [0u32, 1, 2] {
+                    check(n.saturating_sub(d));
+                    check(n.saturating_add(d));
+                }
+            }
+            for b in 0u32..1 << (32 - SKIP_SHIFT) {
+                let first = b << SKIP_SHIFT;
+                for n in [first, first + 1, first | ((1 << SKIP_SHIFT) - 1), first + (1 << (SKIP_SHIFT - 1))] {
+                    check(n);
+                }
+            }
+            for _ in 0..200_000 {
+                check(r.next_u32());
+                check(r.next_u32() >> (r.next_u32() & 31));
+            }
+            for n in (0..5000).chain(u32::MAX - 5000..=u32::MAX) {
+                check(n);
+            }
+        }
+        // the lab's photon skips (p_max of reference-decoy at 0-100 km) do use a table
+        for p in [0.0228f64, 6.69e-3, 2.1e-3, 2.14e-4] {
+            assert!(SkipTable::new((-p).ln_1p()).usable, "p {p}");
+        }
+    }
 
     #[test]
     fn floor_fast_is_floor_bit_for_bit() {
