@@ -11,7 +11,7 @@
 //! computed once per setting change by the TypeScript (`EmulatedLink.derive`) and passed in: only
 //! the per-click loops live here. Pulse indices and times are f64 as in the TypeScript (integers
 //! exact below 2^53).
-use crate::lab_rng::{alice_choice, bob_basis, floor_fast, js_log, js_round, AliceThresholds, SeedKeys, SkipTable, Xoshiro128};
+use crate::lab_rng::{alice_choice, bob_basis, floor_fast, js_log, js_round, uniform_of, AliceThresholds, SeedKeys, SkipTable, Xoshiro128};
 
 pub const KIND_PHOTON: u8 = 0;
 pub const KIND_DARK: u8 = 1;
@@ -348,31 +348,23 @@ impl LinkEngine {
         for _ in 0..m {
             let g = if active_basis >= 0 {
                 active_basis as u32
-            } else if (self.rng.next_u32() as u64) < self.p.bob_th {
-                0
             } else {
-                1
+                u32::from(self.rng.next_u32() as u64 >= self.p.bob_th)
             };
-            let bit = if g == s_basis {
-                if self.rng.uniform() < ed {
-                    s_bit ^ 1
-                } else {
-                    s_bit
-                }
-            } else {
-                self.rng.next_u32() & 1
-            };
+            // Either branch draws one word: uniform() < ed in Bob's basis (misalignment), the word's
+            // low bit in the other. Selected without a branch (the bases agree at random).
+            let r = self.rng.next_u32();
+            let flip = u32::from(uniform_of(r) < ed);
+            let bit = if g == s_basis { s_bit ^ flip } else { r & 1 };
             // a -1 entry (no detector for this basis and bit) shifts like JS `1 << -1` (bit 31)
             let det = self.p.det_by_basis_bit[(g * 2 + bit) as usize] as i32;
             mask |= 1u32.wrapping_shl(det as u32 & 31);
         }
-        let mut d = 0usize;
+        // the detectors that clicked, in increasing order
         while mask != 0 {
-            if mask & 1 != 0 {
-                self.click(d, tau, k, KIND_PHOTON, k);
-            }
-            d += 1;
-            mask >>= 1;
+            let d = mask.trailing_zeros() as usize;
+            self.click(d, tau, k, KIND_PHOTON, k);
+            mask &= mask - 1;
         }
     }
 

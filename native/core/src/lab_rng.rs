@@ -24,6 +24,12 @@ pub struct Xoshiro128 {
 
 const INV32: f64 = 1.0 / 4294967296.0;
 
+/// The uniform `Xoshiro128::uniform` makes of the word `r`: (r + 0.5)·2^-32.
+#[inline(always)]
+pub fn uniform_of(r: u32) -> f64 {
+    (r as f64 + 0.5) * INV32
+}
+
 impl Xoshiro128 {
     /// From the state words (as `Xoshiro128.state()` in rng.ts returns them); all-zero becomes s0 = 1.
     pub fn from_state(s: [u32; 4]) -> Self {
@@ -48,7 +54,7 @@ impl Xoshiro128 {
     /// Uniform in the open interval (0, 1).
     #[inline]
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u32() as f64 + 0.5) * INV32
+        uniform_of(self.next_u32())
     }
 
     /// Standard normal truncated at ±6 (polar method, spare cached), as rng.ts.
@@ -189,7 +195,7 @@ impl SkipTable {
     /// The direct formula (the reference the table reproduces).
     #[inline]
     pub fn direct(n: u32, logq: f64) -> f64 {
-        floor_fast(js_log((n as f64 + 0.5) * INV32) / logq)
+        floor_fast(js_log(uniform_of(n)) / logq)
     }
 
     /// A table for `logq` (built once per value; `ensure` rebuilds only when it changes).
