@@ -57,6 +57,23 @@ impl Xoshiro128 {
         uniform_of(self.next_u32())
     }
 
+    /// The cached second value of the last polar pair, if any (taken: the next `gauss` draws anew).
+    #[inline]
+    pub fn take_spare(&mut self) -> Option<f64> {
+        if self.has_spare {
+            self.has_spare = false;
+            Some(self.spare)
+        } else {
+            None
+        }
+    }
+
+    /// Caches `z` as the spare the next `gauss` returns (the second value of a pair drawn outside).
+    pub fn set_spare(&mut self, z: f64) {
+        self.spare = z;
+        self.has_spare = true;
+    }
+
     /// Standard normal truncated at ±6 (polar method, spare cached), as rng.ts.
     #[inline]
     pub fn gauss(&mut self) -> f64 {
