@@ -84,6 +84,12 @@ export interface LinkOptions {
    * Default: the environment's QKD_LAB_PHYSICS, else 'native'.
    */
   physics?: LabPhysics;
+  /**
+   * Whether batches carry the truth columns (truthPulse, truthKind, truthSlot; default true).
+   * Without, they are empty and the tags the same: a tagger's consumer (the emulated devices of a
+   * run) never reads them, and not producing them saves a third of the lab's memory traffic.
+   */
+  truth?: boolean;
 }
 
 export type LabPhysics = 'ts' | 'native';
@@ -222,6 +228,8 @@ export class EmulatedLink {
   private readonly engine: NativeLinkPhysics | undefined;
   /** Which implementation runs the per-click loops. */
   readonly physics: LabPhysics;
+  /** Whether batches carry the truth columns (LinkOptions.truth). */
+  readonly truth: boolean;
 
   constructor(preset: LinkPreset, opts: LinkOptions) {
     if (typeof opts?.seed !== 'bigint') throw new TypeError('EmulatedLink: opts.seed must be a bigint');
@@ -258,9 +266,10 @@ export class EmulatedLink {
     this.drift = this.preset.clock.driftPpm * 1e-6;
     this.clockPhase = this.preset.clock.offsetPs;
     this.physics = opts.physics ?? defaultLabPhysics();
+    this.truth = opts.truth ?? true;
     this.derive();
     if (this.physics === 'native') {
-      this.engine = nativeLinkPhysics(this.nativeParams(), this.rng.state(), this.rngSkip.state(), this.alice !== undefined);
+      this.engine = nativeLinkPhysics(this.nativeParams(), this.rng.state(), this.rngSkip.state(), this.alice !== undefined, this.truth);
     }
   }
 
@@ -572,12 +581,13 @@ export class EmulatedLink {
     } else {
       for (let i = 0; i < n; i++) timePs[i] = BigInt(src.time[i]);
     }
+    const m = this.truth ? n : 0;
     const batch: LinkBatch = {
       firstPulse, pulses,
       tags: { timePs, channel: src.ch.slice(0, n) },
-      truthPulse: src.pulse.slice(0, n),
-      truthKind: src.kind.slice(0, n),
-      truthSlot: src.slot.slice(0, n),
+      truthPulse: src.pulse.slice(0, m),
+      truthKind: src.kind.slice(0, m),
+      truthSlot: src.slot.slice(0, m),
     };
     const rest = src.n - n;
     src.time.copyWithin(0, n, src.n);

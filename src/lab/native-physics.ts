@@ -25,8 +25,9 @@ export interface NativeLinkPhysics {
   drain(): NativeLinkBatch;
 }
 
-export function nativeLinkPhysics(params: NativeLinkParams, rngState: Uint32Array, rngSkipState: Uint32Array, withSource: boolean): NativeLinkPhysics {
-  const e: Engine = callNative(() => new (native().LabLinkPhysics)(params, rngState, rngSkipState, withSource));
+/** `truth` (default true): batches carry the truth columns; without, they are empty (the same tags). */
+export function nativeLinkPhysics(params: NativeLinkParams, rngState: Uint32Array, rngSkipState: Uint32Array, withSource: boolean, truth = true): NativeLinkPhysics {
+  const e: Engine = callNative(() => new (native().LabLinkPhysics)(params, rngState, rngSkipState, withSource, truth));
   return {
     setParams: (p) => callNative(() => e.setParams(p)),
     setClock: (drift, phase, sigma) => callNative(() => e.setClock(drift, phase, sigma)),

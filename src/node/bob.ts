@@ -186,7 +186,8 @@ export class BobNode {
       }
     } else {
       // The emulated lab hosts Alice's source (her node drives it over the tty) and Bob's modulator.
-      this.lab = new EmulatedLab({ preset: cfg.lab.preset, seed, distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction, awaitSource: cfg.lab.sourceTty !== undefined });
+      // truth: false: the tagger only passes tags on (the truth columns were a third of the lab's output)
+      this.lab = new EmulatedLab({ preset: cfg.lab.preset, seed, distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction, awaitSource: cfg.lab.sourceTty !== undefined, truth: false });
       this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
     }
     // Alice's intensity pattern comes from her node over the authenticated channel, as between two

@@ -46,6 +46,15 @@ function compare(t: Test, what: string, a: LinkBatch, b: LinkBatch): boolean {
   return true;
 }
 
+/** A link without truth columns: the same tags and batch split as `a`, empty truth. */
+function compareNoTruth(t: Test, what: string, a: LinkBatch, c: LinkBatch): boolean {
+  if (c.truthPulse.length || c.truthKind.length || c.truthSlot.length) {
+    t.fail(`${what}: truth columns present with truth: false`);
+    return false;
+  }
+  return compare(t, what, a, { ...c, truthPulse: a.truthPulse, truthKind: a.truthKind, truthSlot: a.truthSlot });
+}
+
 const PRESETS = ['reference-decoy', 'gated-ingaas-lab', 'snspd-metro'];
 
 function randomOverrides(r: () => number, name: string): LinkPresetOverrides {
@@ -97,8 +106,10 @@ for (let s = 1; s <= SEEDS; s++) {
     const withSource = s % 2 === 0;
     // a source device stand-in: another seed's choices, the same for both links
     const alice = withSource ? { choicesAt: (p: Float64Array) => aliceChoicesAt(preset, seed ^ 0xabcdefn, p) } : undefined;
-    const mk = (physics: 'ts' | 'native') => new EmulatedLink(preset, { seed, physics, ...(alice ? { alice } : {}) });
+    const mk = (physics: 'ts' | 'native', truth = true) => new EmulatedLink(preset, { seed, physics, truth, ...(alice ? { alice } : {}) });
     const a = mk('ts'), b = mk('native');
+    // without truth columns (what a node's tagger runs): the same tags, natively and in TypeScript
+    const c = mk(s % 3 === 0 ? 'ts' : 'native', false);
     t.equal(b.physics, 'native');
     const period = a.periodPs;
     let tags = 0;
@@ -108,18 +119,18 @@ for (let s = 1; s <= SEEDS; s++) {
       const pulses = Math.floor((r() < 0.2 ? r() * 1000 : r() * 2e7) * (1000 / period));
       const x = a.nextPulses(pulses), y = b.nextPulses(pulses);
       tags += x.tags.channel.length;
-      ok = compare(t, `batch ${i} (${pulses} pulses)`, x, y);
-      const c = r();
-      const change = (f: (l: EmulatedLink) => void) => { f(a); f(b); };
-      if (c < 0.1) change((l) => l.setDetector({ etaBob: r2(s, i) * 0.9 + 0.05 }));
-      else if (c < 0.2) { const mu = 0.2 + r(); change((l) => l.setSource({ intensities: { signal: mu, decoy: mu / 4 } })); }
-      else if (c < 0.25) { const on = r() < 0.5; change((l) => l.setSource({ enabled: on })); }
-      else if (c < 0.35) { const v = { driftPpm: (r() * 2 - 1) * 30, ...(r() < 0.3 ? { offsetPs: r() * 1e9 } : {}), jitterPs: r() * 20 }; change((l) => l.setClock(v)); }
-      else if (c < 0.4) { const d = preset.channelDelaysPs.map(() => Math.round(r() * 1000)); change((l) => l.setChannelDelays(d)); }
-      else if (c < 0.45) { const e = r(); change((l) => l.setChannel({ eveFraction: e, misalignment: r2(s, i) * 0.05 })); }
-      else if (c < 0.5) { const dt = Math.round(r() * 30_000); change((l) => l.setDetector({ deadTimePs: dt, afterpulseProb: 0.1 })); }
+      ok = compare(t, `batch ${i} (${pulses} pulses)`, x, y) && compareNoTruth(t, `batch ${i} without truth`, x, c.nextPulses(pulses));
+      const change = (f: (l: EmulatedLink) => void) => { f(a); f(b); f(c); };
+      const q = r();
+      if (q < 0.1) change((l) => l.setDetector({ etaBob: r2(s, i) * 0.9 + 0.05 }));
+      else if (q < 0.2) { const mu = 0.2 + r(); change((l) => l.setSource({ intensities: { signal: mu, decoy: mu / 4 } })); }
+      else if (q < 0.25) { const on = r() < 0.5; change((l) => l.setSource({ enabled: on })); }
+      else if (q < 0.35) { const v = { driftPpm: (r() * 2 - 1) * 30, ...(r() < 0.3 ? { offsetPs: r() * 1e9 } : {}), jitterPs: r() * 20 }; change((l) => l.setClock(v)); }
+      else if (q < 0.4) { const d = preset.channelDelaysPs.map(() => Math.round(r() * 1000)); change((l) => l.setChannelDelays(d)); }
+      else if (q < 0.45) { const e = r(); change((l) => l.setChannel({ eveFraction: e, misalignment: r2(s, i) * 0.05 })); }
+      else if (q < 0.5) { const dt = Math.round(r() * 30_000); change((l) => l.setDetector({ deadTimePs: dt, afterpulseProb: 0.1 })); }
     }
-    if (ok) ok = compare(t, 'drain', a.drain(), b.drain());
+    if (ok) { const d = a.drain(); ok = compare(t, 'drain', d, b.drain()) && compareNoTruth(t, 'drain without truth', d, c.drain()); }
     t.ok(ok, `${name}, ${preset.bobBasisChoice} Bob, ${preset.detector.mode ?? 'gated'}, Eve ${preset.eveFraction.toFixed(2)}, ` +
       `dead time ${preset.detector.deadTimePs} ps, afterpulse ${preset.detector.afterpulseProb.toFixed(3)}, ${withSource ? 'source device' : 'seeded choices'}: ${tags} tags identical`);
   });

@@ -50,7 +50,8 @@ pub struct LinkParams {
     pub bob_th: u64,
 }
 
-/// Tag columns (time on Bob's clock, channel, truth).
+/// Tag columns (time on Bob's clock, channel, truth). Without `truth` the truth columns stay
+/// empty (a tagger's consumer has no use for them).
 #[derive(Default, Debug, Clone)]
 pub struct Columns {
     pub time: Vec<f64>,
@@ -58,6 +59,7 @@ pub struct Columns {
     pub pulse: Vec<f64>,
     pub kind: Vec<u8>,
     pub slot: Vec<f64>,
+    pub truth: bool,
 }
 
 impl Columns {
@@ -70,17 +72,21 @@ impl Columns {
     fn reserve(&mut self, n: usize) {
         self.time.reserve(n);
         self.ch.reserve(n);
-        self.pulse.reserve(n);
-        self.kind.reserve(n);
-        self.slot.reserve(n);
+        if self.truth {
+            self.pulse.reserve(n);
+            self.kind.reserve(n);
+            self.slot.reserve(n);
+        }
     }
     #[inline]
     fn push(&mut self, t: f64, ch: u8, pulse: f64, kind: u8, slot: f64) {
         self.time.push(t);
         self.ch.push(ch);
-        self.pulse.push(pulse);
-        self.kind.push(kind);
-        self.slot.push(slot);
+        if self.truth {
+            self.pulse.push(pulse);
+            self.kind.push(kind);
+            self.slot.push(slot);
+        }
     }
 }
 
@@ -208,7 +214,8 @@ const NO_PAIR: u32 = u32::MAX;
 const GAUSS_SURE_S: f64 = 1e-6;
 
 impl LinkEngine {
-    pub fn new(p: LinkParams, rng_state: [u32; 4], rng_skip_state: [u32; 4], with_source: bool) -> Self {
+    /// `truth`: whether batches carry the truth columns (pulse, kind, slot); the tags are the same.
+    pub fn new(p: LinkParams, rng_state: [u32; 4], rng_skip_state: [u32; 4], with_source: bool, truth: bool) -> Self {
         let n = p.det_channel.len();
         LinkEngine {
             rng: Xoshiro128::from_state(rng_state),
@@ -223,7 +230,7 @@ impl LinkEngine {
             ap_tau: vec![Vec::new(); n],
             ap_slot: vec![Vec::new(); n],
             ap_scheduled: 0,
-            pending: Columns::default(),
+            pending: Columns { truth, ..Columns::default() },
             cand: Vec::new(),
             after_cand: f64::INFINITY,
             photon_skip: SkipTable::new(p.logq_photon),
@@ -549,28 +556,33 @@ impl LinkEngine {
         while n < src.len() && src.time[n] < w {
             n += 1;
         }
-        // The emitted prefix is most of the pending tags, the held-back tail a few: the columns
-        // themselves go out (truncated) and the tail is copied into fresh ones.
-        fn cut<T: Copy>(v: &mut Vec<T>, n: usize) -> Vec<T> {
-            let tail = v[n..].to_vec();
-            let mut out = std::mem::replace(v, tail);
-            out.truncate(n);
-            out
-        }
-        let time_ps = src.time[..n].iter().map(|&t| t as i64).collect();
+        // Copies out (the JS side owns what it gets): the pending columns keep their capacity, so
+        // the next batch writes into pages already mapped (handing the columns themselves out
+        // made every batch fault in fresh pages for them: more page clearing than the copies).
+        let mut out = Emitted {
+            time_ps: src.time[..n].iter().map(|&t| t as i64).collect(),
+            channel: src.ch[..n].to_vec(),
+            ..Emitted::default()
+        };
         src.time.drain(..n);
-        Emitted {
-            time_ps,
-            channel: cut(&mut src.ch, n),
-            truth_pulse: cut(&mut src.pulse, n),
-            truth_kind: cut(&mut src.kind, n),
-            truth_slot: cut(&mut src.slot, n),
+        src.ch.drain(..n);
+        if src.truth {
+            out.truth_pulse = src.pulse[..n].to_vec();
+            out.truth_kind = src.kind[..n].to_vec();
+            out.truth_slot = src.slot[..n].to_vec();
+            src.pulse.drain(..n);
+            src.kind.drain(..n);
+            src.slot.drain(..n);
         }
+        out
     }
 }
 
 /// Insertion sort of c[start..] into the sorted prefix by time (stable; link.ts `sortTail`).
 fn sort_tail(c: &mut Columns, start: usize) {
+    if !c.truth {
+        return sort_tail_tags(c, start);
+    }
     let n = c.len();
     for i in start.max(1)..n {
         let t = c.time[i];
@@ -592,6 +604,26 @@ fn sort_tail(c: &mut Columns, start: usize) {
         c.pulse[j] = pp;
         c.kind[j] = kk;
         c.slot[j] = ss;
+    }
+}
+
+/// `sort_tail` of the time and channel columns alone (no truth columns).
+fn sort_tail_tags(c: &mut Columns, start: usize) {
+    let n = c.len();
+    for i in start.max(1)..n {
+        let t = c.time[i];
+        if c.time[i - 1] <= t {
+            continue;
+        }
+        let cc = c.ch[i];
+        let mut j = i;
+        while j > 0 && c.time[j - 1] > t {
+            c.time[j] = c.time[j - 1];
+            c.ch[j] = c.ch[j - 1];
+            j -= 1;
+        }
+        c.time[j] = t;
+        c.ch[j] = cc;
     }
 }
 

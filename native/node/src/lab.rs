@@ -267,11 +267,12 @@ pub struct LabLinkPhysics {
 #[napi]
 impl LabLinkPhysics {
     /// `rngState`, `rngSkipState`: the initial words of the two xoshiro128** streams (rng.ts);
-    /// `withSource`: Alice's choices come from her source device (see `candidates`).
+    /// `withSource`: Alice's choices come from her source device (see `candidates`); `truth`
+    /// (default true): batches carry the truth columns (else empty; the same tags).
     #[napi(constructor)]
-    pub fn new(params: LabLinkParams, rng_state: Uint32Array, rng_skip_state: Uint32Array, with_source: bool) -> Result<Self> {
+    pub fn new(params: LabLinkParams, rng_state: Uint32Array, rng_skip_state: Uint32Array, with_source: bool, truth: Option<bool>) -> Result<Self> {
         let p = link_params(params)?;
-        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source) })
+        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source, truth.unwrap_or(true)) })
     }
 
     #[napi]

@@ -129,6 +129,11 @@ export interface EmulatedLabOptions {
    * device's own simulation of its optics; no node ever sees its key).
    */
   awaitSource?: boolean;
+  /**
+   * Whether the link's batches carry the emulator's truth (default true: tests read it through
+   * `nextPulses`); a node's tagger only needs the tags (src/node/bob.ts turns it off).
+   */
+  truth?: boolean;
 }
 
 /**
@@ -160,10 +165,11 @@ export class EmulatedLab {
       deadTimePs: this.preset.detector.deadTimePs,
     };
     this.awaitSeed = opts.awaitSource ?? false;
+    const truth = opts.truth ?? true;
     const src = opts.source ?? 'link';
     this.makeSource =
       src === 'synthetic' ? (lab) => new SyntheticTagSource(lab.preset, lab.seed, () => lab.settings, lab.distanceKm)
-      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, alice: lab.alice, distanceKm: lab.distanceKm }), lab.pushToLink(), lab.link)
+      : src === 'link' ? (lab) => (lab.link = new EmulatedLink(lab.preset, { seed: lab.seed, alice: lab.alice, distanceKm: lab.distanceKm, truth }), lab.pushToLink(), lab.link)
       : src;
   }
 
