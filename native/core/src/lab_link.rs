@@ -119,6 +119,8 @@ pub struct LinkEngine {
     /// Candidates drawn by `candidates()` for the batch being emulated, and the pulse after them.
     cand: Vec<f64>,
     after_cand: f64,
+    /// An active Bob's basis at each candidate (simulate's scratch).
+    cand_basis: Vec<i8>,
     /// The photon skip `floor(js_log(u) / logq_photon)` by table (lab_rng.rs `SkipTable`).
     photon_skip: SkipTable,
     /// Jitter drawn but not yet evaluated (see `DeferredGauss`), and the pending tags it is for.
@@ -233,6 +235,7 @@ impl LinkEngine {
             pending: Columns { truth, ..Columns::default() },
             cand: Vec::new(),
             after_cand: f64::INFINITY,
+            cand_basis: Vec::new(),
             photon_skip: SkipTable::new(p.logq_photon),
             jit: DeferredGauss::default(),
             jit_tag: Vec::new(),
@@ -382,6 +385,14 @@ impl LinkEngine {
         let (mut other_tau, mut other_det, mut other_is_ap) = self.find_other(p1);
         let cand = std::mem::take(&mut self.cand);
         let use_cand = self.with_source && !cand.is_empty();
+        // An active Bob's basis at every candidate, ahead (a function of the pulse alone): the
+        // hashes of a tight loop overlap, where inside photon_candidate each was a latency chain.
+        let mut basis = std::mem::take(&mut self.cand_basis);
+        basis.clear();
+        if use_cand && !self.p.passive {
+            let (keys, th) = (self.p.bob_keys, self.p.bob_th);
+            basis.extend(cand.iter().map(|&k| bob_basis(keys, th, k) as i8));
+        }
         let mut ci = 0usize;
         loop {
             let k = self.next_photon;
@@ -393,12 +404,14 @@ impl LinkEngine {
                 let ap_before = self.ap_scheduled;
                 if use_cand {
                     let c = choices.map(|c| c[ci]).unwrap_or(0);
-                    self.photon_candidate(k, photon_tau, c);
+                    let b = if self.p.passive { -1 } else { basis[ci] as i32 };
+                    self.photon_candidate(k, photon_tau, c, b);
                     ci += 1;
                     self.next_photon = if ci < cand.len() { cand[ci] } else { self.after_cand };
                 } else {
                     let c = alice_choice(self.p.alice_keys, self.p.alice_th, k);
-                    self.photon_candidate(k, photon_tau, c);
+                    let b = if self.p.passive { -1 } else { bob_basis(self.p.bob_keys, self.p.bob_th, k) as i32 };
+                    self.photon_candidate(k, photon_tau, c, b);
                     self.next_photon = k + 1.0 + self.photon_skip.skip(self.rng.next_u32(), self.p.logq_photon);
                 }
                 if self.ap_scheduled != ap_before {
@@ -419,9 +432,11 @@ impl LinkEngine {
             }
         }
         self.cand = cand;
+        self.cand_basis = basis;
     }
 
-    fn photon_candidate(&mut self, k: f64, tau: f64, c: u8) {
+    /// `active_basis`: an active Bob's basis at pulse k (0 Z, 1 X), -1 for a passive Bob.
+    fn photon_candidate(&mut self, k: f64, tau: f64, c: u8, active_basis: i32) {
         let intensity = ((c >> 2) & 3) as usize;
         let ratio = self.p.ratio[intensity];
         let mut u = self.rng.uniform();
@@ -444,7 +459,6 @@ impl LinkEngine {
         }
         let ed = self.p.ed;
         let mut mask: u32 = 0;
-        let active_basis: i32 = if self.p.passive { -1 } else { bob_basis(self.p.bob_keys, self.p.bob_th, k) as i32 };
         for _ in 0..m {
             let g = if active_basis >= 0 {
                 active_basis as u32
