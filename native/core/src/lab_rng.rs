@@ -452,7 +452,8 @@ pub fn bob_bases_at(keys: SeedKeys, threshold_z: u64, pulses: &[f64], out: &mut 
 /// of `fract`, whose libm `trunc` call showed in a link profile).
 #[inline]
 pub fn is_pulse_index(p: f64) -> bool {
-    p >= 0.0 && p <= 9_007_199_254_740_991.0 && (p as u64) as f64 == p
+    // within the range the signed conversion is exact (and one instruction; the unsigned one is not)
+    p >= 0.0 && p <= 9_007_199_254_740_991.0 && (p as i64) as f64 == p
 }
 
 #[cfg(test)]
