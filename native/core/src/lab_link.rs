@@ -390,8 +390,7 @@ impl LinkEngine {
         let mut basis = std::mem::take(&mut self.cand_basis);
         basis.clear();
         if use_cand && !self.p.passive {
-            let (keys, th) = (self.p.bob_keys, self.p.bob_th);
-            basis.extend(cand.iter().map(|&k| bob_basis(keys, th, k) as i8));
+            crate::lab_rng::bob_bases_extend(self.p.bob_keys, self.p.bob_th, &cand, &mut basis);
         }
         let mut ci = 0usize;
         loop {
