@@ -35,9 +35,14 @@ export interface SourceDevice {
   unshare(): void;
   /** Read-back pulses answered from the record (hits) and from the keystream (misses); entries kept. */
   stats(): { hits: number; misses: number; entries: number };
+  /**
+   * The native object behind this facade (the same methods; never the key): the lab's Rust physics
+   * calls its applyAt directly (src/lab/link.ts, AliceChoiceSource.native).
+   */
+  readonly native?: NativeDevice;
 }
 
-type NativeDevice = InstanceType<ReturnType<typeof native>['EmulatedSourceDevice']>;
+export type NativeDevice = InstanceType<ReturnType<typeof native>['EmulatedSourceDevice']>;
 
 function wrap(d: NativeDevice): SourceDevice {
   return {
@@ -47,6 +52,7 @@ function wrap(d: NativeDevice): SourceDevice {
     share: () => callNative(() => d.share()),
     unshare: () => d.unshare(),
     stats: () => d.stats(),
+    native: d,
   };
 }
 

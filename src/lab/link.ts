@@ -47,7 +47,7 @@ import {
   type ClockParams, type DetectorParams, type IntensitySet, type LinkPreset,
 } from './presets.ts';
 import { Xoshiro128 } from './rng.ts';
-import { nativeLinkPhysics, type NativeLinkPhysics } from './native-physics.ts';
+import { nativeLinkPhysics, type NativeLinkPhysics, type NativeSourceDevice } from './native-physics.ts';
 import { transmittance } from './theory.ts';
 import type { TagBatch } from './types.ts';
 
@@ -105,6 +105,13 @@ export function defaultLabPhysics(): LabPhysics {
 /** The record of Alice's source: her packed choice byte at each listed pulse (ascending). */
 export interface AliceChoiceSource {
   choicesAt(pulses: Float64Array): Uint8Array;
+  /**
+   * The emulated source device's native object when `choicesAt` is exactly its `applyAt`: the
+   * Rust physics then asks it for the candidates' choices itself, one call per batch instead of
+   * the candidates and choices crossing into JavaScript and back (the same choices, recorded the
+   * same way). The TypeScript physics always calls `choicesAt`.
+   */
+  native?: NativeSourceDevice;
 }
 
 export interface LinkBatch {
@@ -228,6 +235,8 @@ export class EmulatedLink {
   private readonly engine: NativeLinkPhysics | undefined;
   /** Which implementation runs the per-click loops. */
   readonly physics: LabPhysics;
+  /** The native physics calls Alice's source device itself (AliceChoiceSource.native). */
+  private sourced = false;
   /** Whether batches carry the truth columns (LinkOptions.truth). */
   readonly truth: boolean;
 
@@ -270,6 +279,10 @@ export class EmulatedLink {
     this.derive();
     if (this.physics === 'native') {
       this.engine = nativeLinkPhysics(this.nativeParams(), this.rng.state(), this.rngSkip.state(), this.alice !== undefined, this.truth);
+      if (this.alice?.native) {
+        this.engine.attachSource(this.alice.native);
+        this.sourced = true;
+      }
     }
   }
 
@@ -405,6 +418,11 @@ export class EmulatedLink {
   /** nextPulses on the Rust physics: one call for the candidates (with a source device), one for the batch. */
   private nextPulsesNative(P0: number, pulses: number, P1: number): LinkBatch {
     const e = this.engine!;
+    if (this.sourced) {
+      const b = e.nextPulsesSourced(P1);
+      this.nextPulse = P1;
+      return batchOf(P0, pulses, b);
+    }
     let choices: Uint8Array | undefined;
     if (this.alice) {
       const cand = e.candidates(P1);

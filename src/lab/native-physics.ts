@@ -23,7 +23,13 @@ export interface NativeLinkPhysics {
   candidates(endPulse: number): Float64Array;
   nextPulses(endPulse: number, choices: Uint8Array | undefined): NativeLinkBatch;
   drain(): NativeLinkBatch;
+  /** Alice's source device (its native object) for `nextPulsesSourced`. */
+  attachSource(device: NativeSourceDevice): void;
+  /** `candidates`, the attached device's `applyAt` of them and `nextPulses`, in one call. */
+  nextPulsesSourced(endPulse: number): NativeLinkBatch;
 }
+
+export type NativeSourceDevice = InstanceType<Addon['EmulatedSourceDevice']>;
 
 /** `truth` (default true): batches carry the truth columns; without, they are empty (the same tags). */
 export function nativeLinkPhysics(params: NativeLinkParams, rngState: Uint32Array, rngSkipState: Uint32Array, withSource: boolean, truth = true): NativeLinkPhysics {
@@ -34,6 +40,8 @@ export function nativeLinkPhysics(params: NativeLinkParams, rngState: Uint32Arra
     candidates: (end) => callNative(() => e.candidates(end)),
     nextPulses: (end, choices) => callNative(() => e.nextPulses(end, choices)),
     drain: () => callNative(() => e.drain()),
+    attachSource: (device) => callNative(() => e.attachSource(device)),
+    nextPulsesSourced: (end) => callNative(() => e.nextPulsesSourced(end)),
   };
 }
 

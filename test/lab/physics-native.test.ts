@@ -11,6 +11,8 @@ import { aliceChoicesAt } from '../../src/lab/alice.ts';
 import { EmulatedLink, type LinkBatch } from '../../src/lab/link.ts';
 import { nativeJsLog } from '../../src/lab/native-physics.ts';
 import { loadLinkPreset, type LinkPresetOverrides } from '../../src/lab/presets.ts';
+import { createSourceDevice } from '../../src/core/source-device.ts';
+import { choiceThresholds } from '../../src/protocol/choices.ts';
 
 /** xorshift32: the test's own reproducible randomness. */
 function rng(seed: number): () => number {
@@ -141,3 +143,31 @@ function r2(s: number, i: number): number {
   return rng(s * 31 + i * 7 + 1)();
 }
 
+
+// Alice's source device called by the Rust physics itself (AliceChoiceSource.native, what the
+// emulated PS-1 of a run does) against the TypeScript physics asking choicesAt of a twin device
+// (same key): the same tags and truth, and both devices' records answer a read-back the same.
+t.test('source device called natively', async (t) => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 255);
+  for (let s = 1; s <= 6; s++) {
+    const r = rng(s * 7919);
+    const name = PRESETS[s % PRESETS.length];
+    const preset = loadLinkPreset(name, randomOverrides(r, name));
+    const seed = BigInt(s) * 1_000_003n;
+    const th = choiceThresholds(preset);
+    const devA = createSourceDevice(th, { testKey: key }), devB = createSourceDevice(th, { testKey: key });
+    const a = new EmulatedLink(preset, { seed, physics: 'ts', alice: { choicesAt: (p) => devA.applyAt(p) } });
+    const b = new EmulatedLink(preset, { seed, physics: 'native', truth: s % 2 === 0, alice: { choicesAt: () => { throw new Error('choicesAt called'); }, native: devB.native } });
+    let ok = true, tags = 0;
+    for (let i = 0; i < 8 && ok; i++) {
+      const pulses = Math.floor((r() < 0.2 ? r() * 1000 : r() * 4e6) * (1000 / a.periodPs));
+      const x = a.nextPulses(pulses), y = b.nextPulses(pulses);
+      tags += x.tags.channel.length;
+      ok = b.truth ? compare(t, `seed ${s} batch ${i}`, x, y) : compareNoTruth(t, `seed ${s} batch ${i}`, x, y);
+      if (r() < 0.3) { const eta = 0.05 + r() * 0.5; a.setDetector({ etaBob: eta }); b.setDetector({ etaBob: eta }); }
+    }
+    const probe = Float64Array.from({ length: 20_000 }, (_, i) => i * 4099 + (s % 7));
+    t.ok(ok && firstDiff(devA.recordAt(probe), devB.recordAt(probe)) === -1 && devA.stats().entries === devB.stats().entries,
+      `${name}, seed ${s}: ${tags} tags identical, records equal (${devB.stats().entries} entries)`);
+  }
+});

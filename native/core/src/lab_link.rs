@@ -354,6 +354,20 @@ impl LinkEngine {
         Ok(self.emit(p1))
     }
 
+    /// `candidates(p1)`, Alice's choices at them from `apply` (her source device's optics; not
+    /// called without candidates), then `next_pulses(p1, choices)`: what the JavaScript side does
+    /// with two calls and a round trip of the candidates and choices, in one.
+    pub fn next_pulses_sourced(&mut self, p1: f64, apply: impl FnOnce(&[f64]) -> Result<Vec<u8>, String>) -> Result<Emitted, String> {
+        self.candidates(p1);
+        let mut choices = if self.cand.is_empty() { None } else { Some(apply(&self.cand)?) };
+        let r = self.next_pulses(p1, choices.as_deref());
+        if let Some(c) = choices.as_mut() {
+            // Alice's bits and bases: not left in freed memory
+            zeroize::Zeroize::zeroize(c);
+        }
+        r
+    }
+
     /// Delivers the held-back tags (link.ts `drain()`).
     pub fn drain(&mut self) -> Emitted {
         self.emit(f64::INFINITY)

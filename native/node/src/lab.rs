@@ -262,6 +262,8 @@ fn batch_js(e: Emitted) -> LabLinkBatch {
 #[napi]
 pub struct LabLinkPhysics {
     e: LinkEngine,
+    /// Alice's source device, when attached: `nextPulsesSourced` asks it for the candidates' choices.
+    source: Option<Arc<SourceDevice>>,
 }
 
 #[napi]
@@ -272,7 +274,7 @@ impl LabLinkPhysics {
     #[napi(constructor)]
     pub fn new(params: LabLinkParams, rng_state: Uint32Array, rng_skip_state: Uint32Array, with_source: bool, truth: Option<bool>) -> Result<Self> {
         let p = link_params(params)?;
-        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source, truth.unwrap_or(true)) })
+        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source, truth.unwrap_or(true)), source: None })
     }
 
     #[napi]
@@ -310,6 +312,38 @@ impl LabLinkPhysics {
     #[napi]
     pub fn drain(&mut self) -> Result<LabLinkBatch> {
         guard("LabLinkPhysics.drain", || Ok(batch_js(self.e.drain())))
+    }
+
+    /// Alice's source device for `nextPulsesSourced` (its optics: `applyAt`, which records).
+    #[napi]
+    pub fn attach_source(&mut self, device: &EmulatedSourceDevice) {
+        self.source = Some(device.dev.clone());
+    }
+
+    /// `candidates(endPulse)`, the attached source device's `applyAt` of them and
+    /// `nextPulses(endPulse, choices)` in one call (no round trip of the candidates and choices
+    /// through JavaScript).
+    #[napi]
+    pub fn next_pulses_sourced(&mut self, end_pulse: f64) -> Result<LabLinkBatch> {
+        if !(end_pulse >= self.e.pulses_done() && end_pulse <= 9007199254740991.0 && end_pulse.fract() == 0.0) {
+            return Err(bad("LAB_BAD_ARG", format!("endPulse must be an integer from {} to 2^53; got {end_pulse}", self.e.pulses_done())));
+        }
+        let dev = self.source.clone().ok_or_else(|| bad("LAB_NO_SOURCE", "nextPulsesSourced needs a source device (attachSource)"))?;
+        guard("LabLinkPhysics.nextPulsesSourced", || {
+            let mut err = None;
+            let r = self.e.next_pulses_sourced(end_pulse, |cand| {
+                dev.apply_at(cand).map_err(|e| {
+                    let m = e.message.clone();
+                    err = Some(e);
+                    m
+                })
+            });
+            match (r, err) {
+                (Ok(e), _) => Ok(batch_js(e)),
+                (Err(_), Some(e)) => Err(core_err(e)),
+                (Err(m), None) => Err(bad("LAB_BAD_ARG", m)),
+            }
+        })
     }
 }
 

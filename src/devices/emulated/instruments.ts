@@ -24,8 +24,11 @@ export type RngFault = 'none' | 'stuck' | 'biased';
 export interface SourceLabPort {
   readonly preset: Pick<LinkPreset, 'repRateHz' | 'intensities' | 'intensityProbs' | 'aliceBasisProbZ'>;
   update(patch: Partial<LabSettings>): void;
-  /** The optics take Alice's choices from `device` (applyAt, which records what it applied). */
-  attachSourceDevice(device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array): void;
+  /**
+   * The optics take Alice's choices from `device` (applyAt, which records what it applied);
+   * `native` (see EmulatedLab.attachSourceDevice) only when `choicesAt` is exactly its applyAt.
+   */
+  attachSourceDevice(device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array, native?: SourceDevice['native']): void;
   readonly pulsesEmitted: number;
 }
 

@@ -202,10 +202,12 @@ export class EmulatedLab {
 
   /**
    * The same for the emulated source (instruments.ts SourceLabPort): `choicesAt` is its optics'
-   * view of `device` (which records what it applied).
+   * view of `device` (which records what it applied). `native`: the device's native object, only
+   * when `choicesAt` is exactly its `applyAt` (the source worker's case; not with an injected
+   * fault): the lab's Rust physics then calls it without a round trip through JavaScript.
    */
-  attachSourceDevice(_device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array): void {
-    this.attachSource({ choicesAt });
+  attachSourceDevice(_device: SourceDevice, choicesAt: (pulses: Float64Array) => Uint8Array, native?: SourceDevice['native']): void {
+    this.attachSource(native ? { choicesAt, native } : { choicesAt });
   }
 
   private pulseCounter: BigInt64Array | undefined;

@@ -71,7 +71,8 @@ export async function attachSourceWorkerToTty(lab: EmulatedLab, path: string, op
         case 'update': lab.update(m.patch); break;
         case 'attach': {
           const device = openSharedSourceDevice(m.handle);
-          lab.attachSourceDevice(device, (pulses) => device.applyAt(pulses));
+          // choicesAt is the device's applyAt: the lab's Rust physics may call it directly (native)
+          lab.attachSourceDevice(device, (pulses) => device.applyAt(pulses), device.native);
           worker.postMessage({ type: 'opened' } satisfies ToWorker); // the worker withdraws the handle
           break;
         }
