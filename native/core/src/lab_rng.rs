@@ -312,7 +312,7 @@ impl SkipTable {
     }
 
     /// `floor(js_log((n + 0.5)·2^-32) / logq)` for the table's `logq`.
-    #[inline]
+    #[inline(always)]
     pub fn skip(&self, n: u32, logq: f64) -> f64 {
         debug_assert_eq!(logq.to_bits(), self.logq_bits);
         if !self.usable {
