@@ -28,13 +28,22 @@
  * verifier recomputes the root from its own digest and the path (RFC 9162 §2.1.3.2) and checks
  * the signature, once per (key, node, root, n, signature): later chunks of the batch cost a dozen
  * hashes. Forging one needs a signature forgery or a SHA-256 second preimage, as for v1. Both
- * forms are accepted.
+ * forms are accepted. The digests, trees and paths are hashed natively (native/store/src/merkle.rs:
+ * node's createHash cost ~1 µs a hash, a dozen per key pushed); `merkleTree` and `rootFromPath`
+ * below are their TypeScript references.
  */
 import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import { ConfigError } from '../errors.ts';
+import { callNative } from '../core/native-call.ts';
+import { native } from '../core/native.ts';
 
 /** The store's digest of a key (same as native/store `digest`). */
 export function keyDigest(keyStreamId: string, index: number, key: Uint8Array): Buffer {
+  return callNative(() => native().commitmentKeyDigest(keyStreamId, index >>> 0, key));
+}
+
+/** The slow reference of `keyDigest`. */
+export function keyDigestReference(keyStreamId: string, index: number, key: Uint8Array): Buffer {
   const idx = Buffer.alloc(4);
   idx.writeUInt32BE(index >>> 0);
   return createHash('sha256').update('qkd-store/v1\0').update(keyStreamId).update('\0').update(idx).update(key).digest();
@@ -148,9 +157,15 @@ function messageV2(nodeId: string, root: Buffer, size: number): Buffer {
 export function commitBatch(k: KeyObject, nodeId: string, keys: { keyStreamId: string; index: number; key: Uint8Array }[]): string[] {
   if (keys.length > 65_536) throw new RangeError('at most 65 536 keys per commitment batch');
   if (!keys.length) return [];
-  const { root, paths } = merkleTree(keys.map((c) => leafHash(keyDigest(c.keyStreamId, c.index, c.key))));
+  const digests = Buffer.alloc(32 * keys.length);
+  keys.forEach((c, i) => digests.set(keyDigest(c.keyStreamId, c.index, c.key), 32 * i));
+  const { root, paths, ends } = callNative(() => native().merkleTreeOfDigests(digests));
   const sig = sign(null, messageV2(nodeId, root, keys.length), k).toString('base64');
-  return paths.map((p, i) => `${V2_PREFIX}${sig}.${i}.${keys.length}.${p.map((h) => h.toString('base64')).join('')}`);
+  return ends.map((end, i) => {
+    let path = '';
+    for (let h = i ? ends[i - 1] : 0; h < end; h++) path += paths.toString('base64', 32 * h, 32 * h + 32);
+    return `${V2_PREFIX}${sig}.${i}.${keys.length}.${path}`;
+  });
 }
 
 /** Signatures already checked, per verifying key: `node\0root\0n\0sig` (bounded; oldest dropped first). */
@@ -164,9 +179,10 @@ function checkV2(k: KeyObject, nodeId: string, d: Buffer, commitment: string): b
   const index = Number(idx);
   const n = Number(size);
   if (n < 1 || n > 65_536 || path.length > 44 * 16) return false;
-  const hashes: Buffer[] = [];
-  for (let i = 0; i < path.length; i += 44) hashes.push(Buffer.from(path.slice(i, i + 44), 'base64'));
-  const root = rootFromPath(leafHash(d), index, n, hashes);
+  const siblings = Buffer.alloc((path.length / 44) * 32);
+  for (let i = 0; i < path.length; i += 44) siblings.write(path.slice(i, i + 44), (i / 44) * 32, 32, 'base64');
+  if (index >= n) return false;
+  const root = callNative(() => native().merkleRootFromPath(d, index, n, siblings));
   if (!root) return false;
   const memo = `${nodeId}\0${root.toString('hex')}\0${n}\0${sig}`;
   let seen = verified.get(k);

@@ -149,6 +149,36 @@ tap.test('v2 Merkle tree: RFC 6962 test vectors, and paths against a slow recurs
   t.ok(checked > 4000, `${checked} inclusion paths checked, tampered ones refused`);
 });
 
+tap.test('the native digests, trees and paths equal the TypeScript references', async (t) => {
+  const { merkleTree, rootFromPath, leafHash, keyDigestReference } = await import('../../src/delivery/commitment.ts');
+  const { native } = await import('../../src/core/native.ts');
+  let compared = 0;
+  for (let trial = 0; trial < 40; trial++) {
+    const n = 1 + ((trial * 53) % 300) + (trial === 39 ? 4096 - 301 : 0);
+    const sid = `0b1e4a6c-1234-4abc-8def-${String(trial).padStart(12, '0')}`;
+    const keys = Array.from({ length: n }, (_, i) => randomBytes(i % 7 === 3 ? 64 : 32));
+    const digests = keys.map((k, i) => keyDigestReference(sid, 1000 * trial + i, k));
+    if (!digests.every((d, i) => d.equals(keyDigest(sid, 1000 * trial + i, keys[i])))) return t.fail(`key digests differ, trial ${trial}`);
+    const want = merkleTree(digests.map(leafHash));
+    const got = native().merkleTreeOfDigests(Buffer.concat(digests));
+    if (!got.root.equals(want.root)) return t.fail(`root of ${n} differs`);
+    for (let i = 0; i < n; i++) {
+      const from = i ? got.ends[i - 1] : 0;
+      const path = got.paths.subarray(32 * from, 32 * got.ends[i]);
+      if (!path.equals(Buffer.concat(want.paths[i]))) return t.fail(`path ${i} of ${n} differs`);
+      const r = native().merkleRootFromPath(digests[i], i, n, path);
+      const other = (i + 1) % n;
+      const rWrong = native().merkleRootFromPath(digests[i], other, n, path);
+      const tsWrong = rootFromPath(leafHash(digests[i]), other, n, want.paths[i]);
+      if (!r?.equals(want.root) || String(rWrong?.toString('hex')) !== String(tsWrong?.toString('hex'))) return t.fail(`root from path ${i} of ${n}`);
+      compared++;
+    }
+  }
+  t.ok(compared > 9000, `${compared} paths: same bytes, same roots, the same answer for a wrong index`);
+  t.throws(() => native().merkleRootFromPath(Buffer.alloc(31), 0, 1, Buffer.alloc(0)), /COMMITMENT_BAD_ARGUMENT/);
+  t.throws(() => native().merkleTreeOfDigests(Buffer.alloc(0)), /at least one leaf/);
+});
+
 tap.test('v2 commitments: one signature per batch; each key checks out alone; anything altered is refused', async (t) => {
   const { commitBatch } = await import('../../src/delivery/commitment.ts');
   const { createPublicKey } = await import('node:crypto');

@@ -8,6 +8,7 @@ mod auth; // qkd-auth: Wegman-Carter MAC (classical channel)
 mod lab; // qkd-core: the emulated lab (source device and record, physics)
 mod ldpc; // qkd-ldpc: reconciliation
 mod node_custody; // qkd-store pkcs11: the node's at-rest key sealed in a PKCS#11 token
+mod merkle; // qkd-store merkle: key commitments (v2) of the node and the KMS
 mod mlkem; // ML-KEM-768 (libcrux) KMS↔KMS exchange and the hybrid key derivation
 mod pulse_list; // qkd-core: pulse lists of the sift dialogue and the source read-back (LEB128 deltas)
 mod pipeline; // qkd-core: sifting, estimation, verification, privacy amplification, finite key

@@ -29,6 +29,7 @@
 #[macro_use]
 pub mod db;
 pub mod keystore;
+pub mod merkle;
 pub mod pg;
 pub mod pkcs11;
 pub mod secmem;
