@@ -251,13 +251,7 @@ mod tests {
         // lengths around the lane count and the parallel threshold, across block 2^32.
         let key = ChoiceKey::new(&core::array::from_fn::<u8, 32, _>(|i| (i * 29 + 3) as u8)).unwrap();
         let th = ChoiceThresholds { basis_z: 1 << 31, signal: 3_006_477_107, decoy: 3_865_470_566 };
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = crate::test_rng::xorshift64(0x2545_f491_4f6c_dd1du64);
         for case in 0..60 {
             let n = [0, 1, 7, 8, 9, 17, 1000, 40_000][case % 8];
             let mut p = (1u64 << 34) - 20_000 * (case as u64 % 3);

@@ -728,7 +728,7 @@ pub fn mul_window(a: &[u64], a_bits: usize, b: &[u64], b_bits: usize, start: usi
         fft(&mut p.0, 0, tw, o);
         p
     };
-    let (mut pa, mut pb) = if o.parallel_elems != usize::MAX {
+    let (mut pa, pb) = if o.parallel_elems != usize::MAX {
         rayon::join(|| forward(a, a_bits), || forward(b, b_bits))
     } else {
         (forward(a, a_bits), forward(b, b_bits))
