@@ -140,9 +140,18 @@ export function mergeSifted(parts: readonly Sifted[]): Sifted {
 /** Detections per sift message: keeps each authenticated message well below the MAC's size limit. */
 export const SIFT_PART_DETECTIONS = 1 << 20;
 
+/**
+ * Sift parts Bob keeps in flight. Alice answers them one after the other (her source's read-back
+ * is one line), so with two her line never idles while Bob prepares the next part and the
+ * messages cross the channel.
+ */
+export const SIFT_PARTS_IN_FLIGHT = 2;
+
 /** Alice's state for one block between requests. */
 interface AliceBlock {
   siftParts?: Sifted[];
+  /** The last sift part's handling: the next part waits for it (parts are answered in order). */
+  siftTail?: Promise<void>;
   sifted?: Sifted;
   counts?: BlockCounts;
   params?: LdpcParams;
@@ -225,11 +234,21 @@ export class AlicePostProcessor {
     }
   }
 
-  private async sift(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
+  private sift(id: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
     const part = num(p.part ?? 0, 'part');
-    const parts = num(p.parts ?? 1, 'parts');
     if (part === 0) this.abort(id);
     const b = this.block(id, part === 0);
+    // Bob keeps up to SIFT_PARTS_IN_FLIGHT parts in flight; they arrive in order (the channel
+    // refuses reordering) and are answered in order: each waits for the previous one's handling.
+    const mine = (b.siftTail ?? Promise.resolve()).then(() => this.siftPart(id, b, part, p));
+    b.siftTail = mine.then(() => undefined, () => undefined);
+    return mine;
+  }
+
+  private async siftPart(id: number, b: AliceBlock, part: number, p: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const parts = num(p.parts ?? 1, 'parts');
+    const gone = () => new ProtocolError('UNKNOWN_BLOCK', `block ${id} was aborted while its sift part ${part} waited; restart the block`);
+    if (this.blocks.get(id) !== b) throw gone();
     if (part !== (b.siftParts?.length ?? 0)) throw new ProtocolError('BAD_MESSAGE', `sift part ${part} of block ${id} arrived out of order`);
     const list = u8(p.pulses, 'pulses');
     const count = num(p.count, 'count');
@@ -243,6 +262,11 @@ export class AlicePostProcessor {
     // One pass: her reply to Bob and her own sifted strings together.
     const m = aliceSift(u8(p.announcement, 'announcement'), choices, 0);
     wipe(choices);
+    if (this.blocks.get(id) !== b) {
+      // Aborted during the read-back: nothing of this part may outlive the block.
+      wipe(m.sifted.z, m.sifted.x);
+      throw gone();
+    }
     (b.siftParts ??= []).push(m.sifted);
     if (part === parts - 1) {
       b.sifted = mergeSifted(b.siftParts);
@@ -499,6 +523,19 @@ export class BobPostProcessor {
       while (end < pulse.length && pulse[end] === pulse[end - 1]) end++; // keep a pulse's clicks together
       bounds.push(end);
     }
+    // Up to SIFT_PARTS_IN_FLIGHT parts in flight (Alice's read-back line never idles while Bob
+    // prepares the next part); their replies are taken in order.
+    const inFlight: { events: PartyEvents; reply: Promise<Record<string, unknown>> }[] = [];
+    const takeReply = async () => {
+      const f = inFlight.shift()!;
+      lap('bob-sift');
+      const sr = await f.reply;
+      lap('peer-sift');
+      if (typeof sr.abort === 'string') throw abortError(sr.abort);
+      const part = extractSifted(f.events, u8(sr.reply, 'reply'));
+      secret.push(part.z, part.x);
+      parts.push(part);
+    };
     for (let k = 0; k + 1 < bounds.length; k++) {
       const pp = pulse.subarray(bounds[k], bounds[k + 1]);
       const cc = channel.subarray(bounds[k], bounds[k + 1]);
@@ -506,11 +543,12 @@ export class BobPostProcessor {
       const ann = bobAnnounce({ pulse: dp.rank, channel: cc }, this.map, randomBytes(32));
       secret.push(ann.events.bits);
       report.doubleClicks += ann.stats.doubleClicks + ann.stats.multiClicks;
-      const sr = await req('sift', { block: blockId, part: k, parts: bounds.length - 1, count: dp.count, pulses: dp.pulses, announcement: ann.announcement });
-      const part = extractSifted(ann.events, u8(sr.reply, 'reply'));
-      secret.push(part.z, part.x);
-      parts.push(part);
+      const reply = this.opts.request('sift', { block: blockId, part: k, parts: bounds.length - 1, count: dp.count, pulses: dp.pulses, announcement: ann.announcement });
+      reply.catch(() => undefined); // awaited in takeReply; a part left in flight by an earlier failure must not go unhandled
+      inFlight.push({ events: ann.events, reply });
+      if (inFlight.length >= SIFT_PARTS_IN_FLIGHT) await takeReply();
     }
+    while (inFlight.length) await takeReply();
     const sifted = mergeSifted(parts);
     secret.push(sifted.z, sifted.x);
     report.siftedZ = sifted.zBits;

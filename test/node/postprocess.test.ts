@@ -12,6 +12,7 @@ import { siftMapping, toSiftChannels } from '../../src/node/detections.ts';
 import { concatBits, decodePulseList, encodePulseList, hammingDistance } from '../../src/node/bits.ts';
 import { getBit } from '../../src/core/reference.ts';
 import { planBlock, type FiniteKeyAnalysis } from '../../src/core/estimate.ts';
+import { QkdError } from '../../src/errors.ts';
 
 function detections(eveFraction: number, pulses: number, seed: bigint, intensityProbs?: { signal: number; decoy: number; vacuum: number }) {
   const preset = loadLinkPreset('reference-decoy', { distanceKm: 0, eveFraction, intensityProbs });
@@ -112,6 +113,75 @@ t.test('one decoy (rusca2018): the block runs end to end with the Z errors per i
   t.notOk(rb.report.verified);
   t.match(rb.report.abortReason, /mZ must be/);
 });
+
+t.test('sift parts: two in flight on the channel, Alice reads back one at a time and in order', async (t) => {
+  const d = detections(0, 1.8e8, 515n);
+  t.ok(d.pulse.length > 2 * 2 ** 20, `${d.pulse.length} detections: three sift parts`);
+  // Alice's read-back takes a varying time, as her source's line does.
+  let active = 0;
+  let maxActive = 0;
+  let lastFirst = -1;
+  let ordered = true;
+  const choicesAt = async (pulses: Float64Array) => {
+    active++;
+    maxActive = Math.max(maxActive, active);
+    if (pulses[0] <= lastFirst) ordered = false;
+    lastFirst = pulses[0];
+    await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 40)));
+    active--;
+    return d.aliceChoicesAt(pulses);
+  };
+  const { bob, alice, outstanding } = pairCounting(d.preset, choicesAt);
+  const r = await bob.processBlock(11, d.pulse, d.channel);
+  t.ok(r.report.verified, `verified (${r.report.abortReason ?? 'ok'})`);
+  t.equal(Buffer.from(r.output!.deliverable).toString('hex'), Buffer.from(alice()!.output!.deliverable).toString('hex'), 'identical deliverable key');
+  t.equal(outstanding.max, 2, 'Bob had two sift parts in flight at once');
+  t.equal(maxActive, 1, 'Alice read back one part at a time');
+  t.ok(ordered, 'in the parts\' order');
+});
+
+t.test('sift parts: a part that fails at Alice ends the block, the part behind it leaves nothing', async (t) => {
+  const d = detections(0, 1.8e8, 516n);
+  let calls = 0;
+  const choicesAt = async (pulses: Float64Array) => {
+    calls++;
+    await new Promise((r) => setTimeout(r, 20));
+    if (calls === 2) throw new QkdError('SOURCE_READBACK_FAILED', 'reading back the choices failed (test: line dropped)');
+    return d.aliceChoicesAt(pulses);
+  };
+  const { bob, alice, aliceProc, outstanding } = pairCounting(d.preset, choicesAt);
+  const r = await bob.processBlock(12, d.pulse, d.channel);
+  t.notOk(r.report.verified);
+  t.match(r.report.abortReason, /SOURCE_READBACK_FAILED/, `reason: ${r.report.abortReason}`);
+  await outstanding.idle();
+  t.equal(calls, 2, 'the part behind the failed one was not read back');
+  t.equal((aliceProc as unknown as { blocks: Map<number, unknown> }).blocks.size, 0, 'Alice holds nothing of the block');
+  t.equal(alice(), undefined);
+});
+
+/** pair(), with Bob's requests counted while they are outstanding. */
+function pairCounting(preset: ReturnType<typeof loadLinkPreset>, choicesAt: (pulses: Float64Array) => Promise<Uint8Array>) {
+  const config = {
+    ...DEFAULT_BLOCK_CONFIG,
+    frameBits: 58983,
+    security: { epsSec: 1e-3, epsCor: 1e-6, qberAbort: 0.11 },
+    settings: { mu: [0.5, 0.1, 0] as [number, number, number], pMu: [preset.intensityProbs.signal, preset.intensityProbs.decoy, preset.intensityProbs.vacuum] as [number, number, number] },
+  };
+  let aliceResult: BlockResult | undefined;
+  const aliceProc = new AlicePostProcessor({ config, choicesAt, authBitsConsumed: () => 1024, onOutput: (_id, r) => void (aliceResult = r) });
+  const pending = new Set<Promise<unknown>>();
+  const outstanding = { now: 0, max: 0, idle: () => Promise.allSettled([...pending]) };
+  const bob = new BobPostProcessor({
+    config, mapping: siftMapping(preset),
+    request: (type, p) => {
+      outstanding.max = Math.max(outstanding.max, ++outstanding.now);
+      const r = aliceProc.handle(type, structuredClone(p)).finally(() => outstanding.now--);
+      pending.add(r);
+      return r;
+    },
+  });
+  return { bob, alice: () => aliceResult, aliceProc, outstanding };
+}
 
 t.test('an intercept-resend eavesdropper: QBER near 25 %, block aborted with the reason, no output', async (t) => {
   const seed = 99n;
