@@ -59,7 +59,7 @@ export function createAlicePostProcessor(opts: {
   return new AlicePostProcessor({
     config: opts.config,
     choicesAt: (pulses) => opts.record.choicesAt(pulses),
-    choicesAtList: opts.record.choicesAtList && ((list, count) => opts.record.choicesAtList!(list, count)),
+    choicesAtList: opts.record.choicesAtList?.bind(opts.record),
     authBitsConsumed: opts.authBitsConsumed,
     onOutput: opts.onOutput,
     qberHint: () => lastQberZ,
