@@ -7,6 +7,8 @@
  * last subtest forces the latter, so both orders are covered on every run.
  */
 import t from 'tap';
+import { spawn } from 'node:child_process';
+import { SerialPortStream } from '@serialport/stream';
 import { ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
 import { loadProfile, type SerialSettings } from '../../src/devices/profile.ts';
 import { EmulatedSpadDetector, EmulatedPhotonSource } from '../../src/devices/emulated/instruments.ts';
@@ -60,6 +62,41 @@ if (!hasSocat()) {
     const t0 = Date.now();
     await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(8 << 20), 300), TimeoutError, 'the request times out');
     t.ok(Date.now() - t0 < 10_000, `it ended after ${Date.now() - t0} ms, not when the write would finish`);
+  });
+
+  t.test('a write parked on a full line still finishes when a byte arrives meanwhile', async (t) => {
+    // bindings-cpp's poller armed only the event asked for last: the read, woken by a byte from
+    // the other end, parked again on "readable" and took the parked write's wake-up away, so a
+    // long request (Alice's 1.6 MB read-back) waited for ever and the source looked dead for the
+    // rest of the run. The other end here reads slowly and answers one byte per 64 KiB it gets.
+    const pair = await startPtyPair(dir.path, 'both');
+    const peer = spawn(process.execPath, ['-e', `
+      const fs = require('node:fs');
+      const fd = fs.openSync(process.argv[1], 'r+');
+      const buf = Buffer.alloc(4096);
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      for (let got = 0, next = 65536;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n <= 0) break;
+        got += n;
+        if (got >= next) { fs.writeSync(fd, 'x'); next += 65536; }
+        Atomics.wait(nap, 0, 0, 1);
+      }`, pair.b], { stdio: 'ignore' });
+    const port = new SerialPortStream({ binding: ttyBinding, path: pair.a, baudRate: 115200, autoOpen: false });
+    t.teardown(async () => {
+      peer.kill();
+      if (port.isOpen) await new Promise((r) => port.close(r));
+      await pair.kill();
+    });
+    await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(e) : resolve())));
+    let received = 0;
+    port.on('data', (b: Buffer) => (received += b.length));
+    for (let i = 0; i < 3; i++) {
+      const written = new Promise<string>((resolve) => port.write(Buffer.alloc(1 << 20, 0x41), () => resolve('written')));
+      const r = await Promise.race([written, new Promise<string>((resolve) => setTimeout(() => resolve('stuck'), 20_000).unref())]);
+      t.equal(r, 'written', `1 MiB write ${i + 1} finished while bytes came back`);
+    }
+    t.ok(received >= 32, `the other end's bytes were read meanwhile (${received})`);
   });
 
   t.test('photon source over a pty: conformance', async (t) => {

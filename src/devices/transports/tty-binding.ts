@@ -22,6 +22,14 @@
  * without an fd and poller (Windows), keep bindings-cpp's read.
  *
  * Concurrency: as for any binding, serialport issues one read at a time per port.
+ *
+ * A second correction: bindings-cpp's poller arms only the event asked for last. Its `once()`
+ * calls uv_poll_start with that one event, which replaces the events other waiters are parked
+ * on. A write parked until the line is writable (a long request filling the tty's buffer) loses
+ * its wake-up when the read, woken by a byte from the other end, parks again on "readable"; the
+ * write then waits for ever and every later command queues behind it (seen: Alice's node's 1.6 MB
+ * read-back request stuck, her source silent for the rest of the run). So this binding's ports
+ * arm the union of the events someone waits for, every time one more is asked for.
  */
 import { read as fsRead } from 'node:fs';
 import { promisify } from 'node:util';
@@ -30,16 +38,45 @@ import type { BindingInterface, BindingPort } from './serial.ts';
 
 const readAsync = promisify(fsRead);
 
+/** bindings-cpp's poller (dist/poller.js): an EventEmitter whose `poll(flags)` arms exactly `flags`. */
+interface UnixPoller {
+  once(event: 'readable', cb: (err: Error | null) => void): unknown;
+  poll(flags?: number): void;
+  listenerCount(event: string): number;
+}
+
 /** What a Unix port of bindings-cpp has beyond the binding interface (public fields of LinuxPortBinding/DarwinPortBinding). */
 interface UnixPort extends BindingPort {
   fd: number | null;
-  readonly poller: { once(event: 'readable', cb: (err: Error | null) => void): unknown };
+  readonly poller: UnixPoller;
   readonly openOptions: BindingPort['openOptions'] & { vmin?: number };
 }
 
 function isUnixPort(port: BindingPort): port is UnixPort {
   const p = port as Partial<UnixPort>;
-  return typeof p.fd === 'number' && typeof p.poller?.once === 'function';
+  return typeof p.fd === 'number' && typeof p.poller?.once === 'function' && typeof p.poller?.poll === 'function';
+}
+
+/** libuv's poll events as bindings-cpp numbers them (EVENTS in dist/poller.js). */
+const UV_READABLE = 1;
+const UV_WRITABLE = 2;
+const UV_DISCONNECT = 4;
+
+/** The events someone is parked on, besides `flags`. */
+function waitedFor(poller: UnixPoller, flags: number): number {
+  return flags | (poller.listenerCount('readable') ? UV_READABLE : 0) | (poller.listenerCount('writable') ? UV_WRITABLE : 0) |
+    (poller.listenerCount('disconnect') ? UV_DISCONNECT : 0);
+}
+
+/**
+ * Makes the poller arm every event still waited for (see the module comment). `once()` calls
+ * `poll(flag)` before it adds its listener, so the union is the new event and the parked ones.
+ * After an event fires, the native side re-arms every event ever asked for except the one that
+ * fired, a superset of the waiters, so nothing is lost there (at worst one spurious wake).
+ */
+export function armAllWaiters(poller: UnixPoller): void {
+  const poll = poller.poll.bind(poller);
+  poller.poll = (flags = 0) => poll(waitedFor(poller, flags));
 }
 
 /** The binding interface's rule: a read ended by close() fails with `canceled`, which serialport does not treat as a disconnect. */
@@ -71,13 +108,15 @@ async function readUntilHangUp(port: UnixPort, buffer: Buffer, offset: number, l
   }
 }
 
-/** Wraps a bindings-cpp binding so its Unix ports report a hang-up seen by read(2) (see the module comment). */
+/** Wraps a bindings-cpp binding so its Unix ports report a hang-up seen by read(2) and wake every parked waiter (see the module comment). */
 export function withHangUpDetection(inner: BindingInterface): BindingInterface {
   return {
     list: () => inner.list(),
     async open(options) {
       const port = await inner.open(options);
-      if (!isUnixPort(port) || port.openOptions.vmin === 0) return port;
+      if (!isUnixPort(port)) return port;
+      armAllWaiters(port.poller);
+      if (port.openOptions.vmin === 0) return port;
       // Replace the one method on the instance rather than wrapping the whole port: serialport
       // and bindings-cpp keep using the same object (fd, poller, writeOperation) as before.
       port.read = (buffer, offset, length) => readUntilHangUp(port, buffer, offset, length);
