@@ -27,6 +27,8 @@
  * `"commitments": {"node": "nodeA.commit.pub", "peerNode": "nodeB.commit.pub"}` — Ed25519 public
  *   keys (PEM) of the nodes' commitment keys: keys are released only if both nodes signed them.
  * `"maxKeySizeBits"`, `"maxSaeIdCount"`, `"watermarks"` — see KmsOptions in kms.ts.
+ * `"pushBatch": 64` — chunks per push the KMS asks its node for (batched pushes, our extension);
+ *   0 keeps one request per chunk (docs/delivery.md "Batched pushes").
  * `"hybrid": {"saeA->saeB": "when-short", "default": "never"}` — hybrid fallback per SAE pair (hybrid.ts).
  * `"linkKeyRateBps": 20000` — the link's key rate ETSI 004 application streams share (the sum of
  *   their min_bps never exceeds it); without it, the measured inflow. `"qkd004": {"maxKeyBytes":

@@ -21,8 +21,8 @@ import { QkdError } from '../errors.ts';
 import { JsonClient, percentiles, Recent, startServer, type Endpoint, type Req, type Res, type Server,
   type TlsConfig } from './http.ts';
 import { Spool, type Remainder, type SpooledChunk, type StreamRecord } from './spool.ts';
-import { MAX_INDEX, QOS_FIELDS, STATUS, isUuid, metadataBuffer, nodeName, type KeyMaterial, type KeyProvenanceBuffer,
-  type Provenance, type Qos, type QosRequest } from './types.ts';
+import { KEY_MATERIAL_BATCH, MAX_INDEX, MAX_PUSH_BATCH, MAX_PUSH_BATCH_BYTES, QOS_FIELDS, STATUS, isUuid, metadataBuffer,
+  nodeName, type KeyMaterial, type KeyProvenanceBuffer, type Provenance, type Qos, type QosRequest } from './types.ts';
 
 /** What the node knows about its peer node (the orchestrator wires it to the classical channel). */
 export interface PeerLink {
@@ -121,6 +121,8 @@ interface ChunkState {
   /** The node's v2 commitment, made for a batch of chunks at the first push of one of them. */
   commitment?: string;
 }
+
+type Outcome = 'ack' | 'retry' | 'reject';
 
 /** Chunks committed under one signature (commitment.ts v2): the first push of a batch signs it. */
 const COMMIT_BATCH = 4096;
@@ -398,10 +400,17 @@ export class DeliveryNode extends EventEmitter {
       const st = this.chunks.get(s.keyStreamId);
       if (!st || !st.size) continue;
       const bits = s.qos.key_chunk_size * 8;
+      const per = this.batchSize(s);
       const burst = Math.max(bits * maxInFlight, s.qos.max_bps / 10);
+      let batch: ChunkState[] = [];
+      const send = () => {
+        if (!batch.length) return;
+        void (per > 1 ? this.pushBatch(s, batch) : this.push(s, batch[0]));
+        batch = [];
+      };
       // Maps iterate in insertion order, which is index order (chunks are appended in order).
       for (const cs of st.values()) {
-        if (this.inFlight >= maxInFlight) return;
+        if (this.inFlight >= maxInFlight) return send();
         if (cs.inFlight || cs.rejected) continue;
         if (cs.nextAtMs > nowMs) {
           wakeAt = Math.min(wakeAt, cs.nextAtMs);
@@ -413,8 +422,11 @@ export class DeliveryNode extends EventEmitter {
           break;
         }
         this.tokens -= bits;
-        void this.push(s, cs);
+        cs.inFlight = true;
+        batch.push(cs);
+        if (batch.length === per) send();
       }
+      send();
     }
     if (wakeAt < Infinity) {
       if (this.timer) clearTimeout(this.timer);
@@ -441,31 +453,45 @@ export class DeliveryNode extends EventEmitter {
     return first.commitment!;
   }
 
-  private async push(s: StreamRecord, cs: ChunkState): Promise<void> {
+  /** Chunks per request on stream `s`: what its KMS asked for, within the byte limit; 1 without batching. */
+  private batchSize(s: StreamRecord): number {
+    if (!s.pushBatch || s.pushBatch < 2) return 1;
+    return Math.max(1, Math.min(s.pushBatch, MAX_PUSH_BATCH, Math.floor(MAX_PUSH_BATCH_BYTES / s.qos.key_chunk_size)));
+  }
+
+  /** The key-material body of a chunk (its commitment made if not yet); counts the push. */
+  private keyMaterialBody(cs: ChunkState): KeyMaterial {
     cs.inFlight = true;
     cs.attempts++;
-    this.inFlight++;
     const { chunk } = cs;
     const buffer: KeyProvenanceBuffer = { ...chunk.provenance, key_stream_id: chunk.keyStreamId, index: chunk.index,
       node_id: this.nodeId, offered_at_ms: chunk.offeredAtMs, pushed_at_ms: this.now() };
     if (this.commitKey) buffer.commitment = cs.commitment ?? this.commitBatchFrom(chunk.keyStreamId, cs);
-    const body: KeyMaterial = { status: STATUS.OK, index: chunk.index, key_buffer: chunk.key.toString('base64'),
-      metadata: { size: JSON.stringify(buffer).length, buffer } };
     this.m.pushed++;
     this.emit('pushed', { key_stream_id: chunk.keyStreamId, index: chunk.index, attempt: cs.attempts });
+    return { status: STATUS.OK, index: chunk.index, key_buffer: chunk.key.toString('base64'),
+      metadata: { size: JSON.stringify(buffer).length, buffer } };
+  }
+
+  /** What an answer to one chunk's push means for it. */
+  private static outcomeOf(http: number, message: unknown): { outcome: Outcome; reason: string } {
+    if (http === 201) return { outcome: 'ack', reason: '' };
+    if (http >= 400 && http < 500) return { outcome: 'reject', reason: typeof message === 'string' ? message : '' };
+    return { outcome: 'retry', reason: `HTTP ${http}` };
+  }
+
+  private async push(s: StreamRecord, cs: ChunkState): Promise<void> {
+    const body = this.keyMaterialBody(cs);
+    this.inFlight++;
     const t0 = performance.now();
-    let outcome: 'ack' | 'retry' | 'reject' = 'retry';
+    let outcome: Outcome = 'retry';
     let reason = '';
     let httpStatus: number | undefined;
     try {
       const r = await this.client.request('POST', '/api/v1/qkd/etsi004/key-material', body,
         this.opts.requestTimeoutMs ?? 5000);
       httpStatus = r.status;
-      if (r.status === 201) outcome = 'ack';
-      else if (r.status >= 400 && r.status < 500) {
-        outcome = 'reject';
-        reason = typeof r.body?.message === 'string' ? r.body.message : '';
-      } else reason = `HTTP ${r.status}`;
+      ({ outcome, reason } = DeliveryNode.outcomeOf(r.status, r.body?.message));
     } catch (err) {
       reason = (err as QkdError).code ?? 'error';
     } finally {
@@ -473,6 +499,59 @@ export class DeliveryNode extends EventEmitter {
       this.inFlight--;
       cs.inFlight = false;
     }
+    this.settle(cs, outcome, httpStatus, reason, t0);
+    this.kick();
+  }
+
+  /**
+   * Pushes `batch` (chunks of stream `s` in index order) in one request to KEY_MATERIAL_BATCH; each
+   * chunk is then settled with its own result, exactly as if pushed alone. The whole request
+   * failing (timeout, connection, 5xx) retries every chunk; a KMS that does not serve the path
+   * (404/405) turns batching off for the stream and the chunks go again one by one at once.
+   */
+  private async pushBatch(s: StreamRecord, batch: ChunkState[]): Promise<void> {
+    const items = batch.map((cs) => this.keyMaterialBody(cs));
+    this.inFlight++;
+    const t0 = performance.now();
+    let results: unknown[] | undefined;
+    let whole: { outcome: Outcome | 'unbatch'; reason: string; http?: number } = { outcome: 'retry', reason: '' };
+    try {
+      const r = await this.client.request('POST', KEY_MATERIAL_BATCH, { items }, this.opts.requestTimeoutMs ?? 5000);
+      const res = r.body?.results;
+      if (r.status === 201 && Array.isArray(res) && res.length === items.length) results = res;
+      else if (r.status === 404 || r.status === 405) whole = { outcome: 'unbatch', reason: '', http: r.status };
+      else if (r.status === 201) whole = { outcome: 'retry', reason: 'batch answer without one result per chunk', http: r.status };
+      else whole = { ...DeliveryNode.outcomeOf(r.status, r.body?.message), http: r.status };
+    } catch (err) {
+      whole.reason = (err as QkdError).code ?? 'error';
+    } finally {
+      for (const it of items) it.key_buffer = '';
+      this.inFlight--;
+      for (const cs of batch) cs.inFlight = false;
+    }
+    if (whole.outcome === 'unbatch') {
+      delete s.pushBatch;
+      this.saveStreams();
+      for (const cs of batch) cs.attempts--;
+      this.alarm({ code: 'KMS_NO_BATCH', key_stream_id: s.keyStreamId, httpStatus: whole.http, message: `the KMS asked for ` +
+        `batched pushes but answered HTTP ${whole.http} on ${KEY_MATERIAL_BATCH}; pushing one chunk per request` });
+    } else {
+      batch.forEach((cs, i) => {
+        const r = results?.[i] as { index?: unknown; http?: unknown; message?: unknown } | undefined;
+        if (!results) return this.settle(cs, whole.outcome as Outcome, whole.http, whole.reason, t0);
+        if (!r || r.index !== cs.chunk.index || typeof r.http !== 'number') {
+          return this.settle(cs, 'retry', undefined, 'batch answer out of order', t0);
+        }
+        const o = DeliveryNode.outcomeOf(r.http, r.message);
+        this.settle(cs, o.outcome, r.http, o.reason, t0);
+      });
+    }
+    this.kick();
+  }
+
+  /** Acknowledged: zeroised and forgotten; refused: parked; else retried after a back-off. */
+  private settle(cs: ChunkState, outcome: Outcome, httpStatus: number | undefined, reason: string, t0: number): void {
+    const { chunk } = cs;
     const st = this.chunks.get(chunk.keyStreamId);
     if (outcome === 'ack') {
       const ms = performance.now() - t0;
@@ -499,7 +578,6 @@ export class DeliveryNode extends EventEmitter {
       this.emit('retry', { key_stream_id: chunk.keyStreamId, index: chunk.index, attempt: cs.attempts, delayMs: delay,
         reason });
     }
-    this.kick();
   }
 
   // ---------------------------------------------------------------- TTL and rate
@@ -709,6 +787,10 @@ export class DeliveryNode extends EventEmitter {
     }
     s.registered = true;
     s.startIndex = index;
+    // Our extension: the KMS serves KEY_MATERIAL_BATCH and takes up to this many chunks per request.
+    const pb = b.push_batch;
+    if (typeof pb === 'number' && Number.isInteger(pb) && pb >= 2) s.pushBatch = Math.min(pb, MAX_PUSH_BATCH);
+    else delete s.pushBatch;
     this.saveStreams();
     this.kick();
     return { status: 205, body: b.metadata !== undefined ? { status: STATUS.OK, metadata: { size: metaLen, buffer: meta } }

@@ -54,6 +54,8 @@ export interface StreamRecord {
   closed: boolean;
   /** Assigning stopped at MAX_INDEX (no wrap). */
   exhausted: boolean;
+  /** Chunks per batched push the KMS asked for in get-key (types.ts KEY_MATERIAL_BATCH); absent: one per request. */
+  pushBatch?: number;
 }
 
 /** `v` as 4 big-endian bytes (the length prefixes of sealed files; block-seal.ts too). */

@@ -89,6 +89,17 @@ export interface KeyProvenanceBuffer extends Provenance {
 /** The largest index; a stream ends there (no wrap, see docs/delivery.md). */
 export const MAX_INDEX = 0xffff_ffff;
 
+/**
+ * Batched pushes, our vendor extension of the push mode (docs/delivery.md, "Batched pushes"): a
+ * KMS that serves this path says so in get-key (`push_batch`: most chunks per request); the node
+ * then sends `{items: [key-material body, ...]}` there instead of one request per chunk.
+ */
+export const KEY_MATERIAL_BATCH = '/api/v1/qkd/etsi004/key-material-batch';
+/** Most chunks in one batched push (the KMS refuses more; the node sends at most what the KMS asked). */
+export const MAX_PUSH_BATCH = 256;
+/** Most key bytes in one batched push (a request body stays well under the servers' 1 MiB). */
+export const MAX_PUSH_BATCH_BYTES = 256 << 10;
+
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (s: unknown): s is string => typeof s === 'string' && UUID_RE.test(s);
 

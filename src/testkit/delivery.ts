@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { JsonClient, type ClientResponse } from '../delivery/http.ts';
+import { JsonClient, type ClientResponse, type Req } from '../delivery/http.ts';
 import { startDeliveryNode, type DeliveryNode, type DeliveryNodeOptions } from '../delivery/node.ts';
 import { startKms, type Kms, type KmsOptions } from '../delivery/kms.ts';
 import { makePki, type Pki } from './pki.ts';
@@ -166,18 +166,25 @@ export async function until(cond: () => boolean, timeoutMs = 10_000, what = 'con
  * so the KMS did its work but the node never sees the answer ("a lost 201").
  */
 export async function startLossyProxy(o: { targetUrl: string; targetId: string; serverTls: { ca: string; cert: string;
-  key: string }; clientTls: { ca: string; cert: string; key: string }; drop: (n: number) => boolean;
+  key: string }; clientTls: { ca: string; cert: string; key: string }; drop: (n: number, req: Req) => boolean;
   /** Requests answered 503 by the proxy itself, never forwarded (the KMS never sees them). */
-  failBefore?: (n: number) => boolean }) {
+  failBefore?: (n: number, req: Req) => boolean;
+  /** Requests answered 404 by the proxy itself (a path the KMS does not serve). */
+  notFound?: (n: number, req: Req) => boolean }) {
   const { startServer } = await import('../delivery/http.ts');
   const client = new JsonClient({ url: o.targetUrl, id: o.targetId }, { tls: o.clientTls });
   let n = 0;
   let dropped = 0;
+  /** Every request's path and how many chunks it carried (a batched push's items, else 1). */
+  const seen: { path: string; items: number }[] = [];
   const srv = await startServer({ tls: o.serverTls, name: 'lossy proxy' }, async (req) => {
     const k = n++;
-    if (o.failBefore?.(k)) return { status: 503, body: { status: 0, message: 'proxy: unavailable' } };
+    const items = (req.body as { items?: unknown[] } | undefined)?.items;
+    seen.push({ path: req.path, items: Array.isArray(items) ? items.length : 1 });
+    if (o.notFound?.(k, req)) return { status: 404, body: { message: `no route ${req.method} ${req.path}` } };
+    if (o.failBefore?.(k, req)) return { status: 503, body: { status: 0, message: 'proxy: unavailable' } };
     const r = await client.request(req.method, req.path, req.body);
-    if (o.drop(k)) {
+    if (o.drop(k, req)) {
       dropped++;
       return { status: 0, abort: true };
     }
@@ -185,6 +192,7 @@ export async function startLossyProxy(o: { targetUrl: string; targetId: string; 
   }, () => undefined);
   return {
     url: srv.url,
+    seen,
     get dropped() { return dropped; },
     async close() {
       client.close();

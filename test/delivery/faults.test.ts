@@ -34,8 +34,12 @@ function anyFileContains(dir: string, needle: Buffer): boolean {
   return walk(dir);
 }
 
+// The plain push mode (one request per chunk, what a KMS without our batch extension gets): the
+// counts below are per request. The batched mode's own faults are in push-batch.test.ts.
+const PLAIN = { pushBatch: 0 };
+
 t.test('a lost 201 is retried with the same bytes and stored once', async (t) => {
-  const L = await startLink();
+  const L = await startLink({ kms: PLAIN });
   t.teardown(() => L.close());
   const proxy = await startLossyProxy({ targetUrl: L.kmsA.url, targetId: 'kmsA', serverTls: L.pki.tls('kmsA'),
     clientTls: L.pki.tls('nodeA'), drop: (n) => n === 1 || n === 2 });
@@ -58,7 +62,7 @@ t.test('a lost 201 is retried with the same bytes and stored once', async (t) =>
 
 t.test('property: under random lost answers and 503s every chunk is stored exactly once', async (t) => {
   // A long request timeout: only the scheduled faults may cause retries, not a slow machine.
-  const L = await startLink({ node: { retry: { baseMs: 5, maxMs: 40 }, requestTimeoutMs: 30_000 } });
+  const L = await startLink({ node: { retry: { baseMs: 5, maxMs: 40 }, requestTimeoutMs: 30_000 }, kms: PLAIN });
   t.teardown(() => L.close());
   // A seeded generator, so a failure is reproducible.
   let seed = 0x2545f491;

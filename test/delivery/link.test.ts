@@ -216,7 +216,8 @@ t.test('ETSI 014 guards: malformed percent-encoding is a 400, not a 500; one SAE
 });
 
 t.test('by default the node keeps 32 pushes in flight (a KMS shares one commit among them)', async (t) => {
-  const L = await startLink();
+  // One request per chunk (a KMS without batched pushes): 80 chunks, 32 requests at once.
+  const L = await startLink({ kms: { pushBatch: 0 } });
   t.teardown(() => L.close());
   // A TLS proxy in the KMS's place that holds every key-material push 150 ms and counts how many
   // it holds at once.
