@@ -30,17 +30,21 @@
  * write then waits for ever and every later command queues behind it (seen: Alice's node's 1.6 MB
  * read-back request stuck, her source silent for the rest of the run). So this binding's ports
  * arm the union of the events someone waits for, every time one more is asked for.
+ *
+ * Third: reads and writes are plain non-blocking syscalls on the JS thread, not fs.read/fs.write
+ * on libuv's thread pool. The fd is O_NONBLOCK, so read(2)/write(2) return at once (data, or
+ * EAGAIN and the port parks on the poller), and a hop through the pool bought nothing but
+ * latency: a pty takes ~4 KB per write(2), so a 1.6 MB read-back request was ~400 pool round
+ * trips plus poller wake-ups, ~100 ms per request (21 MB/s over a path that moves ~100 MB/s),
+ * and the pool is shared with the post-processing's native work.
  */
-import { read as fsRead } from 'node:fs';
-import { promisify } from 'node:util';
+import { readSync, writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import type { BindingInterface, BindingPort } from './serial.ts';
 
-const readAsync = promisify(fsRead);
-
 /** bindings-cpp's poller (dist/poller.js): an EventEmitter whose `poll(flags)` arms exactly `flags`. */
 interface UnixPoller {
-  once(event: 'readable', cb: (err: Error | null) => void): unknown;
+  once(event: 'readable' | 'writable', cb: (err: Error | null) => void): unknown;
   poll(flags?: number): void;
   listenerCount(event: string): number;
 }
@@ -50,6 +54,8 @@ interface UnixPort extends BindingPort {
   fd: number | null;
   readonly poller: UnixPoller;
   readonly openOptions: BindingPort['openOptions'] & { vmin?: number };
+  /** The write in progress (bindings-cpp's `drain()` awaits it). */
+  writeOperation: Promise<void> | null;
 }
 
 function isUnixPort(port: BindingPort): port is UnixPort {
@@ -91,7 +97,7 @@ async function readUntilHangUp(port: UnixPort, buffer: Buffer, offset: number, l
     if (!port.isOpen || port.fd === null) throw canceled();
     let bytesRead: number;
     try {
-      ({ bytesRead } = await readAsync(port.fd, buffer, offset, length, null));
+      bytesRead = readSync(port.fd, buffer, offset, length, null);
     } catch (err) {
       // Anything but "no data yet" (EIO, ENXIO, EBADF...) goes to serialport, which reports a
       // disconnect unless the port is being closed; same as bindings-cpp.
@@ -108,6 +114,31 @@ async function readUntilHangUp(port: UnixPort, buffer: Buffer, offset: number, l
   }
 }
 
+/** Parks until the port is writable; a hang-up while parked rejects, close() cancels. */
+function writable(port: UnixPort): Promise<void> {
+  return new Promise<void>((resolve, reject) => port.poller.once('writable', (e) => (e ? reject(e) : resolve())));
+}
+
+/** bindings-cpp's unixWrite without the thread pool: write(2) until all is out, parking on EAGAIN. */
+async function writeAll(port: UnixPort, buffer: Buffer): Promise<void> {
+  let at = 0;
+  while (at < buffer.length) {
+    if (!port.isOpen || port.fd === null) throw new Error('Port is not open');
+    try {
+      at += writeSync(port.fd, buffer, at, buffer.length - at);
+      continue;
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { disconnect?: boolean };
+      if (!RETRY.has(e.code ?? '')) {
+        // As bindings-cpp: a closed fd or a vanished device is a disconnect.
+        if (e.code === 'EBADF' || e.code === 'ENXIO' || e.code === 'EIO' || e.code === 'UNKNOWN') e.disconnect = true;
+        throw e;
+      }
+    }
+    await writable(port);
+  }
+}
+
 /** Wraps a bindings-cpp binding so its Unix ports report a hang-up seen by read(2) and wake every parked waiter (see the module comment). */
 export function withHangUpDetection(inner: BindingInterface): BindingInterface {
   return {
@@ -116,6 +147,16 @@ export function withHangUpDetection(inner: BindingInterface): BindingInterface {
       const port = await inner.open(options);
       if (!isUnixPort(port)) return port;
       armAllWaiters(port.poller);
+      port.write = (buffer: Buffer) => {
+        if (!port.isOpen) return Promise.reject(new Error('Port is not open'));
+        const op = buffer.length ? writeAll(port, buffer) : Promise.resolve();
+        const done = () => {
+          if (port.writeOperation === op) port.writeOperation = null;
+        };
+        port.writeOperation = op;
+        op.then(done, done);
+        return op;
+      };
       if (port.openOptions.vmin === 0) return port;
       // Replace the one method on the instance rather than wrapping the whole port: serialport
       // and bindings-cpp keep using the same object (fd, poller, writeOperation) as before.
