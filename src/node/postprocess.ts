@@ -467,6 +467,16 @@ export interface BobOptions {
 }
 
 /** Bob's side: drives one block through the dialogue. */
+/**
+ * How a block in post-processing is ordered with its neighbours (BobNode runs two at once): it
+ * calls `siftDone` when its sift is over (the next block may start its own), and goes past its
+ * sift only after `after` (the previous block's whole post-processing) settled.
+ */
+export interface BlockOrder {
+  siftDone(): void;
+  after: Promise<unknown>;
+}
+
 export class BobPostProcessor {
   private readonly map: Uint8Array;
   constructor(private readonly opts: BobOptions) {
@@ -477,12 +487,15 @@ export class BobPostProcessor {
    * Runs the block on detections `pulse` (integer pulse indices, non-decreasing) and `channel`.
    * Never throws for an aborted block: the report says why. Throws only for local faults.
    */
-  async processBlock(blockId: number, pulse: Float64Array, channel: Uint8Array): Promise<BlockResult> {
+  async processBlock(blockId: number, pulse: Float64Array, channel: Uint8Array, order?: BlockOrder): Promise<BlockResult> {
     const report: BlockReport = { blockId, verified: false, detections: pulse.length, siftedZ: 0, siftedX: 0, doubleClicks: 0 };
     const secret: Uint8Array[] = [];
     try {
-      return await this.run(blockId, pulse, channel, report, secret);
+      return await this.run(blockId, pulse, channel, report, secret, order);
     } catch (e) {
+      order?.siftDone();
+      // An aborted block still ends in order: its report after the block before it.
+      await order?.after;
       if (!(e instanceof QkdError)) throw e;
       // Abort reasons start with their code ("PE_ABORT_QBER: ..."); other errors get theirs prefixed,
       // a failure of Alice's handler the code she gave (DELIVERY_PAUSED, not CHANNEL_REMOTE_ERROR).
@@ -496,7 +509,8 @@ export class BobPostProcessor {
     }
   }
 
-  private async run(blockId: number, pulse: Float64Array, channel: Uint8Array, report: BlockReport, secret: Uint8Array[]): Promise<BlockResult> {
+  private async run(blockId: number, pulse: Float64Array, channel: Uint8Array, report: BlockReport, secret: Uint8Array[],
+    order?: BlockOrder): Promise<BlockResult> {
     const cfg = this.opts.config;
     const stageMs: Record<string, number> = {};
     report.stageMs = stageMs;
@@ -553,6 +567,12 @@ export class BobPostProcessor {
     secret.push(sifted.z, sifted.x);
     report.siftedZ = sifted.zBits;
     report.siftedX = sifted.xBits;
+    // The next block may sift now; this one goes on once the block before it is done.
+    if (order) {
+      order.siftDone();
+      await order.after;
+      lap('bob-wait-previous');
+    }
 
     const er = await req('estimate', { block: blockId, x: sifted.x });
     if (er.counts) {

@@ -183,6 +183,75 @@ function pairCounting(preset: ReturnType<typeof loadLinkPreset>, choicesAt: (pul
   return { bob, alice: () => aliceResult, aliceProc, outstanding };
 }
 
+t.test('two blocks at once: the next sifts while the first reconciles; results, keys and Alice\'s outputs stay in block order', async (t) => {
+  const a = detections(0, 1.2e8, 601n);
+  const b = detections(0, 1.2e8, 602n);
+  const config = {
+    ...DEFAULT_BLOCK_CONFIG, frameBits: 58983, security: { epsSec: 1e-3, epsCor: 1e-6, qberAbort: 0.11 },
+    settings: { mu: [0.5, 0.1, 0] as [number, number, number], pMu: [a.preset.intensityProbs.signal, a.preset.intensityProbs.decoy, a.preset.intensityProbs.vacuum] as [number, number, number] },
+  };
+  // Block 32's pulses come later in the run (b's shifted by OFFSET), so Alice's record tells the
+  // two blocks' read-backs apart by the pulses asked for.
+  const OFFSET = 1e12;
+  const bPulse = b.pulse.map((x) => x + OFFSET);
+  const choicesAt = async (pulses: Float64Array) => {
+    await new Promise((r) => setTimeout(r, 10));
+    return pulses[0] >= OFFSET ? b.aliceChoicesAt(pulses.map((x) => x - OFFSET)) : a.aliceChoicesAt(pulses);
+  };
+  const outputs = new Map<number, BlockResult>();
+  const outputOrder: number[] = [];
+  const alice = new AlicePostProcessor({ config, choicesAt, authBitsConsumed: () => 1024, onOutput: (id, r) => {
+    outputs.set(id, r);
+    outputOrder.push(id);
+  } });
+  const log: string[] = [];
+  const bob = new BobPostProcessor({ config, mapping: siftMapping(a.preset), request: async (type, p) => {
+    log.push(`${type}:${p.block}`);
+    const r = await alice.handle(type, structuredClone(p));
+    log.push(`${type}-reply:${p.block}`);
+    return r;
+  } });
+  let siftDoneA!: () => void;
+  const siftFreeA = new Promise<void>((r) => (siftDoneA = r));
+  const first = bob.processBlock(31, a.pulse, a.channel, { siftDone: siftDoneA, after: Promise.resolve() });
+  const settled: number[] = [];
+  first.then(() => settled.push(31));
+  await siftFreeA;
+  const second = bob.processBlock(32, bPulse, b.channel, { siftDone: () => undefined, after: first });
+  second.then(() => settled.push(32));
+  const [ra, rb] = await Promise.all([first, second]);
+  t.ok(ra.report.verified && rb.report.verified, `both verified (${ra.report.abortReason ?? 'ok'}, ${rb.report.abortReason ?? 'ok'})`);
+  t.ok(log.indexOf('sift:32') < log.indexOf('amplify:31'), 'block 32 sifted while block 31 was still being reconciled');
+  t.ok(log.indexOf('estimate:32') > log.indexOf('amplify-reply:31'), 'block 32 went past its sift only after block 31 was done');
+  t.same(settled, [31, 32], 'results in block order');
+  t.same(outputOrder, [31, 32], "Alice's outputs in block order");
+  for (const [id, r] of [[31, ra], [32, rb]] as const) {
+    t.equal(Buffer.from(r.output!.deliverable).toString('hex'), Buffer.from(outputs.get(id)!.output!.deliverable).toString('hex'), `block ${id}: the same key at both ends`);
+  }
+  t.notSame(Buffer.from(ra.output!.deliverable), Buffer.from(rb.output!.deliverable), 'two different keys');
+
+  // The second block fails during its sift (her line drops): its abort still comes after block 31's result.
+  const failing = async (pulses: Float64Array) => {
+    await new Promise((r) => setTimeout(r, 10));
+    if (pulses[0] >= OFFSET) throw new QkdError('SOURCE_READBACK_FAILED', 'reading back the choices failed (test: line dropped)');
+    return a.aliceChoicesAt(pulses);
+  };
+  const alice2 = new AlicePostProcessor({ config, choicesAt: failing, authBitsConsumed: () => 1024, onOutput: () => undefined });
+  const bob2 = new BobPostProcessor({ config, mapping: siftMapping(a.preset), request: (type, p) => alice2.handle(type, structuredClone(p)) });
+  let siftDone3!: () => void;
+  const siftFree3 = new Promise<void>((r) => (siftDone3 = r));
+  const order2: number[] = [];
+  const third = bob2.processBlock(41, a.pulse, a.channel, { siftDone: siftDone3, after: Promise.resolve() });
+  third.then(() => order2.push(41));
+  await siftFree3;
+  const fourth = bob2.processBlock(42, bPulse, b.channel, { siftDone: () => undefined, after: third });
+  fourth.then(() => order2.push(42));
+  const [r3, r4] = await Promise.all([third, fourth]);
+  t.ok(r3.report.verified, 'block 41 verified');
+  t.match(r4.report.abortReason, /SOURCE_READBACK_FAILED/, 'block 42 aborted with its reason');
+  t.same(order2, [41, 42], 'the aborted block reported after the block before it');
+});
+
 t.test('an intercept-resend eavesdropper: QBER near 25 %, block aborted with the reason, no output', async (t) => {
   const seed = 99n;
   const d = detections(1, 1.5e7, seed);
