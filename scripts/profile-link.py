@@ -65,6 +65,8 @@ def main():
         pid, cmd = line.split(' ', 1)
         m = re.search(r'--config \S*/([a-zA-Z-]+)\.json', cmd)
         roles[pid] = m.group(1) if m else ('socat' if cmd.startswith('socat') else 'supervisor' if ' run ' in cmd else None)
+    with open(os.path.join(d, 'roles.json'), 'w') as f:
+        json.dump(roles, f)  # pid -> role, for `perf report --pid` on one process afterwards
     data = os.path.join(d, 'perf.data')
     rec = subprocess.run(['perf', 'record', '-F', '199', '-a', '-g', '-o', data, '--', 'sleep', str(a.record)], capture_output=True, text=True)
     if rec.returncode != 0:
