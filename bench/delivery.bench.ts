@@ -19,7 +19,7 @@
  * not installed.
  */
 import { randomBytes } from 'node:crypto';
-import { DEFAULT_MAX_IN_FLIGHT } from '../src/delivery/node.ts';
+import { DEFAULT_MAX_BATCHES_IN_FLIGHT, DEFAULT_MAX_IN_FLIGHT } from '../src/delivery/node.ts';
 import { startLink, until } from '../src/testkit/delivery.ts';
 import { postgresUnavailable, startPostgres, type PgCluster } from '../src/testkit/postgres.ts';
 import { median, type BenchResult } from './stats.ts';
@@ -29,8 +29,10 @@ const CHUNK = 32;
 /** Keys per run (both nodes push them): 3 000 since pushes are batched (600 took ~0.1 s). */
 const N = 3000;
 const BIG_CHUNK = 1024;
-/** The node's default (DEFAULT_MAX_IN_FLIGHT; 16 before 2026-12-06). */
+/** The node's default (DEFAULT_MAX_IN_FLIGHT; 16 before 2026-12-06), for pushes one chunk a request. */
 const IN_FLIGHT = Number(process.env.IN_FLIGHT ?? DEFAULT_MAX_IN_FLIGHT);
+/** Batched pushes in flight (the node's DEFAULT_MAX_BATCHES_IN_FLIGHT unless IN_FLIGHT is given). */
+const BATCHES_IN_FLIGHT = Number(process.env.IN_FLIGHT ?? DEFAULT_MAX_BATCHES_IN_FLIGHT);
 
 interface Run {
   pushS: number;
@@ -46,7 +48,7 @@ function dbs(pg?: PgCluster) {
 /** `pushBatch`: chunks per push the KMSs ask for (default: the KMS's, 64; 0: one request per chunk, the plain push mode). */
 async function once(maxInFlight: number, chunk = CHUNK, pg?: PgCluster, pushBatch?: number): Promise<Run> {
   // The per-SAE rate limit is policy, not pipeline: off here so the bench measures the path.
-  const L = await startLink({ node: { maxInFlight }, kms: { qos: { key_chunk_size: chunk }, rateLimit: { keysPerSecond: 0, burst: 0 },
+  const L = await startLink({ node: { maxInFlight, maxBatchesInFlight: maxInFlight }, kms: { qos: { key_chunk_size: chunk }, rateLimit: { keysPerSecond: 0, burst: 0 },
     ...(pushBatch === undefined ? {} : { pushBatch }) }, ...dbs(pg) });
   try {
     // Warm-up: the first pushes open the push client's TLS connections (one per push in flight),
@@ -154,14 +156,14 @@ export async function run(): Promise<BenchResult[]> {
   const bigSlow: Run[] = [];
   const plain: Run[] = [];
   for (let i = 0; i < 3; i++) {
-    fast.push(await once(IN_FLIGHT));
+    fast.push(await once(BATCHES_IN_FLIGHT));
     plain.push(await once(IN_FLIGHT, CHUNK, undefined, 0));
     slow.push(await once(1));
-    bigFast.push(await once(IN_FLIGHT, BIG_CHUNK));
+    bigFast.push(await once(BATCHES_IN_FLIGHT, BIG_CHUNK));
     bigSlow.push(await once(1, BIG_CHUNK));
   }
   const med = (rs: Run[], f: (r: Run) => number) => median(rs.map(f));
-  const params = { chunkBytes: CHUNK, keys: N, maxInFlight: IN_FLIGHT, baselineMaxInFlight: 1, tls: 'mutual TLS 1.3',
+  const params = { chunkBytes: CHUNK, keys: N, maxInFlight: BATCHES_IN_FLIGHT, plainMaxInFlight: IN_FLIGHT, baselineMaxInFlight: 1, tls: 'mutual TLS 1.3',
     durability: 'SQLite WAL synchronous=FULL, spool fsync', repeats: 3, pushBatch: 64 };
   return [
     // Batched pushes (the reference KMS's default) against one request per chunk (the plain push
@@ -200,8 +202,8 @@ async function postgresResults(): Promise<BenchResult[]> {
   const pg = await startPostgres({ durable: true });
   try {
     const fast: Run[] = [];
-    for (let i = 0; i < 3; i++) fast.push(await once(IN_FLIGHT, CHUNK, pg));
-    const params = { chunkBytes: CHUNK, keys: N, maxInFlight: IN_FLIGHT, tls: 'mutual TLS 1.3', repeats: 3,
+    for (let i = 0; i < 3; i++) fast.push(await once(BATCHES_IN_FLIGHT, CHUNK, pg));
+    const params = { chunkBytes: CHUNK, keys: N, maxInFlight: BATCHES_IN_FLIGHT, tls: 'mutual TLS 1.3', repeats: 3,
       durability: 'PostgreSQL fsync=on synchronous_commit=on (local cluster), spool fsync' };
     const med = (f: (r: Run) => number) => median(fast.map(f));
     return [
