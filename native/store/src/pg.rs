@@ -26,7 +26,8 @@ const WRITE_LOCK: i64 = 0x716b_642d_6b6d_73;
 
 /// The SQLite schema (sqlite.rs) in PostgreSQL's types: one definition, the same columns and keys.
 fn tables() -> String {
-    crate::sqlite::SCHEMA.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT PRIMARY KEY").replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA")
+    let schema = format!("{} {}", crate::sqlite::SCHEMA, crate::sqlite::EXPIRY_INDEXES);
+    schema.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT PRIMARY KEY").replace("INTEGER", "BIGINT").replace("BLOB", "BYTEA")
 }
 
 /// The audit table's append-only triggers (UPDATE, DELETE, TRUNCATE refused), made once.

@@ -42,6 +42,11 @@ pub(crate) const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS keys(
        seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, stream_id TEXT NOT NULL,
        idx INTEGER NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL, hash BLOB);";
 
+/// Live keys by expiry (the expiry queries, every second; lib.rs `indexed_by`). After `migrate`:
+/// an older database gets `warned` there.
+pub(crate) const EXPIRY_INDEXES: &str = "CREATE INDEX IF NOT EXISTS keys_live_expiry ON keys(expires_ms) WHERE state IN (0,1);
+     CREATE INDEX IF NOT EXISTS keys_unwarned_expiry ON keys(expires_ms) WHERE state IN (0,1) AND warned=0;";
+
 const TRIGGERS: &str = "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
        BEGIN SELECT RAISE(ABORT, 'audit trail is append-only'); END;
      CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -97,6 +102,7 @@ impl Sqlite {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         migrate(&mut conn)?;
+        conn.execute_batch(EXPIRY_INDEXES)?;
         Ok(Sqlite { conn, path: path.to_string() })
     }
 
