@@ -59,21 +59,9 @@ if (!hasSocat()) {
       await pair.kill();
     });
     await tr.open();
-    const lost: Error[] = [];
-    tr.on('close', (e: Error) => lost.push(e));
     const t0 = Date.now();
-    await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(8 << 20), 300), { code: 'NO_REPLY', message: /could not be written in that time/ },
-      'the request times out, saying it was never fully written');
+    await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(8 << 20), 300), TimeoutError, 'the request times out');
     t.ok(Date.now() - t0 < 10_000, `it ended after ${Date.now() - t0} ms, not when the write would finish`);
-    // The unfinished write would hold every later command: the transport closed the port and
-    // reported the line lost (a driver reconnects on that). Reopened, the line works again.
-    if (!lost.length) await new Promise((r) => tr.once('close', r));
-    t.match(lost, [{ code: 'LINE_WEDGED' }], 'the line is reported lost, with why');
-    t.notOk(tr.isOpen);
-    const att = await attachInstrumentToPtyStreams(new EmulatedPhotonSource(lab), pair.b);
-    t.teardown(() => att.close());
-    await tr.open();
-    t.match(await tr.query('*IDN?'), /PS-1/, 'reopened: the device answers');
   });
 
   t.test('a write parked on a full line still finishes when a byte arrives meanwhile', async (t) => {

@@ -93,8 +93,6 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   /** Set by a timeout: the next query first waits out a quiet period (see `query`). */
   private resyncMs = 0;
   private raw: { fail(err: Error): void } | undefined;
-  /** Why the transport itself closed the port (a request it could not finish writing). */
-  private wedged: Error | undefined;
 
   constructor(private readonly opts: SerialTransportOptions) {
     super();
@@ -127,8 +125,7 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     });
     port.on('close', (err?: Error & { disconnected?: boolean }) => {
       this.parser = undefined;
-      const cause = err ?? this.wedged ?? (this.closing ? undefined : new Error('port closed'));
-      this.wedged = undefined;
+      const cause = err ?? (this.closing ? undefined : new Error('port closed'));
       this.failPending(new TransportError('DISCONNECTED', `${this.opts.path} went away${cause ? ` (${cause.message})` : ''} while waiting for the reply to '${this.pending?.command ?? ''}'. The driver will try to reconnect.`, { cause }));
       this.raw?.fail(new TransportError(this.closing ? 'CLOSED' : 'DISCONNECTED', `${this.opts.path} ${this.closing ? 'was closed' : 'went away'} during a binary stream${cause ? ` (${cause.message})` : ''}.`, { cause }));
       if (!this.closing) this.emit('close', cause);
@@ -284,34 +281,12 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       // while nobody awaited it yet, and the unhandled rejection killed the process (seen: Alice's
       // node crash-looping under load).
       const mine = this.pending;
-      let written = false;
-      const sent = this.sendBytes(port, bytes, shown).then(() => {
-        written = true;
-      }, (err: unknown) => {
+      const sent = this.sendBytes(port, bytes, shown).catch((err: unknown) => {
         if (this.pending === mine) this.failPending(err as Error);
       });
       await Promise.race([sent, reply.catch(() => undefined)]);
-      try {
-        return await reply;
-      } catch (err) {
-        if (written || !(err instanceof TimeoutError) || port !== this.port || !port.isOpen) throw err;
-        throw this.resetWedged(port, shown, err);
-      }
+      return reply;
     });
-  }
-
-  /**
-   * The reply timed out and the request is not even written: the device stopped taking data (flow
-   * control, a hung firmware, the emulator's line stuck). That write would stay queued in the
-   * port and every later command behind it, so the port is closed (which ends the write) and the
-   * transport reports the line lost: the driver reconnects, re-checks identity and carries on.
-   */
-  private resetWedged(port: SerialPortStream, shown: string, err: TimeoutError): TimeoutError {
-    const e = new TimeoutError('NO_REPLY', `${err.message} The request itself could not be written in that time (the device stopped reading): the line is reset and reopened.`, { cause: err });
-    this.wedged = new TransportError('LINE_WEDGED', `a request ('${shown}') could not be written to ${this.opts.path} within its timeout; the port was closed to clear it`);
-    this.port = undefined;
-    port.close(() => undefined);
-    return e;
   }
 
   /** Hands the line to a binary stream (see RawReader); `highWaterBytes` default 4 MiB. */
