@@ -355,7 +355,7 @@ async function runNode(cfg: NodeRunConfig, log: Logger, preset: ProtocolSettings
   };
   const timer = setInterval(() => toSupervisor(status()), cfg.statusEveryMs);
   // Acknowledged keys reach the supervisor within 100 ms, not at the next status, and at once
-  // after a batched push's burst (up to 64 keys a request, 32 requests in flight): a node killed
+  // after a batched push's burst (up to 64 keys a request, 4 requests in flight): a node killed
   // with SIGKILL takes no more than that much of its count with it (the run's keysDelivered).
   let ackReport: NodeJS.Timeout | undefined;
   let ackBurst: NodeJS.Immediate | undefined;

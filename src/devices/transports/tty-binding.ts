@@ -80,7 +80,7 @@ function waitedFor(poller: UnixPoller, flags: number): number {
  * After an event fires, the native side re-arms every event ever asked for except the one that
  * fired, a superset of the waiters, so nothing is lost there (at worst one spurious wake).
  */
-export function armAllWaiters(poller: UnixPoller): void {
+function armAllWaiters(poller: UnixPoller): void {
   const poll = poller.poll.bind(poller);
   poller.poll = (flags = 0) => poll(waitedFor(poller, flags));
 }
