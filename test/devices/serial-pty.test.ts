@@ -6,8 +6,8 @@
  * machine) or come before that read reaches read(2) (the order a loaded machine produces); the
  * last subtest forces the latter, so both orders are covered on every run.
  */
-import t from 'tap';
-import { spawn } from 'node:child_process';
+import t, { type Test } from 'tap';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { SerialPortStream } from '@serialport/stream';
 import { ProtocolError, TimeoutError, TransportError } from '../../src/errors.ts';
 import { loadProfile, type SerialSettings } from '../../src/devices/profile.ts';
@@ -17,7 +17,7 @@ import { attachInstrumentToPtyStreams, attachInstrumentToTty, type TtyAttachment
 import { SerialLineTransport } from '../../src/devices/transports/serial.ts';
 import { PhotonSourceDriver, SpadDetectorDriver } from '../../src/devices/drivers/scpi.ts';
 import { ttyBinding } from '../../src/devices/transports/tty-binding.ts';
-import { hasSocat, holdableReads, sourceConformance, spadConformance, startPtyPair, tempDir, waitForState } from '../../src/testkit/devices.ts';
+import { hasSocat, holdableReads, sourceConformance, spadConformance, startPtyPair, tempDir, waitForState, type PtyPair } from '../../src/testkit/devices.ts';
 
 if (!hasSocat()) {
   t.test('serial drivers over a pty pair', { skip: 'socat is not installed (apt-get install socat)' }, async () => {});
@@ -52,16 +52,42 @@ if (!hasSocat()) {
     // finish. The reply's timeout must end the request anyway; before, it rejected while the
     // write was still awaited, and the unhandled rejection killed the process.
     const pair = await startPtyPair(dir.path, 'stuck');
-    const profile = loadProfile('emulab-ps1');
-    const tr = new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings });
-    t.teardown(async () => {
-      await tr.close();
-      await pair.kill();
-    });
-    await tr.open();
+    const { profile, tr, lost } = await watchedTransport(t, pair);
     const t0 = Date.now();
     await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(8 << 20), 300), TimeoutError, 'the request times out');
     t.ok(Date.now() - t0 < 10_000, `it ended after ${Date.now() - t0} ms, not when the write would finish`);
+    // The unfinished write would hold every later command: once the device has taken nothing for
+    // writeStallMs the transport closes the port and reports the line lost (a driver reconnects
+    // on that). Reopened, the line works again.
+    if (!lost.length) await new Promise((r) => tr.once('close', r));
+    t.match(lost, [{ code: 'LINE_WEDGED', message: /took no byte of a request \('PATTERN:LOAD <8388608 bytes>'\)/ }], 'the line is reported lost, with why');
+    t.ok(Date.now() - t0 >= 400, 'not before the device took nothing for the stall period');
+    t.notOk(tr.isOpen);
+    // Reconnected as a driver does (identity asked again; the line may still carry the cut
+    // request's tail, which the driver's identity retries ride over).
+    const att = await attachInstrumentToPtyStreams(new EmulatedPhotonSource(lab), pair.b);
+    t.teardown(() => att.close());
+    const drv = new PhotonSourceDriver({ id: 'pty-src-wedged', profile: { ...profile, readback: { ...profile.readback!, blockIdleMs: 300 } }, transport: tr });
+    t.teardown(() => drv.close());
+    await drv.open();
+    t.match(await drv.identity(), { model: /PS-1/ }, 'reopened: the device answers');
+  });
+
+  t.test('a slow device that keeps taking a long request is not reset, however long the request lasts', async (t) => {
+    // The other end reads 4 KiB every 4 ms (~1 MB/s): a 2 MiB request outlasts its 100 ms reply
+    // timeout many times over, but bytes keep going in. Resetting it would lose the half-written
+    // request each time (a busy emulator on a loaded machine would never get one through).
+    const pair = await startPtyPair(dir.path, 'slow');
+    const peer = await slowReader(pair.b, { napMs: 4 });
+    t.teardown(() => peer.kill());
+    const { tr, lost } = await watchedTransport(t, pair);
+    const t0 = Date.now();
+    await t.rejects(tr.queryBlock('PATTERN:LOAD', new Uint8Array(2 << 20), 100), { code: 'NO_REPLY' }, 'no reply within 100 ms');
+    // A write queued behind the slow one settles once it is through; nothing is reset meanwhile.
+    await tr.write('*CLS');
+    t.ok(Date.now() - t0 > 1000, `the request took ${Date.now() - t0} ms to write (far beyond its timeout and the stall period)`);
+    t.same(lost, [], 'the line was not reset');
+    t.ok(tr.isOpen, 'still open');
   });
 
   t.test('a write parked on a full line still finishes when a byte arrives meanwhile', async (t) => {
@@ -70,18 +96,7 @@ if (!hasSocat()) {
     // long request (Alice's 1.6 MB read-back) waited for ever and the source looked dead for the
     // rest of the run. The other end here reads slowly and answers one byte per 64 KiB it gets.
     const pair = await startPtyPair(dir.path, 'both');
-    const peer = spawn(process.execPath, ['-e', `
-      const fs = require('node:fs');
-      const fd = fs.openSync(process.argv[1], 'r+');
-      const buf = Buffer.alloc(4096);
-      const nap = new Int32Array(new SharedArrayBuffer(4));
-      for (let got = 0, next = 65536;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
-        if (n <= 0) break;
-        got += n;
-        if (got >= next) { fs.writeSync(fd, 'x'); next += 65536; }
-        Atomics.wait(nap, 0, 0, 1);
-      }`, pair.b], { stdio: 'ignore' });
+    const peer = await slowReader(pair.b, { napMs: 1, answerEvery: 65536 });
     const port = new SerialPortStream({ binding: ttyBinding, path: pair.a, baudRate: 115200, autoOpen: false });
     t.teardown(async () => {
       peer.kill();
@@ -215,4 +230,42 @@ if (!hasSocat()) {
     t.match(seen[0].reason ?? '', /hung up/, 'the reason names the hang-up');
     await t.rejects(drv.deadTimeNs(), TransportError, 'fails fast while away');
   });
+}
+
+/**
+ * Another process on the emulator's end of a pty pair that reads 4 KiB at a time with a nap of
+ * `napMs` between reads, and (with `answerEvery`) writes one byte back per that many bytes read.
+ * Resolves once it is reading (a node starting up takes no bytes).
+ */
+async function slowReader(path: string, o: { napMs: number; answerEvery?: number }): Promise<ChildProcess> {
+  const peer = spawn(process.execPath, ['-e', `
+    const fs = require('node:fs');
+    const fd = fs.openSync(process.argv[1], 'r+');
+    const buf = Buffer.alloc(4096);
+    const nap = new Int32Array(new SharedArrayBuffer(4));
+    const every = Number(process.argv[3]);
+    process.stdout.write('reading\\n');
+    for (let got = 0, next = every;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n <= 0) break;
+      got += n;
+      if (every && got >= next) { fs.writeSync(fd, 'x'); next += every; }
+      Atomics.wait(nap, 0, 0, Number(process.argv[2]));
+    }`, path, String(o.napMs), String(o.answerEvery ?? 0)], { stdio: ['ignore', 'pipe', 'ignore'] });
+  await new Promise((r) => peer.stdout!.once('data', r));
+  return peer;
+}
+
+/** A PS-1 transport on the driver's end of `pair` (write stall 400 ms), open, and the line losses it reports. */
+async function watchedTransport(t: Test, pair: PtyPair): Promise<{ profile: ReturnType<typeof loadProfile>; tr: SerialLineTransport; lost: Error[] }> {
+  const profile = loadProfile('emulab-ps1');
+  const tr = new SerialLineTransport({ path: pair.a, settings: profile.transport as SerialSettings, writeStallMs: 400 });
+  t.teardown(async () => {
+    await tr.close();
+    await pair.kill();
+  });
+  await tr.open();
+  const lost: Error[] = [];
+  tr.on('close', (e: Error) => lost.push(e));
+  return { profile, tr, lost };
 }

@@ -56,8 +56,9 @@ export abstract class ScpiDevice extends DeviceBase {
    * makes the transport wait out and drop stray replies before the next query. A process that died
    * while *writing* a read-back request leaves the source inside that request's binary block,
    * where our query is taken as block bytes: a source that abandons a stalled block
-   * (`readback.blockIdleMs`) is left in silence that long before the next attempt. A wrong device
-   * fails all three the same way.
+   * (`readback.blockIdleMs`) is left in silence that long before the next attempt. A line reset
+   * mid-request (LINE_WEDGED) leaves the request's tail in the line, which the device may answer
+   * with a garbled line first. A wrong device fails all three the same way.
    */
   protected async connectIdentity(): Promise<DeviceIdentity> {
     const idn = this.spec.identity!;
@@ -72,7 +73,7 @@ export abstract class ScpiDevice extends DeviceBase {
         return { vendor: g.vendor, model: g.model, serial: g.serial, firmware: g.firmware };
       } catch (err) {
         const code = (err as { code?: string }).code;
-        if (attempt >= 3 || (code !== 'NO_REPLY' && code !== 'BAD_IDENTITY')) throw err;
+        if (attempt >= 3 || (code !== 'NO_REPLY' && code !== 'BAD_IDENTITY' && code !== 'GARBLED_REPLY')) throw err;
         const quietMs = this.spec.readback?.blockIdleMs;
         if (code === 'NO_REPLY' && quietMs) await new Promise((r) => setTimeout(r, quietMs + 250));
       }

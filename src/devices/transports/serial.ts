@@ -19,6 +19,10 @@
  * - Lines nobody asked for (a late reply after a timeout, unsolicited output) are discarded and
  *   counted in `strayLines`. After a timeout the next query first waits one timeout period with
  *   nothing pending, so a reply up to twice the timeout late is dropped, never handed to it.
+ * - A request the device stops taking (no byte of it written for `writeStallMs`, after its reply
+ *   timed out) would hold every later command behind it: the port is closed and reported lost
+ *   ('close' event, TransportError 'LINE_WEDGED'), as if unplugged. A slow device is not: it
+ *   still takes bytes (see `watchStalledWrite`).
  * - When the port goes away without `close()` (USB-serial unplugged, pty closed), pending and
  *   later queries reject with TransportError('DISCONNECTED') and a 'close' event carries the
  *   cause; reconnecting is the driver's decision (drivers/base.ts), not the transport's. The
@@ -31,7 +35,7 @@ import { ScpiFrameParser, blockHeader, type ScpiFrame } from './scpi-frames.ts';
 import { ProtocolError, TimeoutError, TransportError } from '../../errors.ts';
 import type { LineTransport } from '../types.ts';
 import type { SerialSettings } from '../profile.ts';
-import { ttyBinding } from './tty-binding.ts';
+import { ttyBinding, writeStalledMs } from './tty-binding.ts';
 
 export interface SerialTransportOptions {
   /** Device path (`/dev/ttyUSB0`, a pty link) or, for the emulated binding, its registered name. */
@@ -39,7 +43,19 @@ export interface SerialTransportOptions {
   settings: SerialSettings;
   /** serialport binding; default: the OS binding with hang-up detection (tty-binding.ts). */
   binding?: BindingInterface;
+  /**
+   * A request still unwritten after its reply timed out, and of which the device has taken no
+   * byte for this long (ms), wedges the line: the port is closed and reported lost (LINE_WEDGED).
+   * Default WRITE_STALL_MS. Only the OS binding tracks write progress.
+   */
+  writeStallMs?: number;
 }
+
+/**
+ * No byte of a request taken for this long: the device stopped reading (see `watchStalledWrite`).
+ * Generous: a slow or busy device still takes bytes now and then.
+ */
+export const WRITE_STALL_MS = 5000;
 
 /**
  * serialport's binding interface, taken through @serialport/stream's types (the
@@ -93,6 +109,8 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
   /** Set by a timeout: the next query first waits out a quiet period (see `query`). */
   private resyncMs = 0;
   private raw: { fail(err: Error): void } | undefined;
+  /** Why the transport itself closed the port (a request the device stopped taking). */
+  private wedged: Error | undefined;
 
   constructor(private readonly opts: SerialTransportOptions) {
     super();
@@ -125,7 +143,8 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
     });
     port.on('close', (err?: Error & { disconnected?: boolean }) => {
       this.parser = undefined;
-      const cause = err ?? (this.closing ? undefined : new Error('port closed'));
+      const cause = err ?? this.wedged ?? (this.closing ? undefined : new Error('port closed'));
+      this.wedged = undefined;
       this.failPending(new TransportError('DISCONNECTED', `${this.opts.path} went away${cause ? ` (${cause.message})` : ''} while waiting for the reply to '${this.pending?.command ?? ''}'. The driver will try to reconnect.`, { cause }));
       this.raw?.fail(new TransportError(this.closing ? 'CLOSED' : 'DISCONNECTED', `${this.opts.path} ${this.closing ? 'was closed' : 'went away'} during a binary stream${cause ? ` (${cause.message})` : ''}.`, { cause }));
       if (!this.closing) this.emit('close', cause);
@@ -281,12 +300,39 @@ export class SerialLineTransport extends EventEmitter implements LineTransport {
       // while nobody awaited it yet, and the unhandled rejection killed the process (seen: Alice's
       // node crash-looping under load).
       const mine = this.pending;
-      const sent = this.sendBytes(port, bytes, shown).catch((err: unknown) => {
+      let written = false;
+      const sent = this.sendBytes(port, bytes, shown).then(() => {
+        written = true;
+      }, (err: unknown) => {
         if (this.pending === mine) this.failPending(err as Error);
       });
       await Promise.race([sent, reply.catch(() => undefined)]);
+      if (!written) this.watchStalledWrite(port, shown, () => written);
       return reply;
     });
+  }
+
+  /**
+   * The reply settled (timed out, mostly) before the request was written: the write goes on in
+   * the port and every later command queues behind it. A slow device still takes bytes and the
+   * write finishes; a device that takes none for `writeStallMs` (flow control held, firmware
+   * hung, an emulator's line stuck) would hold the line for ever, so the port is closed (which
+   * ends the write) and reported lost: the driver reconnects and re-checks identity. Judged by
+   * progress, not by the request's total time: a busy device answering slowly must not be reset
+   * over and over, each time losing the half-written request.
+   */
+  private watchStalledWrite(port: SerialPortStream, shown: string, done: () => boolean): void {
+    const stallMs = this.opts.writeStallMs ?? WRITE_STALL_MS;
+    const timer = setInterval(() => {
+      if (done() || port !== this.port || !port.isOpen) return clearInterval(timer);
+      const stalled = writeStalledMs(port.port);
+      if (stalled === undefined || stalled < stallMs) return;
+      clearInterval(timer);
+      this.wedged = new TransportError('LINE_WEDGED', `the device on ${this.opts.path} took no byte of a request ('${shown}') for ${Math.round(stalled)} ms (flow control held or the device hung); the port was closed to clear the line`);
+      this.port = undefined;
+      port.close(() => undefined);
+    }, Math.max(10, Math.min(250, stallMs / 4)));
+    timer.unref();
   }
 
   /** Hands the line to a binary stream (see RawReader); `highWaterBytes` default 4 MiB. */

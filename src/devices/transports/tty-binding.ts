@@ -56,6 +56,8 @@ interface UnixPort extends BindingPort {
   readonly openOptions: BindingPort['openOptions'] & { vmin?: number };
   /** The write in progress (bindings-cpp's `drain()` awaits it). */
   writeOperation: Promise<void> | null;
+  /** When the write in progress last got a byte into the tty (performance.now()); see writeStalledMs. */
+  writeProgressAt?: number;
 }
 
 function isUnixPort(port: BindingPort): port is UnixPort {
@@ -122,10 +124,13 @@ function writable(port: UnixPort): Promise<void> {
 /** bindings-cpp's unixWrite without the thread pool: write(2) until all is out, parking on EAGAIN. */
 async function writeAll(port: UnixPort, buffer: Buffer): Promise<void> {
   let at = 0;
+  port.writeProgressAt = performance.now();
   while (at < buffer.length) {
     if (!port.isOpen || port.fd === null) throw new Error('Port is not open');
     try {
-      at += writeSync(port.fd, buffer, at, buffer.length - at);
+      const n = writeSync(port.fd, buffer, at, buffer.length - at);
+      if (n > 0) port.writeProgressAt = performance.now();
+      at += n;
       continue;
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { disconnect?: boolean };
@@ -137,6 +142,17 @@ async function writeAll(port: UnixPort, buffer: Buffer): Promise<void> {
     }
     await writable(port);
   }
+}
+
+/**
+ * How long the write in progress on `port` has gone without the tty taking a byte (ms), or
+ * undefined when no write is in progress or the port is not one of this binding's. A device that
+ * takes nothing for seconds has stopped reading (flow control held, hung firmware); a slow one
+ * still takes bytes, however long the whole request lasts.
+ */
+export function writeStalledMs(port: BindingPort | null | undefined, now = performance.now()): number | undefined {
+  if (!port || !isUnixPort(port) || !port.writeOperation || port.writeProgressAt === undefined) return undefined;
+  return now - port.writeProgressAt;
 }
 
 /** Wraps a bindings-cpp binding so its Unix ports report a hang-up seen by read(2) and wake every parked waiter (see the module comment). */
