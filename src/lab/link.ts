@@ -385,17 +385,7 @@ export class EmulatedLink {
    * freshly allocated and owned by the caller.
    */
   nextPulses(pulses: number): LinkBatch {
-    if (!Number.isSafeInteger(pulses) || pulses < 0) throw new RangeError(`pulses must be a non-negative integer, got ${pulses}`);
-    const P0 = this.nextPulse;
-    const P1 = P0 + pulses;
-    if (P1 > Number.MAX_SAFE_INTEGER) throw new RangeError('pulse index would exceed 2^53');
-    // Every tag of a batch is held in memory (~26 bytes each): refuse batches that would need GBs.
-    const expectedTags = pulses * (this.pPhotonMax * 2 + this.nDet * this.pDark);
-    if (expectedTags > MAX_TAGS_PER_BATCH) {
-      const ok = Math.floor((pulses * MAX_TAGS_PER_BATCH) / expectedTags);
-      throw new RangeError(`nextPulses(${pulses}) would produce ~${expectedTags.toExponential(1)} tags at once; ` +
-        `call it with at most ~${ok.toExponential(1)} pulses per batch`);
-    }
+    const { P0, P1 } = this.batchRange(pulses);
     if (this.engine) return this.nextPulsesNative(P0, pulses, P1);
     if (this.needRedraw) this.redraw();
     const start = this.pending.n;
@@ -413,6 +403,45 @@ export class EmulatedLink {
   drain(): LinkBatch {
     if (this.engine) return batchOf(this.nextPulse, 0, this.engine.drain());
     return this.emit(this.nextPulse, 0, Infinity);
+  }
+
+  /**
+   * `nextPulses` with the batch emulated off the JS thread (libuv's pool), when the physics is
+   * Rust and Alice's choices come from her source device's native object (the node's lab);
+   * otherwise the same work on the JS thread. The same tags in the same order as `nextPulses`.
+   * One batch at a time: no other call may be made on the link until this one settles.
+   */
+  async nextPulsesAsync(pulses: number): Promise<LinkBatch> {
+    const { P0, P1 } = this.batchRange(pulses);
+    if (!this.engine || !this.sourced) return this.nextPulses(pulses);
+    this.inFlight = true;
+    try {
+      const b = await this.engine.nextPulsesSourcedAsync(P1);
+      this.nextPulse = P1;
+      return batchOf(P0, pulses, b);
+    } finally {
+      this.inFlight = false;
+    }
+  }
+
+  /** Batch still being emulated by `nextPulsesAsync`. */
+  private inFlight = false;
+
+  /** Checks a batch of `pulses` (size, range, nothing in flight) and gives its pulse range. */
+  private batchRange(pulses: number): { P0: number; P1: number } {
+    if (this.inFlight) throw new Error('EmulatedLink: a batch is still being emulated (nextPulsesAsync); wait for it before the next call.');
+    if (!Number.isSafeInteger(pulses) || pulses < 0) throw new RangeError(`pulses must be a non-negative integer, got ${pulses}`);
+    const P0 = this.nextPulse;
+    const P1 = P0 + pulses;
+    if (P1 > Number.MAX_SAFE_INTEGER) throw new RangeError('pulse index would exceed 2^53');
+    // Every tag of a batch is held in memory (~26 bytes each): refuse batches that would need GBs.
+    const expectedTags = pulses * (this.pPhotonMax * 2 + this.nDet * this.pDark);
+    if (expectedTags > MAX_TAGS_PER_BATCH) {
+      const ok = Math.floor((pulses * MAX_TAGS_PER_BATCH) / expectedTags);
+      throw new RangeError(`nextPulses(${pulses}) would produce ~${expectedTags.toExponential(1)} tags at once; ` +
+        `call it with at most ~${ok.toExponential(1)} pulses per batch`);
+    }
+    return { P0, P1 };
   }
 
   /** nextPulses on the Rust physics: one call for the candidates (with a source device), one for the batch. */

@@ -3,11 +3,11 @@
  * native/node/src/lab.rs), behind a small typed facade for EmulatedLink (src/lab/link.ts), which
  * keeps computing the derived parameters and remains the reference implementation.
  *
- * Every call runs on the JS thread and returns when the batch is done; arrays returned are fresh
- * and owned by the caller. Errors come back as coded QkdErrors (`LAB_*`).
+ * Every call but `nextPulsesSourcedAsync` runs on the JS thread and returns when the batch is done;
+ * arrays returned are fresh and owned by the caller. Errors come back as coded QkdErrors (`LAB_*`).
  */
 import { native } from '../core/native.ts';
-import { callNative } from '../core/native-call.ts';
+import { callNative, callNativeAsync } from '../core/native-call.ts';
 import { bobThreshold, DOMAIN_BOB, seedKeys } from './alice.ts';
 import type { LinkPreset } from './presets.ts';
 
@@ -27,6 +27,8 @@ export interface NativeLinkPhysics {
   attachSource(device: NativeSourceDevice): void;
   /** `candidates`, the attached device's `applyAt` of them and `nextPulses`, in one call. */
   nextPulsesSourced(endPulse: number): NativeLinkBatch;
+  /** The same on libuv's pool (the JS thread is free meanwhile); one at a time. */
+  nextPulsesSourcedAsync(endPulse: number): Promise<NativeLinkBatch>;
 }
 
 export type NativeSourceDevice = InstanceType<Addon['EmulatedSourceDevice']>;
@@ -42,6 +44,8 @@ export function nativeLinkPhysics(params: NativeLinkParams, rngState: Uint32Arra
     drain: () => callNative(() => e.drain()),
     attachSource: (device) => callNative(() => e.attachSource(device)),
     nextPulsesSourced: (end) => callNative(() => e.nextPulsesSourced(end)),
+    // (the addon's typings say Promise<unknown> for an AsyncTask's value: it is a LabLinkBatch)
+    nextPulsesSourcedAsync: (end) => callNativeAsync(() => callNative(() => e.nextPulsesSourcedAsync(end)) as Promise<NativeLinkBatch>),
   };
 }
 

@@ -188,7 +188,9 @@ export class BobNode {
       // The emulated lab hosts Alice's source (her node drives it over the tty) and Bob's modulator.
       // truth: false: the tagger only passes tags on (the truth columns were a third of the lab's output)
       this.lab = new EmulatedLab({ preset: cfg.lab.preset, seed, distanceKm: cfg.lab.distanceKm, eveFraction: cfg.lab.eveFraction, awaitSource: cfg.lab.sourceTty !== undefined, truth: false });
-      this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab) });
+      // prefetch: the lab emulates the next pull on libuv's pool while this thread handles the
+      // last one (the physics was ~40 % of this thread's time; see docs/run.md)
+      this.tagger = new TimeTaggerDriver({ id: this.taggerEntry.id, profile: loadProfile(this.taggerEntry.profile), device: new EmulatedUsbTagger(this.lab, { prefetch: true }) });
     }
     // Alice's intensity pattern comes from her node over the authenticated channel, as between two
     // hosts (pattern-link.ts); a check every second rather than 10/s keeps its MAC cost ≈ 256 bit/s,

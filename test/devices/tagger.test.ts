@@ -13,6 +13,8 @@ import { TimeTaggerDriver } from '../../src/devices/drivers/tagger.ts';
 import { openReplayTagger, readRecordingHeader, recordTagStream } from '../../src/devices/record.ts';
 import type { TagEvent, TagStreamBatch } from '../../src/devices/types.ts';
 import { taggerConformance, tempDir, waitForState } from '../../src/testkit/devices.ts';
+import { createSourceDevice } from '../../src/core/source-device.ts';
+import { choiceThresholds } from '../../src/protocol/choices.ts';
 
 const profile = loadProfile('emulab-tt8');
 const dir = tempDir('qkd-tagger-');
@@ -316,4 +318,41 @@ t.test('trigger level and edge act on the tags as on a real tagger input', async
   t.notOk(cond.chans.includes(1), 'no tags from the blind channel');
   const p0 = plain.times.filter((_, i) => plain.chans[i] === 0);
   t.same(cond.times.slice(0, 5000), p0.slice(0, 5000).map((x) => x + 5000n), 'channel 0 shifted by the pulse width');
+});
+
+// Bob's node runs its tagger with prefetch: the lab emulates the next pull on libuv's pool while
+// the host handles a transfer. Twin labs (same seed, twin source devices called natively, as the
+// node's lab is): the same records through the real driver, with and without prefetch; a batch
+// in flight at a stop is dropped; a physics error in flight reaches the next transfer, never an
+// unhandled rejection.
+t.test('prefetch: the same stream off the JS thread; stop drops the batch in flight; errors reach the reader', async (t) => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => (i * 29 + 3) & 255);
+  const twin = (prefetch: boolean) => {
+    const lab = new EmulatedLab({ seed: 21n, distanceKm: 25, truth: false });
+    const dev = createSourceDevice(choiceThresholds(lab.preset), { testKey: key });
+    lab.attachSourceDevice(dev, (p) => dev.applyAt(p), dev.native);
+    const tagger = new EmulatedUsbTagger(lab, { prefetch, pulsesPerPull: 200_000 });
+    return { lab, tagger, driver: new TimeTaggerDriver({ id: `tt-${prefetch}`, profile, device: tagger }) };
+  };
+  const a = twin(false);
+  const b = twin(true);
+  t.teardown(() => Promise.all([a.driver.close(), b.driver.close()]));
+  await a.driver.open();
+  await b.driver.open();
+  const n = 400_000;
+  const plain = await collect(a.driver.startStream({ maxTags: n, transferBytes: 1 << 16 }));
+  const ahead = await collect(b.driver.startStream({ maxTags: n, transferBytes: 1 << 16 }));
+  t.equal(ahead.times.length, n);
+  t.ok(plain.times.every((x, i) => x === ahead.times[i]) && plain.chans.every((c, i) => c === ahead.chans[i]), `${n} tags identical with prefetch`);
+
+  // The pull in flight when the stream stopped is dropped (had it been used, the twins' next
+  // streams would start with the same tag).
+  const nextA = await collect(a.driver.startStream({ maxTags: 1000, transferBytes: 1 << 16 }));
+  const nextB = await collect(b.driver.startStream({ maxTags: 1000, transferBytes: 1 << 16 }));
+  t.ok(nextA.times[0] > plain.times[n - 1] && nextB.times[0] > nextA.times[0], 'the next stream starts after the dropped pull');
+
+  // A physics error during a prefetched pull fails the transfer that needed it.
+  const fail = new Error('LAB_TEST: the physics failed');
+  b.lab.nextPulsesAsync = () => Promise.reject(fail);
+  await t.rejects(collect(b.driver.startStream({ maxTags: 200_000, transferBytes: 1 << 16 })), /the physics failed/, 'the error reaches the stream');
 });

@@ -171,3 +171,34 @@ t.test('source device called natively', async (t) => {
       `${name}, seed ${s}: ${tags} tags identical, records equal (${devB.stats().entries} entries)`);
   }
 });
+
+// The node's lab emulates its batches on libuv's pool (nextPulsesAsync, the tagger's prefetch):
+// the same tags and the same record as the synchronous calls on a twin link, batch for batch,
+// with settings changed between batches; and no second call while a batch is in flight.
+t.test('nextPulsesAsync (libuv pool) equals nextPulses', async (t) => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => (i * 53 + 7) & 255);
+  for (let s = 1; s <= 4; s++) {
+    const r = rng(s * 4241);
+    const name = PRESETS[s % PRESETS.length];
+    const preset = loadLinkPreset(name, randomOverrides(r, name));
+    const seed = BigInt(s) * 7_000_001n;
+    const th = choiceThresholds(preset);
+    const devA = createSourceDevice(th, { testKey: key }), devB = createSourceDevice(th, { testKey: key });
+    const never = () => { throw new Error('choicesAt called'); };
+    const a = new EmulatedLink(preset, { seed, physics: 'native', truth: false, alice: { choicesAt: never, native: devA.native } });
+    const b = new EmulatedLink(preset, { seed, physics: 'native', truth: false, alice: { choicesAt: never, native: devB.native } });
+    let ok = true, tags = 0;
+    for (let i = 0; i < 10 && ok; i++) {
+      const pulses = Math.floor((r() < 0.2 ? r() * 1000 : r() * 4e6) * (1000 / a.periodPs));
+      const x = a.nextPulses(pulses);
+      const pending = b.nextPulsesAsync(pulses);
+      if (i === 0) t.throws(() => b.nextPulses(10), /still being emulated/, 'no second call while a batch is in flight');
+      const y = await pending;
+      tags += x.tags.channel.length;
+      ok = compare(t, `seed ${s} batch ${i}`, x, y);
+      if (r() < 0.3) { const eta = 0.05 + r() * 0.5; a.setDetector({ etaBob: eta }); b.setDetector({ etaBob: eta }); }
+    }
+    const probe = Float64Array.from({ length: 20_000 }, (_, i) => i * 4099 + (s % 5));
+    t.ok(ok && firstDiff(devA.recordAt(probe), devB.recordAt(probe)) === -1, `${name}, seed ${s}: ${tags} tags identical, records equal`);
+  }
+});

@@ -258,10 +258,11 @@ fn batch_js(e: Emitted) -> LabLinkBatch {
 }
 
 /// The link's physics state (random streams, schedules, dead time, afterpulses, held-back tags).
-/// JS thread only; each call holds it for one batch.
+/// Called from its JS thread; `nextPulsesSourcedAsync` runs a batch on libuv's pool, holding the
+/// state's lock meanwhile (a call made then waits for it; the JavaScript side makes none).
 #[napi]
 pub struct LabLinkPhysics {
-    e: LinkEngine,
+    e: Arc<Mutex<LinkEngine>>,
     /// Alice's source device, when attached: `nextPulsesSourced` asks it for the candidates' choices.
     source: Option<Arc<SourceDevice>>,
 }
@@ -274,44 +275,45 @@ impl LabLinkPhysics {
     #[napi(constructor)]
     pub fn new(params: LabLinkParams, rng_state: Uint32Array, rng_skip_state: Uint32Array, with_source: bool, truth: Option<bool>) -> Result<Self> {
         let p = link_params(params)?;
-        Ok(LabLinkPhysics { e: LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source, truth.unwrap_or(true)), source: None })
+        let e = LinkEngine::new(p, state4(&rng_state, "rngState")?, state4(&rng_skip_state, "rngSkipState")?, with_source, truth.unwrap_or(true));
+        Ok(LabLinkPhysics { e: Arc::new(Mutex::new(e)), source: None })
     }
 
     #[napi]
     pub fn set_params(&mut self, params: LabLinkParams) -> Result<()> {
         let p = link_params(params)?;
         guard("LabLinkPhysics.setParams", || {
-            self.e.set_params(p);
+            self.engine().set_params(p);
             Ok(())
         })
     }
 
     #[napi]
     pub fn set_clock(&mut self, drift: f64, clock_phase: f64, jitter_sigma: f64) {
-        self.e.set_clock(drift, clock_phase, jitter_sigma);
+        self.engine().set_clock(drift, clock_phase, jitter_sigma);
     }
 
     /// Photon candidates of pulses up to `endPulse` (with a source device), for its choices.
     #[napi]
     pub fn candidates(&mut self, end_pulse: f64) -> Result<Float64Array> {
-        guard("LabLinkPhysics.candidates", || Ok(Float64Array::new(self.e.candidates(end_pulse).to_vec())))
+        guard("LabLinkPhysics.candidates", || Ok(Float64Array::new(self.engine().candidates(end_pulse).to_vec())))
     }
 
     /// Emulates pulses up to `endPulse` (exclusive); `choices`: Alice's at the candidates.
     #[napi]
     pub fn next_pulses(&mut self, end_pulse: f64, choices: Option<Uint8Array>) -> Result<LabLinkBatch> {
-        if !(end_pulse >= self.e.pulses_done() && end_pulse <= 9007199254740991.0 && end_pulse.fract() == 0.0) {
-            return Err(bad("LAB_BAD_ARG", format!("endPulse must be an integer from {} to 2^53; got {end_pulse}", self.e.pulses_done())));
-        }
+        let mut e = self.engine();
+        check_end(&e, end_pulse)?;
         guard("LabLinkPhysics.nextPulses", || {
-            let e = self.e.next_pulses(end_pulse, choices.as_deref()).map_err(|m| bad("LAB_BAD_ARG", m))?;
-            Ok(batch_js(e))
+            let b = e.next_pulses(end_pulse, choices.as_deref()).map_err(|m| bad("LAB_BAD_ARG", m))?;
+            Ok(batch_js(b))
         })
     }
 
     #[napi]
     pub fn drain(&mut self) -> Result<LabLinkBatch> {
-        guard("LabLinkPhysics.drain", || Ok(batch_js(self.e.drain())))
+        let mut e = self.engine();
+        guard("LabLinkPhysics.drain", || Ok(batch_js(e.drain())))
     }
 
     /// Alice's source device for `nextPulsesSourced` (its optics: `applyAt`, which records).
@@ -325,25 +327,71 @@ impl LabLinkPhysics {
     /// through JavaScript).
     #[napi]
     pub fn next_pulses_sourced(&mut self, end_pulse: f64) -> Result<LabLinkBatch> {
-        if !(end_pulse >= self.e.pulses_done() && end_pulse <= 9007199254740991.0 && end_pulse.fract() == 0.0) {
-            return Err(bad("LAB_BAD_ARG", format!("endPulse must be an integer from {} to 2^53; got {end_pulse}", self.e.pulses_done())));
-        }
         let dev = self.source.clone().ok_or_else(|| bad("LAB_NO_SOURCE", "nextPulsesSourced needs a source device (attachSource)"))?;
-        guard("LabLinkPhysics.nextPulsesSourced", || {
-            let mut err = None;
-            let r = self.e.next_pulses_sourced(end_pulse, |cand| {
-                dev.apply_at(cand).map_err(|e| {
-                    let m = e.message.clone();
-                    err = Some(e);
-                    m
-                })
-            });
-            match (r, err) {
-                (Ok(e), _) => Ok(batch_js(e)),
-                (Err(_), Some(e)) => Err(core_err(e)),
-                (Err(m), None) => Err(bad("LAB_BAD_ARG", m)),
-            }
+        let mut e = self.engine();
+        check_end(&e, end_pulse)?;
+        guard("LabLinkPhysics.nextPulsesSourced", || sourced_batch(&mut e, &dev, end_pulse)).map(batch_js)
+    }
+
+    /// `nextPulsesSourced` on libuv's pool: the batch is emulated off the JS thread (which meanwhile
+    /// serves the tagger's consumer: the emulated device's light keeps coming while the host works).
+    /// The same tags, in the same order of calls; one at a time (the caller waits for each).
+    #[napi]
+    pub fn next_pulses_sourced_async(&mut self, end_pulse: f64) -> Result<AsyncTask<SourcedBatchTask>> {
+        let dev = self.source.clone().ok_or_else(|| bad("LAB_NO_SOURCE", "nextPulsesSourcedAsync needs a source device (attachSource)"))?;
+        check_end(&self.engine(), end_pulse)?;
+        Ok(AsyncTask::new(SourcedBatchTask { e: self.e.clone(), dev, end_pulse }))
+    }
+}
+
+impl LabLinkPhysics {
+    /// The engine; a lock poisoned by a panic (caught by `guard`) still holds a usable engine.
+    fn engine(&self) -> std::sync::MutexGuard<'_, LinkEngine> {
+        self.e.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn check_end(e: &LinkEngine, end_pulse: f64) -> Result<()> {
+    if !(end_pulse >= e.pulses_done() && end_pulse <= 9007199254740991.0 && end_pulse.fract() == 0.0) {
+        return Err(bad("LAB_BAD_ARG", format!("endPulse must be an integer from {} to 2^53; got {end_pulse}", e.pulses_done())));
+    }
+    Ok(())
+}
+
+/// Candidates, the source device's choices at them, the batch.
+fn sourced_batch(e: &mut LinkEngine, dev: &SourceDevice, end_pulse: f64) -> Result<Emitted> {
+    let mut err = None;
+    let r = e.next_pulses_sourced(end_pulse, |cand| {
+        dev.apply_at(cand).map_err(|e| {
+            let m = e.message.clone();
+            err = Some(e);
+            m
         })
+    });
+    match (r, err) {
+        (Ok(b), _) => Ok(b),
+        (Err(_), Some(e)) => Err(core_err(e)),
+        (Err(m), None) => Err(bad("LAB_BAD_ARG", m)),
+    }
+}
+
+pub struct SourcedBatchTask {
+    e: Arc<Mutex<LinkEngine>>,
+    dev: Arc<SourceDevice>,
+    end_pulse: f64,
+}
+
+impl Task for SourcedBatchTask {
+    type Output = Emitted;
+    type JsValue = LabLinkBatch;
+    fn compute(&mut self) -> Result<Emitted> {
+        let mut e = self.e.lock().unwrap_or_else(|p| p.into_inner());
+        // checked again: a synchronous call may have moved the engine on since the task was made
+        check_end(&e, self.end_pulse)?;
+        guard("LabLinkPhysics.nextPulsesSourcedAsync", || sourced_batch(&mut e, &self.dev, self.end_pulse))
+    }
+    fn resolve(&mut self, _env: Env, out: Emitted) -> Result<LabLinkBatch> {
+        Ok(batch_js(out))
     }
 }
 

@@ -24,6 +24,8 @@ import type { SourceDevice } from '../../core/source-device.ts';
 /** A producer of Bob's tags: `nextPulses(n)` covers the next `n` of Alice's pulses, contiguously. */
 export interface PulseTagSource {
   nextPulses(pulses: number): { tags: TagBatch };
+  /** The same off the JS thread where the source can (one at a time; no other call meanwhile). */
+  nextPulsesAsync?(pulses: number): Promise<{ tags: TagBatch }>;
   /** False while no pulses exist yet (the source has not started): the tagger then sees no time pass. */
   ready?(): boolean;
 }
@@ -244,14 +246,33 @@ export class EmulatedLab {
   }
 
   nextPulses(pulses: number): { tags: TagBatch } {
+    const out = this.started().nextPulses(pulses);
+    this.count(pulses, out);
+    return out;
+  }
+
+  /**
+   * `nextPulses` with the physics off the JS thread where it can run there (the Rust link with
+   * Alice's source device attached natively: the node's lab). One at a time.
+   */
+  async nextPulsesAsync(pulses: number): Promise<{ tags: TagBatch }> {
+    const src = this.started();
+    const out = src.nextPulsesAsync ? await src.nextPulsesAsync(pulses) : src.nextPulses(pulses);
+    this.count(pulses, out);
+    return out;
+  }
+
+  private started(): PulseTagSource {
     if (!this.ready()) throw new Error('EmulatedLab: no pulses before the source has started its RNG and switched its output on (check ready()).');
-    this.source ??= this.makeSource(this);
-    const out = this.source.nextPulses(pulses);
+    return (this.source ??= this.makeSource(this));
+  }
+
+  /** The emission horizon and the per-channel counts after a batch. */
+  private count(pulses: number, out: { tags: TagBatch }): void {
     this.counted.pulses += pulses;
     if (this.pulseCounter) Atomics.store(this.pulseCounter, 0, BigInt(this.counted.pulses));
     const counts = countChannels(out.tags.channel);
     for (let c = 0; c < 256; c++) if (counts[c]) this.counted.perChannel.set(c, (this.counted.perChannel.get(c) ?? 0) + counts[c]);
-    return out;
   }
 
   /**

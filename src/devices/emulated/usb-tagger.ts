@@ -50,6 +50,21 @@ export interface EmulatedTaggerOptions {
   repRateHz?: number;
   /** Encode and merge the records in Rust (default true; false: the TypeScript reference, for comparison). */
   nativeRecords?: boolean;
+  /**
+   * Emulate the next pull off the JS thread while the host handles a transfer (default off): the
+   * source's `nextPulsesAsync` starts as a transfer is handed out, as a real tagger's FIFO fills
+   * while its host works. The same records in a continuous stream; a batch in flight at STOP is
+   * dropped (its light came while the tagger was not streaming), and lab settings changed
+   * meanwhile act from the batch after it. Without real-time pacing only; Bob's node turns it on.
+   */
+  prefetch?: boolean;
+}
+
+/** A pull emulated ahead (`prefetch`), for the stream generation it was started in. */
+interface Ahead {
+  gen: number;
+  /** The batch, or the error it failed with (kept, not thrown: nobody may be waiting yet). */
+  batch: Promise<{ tags: { timePs: BigInt64Array; channel: Uint8Array } } | Error>;
 }
 
 class Stall extends Error {
@@ -87,6 +102,10 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   private lostPerChannel = new Map<number, number>();
   private pendingBulk: { reject: (e: Error) => void } | undefined;
   private readonly nativeRecords: boolean;
+  private readonly prefetch: boolean;
+  private ahead: Ahead | undefined;
+  /** Bumped at START and STOP: a pull started before belongs to an earlier stream. */
+  private gen = 0;
 
   constructor(
     private readonly source: PulseTagSource,
@@ -99,6 +118,7 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     this.edge = Array.from({ length: this.channelCount }, () => 0);
     this.pulsesPerPull = opts.pulsesPerPull ?? 1_000_000;
     this.nativeRecords = opts.nativeRecords ?? true;
+    this.prefetch = (opts.prefetch ?? false) && !opts.realtime && typeof source.nextPulsesAsync === 'function';
     this.merge = this.nativeRecords ? nativeDelayMerge() : new DelayMergeTs();
     if (opts.realtime) {
       this.realtime = { speed: opts.realtime.speed ?? 1, fifoRecords: opts.realtime.fifoRecords ?? 1 << 20, now: opts.realtime.now ?? (() => performance.now()) };
@@ -190,11 +210,13 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
     };
     switch (request) {
       case REQ.START:
+        this.gen++;
         this.streaming = true;
         this.rtStartMs = undefined;
         this.rtPulses = 0;
         return;
       case REQ.STOP:
+        this.gen++;
         this.streaming = false;
         this.out = [];
         this.outBytes = 0;
@@ -296,9 +318,35 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
         this.check();
       }
     }
+    if (this.prefetch) return this.bulkInAhead(want);
     let rounds = 0;
     while (this.outBytes < want && rounds++ < 64) this.refill(want - this.outBytes);
     return this.take(want);
+  }
+
+  /** bulkIn's filling with `prefetch`: pulls emulated off the JS thread, the next one started ahead. */
+  private async bulkInAhead(want: number): Promise<Uint8Array> {
+    let rounds = 0;
+    while (this.outBytes < want && rounds++ < 64) {
+      const a = this.ahead ?? this.pullAhead();
+      this.ahead = undefined;
+      const got = await a.batch;
+      this.check();
+      if (got instanceof Error) throw got;
+      if (a.gen !== this.gen) {
+        // started before a STOP (or a START): its light came while the tagger was not streaming
+        rounds--;
+        if (!this.streaming) throw new Error('LIBUSB_TRANSFER_TIMED_OUT');
+        continue;
+      }
+      this.absorb(got.tags, want - this.outBytes);
+    }
+    this.ahead = this.pullAhead();
+    return this.take(want);
+  }
+
+  private pullAhead(): Ahead {
+    return { gen: this.gen, batch: this.source.nextPulsesAsync!(this.pulsesPerPull).catch((e: unknown) => (e instanceof Error ? e : new Error(String(e)))) };
   }
 
   // ---- tag production --------------------------------------------------------------------------
@@ -335,7 +383,11 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
   }
 
   private refill(bytesWanted: number): void {
-    const { tags } = this.source.nextPulses(this.pulsesPerPull);
+    this.absorb(this.source.nextPulses(this.pulsesPerPull).tags, bytesWanted);
+  }
+
+  /** A pull's tags into the FIFO (adapting the pull size to the transfers asked for). */
+  private absorb(tags: { timePs: BigInt64Array; channel: Uint8Array }, bytesWanted: number): void {
     const n = tags.timePs.length;
     // Adapt the pull size so that one pull fills about one transfer.
     const wantTags = bytesWanted / TAG_RECORD_BYTES;
