@@ -112,8 +112,11 @@ class KmsDisks {
   private fillers = new Map<string, string>();
   /**
    * `sizeMiB`: room for the keys of the whole run besides the faults. A KMS database grows by
-   * ≈ 7 MiB per minute of this link (each 32-byte key carries its row, index and audit entries);
-   * a disk too small for the run fills up for good, which is no longer a transient fault.
+   * ≈ 100 MiB per minute of this link now (2026-12-07: ~600 keys/s into each KMS, each 32-byte key
+   * with its row, indexes, audit entry and WAL pages; it was ≈ 7 MiB when the link was 10× slower);
+   * a disk too small for the run fills up for good, which is no longer a transient fault (seen: a
+   * 112 MiB disk full for good 70 s into the run, KMS A refusing keys from then on). The filler
+   * takes whatever is left, so a larger disk only costs memory while a fault lasts.
    */
   constructor(private readonly root: string, private readonly sizeMiB = 64) {}
 
@@ -291,7 +294,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   mkdirSync(state, { mode: 0o700 });
   const skipped: Record<string, string> = {};
   let kinds = [...(o.kinds ?? FAULT_KINDS)];
-  const disks = new KmsDisks(root, 64 + Math.ceil(o.seconds / 60) * 24);
+  const disks = new KmsDisks(root, 256 + Math.ceil(o.seconds / 60) * 160);
   if (kinds.includes('disk-full') || kinds.includes('partition')) {
     if (!isRoot()) {
       for (const k of ['disk-full', 'partition'] as const) if (kinds.includes(k)) skipped[k] = 'needs root (mount, nft)';
