@@ -10,7 +10,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkKeysAndStop, nodeSaid, qkdProcess, startNodePair, stopNodePair, until, writeNodeLink } from '../../src/testkit/run.ts';
+import { checkKeysAndStop, nodeSaid, qkdProcess, saePairOverPki, startNodePair, stopNodePair, until, writeNodeLink } from '../../src/testkit/run.ts';
 import { chaosInvariants, violationsOf } from '../../src/testkit/chaos.ts';
 
 t.setTimeout(900_000);
@@ -36,6 +36,11 @@ t.test('a full delivery spool pauses key production and loses nothing; it resume
   const { alice, bob } = await startNodePair(files, procs);
   const verified = () => bob.lines.filter((l) => /^\[qkd run bob\] block \d+: verified/.test(l)).length;
   await until('Bob\'s first verified block', () => (verified() >= 1 ? true : undefined), 420_000);
+  // Bob's KMS holds keys (so his key stream is open): while none is, his offers wait as pending
+  // bytes (up to maxPendingBytes, 16 MiB), not spool chunks, and the spool would not fill for
+  // minutes (CI of 83213a2: no hold in 420 s, a loaded machine, his KMS slow to open its stream).
+  const first = await saePairOverPki(pki, kmsPort);
+  t.equal(first.dec.status, 200, 'Bob\'s KMS holds keys before it is paused');
 
   kmsB.p.kill('SIGSTOP');
   stopped = true;
