@@ -356,3 +356,34 @@ t.test('prefetch: the same stream off the JS thread; stop drops the batch in fli
   b.lab.nextPulsesAsync = () => Promise.reject(fail);
   await t.rejects(collect(b.driver.startStream({ maxTags: 200_000, transferBytes: 1 << 16 })), /the physics failed/, 'the error reaches the stream');
 });
+
+// A prefetched pull may hold more than one transfer (the count rate rose since the pull size was
+// adapted: a laser switched on, a shorter fibre). The transfers it covers are served from the FIFO
+// while the next pull is still in flight; that pull is kept, not replaced by a second one (the
+// lab takes one batch at a time: a second call failed the stream, and the first pull's light was
+// lost). A source of fixed 12 288-tag pulls (three 64 KiB transfers each) that refuses a call
+// while one is in flight: every tag comes through, in order.
+t.test('prefetch: a pull that covers several transfers keeps the next pull in flight', async (t) => {
+  let inFlight = false;
+  let next = 0n;
+  const tagsPerPull = 3 * 4096;
+  const source = {
+    nextPulses: (): never => { throw new Error('the synchronous path was used'); },
+    nextPulsesAsync: async () => {
+      if (inFlight) throw new Error('a second pull while one is in flight');
+      inFlight = true;
+      await new Promise((r) => setTimeout(r, 2));
+      inFlight = false;
+      const timePs = new BigInt64Array(tagsPerPull).map(() => (next += 1000n));
+      return { tags: { timePs, channel: new Uint8Array(tagsPerPull) } };
+    },
+  };
+  const tagger = new EmulatedUsbTagger(source, { prefetch: true, pulsesPerPull: 1000 });
+  const driver = new TimeTaggerDriver({ id: 'tt-big-pulls', profile, device: tagger });
+  t.teardown(() => driver.close());
+  await driver.open();
+  const n = 10 * tagsPerPull;
+  const got = await collect(driver.startStream({ maxTags: n, transferBytes: 1 << 16 }));
+  t.equal(got.times.length, n, `${n} tags through`);
+  t.ok(got.times.every((x, i) => x === BigInt(i + 1) * 1000n), 'every tag of every pull, in order (none lost with a replaced pull)');
+});

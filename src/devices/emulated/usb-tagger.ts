@@ -341,7 +341,8 @@ export class EmulatedUsbTagger implements UsbBulkDevice {
       }
       this.absorb(got.tags, want - this.outBytes);
     }
-    this.ahead = this.pullAhead();
+    // A pull may cover several transfers: a pull still in flight is kept (the lab takes one at a time).
+    this.ahead ??= this.pullAhead();
     return this.take(want);
   }
 
