@@ -20,9 +20,6 @@ export class NativeTracker implements Tracker {
   constructor(o: TrackerOptions) {
     this.#t = callNative(() => new (native().SyncTracker)({ ...o, maxChannelSkewPulses: o.maxChannelSkewPulses, channels: o.channels }));
   }
-  countTags(channel: Uint8Array): void {
-    callNative(() => this.#t.countTags(channel));
-  }
   scan(timePs: BigInt64Array, channel: Uint8Array, from: number): number {
     return callNative(() => this.#t.scan(timePs, channel, from));
   }

@@ -209,7 +209,6 @@ export class ClockSync {
     if (batch.channel.length !== n) throw new ConfigError('BAD_BATCH', `ClockSync.push: timePs has ${n} entries but channel has ${batch.channel.length}.`);
     this.st.tags += n;
     const tr = this.tr;
-    tr.countTags(batch.channel);
     // The per-click loop runs in the tracker and stops only where the pattern is needed; scan is
     // called until END even at the batch's end, so that a window close owed after a check runs.
     for (let from = 0; ;) {

@@ -44,7 +44,6 @@ export interface TrackerOptions {
 export interface TrackerStats { emitted: number; outsideWindow: number; ignoredChannel: number; slipsRepaired: number; lockLosses: number; checksSkipped: number }
 
 export interface Tracker {
-  countTags(channel: Uint8Array): void;
   scan(timePs: BigInt64Array, channel: Uint8Array, from: number): number;
   readonly cursor: number;
   drain(): number;
@@ -143,9 +142,6 @@ export class ReferenceTracker implements Tracker {
     return Float64Array.from(this.perChannel);
   }
 
-  countTags(channel: Uint8Array): void {
-    for (let i = 0; i < channel.length; i++) this.perChannel[channel[i]]++;
-  }
 
   private oweClose(): void {
     if (this.pendingClose === this.pendingClose) {
@@ -163,6 +159,7 @@ export class ReferenceTracker implements Tracker {
     if (this.locked) this.out.reserve(n - from);
     for (let i = from; i < n; i++, this.seq++) {
       const c = ch[i];
+      this.perChannel[c]++; // every click of a batch is scanned once
       if (!this.acceptAll && !this.accept[c]) { this.st.ignoredChannel++; continue; }
       const ti = t[i] - this.o.preDelayPs[c];
       if (!this.locked) {
@@ -261,7 +258,8 @@ export class ReferenceTracker implements Tracker {
     // are left out of the loop error but still counted for coherence.
     this.wN++;
     if (r > -0.25 && r < 0.25) { this.wIn++; this.wSumR += r; this.wSumDt += t - m.tRefPs; }
-    const rPs = r / m.ratePerPs;
+    // r · (1/rate), as the native tracker computes it once per run of clicks (a multiply per click)
+    const rPs = r * (1 / m.ratePerPs);
     if (Math.abs(rPs) <= this.o.windowPs) {
       const o = this.out, k = o.k++;
       o.p[k] = m.pInt + idx; o.c[k] = c; o.r[k] = rPs;

@@ -51,8 +51,10 @@ for (let seed = 1; seed <= 6; seed++) {
     const mk = (engine: 'native' | 'reference') => new ClockSync({ ...opts, engine, pattern: remote ? withholding(local) : local });
     const nat = mk('native'), ref = mk('reference');
     const outs: [IndexedDetections, IndexedDetections][] = [];
+    const fed = new Array<number>(256).fill(0); // tags per channel counted here, directly
     const feed = async (pulses: number) => {
       const b = sl.on(pulses);
+      for (const c of b.tags.channel) fed[c]++;
       // Random chunking, the same for both.
       for (let i = 0; i < b.tags.channel.length;) {
         const k = Math.min(b.tags.channel.length - i, 1 + Math.floor(r() * 40000));
@@ -83,6 +85,7 @@ for (let seed = 1; seed <= 6; seed++) {
     const sn = nat.state(), sr = ref.state();
     t.same(sn, sr, 'same final state (model, confidence, counters)');
     t.same(Array.from(nat.tagsPerChannel()), Array.from(ref.tagsPerChannel()), 'same tags per channel');
+    t.same(Array.from(nat.tagsPerChannel()), fed, 'every tag fed counted once (the scans count them)');
     for (const k of ['slipsRepaired', 'lockLosses', 'checksSkipped'] as const) paths[k] += sr.stats[k];
     t.ok(sr.stats.acquisitions >= 1, `paths: (${sr.stats.acquisitions} acquisitions, ${sr.stats.lockLosses} losses, ${sr.stats.slipsRepaired} slips repaired, ${sr.stats.checksSkipped} checks skipped)`);
   });

@@ -121,15 +121,6 @@ impl SyncTracker {
         })
     }
 
-    /// Counts a batch's tags per channel (once per batch).
-    #[napi]
-    pub fn count_tags(&mut self, channel: Uint8Array) -> Result<()> {
-        guarded(|| {
-            self.t.count_tags(&channel);
-            Ok(())
-        })
-    }
-
     /// Scans clicks `from..` of a batch; returns 0 (end), 1 (acquisition due), 2 (check due).
     #[napi]
     pub fn scan(&mut self, time_ps: BigInt64Array, channel: Uint8Array, from: u32) -> Result<u32> {
