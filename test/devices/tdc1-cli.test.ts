@@ -6,7 +6,6 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { hasSocat, tempDir } from '../../src/testkit/devices.ts';
 import { readRecordingHeader } from '../../src/devices/record.ts';
@@ -30,11 +29,15 @@ if (!hasSocat()) {
       { id: 'bob-tdc1', profile: 's15-tdc1', emulated: true },
     ],
   }));
+  // The CLI's temporary folders (the emulated TDC1's pty pair) go to a folder of this test's own:
+  // other test files running meanwhile make 'qkd-tdc1-' folders in the shared one (CI saw one).
+  const cliTmp = join(dir.path, 'tmp');
+  mkdirSync(cliTmp);
   const qkd = (...args: string[]) => {
-    const r = spawnSync(process.execPath, [bin, args[0], '--config', config, ...args.slice(1)], { encoding: 'utf8', cwd: dir.path, env: { ...process.env, QKD_STATE_DIR: dir.path }, timeout: 60_000 });
+    const r = spawnSync(process.execPath, [bin, args[0], '--config', config, ...args.slice(1)], { encoding: 'utf8', cwd: dir.path, env: { ...process.env, QKD_STATE_DIR: dir.path, TMPDIR: cliTmp }, timeout: 60_000 });
     return { code: r.status, out: r.stdout, err: r.stderr };
   };
-  const leftovers = () => readdirSync(tmpdir()).filter((f) => f.startsWith('qkd-tdc1-') && !dir.path.endsWith(f));
+  const leftovers = () => readdirSync(cliTmp).filter((f) => f.startsWith('qkd-tdc1-'));
 
   t.test('qkd devices lists the emulated TDC1 with its identity', async (t) => {
     const before = leftovers().length;
