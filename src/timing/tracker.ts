@@ -142,7 +142,6 @@ export class ReferenceTracker implements Tracker {
     return Float64Array.from(this.perChannel);
   }
 
-
   private oweClose(): void {
     if (this.pendingClose === this.pendingClose) {
       const t = this.pendingClose;
